@@ -1,0 +1,1 @@
+"""media: the RTP engine. One media clock per process services every stream in a batch."""

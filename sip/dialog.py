@@ -1,0 +1,176 @@
+"""Dialogs (RFC 3261 §12), UAC side: early and confirmed, route sets, CSeq, target refresh.
+
+A dialog is identified by Call-ID, local tag and remote tag. An INVITE may create several
+early dialogs (forking: one per To tag in the 1xx responses); the first 2xx confirms one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sip.headers import NameAddr
+from sip.message import SipRequest, SipResponse
+
+
+class DialogError(Exception):
+    """An in-dialog request that the dialog refuses; ``status`` is what to answer."""
+
+    def __init__(self, reason: str, status: int = 500):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def _contact_uri(message: SipRequest | SipResponse) -> str | None:
+    contacts = message.get_all("Contact")
+    if not contacts:
+        return None
+    try:
+        return str(NameAddr.parse(contacts[0]).uri)
+    except ValueError:
+        return None
+
+
+def _tag_of(header_value: str | None) -> str | None:
+    if not header_value:
+        return None
+    try:
+        return NameAddr.parse(header_value).tag
+    except ValueError:
+        return None
+
+
+@dataclass
+class Dialog:
+    call_id: str
+    local_tag: str
+    remote_tag: str
+    local_header: str  # our From header value as sent (with our tag)
+    remote_header: str  # the To header value the peer answered with (with its tag)
+    local_seq: int
+    remote_target: str
+    route_set: list[str] = field(default_factory=list)
+    remote_seq: int | None = None
+    secure: bool = False
+    state: str = "early"  # early | confirmed | terminated
+
+    @property
+    def id(self) -> tuple[str, str, str]:
+        return (self.call_id, self.local_tag, self.remote_tag)
+
+    @classmethod
+    def from_uac_response(cls, request: SipRequest, response: SipResponse) -> Dialog:
+        """RFC 3261 §12.1.2: the UAC's dialog state from a 1xx (early) or 2xx (confirmed)
+        response that carries a To tag. The route set is the Record-Route list reversed."""
+        remote_tag = _tag_of(response.get("To"))
+        local_tag = _tag_of(request.get("From"))
+        if not remote_tag or not local_tag:
+            raise DialogError("response without a To tag cannot create a dialog")
+        target = _contact_uri(response) or request.uri
+        return cls(
+            call_id=request.call_id,
+            local_tag=local_tag,
+            remote_tag=remote_tag,
+            local_header=request.get("From") or "",
+            remote_header=response.get("To") or "",
+            local_seq=request.cseq[0],
+            remote_target=target,
+            route_set=list(reversed(response.get_all("Record-Route"))),
+            secure=request.uri.lower().startswith("sips:"),
+            state="confirmed" if 200 <= response.status < 300 else "early",
+        )
+
+    def update_from_response(self, response: SipResponse, *, method: str = "INVITE") -> None:
+        """Apply a later response of the same dialog.
+
+        §12.1.2 / §13.2.2.4: a 2xx to the INVITE confirms the dialog, and the route set is
+        recomputed from it (it may differ from the 1xx). §12.2.1.2: a 2xx to a target-refresh
+        request (re-INVITE, UPDATE) replaces the remote target with its Contact.
+        """
+        contact = _contact_uri(response)
+        if 200 <= response.status < 300:
+            if self.state == "early" and method == "INVITE":
+                self.route_set = list(reversed(response.get_all("Record-Route")))
+                self.state = "confirmed"
+                self.remote_header = response.get("To") or self.remote_header
+            if contact and method in ("INVITE", "UPDATE"):
+                self.remote_target = contact
+        elif self.state == "early" and response.status < 200 and contact:
+            self.remote_target = contact
+
+    def create_request(
+        self, method: str, *, headers: list[tuple[str, str]] | None = None, body: bytes = b""
+    ) -> SipRequest:
+        """RFC 3261 §12.2.1.1: a request within the dialog.
+
+        CSeq increments by one except for ACK and CANCEL, which reuse the INVITE's number
+        (the caller passes those through :meth:`create_ack`). Loose routing when the first
+        route has ``lr``; strict routing (the RFC 2543 way) otherwise.
+        """
+        if method not in ("ACK", "CANCEL"):
+            self.local_seq += 1
+        uri, routes = self.request_uri_and_routes()
+        req = SipRequest(method, uri)
+        for route in routes:
+            req.add("Route", route)
+        req.add("Max-Forwards", "70")
+        req.add("From", self.local_header)
+        req.add("To", self.remote_header)
+        req.add("Call-ID", self.call_id)
+        req.add("CSeq", f"{self.local_seq} {method}")
+        for name, value in headers or ():
+            req.add(name, value)
+        req.body = body
+        return req
+
+    def create_ack(
+        self, invite_cseq: int, *, headers: list[tuple[str, str]] | None = None, body: bytes = b""
+    ) -> SipRequest:
+        """RFC 3261 §13.2.2.4: the ACK for a 2xx is an in-dialog request with the INVITE's
+        CSeq number, a new branch, and the dialog's route set."""
+        uri, routes = self.request_uri_and_routes()
+        ack = SipRequest("ACK", uri)
+        for route in routes:
+            ack.add("Route", route)
+        ack.add("Max-Forwards", "70")
+        ack.add("From", self.local_header)
+        ack.add("To", self.remote_header)
+        ack.add("Call-ID", self.call_id)
+        ack.add("CSeq", f"{invite_cseq} ACK")
+        for name, value in headers or ():
+            ack.add(name, value)
+        ack.body = body
+        return ack
+
+    def request_uri_and_routes(self) -> tuple[str, list[str]]:
+        """§12.2.1.1: loose routing keeps the remote target as Request-URI; strict routing
+        moves the first route into the Request-URI and appends the remote target."""
+        if not self.route_set:
+            return self.remote_target, []
+        first = NameAddr.parse(self.route_set[0])
+        params = getattr(first.uri, "params", {}) or {}
+        if "lr" in params:
+            return self.remote_target, list(self.route_set)
+        strict_uri = str(first.uri)
+        return strict_uri, [*self.route_set[1:], f"<{self.remote_target}>"]
+
+    def next_hop(self) -> str:
+        """The URI the request is physically sent to (§8.1.2): the first Route, else the
+        Request-URI."""
+        uri, routes = self.request_uri_and_routes()
+        if routes:
+            return str(NameAddr.parse(routes[0]).uri)
+        return uri
+
+    def receive_request(self, request: SipRequest) -> None:
+        """RFC 3261 §12.2.2: CSeq must increase (else 500); target refresh requests
+        (re-INVITE, UPDATE) replace the remote target."""
+        seq = request.cseq[0]
+        if request.method not in ("ACK", "CANCEL"):
+            if self.remote_seq is not None and seq < self.remote_seq:
+                raise DialogError("CSeq out of order", 500)
+            self.remote_seq = seq
+        if request.method in ("INVITE", "UPDATE"):
+            contact = _contact_uri(request)
+            if contact:
+                self.remote_target = contact

@@ -1,0 +1,790 @@
+"""The INVITE session, UAC side (RFC 3261 §13-15), sans-I/O.
+
+One :class:`ClientInviteSession` per outbound call. It builds the requests the call needs
+(INVITE and its retries after 401/407/3xx/422, ACK for 2xx, CANCEL, BYE, PRACK, session
+refreshes) and digests the responses and in-dialog requests the shell hands it. It never
+touches a socket or the clock: it returns *actions* for the shell to carry out, and time
+comes in as ``now``.
+
+Covered here:
+- forking (§13.2.2.4): one early dialog per To tag; the first 2xx wins, any other 2xx is
+  ACKed and then released with BYE;
+- CANCEL (§9.1): never before a provisional response; a 2xx that crosses our CANCEL is ACKed
+  and BYEd; a call whose INVITE never completes after CANCEL is ended after 64*T1;
+- digest authentication for 401/407 on any request (one retry per challenge, nc counting in
+  :class:`sip.auth.DigestClient`);
+- 3xx redirects, bounded by ``max_redirects``; 422 Session Interval Too Small;
+- reliable provisional responses (RFC 3262): PRACK once per RSeq;
+- session timers (RFC 4028): we refresh with re-INVITE when we are the refresher, and send
+  BYE when the peer was the refresher and let the session expire;
+- requests from the callee: BYE, re-INVITE/UPDATE (hold, codec change, refresh), INFO (DTMF
+  relay), OPTIONS, and 481/501/491 where they do not fit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sip import causes
+from sip.auth import Credentials, DigestClient, choose_challenge
+from sip.dialog import Dialog, DialogError
+from sip.events import (
+    Answered,
+    CallEvent,
+    DigitReceived,
+    EarlyMedia,
+    Ringing,
+    Terminated,
+    Trying,
+)
+from sip.headers import NameAddr
+from sip.message import SipRequest, SipResponse, make_response, new_tag
+
+_Q850_NAMES = {code: name for name, code in causes.Q850_CODES.items() if code < 200}
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    contact: str  # our Contact header value, e.g. "<sip:softswitch@127.0.0.1:5060>"
+    user_agent: str = "softswitch/0.1"
+    allow: str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, PRACK, NOTIFY"
+    supported: str = "100rel, timer"
+    session_expires: int = 1800  # RFC 4028; 0 = do not ask for session timers
+    min_se: int = 90
+    max_redirects: int = 3
+    t1: float = 0.5
+
+
+# ----------------------------------------------------------------------------- actions
+
+
+@dataclass(frozen=True, slots=True)
+class SendRequest:
+    """Start a client transaction for ``request`` towards ``next_hop`` (a URI to resolve)."""
+
+    request: SipRequest
+    next_hop: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendAck:
+    """Send this ACK for a 2xx directly (it is not part of any transaction, §13.2.2.4)."""
+
+    request: SipRequest
+    next_hop: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteSdp:
+    """The callee's session description (answer from 18x/2xx); apply it to the media."""
+
+    sdp: str
+    early: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Emit:
+    event: CallEvent
+
+
+Action = SendRequest | SendAck | RemoteSdp | Emit
+
+
+def _body_sdp(message: SipRequest | SipResponse) -> str | None:
+    ctype = (message.get("Content-Type") or "").split(";")[0].strip().lower()
+    if message.body and ctype in ("application/sdp", ""):
+        return message.body.decode("utf-8", "replace")
+    return None
+
+
+def _reason_cause(message: SipRequest) -> str | None:
+    """A Q.850 cause carried in a Reason header (RFC 3326), if any."""
+    for value in message.get_all("Reason"):
+        proto, _, rest = value.partition(";")
+        if proto.strip().upper() != "Q.850":
+            continue
+        for param in rest.split(";"):
+            name, _, val = param.strip().partition("=")
+            if name.lower() == "cause":
+                with contextlib.suppress(ValueError):
+                    return _Q850_NAMES.get(int(val.strip('"')))
+    return None
+
+
+def _session_expires(message: SipResponse | SipRequest) -> tuple[int, str | None] | None:
+    value = message.get("Session-Expires")
+    if not value:
+        return None
+    head, *params = value.split(";")
+    try:
+        interval = int(head.strip())
+    except ValueError:
+        return None
+    refresher = None
+    for p in params:
+        name, _, val = p.strip().partition("=")
+        if name.lower() == "refresher":
+            refresher = val.strip().lower()
+    return interval, refresher
+
+
+def _has_option(message: SipRequest | SipResponse, header: str, option: str) -> bool:
+    return any(v.strip().lower() == option for v in message.get_all(header))
+
+
+@dataclass
+class _Pending:
+    """A request of ours awaiting its final response, with what to do about auth."""
+
+    request: SipRequest
+    auth_tries: int = 0
+
+
+@dataclass
+class ClientInviteSession:
+    """One outbound call's INVITE session. Build with :meth:`create`, then :meth:`start`."""
+
+    invite: SipRequest
+    config: SessionConfig
+    credentials: Credentials | None = None
+    offer_handler: Callable[[str | None], str] | None = None  # re-INVITE offer -> our answer
+    state: str = "init"  # init|calling|proceeding|early|confirmed|terminated
+    dialogs: dict[str, Dialog] = field(default_factory=dict)
+    dialog: Dialog | None = None  # the confirmed one
+    final_status: int | None = None
+    terminated: Terminated | None = None
+    _digest: DigestClient = field(default_factory=DigestClient)
+    _auth_tries: int = 0
+    _redirects: int = 0
+    _tried_targets: set[str] = field(default_factory=set)
+    _provisional_seen: bool = False
+    _cancel_pending: tuple[str, str] | None = None  # (cause, source) waiting for a 1xx
+    _cancel_sent_at: float | None = None
+    _cancel_cause: tuple[str, str] | None = None
+    _acks: dict[str, SendAck] = field(default_factory=dict)  # remote tag -> ACK (re-sent on 2xx retx)
+    _prack_seen: set[tuple[str, int]] = field(default_factory=set)
+    _pending: dict[tuple[int, str], _Pending] = field(default_factory=dict)
+    _refresh_at: float | None = None
+    _expire_at: float | None = None
+    _session_interval: int | None = None
+    _we_refresh: bool = False
+    _reinvite_in_progress: bool = False
+    _local_sdp: str | None = None
+    _bye_sent: bool = False
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        request_uri: str,
+        from_uri: str,
+        to_uri: str,
+        call_id: str,
+        config: SessionConfig,
+        caller_name: str | None = None,
+        sdp: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+        credentials: Credentials | None = None,
+        offer_handler: Callable[[str | None], str] | None = None,
+    ) -> ClientInviteSession:
+        """Build the initial INVITE (§8.1.1): From with a fresh tag and the caller name as
+        display name, To without tag, CSeq 1, Contact, Supported/Allow, session timer."""
+        invite = SipRequest("INVITE", request_uri)
+        invite.add("Max-Forwards", "70")
+        from_na = NameAddr.parse(from_uri)
+        from_na.display_name = caller_name or from_na.display_name
+        from_na.params["tag"] = new_tag()
+        invite.add("From", str(from_na))
+        invite.add("To", str(NameAddr.parse(to_uri)))
+        invite.add("Call-ID", call_id)
+        invite.add("CSeq", "1 INVITE")
+        invite.add("Contact", config.contact)
+        invite.add("User-Agent", config.user_agent)
+        invite.add("Allow", config.allow)
+        invite.add("Supported", config.supported)
+        if config.session_expires:
+            invite.add("Session-Expires", str(config.session_expires))
+            invite.add("Min-SE", str(config.min_se))
+        for name, value in headers or ():
+            invite.add(name, value)
+        if sdp is not None:
+            invite.add("Content-Type", "application/sdp")
+            invite.body = sdp.encode()
+        session = cls(
+            invite=invite, config=config, credentials=credentials, offer_handler=offer_handler
+        )
+        session._local_sdp = sdp
+        return session
+
+    @property
+    def call_id(self) -> str:
+        return self.invite.call_id
+
+    @property
+    def answered(self) -> bool:
+        return self.dialog is not None
+
+    # ---------------------------------------------------------------- the shell's calls
+
+    def start(self, now: float) -> list[Action]:
+        self.state = "calling"
+        self._tried_targets.add(self.invite.uri)
+        return [self._send(self.invite), Emit(Trying(now))]
+
+    def _send(self, request: SipRequest, next_hop: str | None = None) -> SendRequest:
+        self._pending[(request.cseq[0], request.method)] = _Pending(request)
+        if next_hop is None:
+            next_hop = self._next_hop_for(request)
+        return SendRequest(request, next_hop)
+
+    def _next_hop_for(self, request: SipRequest) -> str:
+        routes = request.get_all("Route")
+        if routes:
+            return str(NameAddr.parse(routes[0]).uri)
+        return request.uri
+
+    def on_response(self, request: SipRequest, response: SipResponse, now: float) -> list[Action]:
+        """A response (or RFC 6026 2xx retransmission) to one of our requests."""
+        if request.method == "INVITE" and request.cseq[0] == self.invite.cseq[0]:
+            return self._on_invite_response(response, now)
+        key = (request.cseq[0], request.method)
+        pending = self._pending.get(key)
+        if response.status >= 200:
+            self._pending.pop(key, None)
+        if response.status in (401, 407) and pending is not None:
+            retry = self._authenticated_retry(pending.request, response)
+            if retry is not None:
+                return [retry]
+        if request.method == "INVITE":  # our session refresh / re-INVITE
+            return self._on_reinvite_response(request, response, now)
+        if request.method == "BYE" and response.status >= 200:
+            return []
+        return []
+
+    def on_timeout(self, request: SipRequest, now: float) -> list[Action]:
+        """Timer B/F fired, or the transport failed, for one of our requests."""
+        self._pending.pop((request.cseq[0], request.method), None)
+        if request.method == "INVITE" and request is self.invite:
+            if self.state in ("calling", "proceeding", "early") and self.dialog is None:
+                if self._cancel_cause is not None or self._cancel_pending is not None:
+                    cause, source = self._cancel_cause or self._cancel_pending  # type: ignore[misc]
+                    return self._terminate(now, cause, 487, "cancelled", source)
+                return self._terminate(
+                    now, causes.RECOVERY_ON_TIMER_EXPIRE, 408, "no response", "error"
+                )
+            return []
+        if request.method == "INVITE" and self.dialog is not None:
+            # RFC 4028 §10 / RFC 5057: a refresh that gets no answer ends the session.
+            self._reinvite_in_progress = False
+            return self.bye(now, causes.RECOVERY_ON_TIMER_EXPIRE, "error")
+        return []
+
+    def on_unreachable(self, request: SipRequest, now: float) -> list[Action]:
+        """The next hop of ``request`` could not be resolved or reached."""
+        if request is self.invite and self.dialog is None:
+            return self._terminate(
+                now, causes.NO_ROUTE_DESTINATION, None, "destination unreachable", "error"
+            )
+        return self.on_timeout(request, now)
+
+    def cancel(self, now: float, cause: str = causes.ORIGINATOR_CANCEL, source: str = "caller") -> list[Action]:
+        """Abandon the call before it is answered (§9.1), or hang up if it already was."""
+        if self.state == "terminated":
+            return []
+        if self.dialog is not None:
+            return self.bye(now, cause, source)
+        if self._cancel_sent_at is not None or self._cancel_pending is not None:
+            return []
+        if not self._provisional_seen:
+            # §9.1: a CANCEL must not be sent before a provisional response arrives.
+            self._cancel_pending = (cause, source)
+            return []
+        return self._send_cancel(now, cause, source)
+
+    def _send_cancel(self, now: float, cause: str, source: str) -> list[Action]:
+        inv = self.invite
+        cancel = SipRequest("CANCEL", inv.uri)
+        cancel.add("Via", inv.get_all("Via")[0])  # §9.1: same branch as the INVITE
+        for route in inv.get_all("Route"):
+            cancel.add("Route", route)
+        cancel.add("Max-Forwards", "70")
+        cancel.add("From", inv.get("From") or "")
+        cancel.add("To", inv.get("To") or "")
+        cancel.add("Call-ID", inv.call_id)
+        cancel.add("CSeq", f"{inv.cseq[0]} CANCEL")
+        cancel.add("Reason", _reason_header(cause))
+        cancel.add("User-Agent", self.config.user_agent)
+        self._cancel_sent_at = now
+        self._cancel_cause = (cause, source)
+        self._cancel_pending = None
+        return [self._send(cancel, self._next_hop_for(inv))]
+
+    def bye(self, now: float, cause: str = causes.NORMAL_CLEARING, source: str = "caller") -> list[Action]:
+        """End an answered call (§15.1.1); the call is over for us as soon as BYE leaves."""
+        if self.dialog is None:
+            return self.cancel(now, cause, source)
+        if self._bye_sent:
+            return []
+        self._bye_sent = True
+        actions: list[Action] = [self._bye_for(self.dialog, cause)]
+        if self.state != "terminated":
+            actions += self._terminate(now, cause, None, "hangup", source)
+        return actions
+
+    def _bye_for(self, dialog: Dialog, cause: str) -> SendRequest:
+        bye = dialog.create_request(
+            "BYE",
+            headers=[("Reason", _reason_header(cause)), ("User-Agent", self.config.user_agent)],
+        )
+        dialog.state = "terminated"
+        return self._send(bye, dialog.next_hop())
+
+    # --------------------------------------------------------------- INVITE responses
+
+    def _on_invite_response(self, response: SipResponse, now: float) -> list[Action]:
+        status = response.status
+        if status < 200:
+            return self._on_provisional(response, now)
+        if status < 300:
+            return self._on_2xx(response, now)
+        # Final non-2xx: the transaction ACKs it. Retries first, then the end of the call.
+        self._pending.pop((self.invite.cseq[0], "INVITE"), None)
+        if self.state == "terminated":
+            return []
+        if status in (401, 407) and self._cancel_sent_at is None:
+            retry = self._authenticated_retry(self.invite, response, is_invite=True)
+            if retry is not None:
+                return [retry]
+        if 300 <= status < 400 and self._cancel_sent_at is None and self._cancel_pending is None:
+            retry = self._redirect(response)
+            if retry is not None:
+                return [retry]
+        if status == 422 and self._cancel_sent_at is None:
+            retry = self._session_interval_retry(response)
+            if retry is not None:
+                return [retry]
+        self.final_status = status
+        if self._cancel_cause is not None or self._cancel_pending is not None:
+            cause, source = self._cancel_cause or self._cancel_pending  # type: ignore[misc]
+            return self._terminate(now, cause, status, response.reason, source)
+        return self._terminate(
+            now, causes.cause_from_status(status), status, response.reason, "callee"
+        )
+
+    def _on_provisional(self, response: SipResponse, now: float) -> list[Action]:
+        actions: list[Action] = []
+        if self.state == "terminated":
+            return actions
+        first_provisional = not self._provisional_seen
+        self._provisional_seen = True
+        if self._cancel_pending is not None:
+            cause, source = self._cancel_pending
+            return self._send_cancel(now, cause, source)
+        if response.status == 100:
+            return actions
+        tag = NameAddr.parse(response.get("To") or "").tag
+        dialog = None
+        if tag:
+            dialog = self.dialogs.get(tag)
+            if dialog is None:
+                with contextlib.suppress(DialogError):
+                    dialog = Dialog.from_uac_response(self.invite, response)
+                    self.dialogs[tag] = dialog
+            else:
+                dialog.update_from_response(response)
+        # RFC 3262 §4: a reliable provisional response is PRACKed once per RSeq.
+        if dialog is not None and _has_option(response, "Require", "100rel"):
+            rseq_text = response.get("RSeq")
+            if rseq_text and rseq_text.strip().isdigit():
+                rseq = int(rseq_text)
+                if (tag or "", rseq) in self._prack_seen:
+                    return actions  # a retransmission of a 1xx we already PRACKed
+                self._prack_seen.add((tag or "", rseq))
+                prack = dialog.create_request(
+                    "PRACK",
+                    headers=[
+                        ("RAck", f"{rseq} {self.invite.cseq[0]} INVITE"),
+                        ("User-Agent", self.config.user_agent),
+                    ],
+                )
+                actions.append(self._send(prack, dialog.next_hop()))
+        sdp = _body_sdp(response)
+        self.state = "early" if tag else "proceeding"
+        if sdp:
+            actions.append(RemoteSdp(sdp, early=True))
+            actions.append(Emit(EarlyMedia(now, response.status, tag)))
+        elif first_provisional or response.status in (180, 181, 182, 183):
+            actions.append(Emit(Ringing(now, response.status, response.reason, tag)))
+        return actions
+
+    def _on_2xx(self, response: SipResponse, now: float) -> list[Action]:
+        tag = NameAddr.parse(response.get("To") or "").tag or ""
+        if tag in self._acks:
+            return [self._acks[tag]]  # 2xx retransmission: the same ACK again
+        dialog = self.dialogs.get(tag)
+        if dialog is None:
+            try:
+                dialog = Dialog.from_uac_response(self.invite, response)
+            except DialogError:
+                # A 2xx without To tag is broken; ACK it as best we can and give up.
+                return self._terminate(now, causes.PROTOCOL_ERROR, response.status, "2xx without To tag", "error")
+            self.dialogs[tag] = dialog
+        dialog.update_from_response(response)
+        ack = SendAck(
+            dialog.create_ack(
+                self.invite.cseq[0], headers=[("User-Agent", self.config.user_agent)]
+            ),
+            dialog.next_hop(),
+        )
+        self._acks[tag] = ack
+        actions: list[Action] = [ack]
+        if self.dialog is not None or self.state == "terminated":
+            # §13.2.2.4: a second 2xx from another fork, or one that crossed our CANCEL:
+            # acknowledge it, then release that dialog.
+            actions.append(self._bye_for(dialog, causes.NORMAL_CLEARING))
+            if self.dialog is None and self.state != "terminated":
+                cause, source = self._cancel_cause or (causes.ORIGINATOR_CANCEL, "caller")
+                actions += self._terminate(now, cause, 487, "cancelled", source)
+            return actions
+        if self._cancel_sent_at is not None or self._cancel_pending is not None:
+            self.dialog = dialog
+            cause, source = self._cancel_cause or self._cancel_pending  # type: ignore[misc]
+            actions.append(self._bye_for(dialog, cause))
+            self._bye_sent = True
+            actions += self._terminate(now, cause, 487, "cancelled", source)
+            return actions
+        self.dialog = dialog
+        self.state = "confirmed"
+        self.final_status = response.status
+        self._pending.pop((self.invite.cseq[0], "INVITE"), None)
+        for other_tag, other in self.dialogs.items():
+            if other_tag != tag:
+                other.state = "terminated"
+        self._arm_session_timer(response, now)
+        sdp = _body_sdp(response)
+        if sdp:
+            actions.append(RemoteSdp(sdp, early=False))
+        actions.append(Emit(Answered(now, response.status)))
+        return actions
+
+    def _authenticated_retry(
+        self, request: SipRequest, response: SipResponse, *, is_invite: bool = False
+    ) -> SendRequest | None:
+        """Re-send ``request`` with credentials for the 401/407 challenge (RFC 3261 §22.2).
+
+        One retry per challenge; a second challenge is only answered when it says
+        ``stale=true`` (the nonce expired, the password was right)."""
+        if self.credentials is None:
+            return None
+        header = "WWW-Authenticate" if response.status == 401 else "Proxy-Authenticate"
+        challenge = choose_challenge(response.get_all(header), realm=self.credentials.realm)
+        if challenge is None:
+            return None
+        tries = self._auth_tries if is_invite else 0
+        if tries >= 1 and not challenge.stale or tries >= 3:
+            return None
+        retry = _copy_request(request, drop=("Via", "Authorization", "Proxy-Authorization"))
+        seq = (self.dialog.local_seq + 1) if (self.dialog and not is_invite) else request.cseq[0] + 1
+        if self.dialog and not is_invite:
+            self.dialog.local_seq = seq
+        retry.set("CSeq", f"{seq} {request.method}")
+        auth_name = "Authorization" if response.status == 401 else "Proxy-Authorization"
+        retry.add(
+            auth_name,
+            self._digest.authorization(
+                challenge, self.credentials, request.method, request.uri, request.body
+            ),
+        )
+        if is_invite:
+            self._auth_tries += 1
+            self.invite = retry
+        return self._send(retry)
+
+    def _redirect(self, response: SipResponse) -> SendRequest | None:
+        """§8.1.3.4: try the Contacts of a 3xx, highest q first, each once, within bounds."""
+        if self._redirects >= self.config.max_redirects:
+            return None
+        contacts: list[tuple[float, str]] = []
+        for value in response.get_all("Contact"):
+            try:
+                na = NameAddr.parse(value)
+            except ValueError:
+                continue
+            q = 1.0
+            with contextlib.suppress(TypeError, ValueError):
+                q = float(na.params.get("q") or 1.0)
+            contacts.append((-q, str(na.uri)))
+        for _, uri in sorted(contacts):
+            if uri in self._tried_targets or not uri.lower().startswith(("sip:", "sips:")):
+                continue
+            self._redirects += 1
+            self._tried_targets.add(uri)
+            retry = _copy_request(self.invite, drop=("Via", "Authorization", "Proxy-Authorization", "Route"))
+            retry.uri = uri
+            retry.set("CSeq", f"{self.invite.cseq[0] + 1} INVITE")
+            self.invite = retry
+            self._provisional_seen = False
+            self.state = "calling"
+            return self._send(retry)
+        return None
+
+    def _session_interval_retry(self, response: SipResponse) -> SendRequest | None:
+        """RFC 4028 §7.4: 422 carries the smallest interval the peer accepts."""
+        min_se = response.get("Min-SE")
+        if not min_se or "Session-Expires" not in self.invite:
+            return None
+        try:
+            interval = int(min_se.split(";")[0])
+        except ValueError:
+            return None
+        current = int((self.invite.get("Session-Expires") or "0").split(";")[0] or 0)
+        if interval <= current:
+            return None
+        retry = _copy_request(self.invite, drop=("Via",))
+        retry.set("Session-Expires", str(interval))
+        retry.set("Min-SE", str(interval))
+        retry.set("CSeq", f"{self.invite.cseq[0] + 1} INVITE")
+        self.invite = retry
+        return self._send(retry)
+
+    # ---------------------------------------------------------------- session timers
+
+    def _arm_session_timer(self, response: SipResponse, now: float) -> None:
+        se = _session_expires(response)
+        if se is None:
+            return
+        interval, refresher = se
+        if interval <= 0:
+            return
+        self._session_interval = interval
+        self._we_refresh = refresher in (None, "uac")
+        self._rearm_session_timer(now)
+
+    def _rearm_session_timer(self, now: float) -> None:
+        interval = self._session_interval
+        if interval is None:
+            return
+        if self._we_refresh:
+            self._refresh_at = now + interval / 2
+            self._expire_at = None
+        else:
+            # §10: the side that does not refresh sends BYE shortly before expiry.
+            self._refresh_at = None
+            self._expire_at = now + interval - min(32, interval / 3)
+
+    def get_timer(self) -> float | None:
+        candidates = [t for t in (self._refresh_at, self._expire_at) if t is not None]
+        if self._cancel_sent_at is not None and self.state != "terminated":
+            candidates.append(self._cancel_sent_at + 64 * self.config.t1)
+        return min(candidates) if candidates else None
+
+    def handle_timer(self, now: float) -> list[Action]:
+        if self.state == "terminated":
+            self._refresh_at = self._expire_at = None
+            return []
+        if (
+            self._cancel_sent_at is not None
+            and self.dialog is None
+            and now >= self._cancel_sent_at + 64 * self.config.t1
+        ):
+            cause, source = self._cancel_cause or (causes.ORIGINATOR_CANCEL, "caller")
+            return self._terminate(now, cause, None, "no final response after CANCEL", source)
+        if self._expire_at is not None and now >= self._expire_at:
+            self._expire_at = None
+            return self.bye(now, causes.RECOVERY_ON_TIMER_EXPIRE, "error")
+        if self._refresh_at is not None and now >= self._refresh_at and self.dialog is not None:
+            self._refresh_at = None
+            if self._reinvite_in_progress:
+                self._refresh_at = now + 2
+                return []
+            return [self._session_refresh()]
+        return []
+
+    def _session_refresh(self) -> SendRequest:
+        assert self.dialog is not None
+        headers = [
+            ("Contact", self.config.contact),
+            ("User-Agent", self.config.user_agent),
+            ("Supported", self.config.supported),
+            ("Session-Expires", f"{self._session_interval};refresher=uac"),
+            ("Min-SE", str(self.config.min_se)),
+        ]
+        body = b""
+        if self._local_sdp:
+            headers.append(("Content-Type", "application/sdp"))
+            body = self._local_sdp.encode()
+        reinvite = self.dialog.create_request("INVITE", headers=headers, body=body)
+        self._reinvite_in_progress = True
+        return self._send(reinvite, self.dialog.next_hop())
+
+    def _on_reinvite_response(self, request: SipRequest, response: SipResponse, now: float) -> list[Action]:
+        if response.status < 200 or self.dialog is None:
+            return []
+        self._reinvite_in_progress = False
+        if response.status < 300:
+            self.dialog.update_from_response(response, method="INVITE")
+            ack = self.dialog.create_ack(request.cseq[0], headers=[("User-Agent", self.config.user_agent)])
+            se = _session_expires(response)
+            if se is not None:
+                self._session_interval = se[0]
+                self._we_refresh = se[1] in (None, "uac")
+            self._rearm_session_timer(now)
+            return [SendAck(ack, self.dialog.next_hop())]
+        if response.status in (481, 408):
+            # RFC 5057 §5.1: the dialog is gone.
+            return self._terminate(now, causes.NORMAL_CLEARING, response.status, response.reason, "callee")
+        if response.status == 491:
+            self._refresh_at = now + 2.1  # §14.1: retry after a random wait (2.1-4 s for the owner)
+        else:
+            self._rearm_session_timer(now)
+        return []
+
+    # ------------------------------------------------------- requests from the callee
+
+    def matches(self, request: SipRequest) -> bool:
+        """Does this in-dialog request belong to one of our dialogs?"""
+        tag = NameAddr.parse(request.get("From") or "").tag
+        to_tag = NameAddr.parse(request.get("To") or "").tag
+        return (
+            request.call_id == self.call_id
+            and tag in self.dialogs
+            and to_tag == self.dialogs[tag].local_tag
+        )
+
+    def on_request(self, request: SipRequest, now: float) -> tuple[SipResponse | None, list[Action]]:
+        """An in-dialog request from the callee; returns our response (None for ACK)."""
+        method = request.method
+        tag = NameAddr.parse(request.get("From") or "").tag or ""
+        dialog = self.dialogs.get(tag)
+        if dialog is None or dialog.state == "terminated" and method != "BYE":
+            return (None if method == "ACK" else self._response(request, 481), [])
+        if method == "ACK":
+            sdp = _body_sdp(request)
+            return None, ([RemoteSdp(sdp, early=False)] if sdp else [])
+        try:
+            dialog.receive_request(request)
+        except DialogError as exc:
+            return self._response(request, exc.status, exc.reason), []
+        if method == "BYE":
+            return self._on_bye(request, dialog, now)
+        if method in ("INVITE", "UPDATE"):
+            return self._on_offer(request, dialog, now)
+        if method == "INFO":
+            return self._on_info(request, now)
+        if method in ("OPTIONS", "NOTIFY", "PRACK"):
+            response = self._response(request, 200)
+            if method == "OPTIONS":
+                response.add("Allow", self.config.allow)
+                response.add("Accept", "application/sdp")
+                response.add("Supported", self.config.supported)
+            return response, []
+        if method == "CANCEL":
+            return self._response(request, 481), []
+        response = self._response(request, 501)
+        response.add("Allow", self.config.allow)
+        return response, []
+
+    def _on_bye(self, request: SipRequest, dialog: Dialog, now: float) -> tuple[SipResponse, list[Action]]:
+        response = self._response(request, 200)
+        dialog.state = "terminated"
+        if self.state == "terminated":
+            return response, []
+        if self.dialog is not dialog:
+            # A BYE in an early dialog (some UASs do it instead of a final response):
+            # that fork is over; the call goes on while other forks may still answer.
+            if any(d.state != "terminated" for d in self.dialogs.values()):
+                return response, []
+            return response, self._terminate(now, causes.NORMAL_CLEARING, None, "BYE", "callee")
+        cause = _reason_cause(request) or causes.NORMAL_CLEARING
+        return response, self._terminate(now, cause, None, "BYE", "callee")
+
+    def _on_offer(self, request: SipRequest, dialog: Dialog, now: float) -> tuple[SipResponse, list[Action]]:
+        """A re-INVITE or UPDATE from the callee: hold/resume, codec change, refresh (§14.2)."""
+        if request.method == "INVITE" and self._reinvite_in_progress:
+            return self._response(request, 491), []  # §14.2 glare
+        offer = _body_sdp(request)
+        answer: str | None = None
+        if self.offer_handler is not None and (offer is not None or request.method == "INVITE"):
+            try:
+                answer = self.offer_handler(offer)
+            except ValueError as exc:
+                return self._response(request, 488, f"Not Acceptable Here ({exc})"), []
+        response = self._response(request, 200)
+        response.add("Contact", self.config.contact)
+        response.add("Allow", self.config.allow)
+        response.add("Supported", self.config.supported)
+        se = _session_expires(request)
+        if se is not None:
+            # §9: the peer refreshed; it stays the refresher unless it says otherwise.
+            interval, refresher = se
+            self._session_interval = interval
+            self._we_refresh = refresher == "uas"
+            response.add("Session-Expires", f"{interval};refresher={refresher or 'uac'}")
+            response.add("Require", "timer")
+        if self._session_interval is not None:
+            self._rearm_session_timer(now)
+        if answer is not None:
+            self._local_sdp = answer
+            response.add("Content-Type", "application/sdp")
+            response.body = answer.encode()
+        return response, []
+
+    def _on_info(self, request: SipRequest, now: float) -> tuple[SipResponse, list[Action]]:
+        """SIP INFO DTMF (application/dtmf-relay, application/dtmf), as PBXs send it."""
+        ctype = (request.get("Content-Type") or "").split(";")[0].strip().lower()
+        actions: list[Action] = []
+        body = request.body.decode("utf-8", "replace")
+        digit = None
+        duration = 250
+        if ctype == "application/dtmf-relay":
+            for line in body.splitlines():
+                name, _, value = line.partition("=")
+                if name.strip().lower() == "signal":
+                    digit = value.strip()
+                elif name.strip().lower() == "duration" and value.strip().isdigit():
+                    duration = int(value.strip())
+        elif ctype == "application/dtmf":
+            digit = body.strip()
+        if digit:
+            digit = {"10": "*", "11": "#"}.get(digit, digit).upper()
+            if len(digit) == 1 and digit in "0123456789*#ABCD":
+                actions.append(Emit(DigitReceived(now, digit, duration, "info")))
+        return self._response(request, 200), actions
+
+    def _response(self, request: SipRequest, status: int, reason: str | None = None) -> SipResponse:
+        response = make_response(request, status, reason)
+        response.add("User-Agent", self.config.user_agent)
+        return response
+
+    # --------------------------------------------------------------------- the end
+
+    def _terminate(
+        self, now: float, cause: str, status: int | None, reason: str, source: str
+    ) -> list[Action]:
+        if self.state == "terminated":
+            return []
+        self.state = "terminated"
+        self._refresh_at = self._expire_at = None
+        self.terminated = Terminated(now, cause, status if status is not None else self.final_status, reason, source)
+        return [Emit(self.terminated)]
+
+
+def _reason_header(cause: str) -> str:
+    code = causes.Q850_CODES.get(cause, 16)
+    if code > 127:
+        code = 16 if cause != causes.ORIGINATOR_CANCEL else 16
+    return f'Q.850;cause={code};text="{cause}"'
+
+
+def _copy_request(request: SipRequest, *, drop: tuple[str, ...] = ()) -> SipRequest:
+    copy = SipRequest(request.method, request.uri)
+    lowered = {d.lower() for d in drop}
+    for name, value in request.headers:
+        if name.lower() not in lowered:
+            copy.add(name, value)
+    copy.body = request.body
+    return copy
