@@ -1,0 +1,421 @@
+"""The HTTP application: routing, HTTP Basic auth, error shapes, the OpenAPI document.
+
+One aiohttp application serves every dialect; this module holds what they share and the
+Plivo v1 routes (the dialect tables are in :mod:`softswitch.api.plivo`)::
+
+    POST   /v1/Account/{auth_id}/Call/                 make a call (single or bulk)
+    GET    /v1/Account/{auth_id}/Call/                 list records; ?status=live|queued: uuids
+    GET    /v1/Account/{auth_id}/Call/{call_uuid}/     one record; ?status=live|queued: live view
+    DELETE /v1/Account/{auth_id}/Call/{call_uuid}/     hang up (ringing calls too)
+    DELETE /v1/Account/{auth_id}/Request/{request_uuid}/  cancel a queued or ringing call
+    GET    /openapi.json                               what is served
+
+Errors are ``{"api_id": ..., "error": ...}`` with 400/401/404/405/429/500/503, as the
+``plivo`` SDK expects (``plivo.rest.client.Client.process_response``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from ..call import AccountLimits, CallManager
+from . import plivo
+from .plivo import ApiError
+
+log = logging.getLogger("softswitch.api")
+
+__all__ = ["create_app", "openapi_document", "MANAGER_KEY", "STORE_KEY"]
+
+MANAGER_KEY: web.AppKey[CallManager] = web.AppKey("manager", CallManager)
+STORE_KEY: web.AppKey[Any] = web.AppKey("store", object)
+BULK_MAX_KEY: web.AppKey[int] = web.AppKey("bulk_max", int)
+API_ID_KEY: web.RequestKey[str] = web.RequestKey("api_id", str)
+
+_LIST_LIMIT_MAX = 20  # Plivo: 0 < limit <= 20
+
+
+def _json(status: int, body: dict[str, Any]) -> web.Response:
+    return web.json_response(body, status=status, dumps=lambda o: json.dumps(o, separators=(", ", ": ")))
+
+
+def _error(status: int, message: str, api_id: str) -> web.Response:
+    resp = _json(status, {"api_id": api_id, "error": message})
+    if status == 401:
+        resp.headers["WWW-Authenticate"] = 'Basic realm="softswitch"'
+    return resp
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error in the dialect's shape, with a fresh ``api_id`` per HTTP request."""
+    api_id = str(uuid.uuid4())
+    request[API_ID_KEY] = api_id
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return _error(exc.status, exc.error, api_id)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        reason = {
+            404: "resource not found",
+            405: f"method {request.method} not allowed for this resource",
+            413: "request body too large",
+        }.get(exc.status, exc.reason or "error")
+        return _error(exc.status, reason, api_id)
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return _error(500, "internal server error", api_id)
+
+
+def _authenticate(request: web.Request) -> AccountLimits:
+    """HTTP Basic with the account's auth id/token; the path's auth id must be the caller's."""
+    manager = request.app[MANAGER_KEY]
+    header = request.headers.get("Authorization", "")
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic" or not encoded:
+        raise ApiError(401, "authentication required: use HTTP Basic with your auth id and token")
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise ApiError(401, "malformed Authorization header") from None
+    auth_id, sep, token = decoded.partition(":")
+    account = manager.account(auth_id) if sep else None
+    if account is None or not hmac.compare_digest(account.auth_token.encode(), token.encode()):
+        raise ApiError(401, "authentication failed: wrong auth id or auth token")
+    if request.match_info.get("auth_id") != auth_id:
+        raise ApiError(401, "authentication failed: the account in the URL is not yours")
+    return account
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    """JSON or form body. A JSON object is accepted whatever the Content-Type says
+    (``curl -d '{...}'`` sends it as a form), as Plivo does."""
+    raw = await request.read()
+    text = raw.decode("utf-8", "replace").strip()
+    ctype = request.content_type
+    if ctype == "application/json" or text.startswith("{"):
+        if not text:
+            return {}
+        try:
+            data = json.loads(text)
+        except ValueError:
+            raise ApiError(400, "request body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise ApiError(400, "request body must be a JSON object")
+        return data
+    if ctype in ("application/x-www-form-urlencoded", "multipart/form-data", ""):
+        form = await request.post()
+        return {k: v for k, v in form.items() if isinstance(v, str)}
+    raise ApiError(400, f"unsupported Content-Type {ctype!r}: send JSON or a form")
+
+
+# --- handlers -------------------------------------------------------------------------------
+
+
+async def create_call(request: web.Request) -> web.Response:
+    """POST /v1/Account/{auth_id}/Call/: 201 "call fired" or 200 "call queued"."""
+    account = _authenticate(request)
+    manager = request.app[MANAGER_KEY]
+    if not manager.accepting:
+        raise ApiError(503, "server is shutting down; not accepting calls")
+    data = await _body(request)
+    req = plivo.parse_call_request(data, bulk_max=request.app[BULK_MAX_KEY])
+    result = await manager.admit(account, req)
+    request_uuid: Any = list(result.request_uuids) if req.is_bulk else result.request_uuids[0]
+    if result.queued:
+        return _json(200, {"message": "call queued", "request_uuid": request_uuid, "api_id": request[API_ID_KEY]})
+    return _json(201, {"message": "call fired", "request_uuid": request_uuid, "api_id": request[API_ID_KEY]})
+
+
+def _query_int(request: web.Request, name: str, default: int, lo: int, hi: int | None) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, f"{name} must be an integer") from None
+    if value < lo or (hi is not None and value > hi):
+        raise ApiError(400, f"{name} must be between {lo} and {hi}" if hi is not None else f"{name} must be >= {lo}")
+    return value
+
+
+async def list_calls(request: web.Request) -> web.Response:
+    """GET /v1/Account/{auth_id}/Call/: records with Plivo's filters; status=live|queued: uuids."""
+    account = _authenticate(request)
+    manager = request.app[MANAGER_KEY]
+    api_id = request[API_ID_KEY]
+    status = request.query.get("status")
+    limit = _query_int(request, "limit", _LIST_LIMIT_MAX, 1, _LIST_LIMIT_MAX)
+    offset = _query_int(request, "offset", 0, 0, None)
+    direction = request.query.get("call_direction")
+    if direction is not None and direction not in ("inbound", "outbound"):
+        raise ApiError(400, "call_direction must be inbound or outbound")
+    if status in ("live", "queued"):
+        calls = manager.live_calls(account.auth_id, status=status)
+        frm, to = request.query.get("from_number"), request.query.get("to_number")
+        if direction == "inbound":
+            calls = []
+        if frm:
+            calls = [c for c in calls if c.from_.lstrip("+") == frm.lstrip("+")]
+        if to:
+            wanted = {t.strip().lstrip("+") for t in to.split("<")}
+            calls = [c for c in calls if c.to.lstrip("+") in wanted]
+        return _json(200, {"api_id": api_id, "calls": [c.call_uuid for c in calls[offset : offset + limit]]})
+
+    filters: dict[str, str] = {}
+    for key, value in request.query.items():
+        if key in ("limit", "offset", "cursor", "callback_url", "callback_method", "call_uuid"):
+            continue
+        if key == "status":
+            filters["call_status"] = value
+        else:
+            filters[key] = value
+    store = request.app[STORE_KEY]
+    try:
+        rows, total = store.list_calls(account.auth_id, filters=filters, limit=limit, offset=offset)
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+    base = f"/v1/Account/{account.auth_id}/Call/"
+    extra = "".join(f"&{k}={v}" for k, v in request.query.items() if k not in ("limit", "offset"))
+    nxt = f"{base}?limit={limit}&offset={offset + limit}{extra}" if offset + limit < total else None
+    prev = f"{base}?limit={limit}&offset={max(0, offset - limit)}{extra}" if offset > 0 else None
+    objects = [plivo.cdr_json(r, auth_id=account.auth_id) for r in rows]
+    return _json(
+        200,
+        {
+            "api_id": api_id,
+            "meta": {"limit": limit, "offset": offset, "next": nxt, "previous": prev, "total_count": total},
+            "objects": objects,
+        },
+    )
+
+
+async def get_call(request: web.Request) -> web.Response:
+    """GET /v1/Account/{auth_id}/Call/{call_uuid}/: the record; ?status=live|queued: the live view."""
+    account = _authenticate(request)
+    manager = request.app[MANAGER_KEY]
+    api_id = request[API_ID_KEY]
+    uid = request.match_info["call_uuid"]
+    status = request.query.get("status")
+    if status in ("live", "queued"):
+        call = manager.live_call(account.auth_id, uid) or manager.live_by_request(account.auth_id, uid)
+        if call is None or not (call.is_queued if status == "queued" else call.is_live):
+            raise ApiError(404, f"no {status} call with uuid {uid}")
+        snap = call.snapshot()
+        if status == "queued":
+            return _json(200, plivo.queued_call_json(snap, api_id=api_id))
+        return _json(200, plivo.live_call_json(snap, api_id=api_id))
+    store = request.app[STORE_KEY]
+    rec = store.get_call(account.auth_id, uid) or store.get_call_by_request(account.auth_id, uid)
+    if rec is None:
+        raise ApiError(404, f"call {uid} not found")
+    return _json(200, plivo.cdr_json(rec, auth_id=account.auth_id, api_id=api_id))
+
+
+async def hangup_call(request: web.Request) -> web.Response:
+    """DELETE /v1/Account/{auth_id}/Call/{call_uuid}/: hang up a live call (CANCEL if ringing)."""
+    account = _authenticate(request)
+    manager = request.app[MANAGER_KEY]
+    uid = request.match_info["call_uuid"]
+    call = manager.live_call(account.auth_id, uid)
+    if call is None:
+        raise ApiError(404, f"no live call with uuid {uid}")
+    await manager.hangup(call)
+    return web.Response(status=204)
+
+
+async def cancel_request(request: web.Request) -> web.Response:
+    """DELETE /v1/Account/{auth_id}/Request/{request_uuid}/: cancel a queued or ringing call."""
+    account = _authenticate(request)
+    manager = request.app[MANAGER_KEY]
+    uid = request.match_info["request_uuid"]
+    call = manager.live_by_request(account.auth_id, uid)
+    if call is None or call.answered_at is not None:
+        raise ApiError(404, f"no queued or ringing call for request {uid}")
+    await manager.hangup(call)
+    return web.Response(status=204)
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return _json(200, openapi_document())
+
+
+# --- application ----------------------------------------------------------------------------
+
+
+def create_app(manager: CallManager, store: Any, *, bulk_max: int = plivo.BULK_MAX_DEFAULT) -> web.Application:
+    """The aiohttp application over a :class:`CallManager` and a ``CallStore``."""
+    app = web.Application(middlewares=[_errors], client_max_size=4 * 1024 * 1024)
+    app[MANAGER_KEY] = manager
+    app[STORE_KEY] = store
+    app[BULK_MAX_KEY] = bulk_max
+    routes: list[tuple[str, str, Handler]] = [
+        ("/v1/Account/{auth_id}/Call/", "POST", create_call),
+        ("/v1/Account/{auth_id}/Call/", "GET", list_calls),
+        ("/v1/Account/{auth_id}/Call/{call_uuid}/", "GET", get_call),
+        ("/v1/Account/{auth_id}/Call/{call_uuid}/", "DELETE", hangup_call),
+        ("/v1/Account/{auth_id}/Request/{request_uuid}/", "DELETE", cancel_request),
+        ("/openapi.json", "GET", openapi),
+    ]
+    for path, method, handler in routes:
+        app.router.add_route(method, path, handler)
+        if path.endswith("/"):  # the SDK always adds the trailing slash; curl users may not
+            app.router.add_route(method, path.rstrip("/"), handler)
+    return app
+
+
+def _param(name: str, schema: dict[str, Any], description: str, required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
+
+
+def openapi_document() -> dict[str, Any]:
+    """OpenAPI 3.1 description of the routes above, with seeds/002's parameters and ranges."""
+    url = {"type": "string", "format": "uri"}
+    method = {"type": "string", "enum": ["GET", "POST"], "default": "POST"}
+    make_call_props: dict[str, Any] = {
+        "from": {"type": "string", "description": "Caller ID: country code and number (or a SIP user)."},
+        "to": {
+            "type": "string",
+            "description": "Number or SIP URI; several joined with '<' for a bulk call "
+            f"(at most {plivo.BULK_MAX_DEFAULT} unique destinations).",
+        },
+        "answer_url": {**url, "description": "Fetched on answer (Event=StartApp): three attempts, then fallback_url, within 60 s."},
+        "answer_method": method,
+        "ring_url": {**url, "description": "Notified on the first 18x (Event=Ring)."},
+        "ring_method": method,
+        "hangup_url": {**url, "description": "Notified once when the call ends (Event=Hangup)."},
+        "hangup_method": method,
+        "fallback_url": {**url, "description": "Fetched when answer_url fails."},
+        "fallback_method": method,
+        "caller_name": {"type": "string", "maxLength": plivo.CALLER_NAME_MAX},
+        "send_digits": {"type": "string", "pattern": "^[0-9A-Da-d*#wW]+(@[0-9]+)?$",
+                        "description": "DTMF after answer; w = 0.5 s, W = 1 s, @ms = tone length."},
+        "send_on_preanswer": {"type": "boolean", "default": False},
+        "time_limit": {"type": "integer", "minimum": 1, "default": plivo.TIME_LIMIT_DEFAULT,
+                       "description": f"Seconds from answer; values >= {plivo.TIME_LIMIT_CAP} end the call after 24 h."},
+        "hangup_on_ring": {"type": "integer", "minimum": 1, "description": "Seconds from the first ring."},
+        "machine_detection": {"type": "string", "enum": ["true", "hangup"]},
+        "machine_detection_time": {"type": "integer", "minimum": plivo.MACHINE_DETECTION_TIME_RANGE[0],
+                                   "maximum": plivo.MACHINE_DETECTION_TIME_RANGE[1],
+                                   "default": plivo.MACHINE_DETECTION_TIME_DEFAULT},
+        "machine_detection_url": url,
+        "machine_detection_method": method,
+        "sip_headers": {"type": "string", "description": "key=value,... sent as X-PH-key SIP headers; letters and digits."},
+        "ring_timeout": {"type": "integer", "minimum": 1, "maximum": plivo.RING_TIMEOUT_MAX,
+                         "default": plivo.RING_TIMEOUT_DEFAULT},
+        "parent_call_uuid": {"type": "string", "format": "uuid"},
+        "error_if_parent_not_found": {"type": "boolean", "default": False},
+    }
+    error = {"$ref": "#/components/schemas/Error"}
+    err_responses = {
+        str(code): {"description": text, "content": {"application/json": {"schema": error}}}
+        for code, text in (
+            (400, "A parameter is missing or invalid (the error names it)"),
+            (401, "Wrong auth id or token"),
+            (404, "No such call or request"),
+            (405, "Method not allowed"),
+            (429, "Too many queued calls"),
+            (500, "Internal error"),
+            (503, "Shutting down"),
+        )
+    }
+    auth_path = {"name": "auth_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    call_path = {"name": "call_uuid", "in": "path", "required": True, "schema": {"type": "string"}}
+    list_params = [
+        _param("status", {"type": "string"}, "live or queued: list uuids of live/queued calls; else a call_status filter"),
+        _param("limit", {"type": "integer", "minimum": 1, "maximum": 20, "default": 20}, "page size"),
+        _param("offset", {"type": "integer", "minimum": 0, "default": 0}, "page start"),
+        _param("call_direction", {"type": "string", "enum": ["inbound", "outbound"]}, "direction"),
+        _param("from_number", {"type": "string"}, "caller"),
+        _param("to_number", {"type": "string"}, "destination"),
+        _param("parent_call_uuid", {"type": "string"}, "parent call"),
+        _param("hangup_cause_code", {"type": "integer"}, "hangup code"),
+        _param("hangup_source", {"type": "string"}, "hangup source"),
+    ]
+    for fld in ("bill_duration", "end_time"):
+        for suffix in ("", "__gt", "__gte", "__lt", "__lte"):
+            list_params.append(_param(fld + suffix, {"type": "string"}, f"{fld} filter"))
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "softswitch: Plivo-compatible Voice API", "version": "1"},
+        "components": {
+            "securitySchemes": {"basic": {"type": "http", "scheme": "basic"}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["api_id", "error"],
+                          "properties": {"api_id": {"type": "string"}, "error": {"type": "string"}}},
+                "MakeCall": {"type": "object", "required": ["from", "to", "answer_url"], "properties": make_call_props},
+                "CallFired": {
+                    "type": "object",
+                    "properties": {
+                        "message": {"type": "string", "enum": ["call fired", "call queued"]},
+                        "request_uuid": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+                        "api_id": {"type": "string"},
+                    },
+                },
+            },
+        },
+        "security": [{"basic": []}],
+        "paths": {
+            "/v1/Account/{auth_id}/Call/": {
+                "post": {
+                    "summary": "Make a call (single or bulk)",
+                    "parameters": [auth_path],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/MakeCall"}},
+                            "application/x-www-form-urlencoded": {"schema": {"$ref": "#/components/schemas/MakeCall"}},
+                        },
+                    },
+                    "responses": {
+                        "201": {"description": "call fired",
+                                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CallFired"}}}},
+                        "200": {"description": "call queued behind the calls-per-second limit",
+                                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CallFired"}}}},
+                        **err_responses,
+                    },
+                },
+                "get": {
+                    "summary": "List call records (or live/queued call uuids)",
+                    "parameters": [auth_path, *list_params],
+                    "responses": {"200": {"description": "{api_id, meta, objects} or {api_id, calls}"}, **err_responses},
+                },
+            },
+            "/v1/Account/{auth_id}/Call/{call_uuid}/": {
+                "get": {
+                    "summary": "Retrieve a call record (status=live|queued: the live call)",
+                    "parameters": [auth_path, call_path, _param("status", {"type": "string", "enum": ["live", "queued"]}, "live view")],
+                    "responses": {"200": {"description": "the call"}, **err_responses},
+                },
+                "delete": {
+                    "summary": "Hang up a call (ringing calls are cancelled)",
+                    "parameters": [auth_path, call_path],
+                    "responses": {"204": {"description": "hung up"}, **err_responses},
+                },
+            },
+            "/v1/Account/{auth_id}/Request/{request_uuid}/": {
+                "delete": {
+                    "summary": "Cancel a queued or ringing call by its request uuid",
+                    "parameters": [auth_path, {"name": "request_uuid", "in": "path", "required": True,
+                                               "schema": {"type": "string"}}],
+                    "responses": {"204": {"description": "cancelled"}, **err_responses},
+                },
+            },
+            "/openapi.json": {"get": {"summary": "This document", "security": [],
+                                      "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+        },
+    }

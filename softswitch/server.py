@@ -1,0 +1,250 @@
+"""``softswitch serve``: one process with the SIP user agent, media, store, webhook outbox and API.
+
+:class:`Server` builds and tears down the parts in order (store → outbox → user agent →
+call manager → HTTP), so tests can run one in-process; :func:`serve` runs one until
+SIGTERM/SIGINT and shuts it down gracefully:
+
+1. stop taking calls (the API answers 503 to new calls, everything else keeps working);
+2. drop queued calls; drain live calls for ``drain_timeout_s`` (``shutdown_mode='drain'``)
+   or hang them up at once (``'hangup'``); whatever is left after the drain is hung up;
+3. close the HTTP server, flush the webhook outbox (pending callbacks stay in the store
+   and are retried by the next start), close the user agent and the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import signal
+import sys
+from typing import Any
+
+from aiohttp import web
+
+from .api.app import create_app
+from .call import AccountLimits, CallManager
+
+log = logging.getLogger("softswitch.server")
+
+__all__ = ["Server", "serve", "run_server"]
+
+
+def _accounts(config: Any) -> list[AccountLimits]:
+    out = []
+    for acc in config.accounts:
+        cps = config.limits.cps if acc.cps is None else acc.cps
+        conc = config.limits.max_concurrent if acc.max_concurrent is None else acc.max_concurrent
+        out.append(AccountLimits(acc.auth_id, acc.auth_token, float(cps), int(conc)))
+    return out
+
+
+def _build_kwargs(cls: Any, **values: Any) -> dict[str, Any]:
+    """Keep only the keyword arguments ``cls`` (a dataclass) knows: the parts evolve apart."""
+    if dataclasses.is_dataclass(cls):
+        names = {f.name for f in dataclasses.fields(cls)}
+        return {k: v for k, v in values.items() if k in names}
+    return values
+
+
+def build_user_agent(config: Any) -> Any:
+    """The SIP user agent (``sip.aio.ua``) configured from :class:`softswitch.config.Config`."""
+    from sip.aio.ua import GatewayConfig, UserAgent, UserAgentConfig
+
+    media_cfg = None
+    try:
+        from media.engine import MediaConfig
+
+        media_cfg = MediaConfig(
+            **_build_kwargs(
+                MediaConfig,
+                bind_host=config.sip_host,
+                advertised_host=config.public_host,
+                port_min=config.rtp_port_min,
+                port_max=config.rtp_port_max,
+                rtp_port_min=config.rtp_port_min,
+                rtp_port_max=config.rtp_port_max,
+            )
+        )
+    except ImportError:  # pragma: no cover - the media engine is optional for signalling
+        media_cfg = None
+    gateways = []
+    for gw in config.gateways:
+        prefixes = list(getattr(gw, "prefixes", None) or ([gw.prefix] if gw.prefix else []))
+        gateways.append(
+            GatewayConfig(
+                **_build_kwargs(
+                    GatewayConfig,
+                    name=gw.name,
+                    host=gw.host,
+                    port=gw.port,
+                    transport=gw.transport,
+                    username=gw.username,
+                    password=gw.password,
+                    realm=gw.realm,
+                    prefix=prefixes if len(prefixes) > 1 else (prefixes[0] if prefixes else ""),
+                    strip=gw.strip,
+                    add_prefix=gw.add_prefix,
+                    from_domain=gw.from_domain,
+                    p_asserted_identity=gw.p_asserted_identity,
+                )
+            )
+        )
+    ua_cfg = UserAgentConfig(
+        **_build_kwargs(
+            UserAgentConfig,
+            host=config.sip_host,
+            port=config.sip_port,
+            transports=tuple(t for t in config.sip_transports if t in ("udp", "tcp")) or ("udp",),
+            public_host=config.public_host,
+            user_agent=config.user_agent,
+            gateways=gateways,
+            media=media_cfg,
+        )
+    )
+    return UserAgent(ua_cfg)
+
+
+class Server:
+    """Everything ``serve`` runs, startable and stoppable in-process.
+
+    ``dialer`` replaces the SIP user agent (tests); ``None`` builds the real one.
+    """
+
+    def __init__(self, config: Any, *, dialer: Any = None) -> None:
+        self.config = config
+        self._dialer = dialer
+        self.store: Any = None
+        self.outbox: Any = None
+        self.ua: Any = None
+        self.manager: CallManager | None = None
+        self.runner: web.AppRunner | None = None
+        self.http_port: int | None = None
+        self.interrupted = 0
+        self._stopped = False
+
+    @property
+    def base_url(self) -> str:
+        host = self.config.http_host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"http://{host}:{self.http_port}"
+
+    async def start(self) -> None:
+        from .store import CallStore
+        from .webhooks import WebhookOutbox
+
+        cfg = self.config
+        self.store = CallStore(cfg.db_path)
+        # Calls a previous process left live died with it (their dialogs and media are gone).
+        self.interrupted = self.store.mark_interrupted()
+        if self.interrupted:
+            log.warning("%d call(s) left live by the previous run were closed", self.interrupted)
+        self.outbox = WebhookOutbox(
+            self.store,
+            timeout_s=cfg.webhook_timeout_s,
+            retries=cfg.webhook_retries,
+            backoff_s=cfg.webhook_backoff_s,
+            backoff_max_s=getattr(cfg, "webhook_backoff_max_s", 60.0),
+            user_agent=cfg.user_agent,
+        )
+        await self.outbox.start()
+        if self._dialer is None:
+            self.ua = build_user_agent(cfg)
+            await self.ua.start()
+            dialer = self.ua
+        else:
+            dialer = self._dialer
+        self.manager = CallManager(
+            self.store,
+            self.outbox,
+            dialer,
+            accounts=_accounts(cfg),
+            max_concurrent=cfg.limits.max_concurrent,
+            max_queue=cfg.limits.max_queue,
+            answer_url_attempts=cfg.answer_url_attempts,
+            answer_url_deadline_s=cfg.answer_url_deadline_s,
+            send_digits_tone_ms=cfg.send_digits_default_tone_ms,
+        )
+        app = create_app(self.manager, self.store, bulk_max=cfg.limits.bulk_max)
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, cfg.http_host, cfg.http_port)
+        await site.start()
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        self.http_port = sockets[0].getsockname()[1] if sockets else cfg.http_port
+
+    async def stop(self, mode: str | None = None, drain_timeout_s: float | None = None) -> None:
+        """Graceful shutdown; see the module docstring. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        cfg = self.config
+        mode = mode or cfg.shutdown_mode
+        drain = cfg.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
+        if self.manager is not None:
+            self.manager.accepting = False
+            try:
+                await self.manager.shutdown(mode, drain)
+            except Exception:
+                log.exception("call manager shutdown failed")
+        if self.runner is not None:
+            await self.runner.cleanup()
+        if self.outbox is not None:
+            try:
+                await self.outbox.close(drain)
+            except Exception:
+                log.exception("webhook outbox close failed")
+        if self.ua is not None:
+            with contextlib.suppress(Exception):
+                await self.ua.close()
+        if self.store is not None:
+            self.store.close()
+
+    async def __aenter__(self) -> Server:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+async def serve(config: Any, *, stop: asyncio.Event | None = None, ready: asyncio.Event | None = None,
+                dialer: Any = None) -> None:
+    """Run a :class:`Server` until SIGTERM/SIGINT (or ``stop`` is set), then shut down gracefully."""
+    server = Server(config, dialer=dialer)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    try:
+        await server.start()
+        ua_port = getattr(server.ua, "local_port", config.sip_port)
+        print(f"softswitch: HTTP API on {server.base_url} (OpenAPI at {server.base_url}/openapi.json), "
+              f"SIP on {config.sip_host}:{ua_port}", file=sys.stderr, flush=True)
+        if getattr(config, "generated", False) and config.accounts:
+            # Printed once: the generated account is persisted next to the database and
+            # reloaded silently by later starts (softswitch.config).
+            acc = config.accounts[0]
+            print(f"softswitch: generated account auth_id={acc.auth_id} auth_token={acc.auth_token}"
+                  + (f" (saved in {config.account_file})" if getattr(config, "account_file", None) else ""),
+                  file=sys.stderr, flush=True)
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+        print("softswitch: shutting down", file=sys.stderr, flush=True)
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        await server.stop()
+
+
+def run_server(config: Any) -> int:
+    """Blocking entry point for the CLI: run :func:`serve`; exit status 0 after a clean stop."""
+    asyncio.run(serve(config))
+    return 0

@@ -1,0 +1,275 @@
+"""Configuration: defaults < TOML < environment < flags; validation; the generated account."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from softswitch.config import (
+    Config,
+    ConfigError,
+    Gateway,
+    load_config,
+    parse_hostport,
+    select_gateways,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+TOML = """
+http_port = 9000
+sip_host = "10.0.0.5"
+db_path = "{db}"
+webhook_retries = 2
+send_digits_default_tone_ms = 2000
+
+[limits]
+cps = 5
+max_concurrent = 50
+
+[[accounts]]
+auth_id = "MAFILEACCOUNT0000001"
+auth_token = "file-token-0123456789"
+cps = 1.5
+
+[[accounts]]
+auth_id = "MASECONDACCOUNT00002"
+auth_token = "second-token-0123456789"
+
+[[gateways]]
+name = "us"
+host = "sip.example.net"
+prefixes = ["1"]
+strip = 1
+add_prefix = "00"
+codecs = ["pcmu"]
+transport = "TCP"
+
+[[gateways]]
+name = "any"
+host = "10.1.1.1"
+port = 5080
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "s.toml") -> str:
+    p = tmp_path / name
+    p.write_text(text.replace("{db}", str(tmp_path / "calls.db")))
+    return str(p)
+
+
+def test_defaults_generate_and_persist_an_account(tmp_path: Path) -> None:
+    db = str(tmp_path / "x.db")
+    cfg = load_config(env={}, overrides={"db_path": db})
+    assert isinstance(cfg, Config)
+    assert (cfg.http_host, cfg.http_port, cfg.sip_port) == ("127.0.0.1", 8088, 5060)
+    assert cfg.sip_transports == ["udp", "tcp"]
+    assert cfg.limits.cps == 10.0 and cfg.limits.bulk_max == 1000
+    assert cfg.send_digits_default_tone_ms == 250
+    assert cfg.http_base_url == "http://127.0.0.1:8088"
+    [acc] = cfg.accounts
+    assert re.fullmatch(r"MA[A-Z0-9]{18}", acc.auth_id)
+    assert len(acc.auth_token) == 40
+    assert cfg.generated is True
+    path = db + ".account.json"
+    assert cfg.account_file == path
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert json.loads(Path(path).read_text())["auth_id"] == acc.auth_id
+    # A restart keeps it and does not claim to have generated it.
+    again = load_config(env={}, overrides={"db_path": db})
+    assert again.accounts[0].auth_id == acc.auth_id
+    assert again.accounts[0].auth_token == acc.auth_token
+    assert again.generated is False
+
+
+def test_toml_file(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, TOML), env={})
+    assert cfg.http_port == 9000 and cfg.sip_host == "10.0.0.5"
+    assert cfg.webhook_retries == 2 and cfg.send_digits_default_tone_ms == 2000
+    assert (
+        cfg.limits.cps == 5.0 and cfg.limits.max_concurrent == 50 and cfg.limits.max_queue == 10000
+    )
+    assert [a.auth_id for a in cfg.accounts] == ["MAFILEACCOUNT0000001", "MASECONDACCOUNT00002"]
+    a0, a1 = cfg.accounts
+    assert cfg.account_cps(a0) == 1.5 and cfg.account_cps(a1) == 5.0
+    assert cfg.account_max_concurrent(a1) == 50
+    assert cfg.generated is False and cfg.account_file is None
+    us, anygw = cfg.gateways
+    assert us.transport == "tcp" and us.codecs == ["PCMU"] and us.prefix == "1"
+    assert anygw.port == 5080 and anygw.prefixes == [] and anygw.codecs == ["PCMU", "PCMA"]
+
+
+def test_environment_beats_file_and_flags_beat_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, TOML)
+    env = {
+        "SOFTSWITCH_HTTP_PORT": "9100",
+        "SOFTSWITCH_SIP": "[::1]:5070",
+        "SOFTSWITCH_LIMITS_CPS": "0",
+        "SOFTSWITCH_SIP_TRANSPORTS": "udp, tls",
+        "SOFTSWITCH_PUBLIC_HOST": "203.0.113.7",
+        "SOFTSWITCH_AUTH_ID": "MAENVACCOUNT00000001",
+        "SOFTSWITCH_AUTH_TOKEN": "env-token-0123456789",
+        "SOFTSWITCH_WEBHOOK_BACKOFF_S": "0.5",
+        "OTHER_VARIABLE": "ignored",
+    }
+    cfg = load_config(path, env=env)
+    assert cfg.http_port == 9100
+    assert (cfg.sip_host, cfg.sip_port) == ("::1", 5070)
+    assert cfg.limits.cps == 0.0 and cfg.limits.max_concurrent == 50
+    assert cfg.sip_transports == ["udp", "tls"]
+    assert cfg.public_host == "203.0.113.7"
+    assert cfg.webhook_backoff_s == 0.5
+    # The env account becomes the default (first) one, the file's accounts stay.
+    assert [a.auth_id for a in cfg.accounts][0] == "MAENVACCOUNT00000001"
+    assert len(cfg.accounts) == 3
+
+    overrides: dict[str, object] = {
+        "http": "0.0.0.0:7000",
+        "rtp_ports": "20000-20100",
+        "http_port": None,  # flag not given: no effect
+        "auth_id": "MAFILEACCOUNT0000001",
+        "auth_token": "flag-token-0123456789",
+        "limits.max_queue": 7,
+        "log_level": "debug",
+        "base_url": "https://pbx.example.com/",
+    }
+    cfg = load_config(path, env=env, overrides=overrides)
+    assert (cfg.http_host, cfg.http_port) == ("0.0.0.0", 7000)
+    assert (cfg.rtp_port_min, cfg.rtp_port_max) == (20000, 20100)
+    assert cfg.limits.max_queue == 7 and cfg.limits.cps == 0.0
+    assert cfg.log_level == "DEBUG"
+    assert cfg.http_base_url == "https://pbx.example.com"
+    # The flag account already exists in the file: its token is replaced and it moves first.
+    assert cfg.accounts[0].auth_id == "MAFILEACCOUNT0000001"
+    assert cfg.accounts[0].auth_token == "flag-token-0123456789"
+    # There is one default account: the flags' replaces the environment's.
+    assert cfg.account("MAENVACCOUNT00000001") is None
+    assert len(cfg.accounts) == 2
+
+
+def test_unknown_environment_variable_is_reported_not_fatal(tmp_path: Path) -> None:
+    env = {"SOFTSWITCH_HTTP_PROT": "1", "SOFTSWITCH_DB_PATH": str(tmp_path / "u.db")}
+    cfg = load_config(env=env)
+    assert cfg.ignored_env == ["SOFTSWITCH_HTTP_PROT"]
+    assert cfg.http_port == 8088
+
+
+def test_config_path_from_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, TOML)
+    cfg = load_config(env={"SOFTSWITCH_CONFIG": path})
+    assert cfg.http_port == 9000
+
+
+def test_gateways_from_environment_json(tmp_path: Path) -> None:
+    gws = [{"name": "gw", "host": "127.0.0.1", "port": 5099, "prefix": "44"}]
+    cfg = load_config(
+        env={"SOFTSWITCH_GATEWAYS": json.dumps(gws), "SOFTSWITCH_DB_PATH": str(tmp_path / "g.db")}
+    )
+    [gw] = cfg.gateways
+    assert (gw.name, gw.port, gw.prefixes) == ("gw", 5099, ["44"])
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "overrides", "key"),
+    [
+        ("http_port = 70000", {}, {}, "http_port"),
+        ("htp_port = 1", {}, {}, "htp_port"),
+        ('http_port = "x"', {}, {}, "http_port"),
+        ("[limits]\ncps = -1", {}, {}, "limits.cps"),
+        ("[limits]\nburst = 1", {}, {}, "burst"),
+        ('shutdown_mode = "abort"', {}, {}, "shutdown_mode"),
+        ('sip_transports = ["sctp"]', {}, {}, "sip_transports"),
+        ("send_digits_default_tone_ms = 10", {}, {}, "send_digits_default_tone_ms"),
+        ("rtp_port_min = 30000\nrtp_port_max = 20000", {}, {}, "rtp_ports"),
+        ('base_url = "ftp://x"', {}, {}, "base_url"),
+        ('[[accounts]]\nauth_id = "A"', {}, {}, "auth_token"),
+        (
+            '[[accounts]]\nauth_id = "A"\nauth_token = "t"\n[[accounts]]\nauth_id = "A"\nauth_token = "u"',
+            {},
+            {},
+            "duplicate",
+        ),
+        ('[[gateways]]\nname = "g"', {}, {}, "host"),
+        ('[[gateways]]\nname = "g"\nhost = "h"\ncodecs = ["G729"]', {}, {}, "codecs"),
+        ('[[gateways]]\nname = "g"\nhost = "h"\ntransport = "sctp"', {}, {}, "transport"),
+        ('[[gateways]]\nname = "g"\nhost = "h"\nprefixes = ["1a"]', {}, {}, "prefixes"),
+        ('[[gateways]]\nname = "g"\nhost = "h"\nretries = 0', {}, {}, "retries"),
+        ("", {"SOFTSWITCH_HTTP_PORT": "eighty"}, {}, "SOFTSWITCH_HTTP_PORT"),
+        ("", {"SOFTSWITCH_AUTH_ID": "MAX"}, {}, "SOFTSWITCH_AUTH_TOKEN"),
+        ("", {"SOFTSWITCH_GATEWAYS": "[{"}, {}, "SOFTSWITCH_GATEWAYS"),
+        ("", {}, {"sip": "[::1"}, "--sip"),
+        ("", {}, {"rtp_ports": "20000"}, "--rtp-ports"),
+        ("", {}, {"auth_token": "t"}, "--auth-id"),
+        ("", {}, {"nonsense": 1}, "--nonsense"),
+        ("not toml [", {}, {}, "invalid TOML"),
+    ],
+)
+def test_errors_name_the_key(
+    tmp_path: Path, toml: str, env: dict[str, str], overrides: dict[str, Any], key: str
+) -> None:
+    path = write(tmp_path, 'db_path = "{db}"\n' + toml)
+    with pytest.raises(ConfigError) as exc_info:
+        load_config(path, env=env, overrides=overrides)
+    assert key in str(exc_info.value)
+    assert isinstance(exc_info.value, ValueError)
+
+
+def test_missing_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(str(tmp_path / "absent.toml"), env={})
+
+
+def test_parse_hostport() -> None:
+    assert parse_hostport("example.com", 5060) == ("example.com", 5060)
+    assert parse_hostport("example.com:5080", 5060) == ("example.com", 5080)
+    assert parse_hostport("[2001:db8::1]:5061", 5060) == ("2001:db8::1", 5061)
+    assert parse_hostport("[::1]", 8088) == ("::1", 8088)
+    assert parse_hostport("::1", 8088) == ("::1", 8088)
+    assert parse_hostport("127.0.0.1:0", 1) == ("127.0.0.1", 0)
+    for bad in (
+        "",
+        ":80",
+        "host:",
+        "host:99999",
+        "host:x",
+        "[::1",
+        "[nothost]:1",
+        "[::1]x",
+        "1:2:zz",
+    ):
+        with pytest.raises(ValueError):
+            parse_hostport(bad, 5060)
+
+
+def test_gateway_prefix_rules() -> None:
+    us = Gateway(name="us", host="a", prefixes=["1"], strip=1, add_prefix="00")
+    uk = Gateway(name="uk", host="b", prefix="44")
+    ny = Gateway(name="ny", host="c", prefixes=["1212", "1646"])
+    anygw = Gateway(name="any", host="d")
+    gws = [anygw, us, uk, ny]
+    assert [g.name for g in select_gateways(gws, "12125550100")] == ["ny", "us", "any"]
+    assert [g.name for g in select_gateways(gws, "+442071234567")] == ["uk", "any"]
+    assert [g.name for g in select_gateways(gws, "33123")] == ["any"]
+    assert [g.name for g in select_gateways([us], "33123")] == []
+    assert us.rewrite("14155550100") == "004155550100"
+    assert us.rewrite("+14155550100") == "004155550100"
+    assert anygw.rewrite("+14155550100") == "+14155550100"
+    assert uk.matches("442071234567") and not uk.matches("1")
+
+
+def test_example_config_loads(tmp_path: Path) -> None:
+    example = REPO / "softswitch.example.toml"
+    text = example.read_text()
+    # Every Config / Limits / Gateway / Account field is documented in the example.
+    for name in Config.__dataclass_fields__:
+        if name in ("generated", "account_file", "ignored_env", "accounts", "gateways", "limits"):
+            continue
+        assert re.search(rf"^#?\s*{name}\s*=", text, re.M), name
+    cfg = load_config(str(example), env={}, overrides={"db_path": str(tmp_path / "ex.db")})
+    assert cfg.accounts and cfg.gateways

@@ -1,0 +1,222 @@
+"""The UAC INVITE session and dialogs, sans-I/O: plain messages in, actions out, fake clock."""
+
+from __future__ import annotations
+
+from sip import causes
+from sip.auth import Credentials
+from sip.dialog import Dialog
+from sip.events import Answered, DigitReceived, EarlyMedia, Ringing, Terminated
+from sip.invite import ClientInviteSession, Emit, RemoteSdp, SendAck, SendRequest, SessionConfig
+from sip.message import SipRequest, SipResponse, make_response
+
+CFG = SessionConfig(contact="<sip:softswitch@127.0.0.1:5060>", session_expires=1800)
+SDP = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+
+
+def new_session(**kw) -> ClientInviteSession:
+    s = ClientInviteSession.create(
+        request_uri="sip:bob@127.0.0.1:5062",
+        from_uri="sip:1000@127.0.0.1",
+        to_uri="sip:bob@127.0.0.1:5062",
+        call_id="c1@test",
+        config=CFG,
+        caller_name="Alice",
+        sdp=SDP,
+        **kw,
+    )
+    actions = s.start(0.0)
+    req = actions[0].request
+    req.prepend("Via", "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-1;rport")
+    return s
+
+
+def reply(s: ClientInviteSession, status: int, tag: str | None = "t1", *, sdp: bool = False, headers=()) -> SipResponse:
+    r = make_response(s.invite, status, to_tag=tag)
+    r.add("Contact", f"<sip:bob@127.0.0.1:5062;tag={tag}>" if tag else "<sip:bob@127.0.0.1:5062>")
+    for name, value in headers:
+        r.add(name, value)
+    if sdp:
+        r.add("Content-Type", "application/sdp")
+        r.body = SDP.encode()
+    return r
+
+
+def events(actions) -> list:
+    return [a.event for a in actions if isinstance(a, Emit)]
+
+
+def test_initial_invite_has_what_the_rfc_asks():
+    s = new_session()
+    inv = s.invite
+    assert inv.method == "INVITE" and inv.cseq == (1, "INVITE")
+    assert '"Alice"' in inv.get("From") and "tag=" in inv.get("From")
+    assert "tag=" not in inv.get("To")
+    assert "100rel" in inv.get("Supported") and "timer" in inv.get("Supported")
+    assert inv.get("Session-Expires") == "1800" and inv.get("Max-Forwards") == "70"
+    assert inv.body.decode() == SDP
+
+
+def test_ringing_then_answer_acks_and_confirms():
+    s = new_session()
+    ev = events(s.on_response(s.invite, reply(s, 180), 0.1))
+    assert isinstance(ev[0], Ringing) and ev[0].to_tag == "t1"
+    actions = s.on_response(s.invite, reply(s, 200, sdp=True), 1.0)
+    acks = [a for a in actions if isinstance(a, SendAck)]
+    assert len(acks) == 1
+    ack = acks[0].request
+    assert ack.method == "ACK" and ack.cseq == (1, "ACK") and ack.uri == "sip:bob@127.0.0.1:5062;tag=t1"
+    assert any(isinstance(a, RemoteSdp) and not a.early for a in actions)
+    assert any(isinstance(e, Answered) for e in events(actions))
+    assert s.state == "confirmed" and s.dialog is not None
+    # A retransmitted 2xx gets the very same ACK again and nothing else.
+    again = s.on_response(s.invite, reply(s, 200, sdp=True), 1.5)
+    assert [type(a) for a in again] == [SendAck] and again[0].request is ack
+
+
+def test_183_with_sdp_is_early_media():
+    s = new_session()
+    actions = s.on_response(s.invite, reply(s, 183, sdp=True), 0.1)
+    assert any(isinstance(a, RemoteSdp) and a.early for a in actions)
+    assert isinstance(events(actions)[0], EarlyMedia)
+
+
+def test_busy_ends_with_user_busy():
+    s = new_session()
+    ev = events(s.on_response(s.invite, reply(s, 486), 0.1))
+    assert ev == [Terminated(0.1, causes.USER_BUSY, 486, "Busy Here", "callee")]
+
+
+def test_cancel_waits_for_a_provisional_response():
+    s = new_session()
+    assert s.cancel(0.05) == []  # §9.1: nothing received yet
+    actions = s.on_response(s.invite, reply(s, 100, tag=None), 0.1)
+    cancels = [a.request for a in actions if isinstance(a, SendRequest)]
+    assert cancels and cancels[0].method == "CANCEL"
+    assert cancels[0].get_all("Via")[0] == s.invite.get_all("Via")[0]
+    assert cancels[0].cseq == (1, "CANCEL")
+    ev = events(s.on_response(s.invite, reply(s, 487), 0.2))
+    assert ev[0].cause == causes.ORIGINATOR_CANCEL and ev[0].sip_status == 487
+
+
+def test_2xx_crossing_cancel_is_acked_then_byed():
+    s = new_session()
+    s.on_response(s.invite, reply(s, 180), 0.1)
+    s.cancel(0.2, causes.NO_ANSWER, "timeout")
+    actions = s.on_response(s.invite, reply(s, 200, sdp=True), 0.3)
+    kinds = [(type(a).__name__, getattr(getattr(a, "request", None), "method", None)) for a in actions]
+    assert ("SendAck", "ACK") in kinds and ("SendRequest", "BYE") in kinds
+    end = events(actions)[-1]
+    assert end.cause == causes.NO_ANSWER and end.hangup_source == "timeout"
+
+
+def test_forking_second_2xx_is_acked_and_released():
+    s = new_session()
+    s.on_response(s.invite, reply(s, 180, tag="a"), 0.1)
+    s.on_response(s.invite, reply(s, 180, tag="b"), 0.1)
+    assert set(s.dialogs) == {"a", "b"}
+    s.on_response(s.invite, reply(s, 200, tag="b", sdp=True), 0.2)
+    assert s.dialog is not None and s.dialog.remote_tag == "b"
+    late = s.on_response(s.invite, reply(s, 200, tag="a", sdp=True), 0.3)
+    methods = [a.request.method for a in late if isinstance(a, (SendAck, SendRequest))]
+    assert methods == ["ACK", "BYE"]
+    assert not events(late)  # the call itself goes on
+    assert s.dialog.remote_tag == "b"
+
+
+def test_digest_retry_increments_cseq_and_adds_authorization():
+    s = new_session(credentials=Credentials("alice", "secret"))
+    challenge = reply(s, 401, headers=[("WWW-Authenticate", 'Digest realm="r", nonce="n1", qop="auth", algorithm=MD5')])
+    actions = s.on_response(s.invite, challenge, 0.1)
+    retry = actions[0].request
+    assert retry.cseq == (2, "INVITE") and "Via" not in retry
+    assert retry.get("Authorization").startswith("Digest ") and 'username="alice"' in retry.get("Authorization")
+    assert retry.get("Call-ID") == "c1@test" and retry.get("From") == s.invite.get("From")
+    # A second challenge (not stale) means the password is wrong: give up.
+    retry.prepend("Via", "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-2")
+    ev = events(s.on_response(retry, reply(s, 401, headers=[("WWW-Authenticate", 'Digest realm="r", nonce="n2"')]), 0.2))
+    assert ev[0].cause == causes.CALL_REJECTED and ev[0].sip_status == 401
+
+
+def test_redirect_is_bounded_and_tries_each_contact_once():
+    s = new_session()
+    r = reply(s, 302, headers=[("Contact", "<sip:x@127.0.0.1:6000>;q=0.5, <sip:y@127.0.0.1:6001>;q=0.9")])
+    r.remove("Contact")
+    r.add("Contact", "<sip:x@127.0.0.1:6000>;q=0.5, <sip:y@127.0.0.1:6001>;q=0.9")
+    retry = s.on_response(s.invite, r, 0.1)[0]
+    assert retry.request.uri == "sip:y@127.0.0.1:6001" and retry.request.cseq == (2, "INVITE")
+
+
+def test_bye_from_callee_with_reason_cause():
+    s = new_session()
+    s.on_response(s.invite, reply(s, 200, sdp=True), 0.1)
+    bye = SipRequest("BYE", "sip:softswitch@127.0.0.1:5060")
+    bye.add("Via", "SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK-bye")
+    bye.add("From", s.dialog.remote_header)
+    bye.add("To", s.dialog.local_header)
+    bye.add("Call-ID", "c1@test")
+    bye.add("CSeq", "5 BYE")
+    bye.add("Reason", "Q.850;cause=17")
+    assert s.matches(bye)
+    response, actions = s.on_request(bye, 2.0)
+    assert response.status == 200
+    end = events(actions)[0]
+    assert end.cause == causes.USER_BUSY and end.hangup_source == "callee"
+
+
+def test_in_dialog_info_dtmf_and_unknown_method():
+    s = new_session()
+    s.on_response(s.invite, reply(s, 200, sdp=True), 0.1)
+
+    def req(method: str, seq: int, body: str = "", ctype: str = "") -> SipRequest:
+        r = SipRequest(method, "sip:softswitch@127.0.0.1:5060")
+        r.add("Via", f"SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK-{seq}")
+        r.add("From", s.dialog.remote_header)
+        r.add("To", s.dialog.local_header)
+        r.add("Call-ID", "c1@test")
+        r.add("CSeq", f"{seq} {method}")
+        if ctype:
+            r.add("Content-Type", ctype)
+            r.body = body.encode()
+        return r
+
+    response, actions = s.on_request(req("INFO", 2, "Signal=5\r\nDuration=160\r\n", "application/dtmf-relay"), 1.0)
+    assert response.status == 200
+    assert events(actions) == [DigitReceived(1.0, "5", 160, "info")]
+    response, _ = s.on_request(req("MESSAGE", 3), 1.0)
+    assert response.status == 501
+    response, _ = s.on_request(req("OPTIONS", 1), 1.0)  # CSeq went backwards
+    assert response.status == 500
+
+
+def test_session_timer_refresh_when_we_are_refresher():
+    s = new_session()
+    s.on_response(s.invite, reply(s, 200, sdp=True, headers=[("Session-Expires", "90;refresher=uac")]), 0.0)
+    assert s.get_timer() == 45.0
+    actions = s.handle_timer(45.0)
+    reinvite = actions[0].request
+    assert reinvite.method == "INVITE" and reinvite.cseq == (2, "INVITE")
+    assert "refresher=uac" in reinvite.get("Session-Expires") and reinvite.body
+
+
+def test_session_expiry_when_peer_refreshes_and_does_not():
+    s = new_session()
+    s.on_response(s.invite, reply(s, 200, sdp=True, headers=[("Session-Expires", "90;refresher=uas")]), 0.0)
+    assert s.get_timer() == 60.0  # 90 - min(32, 90/3)
+    actions = s.handle_timer(60.0)
+    assert [a.request.method for a in actions if isinstance(a, SendRequest)] == ["BYE"]
+    assert events(actions)[0].cause == causes.RECOVERY_ON_TIMER_EXPIRE
+
+
+def test_dialog_strict_routing_moves_route_into_request_uri():
+    d = Dialog(
+        call_id="c", local_tag="l", remote_tag="r", local_header="<sip:a@x>;tag=l",
+        remote_header="<sip:b@y>;tag=r", local_seq=1, remote_target="sip:b@10.0.0.9",
+        route_set=["<sip:proxy1@10.0.0.1>", "<sip:proxy2@10.0.0.2;lr>"],
+    )
+    req = d.create_request("BYE")
+    assert req.uri == "sip:proxy1@10.0.0.1"
+    assert req.get_all("Route") == ["<sip:proxy2@10.0.0.2;lr>", "<sip:b@10.0.0.9>"]
+    d.route_set = ["<sip:proxy1@10.0.0.1;lr>"]
+    req = d.create_request("BYE")
+    assert req.uri == "sip:b@10.0.0.9" and d.next_hop() == "sip:proxy1@10.0.0.1;lr"
+    assert req.cseq == (3, "BYE")

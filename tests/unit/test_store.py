@@ -1,0 +1,333 @@
+"""CallStore: call records in a real SQLite file."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from softswitch.store import SCHEMA_VERSION, CallStore, format_time, parse_time
+
+T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def ts(minutes: float) -> str:
+    return format_time(T0 + timedelta(minutes=minutes))
+
+
+def rec(uuid: str, **kw: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "call_uuid": uuid,
+        "request_uuid": f"req-{uuid}",
+        "account_id": "MAAAAAAAAAAAAAAAAAAA",
+        "direction": "outbound",
+        "from_number": "14155550100",
+        "to_number": "14155550199",
+        "call_status": "queued",
+        "answer_url": "http://127.0.0.1/answer",
+        "dialect": "plivo",
+        "params": {"from": "14155550100", "to": "14155550199"},
+    }
+    base.update(kw)
+    return base
+
+
+@pytest.fixture
+def store(tmp_path: Any) -> Any:
+    s = CallStore(str(tmp_path / "calls.db"))
+    yield s
+    s.close()
+
+
+ACC = "MAAAAAAAAAAAAAAAAAAA"
+
+
+def test_schema_wal_and_version(tmp_path: Any) -> None:
+    path = str(tmp_path / "s.db")
+    s = CallStore(path)
+    assert s.schema_version == SCHEMA_VERSION
+    s.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.commit()
+    db.close()
+    with pytest.raises(RuntimeError, match="newer"):
+        CallStore(path)
+
+
+def test_insert_get_update(store: CallStore) -> None:
+    store.insert_call(rec("a", initiation_time=ts(0), extra={"media": {"rx": 1}}))
+    got = store.get_call(ACC, "a")
+    assert got is not None
+    assert got["call_status"] == "queued"
+    assert got["params"] == {"from": "14155550100", "to": "14155550199"}
+    assert got["extra"] == {"media": {"rx": 1}}
+    assert got["initiation_time"] == "2024-05-01 12:00:00+00:00"
+    assert store.get_call("MAOTHERACCOUNT000000", "a") is None
+    assert store.get_call(ACC, "nope") is None
+
+    store.update_call("a", call_status="in-progress", answer_time=ts(1), sip_status=200)
+    store.update_call("a", extra={"media": {"tx": 2}, "digits": "12"})
+    store.update_call("a", extra={"digits": None, "amd": {"machine": False}})
+    got = store.get_call(ACC, "a")
+    assert got is not None
+    assert got["call_status"] == "in-progress" and got["sip_status"] == 200
+    # extra merges (nested too); None deletes a key.
+    assert got["extra"] == {"media": {"rx": 1, "tx": 2}, "amd": {"machine": False}}
+    store.update_call("a", params={"replaced": True})
+    assert store.get_call(ACC, "a")["params"] == {"replaced": True}  # type: ignore[index]
+    store.update_call("missing", call_status="completed")  # no-op, no error
+
+
+def test_insert_defaults_and_errors(store: CallStore) -> None:
+    store.insert_call({"call_uuid": "x", "account_id": ACC})
+    got = store.get_call(ACC, "x")
+    assert got is not None and got["initiation_time"] and got["params"] == {} and got["extra"] == {}
+    with pytest.raises(sqlite3.IntegrityError):
+        store.insert_call({"call_uuid": "x", "account_id": ACC})
+    with pytest.raises(ValueError):
+        store.insert_call({"call_uuid": "y", "account_id": ACC, "bogus": 1})
+    with pytest.raises(ValueError):
+        store.insert_call({"account_id": ACC})
+    with pytest.raises(ValueError):
+        store.update_call("x", bogus=1)
+    with pytest.raises(ValueError):
+        store.update_call("x", call_uuid="z")
+
+
+def test_get_by_request(store: CallStore) -> None:
+    store.insert_call(rec("b1", request_uuid="bulk", initiation_time=ts(0)))
+    store.insert_call(rec("b2", request_uuid="bulk", initiation_time=ts(0)))
+    assert store.get_call_by_request(ACC, "bulk")["call_uuid"] == "b1"  # type: ignore[index]
+    assert [c["call_uuid"] for c in store.calls_by_request(ACC, "bulk")] == ["b1", "b2"]
+    assert store.get_call_by_request("other", "bulk") is None
+
+
+def populate(store: CallStore) -> None:
+    # 30 completed calls, one per minute, alternating numbers and sources; 2 live; 1 elsewhere.
+    for i in range(30):
+        store.insert_call(
+            rec(
+                f"c{i:02d}",
+                initiation_time=ts(i),
+                answer_time=ts(i + 0.25) if i % 3 else None,
+                end_time=ts(i + 0.5),
+                call_status="completed" if i % 3 else "no-answer",
+                bill_duration=(i % 3) * 10,
+                call_duration=(i % 3) * 10,
+                to_number="1111" if i % 2 else "2222",
+                hangup_cause_code=4000 if i % 3 else 3010,
+                hangup_source="Callee" if i % 2 else "Caller",
+                parent_call_uuid="p1" if i == 7 else None,
+            )
+        )
+    store.insert_call(rec("live1", initiation_time=ts(40), call_status="ringing"))
+    store.insert_call(
+        rec("live2", initiation_time=ts(41), call_status="in-progress", answer_time=ts(41))
+    )
+    store.insert_call(rec("other", account_id="MAOTHERACCOUNT000000", initiation_time=ts(5)))
+
+
+def test_list_paging_newest_first(store: CallStore) -> None:
+    populate(store)
+    rows, total = store.list_calls(ACC, limit=20, offset=0)
+    assert total == 32
+    assert [r["call_uuid"] for r in rows[:3]] == ["live2", "live1", "c29"]
+    rows2, total2 = store.list_calls(ACC, limit=20, offset=20)
+    assert total2 == 32 and len(rows2) == 12
+    assert {r["call_uuid"] for r in rows} & {r["call_uuid"] for r in rows2} == set()
+    rows3, total3 = store.list_calls(ACC, limit=20, offset=100)
+    assert rows3 == [] and total3 == 32
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        ({"to_number": "1111"}, 15),
+        ({"call_direction": "outbound"}, 32),
+        ({"call_direction": "inbound"}, 0),
+        ({"hangup_source": "Caller"}, 15),
+        ({"hangup_cause_code": "3010"}, 10),
+        ({"parent_call_uuid": "p1"}, 1),
+        ({"bill_duration": "20"}, 10),
+        ({"bill_duration__gt": "0"}, 20),
+        ({"bill_duration__gte": "10"}, 20),
+        ({"bill_duration__lt": "10"}, 10),
+        ({"bill_duration__lte": "10"}, 20),
+        ({"bill_duration__gt": "0", "to_number": "2222"}, 10),
+        ({"subaccount": "SA123"}, 32),
+        # end_time of call i is 12:i:30.  Minute precision matches the whole minute.
+        ({"end_time": "2024-05-01 12:05"}, 1),
+        ({"end_time": "2024-05-01 12:05:30"}, 1),
+        ({"end_time": "2024-05-01 12:05:31"}, 0),
+        ({"end_time__gt": "2024-05-01 12:05"}, 24),  # after minute 5: c06..c29
+        ({"end_time__gte": "2024-05-01 12:05"}, 25),
+        ({"end_time__lt": "2024-05-01 12:05"}, 5),
+        ({"end_time__lte": "2024-05-01 12:05"}, 6),
+        ({"end_time__gt": "2024-05-01 12:05:30"}, 24),
+        ({"end_time__gte": "2024-05-01 12:05:30.5"}, 24),
+        ({"end_time__lt": "2024-05-01 12:05:30.5"}, 6),
+        ({"initiation_time__gte": "2024-05-01 12:40"}, 2),
+        ({"initiation_time__lt": "2024-05-01 14:00+02:00"}, 0),  # offsets are honoured: 12:00 UTC
+        ({"initiation_time__lte": "2024-05-01 14:00+02:00"}, 1),
+        ({"initiation_time__lte": "2024-05-01 07:00-05:00"}, 1),
+        ({"initiation_time": "2024-05-01"}, 32),  # a date alone is the whole day
+    ],
+)
+def test_list_filters(store: CallStore, filters: dict[str, str], expected: int) -> None:
+    populate(store)
+    rows, total = store.list_calls(ACC, filters=filters, limit=100)
+    assert total == expected
+    assert len(rows) == expected
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {"bogus": "1"},
+        {"to_number__gt": "1"},
+        {"bill_duration__between": "1"},
+        {"bill_duration": "ten"},
+        {"end_time": "yesterday"},
+    ],
+)
+def test_list_rejects_bad_filters(store: CallStore, filters: dict[str, str]) -> None:
+    with pytest.raises(ValueError):
+        store.list_calls(ACC, filters=filters)
+
+
+def test_live_calls_and_mark_interrupted(tmp_path: Any) -> None:
+    path = str(tmp_path / "crash.db")
+    s = CallStore(path)
+    populate(s)
+    s.insert_call(rec("q", initiation_time=ts(42), call_status="queued"))
+    assert [c["call_uuid"] for c in s.live_calls(ACC)] == ["live1", "live2", "q"]
+    # "Crash": drop the connection without any cleanup, then reopen.
+    s.close()
+    s = CallStore(path)
+    now = T0 + timedelta(minutes=41, seconds=90)
+    assert s.mark_interrupted(now) == 4  # live1, live2, q and the other account's queued call
+    assert s.live_calls(ACC) == []
+    answered = s.get_call(ACC, "live2")
+    assert answered is not None
+    assert answered["call_status"] == "completed"
+    assert answered["hangup_cause_name"] == "SYSTEM_SHUTDOWN"
+    assert answered["end_time"] == format_time(now)
+    assert answered["call_duration"] == 90 and answered["bill_duration"] == 90
+    ringing = s.get_call(ACC, "live1")
+    assert (
+        ringing is not None and ringing["call_status"] == "failed" and ringing["bill_duration"] == 0
+    )
+    assert s.mark_interrupted(now) == 0
+    done = s.get_call(ACC, "c01")
+    assert done is not None and done["hangup_cause_name"] is None  # ended calls untouched
+    s.close()
+
+
+def test_survives_close_and_reopen(tmp_path: Any) -> None:
+    path = str(tmp_path / "persist.db")
+    s = CallStore(path)
+    s.insert_call(rec("p", extra={"k": 1}))
+    s.update_call("p", call_status="completed", end_time=ts(3))
+    did = s.add_delivery(
+        call_uuid="p", event="hangup", url="http://x/", method="POST", params={"a": "1"}, headers={}
+    )
+    s.close()
+    s = CallStore(path)
+    got = s.get_call(ACC, "p")
+    assert got is not None and got["call_status"] == "completed" and got["extra"] == {"k": 1}
+    assert [d["id"] for d in s.pending_deliveries()] == [did]
+    s.close()
+
+
+def test_concurrent_threads(tmp_path: Any) -> None:
+    s = CallStore(str(tmp_path / "threads.db"))
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            for i in range(50):
+                uuid = f"t{n}-{i}"
+                s.insert_call(rec(uuid, request_uuid=f"r{n}"))
+                s.update_call(uuid, call_status="in-progress", extra={f"w{n}": i})
+                s.list_calls(ACC, filters={"call_direction": "outbound"}, limit=5)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not errors
+    assert s.list_calls(ACC, limit=1)[1] == 200
+    assert len(s.live_calls(ACC)) == 200
+    s.close()
+
+
+def test_two_connections_see_each_other(tmp_path: Any) -> None:
+    path = str(tmp_path / "two.db")
+    a, b = CallStore(path), CallStore(path)
+    a.insert_call(rec("shared"))
+    assert b.get_call(ACC, "shared") is not None
+    b.update_call("shared", call_status="completed")
+    assert a.get_call(ACC, "shared")["call_status"] == "completed"  # type: ignore[index]
+    a.close()
+    b.close()
+
+
+def test_delivery_bookkeeping(store: CallStore) -> None:
+    d1 = store.add_delivery(
+        call_uuid="c",
+        event="ring",
+        url="http://x/",
+        method="POST",
+        params={"a": "1"},
+        headers={"H": "v"},
+        options={"rc": 1},
+    )
+    d2 = store.add_delivery(
+        call_uuid="c",
+        event="answer",
+        url="http://x/",
+        method="GET",
+        params={},
+        headers={},
+        kind="fetch",
+    )
+    store.record_attempt(d1, 1, status=None, error="refused", duration_ms=1.5)
+    store.reschedule_delivery(d1, 123.0)
+    store.record_attempt(d1, 2, status=200, error=None, duration_ms=2.5)
+    store.finish_delivery(d1, "delivered")
+    assert [d["id"] for d in store.pending_deliveries()] == []
+    assert [d["id"] for d in store.pending_deliveries(kind="fetch")] == [d2]
+    row = store.get_delivery(d1)
+    assert row is not None
+    assert (row["status"], row["attempts"], row["last_status"], row["last_error"]) == (
+        "delivered",
+        2,
+        200,
+        None,
+    )
+    assert row["headers"] == {"H": "v"} and row["options"] == {"rc": 1}
+    assert [a["error"] for a in store.list_attempts(d1)] == ["refused", None]
+    assert [d["event"] for d in store.list_deliveries("c")] == ["ring", "answer"]
+    with pytest.raises(ValueError):
+        store.finish_delivery(d1, "pending")
+
+
+def test_time_helpers() -> None:
+    assert format_time(datetime(2024, 1, 2, 3, 4, 5)) == "2024-01-02 03:04:05+00:00"
+    t, precision = parse_time("2024-01-02 03:04")
+    assert t == datetime(2024, 1, 2, 3, 4, tzinfo=UTC) and precision == timedelta(minutes=1)
+    assert parse_time("2024-01-02 03:04:05")[1] == timedelta(seconds=1)
+    assert parse_time("2024-01-02 05:04:05.25+02:00")[0] == datetime(
+        2024, 1, 2, 3, 4, 5, 250000, tzinfo=UTC
+    )
+    with pytest.raises(ValueError):
+        parse_time("2024-13-02")
