@@ -59,7 +59,9 @@ _RAW_OK_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~:\[\]]+\Z")
 #   display-name   =  *(token LWS)/ quoted-string
 # We also let non-ASCII characters through unquoted (UTF-8 display names from real phones),
 # but reject ASCII separators: RFC 4475 §3.1.2.15 ("baddn").
-_DISPLAY_TOKENS_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~\x80-\U0010ffff]+(?:\s+[A-Za-z0-9\-.!%*_+`'~\x80-\U0010ffff]+)*\Z")
+_DISPLAY_TOKENS_RE = re.compile(
+    r"[A-Za-z0-9\-.!%*_+`'~\x80-\U0010ffff]+(?:\s+[A-Za-z0-9\-.!%*_+`'~\x80-\U0010ffff]+)*\Z"
+)
 
 #   Via               =  ( "Via" / "v" ) HCOLON via-parm *(COMMA via-parm)
 #   via-parm          =  sent-protocol LWS sent-by *( SEMI via-params )

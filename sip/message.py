@@ -164,6 +164,8 @@ LIST_HEADERS: frozenset[str] = frozenset((
 # RFC 3261 §8.1.1: the headers every request carries (Max-Forwards is tolerated missing);
 # responses copy the same ones (§8.2.6.2).
 _MANDATORY = frozenset(("Via", "From", "To", "Call-ID", "CSeq"))
+# Headers that may appear once only (their grammar has no comma list; RFC 4475 "multi01").
+_SINGLE = frozenset(("From", "To", "Call-ID", "CSeq", "Max-Forwards", "Content-Type"))
 
 _KNOWN_METHODS = frozenset((
     "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "UPDATE", "INFO",
@@ -347,7 +349,7 @@ class SipMessage:
         for n, v in self.headers:
             if n == canon or n.lower() == low:
                 if not placed:
-                    new.append((canon, value))
+                    new.append((n, value))  # keeps the spelling an unknown name already had
                     placed = True
             else:
                 new.append((n, v))
@@ -678,7 +680,12 @@ def _parse_head(head: bytes) -> tuple[SipRequest | SipResponse, int | None]:
             if not _VERSION_RE.match(version):
                 raise SipParseError("Bad Request - malformed Status-Line")
             version_error = True
-        if len(code) != 3 or not code.isascii() or not code.isdigit() or not 100 <= int(code) <= 699:
+        if (
+            len(code) != 3
+            or not code.isascii()
+            or not code.isdigit()
+            or not 100 <= int(code) <= 699
+        ):
             raise SipParseError("Bad Request - bad Status-Code")
         msg = SipResponse(int(code), parts[2] if len(parts) == 3 else "")
     else:
@@ -743,6 +750,13 @@ def _parse_head(head: bytes) -> tuple[SipRequest | SipResponse, int | None]:
         missing = _MANDATORY - names
         if missing:
             raise SipParseError(f"Bad Request - missing {', '.join(sorted(missing))}")
+        if len(names) < len(headers):
+            seen: set[str] = set()
+            for n, _ in headers:
+                if n in _SINGLE:
+                    if n in seen:
+                        raise SipParseError(f"Bad Request - multiple {n} headers")
+                    seen.add(n)
         call_id = msg.call_id
         if len(call_id.split()) != 1:
             raise SipParseError("Bad Request - bad Call-ID")
@@ -750,9 +764,12 @@ def _parse_head(head: bytes) -> tuple[SipRequest | SipResponse, int | None]:
         msg.top_via  # noqa: B018 - parse (and cache) now: transactions need it
         msg.from_addr  # noqa: B018
         msg.to_addr  # noqa: B018
-        if "Contact" in names:
-            msg.contacts  # noqa: B018
         if isinstance(msg, SipRequest):
+            # A bad Contact in a request is answered with 400. In a response it is left for
+            # the dialog layer to judge (``contacts`` raises then): dropping a carrier's 200
+            # over an odd Contact parameter would fail the whole call.
+            if "Contact" in names:
+                msg.contacts  # noqa: B018
             if seq_method != msg.method:
                 # §8.1.1.5 (RFC 4475 "mismatch01/02"): the CSeq method matches the request.
                 raise SipParseError("Bad Request - CSeq method does not match")

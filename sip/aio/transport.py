@@ -111,11 +111,18 @@ class TcpConnection:
                 data = await self.reader.read(65536)
                 if not data:
                     break
-                try:
-                    messages = self.framer.feed(data)
-                except SipParseError as exc:
-                    # A framing error leaves the stream unsynchronised: answer and close (§18.3).
-                    self.owner.on_error(data, exc, inbound)
+                while True:
+                    try:
+                        messages = self.framer.feed(data)
+                    except SipParseError as exc:
+                        for message in getattr(exc, "messages", None) or ():
+                            self.owner.on_message(message, inbound)
+                        self.owner.on_error(data, exc, inbound)
+                        if getattr(exc, "fatal", True):
+                            # Framing lost: the stream cannot be resynchronised (§18.3).
+                            return
+                        data = b""  # the bad message was framed and skipped: go on
+                        continue
                     break
                 for message in messages:
                     self.owner.on_message(message, inbound)

@@ -811,6 +811,19 @@ class UserAgent:
         if getattr(error, "status", 400) == 0:
             return
         log.info("malformed message from %s:%s: %s", inbound.source[0], inbound.source[1], error)
+        partial = getattr(error, "partial", None)
+        if isinstance(partial, SipRequest):
+            if partial.method == "ACK":
+                return  # §17: an ACK is never answered
+            try:
+                response = make_response(partial, error.status, _phrase(error))
+                response.add("User-Agent", self.config.user_agent)
+                self._transmit(response.serialize(), inbound.transport, self._response_address(partial, inbound), inbound)
+                return
+            except (SipParseError, ValueError, IndexError, AttributeError):
+                pass  # not enough of it to address an answer: fall back to raw salvage
+        if partial is not None:
+            return  # a malformed response is dropped
         raw = salvage_error_response(data, error)
         if raw is not None:
             self._transmit(raw, inbound.transport, inbound.source, inbound)
@@ -939,6 +952,15 @@ class UserAgent:
 
     def _reply_stateless(self, request: SipRequest, status: int, inbound: Inbound, address: Address) -> None:
         self._transmit(self._plain_response(request, status).serialize(), inbound.transport, address, inbound)
+
+
+def _phrase(error: SipParseError) -> str:
+    """Reason phrase for an error response: the standard phrase plus what was wrong."""
+    status = error.status
+    base = {400: "Bad Request", 413: "Request Entity Too Large", 414: "Request-URI Too Long",
+            416: "Unsupported URI Scheme", 420: "Bad Extension", 505: "Version Not Supported"}.get(status, "Bad Request")
+    reason = " ".join(str(getattr(error, "reason", "") or "").split())[:100]
+    return f"{base} ({reason})" if reason and reason.lower() != base.lower() else base
 
 
 def _escape_user(user: str) -> str:
