@@ -300,9 +300,11 @@ class ClientInviteSession:
         if self._cancel_sent_at is not None or self._cancel_pending is not None:
             return []
         if not self._provisional_seen:
-            # §9.1: a CANCEL must not be sent before a provisional response arrives.
+            # §9.1: a CANCEL must not be sent before a provisional response arrives. The
+            # call is over for the user now; the INVITE transaction lives on, and a late
+            # 1xx gets our CANCEL (a late 2xx gets ACK and BYE).
             self._cancel_pending = (cause, source)
-            return []
+            return self._terminate(now, cause, None, "cancelled before any response", source)
         return self._send_cancel(now, cause, source)
 
     def _send_cancel(self, now: float, cause: str, source: str) -> list[Action]:
@@ -377,13 +379,13 @@ class ClientInviteSession:
 
     def _on_provisional(self, response: SipResponse, now: float) -> list[Action]:
         actions: list[Action] = []
-        if self.state == "terminated":
-            return actions
         first_provisional = not self._provisional_seen
         self._provisional_seen = True
         if self._cancel_pending is not None:
             cause, source = self._cancel_pending
             return self._send_cancel(now, cause, source)
+        if self.state == "terminated":
+            return actions
         if response.status == 100:
             return actions
         tag = NameAddr.parse(response.get("To") or "").tag

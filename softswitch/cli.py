@@ -64,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--db", help="SQLite file for call records (default ./softswitch.db)")
     serve.add_argument("--auth-id", help="auth id of the default account")
     serve.add_argument("--auth-token", help="auth token of the default account")
+    serve.add_argument("--shutdown-mode", choices=("drain", "hangup"), help="on SIGTERM: let live calls finish, or hang them up")
+    serve.add_argument("--drain-timeout", type=float, metavar="S", help="longest wait for live calls when draining")
+    serve.add_argument("--cps", type=float, metavar="N", help="calls per second per account (0 = unlimited)")
+    serve.add_argument("--max-concurrent", type=int, metavar="N", help="live calls at most")
+    serve.add_argument("--base-url", metavar="URL", help="public URL of the API (recording links)")
 
     call = sub.add_parser("call", help="place one call and report its progress")
     call.add_argument("target", help="sip:/sips: URI, user@host, or a number (routed via --gateway)")
@@ -120,6 +125,11 @@ def _run_serve(args: argparse.Namespace) -> int:
             overrides[key] = value
     if args.db is not None:
         overrides["db_path"] = args.db
+    for flag, key in (("shutdown_mode", "shutdown_mode"), ("drain_timeout", "drain_timeout_s"),
+                      ("cps", "limits.cps"), ("max_concurrent", "limits.max_concurrent"), ("base_url", "base_url")):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides[key] = value
     try:
         config = load_config(args.config, overrides=overrides)
     except (ConfigError, OSError) as exc:

@@ -1,0 +1,46 @@
+"""`softswitch call` as a user runs it: progress lines, one JSON line, exit status."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import needs_sipp
+
+
+def run_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "softswitch.cli", *args], capture_output=True, text=True, timeout=timeout)
+
+
+@needs_sipp
+def test_call_answered_prints_steps_and_json(sipp):
+    peer = sipp("uas_answer.xml")
+    out = run_cli("call", peer.uri, "--from", "1000", "--caller-name", "Alice", "--hangup-after", "1",
+                  "--header", "X-PH-Campaign=42")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert any("ringing 180" in ln for ln in lines) and any("answered 200" in ln for ln in lines)
+    summary = json.loads(lines[-1])
+    assert summary["answered"] is True and summary["sip_status"] == 200
+    assert summary["hangup_cause"] == "NORMAL_CLEARING" and 0.9 < summary["duration"] < 3
+    assert {"call_uuid", "digits_received", "media"} <= summary.keys()
+    peer.assert_ok()
+
+
+@needs_sipp
+def test_call_busy_exits_1(sipp):
+    peer = sipp("uas_busy.xml")
+    out = run_cli("call", peer.uri, "--from", "1000")
+    assert out.returncode == 1
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["answered"] is False and summary["hangup_cause"] == "USER_BUSY" and summary["sip_status"] == 486
+
+
+def test_bad_usage_exits_2():
+    assert run_cli("call", "sip:x@127.0.0.1").returncode == 2  # --from missing
+    assert run_cli("call", "not a target", "--from", "1").returncode == 2
+    assert run_cli("call", "sip:x@127.0.0.1", "--from", "1", "--send-digits", "12x").returncode == 2
+    assert run_cli("call", "sip:x@127.0.0.1", "--from", "1", "--caller-name", "x" * 51).returncode == 2
+    assert run_cli("call", "+14155550100", "--from", "1").returncode == 2  # no gateway for a number
+    assert run_cli("call", "sip:x@127.0.0.1", "--from", "1", "--header", "bad header").returncode == 2
