@@ -27,8 +27,11 @@ tone start, so the first digit is not reported twice.
 
 Symmetric RTP (RFC 4961): a stream sends to the SDP address until the first RTP packet
 arrives, then to that packet's source (``MediaConfig.symmetric_rtp``). A new SSRC from the
-peer (PBXs switch SSRC on transfer or re-INVITE) is accepted: statistics and the RFC 4733
-receiver restart and the stream latches again. A new address in a later SDP unlatches.
+peer's audio (PBXs switch SSRC on transfer or re-INVITE) is accepted: statistics restart
+and the stream latches again. Telephone-events arriving with an SSRC other than the audio's
+(some gateways do this; so does sipp replaying a capture while echoing our audio) are not a
+source change: each SSRC gets its own RFC 4733 receiver and the audio statistics stay. A new
+address in a later SDP unlatches.
 
 Receive path: no reordering jitter buffer (nothing is played out to a sound card); received
 audio goes through a FIFO of at most ``MAX_PLAYOUT_FRAMES`` frames and comes out one 20 ms
@@ -48,6 +51,7 @@ import logging
 import random
 import selectors
 import socket
+import struct
 import time
 from collections import deque
 from collections.abc import Callable
@@ -86,6 +90,7 @@ LATE_THRESHOLD = 0.005  # a tick later than this counts in clock_stats()["late_t
 MAX_PACKETS_PER_TICK = 64  # per socket, so one flooded socket cannot starve the others
 MAX_PLAYOUT_FRAMES = 6  # 120 ms of received audio buffered at most; older frames dropped
 MAX_BRIDGE_FRAMES = 5
+MAX_EVENT_SOURCES = 4  # SSRCs whose RFC 4733 events are tracked at once per stream
 LATENESS_WINDOW = 4096  # ticks of lateness history (~82 s)
 CN_REFRESH_TICKS = 50  # RFC 3389 §4: resend comfort noise now and then (here every second)
 CN_LEVEL = 70  # -70 dBov: quiet background
@@ -265,7 +270,8 @@ class MediaStream:
         # Receive path.
         self._receive_codecs: dict[int, Codec] = {}
         self._dtmf_types: frozenset[int] = frozenset()
-        self._rfc4733_rx = _dtmf.Rfc4733Receiver()
+        # One RFC 4733 receiver per SSRC sending events (see _on_rtp), oldest first.
+        self._rfc4733_rx: dict[int, _dtmf.Rfc4733Receiver] = {}
         self._seen_rfc4733 = False
         self._playout: deque[np.ndarray] = deque()
         self._playout_partial = np.zeros(0, dtype=np.int16)
@@ -581,34 +587,50 @@ class MediaStream:
             self.packets_dropped += 1
             return
         rx = self._rx
+        pt = packet.payload_type
+        event_packet = pt in self._dtmf_types
+        foreign_events = False
         if packet.ssrc != rx.ssrc:
-            if rx.ssrc is not None:
+            if rx.ssrc is None:
+                rx.ssrc = packet.ssrc
+            elif event_packet:
+                # Telephone-events from a second SSRC (RFC 3550 §8 lets a session carry
+                # several sources): some gateways send RFC 4733 packets with their own
+                # SSRC next to the audio, and sipp's pcap replay does too while -rtp_echo
+                # reflects our audio. Not a source change: keep the audio statistics and
+                # the latch, and give those events their own receiver.
+                foreign_events = True
+            else:
                 # A PBX switches SSRC on transfer/re-INVITE: accept it and start over.
                 self.ssrc_changes += 1
                 rx.reset(packet.ssrc)
-                event = self._rfc4733_rx.flush(now + 10.0)
-                if event is not None:
-                    self._deliver_dtmf(event)
-                self._rfc4733_rx = _dtmf.Rfc4733Receiver()
                 self._latched = False
-            else:
-                rx.ssrc = packet.ssrc
         if self._config.symmetric_rtp and not self._latched:
             # Symmetric RTP (RFC 4961): answer to where the media comes from (NAT).
             self._latched = True
             self._remote_rtp = (addr[0], addr[1])
-        rx.update(packet.sequence_number, packet.timestamp, now)
+        if not foreign_events:
+            # RFC 4733 §2.5.1.2: every packet of an event carries the event's start
+            # timestamp, so events count for loss but would inflate the A.8 jitter.
+            rx.update(packet.sequence_number, packet.timestamp, now, jitter=not event_packet)
         self.packets_received += 1
         self.bytes_received += len(packet.payload)
         self._last_rx = now
-        pt = packet.payload_type
-        if pt in self._dtmf_types:
+        if event_packet:
             if not self._seen_rfc4733:
                 self._seen_rfc4733 = True
                 if self._detector is not None:
                     self._engine._release_detector(self._detector)
                     self._detector = None
-            event = self._rfc4733_rx.feed(packet.payload, packet.timestamp, packet.marker, now)
+            receiver = self._rfc4733_rx.get(packet.ssrc)
+            if receiver is None:
+                if len(self._rfc4733_rx) >= MAX_EVENT_SOURCES:
+                    oldest = next(iter(self._rfc4733_rx))
+                    pending = self._rfc4733_rx.pop(oldest).flush(now + 10.0)
+                    if pending is not None:
+                        self._deliver_dtmf(pending)
+                receiver = self._rfc4733_rx[packet.ssrc] = _dtmf.Rfc4733Receiver()
+            event = receiver.feed(packet.payload, packet.timestamp, packet.marker, now)
             if event is not None:
                 self._deliver_dtmf(event)
             return
@@ -656,9 +678,10 @@ class MediaStream:
                 log.exception("on_dtmf callback failed")
 
     def _receive_tick(self, now: float) -> np.ndarray | None:
-        event = self._rfc4733_rx.flush(now)
-        if event is not None:
-            self._deliver_dtmf(event)
+        for receiver in list(self._rfc4733_rx.values()):
+            event = receiver.flush(now)
+            if event is not None:
+                self._deliver_dtmf(event)
         timeout = self._config.media_timeout_s
         if (
             timeout > 0
@@ -816,12 +839,32 @@ class MediaStream:
         marker, self._marker_next = self._marker_next, False
         return [sender.packet(self._send_pt, payload, marker=marker, timestamp=first_ts)]
 
-    def _rtcp_tick(self, now: float, wall: float) -> None:
+    def _rtcp_tick(self, now: float) -> None:
         if self._remote_rtcp is not None and self._rtcp.due(now):
+            # The SR's NTP time stamp and DLSR are read from the wall clock right before
+            # sending, not at the tick start: RFC 3550 §6.4.1 RTT = A - LSR - DLSR at the
+            # peer is off by whatever lies between the two.
+            report = self._rtcp.build_report(now, time.time())
             try:
-                self._rtcp_sock.sendto(self._rtcp.build_report(now, wall), self._remote_rtcp)
+                self._rtcp_sock.sendto(report, self._remote_rtcp)
             except OSError:
                 self.send_errors += 1
+
+
+_SO_TIMESTAMP: int | None = getattr(socket, "SO_TIMESTAMP", None)
+_TIMEVAL = struct.Struct("@ll")
+_TIMESTAMP_CMSG_SPACE = socket.CMSG_SPACE(_TIMEVAL.size) if _SO_TIMESTAMP is not None else 0
+
+
+def _arrival_wall(ancdata: list[tuple[int, int, bytes]]) -> float:
+    """Wall-clock arrival time of an RTCP packet: the kernel's SO_TIMESTAMP when present,
+    else now. Sockets are drained once per 20 ms tick, so the tick's own time would add up
+    to 20 ms to the RTT of RFC 3550 §6.4.1 (A is the arrival time of the report)."""
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMP and len(data) >= _TIMEVAL.size:
+            sec, usec = _TIMEVAL.unpack_from(data)
+            return sec + usec / 1e6
+    return time.time()
 
 
 def _finish(future: asyncio.Future[Any], result: Any, *, close: Any = None) -> None:
@@ -897,6 +940,11 @@ class MediaEngine:
     def create_stream(self) -> MediaStream:
         """Allocate an RTP/RTCP port pair and a stream on it (raises PortPoolExhausted)."""
         rtp, rtcp, port = self.ports.allocate()
+        if _SO_TIMESTAMP is not None:
+            try:  # kernel arrival time stamps for RTCP: see _arrival_wall()
+                rtcp.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMP, 1)
+            except OSError:
+                pass
         stream = MediaStream(self, rtp, rtcp, port)
         self._selector.register(rtp, selectors.EVENT_READ, (stream, False))
         self._selector.register(rtcp, selectors.EVENT_READ, (stream, True))
@@ -990,14 +1038,17 @@ class MediaEngine:
                 if stream.closed:  # a callback earlier in this tick closed it
                     break
                 try:
-                    data, addr = sock.recvfrom(2048)  # type: ignore[union-attr]
+                    if rtcp:
+                        data, anc, _, addr = sock.recvmsg(2048, _TIMESTAMP_CMSG_SPACE)  # type: ignore[union-attr]
+                    else:
+                        data, addr = sock.recvfrom(2048)  # type: ignore[union-attr]
                 except (BlockingIOError, InterruptedError):
                     break
                 except OSError:
                     continue  # e.g. ICMP port unreachable surfaced as ECONNREFUSED
                 try:
                     if rtcp:
-                        stream._on_rtcp(data, addr, wall)
+                        stream._on_rtcp(data, addr, _arrival_wall(anc))
                     else:
                         stream._on_rtp(data, addr, now, wall)
                 except Exception:
@@ -1027,7 +1078,7 @@ class MediaEngine:
                 continue
             try:
                 stream._send_tick(skipped)
-                stream._rtcp_tick(now, wall)
+                stream._rtcp_tick(now)
             except Exception:
                 log.exception("media stream %d: send tick failed", stream.local_port)
 

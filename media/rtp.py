@@ -201,9 +201,11 @@ class ReceiveStatistics:
         self.__init__(self.clock_rate)  # type: ignore[misc]
         self.ssrc = ssrc
 
-    def update(self, seq: int, timestamp: int, arrival: float) -> bool:
+    def update(self, seq: int, timestamp: int, arrival: float, *, jitter: bool = True) -> bool:
         """Account one packet. Returns ``False`` for a packet A.1 judges invalid
-        (still in probation, or a big jump not yet confirmed)."""
+        (still in probation, or a big jump not yet confirmed). ``jitter=False`` counts the
+        packet for loss only: RFC 4733 events repeat their start timestamp, which the A.8
+        estimator would read as arrival jitter."""
         self.packets += 1
         if self.packets == 1:
             # A.1: on the first packet of a source, init_seq(s); max_seq = s - 1.
@@ -211,7 +213,7 @@ class ReceiveStatistics:
             self.max_seq = (seq - 1) & 0xFFFF
             self.probation = MIN_SEQUENTIAL
         valid = self._update_seq(seq)
-        if valid:
+        if valid and jitter:
             # A.8: transit = arrival (in RTP units) - timestamp; J += (|D| - J) / 16
             transit = arrival * self.clock_rate - timestamp
             if self.transit is not None:

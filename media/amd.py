@@ -1,0 +1,737 @@
+"""Answering-machine detection (AMD) and voicemail-beep detection, numpy-vectorised over frames.
+
+Why this shape
+--------------
+Plivo's ``machine_detection`` (seed 002) exposes the parameters of the classic energy-based
+detector that telephony engines share (Asterisk ``app_amd`` and the FreeSWITCH modules modelled
+on it): an initial-silence limit, a maximum greeting length, a maximum number of words, a maximum
+length of one utterance and the silence after a greeting that means "a person said hello and is
+waiting". We implement that family of rules on our own media engine:
+
+* frame energy (20 ms frames) in dBFS with an **adaptive noise floor** (minimum statistics over a
+  sliding window), so a noisy line is not mistaken for speech;
+* **word / silence segmentation** with hysteresis: voice runs of at least ``min_word_length_ms``
+  are words, silences of at least ``between_words_silence_ms`` separate them;
+* the **decision rules** (first one to fire wins):
+
+  ========================  ==========  ===========================================================
+  reason                    status      fires when
+  ========================  ==========  ===========================================================
+  ``HUMAN``                 HUMAN       a greeting was heard, then ``after_greeting_silence_ms``
+  ``LONGGREETING``          MACHINE     total voice in the greeting reaches ``greeting_ms``
+  ``MAXWORDS``              MACHINE     more than ``max_words`` words (Plivo: "greater than")
+  ``MAXWORDLENGTH``         MACHINE     one utterance lasts ``max_word_length_ms``
+  ``BEEP``                  MACHINE     a voicemail beep ended before any other rule fired
+  ``INITIALSILENCE``        NOTSURE     no word within ``initial_silence_ms`` of the answer
+  ``TOOLONG``               NOTSURE     ``total_ms`` (``machine_detection_time``) elapsed
+  ========================  ==========  ===========================================================
+
+  Initial silence is NOTSURE, not MACHINE as in app_amd, because Plivo documents that
+  "'Unknown' will be returned" after ``machine_detection_initial_silence``. Plivo's callback
+  carries only a boolean, so NOTSURE is reported as ``Machine=false`` plus ``AmdStatus=NOTSURE``.
+
+* **beep detection** (:class:`BeepDetector`): a sustained single tone between 400 and 2000 Hz,
+  found with a 64 ms Hann-windowed FFT whose resolution separates the two ringback tones
+  (440 + 480 Hz, 40 Hz apart) and the DTMF pairs, so only a *single* spectral line counts. Onset
+  and end are refined to a few milliseconds with a complex-demodulated envelope at the tone's
+  frequency, so a voicemail drop can start right after the beep ends.
+
+How the caller uses it
+----------------------
+The media clock calls :meth:`AnsweringMachineDetector.feed` every 20 ms with the frame received
+after the answer (several frames at once are accepted and processed as one numpy batch)::
+
+    amd = AnsweringMachineDetector(AmdParams.from_plivo(request_params))
+    ...
+    result = amd.feed(pcm)            # on every tick
+    if result is not None:
+        if result.beep_at_ms is None:  # the decision (Machine=true/false) -> callbacks, hangup mode
+            on_decision(result)
+        else:                          # a machine's beep just ended -> start the voicemail drop
+            on_beep(result)
+    if amd.done:                       # decided, and (for non-human) beep found or beep_wait over
+        stop_feeding()
+
+Feed every tick, in order: for a lost or late packet feed the decoder's concealment (or
+silence) so that the detector's clock stays the call's clock. Audio is 16-bit PCM (numpy int16
+or little-endian bytes) at ``rate`` (8000 for G.711; 16000 works for G.722).
+
+``feed`` returns a result at most twice: once when the decision is made and, if the decision
+was not HUMAN and ``listen_for_beep`` is on, once more when a beep has ended (a copy of the
+decision with ``beep_hz``/``beep_ms``/``beep_at_ms`` filled). If the beep itself is what decided
+(reason ``BEEP``), the one result carries both. ``<Wait beep="true">`` without AMD uses
+:class:`BeepDetector` directly. Times are milliseconds since the first sample fed (the answer).
+
+Cost: per stream and frame, one energy (vectorised over the frames of a call), one 1024-point
+real FFT only for frames louder than -45 dBFS, one 160-point dot product while a tone is
+running, and a handful of scalar comparisons (about 10 µs per silent frame and 35 µs per
+speech frame on one core of the development machine).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+__all__ = [
+    "PLIVO_PARAMETERS",
+    "AmdParamError",
+    "AmdParams",
+    "AmdResult",
+    "AnsweringMachineDetector",
+    "Beep",
+    "BeepDetector",
+]
+
+FRAME_MS = 20
+"""The media clock's tick; AMD timings are multiples of it."""
+
+_FULL_SCALE_POWER = 32768.0 * 32768.0
+_EPS_POWER = 1e-10
+
+
+class AmdParamError(ValueError):
+    """A machine-detection parameter is missing its documented range.
+
+    Carries what the HTTP layer needs for a 400 answer: the parameter name as the request spelled
+    it, the offending value and the inclusive range.
+    """
+
+    def __init__(self, param: str, value: object, lo: int | None = None, hi: int | None = None):
+        self.param = param
+        self.value = value
+        self.lo = lo
+        self.hi = hi
+        if lo is not None and hi is not None:
+            msg = f"{param} must be an integer between {lo} and {hi} (got {value!r})"
+        else:
+            msg = f"{param} is invalid (got {value!r})"
+        super().__init__(msg)
+
+
+# Plivo request parameter -> (AmdParams field, min, max, default). Ranges and defaults as Plivo
+# documents them (Make a call, machine_detection_time: 2000-10000, default 5000; the tuning
+# parameters from Plivo's "How do I tune the machine detection logic?" page).
+PLIVO_PARAMETERS: dict[str, tuple[str, int, int, int]] = {
+    "machine_detection_time": ("total_ms", 2000, 10000, 5000),
+    "machine_detection_initial_silence": ("initial_silence_ms", 2000, 10000, 4500),
+    "machine_detection_initial_greeting": ("greeting_ms", 1000, 5000, 1500),
+    "machine_detection_silence": ("after_greeting_silence_ms", 500, 5000, 800),
+    "machine_detection_maximum_words": ("max_words", 2, 10, 3),
+    "machine_detection_maximum_speech_length": ("max_word_length_ms", 1000, 6000, 5000),
+}
+
+
+@dataclass(frozen=True)
+class AmdParams:
+    """Tuning of one detection. The Plivo-exposed fields default to Plivo's documented defaults;
+    the others (app_amd's word segmentation, our voice thresholds, the beep) were tuned on the
+    ``benchmarks/amd`` corpus (``corpus.py`` builds it, ``evaluate.py --offline`` scores it)."""
+
+    total_ms: int = 5000
+    """``machine_detection_time``: the decision window; NOTSURE/TOOLONG when it runs out."""
+    initial_silence_ms: int = 4500
+    """``machine_detection_initial_silence``: no word by then -> NOTSURE/INITIALSILENCE."""
+    greeting_ms: int = 1500
+    """``machine_detection_initial_greeting``: this much voice in the greeting -> MACHINE."""
+    after_greeting_silence_ms: int = 800
+    """``machine_detection_silence``: silence after a greeting -> HUMAN."""
+    max_words: int = 3
+    """``machine_detection_maximum_words``: more words than this -> MACHINE."""
+    max_word_length_ms: int = 5000
+    """``machine_detection_maximum_speech_length``: one utterance this long -> MACHINE."""
+    min_word_length_ms: int = 100
+    """app_amd ``minimumWordLength``: shorter voice runs are clicks, not words."""
+    between_words_silence_ms: int = 100
+    """app_amd ``betweenWordsSilence`` (50 there). 100 ms keeps stop-consonant closures inside
+    a word so "who's calling" is two words, not four."""
+    voice_margin_db: float = 6.0
+    """A frame is voice when its energy is this far above the noise floor (the floor is the
+    2 s minimum, about 1.5 dB under the mean of stationary line noise)..."""
+    voice_min_dbfs: float = -48.0
+    """...and above this absolute level (app_amd's ``silenceThreshold`` 256 is about -41 dBFS)."""
+    voice_hangover_db: float = 3.0
+    """Hysteresis: inside a word the threshold drops by this much. Keep margin - hangover >= 3 dB
+    or line noise keeps a word open and the HUMAN decision comes late."""
+    noise_window_ms: int = 2000
+    """Minimum-statistics window of the noise floor."""
+    listen_for_beep: bool = True
+    """Detect the voicemail beep, before the decision (reason BEEP) and after it."""
+    beep_wait_ms: int = 30000
+    """After a non-HUMAN decision, listen for the beep until this long after the answer."""
+    beep_min_ms: int = 120
+    """Shortest tone taken for a beep."""
+    beep_max_ms: int = 5000
+    """Longer single tones (test tones, fax CED runs) are not beeps."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "listen_for_beep":
+                continue
+            if f.name in ("voice_min_dbfs",):
+                if not -96.0 <= float(value) <= 0.0:
+                    raise AmdParamError(f.name, value, -96, 0)
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise AmdParamError(f.name, value)
+        if self.max_words < 1:
+            raise AmdParamError("max_words", self.max_words)
+        if self.total_ms < FRAME_MS:
+            raise AmdParamError("total_ms", self.total_ms)
+
+    @classmethod
+    def from_plivo(cls, params: Mapping[str, object], **overrides: object) -> AmdParams:
+        """Build parameters from a Plivo Make-a-call request (form or JSON values).
+
+        Missing or empty values take Plivo's default. Values must be integers (``"5000"`` or
+        ``5000``) inside the documented inclusive range, else :class:`AmdParamError` names the
+        parameter and the range (the API answers 400 with it). ``overrides`` set non-Plivo
+        fields (configuration).
+        """
+        kwargs: dict[str, object] = dict(overrides)
+        for name, (field_name, lo, hi, default) in PLIVO_PARAMETERS.items():
+            raw = params.get(name)
+            if raw is None or (isinstance(raw, str) and raw.strip() == ""):
+                kwargs[field_name] = default
+                continue
+            value = _parse_int(raw)
+            if value is None or not lo <= value <= hi:
+                raise AmdParamError(name, raw, lo, hi)
+            kwargs[field_name] = value
+        return cls(**kwargs)  # type: ignore[arg-type]
+
+
+def _parse_int(raw: object) -> int | None:
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, float):
+        return int(raw) if raw.is_integer() else None
+    if isinstance(raw, str):
+        text = raw.strip()
+        if text[:1] in "+-":
+            sign, digits = text[0], text[1:]
+        else:
+            sign, digits = "", text
+        if digits.isascii() and digits.isdigit():
+            return int(sign + digits)
+    return None
+
+
+@dataclass(frozen=True)
+class Beep:
+    """A voicemail beep: one tone, its frequency and when it sounded (ms since the first sample)."""
+
+    freq_hz: float
+    onset_ms: int
+    duration_ms: int
+
+    @property
+    def end_ms(self) -> int:
+        """When the tone stopped: the moment a voicemail drop may start speaking."""
+        return self.onset_ms + self.duration_ms
+
+
+MACHINE = "MACHINE"
+HUMAN = "HUMAN"
+NOTSURE = "NOTSURE"
+
+
+@dataclass(frozen=True)
+class AmdResult:
+    """A decision with its timing and the features it was made on (for the call record and the
+    callbacks). ``status`` is app_amd's AMDSTATUS, ``reason`` its AMDCAUSE (plus ``BEEP``)."""
+
+    machine: bool
+    status: str
+    reason: str
+    decided_at_ms: int
+    """Milliseconds from the answer (the first sample fed) to the decision."""
+    initial_silence_ms: int
+    """Silence before the first word (up to the decision if no word)."""
+    greeting_ms: int
+    """Voice heard in the greeting up to the decision (the quantity ``greeting_ms`` bounds)."""
+    words: int
+    beep_hz: float | None = None
+    beep_ms: int | None = None
+    beep_at_ms: int | None = None
+    """Beep onset, ms from the answer; ``beep_at_ms + beep_ms`` is when it ended."""
+
+    @property
+    def beep_end_ms(self) -> int | None:
+        if self.beep_at_ms is None or self.beep_ms is None:
+            return None
+        return self.beep_at_ms + self.beep_ms
+
+    def as_params(self) -> dict[str, str]:
+        """Callback parameters: Plivo's ``Machine`` plus our ``Amd*`` extras (string values, as
+        they go into a form body)."""
+        out = {
+            "Machine": "true" if self.machine else "false",
+            "AmdStatus": self.status,
+            "AmdReason": self.reason,
+            "AmdDecisionMs": str(self.decided_at_ms),
+            "AmdInitialSilenceMs": str(self.initial_silence_ms),
+            "AmdGreetingMs": str(self.greeting_ms),
+            "AmdWords": str(self.words),
+        }
+        if self.beep_hz is not None:
+            out["AmdBeepHz"] = f"{self.beep_hz:.0f}"
+            out["AmdBeepMs"] = str(self.beep_ms)
+            out["AmdBeepAtMs"] = str(self.beep_at_ms)
+        return out
+
+
+def _as_float_pcm(pcm: np.ndarray | bytes) -> np.ndarray:
+    if isinstance(pcm, bytes | bytearray | memoryview):
+        arr = np.frombuffer(pcm, dtype="<i2")
+    else:
+        arr = np.asarray(pcm)
+    if arr.ndim != 1:
+        arr = arr.reshape(-1)
+    return arr.astype(np.float32, copy=False)
+
+
+class _Framer:
+    """Cuts arbitrary-length input into whole frames, keeping the remainder for the next call."""
+
+    def __init__(self, frame: int):
+        self.frame = frame
+        self._rest = np.zeros(0, dtype=np.float32)
+
+    def push(self, pcm: np.ndarray) -> np.ndarray:
+        x = pcm if self._rest.size == 0 else np.concatenate([self._rest, pcm])
+        n = x.size // self.frame
+        self._rest = x[n * self.frame :].copy()
+        return x[: n * self.frame]
+
+
+class BeepDetector:
+    """A sustained single tone between ``fmin`` and ``fmax`` Hz: a voicemail "leave your message"
+    beep.
+
+    Robust to ringback (ITU-T E.180 / North American 440 + 480 Hz) and DTMF (two tones), which a
+    64 ms analysis window resolves into two lines, and to speech (many harmonics, moving pitch).
+    A beep is reported when the tone **ends** (voicemail drop starts then), provided it lasted
+    between ``min_ms`` and ``max_ms``. Onset and duration are refined below the frame size.
+
+    ``feed`` takes 16-bit PCM (numpy or bytes), any length; times are ms since the first sample.
+    """
+
+    def __init__(
+        self,
+        rate: int = 8000,
+        min_ms: int = 120,
+        fmin: float = 400.0,
+        fmax: float = 2000.0,
+        max_ms: int = 5000,
+        min_dbfs: float = -45.0,
+        tonality: float = 0.75,
+    ):
+        if rate <= 0 or rate % 50:
+            raise AmdParamError("rate", rate)
+        if not 0 < fmin < fmax < rate / 2:
+            raise AmdParamError("fmax", fmax)
+        self.rate = rate
+        self.min_ms = min_ms
+        self.max_ms = max_ms
+        self.fmin = fmin
+        self.fmax = fmax
+        self.frame = rate // 50
+        self._framer = _Framer(self.frame)
+        # 64 ms window: bins of 15.6 Hz, Hann main lobe +-31 Hz, so 440 and 480 Hz are two lines.
+        self.window = 1 << int(round(math.log2(0.064 * rate)))
+        self.nfft = 2 * self.window
+        self._hann = np.hanning(self.window).astype(np.float32)
+        self._hann_frame = np.hanning(self.frame).astype(np.float32)
+        self._hann_frame_gain = float(self._hann_frame.sum()) ** 2
+        bin_hz = rate / self.nfft
+        self._lobe = int(math.ceil(2.0 * rate / self.window / bin_hz))
+        self._band_lo = max(1, int(100 / bin_hz))
+        self._band_hi = int(min(3800.0, rate / 2 - 100) / bin_hz)
+        self._peak_lo = max(self._lobe + 1, int(math.floor(fmin / bin_hz)))
+        self._peak_hi = min(self.nfft // 2 - self._lobe - 1, int(math.ceil(fmax / bin_hz)))
+        self._bin_hz = bin_hz
+        self._min_power = _FULL_SCALE_POWER * 10 ** (min_dbfs / 10)
+        self._tonality = tonality
+        # Sample history: enough for the analysis window plus the onset search.
+        self._keep = self.window + 3 * self.frame
+        self._hist = np.zeros(self._keep, dtype=np.float32)
+        self._frames_done = 0  # frames consumed so far
+        self._pending: deque[Beep] = deque()
+        self._phasor_hz = -1.0
+        self._phasor = np.zeros(self.frame, dtype=np.complex128)
+        self._reset_tone()
+
+    # -- public -------------------------------------------------------------------------------
+
+    @property
+    def in_tone(self) -> bool:
+        """A candidate beep is sounding now."""
+        return self._f0 is not None
+
+    @property
+    def elapsed_ms(self) -> int:
+        return self._frames_done * FRAME_MS
+
+    def feed(self, pcm: np.ndarray | bytes) -> Beep | None:
+        """Consume audio; return a beep that has ended, else None. Beeps found in one batch are
+        queued and returned by the following calls (``feed(b"")`` drains)."""
+        self._process(self._framer.push(_as_float_pcm(pcm)))
+        return self._pending.popleft() if self._pending else None
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _reset_tone(self) -> None:
+        self._f0: float | None = None
+        self._onset_sample = 0
+        self._level = 0.0
+        self._freqs: list[float] = []
+        self._tonal_frames = 0
+        self._too_long = False
+
+    def _process(self, x: np.ndarray, frame_power: list[float] | None = None) -> None:
+        """Analyse whole frames ``x``; spectra only for frames loud enough to be a beep."""
+        n = x.size // self.frame
+        if n == 0:
+            return
+        buf = np.concatenate([self._hist, x])
+        base_sample = self._frames_done * self.frame - self._keep  # sample index of buf[0]
+        frames = x.reshape(n, self.frame)
+        if frame_power is None:
+            frame_power = (np.einsum("ij,ij->i", frames, frames) / self.frame).tolist()
+        loud = [i for i in range(n) if frame_power[i] >= self._min_power]
+        spectra: dict[int, np.ndarray] = {}
+        if loud:
+            # The analysis window ending at the end of each loud frame, one batched FFT.
+            if len(loud) == 1:
+                end = self._keep + (loud[0] + 1) * self.frame
+                wins = buf[end - self.window : end][None, :]
+            else:
+                starts = self._keep + (np.asarray(loud) + 1) * self.frame - self.window
+                wins = sliding_window_view(buf, self.window)[starts]
+            spec = np.fft.rfft(wins * self._hann, self.nfft)
+            power_spec = spec.real**2 + spec.imag**2
+            for row, i in enumerate(loud):
+                spectra[i] = power_spec[row]
+        for i in range(n):
+            tonal, f = self._tonal(spectra[i]) if i in spectra else (False, 0.0)
+            self._step(i, frames[i], frame_power[i], tonal, f, buf, base_sample)
+        self._frames_done += n
+        self._hist = buf[-self._keep :].copy()
+
+    def _tonal(self, p: np.ndarray) -> tuple[bool, float]:
+        """Is one spectral line in [fmin, fmax] most of the window's in-band energy? Its Hz."""
+        k = int(p[self._peak_lo : self._peak_hi + 1].argmax()) + self._peak_lo
+        band = float(p[self._band_lo : self._band_hi].sum()) + _EPS_POWER
+        main = float(p[k - self._lobe : k + self._lobe + 1].sum())
+        if main < self._tonality * band:
+            return False, 0.0
+        # Parabolic interpolation on log power (Hann window) for the line's frequency.
+        lm = math.log(float(p[k - 1]) + _EPS_POWER)
+        l0 = math.log(float(p[k]) + _EPS_POWER)
+        lp = math.log(float(p[k + 1]) + _EPS_POWER)
+        den = lm - 2.0 * l0 + lp
+        delta = 0.5 * (lm - lp) / den if den < -1e-12 else 0.0
+        f = (k + max(-0.5, min(0.5, delta))) * self._bin_hz
+        return self.fmin <= f <= self.fmax, f
+
+    def _line_power(self, frame: np.ndarray, f0: float) -> float:
+        """Mean-square power of the component at ``f0`` in one frame (Hann-weighted DFT)."""
+        if f0 != self._phasor_hz:
+            n = np.arange(self.frame)
+            self._phasor = self._hann_frame * np.exp(-2j * np.pi * f0 / self.rate * n)
+            self._phasor_hz = f0
+        z = complex(np.dot(frame, self._phasor))
+        return 2.0 * (z.real * z.real + z.imag * z.imag) / self._hann_frame_gain
+
+    def _step(
+        self,
+        i: int,
+        frame: np.ndarray,
+        power: float,
+        tonal: bool,
+        f: float,
+        buf: np.ndarray,
+        base_sample: int,
+    ) -> None:
+        frame_index = self._frames_done + i
+        frame_start = frame_index * self.frame  # absolute sample index
+        if self._f0 is None:
+            if not tonal:
+                return
+            lp = self._line_power(frame, f)
+            if lp < 0.5 * power or lp < self._min_power * 0.5:
+                return
+            self._f0 = f
+            self._freqs = [f]
+            self._tonal_frames = 1
+            self._level = lp
+            self._onset_sample = self._refine_onset(buf, base_sample, frame_start, f)
+            return
+        f0 = self._f0
+        lp = self._line_power(frame, f0)
+        cont = (
+            tonal
+            and abs(f - f0) <= max(12.0, 0.02 * f0)
+            and lp >= 0.5 * power
+            and lp >= 0.3 * self._level
+        )
+        if cont:
+            self._tonal_frames += 1
+            self._freqs.append(f)
+            self._level = max(self._level, lp)
+            if (frame_start + self.frame - self._onset_sample) * 1000 > self.max_ms * self.rate:
+                self._too_long = True  # not a beep: wait for it to stop, report nothing
+            return
+        # The tone stopped in this frame or the previous one.
+        if not self._too_long:
+            end = self._refine_end(buf, base_sample, frame_start, f0)
+            dur_ms = (end - self._onset_sample) * 1000 / self.rate
+            # Speech can hold one harmonic for a few frames; a beep holds one exact frequency
+            # for its whole length. Require clean 64 ms windows over >= min_ms - 40 ms and over
+            # 60 % of the tone (the windows straddling the onset may hold the end of the
+            # greeting), and a line that does not glide (voiced pitch moves by several Hz
+            # within 100 ms).
+            spread = max(self._freqs) - min(self._freqs)
+            if (
+                self.min_ms <= dur_ms <= self.max_ms
+                and self._tonal_frames * FRAME_MS >= max(2 * FRAME_MS, self.min_ms - 40)
+                and self._tonal_frames * FRAME_MS >= 0.6 * dur_ms
+                and spread <= 3.0 + 0.003 * f0
+            ):
+                self._pending.append(
+                    Beep(
+                        freq_hz=round(float(np.median(self._freqs)), 1),
+                        onset_ms=int(round(self._onset_sample * 1000 / self.rate)),
+                        duration_ms=int(round(dur_ms)),
+                    )
+                )
+        self._reset_tone()
+        # This frame may itself start a new tone (e.g. two-tone jingles): try once more.
+        if tonal:
+            self._step(i, frame, power, tonal, f, buf, base_sample)
+
+    def _envelope(self, seg: np.ndarray, f0: float) -> np.ndarray:
+        """Amplitude envelope of the ``f0`` component (complex demodulation, 5 ms boxcar)."""
+        n = np.arange(seg.size)
+        z = seg * np.exp(-2j * np.pi * f0 / self.rate * n)
+        box = max(1, self.rate // 200)
+        c = np.cumsum(np.concatenate([[0], z]))
+        avg = (c[box:] - c[:-box]) / box  # avg[j] covers seg[j : j + box]
+        env: np.ndarray = 2.0 * np.abs(avg)
+        return env
+
+    def _refine_onset(self, buf: np.ndarray, base: int, frame_start: int, f0: float) -> int:
+        lo = max(0, frame_start - base - self.window - self.frame)
+        hi = frame_start - base + self.frame
+        env = self._envelope(buf[lo:hi], f0)
+        box = max(1, self.rate // 200)
+        cur = env[-(self.frame - box + 1) :]
+        half = 0.5 * float(cur.max())
+        below = np.nonzero(env[: env.size - (self.frame - box + 1) + int(np.argmax(cur))] < half)[0]
+        j = int(below[-1]) + 1 if below.size else 0
+        return max(0, base + lo + j + box // 2)
+
+    def _refine_end(self, buf: np.ndarray, base: int, frame_start: int, f0: float) -> int:
+        lo = max(0, frame_start - base - 2 * self.frame)
+        hi = frame_start - base + self.frame
+        env = self._envelope(buf[lo:hi], f0)
+        box = max(1, self.rate // 200)
+        half = 0.5 * math.sqrt(2.0 * self._level)
+        # First point after the last strong point.
+        strong = np.nonzero(env >= half)[0]
+        j = int(strong[-1]) + 1 if strong.size else 0
+        return base + lo + j + box // 2
+
+
+class AnsweringMachineDetector:
+    """Decide HUMAN / MACHINE / NOTSURE from the audio received after the answer.
+
+    Feed 20 ms frames of 16-bit PCM (8 kHz by default) in order, from the answer on; several
+    frames at once are processed as one numpy batch. See the module docstring for the rules and
+    for how the caller combines the decision with the beep.
+    """
+
+    def __init__(self, params: AmdParams | None = None, rate: int = 8000):
+        if rate <= 0 or rate % 50:
+            raise AmdParamError("rate", rate)
+        self.params = params if params is not None else AmdParams()
+        self.rate = rate
+        self.frame = rate // 50
+        self._framer = _Framer(self.frame)
+        p = self.params
+        # Noise floor by minimum statistics: the minimum of the last ``noise_window_ms`` kept as
+        # minima of 200 ms blocks, so each frame costs a few scalar comparisons.
+        self._block_frames = 10
+        self._blocks: deque[float] = deque(maxlen=max(1, p.noise_window_ms // 200))
+        self._block_min = math.inf
+        self._block_count = 0
+        self._blocks_min = math.inf
+        self._beep = (
+            BeepDetector(rate, min_ms=p.beep_min_ms, max_ms=p.beep_max_ms)
+            if p.listen_for_beep
+            else None
+        )
+        self._t = 0  # ms of audio consumed
+        self._in_word = False
+        self._consec_voice = 0
+        self._consec_silence = 0
+        self._words = 0
+        self._greeting_voice = 0
+        self._first_word_at: int | None = None
+        self._decided: AmdResult | None = None
+        self._beep_found: Beep | None = None
+        self._beeps: list[Beep] = []
+        self._done = False
+
+    @property
+    def decided(self) -> AmdResult | None:
+        """The latest result (the decision, later with the beep filled in), or None."""
+        return self._decided
+
+    @property
+    def done(self) -> bool:
+        """Nothing more will come: decided, and beep found or not wanted or waited out."""
+        return self._done
+
+    @property
+    def elapsed_ms(self) -> int:
+        return self._t
+
+    def feed(self, pcm: np.ndarray | bytes) -> AmdResult | None:
+        """Consume audio; return the decision when it is made, and the updated result when a
+        beep ends after a non-HUMAN decision. Otherwise None."""
+        if self._done:
+            return None
+        x = self._framer.push(_as_float_pcm(pcm))
+        n = x.size // self.frame
+        if n == 0:
+            return None
+        frames = x.reshape(n, self.frame)
+        power = (np.einsum("ij,ij->i", frames, frames) / self.frame).tolist()
+        if self._beep is not None:
+            self._beep._process(x, power)
+            self._beeps.extend(self._beep._pending)
+            self._beep._pending.clear()
+
+        out: AmdResult | None = None
+        for i in range(n):
+            self._t += FRAME_MS
+            beep = self._take_beep()
+            if self._decided is None:
+                if beep is not None:
+                    # A beep before any other rule: a machine, and the drop can start now.
+                    self._beep_found = beep
+                    res: AmdResult | None = self._result(MACHINE, "BEEP")
+                else:
+                    res = self._step(self._voiced(power[i]))
+                if res is not None:
+                    self._decided = out = res
+                    if res.status == HUMAN or self._beep is None or res.beep_at_ms is not None:
+                        self._done = True
+            elif beep is not None:
+                self._decided = out = dataclasses.replace(
+                    self._decided,
+                    beep_hz=beep.freq_hz,
+                    beep_ms=beep.duration_ms,
+                    beep_at_ms=beep.onset_ms,
+                )
+                self._done = True
+            elif self._t >= self.params.beep_wait_ms:
+                self._done = True
+            if self._done:
+                break
+        return out
+
+    def finish(self) -> AmdResult:
+        """The window is over (or the audio stopped): decide with what we have."""
+        if self._decided is None:
+            self._decided = self._result(NOTSURE, "TOOLONG")
+        self._done = True
+        return self._decided
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _voiced(self, power: float) -> bool:
+        """Is this frame voice? Energy vs. adaptive floor, with hysteresis inside a word."""
+        p = self.params
+        e = 10.0 * math.log10(power / _FULL_SCALE_POWER + _EPS_POWER)
+        if e < self._block_min:
+            self._block_min = e
+        floor = min(self._block_min, self._blocks_min)  # current frame included
+        self._block_count += 1
+        if self._block_count == self._block_frames:
+            self._blocks.append(self._block_min)
+            self._blocks_min = min(self._blocks)
+            self._block_min = math.inf
+            self._block_count = 0
+        thr = max(floor + p.voice_margin_db, p.voice_min_dbfs)
+        if self._in_word:
+            thr -= p.voice_hangover_db
+        return e > thr
+
+    def _take_beep(self) -> Beep | None:
+        """The first beep that has ended by the end of the current frame (batches are analysed
+        ahead of the rules, so a later beep of the same batch waits for its frame)."""
+        if self._beeps and self._beeps[0].end_ms <= self._t:
+            return self._beeps.pop(0)
+        return None
+
+    def _result(self, status: str, reason: str) -> AmdResult:
+        b = self._beep_found
+        initial = self._first_word_at if self._first_word_at is not None else self._t
+        return AmdResult(
+            machine=status == MACHINE,
+            status=status,
+            reason=reason,
+            decided_at_ms=self._t,
+            initial_silence_ms=initial,
+            greeting_ms=self._greeting_voice,
+            words=self._words,
+            beep_hz=None if b is None else b.freq_hz,
+            beep_ms=None if b is None else b.duration_ms,
+            beep_at_ms=None if b is None else b.onset_ms,
+        )
+
+    def _step(self, voiced: bool) -> AmdResult | None:
+        """app_amd's per-frame rules on one 20 ms frame (self._t is the frame's end)."""
+        p = self.params
+        if voiced:
+            self._consec_silence = 0
+            self._consec_voice += FRAME_MS
+            if self._first_word_at is not None:
+                self._greeting_voice += FRAME_MS
+            if not self._in_word and self._consec_voice >= p.min_word_length_ms:
+                self._in_word = True
+                self._words += 1
+                if self._first_word_at is None:
+                    self._first_word_at = self._t - self._consec_voice
+                    self._greeting_voice = self._consec_voice
+            if self._consec_voice >= p.max_word_length_ms:
+                return self._result(MACHINE, "MAXWORDLENGTH")
+            if self._words > p.max_words:
+                return self._result(MACHINE, "MAXWORDS")
+            if self._first_word_at is not None and self._greeting_voice >= p.greeting_ms:
+                return self._result(MACHINE, "LONGGREETING")
+        else:
+            self._consec_silence += FRAME_MS
+            if self._consec_silence >= p.between_words_silence_ms:
+                self._in_word = False
+                self._consec_voice = 0
+            if self._first_word_at is not None:
+                if self._consec_silence >= p.after_greeting_silence_ms:
+                    return self._result(HUMAN, "HUMAN")
+            elif self._t >= p.initial_silence_ms:
+                return self._result(NOTSURE, "INITIALSILENCE")
+        if self._t >= p.total_ms:
+            return self._result(NOTSURE, "TOOLONG")
+        return None
