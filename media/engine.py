@@ -48,10 +48,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import platform
 import random
 import selectors
 import socket
 import struct
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -851,7 +853,13 @@ class MediaStream:
                 self.send_errors += 1
 
 
-_SO_TIMESTAMP: int | None = getattr(socket, "SO_TIMESTAMP", None)
+# Python's socket module does not export SO_TIMESTAMP; Linux's value (SO_TIMESTAMP_OLD, also
+# the SCM_TIMESTAMP control message type, struct timeval) is 29 except on PA-RISC.
+_SO_TIMESTAMP: int | None = getattr(
+    socket,
+    "SO_TIMESTAMP",
+    29 if sys.platform == "linux" and not platform.machine().startswith("parisc") else None,
+)
 _TIMEVAL = struct.Struct("@ll")
 _TIMESTAMP_CMSG_SPACE = socket.CMSG_SPACE(_TIMEVAL.size) if _SO_TIMESTAMP is not None else 0
 

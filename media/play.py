@@ -129,12 +129,21 @@ class ToneSource:
         pass
 
 
-class ArraySource:
-    """Plays an int16 array ``loop`` times (``0``: forever)."""
+def _loop_count(loop: int | bool) -> int:
+    """``loop`` as a play count (0 = forever). A bool reads as a flag: ``False`` plays once and
+    ``True`` loops forever, so ``loop=False`` never means "forever" by accident."""
+    if isinstance(loop, bool):
+        return 0 if loop else 1
+    if loop < 0:
+        raise ValueError("loop must be >= 0 (0 = forever)")
+    return int(loop)
 
-    def __init__(self, pcm: np.ndarray, loop: int = 1) -> None:
-        if loop < 0:
-            raise ValueError("loop must be >= 0 (0 = forever)")
+
+class ArraySource:
+    """Plays an int16 array ``loop`` times (``0``: forever; see :func:`_loop_count`)."""
+
+    def __init__(self, pcm: np.ndarray, loop: int | bool = 1) -> None:
+        loop = _loop_count(loop)
         self._pcm = np.asarray(pcm, dtype=np.int16).reshape(-1)
         self._loops_left = loop  # 0 = forever
         self._pos = 0
@@ -250,7 +259,7 @@ _decoded_cache = _DecodedCache(DECODED_CACHE_MAX_BYTES)
 
 
 class FileSource:
-    """An audio file (WAV, MP3, ...) played ``loop`` times (``0``: forever).
+    """An audio file (WAV, MP3, ...) played ``loop`` times (``0``: forever; ``False``: once).
 
     ``path`` is a local file: URLs must be fetched by the caller first (see module docstring).
     Small files (<= :data:`DECODE_UP_FRONT_MAX_BYTES`) are decoded here, so a bad file raises
@@ -262,7 +271,7 @@ class FileSource:
     def __init__(
         self,
         path: str | os.PathLike[str],
-        loop: int = 1,
+        loop: int | bool = 1,
         *,
         rate: int = RATE,
         up_front_max_bytes: int = DECODE_UP_FRONT_MAX_BYTES,
@@ -270,8 +279,7 @@ class FileSource:
         text = os.fspath(path)
         if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", text):
             raise AudioFileError(f"FileSource takes a local path, not a URL: {text!r}")
-        if loop < 0:
-            raise ValueError("loop must be >= 0 (0 = forever)")
+        loop = _loop_count(loop)
         try:
             st = os.stat(text)
         except OSError as exc:

@@ -117,11 +117,21 @@ def run_clip(path: Path, row: dict[str, str], params: AmdParams) -> ClipOutcome:
     if decision is None:
         decision = amd.finish()
     # False beeps: a standalone detector over the whole clip (AMD stops listening on HUMAN).
-    has_beep = row["has_beep"] == "1"
     false_beep = False
-    if not has_beep:
-        bd = BeepDetector()
-        false_beep = bd.feed(x) is not None
+    if row["has_beep"] != "1":
+        false_beep = BeepDetector().feed(x) is not None
+    return outcome(row, decision, beep_res, beep_reported_at, false_beep)
+
+
+def outcome(
+    row: dict[str, str],
+    decision: AmdResult,
+    beep_res: AmdResult | None,
+    beep_reported_at: int | None,
+    false_beep: bool = False,
+) -> ClipOutcome:
+    """One labelled clip's result, the same for the offline and the real-call mode."""
+    has_beep = row["has_beep"] == "1"
     ge = _int(row["greeting_end_ms"])
     onset = _int(row["beep_onset_ms"])
     beep_ms_label = _int(row.get("beep_ms", ""))
@@ -321,25 +331,90 @@ def evaluate_offline(
 
 
 def evaluate_calls(
-    corpus: Path, params: AmdParams, *, softswitch_url: str | None = None, baresip: str = "baresip"
+    corpus: Path, params: AmdParams, *, limit: int | None = None, workers: int = 4
 ) -> dict[str, object]:
-    """Real-call evaluation (to be wired by the lead once the call path exists).
+    """Real calls: for each clip, a baresip callee on 127.0.0.1 answers and plays the clip as
+    its microphone; our user agent calls it and runs the detector on the audio the media
+    engine receives (after the PCMU round trip of a real call). Decision time counts from the
+    200 OK. Every call is bounded (clip length + 5 s); nothing leaves loopback."""
+    import asyncio
+    import tempfile
 
-    What it must do, per clip of ``corpus/labels.csv``:
+    from sip.aio.ua import UserAgent, UserAgentConfig
+    from softswitch.amd import MachineDetection
+    from tests.peers.baresip import Baresip
 
-    1. start one baresip user agent on 127.0.0.1 that auto-answers and plays the clip as its
-       microphone (``audio_source aufile,<clip>``; ``module aufile.so``; PCMU only), with a
-       fresh SIP port per worker;
-    2. ask the softswitch (Plivo API at ``softswitch_url`` or the in-process ``UserAgent``) to
-       call it with ``machine_detection=true`` and the Plivo tuning parameters of ``params``,
-       ``machine_detection_url`` pointing at a local aiohttp receiver;
-    3. take the decision time from the callback (``AmdDecisionMs`` relative to the 200 OK) and
-       the beep from ``AmdBeepAtMs``/``AmdBeepMs`` (later callback), hang up, bound everything by
-       a timeout (clip length + 5 s);
-    4. build :class:`ClipOutcome` rows exactly as :func:`run_clip` does, and return
-       :func:`summarise` of them, so both modes print the same report. Never leave loopback.
-    """
-    raise NotImplementedError("evaluate_calls: the real-call mode is wired by the lead later")
+    labels = corpus / "labels.csv"
+    if not labels.exists():
+        raise SystemExit(f"{labels} not found: build it with python benchmarks/amd/corpus.py {corpus}")
+    with open(labels, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))[: limit or None]
+
+    async def one(ua: UserAgent, row: dict[str, str], workdir: Path) -> ClipOutcome | None:
+        clip = corpus / row["file"]
+        with wave.open(str(clip)) as w:
+            seconds = w.getnframes() / w.getframerate()
+        peer = await asyncio.to_thread(Baresip(workdir, play_wav=clip, max_call_s=seconds + 3).start)
+        try:
+            call = await ua.dial(peer.uri, from_user="amd-eval", ring_timeout=10)
+            if not await asyncio.wait_for(call.wait_answered(), 15):
+                return None
+            detection = MachineDetection(call, params).start()
+            decision = await asyncio.wait_for(detection.decision, params.total_ms / 1000 + 3)
+            beep = None
+            if decision is not None and decision.beep_at_ms is None and decision.status != "HUMAN":
+                try:
+                    beep = await asyncio.wait_for(detection.beep, max(1.0, seconds - decision.decided_at_ms / 1000 + 2))
+                except asyncio.TimeoutError:
+                    beep = None
+            elif decision is not None and decision.beep_at_ms is not None:
+                beep = decision
+            detection.stop()
+            await call.hangup()
+            if decision is None:
+                return None
+            reported = None if beep is None or beep.beep_end_ms is None else int(beep.beep_end_ms)
+            return outcome(row, decision, beep, reported)
+        finally:
+            await asyncio.to_thread(peer.stop)
+
+    async def run() -> list[ClipOutcome]:
+        from tqdm import tqdm
+
+        results: list[ClipOutcome] = []
+        failed = 0
+        queue: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+        for r in rows:
+            queue.put_nowait(r)
+        bar = tqdm(total=len(rows), desc="amd calls", unit="call", file=sys.stderr)
+        with tempfile.TemporaryDirectory(prefix="amd-eval-") as tmp:
+            async with UserAgent(UserAgentConfig(port=0)) as ua:
+
+                async def worker() -> None:
+                    nonlocal failed
+                    while not queue.empty():
+                        row = queue.get_nowait()
+                        try:
+                            res = await one(ua, row, Path(tmp))
+                        except Exception as exc:  # a failed call is counted, not fatal
+                            print(f"  call for {row['file']} failed: {exc!r}", file=sys.stderr)
+                            res = None
+                        if res is None:
+                            failed += 1
+                        else:
+                            results.append(res)
+                        bar.update(1)
+
+                await asyncio.gather(*(worker() for _ in range(max(1, workers))))
+        bar.close()
+        if failed:
+            print(f"  {failed} call(s) failed and are not in the statistics", file=sys.stderr)
+        return results
+
+    outcomes = asyncio.run(run())
+    summary = summarise(outcomes)
+    summary["mode"] = "calls"
+    return summary
 
 
 def _parse_overrides(items: Sequence[str]) -> dict[str, str]:
@@ -385,10 +460,12 @@ def main(argv: list[str] | None = None) -> int:
         help="Plivo machine_detection_* parameter or AmdParams field",
     )
     ap.add_argument("-v", "--verbose", action="store_true", help="list misclassified clips")
+    ap.add_argument("--limit", type=int, default=None, help="--calls: only the first N clips")
+    ap.add_argument("--workers", type=int, default=4, help="--calls: concurrent calls")
     args = ap.parse_args(argv)
     params = make_params(_parse_overrides(args.param))
     if args.calls:
-        summary = evaluate_calls(args.corpus, params)
+        summary = evaluate_calls(args.corpus, params, limit=args.limit, workers=args.workers)
     else:
         _, summary = evaluate_offline(args.corpus, params, args.verbose)
     print_report(summary)

@@ -244,10 +244,10 @@ class PlayModuleMedia:
         return self._mod().ToneSource(tuple(freqs_hz), duration_ms, level_dbm0)
 
     def pcm(self, samples: Any) -> Any:
-        return self._mod().ArraySource(samples, loop=False)
+        return self._mod().ArraySource(samples, loop=1)
 
     def file(self, path: str) -> Any:
-        return self._mod().FileSource(path, loop=False)
+        return self._mod().FileSource(path, loop=1)
 
     async def tts(self, text: str, voice: str) -> Any:
         # espeak-ng is a subprocess: keep it off the event loop.

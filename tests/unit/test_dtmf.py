@@ -579,6 +579,42 @@ def test_bank_slots_are_independent_and_reusable() -> None:
     assert bank.process(np.array([], dtype=int), np.zeros((0, 160), np.int16)) == []
 
 
+@pytest.mark.peer
+@pytest.mark.skipif(shutil.which("sox") is None, reason="sox not installed")
+def test_tones_made_by_sox_in_ulaw_wav(tmp_path) -> None:
+    """DTMF synthesised by sox, stored as a G.711 µ-law WAV, decoded by FFmpeg (PyAV)."""
+    from media.play import FileSource
+
+    parts = []
+    for i, d in enumerate("159D*#0"):
+        low, high = DTMF_FREQUENCIES[d]
+        tone, gap = tmp_path / f"t{i}.wav", tmp_path / f"g{i}.wav"
+        common = ["-r", "8000", "-b", "16"]
+        subprocess.run(
+            ["sox", "-D", "-n", *common, "-c", "1", str(tone), "synth", "0.06", "sine",
+             str(low), "synth", "0.06", "sine", "mix", str(high), "gain", "-8"],
+            check=True, capture_output=True, timeout=30,
+        )  # fmt: skip
+        subprocess.run(
+            ["sox", "-D", "-n", *common, "-c", "1", str(gap), "trim", "0", "0.05"],
+            check=True, capture_output=True, timeout=30,
+        )  # fmt: skip
+        parts += [str(tone), str(gap)]
+    out = tmp_path / "digits.wav"
+    subprocess.run(
+        ["sox", "-D", *parts, "-e", "u-law", str(out)], check=True, capture_output=True, timeout=30
+    )
+    src = FileSource(out)
+    chunks = []
+    while (chunk := src.read(160)) is not None and len(chunks) < 1000:
+        chunks.append(chunk)
+    pcm = np.concatenate(chunks)
+    assert len(pcm) == 7 * 880
+    (found,) = detect_many([pcm.astype(np.float64)])
+    assert digits_of(found) == "159D*#0"
+    assert all(abs(e.duration_ms - 60) <= 10 for e in found)
+
+
 # ---------------------------------------------------------------------------------------------
 # Talk-off: real (synthetic) speech must not produce digits.
 

@@ -15,6 +15,8 @@ by ``test_audioop_*`` below:
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import warnings
 
 import numpy as np
@@ -215,3 +217,21 @@ def test_audioop_ulaw_differs_only_by_negative_fold() -> None:
     shifted = (x[below] + 4).astype(np.int16)
     theirs_shifted = np.frombuffer(audioop.lin2ulaw(shifted.tobytes(), 2), dtype=np.uint8)
     assert np.array_equal(ours[below], theirs_shifted.astype(np.int32))
+
+
+@pytest.mark.peer
+@pytest.mark.skipif(shutil.which("sox") is None, reason="sox not installed")
+def test_sox_decodes_like_us(tmp_path) -> None:
+    """sox's G.711 decoders agree on all 256 characters. (Its encoders are not references:
+    sox quantises from 32-bit with rounding, so it differs from G.191 on ~500 µ-law and ~1000
+    A-law inputs near decision thresholds, positive and negative; not tested.)"""
+    codes = bytes(range(256))
+    for law, ext in (("PCMU", "ul"), ("PCMA", "al")):
+        src, dst = tmp_path / f"codes.{ext}", tmp_path / f"{ext}.s16"
+        src.write_bytes(codes)
+        subprocess.run(
+            ["sox", "-D", "-t", ext, "-r", "8000", "-c", "1", str(src), "-t", "s16", str(dst)],
+            check=True, capture_output=True, timeout=30,
+        )  # fmt: skip
+        pcm = np.frombuffer(dst.read_bytes(), dtype="<i2")
+        assert np.array_equal(pcm, g711.DECODERS[law](codes)), law

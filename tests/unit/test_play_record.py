@@ -101,6 +101,10 @@ def test_array_source_loops() -> None:
     assert all(c is not None and len(c) == 160 for c in chunks)
     assert np.array_equal(np.concatenate(chunks)[:1000], np.tile(pcm, 4))
     assert ArraySource(np.zeros(0, np.int16), loop=0).read() is None
+    # A bool is a flag, not a count: False plays once (not "0 = forever"), True loops.
+    assert np.array_equal(drain(ArraySource(pcm, loop=False)), pcm)
+    looping = ArraySource(pcm, loop=True)
+    assert all(looping.read(160) is not None for _ in range(100))
     with pytest.raises(ValueError):
         ArraySource(pcm, loop=-1)
 
