@@ -226,3 +226,30 @@ async def test_bad_targets_raise(ua):
         await ua.dial("not a target", from_user="1000")
     with pytest.raises(LookupError):
         await ua.dial("+14155550100", from_user="1000")  # no gateway configured
+
+
+async def test_rfc3263_srv_lookup_and_failover(sipp):
+    """A real DNS server on loopback: NAPTR -> SRV (two targets by priority) -> A. The first
+    target answers 503, so the call fails over to the second (RFC 3263 §4.3)."""
+    from tests.peers.dns_server import start_dns
+
+    busy = sipp("uas_503.xml")
+    good = sipp("uas_answer.xml")
+    zone = {
+        ("trunk.test", "NAPTR"): ['10 50 "s" "SIP+D2U" "" _sip._udp.trunk.test.'],
+        ("_sip._udp.trunk.test", "SRV"): [f"10 0 {busy.port} a.trunk.test.", f"20 0 {good.port} b.trunk.test."],
+        ("a.trunk.test", "A"): ["127.0.0.1"],
+        ("b.trunk.test", "A"): ["127.0.0.1"],
+    }
+    server, transport, resolver = await start_dns(zone)
+    try:
+        config = UserAgentConfig(port=0, dns_servers=["127.0.0.1"], dns_port=resolver.port)
+        async with UserAgent(config) as agent:
+            call = await agent.dial("sip:bob@trunk.test", from_user="1000")
+            assert await asyncio.wait_for(call.wait_answered(), 10), call.terminated
+            await call.hangup()
+        assert ("trunk.test", "NAPTR") in server.queries and ("_sip._udp.trunk.test", "SRV") in server.queries
+    finally:
+        transport.close()
+    await asyncio.to_thread(busy.assert_ok)
+    await asyncio.to_thread(good.assert_ok)

@@ -35,7 +35,6 @@ from sip.events import (
     EarlyMedia,
     Ringing,
     Terminated,
-    Trying,
 )
 from sip.headers import NameAddr, Via
 from sip.invite import (
@@ -123,6 +122,8 @@ class UserAgentConfig:
     gateways: list[GatewayConfig] = field(default_factory=list)
     media: MediaConfig | None = None  #: RTP settings; ``None`` = defaults on ``host``
     linger: float = 32.0  #: how long an ended call's state absorbs retransmissions
+    dns_servers: list[str] | None = None  #: resolvers to ask (default: the system's)
+    dns_port: int = 53
 
 
 class _TimerHeap:
@@ -376,6 +377,7 @@ class UserAgent:
         self._client: dict[tuple[str, str, str], tuple[ClientTransaction, OutboundCall | None, str, Address]] = {}
         self._server: dict[tuple[str, str, str], tuple[ServerTransaction, str, Address, Inbound]] = {}
         self._calls: dict[str, OutboundCall] = {}  # Call-ID -> call
+        self._failover: dict[tuple[str, str, str], tuple[SipUri, list[Target]]] = {}
         self._timers = _TimerHeap(self._on_timer)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
@@ -649,11 +651,15 @@ class UserAgent:
             import dns.asyncresolver
             import dns.resolver
 
+            servers = self.config.dns_servers
             try:
-                self._resolver = dns.asyncresolver.Resolver()
+                self._resolver = dns.asyncresolver.Resolver(configure=servers is None)
             except dns.resolver.NoResolverConfiguration:
                 self._resolver = dns.asyncresolver.Resolver(configure=False)
-                self._resolver.nameservers = ["127.0.0.1"]
+                servers = servers or ["127.0.0.1"]
+            if servers is not None:
+                self._resolver.nameservers = list(servers)
+                self._resolver.port = self.config.dns_port
             self._resolver.cache = dns.resolver.Cache()
         return self._resolver
 
@@ -686,7 +692,29 @@ class UserAgent:
             call.transport = transport
         tx = new_client_transaction(request, reliable=transport != "udp", timers=self.timer_config, now=self._now())
         self._client[tx.key] = (tx, call, transport, address)
+        if len(targets) > 1 and request.method not in ("ACK", "CANCEL"):
+            self._failover[tx.key] = (uri, targets[1:])
         self._drain_client(tx)
+
+    def _fail_over(self, tx: ClientTransaction) -> bool:
+        """RFC 3263 §4.3: a timeout, transport error or 503 moves the request on to the next
+        target of the same lookup, as a new transaction with a new branch. The session does
+        not see the failed attempt."""
+        entry = self._failover.pop(tx.key, None)
+        if entry is None:
+            return False
+        uri, remaining = entry
+        _, call, _, _ = self._client.get(tx.key, (None, None, None, None))
+        if call is not None and call.terminated is not None and tx.request.method == "INVITE":
+            return False
+        retry = SipRequest(tx.request.method, tx.request.uri)
+        retry.headers = [(n, v) for n, v in tx.request.headers if n.lower() != "via"]
+        retry.body = tx.request.body
+        if call is not None and tx.request is call.session.invite:
+            call.session.invite = retry  # CANCEL and ACK follow the live attempt (same CSeq)
+        log.info("failing over %s to %s:%s", tx.request.method, remaining[0].host, remaining[0].port)
+        self._start_client(call, retry, uri, remaining)
+        return True
 
     def _via(self, transport: str) -> str:
         host = self.local_host
@@ -741,7 +769,7 @@ class UserAgent:
         try:
             conn = await self.tcp.connect(address)
             conn.send(data)
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             log.info("TCP connect to %s:%s failed: %s", address[0], address[1], exc)
             if on_error is not None:
                 on_error()
@@ -760,13 +788,20 @@ class UserAgent:
                     on_error=lambda tx=tx: self._client_transport_error(tx),
                 )
             elif isinstance(event, ResponseReceived):
+                if event.response.status == 503 and self._fail_over(tx):
+                    continue
+                if event.response.status >= 200:
+                    self._failover.pop(tx.key, None)
                 if call is not None:
                     self._run_actions(call, call.session.on_response(tx.request, event.response, self._now()))
             elif isinstance(event, TransactionTimeout):
+                if self._fail_over(tx):
+                    continue
                 if call is not None:
                     self._run_actions(call, call.session.on_timeout(tx.request, self._now()))
             elif isinstance(event, TransactionTerminated):
                 self._client.pop(tx.key, None)
+                self._failover.pop(tx.key, None)
                 self._timers.forget(tx)
                 return
         self._timers.schedule(tx, tx.get_timer())
