@@ -55,6 +55,7 @@ MAX_MISORDER = 100
 MIN_SEQUENTIAL = 2
 NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900-01-01 to 1970-01-01
 RTCP_INTERVAL = 5.0  # RFC 3550 §6.2: the recommended minimum
+RTT_SLACK = 5 * 65536 // 1000  # 5 ms in compact NTP units: see RtcpSession._read_reports
 
 
 class RtpHeader(NamedTuple):
@@ -412,3 +413,7 @@ class RtcpSession:
                 delta = (_ntp_middle(wall) - report.lsr - report.dlsr) & 0xFFFFFFFF
                 if delta < 1 << 31:
                     self.rtt = delta / 65536.0
+                elif delta > (1 << 32) - RTT_SLACK:
+                    # Slightly negative: a sub-millisecond path (loopback, LAN) measured
+                    # against a peer whose DLSR has millisecond resolution (baresip's does).
+                    self.rtt = 0.0

@@ -259,7 +259,7 @@ async def _call(args: argparse.Namespace, host: str, port: int, rtp: tuple[int, 
                 "duration": round(call.duration, 3),
                 "ring_time": round(((call.answered_at or call.ended_at or 0) - (call.ringing_at or 0)), 3) if call.ringing_at else None,
                 "digits_received": "".join(d.digit for d in call.digits),
-                "media": getattr(call, "_final_stats", None) or {},
+                "media": call.final_stats or {},
             }
         )
     print(json.dumps(summary, default=str), flush=True)

@@ -13,6 +13,9 @@ import pytest
 
 SIPP_DIR = Path(__file__).parent / "sipp"
 
+# The ``baresip`` callee fixture, for every test module.
+pytest_plugins = ("tests.peers.baresip",)
+
 
 def free_port(kind: int = socket.SOCK_DGRAM, *, pair: bool = False) -> int:
     """A port free for both UDP and TCP on 127.0.0.1 (and port+1 too, when ``pair``)."""

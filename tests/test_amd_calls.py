@@ -17,7 +17,7 @@ import pytest
 from media.amd import AmdParams
 from sip.aio.ua import UserAgent, UserAgentConfig
 from softswitch.amd import MachineDetection
-from tests.peers.baresip import baresip, needs_baresip  # noqa: F401  (fixture)
+from tests.peers.baresip import needs_baresip
 
 pytestmark = [needs_baresip, pytest.mark.peer,
               pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("sox") is None,

@@ -208,6 +208,7 @@ class OutboundCall:
         self.ended_at: float | None = None
         self.digits: list[DigitReceived] = []
         self.terminated: Terminated | None = None
+        self.final_stats: dict[str, object] | None = None  #: media statistics at the end
         self.transport = "udp"
         self._events: list[CallEvent] = []
         self._queue_waiters: list[asyncio.Event] = []
@@ -237,6 +238,10 @@ class OutboundCall:
         return max(0.0, (self.ended_at or time.time()) - self.answered_at)
 
     def stats(self) -> dict[str, object]:
+        """Media statistics (packets, loss, jitter, RTT, codec…): live during the call, the
+        final figures once it has ended."""
+        if self.final_stats is not None:
+            return dict(self.final_stats)
         return dict(self.media.stats()) if self.media is not None else {}
 
     # -- observing
@@ -341,7 +346,7 @@ class OutboundCall:
                 self._ring_timer = None
             if self.media is not None:
                 with contextlib.suppress(Exception):
-                    self._final_stats = self.media.stats()
+                    self.final_stats = dict(self.media.stats())
                 self.media.close()
         self._events.append(event)
         for fn in list(self._listeners):
