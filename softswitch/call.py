@@ -11,10 +11,27 @@ limit, dials them through the SIP user agent, and turns the user agent's events
        └── cancel ────────┴──── ring_timeout / hangup_on_ring / API ──────────┴── time_limit / BYE
 
 ring_url fires once on the first 18x; answer_url is fetched on answer (three attempts,
-then fallback_url; seeds/002) and handed to :attr:`CallManager.app_runner` (the XML
-interpreter, when it exists; until then the call is held); hangup_url fires exactly once,
-when the call ends, however it ends. The dialect tables (statuses, hangup codes, callback
-parameter names) live in :mod:`softswitch.api.plivo`.
+then fallback_url; seeds/002) and handed to :attr:`CallManager.app_runner`:
+:meth:`CallManager.run_xml` (the Plivo XML interpreter, :mod:`softswitch.callcontrol`) when
+the server wires it, else the call is held. hangup_url fires exactly once, when the call
+ends, however it ends. The dialect tables (statuses, hangup codes, callback parameter
+names) live in :mod:`softswitch.api.plivo`.
+
+Live call control (the API on an answered call) is here too, over the A leg's RTP stream
+(:class:`media.engine.MediaStream`) and the B leg a ``<Dial>`` bridged it to:
+
+* transfer: the running XML application is cancelled and the document at ``aleg_url`` runs
+  instead (fetched like answer_url, signed, with retries; no fallback);
+* Play/Speak: audio queued on the leg. ``mix=false`` stops what the leg hears now (the XML
+  verb playing is cut short and the application goes on with its next verb) and plays at
+  once; ``mix=true`` (Plivo's default) cannot mix in this media engine (one source plays at
+  a time), so the audio starts as soon as the current prompt ends. ``length`` bounds the
+  playback, ``loop`` repeats it until stopped; DELETE stops only what the API started;
+* DTMF: the ``send_digits`` grammar, RFC 4733 or in-band as negotiated;
+* Record: both directions of the A leg (what the callee says and what it hears, including a
+  bridged B leg), mixed to mono, to ``<data_dir>/recordings/<recording_id>.<format>``, until
+  ``time_limit``, DELETE or hangup; then ``callback_url`` gets Plivo's recording parameters.
+  The file is served at ``<public_url>/v1/Account/<auth_id>/Recording/files/<id>.<format>``.
 """
 
 from __future__ import annotations
@@ -24,18 +41,31 @@ import contextlib
 import inspect
 import logging
 import math
+import os
 import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
+
+import numpy as np
 
 from sip import causes
 from sip.events import Answered, EarlyMedia, Ringing, Terminated
 
-from .api.plivo import ApiError, CallRequest, call_status_for, hangup_code
+from .api.plivo import (
+    ApiError,
+    CallRequest,
+    DigitsRequest,
+    PlayRequest,
+    RecordRequest,
+    SpeakRequest,
+    call_status_for,
+    hangup_code,
+)
 
 log = logging.getLogger("softswitch.call")
 
@@ -124,6 +154,23 @@ class Call:
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
     ring_notified: bool = False
     digits_sent: bool = False
+    #: Why the call application failed (goes to the record's ``error``).
+    error: str | None = None
+    #: Answering-machine detection on this call (machine_detection), and its decision.
+    amd: Any = None
+    machine: Any = None
+    #: URL of the first document of the running application, and whether fallback_url may
+    #: still be tried when that document is invalid (only for answer_url's own document).
+    app_url: str | None = None
+    app_may_fallback: bool = False
+    #: The XML executor's view of the call (``softswitch.callcontrol.LiveCallControl``).
+    control: Any = None
+    #: B legs ``<Dial>`` placed for this call (``sip.aio.ua.OutboundCall``), newest last.
+    b_legs: list[Any] = field(default_factory=list)
+    #: Live Play/Speak started over the API, by kind ("play", "speak").
+    playbacks: dict[str, list[Any]] = field(default_factory=dict)
+    #: Recordings started over the API, by recording id.
+    recordings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def from_(self) -> str:
@@ -220,6 +267,8 @@ class CallManager:
         answer_url_deadline_s: float = 60.0,
         send_digits_tone_ms: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        data_dir: str | os.PathLike[str] | None = None,
+        public_url: str | None = None,
     ) -> None:
         self.store = store
         self.outbox = outbox
@@ -231,9 +280,16 @@ class CallManager:
         self.answer_url_deadline_s = answer_url_deadline_s
         self.send_digits_tone_ms = send_digits_tone_ms
         self.clock = clock
-        #: The call application hook: the XML interpreter plugs in here. Called with the
-        #: answer_url (or fallback_url) body once the call is answered; None holds the call.
+        #: The call application hook: the XML interpreter (:meth:`run_xml`) plugs in here.
+        #: Called with the answer_url (or fallback_url, or transfer) body once the call is
+        #: answered; None holds the call.
         self.app_runner: AppRunner | None = None
+        #: Where recordings and the media cache live (``Config.data_dir``).
+        self.data_dir = Path(data_dir if data_dir is not None else "data").resolve()
+        #: Public URL of the HTTP API (``Config.http_base_url``), for recording URLs.
+        self.public_url = (public_url or "http://127.0.0.1:8088").rstrip("/")
+        self._tts_cache: Any = None
+        self._background: set[asyncio.Task[Any]] = set()
         self.accepting = True
         self.calls: dict[str, Call] = {}
         self.by_request: dict[str, Call] = {}
@@ -487,11 +543,69 @@ class CallManager:
             return
         if not call.request.send_on_preanswer or not call.digits_sent:
             self._send_digits(call)
+        if call.request.machine_detection and call.leg is not None:
+            self._start_machine_detection(call)
         call.app_task = asyncio.get_running_loop().create_task(self._run_app(call), name=f"app-{call.call_uuid}")
+
+    # --- answering-machine detection (seeds/002 machine_detection) ---------------------------
+
+    def _start_machine_detection(self, call: Call) -> None:
+        """Run the detector on the answered call's audio.
+
+        Sync mode (no machine_detection_url): answer_url waits for the decision and gets
+        ``Machine``. Async mode: answer_url runs at once and the decision is POSTed to
+        machine_detection_url (Event=MachineDetection). Either way ``hangup`` ends a call
+        answered by a machine (cause MACHINE_DETECTED), and every later callback carries
+        ``Machine`` and the measured features."""
+        from media.amd import AmdParams
+
+        from .amd import MachineDetection
+
+        req = call.request
+        params = AmdParams.from_plivo(
+            {"machine_detection_time": str(req.machine_detection_time), **req.machine_detection_params}
+        )
+        call.amd = MachineDetection(
+            call.leg, params,
+            on_decision=lambda result: asyncio.get_running_loop().create_task(self._on_machine(call, result)),
+            on_beep=lambda result: asyncio.get_running_loop().create_task(self._on_beep(call, result)),
+        ).start()
+
+    async def _on_machine(self, call: Call, result: Any) -> None:
+        call.machine = result
+        req = call.request
+        await self._update(call, extra={"machine_detection": {**result.as_params(), "mode": req.machine_detection}})
+        if req.machine_detection_url:
+            params = self.common_params(call, "MachineDetection", call.status)
+            self._post(call, "machine_detection", req.machine_detection_url, req.machine_detection_method, params)
+        if result.machine and req.machine_detection == "hangup":
+            if call.app_task is not None and not call.app_task.done() and req.machine_detection_url:
+                call.app_task.cancel()
+            await self.hangup(call, causes.MACHINE_DETECTED, "Plivo", "machine_detected")
+
+    async def _on_beep(self, call: Call, result: Any) -> None:
+        await self._update(call, extra={"machine_detection": {**result.as_params(), "mode": call.request.machine_detection}})
+
+    async def _machine_decision(self, call: Call) -> None:
+        """Sync mode: wait (at most machine_detection_time) for the decision."""
+        if call.amd is None or call.request.machine_detection_url:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(call.amd.decision), call.request.machine_detection_time / 1000 + 2)
+        except asyncio.TimeoutError:
+            return
+        # Let _on_machine (scheduled by the decision callback) record it first.
+        for _ in range(3):
+            if call.machine is not None:
+                break
+            await asyncio.sleep(0)
 
     async def _run_app(self, call: Call) -> None:
         """Fetch answer_url (retries, then fallback_url; seeds/002) and run or hold the call."""
         req = call.request
+        await self._machine_decision(call)
+        if call.local_end is not None or call.finished.is_set():
+            return  # hung up while deciding (machine_detection=hangup, API, callee)
         params = self.common_params(call, "StartApp", "in-progress")
         token = call.account.auth_token
         result = await self.outbox.fetch(
@@ -499,9 +613,11 @@ class CallManager:
             attempts=self.answer_url_attempts, deadline_s=self.answer_url_deadline_s,
             call_uuid=call.call_uuid, event="answer",
         )
+        call.app_may_fallback = bool(req.fallback_url)
         if not getattr(result, "ok", False) and req.fallback_url:
             log.warning("call %s: answer_url failed (%s); trying fallback_url", call.call_uuid,
                         getattr(result, "error", None) or getattr(result, "status", None))
+            call.app_may_fallback = False  # fallback_url is used up
             result = await self.outbox.fetch(
                 req.fallback_url, req.fallback_method, dict(params), auth_token=token,
                 attempts=self.answer_url_attempts, deadline_s=self.answer_url_deadline_s,
@@ -509,17 +625,133 @@ class CallManager:
             )
         if not getattr(result, "ok", False):
             log.warning("call %s: no call application could be fetched; hanging up", call.call_uuid)
+            call.error = f"answer_url could not be fetched: {getattr(result, 'error', None) or 'failed'}"
             await self.hangup(call, causes.NORMAL_TEMPORARY_FAILURE, "Error", "answer_url_error")
             return
+        await self._start_document(call, result, req.answer_url)
+
+    async def _start_document(self, call: Call, result: Any, default_url: str) -> None:
+        """Record the fetched first document of an application and hand it to the runner."""
         body = result.body
         xml = body.decode("utf-8", "replace") if isinstance(body, bytes | bytearray) else str(body or "")
         call.answer_xml = xml
-        await self._update(call, extra={"answer_xml": xml[:65536], "answer_fetch_url": getattr(result, "url", None)})
+        call.app_url = getattr(result, "url", None) or default_url
+        await self._update(call, extra={"answer_xml": xml[:65536], "answer_fetch_url": call.app_url})
         if self.app_runner is None:
             log.info("call %s: answer XML fetched (%d bytes); no interpreter, holding the call:\n%s",
                      call.call_uuid, len(xml), xml[:2000])
             return
         await self.app_runner(call, xml)
+
+    # --- the XML application ------------------------------------------------------------
+
+    async def run_xml(self, call: Call, xml: str) -> None:
+        """The :attr:`app_runner` that executes Plivo XML on the call's media.
+
+        The first document (``call.app_url``) is already fetched; the executor fetches the
+        rest (actions, redirects, fallback_url for an invalid answer document) through the
+        signed webhook outbox. An application error hangs the call up with the error's cause
+        (:mod:`softswitch.xml.parser`), stores the message in the record's ``error``, and the
+        hangup callback follows as for any other end. A leg without media (a test double)
+        is held, as without an interpreter.
+        """
+        from .callcontrol import LiveCallControl, run_xml_app
+
+        if call.finished.is_set():
+            return
+        leg = call.leg
+        if leg is None or getattr(leg, "media", None) is None:
+            log.info("call %s: no media stream; holding the call", call.call_uuid)
+            return
+        if call.control is None:
+            call.control = LiveCallControl(
+                leg,
+                self.dialer,  # type: ignore[arg-type]
+                base_params=lambda: self.xml_params(call),
+                fetcher=lambda url, method, params: self._fetch_xml(call, url, method, params),
+                notifier=lambda url, method, params: self._post(call, "action", url, method, dict(params)),
+                data_dir=self.data_dir,
+                dial_defaults=self._dial_defaults(call),
+                hangup=lambda cause, reason: self._app_hangup(call, cause, reason),
+            )
+        req = call.request
+        fallback = req.fallback_url if call.app_may_fallback else None
+        app = await run_xml_app(
+            call.control,
+            answer_url=call.app_url or req.answer_url,
+            xml=xml,
+            fallback_url=fallback,
+            fallback_method=req.fallback_method,
+            data_dir=self.data_dir,
+            recording_url_base=self.recording_url_base(call.account.auth_id),
+        )
+        if app.error is not None and not call.finished.is_set() and call.error is None:
+            call.error = str(app.error)
+
+    def _dial_defaults(self, call: Call) -> Any:
+        from .callcontrol import DialDefaults
+
+        def on_b_leg(b_leg: Any, to: str) -> None:
+            call.b_legs.append(b_leg)
+            del call.b_legs[:-8]  # bounded: only the newest B legs can be live
+
+        return DialDefaults(on_b_leg=on_b_leg, sip_header_prefix="X-PH-")
+
+    def xml_params(self, call: Call) -> dict[str, str]:
+        """Parameters the XML executor posts with every request (action, redirect...)."""
+        params = self.common_params(call, "", "in-progress")
+        params.pop("Event", None)
+        return params
+
+    async def _fetch_xml(self, call: Call, url: str, method: str, params: Mapping[str, str]) -> str:
+        """The executor's fetcher: the signed outbox, with answer_url's retry policy."""
+        from .xml.executor import FetchError
+
+        event = "fallback" if url == call.request.fallback_url else "action"
+        result = await self.outbox.fetch(
+            url, method, dict(params), auth_token=call.account.auth_token,
+            attempts=self.answer_url_attempts, deadline_s=self.answer_url_deadline_s,
+            call_uuid=call.call_uuid, event=event,
+        )
+        if not getattr(result, "ok", False):
+            raise FetchError(str(getattr(result, "error", None) or f"HTTP {getattr(result, 'status', None)}"))
+        body = result.body
+        return body.decode("utf-8", "replace") if isinstance(body, bytes | bytearray) else str(body or "")
+
+    async def _app_hangup(self, call: Call, cause: str, reason: str | None) -> None:
+        """The executor ends the call: classify why, for the record and the hangup callback.
+
+        ``reason`` is the executor's text: "End Of XML Instructions", "Hangup XML ...", or
+        an :class:`~softswitch.xml.parser.XmlAppError` message.
+        """
+        from .xml.parser import CAUSE_FETCH_FAILED, CAUSE_INVALID_XML, CAUSE_NOT_IMPLEMENTED
+
+        text = reason or ""
+        if text == "End Of XML Instructions":
+            source, key = "Plivo", "end_of_xml"
+        elif text.startswith("Hangup XML"):
+            source, key = "Answer XML", None
+        else:
+            source = "Error"
+            if cause in (CAUSE_INVALID_XML, CAUSE_NOT_IMPLEMENTED):
+                key = "invalid_answer_xml"
+            elif cause == CAUSE_FETCH_FAILED and text.startswith("fetching XML from"):
+                req = call.request
+                first = {req.answer_url, req.fallback_url, call.app_url}
+                key = "answer_url_error" if any(u and f" {u} " in text + " " for u in first) else "action_url_error"
+            else:
+                key = None
+            if call.error is None:
+                call.error = text or cause
+        await self.hangup(call, cause, source, key)
+
+    def recording_url_base(self, auth_id: str) -> str:
+        """Public URL prefix of an account's recordings (served by the API server)."""
+        return f"{self.public_url}/v1/Account/{auth_id}/Recording/files"
+
+    def recording_path(self, name: str) -> Path:
+        """Local file of a recording named ``<recording_id>.<format>``."""
+        return self.data_dir / "recordings" / name
 
     def _send_digits(self, call: Call) -> None:
         digits = call.request.send_digits
@@ -552,8 +784,14 @@ class CallManager:
             }.get(ev.hangup_source, "Unknown")
             if ev.hangup_source == "timeout" and not answered:
                 reason = "ring_timeout"
+        # The UA's reason text ("BYE", "cancelled", a SIP reason phrase) is kept with the UA
+        # details; the record's ``error`` only says what went wrong when something did.
+        extra = dict(ev.extra or {})
+        if ev.reason:
+            extra.setdefault("reason", ev.reason)
+        error = ev.reason or None if ev.hangup_source == "error" else None
         await self._finish(call, cause, ev.sip_status, source, reason, answered=answered,
-                           error=ev.reason or None, ua_extra=dict(ev.extra or {}))
+                           error=error, ua_extra=extra)
 
     async def _finish(
         self,
@@ -576,6 +814,9 @@ class CallManager:
         call.timers.clear()
         if call.app_task is not None and not call.app_task.done():
             call.app_task.cancel()
+        self._end_live_ops(call)
+        if call.error:
+            error = call.error
         now = time.time()
         call.ended_at = now
         status = call_status_for(cause, answered, reason)
@@ -630,6 +871,11 @@ class CallManager:
         # The store merges ``extra`` (a JSON merge patch), so no read is needed here.
         await _maybe_await(self.store.update_call(call.call_uuid, **fields))
 
+    def post_callback(self, call: Call, event: str, url: str, method: str,
+                      params: dict[str, str]) -> None:
+        """Queue a signed notification for ``call`` (never raises: see :meth:`_post`)."""
+        self._post(call, event, url, method, params)
+
     def _post(self, call: Call, event: str, url: str, method: str, params: dict[str, str]) -> None:
         try:
             self.outbox.post(call.call_uuid, event, url, method, params, auth_token=call.account.auth_token)
@@ -657,9 +903,247 @@ class CallManager:
             params["CallerName"] = call.request.caller_name
         if call.request.machine_detection:
             params["MachineDetection"] = call.request.machine_detection
+        if call.machine is not None:
+            params.update(call.machine.as_params())  # Machine=true|false and the features
         for key, value in call.request.sip_headers.items():
             params[key] = value
         return params
+
+    # --- live call control (the API on an answered call) -----------------------------------
+
+    def _media_legs(self, call: Call, legs: str) -> list[Any]:
+        """The RTP streams a live-control request acts on: the A leg, the bridged B leg, or both.
+
+        Raises :class:`ApiError` 400 when the call is not answered, has no media, or has no
+        B leg in progress for ``bleg``."""
+        if call.answered_at is None:
+            raise ApiError(400, f"call {call.call_uuid} is not answered yet")
+        out: list[Any] = []
+        if legs in ("aleg", "both"):
+            media = getattr(call.leg, "media", None)
+            if media is None or getattr(media, "closed", False):
+                raise ApiError(400, f"call {call.call_uuid} has no media stream")
+            out.append(media)
+        if legs in ("bleg", "both"):
+            b = self.bridged_leg(call)
+            if b is None:
+                raise ApiError(400, f"call {call.call_uuid} has no bridged B leg")
+            out.append(b.media)
+        return out
+
+    def bridged_leg(self, call: Call) -> Any | None:
+        """The newest B leg of a ``<Dial>`` that is answered and still up, if any."""
+        for b in reversed(call.b_legs):
+            media = getattr(b, "media", None)
+            if (getattr(b, "answered_at", None) is not None and getattr(b, "terminated", None) is None
+                    and media is not None and not media.closed):
+                return b
+        return None
+
+    async def transfer(self, call: Call, url: str, method: str = "POST") -> None:
+        """Run the XML at ``url`` on the A leg instead of its current application.
+
+        The running application is cancelled first (what it plays stops; a ``<Dial>`` in
+        progress hangs up its B leg), then ``url`` is fetched (signed, with retries) and
+        run; if it cannot be fetched the call is hung up (Plivo 8021 "Error Reaching Action
+        URL"). Returns once the new application task is started."""
+        if call.answered_at is None:
+            raise ApiError(400, f"call {call.call_uuid} is not answered yet")
+        old = call.app_task
+        if old is not None and not old.done():
+            old.cancel()
+            await asyncio.wait({old}, timeout=5.0)
+        if call.finished.is_set() or call.local_end is not None:
+            raise ApiError(404, f"call {call.call_uuid} has ended")
+        call.app_task = asyncio.get_running_loop().create_task(
+            self._run_transfer(call, url, method), name=f"app-{call.call_uuid}"
+        )
+
+    async def _run_transfer(self, call: Call, url: str, method: str) -> None:
+        params = self.xml_params(call)
+        result = await self.outbox.fetch(
+            url, method, params, auth_token=call.account.auth_token,
+            attempts=self.answer_url_attempts, deadline_s=self.answer_url_deadline_s,
+            call_uuid=call.call_uuid, event="transfer",
+        )
+        if not getattr(result, "ok", False):
+            call.error = f"transfer: fetching XML from {method} {url} failed: {getattr(result, 'error', None)}"
+            await self.hangup(call, causes.NORMAL_TEMPORARY_FAILURE, "Error", "action_url_error")
+            return
+        call.app_may_fallback = False
+        await self._start_document(call, result, url)
+
+    def _tts(self) -> Any:
+        if self._tts_cache is None:
+            from .xml.executor import TtsCache
+
+            self._tts_cache = TtsCache()
+        return self._tts_cache
+
+    def _media_cache(self, call: Call) -> Any:
+        cache = getattr(call.control, "media_cache", None)
+        if cache is None:
+            from .xml.executor import MediaCache
+
+            cache = MediaCache(self.data_dir / "cache" / "media", allowed_dirs=(self.data_dir,))
+        return cache
+
+    async def play(self, call: Call, req: PlayRequest) -> None:
+        """Start ``req.urls`` on the leg(s); the files are fetched and played in the background."""
+        streams = self._media_legs(call, req.legs)
+        playback = _Playback("play", req.length, req.loop)
+        cache = self._media_cache(call)
+
+        async def sources() -> list[Any]:
+            from media.play import FileSource
+
+            paths = [await cache.path_for(u) for u in req.urls]
+            return [lambda p=p: FileSource(p, loop=1) for p in paths]
+
+        self._start_playback(call, playback, streams, sources, req.mix)
+
+    async def speak(self, call: Call, req: SpeakRequest) -> None:
+        """Start text to speech (espeak-ng, cached per text and voice) on the leg(s)."""
+        from .xml.executor import espeak_voice
+
+        streams = self._media_legs(call, req.legs)
+        playback = _Playback("speak", None, req.loop)
+        voice = espeak_voice(req.voice, req.language)
+        cache = self._tts()
+
+        async def sources() -> list[Any]:
+            from media.play import ArraySource, tts_to_pcm
+
+            pcm = await cache.get(req.text, voice, lambda t, v: asyncio.to_thread(tts_to_pcm, t, voice=v))
+            return [lambda: ArraySource(pcm, loop=1)]
+
+        self._start_playback(call, playback, streams, sources, req.mix)
+
+    def _start_playback(self, call: Call, playback: _Playback, streams: list[Any],
+                        make: Callable[[], Awaitable[list[Callable[[], Any]]]], mix: bool) -> None:
+        call.playbacks.setdefault(playback.kind, []).append(playback)
+
+        async def run() -> None:
+            try:
+                factories = await make()
+                first = True
+                while not playback.stopped:
+                    for factory in factories:
+                        if playback.stopped:
+                            break
+                        futures = []
+                        for stream in streams:
+                            if stream.closed:
+                                continue
+                            if first and not mix:
+                                stream.stop_play()  # mix=false: the leg hears only this
+                            futures.append(stream.play(_PlaybackSource(factory(), playback)))
+                        if not futures:  # every leg is gone
+                            break
+                        first = False
+                        if futures:
+                            await asyncio.gather(*futures, return_exceptions=True)
+                    if not playback.loop:
+                        break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("call %s: %s failed: %s", call.call_uuid, playback.kind, exc)
+            finally:
+                playback.stop()
+                with contextlib.suppress(ValueError):
+                    call.playbacks.get(playback.kind, []).remove(playback)
+
+        playback.task = self._spawn(run(), f"{playback.kind}-{call.call_uuid}")
+
+    def stop_playback(self, call: Call, kind: str) -> int:
+        """Stop the Play (``kind='play'``) or Speak playbacks the API started; how many."""
+        items = list(call.playbacks.get(kind, []))
+        for playback in items:
+            playback.stop()
+        return len(items)
+
+    def send_dtmf(self, call: Call, req: DigitsRequest) -> None:
+        """Send ``req.digits`` on the A or B leg (RFC 4733 events or in-band tones)."""
+        (stream,) = self._media_legs(call, req.leg)
+
+        async def send() -> None:
+            try:
+                fut = stream.send_digits(req.digits, tone_ms=self.send_digits_tone_ms)
+                await fut
+            except Exception as exc:
+                log.warning("call %s: DTMF failed: %s", call.call_uuid, exc)
+
+        self._spawn(send(), f"dtmf-{call.call_uuid}")
+
+    def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+        """A background task kept referenced until done (the loop holds tasks weakly)."""
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    def start_recording(self, call: Call, req: RecordRequest, api_id: str) -> tuple[str, str]:
+        """Start recording the call; return ``(recording_id, url)``."""
+        from media.record import Recorder, RecorderError
+
+        (stream,) = self._media_legs(call, "aleg")
+        if req.transcription_requested:
+            log.info("call %s: transcription requested; not available, recording only", call.call_uuid)
+        recording_id = str(uuid.uuid4())
+        name = f"{recording_id}.{req.file_format}"
+        path = self.recording_path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            recorder = Recorder(path, req.file_format)
+        except (RecorderError, ValueError, OSError) as exc:
+            raise ApiError(500, f"cannot record: {exc}") from None
+        url = f"{self.recording_url_base(call.account.auth_id)}/{name}"
+        rec = _CallRecording(recording_id, url, name, recorder, stream, req, api_id)
+        call.recordings[recording_id] = rec
+        rec.start()
+        loop = asyncio.get_running_loop()
+        rec.timer = loop.call_later(req.time_limit, lambda: self._finish_recording(call, rec))
+        return recording_id, url
+
+    def stop_recording(self, call: Call, url: str | None = None) -> int:
+        """Stop the call's API recordings (only the one at ``url`` if given); how many."""
+        recs = [r for r in call.recordings.values() if url is None or r.url == url or r.name == url]
+        for rec in recs:
+            self._finish_recording(call, rec)
+        return len(recs)
+
+    def recording_in_progress(self, name: str) -> bool:
+        """True while an API recording is still being written to ``name``."""
+        return any(name in {r.name for r in c.recordings.values()} for c in self.calls.values())
+
+    def _finish_recording(self, call: Call, rec: _CallRecording) -> None:
+        if call.recordings.pop(rec.recording_id, None) is None:
+            return
+        result = rec.stop()
+        if rec.req.callback_url:
+            params = {
+                "api_id": rec.api_id,
+                "record_url": rec.url,
+                "call_uuid": call.call_uuid,
+                "recording_id": rec.recording_id,
+                "recording_duration": str(round(result["duration_ms"] / 1000)),
+                "recording_duration_ms": str(result["duration_ms"]),
+                "recording_start_ms": str(result["start_ms"]),
+                "recording_end_ms": str(result["end_ms"]),
+            }
+            self._post(call, "record", rec.req.callback_url, rec.req.callback_method, params)
+
+    def _end_live_ops(self, call: Call) -> None:
+        """The call ended: stop the API's playbacks and finish its recordings (callbacks sent)."""
+        for kind in list(call.playbacks):
+            self.stop_playback(call, kind)
+        for rec in list(call.recordings.values()):
+            try:
+                self._finish_recording(call, rec)
+            except Exception:
+                log.exception("call %s: could not finish recording %s", call.call_uuid, rec.recording_id)
 
     # --- timers and hangups -------------------------------------------------------------
 
@@ -777,3 +1261,125 @@ class CallManager:
         for call in list(self.calls.values()):
             for handle in call.timers:
                 handle.cancel()
+
+
+class _Playback:
+    """One API Play/Speak: a stop flag and a sample budget shared by the items it queues."""
+
+    def __init__(self, kind: str, length_s: int | None, loop: bool) -> None:
+        self.kind = kind
+        self.loop = loop
+        self.budget = None if length_s is None else int(length_s) * 8000
+        self.stopped = False
+        self.task: asyncio.Task[None] | None = None
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+class _PlaybackSource:
+    """A ``media.play`` source that ends early when its :class:`_Playback` is stopped or its
+    ``length`` is used up, so stopping the API's audio never touches what the XML plays."""
+
+    def __init__(self, inner: Any, playback: _Playback) -> None:
+        self._inner = inner
+        self._playback = playback
+
+    def read(self, n: int = 160) -> np.ndarray | None:
+        pb = self._playback
+        if pb.stopped:
+            return None
+        if pb.budget is not None:
+            if pb.budget <= 0:
+                pb.stop()
+                return None
+            n = min(n, pb.budget)
+        frame = self._inner.read(n)
+        if frame is not None and pb.budget is not None:
+            pb.budget -= len(frame)
+        return frame
+
+    def close(self) -> None:
+        closer = getattr(self._inner, "close", None)
+        if callable(closer):
+            with contextlib.suppress(Exception):
+                closer()
+
+
+class _CallRecording:
+    """An API recording: both directions of the A leg mixed into one mono file.
+
+    The media clock hands us each received frame (receive tap) and each sent frame (send
+    tap) of a 20 ms tick; frames are paired in order and summed with saturation. A side
+    that stays silent (no media yet, or no send tick) is filled with silence after
+    :data:`_LAG_FRAMES` frames so the other side is never held back.
+    """
+
+    _LAG_FRAMES = 10
+
+    def __init__(self, recording_id: str, url: str, name: str, recorder: Any, stream: Any,
+                 req: RecordRequest, api_id: str) -> None:
+        self.recording_id = recording_id
+        self.url = url
+        self.name = name
+        self.recorder = recorder
+        self.stream = stream
+        self.req = req
+        self.api_id = api_id
+        self.timer: asyncio.TimerHandle | None = None
+        self._rx: deque[np.ndarray] = deque()
+        self._tx: deque[np.ndarray] = deque()
+        self._failed = False
+        self.start_ms = 0
+        self.end_ms = 0
+
+    def start(self) -> None:
+        self.start_ms = int(time.time() * 1000)
+        self.stream.add_tap(self._on_rx)
+        self.stream.add_send_tap(self._on_tx)
+
+    def _on_rx(self, frame: np.ndarray) -> None:
+        self._rx.append(np.array(frame, dtype=np.int16, copy=True))
+        self._drain()
+
+    def _on_tx(self, frame: np.ndarray) -> None:
+        self._tx.append(np.array(frame, dtype=np.int16, copy=True))
+        self._drain()
+
+    def _write(self, a: np.ndarray | None, b: np.ndarray | None) -> None:
+        if self._failed or self.recorder.closed:
+            return
+        if a is None or b is None:
+            frame = a if b is None else b
+        else:
+            n = min(len(a), len(b))
+            frame = np.clip(a[:n].astype(np.int32) + b[:n].astype(np.int32), -32768, 32767).astype(np.int16)
+        try:
+            self.recorder.write(frame)
+        except Exception as exc:  # disk full: stop writing, keep the call
+            self._failed = True
+            log.warning("recording %s failed: %s", self.recording_id, exc)
+
+    def _drain(self, flush: bool = False) -> None:
+        rx, tx = self._rx, self._tx
+        while rx and tx:
+            self._write(rx.popleft(), tx.popleft())
+        while rx and (flush or len(rx) > self._LAG_FRAMES):
+            self._write(rx.popleft(), None)
+        while tx and (flush or len(tx) > self._LAG_FRAMES):
+            self._write(None, tx.popleft())
+
+    def stop(self) -> dict[str, int]:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.stream.remove_tap(self._on_rx)
+        self.stream.remove_send_tap(self._on_tx)
+        self._drain(flush=True)
+        self.end_ms = int(time.time() * 1000)
+        try:
+            self.recorder.close()
+        except Exception as exc:
+            log.warning("recording %s: closing failed: %s", self.recording_id, exc)
+        rate = getattr(self.recorder, "rate", 8000) or 8000
+        duration_ms = round(self.recorder.samples * 1000 / rate)
+        return {"duration_ms": duration_ms, "start_ms": self.start_ms, "end_ms": self.end_ms}

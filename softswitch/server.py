@@ -19,6 +19,7 @@ import dataclasses
 import logging
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -166,7 +167,13 @@ class Server:
             answer_url_attempts=cfg.answer_url_attempts,
             answer_url_deadline_s=cfg.answer_url_deadline_s,
             send_digits_tone_ms=cfg.send_digits_default_tone_ms,
+            data_dir=cfg.data_dir,
+            public_url=cfg.base_url,
         )
+        # Answered calls run their Plivo XML (softswitch.callcontrol); a dialer without
+        # media streams (a test double) has its calls held, as before the interpreter.
+        self.manager.app_runner = self.manager.run_xml
+        Path(self.manager.data_dir, "recordings").mkdir(parents=True, exist_ok=True)
         app = create_app(self.manager, self.store, bulk_max=cfg.limits.bulk_max)
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self.runner.setup()
@@ -175,6 +182,9 @@ class Server:
         server = getattr(site, "_server", None)
         sockets = getattr(server, "sockets", None) or []
         self.http_port = sockets[0].getsockname()[1] if sockets else cfg.http_port
+        # Recording URLs need the port really bound (http_port 0 picks one) unless the
+        # public base_url is configured.
+        self.manager.public_url = (cfg.base_url or self.base_url).rstrip("/")
 
     async def stop(self, mode: str | None = None, drain_timeout_s: float | None = None) -> None:
         """Graceful shutdown; see the module docstring. Idempotent."""

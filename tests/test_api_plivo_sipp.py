@@ -1,249 +1,196 @@
-"""The Plivo v1 API end to end: the official SDK → softswitch (real SIP user agent) → sipp.
+"""The Plivo v1 API against sipp callees, checked on both sides of the softswitch.
 
-Each sipp peer is a UAS on its own loopback port; a real HTTP receiver checks every
-callback and its V3 signature (see ``test_api_plivo.Receiver``).
+The official SDK places the calls on an in-process :class:`Server` (real SIP user agent
+and media engine); each sipp peer runs a scenario from ``tests/sipp/`` on its own loopback
+port and the calls of a test run in parallel. We assert the callbacks a real HTTP receiver
+gets (signed, with Plivo's hangup causes) and what the peer saw on the wire: the CANCEL or
+BYE, its RFC 3326 Reason, the digits echoed back on RTP.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import shutil
-import socket
-import subprocess
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from softswitch.server import Server
-from tests.test_api_plivo import Receiver, make_config, point_sdk_at, sdk_client, sig_ok
+from sip.events import Answered, DigitReceived
+from tests import test_api_plivo as api
+from tests.conftest import free_port, needs_sipp
+from tests.test_api_plivo import Env, Receiver, sig_ok, sipp_done, sipp_messages
 
-pytestmark = [
-    pytest.mark.peer,
-    pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp not installed"),
-]
+pytestmark = [pytest.mark.peer, needs_sipp]
 
-# A callee that rings and never answers; it takes the CANCEL (RFC 3261 §9.2: 200 to the
-# CANCEL, 487 to the INVITE).
-RING_FOREVER = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="ring forever">
-  <recv request="INVITE" crlf="true"/>
-  <send><![CDATA[
-SIP/2.0 180 Ringing
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Contact: <sip:[local_ip]:[local_port];transport=[transport]>
-Content-Length: 0
-
-]]></send>
-  <recv request="CANCEL"/>
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-  <send><![CDATA[
-SIP/2.0 487 Request Terminated
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-CSeq: [cseq] INVITE
-Content-Length: 0
-
-]]></send>
-  <recv request="ACK"/>
-</scenario>
-"""
-
-BUSY = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="busy">
-  <recv request="INVITE" crlf="true"/>
-  <send><![CDATA[
-SIP/2.0 486 Busy Here
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-  <recv request="ACK"/>
-</scenario>
-"""
+# the shared fixtures: a real server (``env``), the webhook receiver, the SDK redirection
+env = api.env
+receiver = api.receiver
+sdk_base = api.sdk_base
 
 
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Sipp:
-    """One sipp UAS process on a loopback port, with its message trace."""
-
-    def __init__(self, workdir: Path, scenario: str | None = None, calls: int = 1) -> None:
-        self.port = _free_udp_port()
-        self.workdir = workdir
-        self.trace = workdir / f"sipp_{self.port}_messages.log"
-        args = ["sipp", "-i", "127.0.0.1", "-p", str(self.port), "-m", str(calls), "-nostdin",
-                "-timeout", "30", "-trace_msg", "-message_file", str(self.trace)]
-        if scenario is None:
-            args[1:1] = ["-sn", "uas"]
-        else:
-            path = workdir / f"scenario_{self.port}.xml"
-            path.write_text(scenario)
-            args[1:1] = ["-sf", str(path)]
-        self.proc = subprocess.Popen(args, cwd=workdir, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    @property
-    def uri(self) -> str:
-        return f"sip:callee@127.0.0.1:{self.port}"
-
-    def messages(self) -> str:
-        return self.trace.read_text(errors="replace") if self.trace.exists() else ""
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-
-@pytest.fixture
-def sipps(tmp_path: Path) -> Iterator[Any]:
-    started: list[Sipp] = []
-
-    def start(scenario: str | None = None, calls: int = 1) -> Sipp:
-        peer = Sipp(tmp_path, scenario, calls)
-        started.append(peer)
-        return peer
-
-    yield start
-    for peer in started:
-        peer.stop()
-
-
-@pytest.fixture
-def sdk_base(monkeypatch: pytest.MonkeyPatch) -> Any:
-    return lambda base_url: point_sdk_at(monkeypatch, base_url)
-
-
-@pytest.fixture
-async def real(tmp_path: Path, sdk_base: Any) -> AsyncIterator[Any]:
-    try:
-        import sip.aio.ua  # noqa: F401
-    except ImportError as exc:  # pragma: no cover - the UA is built in parallel
-        pytest.skip(f"SIP user agent not available: {exc}")
-    cfg = make_config(tmp_path, rtp_port_min=40000, rtp_port_max=40999)
-    server = Server(cfg)
-    await server.start()
-    sdk_base(server.base_url)
-    await asyncio.sleep(0.2)  # sipp peers bind meanwhile
-    try:
-        yield server, sdk_client(server.base_url)
-    finally:
-        await server.stop(mode="hangup", drain_timeout_s=2.0)
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = await Receiver().start()
-    yield r
-    await r.stop()
-
-
-def sdk(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    return asyncio.to_thread(fn, *args, **kwargs)
-
-
-async def test_sdk_call_to_sipp_with_callbacks(real: Any, sipps: Any, receiver: Receiver) -> None:
-    server, client = real
-    peer = sipps()
-    resp = await sdk(client.calls.create, from_="+14155550100", to_=peer.uri,
-                     answer_url=receiver.url("/answer"), ring_url=receiver.url("/ring"),
-                     hangup_url=receiver.url("/hangup"), caller_name="Alice Example",
-                     sip_headers="Foo=bar,Acct=42", time_limit=1)
+async def test_bulk_call_to_three_sipp_peers_live_and_delete(sipp: Any, env: Env, receiver: Receiver) -> None:
+    peers = [sipp("uas_answer.xml") for _ in range(3)]
+    client = env.client
+    to = "<".join([*(p.uri for p in peers), peers[0].uri])  # the duplicate is dropped
+    resp = await env.sdk(client.calls.create, from_="1000", to_=to,
+                         answer_url=receiver.url("/answer"), hangup_url=receiver.url("/hangup"))
     assert resp.message == "call fired"
-    hang = await receiver.wait_hangup(request_uuid=resp.request_uuid, timeout=10)
-    call_uuid = hang.params["CallUUID"]
-    ring = receiver.events(call_uuid, "/ring")
-    answer = receiver.events(call_uuid, "/answer")
-    assert len(ring) == 1 and ring[0].params["CallStatus"] == "ringing"
-    assert len(answer) == 1 and answer[0].params["Event"] == "StartApp"
-    p = hang.params
-    assert (p["CallStatus"], p["HangupCause"], p["HangupSource"]) == ("completed", "ALLOTTED_TIMEOUT", "Plivo")
-    assert int(p["BillDuration"]) >= 1 and p["AnswerTime"]
-    assert p["X-PH-Foo"] == "bar"
-    sig_ok(receiver)
-    rec = await sdk(client.calls.get, call_uuid)
-    assert rec.call_status == "completed" and rec.to_number == peer.uri
-    await asyncio.to_thread(peer.proc.wait, 10)
-    trace = peer.messages()
-    assert "X-PH-Foo: bar" in trace and "X-PH-Acct: 42" in trace
-    assert '"Alice Example"' in trace and "+14155550100" in trace
-    assert "BYE sip:" in trace
-
-
-async def test_bulk_call_to_three_sipp_peers_live_and_delete(real: Any, sipps: Any, receiver: Receiver) -> None:
-    server, client = real
-    peers = [sipps() for _ in range(3)]
-    resp = await sdk(client.calls.create, from_="1000", to_="<".join(p.uri for p in peers),
-                     answer_url=receiver.url("/answer"), hangup_url=receiver.url("/hangup"))
     assert isinstance(resp.request_uuid, list) and len(resp.request_uuid) == 3
     answers = await receiver.wait_for(lambda h: h.path == "/answer" and len(receiver.events(path="/answer")) >= 3,
                                       timeout=10)
     uuids = {h.params["CallUUID"] for h in answers}
     assert len(uuids) == 3
-    live = await sdk(client.live_calls.list_ids)
+    live = await env.sdk(client.live_calls.list_ids)
     assert uuids <= set(live.calls)
     for uid in uuids:
-        one = await sdk(client.live_calls.get, uid)
+        one = await env.sdk(client.live_calls.get, uid)
         assert one.call_status == "in-progress"
-        await sdk(client.calls.delete, uid)
+        await env.sdk(client.calls.delete, uid)
     for req in resp.request_uuid:
         p = (await receiver.wait_hangup(request_uuid=req, timeout=10)).params
         assert p["CallStatus"] == "completed" and p["HangupSource"] == "API Request"
     assert sorted(h.params["To"] for h in receiver.events(path="/hangup")) == sorted(p.uri for p in peers)
+    await sipp_done(*peers)  # each got its BYE
     sig_ok(receiver)
 
 
-async def test_busy_ring_timeout_and_cancel_against_sipp(real: Any, sipps: Any, receiver: Receiver) -> None:
-    server, client = real
-    busy = sipps(BUSY)
-    ringer = sipps(RING_FOREVER)
-    ringer2 = sipps(RING_FOREVER)
+async def test_hangup_causes_against_sipp(sipp: Any, env: Env, receiver: Receiver) -> None:
+    """time_limit, ring_timeout, hangup_on_ring (ringing and answered) and busy, in parallel."""
+    answer, ringer, ringer2, answer2, busy = (
+        sipp("uas_answer.xml"), sipp("uas_ring_cancel.xml"), sipp("uas_ring_cancel.xml"),
+        sipp("uas_answer.xml"), sipp("uas_busy.xml"),
+    )
     common = {"from_": "1000", "answer_url": receiver.url("/answer"), "hangup_url": receiver.url("/hangup"),
               "ring_url": receiver.url("/ring")}
-    b = await sdk(client.calls.create, to_=busy.uri, **common)
-    r = await sdk(client.calls.create, to_=ringer.uri, ring_timeout=1, **common)
-    c = await sdk(client.calls.create, to_=ringer2.uri, **common)
-    p = (await receiver.wait_hangup(request_uuid=b.request_uuid, timeout=10)).params
+    c = env.client
+    tl = await env.sdk(c.calls.create, to_=answer.uri, time_limit=1, **common)
+    rt = await env.sdk(c.calls.create, to_=ringer.uri, ring_timeout=1, **common)
+    hr = await env.sdk(c.calls.create, to_=ringer2.uri, hangup_on_ring=1, **common)
+    # answered at once after the 180: hangup_on_ring counts from the ring, through the answer
+    ha = await env.sdk(c.calls.create, to_=answer2.uri, hangup_on_ring=2, **common)
+    bz = await env.sdk(c.calls.create, to_=busy.uri, **common)
+
+    async def hangup(r: Any) -> dict[str, str]:
+        return (await receiver.wait_hangup(request_uuid=r.request_uuid, timeout=10)).params
+
+    p = await hangup(tl)
+    assert (p["CallStatus"], p["HangupCause"], p["HangupSource"]) == ("completed", "ALLOTTED_TIMEOUT", "Plivo")
+    assert (p["HangupCauseCode"], p["HangupCauseName"]) == ("5010", "Max Call Duration Reached")
+    assert int(p["BillDuration"]) >= 1 and p["AnswerTime"]
+    p = await hangup(rt)
+    assert (p["CallStatus"], p["HangupCause"], p["HangupSource"]) == ("no-answer", "NO_ANSWER", "Plivo")
+    assert (p["HangupCauseCode"], p["HangupCauseName"]) == ("3030", "Ring Timeout Reached")
+    assert p["AnswerTime"] == "" and p["BillDuration"] == "0"
+    p = await hangup(hr)
+    assert (p["CallStatus"], p["HangupSource"]) == ("no-answer", "Plivo")
+    assert (p["HangupCauseCode"], p["HangupCauseName"]) == ("3030", "Ring Timeout Reached")
+    p = await hangup(ha)
+    assert (p["CallStatus"], p["HangupCause"], p["HangupSource"]) == ("completed", "ALLOTTED_TIMEOUT", "Plivo")
+    assert p["HangupCauseName"] == "Max Call Duration Reached" and p["AnswerTime"]
+    p = await hangup(bz)
     assert (p["CallStatus"], p["HangupCause"], p["HangupSource"]) == ("busy", "USER_BUSY", "Callee")
-    p = (await receiver.wait_hangup(request_uuid=r.request_uuid, timeout=10)).params
-    assert (p["CallStatus"], p["HangupCause"]) == ("no-answer", "NO_ANSWER")
-    await receiver.wait_for(lambda h: h.path == "/ring" and h.params["RequestUUID"] == c.request_uuid, timeout=10)
-    await sdk(client.calls.cancel, c.request_uuid)
-    p = (await receiver.wait_hangup(request_uuid=c.request_uuid, timeout=10)).params
-    assert (p["CallStatus"], p["HangupCause"], p["HangupSource"]) == ("cancel", "ORIGINATOR_CANCEL", "API Request")
+    assert (p["HangupCauseCode"], p["HangupCauseName"]) == ("3000", "Busy Line")
+    # what the peers saw: BYE for the answered calls, CANCEL for the ringing ones (RFC 3261
+    # §9.1), each with an RFC 3326 Reason
+    await sipp_done(answer, ringer, ringer2, answer2, busy)
+    assert 'text="ALLOTTED_TIMEOUT"' in sipp_messages(answer).split("BYE sip:", 1)[1]
+    assert 'text="ALLOTTED_TIMEOUT"' in sipp_messages(answer2).split("BYE sip:", 1)[1]
+    assert "cause=19" in sipp_messages(ringer).split("CANCEL sip:", 1)[1]  # Q.850 19: no answer
+    assert "CANCEL sip:" in sipp_messages(ringer2)
+    rings = {h.params["RequestUUID"] for h in receiver.events(path="/ring")}
+    assert rings == {r.request_uuid for r in (tl, rt, hr, ha)}  # sipp's busy sends no 18x
+    assert {h.params["RequestUUID"] for h in receiver.events(path="/answer")} == {tl.request_uuid, ha.request_uuid}
+    sig_ok(receiver)
+
+
+async def _events_of(leg: Any) -> list[Any]:
+    return [ev async for ev in leg.events()]
+
+
+async def test_send_digits_on_preanswer_and_after_answer(sipp: Any, env: Env, receiver: Receiver) -> None:
+    """send_digits reach the peer: sipp echoes our RTP, so our own RFC 4733 receiver hears
+    them. With send_on_preanswer they go during the 183 early media, else after the 200."""
+    early, late = sipp("uas_early_media.xml"), sipp("uas_early_media.xml")  # 183 + SDP, 200 after 1.5 s
+    common = {"from_": "1000", "answer_url": receiver.url("/answer"), "hangup_url": receiver.url("/hangup"),
+              "ring_url": receiver.url("/ring"), "send_digits": "12"}
+    c = env.client
+    pre = await env.sdk(c.calls.create, to_=early.uri, send_on_preanswer=True, **common)
+    post = await env.sdk(c.calls.create, to_=late.uri, **common)
+    rings = await receiver.wait_for(lambda h: h.path == "/ring" and len(receiver.events(path="/ring")) >= 2,
+                                    timeout=10)
+    legs = {h.params["RequestUUID"]: env.leg(h.params["CallUUID"]) for h in rings}
+    uuids = {h.params["RequestUUID"]: h.params["CallUUID"] for h in rings}
+    collectors = {req: asyncio.create_task(_events_of(leg)) for req, leg in legs.items()}
+    for r in (pre, post):
+        hit = (await receiver.wait_for(lambda h, r=r: h.path == "/answer" and h.params["RequestUUID"] == r.request_uuid,
+                                       timeout=10))[0]
+        rec = await env.sdk(c.calls.get, hit.params["CallUUID"])
+        assert rec.call_status == "in-progress" and rec.ring_time
+    await asyncio.sleep(1.0)  # the post-answer digits take ~0.6 s to go out and come back
+    for r in (pre, post):
+        await env.sdk(c.calls.delete, uuids[r.request_uuid])
+    for r in (pre, post):
+        p = (await receiver.wait_hangup(request_uuid=r.request_uuid, timeout=10)).params
+        assert p["CallStatus"] == "completed" and p["HangupSource"] == "API Request"
+    await sipp_done(early, late)
+    for r, before_answer in ((pre, True), (post, False)):
+        events = await asyncio.wait_for(collectors[r.request_uuid], 5)
+        kinds = [type(ev) for ev in events]
+        answered_at = kinds.index(Answered)
+        digits = [(i, ev.digit) for i, ev in enumerate(events) if isinstance(ev, DigitReceived)]
+        assert [d for _, d in digits] == ["1", "2"], events
+        assert all((i < answered_at) == before_answer for i, _ in digits), events
+    ring = [h for h in receiver.events(path="/ring") if h.params["RequestUUID"] == pre.request_uuid]
+    assert len(ring) == 1 and ring[0].params["CallStatus"] == "ringing"
+    sig_ok(receiver)
+
+
+async def test_unroutable_number_and_dead_peer(sipp: Any, env: Env, receiver: Receiver) -> None:
+    """A number with no gateway fails at once; a SIP URI nobody listens on ends at ring_timeout.
+
+    (Our UDP transport ignores ICMP port-unreachable, so without ring_timeout the INVITE
+    would run to Timer B, 32 s: RFC 3261 §18.4 only says the transport SHOULD report it.)"""
+    c = env.client
+    common = {"from_": "1000", "answer_url": receiver.url("/answer"), "hangup_url": receiver.url("/hangup")}
+    n = await env.sdk(c.calls.create, to_="14155550123", **common)
+    dead = await env.sdk(c.calls.create, to_=f"sip:nobody@127.0.0.1:{free_port()}", ring_timeout=1, **common)
+    p = (await receiver.wait_hangup(request_uuid=n.request_uuid, timeout=10)).params
+    assert p["CallStatus"] == "failed" and p["HangupCause"] == "NO_ROUTE_DESTINATION"
+    assert p["HangupSource"] == "Error" and p["HangupCauseName"] == "Invalid Destination Address"
+    p = (await receiver.wait_hangup(request_uuid=dead.request_uuid, timeout=10)).params
+    assert (p["CallStatus"], p["HangupCause"], p["HangupSource"]) == ("no-answer", "NO_ANSWER", "Plivo")
+    assert p["AnswerTime"] == "" and p["HangupCauseName"] == "Ring Timeout Reached"
     assert not receiver.events(path="/answer")
-    for peer in (ringer, ringer2):
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            await asyncio.to_thread(peer.proc.wait, 5)
-        assert "CANCEL sip:" in peer.messages()
+    sig_ok(receiver)
+
+
+async def test_api_cancel_crossed_by_200_ok(sipp: Any, env: Env, receiver: Receiver) -> None:
+    """We CANCEL a ringing call and the callee's 200 OK crosses it: the UA ACKs and BYEs the
+    answered dialog (RFC 3261 §9.1, §15), the call application is never fetched, and exactly
+    one hangup callback says the API cancelled it (the app never ran, nothing is billed)."""
+    peer = sipp("uas_api_cancel_crossing.xml")
+    c = env.client
+    r = await env.sdk(c.calls.create, from_="1000", to_=peer.uri, answer_url=receiver.url("/answer"),
+                      ring_url=receiver.url("/ring"), hangup_url=receiver.url("/hangup"))
+    await receiver.wait_for(lambda h: h.path == "/ring" and h.params["RequestUUID"] == r.request_uuid, timeout=10)
+    await env.sdk(c.calls.cancel, r.request_uuid)
+    p = (await receiver.wait_hangup(request_uuid=r.request_uuid, timeout=10)).params
+    await sipp_done(peer)  # it got the CANCEL, then the ACK and the BYE for its 200
+    assert (p["CallStatus"], p["HangupCause"], p["HangupSource"]) == ("cancel", "ORIGINATOR_CANCEL", "API Request")
+    assert p["AnswerTime"] == "" and p["BillDuration"] == "0"
+    await asyncio.sleep(0.2)
+    assert not receiver.events(path="/answer")
+    assert len(receiver.events(path="/hangup")) == 1
+    sig_ok(receiver)
+
+
+async def test_call_over_tcp(sipp: Any, env: Env, receiver: Receiver) -> None:
+    """A ``;transport=tcp`` destination goes over TCP (RFC 3261 §18.1.1) end to end."""
+    peer = sipp("uas_answer.xml", transport="t1")
+    to = f"sip:service@127.0.0.1:{peer.port};transport=tcp"
+    r = await env.sdk(env.client.calls.create, from_="1000", to_=to, answer_url=receiver.url("/answer"),
+                      hangup_url=receiver.url("/hangup"), time_limit=1)
+    p = (await receiver.wait_hangup(request_uuid=r.request_uuid, timeout=10)).params
+    assert (p["CallStatus"], p["HangupCause"], p["To"]) == ("completed", "ALLOTTED_TIMEOUT", to)
+    await sipp_done(peer)
+    assert "SIP/2.0/TCP" in sipp_messages(peer)
     sig_ok(receiver)

@@ -8,7 +8,23 @@ Plivo v1 routes (the dialect tables are in :mod:`softswitch.api.plivo`)::
     GET    /v1/Account/{auth_id}/Call/{call_uuid}/     one record; ?status=live|queued: live view
     DELETE /v1/Account/{auth_id}/Call/{call_uuid}/     hang up (ringing calls too)
     DELETE /v1/Account/{auth_id}/Request/{request_uuid}/  cancel a queued or ringing call
+    POST   /v1/Account/{auth_id}/Call/{call_uuid}/     transfer: run the XML at aleg_url
+    POST   /v1/Account/{auth_id}/Call/{call_uuid}/Play/    play audio URLs (DELETE: stop)
+    POST   /v1/Account/{auth_id}/Call/{call_uuid}/Speak/   text to speech (DELETE: stop)
+    POST   /v1/Account/{auth_id}/Call/{call_uuid}/DTMF/    send digits
+    POST   /v1/Account/{auth_id}/Call/{call_uuid}/Record/  record the call (DELETE: stop)
+    GET    /v1/Account/{auth_id}/Recording/files/{name}    a recording file (no auth, see below)
     GET    /openapi.json                               what is served
+
+Live call control answers 202 with Plivo's ``{"message", "api_id"}`` (Record adds ``url``
+and ``recording_id``); the DELETEs answer 204. A call that is unknown or over is a 404, a
+call not answered yet or a bad parameter a 400.
+
+Recording files are served without authentication, like Plivo's recording URLs (public
+object-store links): the name holds a random UUID (122 bits), so the URL is the capability.
+This lets webhook receivers and ``<Play>`` fetch them as they are. Only names of the form
+``<uuid>.wav``/``<uuid>.mp3`` under ``<data_dir>/recordings/`` are served, for an account that
+exists; a recording still being written is a 404 until it is finished.
 
 Errors are ``{"api_id": ..., "error": ...}`` with 400/401/404/405/429/500/503, as the
 ``plivo`` SDK expects (``plivo.rest.client.Client.process_response``).
@@ -21,6 +37,7 @@ import binascii
 import hmac
 import json
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -250,6 +267,121 @@ async def cancel_request(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+# --- live call control ----------------------------------------------------------------------
+
+
+def _live(request: web.Request) -> tuple[CallManager, Any]:
+    """The authenticated account's live call named in the path, or 404."""
+    account = _authenticate(request)
+    manager = request.app[MANAGER_KEY]
+    uid = request.match_info["call_uuid"]
+    call = manager.live_call(account.auth_id, uid)
+    if call is None:
+        raise ApiError(404, f"no live call with uuid {uid}")
+    return manager, call
+
+
+def _accepted(request: web.Request, kind: str, call: Any, callback: tuple[str | None, str] | None = None,
+              **extra: str) -> web.Response:
+    """202 with Plivo's message; a ``callback_url`` also gets the same fields posted."""
+    body = {"message": plivo.LIVE_MESSAGES[kind], **extra, "api_id": request[API_ID_KEY]}
+    if callback is not None and callback[0]:
+        manager = request.app[MANAGER_KEY]
+        params = {k: str(v) for k, v in body.items()}
+        params["call_uuid"] = call.call_uuid
+        manager.post_callback(call, f"api-{kind}", callback[0], callback[1], params)
+    return _json(202, body)
+
+
+async def transfer_call(request: web.Request) -> web.Response:
+    """POST /v1/Account/{auth_id}/Call/{call_uuid}/: transfer the A leg to the XML at aleg_url."""
+    manager, call = _live(request)
+    req = plivo.parse_transfer_request(await _body(request))
+    if req.legs != "aleg":
+        raise ApiError(400, "legs=bleg|both: transferring the bridged B leg is not supported; use legs=aleg")
+    assert req.aleg_url is not None
+    await manager.transfer(call, req.aleg_url, req.aleg_method)
+    return _accepted(request, "transfer", call)
+
+
+async def play_call(request: web.Request) -> web.Response:
+    """POST .../Call/{call_uuid}/Play/: play audio URLs on the call."""
+    manager, call = _live(request)
+    req = plivo.parse_play_request(await _body(request))
+    await manager.play(call, req)
+    return _accepted(request, "play", call, (req.callback_url, req.callback_method))
+
+
+async def stop_play_call(request: web.Request) -> web.Response:
+    """DELETE .../Call/{call_uuid}/Play/: stop what Play started."""
+    manager, call = _live(request)
+    manager.stop_playback(call, "play")
+    return web.Response(status=204)
+
+
+async def speak_call(request: web.Request) -> web.Response:
+    """POST .../Call/{call_uuid}/Speak/: text to speech on the call."""
+    manager, call = _live(request)
+    req = plivo.parse_speak_request(await _body(request))
+    await manager.speak(call, req)
+    return _accepted(request, "speak", call, (req.callback_url, req.callback_method))
+
+
+async def stop_speak_call(request: web.Request) -> web.Response:
+    """DELETE .../Call/{call_uuid}/Speak/: stop what Speak started."""
+    manager, call = _live(request)
+    manager.stop_playback(call, "speak")
+    return web.Response(status=204)
+
+
+async def dtmf_call(request: web.Request) -> web.Response:
+    """POST .../Call/{call_uuid}/DTMF/: send digits on the A (or B) leg."""
+    manager, call = _live(request)
+    req = plivo.parse_digits_request(await _body(request))
+    manager.send_dtmf(call, req)
+    return _accepted(request, "digits", call, (req.callback_url, req.callback_method))
+
+
+async def record_call(request: web.Request) -> web.Response:
+    """POST .../Call/{call_uuid}/Record/: record the call; answers its URL and id."""
+    manager, call = _live(request)
+    req = plivo.parse_record_request(await _body(request))
+    recording_id, url = manager.start_recording(call, req, request[API_ID_KEY])
+    return _accepted(request, "record", call, None, url=url, recording_id=recording_id)
+
+
+async def stop_record_call(request: web.Request) -> web.Response:
+    """DELETE .../Call/{call_uuid}/Record/: stop every recording, or the one at ``URL``."""
+    manager, call = _live(request)
+    data = await _body(request) if request.can_read_body else {}
+    url = data.get("URL") or request.query.get("URL")
+    if url is not None and not isinstance(url, str):
+        raise ApiError(400, "URL must be a string")
+    stopped = manager.stop_recording(call, url or None)
+    if url and not stopped:
+        raise ApiError(404, f"no recording in progress at {url}")
+    return web.Response(status=204)
+
+
+_RECORDING_NAME_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.(wav|mp3)$")
+_RECORDING_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg"}
+
+
+async def recording_file(request: web.Request) -> web.StreamResponse:
+    """GET /v1/Account/{auth_id}/Recording/files/{name}: a finished recording (see module doc)."""
+    manager = request.app[MANAGER_KEY]
+    name = request.match_info["name"]
+    m = _RECORDING_NAME_RE.match(name)
+    if manager.account(request.match_info["auth_id"]) is None or m is None:
+        raise ApiError(404, "recording not found")
+    if manager.recording_in_progress(name):
+        raise ApiError(404, "recording is still in progress")
+    path = manager.recording_path(name)
+    if not path.is_file():
+        raise ApiError(404, "recording not found")
+    return web.FileResponse(path, headers={"Content-Type": _RECORDING_TYPES[m.group(1)]})
+
+
 async def openapi(request: web.Request) -> web.Response:
     return _json(200, openapi_document())
 
@@ -269,6 +401,15 @@ def create_app(manager: CallManager, store: Any, *, bulk_max: int = plivo.BULK_M
         ("/v1/Account/{auth_id}/Call/{call_uuid}/", "GET", get_call),
         ("/v1/Account/{auth_id}/Call/{call_uuid}/", "DELETE", hangup_call),
         ("/v1/Account/{auth_id}/Request/{request_uuid}/", "DELETE", cancel_request),
+        ("/v1/Account/{auth_id}/Call/{call_uuid}/", "POST", transfer_call),
+        ("/v1/Account/{auth_id}/Call/{call_uuid}/Play/", "POST", play_call),
+        ("/v1/Account/{auth_id}/Call/{call_uuid}/Play/", "DELETE", stop_play_call),
+        ("/v1/Account/{auth_id}/Call/{call_uuid}/Speak/", "POST", speak_call),
+        ("/v1/Account/{auth_id}/Call/{call_uuid}/Speak/", "DELETE", stop_speak_call),
+        ("/v1/Account/{auth_id}/Call/{call_uuid}/DTMF/", "POST", dtmf_call),
+        ("/v1/Account/{auth_id}/Call/{call_uuid}/Record/", "POST", record_call),
+        ("/v1/Account/{auth_id}/Call/{call_uuid}/Record/", "DELETE", stop_record_call),
+        ("/v1/Account/{auth_id}/Recording/files/{name}", "GET", recording_file),
         ("/openapi.json", "GET", openapi),
     ]
     for path, method, handler in routes:
@@ -349,6 +490,60 @@ def openapi_document() -> dict[str, Any]:
     for fld in ("bill_duration", "end_time"):
         for suffix in ("", "__gt", "__gte", "__lt", "__lte"):
             list_params.append(_param(fld + suffix, {"type": "string"}, f"{fld} filter"))
+    legs = {"type": "string", "enum": list(plivo.LEGS), "default": "aleg"}
+    callback = {"callback_url": {**url, "description": "Also receives the response fields."},
+                "callback_method": method}
+    live_schemas: dict[str, Any] = {
+        "Transfer": {"type": "object", "properties": {
+            "legs": {**legs, "description": "Only aleg is supported: the A leg runs the XML at aleg_url."},
+            "aleg_url": {**url, "description": "XML to run on the A leg instead of its current XML."},
+            "aleg_method": method, "bleg_url": url, "bleg_method": method}},
+        "Play": {"type": "object", "required": ["urls"], "properties": {
+            "urls": {"type": "string", "description": f"Comma-separated WAV/MP3 URLs (at most {plivo.PLAY_URLS_MAX})."},
+            "length": {"type": "integer", "minimum": 1, "description": "Seconds of audio at most."},
+            "legs": legs, "loop": {"type": "boolean", "default": False, "description": "Repeat until stopped."},
+            "mix": {"type": "boolean", "default": True, "description":
+                    "false: stop what the leg hears now and play at once; true: play when the "
+                    "current prompt ends (no true mixing in this media engine)."},
+            **callback}},
+        "Speak": {"type": "object", "required": ["text"], "properties": {
+            "text": {"type": "string", "maxLength": plivo.SPEAK_TEXT_MAX},
+            "voice": {"type": "string", "default": "WOMAN", "description": "WOMAN, MAN or Polly.<name> (espeak-ng)."},
+            "language": {"type": "string", "default": "en-US"},
+            "legs": legs, "loop": {"type": "boolean", "default": False},
+            "mix": {"type": "boolean", "default": True}, **callback}},
+        "DTMF": {"type": "object", "required": ["digits"], "properties": {
+            "digits": {"type": "string", "pattern": "^[0-9A-Da-d*#wW]+(@[0-9]+)?$"},
+            "leg": {"type": "string", "enum": ["aleg", "bleg"], "default": "aleg"}, **callback}},
+        "Record": {"type": "object", "properties": {
+            "time_limit": {"type": "integer", "minimum": 1, "maximum": plivo.TIME_LIMIT_CAP,
+                           "default": plivo.RECORD_TIME_LIMIT_DEFAULT},
+            "file_format": {"type": "string", "enum": list(plivo.RECORD_FORMATS), "default": "mp3"},
+            "record_channel_type": {"type": "string", "enum": ["mono"], "default": "mono"},
+            "transcription_type": {"type": "string", "description": "Accepted, ignored (no transcription)."},
+            "transcription_url": url, "transcription_method": method,
+            "callback_url": {**url, "description": "Posted when the recording ends: api_id, record_url, "
+                             "call_uuid, recording_id, recording_duration(_ms), recording_start_ms, recording_end_ms."},
+            "callback_method": method}},
+        "Accepted": {"type": "object", "required": ["message", "api_id"], "properties": {
+            "message": {"type": "string", "enum": sorted(plivo.LIVE_MESSAGES.values())},
+            "api_id": {"type": "string"},
+            "url": {"type": "string", "format": "uri", "description": "Record only: where the file is served."},
+            "recording_id": {"type": "string", "description": "Record only."}}},
+    }
+
+    def live_op(summary: str, schema: str | None, ok: str = "202") -> dict[str, Any]:
+        op: dict[str, Any] = {"summary": summary, "parameters": [auth_path, call_path]}
+        if schema is not None:
+            body = {"$ref": f"#/components/schemas/{schema}"}
+            op["requestBody"] = {"required": schema in ("Play", "Speak", "DTMF"), "content": {
+                "application/json": {"schema": body}, "application/x-www-form-urlencoded": {"schema": body}}}
+        if ok == "202":
+            op["responses"] = {"202": {"description": "accepted", "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/Accepted"}}}}, **err_responses}
+        else:
+            op["responses"] = {"204": {"description": "stopped"}, **err_responses}
+        return op
     return {
         "openapi": "3.1.0",
         "info": {"title": "softswitch: Plivo-compatible Voice API", "version": "1"},
@@ -366,6 +561,7 @@ def openapi_document() -> dict[str, Any]:
                         "api_id": {"type": "string"},
                     },
                 },
+                **live_schemas,
             },
         },
         "security": [{"basic": []}],
@@ -405,6 +601,37 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "Hang up a call (ringing calls are cancelled)",
                     "parameters": [auth_path, call_path],
                     "responses": {"204": {"description": "hung up"}, **err_responses},
+                },
+                "post": live_op("Transfer an answered call: run the XML at aleg_url", "Transfer"),
+            },
+            "/v1/Account/{auth_id}/Call/{call_uuid}/Play/": {
+                "post": live_op("Play audio on an answered call", "Play"),
+                "delete": live_op("Stop the audio Play started", None, "204"),
+            },
+            "/v1/Account/{auth_id}/Call/{call_uuid}/Speak/": {
+                "post": live_op("Speak text on an answered call", "Speak"),
+                "delete": live_op("Stop the speech Speak started", None, "204"),
+            },
+            "/v1/Account/{auth_id}/Call/{call_uuid}/DTMF/": {
+                "post": live_op("Send DTMF digits on an answered call", "DTMF"),
+            },
+            "/v1/Account/{auth_id}/Call/{call_uuid}/Record/": {
+                "post": live_op("Record an answered call (both directions, mono)", "Record"),
+                "delete": {**live_op("Stop recording (all, or the one at URL)", None, "204"),
+                           "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                               "type": "object", "properties": {"URL": {"type": "string", "format": "uri"}}}}}}},
+            },
+            "/v1/Account/{auth_id}/Recording/files/{name}": {
+                "get": {
+                    "summary": "A finished recording (no authentication: the random name is the capability)",
+                    "security": [],
+                    "parameters": [auth_path, {"name": "name", "in": "path", "required": True,
+                                               "schema": {"type": "string", "pattern": "^[0-9a-f-]{36}\\.(wav|mp3)$"}}],
+                    "responses": {
+                        "200": {"description": "the audio", "content": {"audio/wav": {}, "audio/mpeg": {}}},
+                        "404": {"description": "no such recording, or still in progress",
+                                "content": {"application/json": {"schema": error}}},
+                    },
                 },
             },
             "/v1/Account/{auth_id}/Request/{request_uuid}/": {
