@@ -65,6 +65,7 @@ from .api.plivo import (
     SpeakRequest,
     call_status_for,
     hangup_code,
+    plivo_time,
 )
 
 log = logging.getLogger("softswitch.call")
@@ -866,6 +867,45 @@ class CallManager:
             )
             self._post(call, "hangup", req.hangup_url, req.hangup_method, params)
         self._forget(call)
+
+    def post_interrupted_hangup(self, record: Mapping[str, Any]) -> None:
+        """The hangup callback of a call that a crash of the previous process ended
+        (:meth:`CallStore.mark_interrupted` closed its record): built from the stored request."""
+        params_in = record.get("params") or {}
+        url = params_in.get("hangup_url")
+        account = self.account(record.get("account_id") or "")
+        if not url or account is None:
+            return
+        status = record.get("call_status") or "failed"
+        answered = record.get("answer_time") is not None
+        code, name = hangup_code(causes.SYSTEM_SHUTDOWN, answered, "shutdown")
+        self.store.update_call(record["call_uuid"], hangup_cause_code=code)
+        params = {
+            "From": str(params_in.get("from") or record.get("from_number") or ""),
+            "To": str(record.get("to_number") or ""),
+            "RequestUUID": record["request_uuid"],
+            "ALegRequestUUID": record["request_uuid"],
+            "CallUUID": record["call_uuid"],
+            "ALegUUID": record["call_uuid"],
+            "Direction": "outbound",
+            "Event": "Hangup",
+            "CallStatus": status,
+            "SessionStart": "",
+            "STIRAttestation": "Not Applicable",
+            "HangupCause": causes.SYSTEM_SHUTDOWN,
+            "HangupCauseCode": str(code),
+            "HangupCauseName": name,
+            "HangupSource": "Error",
+            "Duration": str(record.get("call_duration") or 0),
+            "BillDuration": str(record.get("bill_duration") or 0),
+            "StartTime": plivo_time(record.get("initiation_time")),
+            "AnswerTime": plivo_time(record.get("answer_time")),
+            "EndTime": plivo_time(record.get("end_time")),
+        }
+        for key, value in (params_in.get("sip_headers") or {}).items():
+            params[str(key)] = str(value)
+        self.outbox.post(record["call_uuid"], "hangup", url, params_in.get("hangup_method") or "POST",
+                         params, auth_token=account.auth_token)
 
     async def _update(self, call: Call, **fields: Any) -> None:
         # The store merges ``extra`` (a JSON merge patch), so no read is needed here.

@@ -139,9 +139,10 @@ class Server:
         cfg = self.config
         self.store = CallStore(cfg.db_path)
         # Calls a previous process left live died with it (their dialogs and media are gone).
-        self.interrupted = self.store.mark_interrupted()
-        if self.interrupted:
-            log.warning("%d call(s) left live by the previous run were closed", self.interrupted)
+        interrupted = self.store.mark_interrupted()
+        self.interrupted = len(interrupted)
+        if interrupted:
+            log.warning("%d call(s) left live by the previous run were closed", len(interrupted))
         self.outbox = WebhookOutbox(
             self.store,
             timeout_s=cfg.webhook_timeout_s,
@@ -173,6 +174,11 @@ class Server:
         # Answered calls run their Plivo XML (softswitch.callcontrol); a dialer without
         # media streams (a test double) has its calls held, as before the interpreter.
         self.manager.app_runner = self.manager.run_xml
+        for account_id, call_uuid in interrupted:
+            # hangup_url fires exactly once per call, however it ends: a crash included.
+            record = self.store.get_call(account_id, call_uuid)
+            if record is not None:
+                self.manager.post_interrupted_hangup(record)
         Path(self.manager.data_dir, "recordings").mkdir(parents=True, exist_ok=True)
         app = create_app(self.manager, self.store, bulk_max=cfg.limits.bulk_max)
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)

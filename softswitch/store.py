@@ -451,8 +451,9 @@ class CallStore:
             ).fetchall()
         return [self._row(r) for r in rows]
 
-    def mark_interrupted(self, now: datetime | None = None) -> int:
-        """At startup, end the calls a crash left live; returns how many.
+    def mark_interrupted(self, now: datetime | None = None) -> list[tuple[str, str]]:
+        """At startup, end the calls a crash left live; returns their (account id, call uuid)
+        pairs (the caller still owes each one its hangup callback).
 
         Their SIP dialogs and media died with the old process, so each becomes terminal with
         ``hangup_cause_name='SYSTEM_SHUTDOWN'``, ``hangup_source='Error'`` and ``end_time=now``.
@@ -466,7 +467,7 @@ class CallStore:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 rows = self._db.execute(
-                    f"SELECT call_uuid, answer_time FROM calls WHERE call_status IN ({marks})",
+                    f"SELECT account_id, call_uuid, answer_time FROM calls WHERE call_status IN ({marks})",
                     LIVE_STATUSES,
                 ).fetchall()
                 for row in rows:
@@ -499,7 +500,7 @@ class CallStore:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-        return len(rows)
+        return [(row["account_id"], row["call_uuid"]) for row in rows]
 
     def delete_calls_before(self, end_time: str) -> int:
         """Purge ended calls older than ``end_time`` (retention); returns how many."""

@@ -830,8 +830,6 @@ async def test_records_survive_a_crash(sipp: Any, tmp_path: Path, sdk_base: Any,
 
 
 @needs_sipp
-@pytest.mark.xfail(strict=True, reason="a call a crash left live is closed in the store at the next start "
-                   "(CallStore.mark_interrupted from Server.start) but its hangup_url is never called")
 async def test_call_interrupted_by_a_crash_gets_its_hangup_callback(sipp: Any, tmp_path: Path, sdk_base: Any,
                                                                     receiver: Receiver) -> None:
     """call.py: "hangup_url fires exactly once, when the call ends, however it ends" (seeds/002:

@@ -211,7 +211,7 @@ def test_live_calls_and_mark_interrupted(tmp_path: Any) -> None:
     s.close()
     s = CallStore(path)
     now = T0 + timedelta(minutes=41, seconds=90)
-    assert s.mark_interrupted(now) == 4  # live1, live2, q and the other account's queued call
+    assert len(s.mark_interrupted(now)) == 4  # live1, live2, q and the other account's queued call
     assert s.live_calls(ACC) == []
     answered = s.get_call(ACC, "live2")
     assert answered is not None
@@ -223,7 +223,7 @@ def test_live_calls_and_mark_interrupted(tmp_path: Any) -> None:
     assert (
         ringing is not None and ringing["call_status"] == "failed" and ringing["bill_duration"] == 0
     )
-    assert s.mark_interrupted(now) == 0
+    assert s.mark_interrupted(now) == []
     done = s.get_call(ACC, "c01")
     assert done is not None and done["hangup_cause_name"] is None  # ended calls untouched
     s.close()
