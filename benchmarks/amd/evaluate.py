@@ -365,7 +365,7 @@ def evaluate_calls(
             if decision is not None and decision.beep_at_ms is None and decision.status != "HUMAN":
                 try:
                     beep = await asyncio.wait_for(detection.beep, max(1.0, seconds - decision.decided_at_ms / 1000 + 2))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     beep = None
             elif decision is not None and decision.beep_at_ms is not None:
                 beep = decision
