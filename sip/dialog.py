@@ -22,13 +22,11 @@ class DialogError(Exception):
 
 
 def _contact_uri(message: SipRequest | SipResponse) -> str | None:
-    contacts = message.get_all("Contact")
-    if not contacts:
-        return None
     try:
-        return str(NameAddr.parse(contacts[0]).uri)
+        contacts = message.contacts  # parsed once per message and cached
     except ValueError:
         return None
+    return str(contacts[0].uri) if contacts else None
 
 
 def _tag_of(header_value: str | None) -> str | None:

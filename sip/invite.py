@@ -388,7 +388,7 @@ class ClientInviteSession:
             return actions
         if response.status == 100:
             return actions
-        tag = NameAddr.parse(response.get("To") or "").tag
+        tag = _safe_tag(response, "to")
         dialog = None
         if tag:
             dialog = self.dialogs.get(tag)
@@ -424,7 +424,7 @@ class ClientInviteSession:
         return actions
 
     def _on_2xx(self, response: SipResponse, now: float) -> list[Action]:
-        tag = NameAddr.parse(response.get("To") or "").tag or ""
+        tag = _safe_tag(response, "to") or ""
         if tag in self._acks:
             return [self._acks[tag]]  # 2xx retransmission: the same ACK again
         dialog = self.dialogs.get(tag)
@@ -649,8 +649,8 @@ class ClientInviteSession:
 
     def matches(self, request: SipRequest) -> bool:
         """Does this in-dialog request belong to one of our dialogs?"""
-        tag = NameAddr.parse(request.get("From") or "").tag
-        to_tag = NameAddr.parse(request.get("To") or "").tag
+        tag = _safe_tag(request, "from")
+        to_tag = _safe_tag(request, "to")
         return (
             request.call_id == self.call_id
             and tag in self.dialogs
@@ -660,7 +660,7 @@ class ClientInviteSession:
     def on_request(self, request: SipRequest, now: float) -> tuple[SipResponse | None, list[Action]]:
         """An in-dialog request from the callee; returns our response (None for ACK)."""
         method = request.method
-        tag = NameAddr.parse(request.get("From") or "").tag or ""
+        tag = _safe_tag(request, "from") or ""
         dialog = self.dialogs.get(tag)
         if dialog is None or dialog.state == "terminated" and method != "BYE":
             return (None if method == "ACK" else self._response(request, 481), [])
@@ -773,6 +773,14 @@ class ClientInviteSession:
         self._refresh_at = self._expire_at = None
         self.terminated = Terminated(now, cause, status if status is not None else self.final_status, reason, source)
         return [Emit(self.terminated)]
+
+
+def _safe_tag(message: SipRequest | SipResponse, which: str) -> str | None:
+    """The From/To tag from the message's cached parsed view (parsed once per message)."""
+    try:
+        return message.to_tag if which == "to" else message.from_tag
+    except ValueError:
+        return None
 
 
 def _reason_header(cause: str) -> str:

@@ -36,7 +36,7 @@ from sip.events import (
     Ringing,
     Terminated,
 )
-from sip.headers import NameAddr, Via
+from sip.headers import Via
 from sip.invite import (
     ClientInviteSession,
     Emit,
@@ -958,7 +958,10 @@ class UserAgent:
         self._drain_server(tx)
 
     def _handle_new_request(self, request: SipRequest) -> SipResponse | None:
-        to_tag = NameAddr.parse(request.get("To") or "").tag
+        try:
+            to_tag = request.to_tag
+        except ValueError:
+            to_tag = None
         if to_tag:
             call = self._calls.get(request.call_id)
             if call is None or not call.session.matches(request):
