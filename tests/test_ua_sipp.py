@@ -253,3 +253,42 @@ async def test_rfc3263_srv_lookup_and_failover(sipp):
         transport.close()
     await asyncio.to_thread(busy.assert_ok)
     await asyncio.to_thread(good.assert_ok)
+
+
+def _has_ipv6_loopback() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback")
+async def test_ipv6_call_with_media(tmp_path):
+    import subprocess
+
+    from media.engine import MediaConfig
+    from tests.conftest import free_port
+
+    port, media_port = free_port(), free_port(pair=True)
+    proc = subprocess.Popen(["sipp", "-sn", "uas", "-i", "::1", "-p", str(port), "-m", "1", "-nostdin",
+                             "-timeout", "15s", "-mi", "::1", "-mp", str(media_port), "-rtp_echo"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
+    try:
+        await asyncio.sleep(0.3)
+        config = UserAgentConfig(host="::1", port=0, media=MediaConfig(bind_host="::1"))
+        async with UserAgent(config) as agent:
+            call = await agent.dial(f"sip:bob@[::1]:{port}", from_user="1000")
+            assert await asyncio.wait_for(call.wait_answered(), 10), call.terminated
+            assert "[::1]" in call.session.invite.get("Via") and "[::1]" in call.session.invite.get("From")
+            await asyncio.sleep(0.5)
+            assert call.stats()["packets_received"] > 0  # sipp echoed our RTP over IPv6
+            await call.hangup()
+            assert (await call.wait_terminated()).cause == causes.NORMAL_CLEARING
+        assert await asyncio.to_thread(proc.wait, 15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -57,10 +57,27 @@ class UdpTransport(asyncio.DatagramProtocol):
         )
         return protocol
 
+    #: Receive buffer asked for on the SIP socket: bursts of call setups arrive faster than
+    #: one event-loop turn drains them, and the kernel default (~200 KiB) drops them.
+    RECEIVE_BUFFER = 4 * 1024 * 1024
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        sock = transport.get_extra_info("sockname")
-        self.local = (sock[0], sock[1])
+        sockname = transport.get_extra_info("sockname")
+        self.local = (sockname[0], sockname[1])
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            import socket as _socket
+
+            # SO_RCVBUFFORCE passes net.core.rmem_max when we may (root); else the kernel caps it.
+            for option in (getattr(_socket, "SO_RCVBUFFORCE", None), _socket.SO_RCVBUF):
+                if option is None:
+                    continue
+                try:
+                    sock.setsockopt(_socket.SOL_SOCKET, option, self.RECEIVE_BUFFER)
+                    break
+                except OSError:
+                    continue
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[override]
         source = (addr[0], addr[1])

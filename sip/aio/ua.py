@@ -533,6 +533,8 @@ class UserAgent:
         if gw is not None and credentials is None and gw.username:
             credentials = Credentials(gw.username, gw.password or "", gw.realm)
         from_host = (gw.from_domain if gw and gw.from_domain else None) or self.config.from_domain or self.local_host
+        if ":" in from_host and not from_host.startswith("["):
+            from_host = f"[{from_host}]"  # RFC 3261 §25.1: IPv6reference in a URI
         from_uri = f"sip:{_escape_user(from_user)}@{from_host}"
         to_uri = request_uri.split(";", 1)[0] if ";" in request_uri.split("@")[-1] else request_uri
         extra = list((headers or {}).items())
