@@ -40,8 +40,27 @@ Send path: ptime is a multiple of 20 ms (frames are accumulated); a peer asking 
 ptime gets ``MediaConfig.ptime_ms``. While on hold (our direction without "send") sources and
 DTMF jobs still advance but no RTP is sent.
 
-Playback: :meth:`MediaStream.play` queues sources; they play one after another. A
-``send_digits`` job pre-empts playback (the source is not read while digits are sent).
+Playback: :meth:`MediaStream.play` queues sources; they play one after another. With
+``mix=True`` a source is an overlay instead (Plivo's live Play/Speak ``mix=true``): it starts
+on the next tick and each of its frames is summed (int32, clipped to int16) into whatever
+the stream sends that tick: the playing source, bridged audio, or silence. Overlays never
+delay or interrupt the queue, several may run at once, and each ends on its own.
+
+What a stream sends on a tick, in order of precedence:
+
+1. a ``send_digits`` job pre-empts everything: RFC 4733 event packets or an in-band tone
+   frame; neither the queued source nor the overlays are read meanwhile (they resume
+   where they were), so nothing is summed into the Q.23 tones;
+2. else the queued source's frame; a prompt on one leg of a bridge replaces what that
+   leg hears (Plivo ``mix=false``), so the bridged frame of this tick is dropped;
+3. else the bridged frame (:meth:`MediaEngine.bridge`), else silence;
+4. plus the overlays' frames.
+
+Bridged audio is relayed in real time: the frame a stream received on a tick is what its
+peer sends on the same tick. Frames that were not sent on their tick (the peer was playing
+a prompt or sending digits, or had no negotiated media yet) are dropped, not played late,
+so a prompt never leaves a backlog that would delay the bridged audio for the rest of the
+call.
 """
 
 from __future__ import annotations
@@ -295,6 +314,7 @@ class MediaStream:
         self._silent_ticks = 0
         self._play_queue: deque[_PlayItem] = deque()
         self._playing: _PlayItem | None = None
+        self._overlays: list[_PlayItem] = []  # mix=True sources, summed into every frame
         self._digits_queue: deque[_DigitsJob] = deque()
         self._digits: _DigitsJob | None = None
 
@@ -458,27 +478,52 @@ class MediaStream:
     def _future(self) -> asyncio.Future[Any]:
         return self._engine.loop.create_future()
 
-    def play(self, source: Any, *, interrupt_on_dtmf: bool = False) -> asyncio.Future[str]:
-        """Queue a source (anything with ``read(n) -> int16 array | None``). Sources play in
-        order. The future's result is ``"completed"``, ``"stopped"`` (stop_play) or
-        ``"dtmf"`` (interrupted by a received digit when ``interrupt_on_dtmf``); it is
-        cancelled if the stream closes first. Playback starts once media flows."""
+    def play(
+        self, source: Any, *, mix: bool = False, interrupt_on_dtmf: bool = False
+    ) -> asyncio.Future[str]:
+        """Play a source (anything with ``read(n) -> int16 array | None``).
+
+        ``mix=False``: queue it; queued sources play in order and replace bridged audio.
+        ``mix=True``: overlay it from the next tick on, summed into whatever is sent (the
+        queued source, bridged audio or silence) without delaying or stopping it.
+        The future's result is ``"completed"``, ``"stopped"`` (:meth:`stop_play`,
+        :meth:`stop_overlays`) or ``"dtmf"`` (interrupted by a received digit when
+        ``interrupt_on_dtmf``); it is cancelled if the stream closes first, and cancelling
+        it stops the source. Playback starts once media flows (after offer/answer)."""
         self._check_open()
         item = _PlayItem(source, self._future(), interrupt_on_dtmf)
-        self._play_queue.append(item)
+        if mix:
+            self._overlays.append(item)
+        else:
+            self._play_queue.append(item)
         return item.future
 
     def stop_play(self) -> None:
-        """Stop the playing source and drop the queued ones (their futures: ``"stopped"``)."""
+        """Stop everything this stream plays: the playing source, the queued ones and the
+        overlays (their futures: ``"stopped"``)."""
         items = ([self._playing] if self._playing else []) + list(self._play_queue)
         self._playing = None
         self._play_queue.clear()
         for item in items:
             _finish(item.future, "stopped", close=item.source)
+        self.stop_overlays()
+
+    def stop_overlays(self) -> None:
+        """Stop the ``mix=True`` sources only (their futures: ``"stopped"``); the queue and
+        bridged audio go on."""
+        items, self._overlays = self._overlays, []
+        for item in items:
+            _finish(item.future, "stopped", close=item.source)
 
     @property
     def playing(self) -> bool:
-        return self._playing is not None or bool(self._play_queue)
+        """True while a source plays, is queued, or is mixed in as an overlay."""
+        return self._playing is not None or bool(self._play_queue) or bool(self._overlays)
+
+    @property
+    def overlays(self) -> int:
+        """How many ``mix=True`` sources are being mixed in."""
+        return len(self._overlays)
 
     def send_digits(
         self, digits: str | list[Any], *, mode: str = "auto", tone_ms: int | None = None
@@ -564,10 +609,12 @@ class MediaStream:
             except OSError:
                 pass
         self.closed = True
-        for item in ([self._playing] if self._playing else []) + list(self._play_queue):
+        items = ([self._playing] if self._playing else []) + list(self._play_queue)
+        for item in items + self._overlays:
             _cancel(item.future, close=item.source)
         self._playing = None
         self._play_queue.clear()
+        self._overlays = []
         for job in ([self._digits] if self._digits else []) + list(self._digits_queue):
             _cancel(job.future)
         self._digits = None
@@ -673,6 +720,11 @@ class MediaStream:
                 if i.interrupt_on_dtmf:
                     _finish(i.future, "dtmf", close=i.source)
             self._play_queue = kept
+        if any(i.interrupt_on_dtmf for i in self._overlays):
+            for i in self._overlays:
+                if i.interrupt_on_dtmf:
+                    _finish(i.future, "dtmf", close=i.source)
+            self._overlays = [i for i in self._overlays if not i.interrupt_on_dtmf]
         if self.on_dtmf is not None:
             try:
                 self.on_dtmf(event)
@@ -713,28 +765,65 @@ class MediaStream:
 
     # --- send path ------------------------------------------------------------------------
 
+    @staticmethod
+    def _read_item(item: _PlayItem) -> np.ndarray | None:
+        """The item's next 20 ms frame (padded with silence), or None once it has ended
+        (its future is then done: ``"completed"``, or the source's exception)."""
+        if item.future.done():  # cancelled by its owner, or stopped meanwhile
+            _close_source(item.source)
+            return None
+        try:
+            frame = item.source.read(FRAME_SAMPLES)
+        except Exception as exc:  # a broken file must not stop the clock
+            log.exception("media source failed")
+            if not item.future.done():
+                item.future.set_exception(exc)
+            _close_source(item.source)
+            return None
+        if frame is None or len(frame) == 0:
+            _finish(item.future, "completed", close=item.source)
+            return None
+        frame = np.asarray(frame, dtype=np.int16)
+        if frame.size < FRAME_SAMPLES:
+            frame = np.concatenate((frame, _SILENCE[: FRAME_SAMPLES - frame.size]))
+        return frame[:FRAME_SAMPLES]
+
     def _next_source_frame(self) -> np.ndarray | None:
         while self._playing is not None or self._play_queue:
             if self._playing is None:
                 self._playing = self._play_queue.popleft()
-            item = self._playing
-            try:
-                frame = item.source.read(FRAME_SAMPLES)
-            except Exception as exc:  # a broken file must not stop the clock
-                log.exception("media source failed")
-                self._playing = None
-                if not item.future.done():
-                    item.future.set_exception(exc)
-                continue
-            if frame is None or len(frame) == 0:
-                self._playing = None
-                _finish(item.future, "completed", close=item.source)
-                continue
-            frame = np.asarray(frame, dtype=np.int16)
-            if frame.size < FRAME_SAMPLES:
-                frame = np.concatenate((frame, _SILENCE[: FRAME_SAMPLES - frame.size]))
-            return frame[:FRAME_SAMPLES]
+            frame = self._read_item(self._playing)
+            if frame is not None:
+                return frame
+            self._playing = None
         return None
+
+    def _overlay_sum(self) -> np.ndarray | None:
+        """This tick's frames of every overlay summed in int32 (None when none plays)."""
+        if not self._overlays:
+            return None
+        total: np.ndarray | None = None
+        running: list[_PlayItem] = []
+        for item in self._overlays:
+            frame = self._read_item(item)
+            if frame is None:
+                continue
+            running.append(item)
+            if total is None:
+                total = frame.astype(np.int32)
+            else:
+                total += frame
+        self._overlays = running
+        return total
+
+    def _take_bridged(self) -> np.ndarray | None:
+        """The frame the bridge peer received this tick; anything older is dropped (see the
+        module docstring: bridged audio is never played late)."""
+        if not self._bridge_in:
+            return None
+        frame = self._bridge_in[-1]
+        self._bridge_in.clear()
+        return frame
 
     def _start_digits(self, job: _DigitsJob) -> bool:
         neg = self._negotiated
@@ -792,10 +881,18 @@ class MediaStream:
             self._pending.clear()
         packets, frame, digits_active = self._digits_tick()
         silence = False
-        if not digits_active:
+        if digits_active:
+            self._bridge_in.clear()  # digits replace the bridged audio of this tick
+        else:
             frame = self._next_source_frame()
-            if frame is None and self._bridge_in:
-                frame = self._bridge_in.popleft()
+            bridged = self._take_bridged()  # taken (and dropped under a prompt) every tick
+            if frame is None:
+                frame = bridged
+            overlay = self._overlay_sum()
+            if overlay is not None:
+                if frame is not None:
+                    overlay += frame
+                frame = np.clip(overlay, -32768, 32767).astype(np.int16)
         if frame is None and not packets:
             frame, silence = _SILENCE, True
         if frame is not None and self._send_taps:
@@ -981,7 +1078,9 @@ class MediaEngine:
 
     def bridge(self, a: MediaStream, b: MediaStream) -> None:
         """Relay audio both ways: each tick, the frame received on one stream is what the
-        other sends (when it has nothing queued to play). One bridge per stream."""
+        other sends on the same tick, unless that one plays a queued source or sends
+        digits: the bridged frame is then dropped, never delayed (overlays are summed into
+        it). One bridge per stream."""
         if a is b:
             raise ValueError("cannot bridge a stream to itself")
         self.unbridge(a)

@@ -22,11 +22,11 @@ Live call control (the API on an answered call) is here too, over the A leg's RT
 
 * transfer: the running XML application is cancelled and the document at ``aleg_url`` runs
   instead (fetched like answer_url, signed, with retries; no fallback);
-* Play/Speak: audio queued on the leg. ``mix=false`` stops what the leg hears now (the XML
-  verb playing is cut short and the application goes on with its next verb) and plays at
-  once; ``mix=true`` (Plivo's default) cannot mix in this media engine (one source plays at
-  a time), so the audio starts as soon as the current prompt ends. ``length`` bounds the
-  playback, ``loop`` repeats it until stopped; DELETE stops only what the API started;
+* Play/Speak: ``mix=true`` (Plivo's default) mixes the audio into what the leg hears (the
+  XML prompt, a bridged B leg, or silence) without cutting or delaying it; ``mix=false``
+  stops what the leg hears now (the XML verb playing is cut short and the application goes
+  on with its next verb) and plays at once. ``length`` bounds the playback, ``loop``
+  repeats it until stopped; DELETE stops only what the API started;
 * DTMF: the ``send_digits`` grammar, RFC 4733 or in-band as negotiated;
 * Record: both directions of the A leg (what the callee says and what it hears, including a
   bridged B leg), mixed to mono, to ``<data_dir>/recordings/<recording_id>.<format>``, until
@@ -593,7 +593,7 @@ class CallManager:
             return
         try:
             await asyncio.wait_for(asyncio.shield(call.amd.decision), call.request.machine_detection_time / 1000 + 2)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return
         # Let _on_machine (scheduled by the decision callback) record it first.
         for _ in range(3):
@@ -1038,6 +1038,8 @@ class CallManager:
             from media.play import FileSource
 
             paths = [await cache.path_for(u) for u in req.urls]
+            # Each factory decodes a file (FileSource decodes up to 16 MB up front):
+            # _start_playback runs them in a worker thread, off the media clock's loop.
             return [lambda p=p: FileSource(p, loop=1) for p in paths]
 
         self._start_playback(call, playback, streams, sources, req.mix)
@@ -1072,12 +1074,22 @@ class CallManager:
                         if playback.stopped:
                             break
                         futures = []
-                        for stream in streams:
-                            if stream.closed:
+                        # Sources decode files when made: keep that off the event loop, and
+                        # make them all before starting any, so both legs start together.
+                        made = [(stream, await asyncio.to_thread(factory))
+                                for stream in streams if not stream.closed]
+                        for stream, source in made:
+                            if playback.stopped or stream.closed:
+                                with contextlib.suppress(Exception):
+                                    source.close()
                                 continue
                             if first and not mix:
                                 stream.stop_play()  # mix=false: the leg hears only this
-                            futures.append(stream.play(_PlaybackSource(factory(), playback)))
+                            # mix=true: summed into what the leg hears (prompt, bridged
+                            # audio, silence) without cutting or delaying it.
+                            futures.append(
+                                stream.play(_PlaybackSource(source, playback), mix=mix)
+                            )
                         if not futures:  # every leg is gone
                             break
                         first = False

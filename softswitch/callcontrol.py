@@ -166,7 +166,9 @@ def dial_status(cause: str, *, dial_timed_out: bool) -> str:
 
 class LiveMedia(PlayModuleMedia):
     """:class:`~softswitch.xml.executor.MediaFactory` over :mod:`media.play` whose sources
-    play once (``loop=1``; ``loop=0`` means *forever* in :mod:`media.play`)."""
+    play once (``loop=1``; ``loop=0`` means *forever* in :mod:`media.play`).
+
+    :meth:`file` decodes (blocking); the executor calls it through ``asyncio.to_thread``."""
 
     @staticmethod
     def _play_mod() -> Any:
@@ -675,7 +677,8 @@ class LiveCallControl:
             path = await self.media_cache.path_for(url)
             from media.play import FileSource  # noqa: PLC0415
 
-            return FileSource(path, loop=loop)
+            # FileSource decodes the file when made: off the loop, or the media clock stalls.
+            return await asyncio.to_thread(FileSource, path, loop=loop)
         except Exception as exc:
             log.warning("call %s: cannot play %s: %s", self.call_uuid, url, exc)
             return None

@@ -232,7 +232,9 @@ async def _call(args: argparse.Namespace, host: str, port: int, rtp: tuple[int, 
                 if args.play and call.media is not None:
                     from media.play import FileSource
 
-                    call.media.play(FileSource(args.play))
+                    # Decode off the event loop: a long file would stall the media clock.
+                    source = await asyncio.to_thread(FileSource, args.play)
+                    call.media.play(source)
                 if args.hangup_after is not None:
                     asyncio.get_running_loop().call_later(
                         args.hangup_after, lambda: asyncio.ensure_future(call.hangup())

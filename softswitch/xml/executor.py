@@ -220,9 +220,14 @@ class MediaFactory(Protocol):
 
     def tone(self, freqs_hz: Sequence[float], duration_ms: int, level_dbm0: float) -> Any: ...
 
-    def pcm(self, samples: Any) -> Any: ...
+    def pcm(self, samples: Any) -> Any:
+        """A source over PCM from :meth:`tts` (cheap: wraps the array, no decoding)."""
+        ...
 
-    def file(self, path: str) -> Any: ...
+    def file(self, path: str) -> Any:
+        """A source for a local audio file. May block for a while (it may decode the whole
+        file up front): the executor calls it in a worker thread, never on the loop."""
+        ...
 
     async def tts(self, text: str, voice: str) -> Any:
         """Synthesize ``text`` with espeak-ng ``voice``; returns PCM for :meth:`pcm`."""
@@ -716,6 +721,12 @@ class XmlApplication:
         self.call.notify(url, method, params)
         return None
 
+    async def _file_source(self, path: str) -> Any:
+        """``media.file(path)`` in a worker thread: :class:`media.play.FileSource` decodes
+        files up to 16 MB when it is made, which on the event loop would stall the 20 ms
+        media clock (every call's RTP) for as long as the decode takes."""
+        return await asyncio.to_thread(self.media.file, path)
+
     # -- verbs --
 
     async def _speak(self, verb: Speak) -> None:
@@ -733,7 +744,7 @@ class XmlApplication:
         for _ in range(min(verb.loop, MAX_LOOPS)):
             if self.call.hung_up:
                 raise CallHungUp
-            await self.call.play(self.media.file(path))
+            await self.call.play(await self._file_source(path))
 
     async def _play_prompts(self, prompts: Sequence[Prompt]) -> str | None:
         """Play nested prompts; the first key pressed stops them and is returned."""
@@ -754,7 +765,7 @@ class XmlApplication:
                 if isinstance(prompt, Speak):
                     item = self.media.pcm(item)
                 elif isinstance(prompt, Play):
-                    item = self.media.file(item)
+                    item = await self._file_source(item)
                 key = await self.call.play(item, interrupt_on_digit=True)
                 if key is not None:
                     return key
@@ -803,7 +814,7 @@ class XmlApplication:
                 break
             if got and invalid_sound is not None:
                 path = await self.media_cache.path_for(invalid_sound)
-                await self.call.play(self.media.file(path))
+                await self.call.play(await self._file_source(path))
         if digits is None:
             return None  # no (valid) input: Plivo goes on with the next verb
         params = self.call.base_params()

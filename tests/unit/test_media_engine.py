@@ -578,3 +578,159 @@ async def test_sipp_rtp_echo_peer(engine: MediaEngine) -> None:
     finally:
         proc.kill()
         proc.wait(timeout=5)
+
+
+# --- overlays (play(mix=True)) and bridged audio under a prompt, tick by tick -------------
+
+
+class Const:
+    """A test source: ``frames`` frames of one sample value; counts its reads."""
+
+    def __init__(self, value: int, frames: int) -> None:
+        self.value, self.left = value, frames
+        self.reads = 0
+        self.closed = False
+
+    def read(self, n: int = 160) -> np.ndarray | None:
+        self.reads += 1
+        if self.left <= 0:
+            return None
+        self.left -= 1
+        return np.full(n, self.value, dtype=np.int16)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+async def manual() -> AsyncIterator[tuple[MediaEngine, MediaStream, MediaStream]]:
+    """An engine whose clock is not started: the test calls ``service()`` once per tick."""
+    eng = MediaEngine(MediaConfig(bind_host=LOOPBACK))
+    a, b = eng.create_stream(), eng.create_stream()
+    connect(a, b)
+    yield eng, a, b
+    await eng.stop()
+
+
+def sent_values(eng: MediaEngine, a: MediaStream, ticks: int) -> list[int]:
+    """Run ``ticks`` ticks; the (constant) value of each frame ``a`` sent."""
+    frames: list[np.ndarray] = []
+    a.add_send_tap(lambda f: frames.append(f.copy()))
+    for _ in range(ticks):
+        eng.service(eng.now(), time.time())
+    a.remove_send_tap(frames.append)
+    assert all(f.dtype == np.int16 and f.size == 160 and (f == f[0]).all() for f in frames)
+    return [int(f[0]) for f in frames]
+
+
+async def test_overlay_sums_into_the_prompt_and_silence(
+    manual: tuple[MediaEngine, MediaStream, MediaStream],
+) -> None:
+    eng, a, _ = manual
+    prompt = a.play(Const(1000, 3))
+    overlay = a.play(Const(-300, 5), mix=True)
+    assert a.playing and a.overlays == 1
+    # The prompt is neither delayed nor cut; the overlay goes on over silence after it.
+    assert sent_values(eng, a, 7) == [700, 700, 700, -300, -300, 0, 0]
+    assert prompt.result() == "completed" and overlay.result() == "completed"
+    assert not a.playing and a.overlays == 0
+
+
+async def test_overlay_sum_clips_to_int16(
+    manual: tuple[MediaEngine, MediaStream, MediaStream],
+) -> None:
+    eng, a, _ = manual
+    a.play(Const(30000, 1))
+    a.play(Const(-30000, 1))
+    a.play(Const(-30000, 1))
+    # The overlays sum to 15000 for two ticks (20000 + 30000 go past int16 on the way: the
+    # sum is int32), then to -10000 for one.
+    a.play(Const(20000, 2), mix=True)
+    a.play(Const(30000, 2), mix=True)
+    a.play(Const(-25000, 2), mix=True)
+    a.play(Const(-10000, 3), mix=True)
+    # 30000 + 15000 -> 32767; -30000 + 15000; -30000 - 10000 -> -32768; silence
+    assert sent_values(eng, a, 4) == [32767, -15000, -32768, 0]
+
+
+async def test_several_overlays_end_on_their_own(
+    manual: tuple[MediaEngine, MediaStream, MediaStream],
+) -> None:
+    eng, a, _ = manual
+    sources = [Const(100, 1), Const(200, 2), Const(400, 3)]
+    futures = [a.play(s, mix=True) for s in sources]
+    assert a.overlays == 3
+    assert sent_values(eng, a, 4) == [700, 600, 400, 0]
+    assert [f.result() for f in futures] == ["completed"] * 3
+    assert all(s.closed for s in sources)
+
+
+async def test_stop_overlays_and_stop_play(
+    manual: tuple[MediaEngine, MediaStream, MediaStream],
+) -> None:
+    eng, a, _ = manual
+    prompt_src, mix1, mix2 = Const(1000, 100), Const(10, 100), Const(20, 100)
+    prompt = a.play(prompt_src)
+    first, second = a.play(mix1, mix=True), a.play(mix2, mix=True)
+    assert sent_values(eng, a, 1) == [1030]
+    a.stop_overlays()
+    assert first.result() == "stopped" and second.result() == "stopped"
+    assert mix1.closed and mix2.closed and not prompt.done()
+    assert sent_values(eng, a, 1) == [1000]  # the prompt goes on where it was
+    third = a.play(Const(5, 100), mix=True)
+    queued = a.play(Const(7, 100))
+    a.stop_play()  # everything: prompt, queue and overlays
+    assert [f.result() for f in (prompt, third, queued)] == ["stopped"] * 3
+    assert not a.playing
+    assert sent_values(eng, a, 1) == [0]
+    # A cancelled future stops its overlay; close() cancels the rest.
+    gone, last = a.play(Const(3, 100), mix=True), a.play(Const(4, 100), mix=True)
+    gone.cancel()
+    assert sent_values(eng, a, 1) == [4]
+    a.close()
+    assert last.cancelled() and a.overlays == 0
+
+
+async def test_overlay_interrupt_on_dtmf_and_paused_by_digits(
+    manual: tuple[MediaEngine, MediaStream, MediaStream],
+) -> None:
+    eng, a, _ = manual
+    keep_src = Const(50, 100)
+    keep = a.play(keep_src, mix=True)
+    cut = a.play(Const(60, 100), mix=True, interrupt_on_dtmf=True)
+    a._deliver_dtmf(DtmfEvent("5", 0.0, 60, "rfc4733"))
+    assert cut.result() == "dtmf" and not keep.done() and a.overlays == 1
+    # Digits pre-empt the overlays too: nothing is summed into the tones (or sent with the
+    # RFC 4733 events), and the overlay resumes where it was afterwards.
+    reads = keep_src.reads
+    digits = a.send_digits("1", mode="inband", tone_ms=60)
+    for _ in range(20):
+        eng.service(eng.now(), time.time())
+        if digits.done():
+            break
+        assert keep_src.reads == reads  # not read while the tone frames go out
+    assert digits.result() == 1
+    assert keep_src.reads == reads + 1  # the tick the job ended sends the overlay again
+    assert sent_values(eng, a, 1) == [50]
+
+
+async def test_prompt_on_a_bridged_leg_drops_the_bridged_frames(
+    manual: tuple[MediaEngine, MediaStream, MediaStream],
+) -> None:
+    eng, a, b = manual
+    c, d = eng.create_stream(), eng.create_stream()
+    connect(c, d)
+    eng.bridge(a, c)  # b <-> a = c <-> d: a sends b what c received from d, and back
+    for _ in range(3):  # media flows
+        eng.service(eng.now(), time.time())
+        await asyncio.sleep(0.002)
+    a.play(Const(1000, 10))
+    for _ in range(11):  # the 11th tick finds the source ended
+        eng.service(eng.now(), time.time())
+        await asyncio.sleep(0.002)
+        assert len(a._bridge_in) <= 1  # no backlog builds up under the prompt
+    assert not a.playing
+    # Bridged audio plus an overlay: summed.
+    a.play(Const(100, 5), mix=True)
+    values = sent_values(eng, a, 2)
+    assert values == [100, 100]  # d sends silence, relayed through c to a
