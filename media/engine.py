@@ -139,7 +139,12 @@ class MediaConfig:
     silence: str = "silence"
     """What to send when nothing plays: ``silence`` (encoded zeros), ``cn`` (RFC 3389
     comfort noise, if negotiated, else silence) or ``none`` (send nothing)."""
-    inband_dtmf_detect: bool = True
+    inband_dtmf_detect: bool | str = "auto"
+    """In-band (Goertzel) DTMF detection: ``"auto"`` runs it only when the peer did not
+    negotiate telephone-event (as Asterisk's ``dtmfmode=rfc2833`` and FreeSWITCH do: a peer
+    that offers RFC 4733 sends its digits that way, and detection costs a few µs per stream
+    per tick); ``True``/``"always"`` runs it on every stream until RFC 4733 packets arrive;
+    ``False`` never."""
     symmetric_rtp: bool = True
     """Send to the source address of received RTP (latch) instead of the SDP address."""
     media_timeout_s: float = 0.0
@@ -455,8 +460,13 @@ class MediaStream:
         self._receiving = True
         if self._rtcp.next_report is None:
             self._rtcp.schedule(now)
-        if self._config.inband_dtmf_detect and not self._seen_rfc4733 and self._detector is None:
+        mode = self._config.inband_dtmf_detect
+        wanted = bool(mode) and (mode != "auto" or neg.dtmf_payload_type is None)
+        if wanted and not self._seen_rfc4733 and self._detector is None:
             self._detector = self._engine._allocate_detector(self)
+        elif not wanted and self._detector is not None:
+            self._engine._release_detector(self._detector)
+            self._detector = None
 
     @property
     def negotiated(self) -> NegotiatedMedia | None:

@@ -236,8 +236,18 @@ async def test_send_digits_rfc4733(pair: tuple[MediaStream, MediaStream]) -> Non
     assert b._detector is None  # in-band detection released after the first RFC 4733 packet
 
 
+def _listen_inband(stream: MediaStream) -> None:
+    """Make ``stream`` run the in-band detector although telephone-event was negotiated."""
+    stream._config.inband_dtmf_detect = "always"
+    if stream._detector is None:
+        stream._detector = stream._engine._allocate_detector(stream)
+
+
 async def test_send_digits_inband(pair: tuple[MediaStream, MediaStream]) -> None:
+    # Both sides negotiated telephone-event, so "auto" detection would not listen for tones:
+    # a receiver that must also catch in-band digits opts in with "always".
     a, b = pair
+    _listen_inband(b)
     events: list[DtmfEvent] = []
     b.on_dtmf = events.append
     assert await asyncio.wait_for(a.send_digits("4D", mode="inband", tone_ms=100), 3) == 2
@@ -253,6 +263,19 @@ async def test_send_digits_validates_synchronously(pair: tuple[MediaStream, Medi
         a.send_digits("1", mode="sip-info")
 
 
+async def test_inband_detection_auto_follows_negotiation(pair: tuple[MediaStream, MediaStream], engine: MediaEngine) -> None:
+    a, b = pair
+    assert b.negotiated is not None and b.negotiated.dtmf_payload_type is not None
+    assert b._detector is None  # telephone-event negotiated: no Goertzel work per tick
+    c, d = engine.create_stream(), engine.create_stream()
+    answer = d.handle_offer(c.create_offer())
+    answer = "\r\n".join(
+        ln for ln in answer.split("\r\n") if not ln.startswith("a=") or "101" not in ln
+    ).replace(" 0 101", " 0")
+    c.apply_answer(answer)
+    assert c._detector is not None  # no telephone-event: listen for tones
+
+
 async def test_send_digits_auto_without_telephone_event(engine: MediaEngine) -> None:
     a, b = engine.create_stream(), engine.create_stream()
     offer = a.create_offer()
@@ -262,6 +285,7 @@ async def test_send_digits_auto_without_telephone_event(engine: MediaEngine) -> 
         ln for ln in answer.split("\r\n") if not ln.startswith("a=") or "101" not in ln
     ).replace(" 0 101", " 0")
     a.apply_answer(answer)
+    _listen_inband(b)  # b's own state still has telephone-event: the edit was on the wire only
     assert a.negotiated is not None and a.negotiated.dtmf_payload_type is None
     with pytest.raises(SdpError):
         await asyncio.wait_for(a.send_digits("1", mode="rfc4733"), 2)
