@@ -305,6 +305,7 @@ class MediaStream:
         self._last_rx: float | None = None
         self._timed_out = False
         self._taps: list[Callable[[np.ndarray], None]] = []
+        self._silence_payloads: dict[int, bytes] = {}
         self._send_taps: list[Callable[[np.ndarray], None]] = []
         self._detector: int | None = None  # slot in the engine's detector bank
         self._bridge_peer: MediaStream | None = None
@@ -699,6 +700,8 @@ class MediaStream:
             # CN, or a codec we cannot decode: the playout FIFO fills silence instead.
             return
         self._receiving = True
+        if not self._taps and self._bridge_peer is None and self._detector is None:
+            return  # nobody listens to this audio (no tap, bridge or detector): skip decoding
         samples = decoder(packet.payload)
         if self._playout_partial.size:
             samples = np.concatenate((self._playout_partial, samples))
@@ -938,6 +941,13 @@ class MediaStream:
                 return [sender.packet(cn, bytes([CN_LEVEL]))]  # type: ignore[arg-type]
             return []
         self._silent_ticks = 0
+        if silence and self._frames_per_packet == 1 and not self._pending:
+            # Encoded silence is the same bytes every tick: encode it once per codec.
+            payload = self._silence_payloads.get(self._send_pt)
+            if payload is None:
+                payload = self._silence_payloads[self._send_pt] = self._encoder(_SILENCE)  # type: ignore[misc]
+            marker, self._marker_next = self._marker_next, False
+            return [sender.packet(self._send_pt, payload, marker=marker, timestamp=sender.timestamp)]
         self._pending.append(frame)
         if len(self._pending) < self._frames_per_packet:
             return []
