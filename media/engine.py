@@ -285,6 +285,7 @@ class MediaStream:
         self._version = 1
         self._last_local_body: str | None = None
         self._local_offer: str | None = None
+        self._local_offer_parsed: SessionDescription | None = None
         self._last_answer: tuple[str | None, str] | None = None
         self._held = False
         self._negotiated: NegotiatedMedia | None = None
@@ -361,7 +362,7 @@ class MediaStream:
             )
 
         self._local_offer = self._versioned(build)
-        offer = SessionDescription.parse(self._local_offer)
+        offer = self._local_offer_parsed = SessionDescription.parse(self._local_offer)
         if self._negotiated is None:
             # Until the answer arrives, accept what we offered (early RTP may beat the 183).
             _, audio = offer.first_audio()
@@ -397,7 +398,9 @@ class MediaStream:
         key = (self._local_offer, sdp)
         if self._last_answer == key:
             return
-        negotiated = negotiate_answer(self._local_offer, sdp)
+        # The offer as parsed when we built it (parsing our own text again costs per call).
+        offer = self._local_offer_parsed or self._local_offer
+        negotiated = negotiate_answer(offer, sdp)
         self._last_answer = key
         self._apply(negotiated)
 
