@@ -107,6 +107,18 @@ class Dialog:
         """
         if method not in ("ACK", "CANCEL"):
             self.local_seq += 1
+        return self._request(method, self.local_seq, headers, body)
+
+    def create_ack(
+        self, invite_cseq: int, *, headers: list[tuple[str, str]] | None = None, body: bytes = b""
+    ) -> SipRequest:
+        """RFC 3261 §13.2.2.4: the ACK for a 2xx is an in-dialog request with the INVITE's
+        CSeq number, a new branch, and the dialog's route set."""
+        return self._request("ACK", invite_cseq, headers, body)
+
+    def _request(
+        self, method: str, seq: int, headers: list[tuple[str, str]] | None, body: bytes
+    ) -> SipRequest:
         uri, routes = self.request_uri_and_routes()
         req = SipRequest(method, uri)
         for route in routes:
@@ -115,30 +127,11 @@ class Dialog:
         req.add("From", self.local_header)
         req.add("To", self.remote_header)
         req.add("Call-ID", self.call_id)
-        req.add("CSeq", f"{self.local_seq} {method}")
+        req.add("CSeq", f"{seq} {method}")
         for name, value in headers or ():
             req.add(name, value)
         req.body = body
         return req
-
-    def create_ack(
-        self, invite_cseq: int, *, headers: list[tuple[str, str]] | None = None, body: bytes = b""
-    ) -> SipRequest:
-        """RFC 3261 §13.2.2.4: the ACK for a 2xx is an in-dialog request with the INVITE's
-        CSeq number, a new branch, and the dialog's route set."""
-        uri, routes = self.request_uri_and_routes()
-        ack = SipRequest("ACK", uri)
-        for route in routes:
-            ack.add("Route", route)
-        ack.add("Max-Forwards", "70")
-        ack.add("From", self.local_header)
-        ack.add("To", self.remote_header)
-        ack.add("Call-ID", self.call_id)
-        ack.add("CSeq", f"{invite_cseq} ACK")
-        for name, value in headers or ():
-            ack.add(name, value)
-        ack.body = body
-        return ack
 
     def request_uri_and_routes(self) -> tuple[str, list[str]]:
         """§12.2.1.1: loose routing keeps the remote target as Request-URI; strict routing

@@ -342,7 +342,27 @@ class ClientNonInviteTransaction(Transaction):
 # ----------------------------------------------------------------- server transactions
 
 
-class ServerInviteTransaction(Transaction):
+class _ServerTransaction(Transaction):
+    """What both server machines share: the TU's responses go in, the last one is resent."""
+
+    def respond(self, response: SipResponse, now: float) -> bool:
+        """The TU's response; False if the transaction no longer takes one."""
+        return self._step(_SEND_INPUT[_status_input(response.status)], now, response)
+
+    def _do_send(self, now: float, message: object) -> None:
+        assert isinstance(message, SipResponse)
+        self.last_response = message
+        self._events.append(SendMessage(message))
+
+    def _do_resend_last(self, now: float, message: object) -> None:
+        if self.last_response is not None:
+            self._events.append(SendMessage(self.last_response, retransmission=True))
+
+
+_SEND_INPUT = {I_1XX: I_SEND_1XX, I_2XX: I_SEND_2XX, I_FINAL: I_SEND_FINAL}
+
+
+class ServerInviteTransaction(_ServerTransaction):
     """RFC 3261 §17.2.1 (figure 7) with RFC 6026's Accepted state."""
 
     INITIAL = State.PROCEEDING
@@ -366,25 +386,6 @@ class ServerInviteTransaction(Transaction):
     def receive(self, request: SipRequest, now: float) -> bool:
         """A retransmitted INVITE, or the ACK for a non-2xx final response."""
         return self._step(I_ACK if request.method == "ACK" else I_REQUEST, now, request)
-
-    def respond(self, response: SipResponse, now: float) -> bool:
-        """The TU's response; False if the transaction no longer takes one."""
-        return self._step(
-            {I_1XX: I_SEND_1XX, I_2XX: I_SEND_2XX, I_FINAL: I_SEND_FINAL}[
-                _status_input(response.status)
-            ],
-            now,
-            response,
-        )
-
-    def _do_send(self, now: float, message: object) -> None:
-        assert isinstance(message, SipResponse)
-        self.last_response = message
-        self._events.append(SendMessage(message))
-
-    def _do_resend_last(self, now: float, message: object) -> None:
-        if self.last_response is not None:
-            self._events.append(SendMessage(self.last_response, retransmission=True))
 
     def _do_start_L(self, now: float, message: object) -> None:
         self._start("L", now, 64 * self.timers.t1)
@@ -416,7 +417,7 @@ class ServerInviteTransaction(Transaction):
         self._start("I", now, 0.0 if self.reliable else self.timers.t4)
 
 
-class ServerNonInviteTransaction(Transaction):
+class ServerNonInviteTransaction(_ServerTransaction):
     """RFC 3261 §17.2.2 (figure 8)."""
 
     INITIAL = State.TRYING
@@ -435,24 +436,6 @@ class ServerNonInviteTransaction(Transaction):
 
     def receive(self, request: SipRequest, now: float) -> bool:
         return self._step(I_REQUEST, now, request)
-
-    def respond(self, response: SipResponse, now: float) -> bool:
-        return self._step(
-            {I_1XX: I_SEND_1XX, I_2XX: I_SEND_2XX, I_FINAL: I_SEND_FINAL}[
-                _status_input(response.status)
-            ],
-            now,
-            response,
-        )
-
-    def _do_send(self, now: float, message: object) -> None:
-        assert isinstance(message, SipResponse)
-        self.last_response = message
-        self._events.append(SendMessage(message))
-
-    def _do_resend_last(self, now: float, message: object) -> None:
-        if self.last_response is not None:
-            self._events.append(SendMessage(self.last_response, retransmission=True))
 
     def _do_start_J(self, now: float, message: object) -> None:
         self._start("J", now, 0.0 if self.reliable else 64 * self.timers.t1)
