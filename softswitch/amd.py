@@ -28,8 +28,8 @@ class MachineDetection:
     the voicemail beep, or ``None`` when no beep comes (human, ended call, beep wait over).
     """
 
-    def __init__(self, call: Any, params: AmdParams, *, on_decision: Callable[[AmdResult], None] | None = None,
-                 on_beep: Callable[[AmdResult], None] | None = None):
+    def __init__(self, call: Any, params: AmdParams, *, on_decision: Callable[[AmdResult], object] | None = None,
+                 on_beep: Callable[[AmdResult], object] | None = None):
         self.call = call
         self.params = params
         self.detector = AnsweringMachineDetector(params)

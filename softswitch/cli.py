@@ -13,6 +13,7 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from typing import NoReturn
 
 from sip import causes
 from sip.events import Answered, DigitReceived, EarlyMedia, Ringing, Terminated, Trying
@@ -21,7 +22,7 @@ EXIT_ANSWERED, EXIT_NOT_ANSWERED, EXIT_USAGE = 0, 1, 2
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse exits 2 as well; keep its message
+    def error(self, message: str) -> NoReturn:  # argparse exits 2 as well; keep its message
         self.print_usage(sys.stderr)
         print(f"{self.prog}: error: {message}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)

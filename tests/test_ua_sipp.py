@@ -292,3 +292,13 @@ async def test_ipv6_call_with_media(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+async def test_reinvite_without_sdp_gets_our_offer(ua, sipp):
+    peer = sipp("uas_reinvite_delayed.xml")
+    call = await ua.dial(peer.uri, from_user="1000")
+    assert await asyncio.wait_for(call.wait_answered(), 10)
+    await asyncio.sleep(1.5)  # sipp re-INVITEs without SDP; we offer in the 200; it answers in the ACK
+    assert call.terminated is None
+    await call.hangup()
+    await asyncio.to_thread(peer.assert_ok)

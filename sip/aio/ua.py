@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import heapq
 import ipaddress
 import itertools
@@ -556,7 +557,7 @@ class UserAgent:
                 sdp=sdp,
                 headers=extra,
                 credentials=credentials,
-                offer_handler=media.handle_offer if media is not None else None,
+                offer_handler=_offer_handler(media) if media is not None else None,
             )
         except Exception:
             if media is not None:
@@ -564,7 +565,7 @@ class UserAgent:
             raise
         call = OutboundCall(self, session, media, call_uuid or str(uuidlib.uuid4()), ring_timeout)
         self._calls[session.call_id] = call
-        call.add_listener(lambda ev, c=call: self._on_call_event(c, ev))
+        call.add_listener(functools.partial(self._on_call_event, call))
         self._run_actions(call, session.start(self._now()))
         return call
 
@@ -792,7 +793,7 @@ class UserAgent:
             if isinstance(event, SendMessage):
                 self._transmit(
                     event.message.serialize(), transport, address,
-                    on_error=lambda tx=tx: self._client_transport_error(tx),
+                    on_error=functools.partial(self._client_transport_error, tx),
                 )
             elif isinstance(event, ResponseReceived):
                 if event.response.status == 503 and self._fail_over(tx):
@@ -997,6 +998,18 @@ class UserAgent:
 
     def _reply_stateless(self, request: SipRequest, status: int, inbound: Inbound, address: Address) -> None:
         self._transmit(self._plain_response(request, status).serialize(), inbound.transport, address, inbound)
+
+
+def _offer_handler(media: MediaStream) -> Callable[[str | None], str]:
+    """Our side of an offer/answer exchange the callee starts with re-INVITE or UPDATE.
+
+    RFC 3261 §14.2: a re-INVITE without a body asks us to offer; our 200 carries the offer
+    and the answer comes in the ACK (applied through ``RemoteSdp``)."""
+
+    def handle(offer: str | None) -> str:
+        return media.handle_offer(offer) if offer else media.create_offer()
+
+    return handle
 
 
 def _phrase(error: SipParseError) -> str:
