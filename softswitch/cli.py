@@ -91,12 +91,19 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--machine-detection-time", type=int, default=5000, metavar="MS")
     call.add_argument("--play", metavar="FILE", help="play this WAV/MP3 file after answer")
 
-    bench = sub.add_parser("bench", help="capacity benchmarks against a sipp UAS (see benchmarks/)")
+    bench = sub.add_parser("bench", help="capacity benchmarks against a sipp UAS (see benchmarks/)",
+                           add_help=False)  # --help goes to the benchmarks' own parser
     bench.add_argument("args", nargs=argparse.REMAINDER)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        # Everything after "bench" (--help included) belongs to the benchmarks' own parser.
+        from benchmarks.__main__ import main as bench_main
+
+        return bench_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * args.verbose
