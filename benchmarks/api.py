@@ -1,0 +1,231 @@
+"""Calls created through the HTTP API: ``softswitch serve`` in its own process receives
+``POST /v1/Account/{auth_id}/Call/`` at a fixed rate; each call dials the sipp UAS, fetches
+the answer_url (``<Wait/><Hangup/>``, with ``time_limit`` as a backstop) and posts its
+hangup_url. The same rate through the embedded UserAgent, with the same media settings and
+hold, runs right after, so the difference in CPU per call is what the API layer costs
+(HTTP, validation, the call record in SQLite, answer_url fetch, XML, webhooks).
+
+Needs ``python -m softswitch.cli serve`` to work; if it does not start, the mode reports why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import _common as common
+from benchmarks import setup_rate
+
+AUTH_ID = "MABENCHMARKBENCH0001"
+AUTH_TOKEN = "bench-token-0001"
+
+
+class _Hooks:
+    """The answer_url and hangup_url endpoints (run in the orchestrator, not the server)."""
+
+    def __init__(self, hold: float) -> None:
+        self.hold = hold
+        self.answered = 0
+        self.hangups: list[dict[str, str]] = []
+        self.runner: Any = None
+        self.port = 0
+
+    async def start(self) -> None:
+        from aiohttp import web
+
+        async def answer(request: web.Request) -> web.Response:
+            self.answered += 1
+            xml = (f'<?xml version="1.0" encoding="UTF-8"?><Response><Wait length="{max(1, round(self.hold))}"/>'
+                   "<Hangup/></Response>")
+            return web.Response(text=xml, content_type="application/xml")
+
+        async def hangup(request: web.Request) -> web.Response:
+            data = await request.post() if request.method == "POST" else request.query
+            self.hangups.append({k: str(v) for k, v in data.items()})
+            return web.Response(text="ok")
+
+        app = web.Application()
+        app.router.add_route("*", "/answer", answer)
+        app.router.add_route("*", "/hangup", hangup)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+def _start_server(workdir: Path, sip_port: int, http_port: int, rtp: tuple[int, int]) -> subprocess.Popen[bytes]:
+    env = common.worker_env()
+    env.update({"SOFTSWITCH_LIMITS_CPS": "0", "SOFTSWITCH_LIMITS_MAX_CONCURRENT": "100000",
+                "SOFTSWITCH_LIMITS_MAX_QUEUE": "100000"})
+    db = workdir / f"api_{http_port}.db"
+    args = [sys.executable, "-m", "softswitch.cli", "serve", "--http", f"127.0.0.1:{http_port}",
+            "--sip", f"127.0.0.1:{sip_port}", "--rtp-ports", f"{rtp[0]}-{rtp[1]}", "--db", str(db),
+            "--auth-id", AUTH_ID, "--auth-token", AUTH_TOKEN]
+    log = open(workdir / f"serve_{http_port}.log", "wb")  # noqa: SIM115
+    return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env=env)
+
+
+async def _wait_ready(session: Any, base: str, proc: subprocess.Popen[bytes], timeout: float) -> str | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return f"softswitch serve exited with {proc.returncode}"
+        try:
+            async with session.get(f"{base}/v1/Account/{AUTH_ID}/Call/") as resp:
+                if resp.status < 500:
+                    return None
+        except OSError:
+            pass
+        await asyncio.sleep(0.2)
+    return "softswitch serve did not answer HTTP in time"
+
+
+async def _api_step(session: Any, base: str, hooks: _Hooks, uas: common.SippUas, pid: int, rate: float,
+                    seconds: float, hold: float, bar: common.Progress) -> dict[str, Any]:
+    count = max(2, int(round(rate * seconds)))
+    url = f"{base}/v1/Account/{AUTH_ID}/Call/"
+    hook = f"http://127.0.0.1:{hooks.port}"
+    body = {"from": "14155550100", "to": uas.uri, "answer_url": f"{hook}/answer",
+            "answer_method": "GET", "hangup_url": f"{hook}/hangup", "hangup_method": "POST",
+            "time_limit": int(max(1, round(hold)))}
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    answered0, hangups0 = hooks.answered, len(hooks.hangups)
+    base_uas = uas.counters()
+    loop = asyncio.get_running_loop()
+
+    async def post() -> None:
+        t0 = loop.time()
+        try:
+            async with session.post(url, json=body) as resp:
+                await resp.read()
+                statuses[resp.status] = statuses.get(resp.status, 0) + 1
+        except Exception:
+            statuses[0] = statuses.get(0, 0) + 1
+        latencies.append(loop.time() - t0)
+
+    cpu0 = common.proc_cpu(pid)
+    t_start = loop.time()
+    tasks = []
+    max_lag = 0.0
+    for i in range(count):
+        due = t_start + i / rate
+        delay = due - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        max_lag = max(max_lag, loop.time() - due)
+        tasks.append(loop.create_task(post()))
+        bar.update_to(i + 1, answered=hooks.answered - answered0, hangups=len(hooks.hangups) - hangups0)
+    launch = loop.time() - t_start
+    await asyncio.gather(*tasks)
+    deadline = loop.time() + hold + 20
+    while loop.time() < deadline and len(hooks.hangups) - hangups0 < count:
+        await asyncio.sleep(0.2)
+        bar.update_to(count, answered=hooks.answered - answered0, hangups=len(hooks.hangups) - hangups0)
+    cpu = common.proc_cpu(pid) - cpu0
+    wall = loop.time() - t_start
+    after = await asyncio.to_thread(uas.settle, base_uas, count, 8.0)
+    hangups = hooks.hangups[hangups0:]
+    hangup_causes: dict[str, int] = {}
+    for h in hangups:
+        cause = h.get("HangupCause") or h.get("HangupCauseName") or "?"
+        hangup_causes[cause] = hangup_causes.get(cause, 0) + 1
+    created = statuses.get(201, 0)
+    answered = hooks.answered - answered0
+    verdict = "sustained"
+    if created < count:
+        verdict = f"POST statuses {statuses}"
+    elif answered < count:
+        verdict = f"only {answered} answered"
+    elif len(hangups) < count:
+        verdict = f"only {len(hangups)} hangup callbacks"
+    elif after.failed - base_uas.failed:
+        verdict = f"UAS saw {after.failed - base_uas.failed} failed calls"
+    elif launch - (count - 1) / rate > 0.05 * seconds + 0.25:
+        verdict = f"fell behind by {launch - (count - 1) / rate:.2f} s"
+    return {
+        "rate": rate, "seconds": seconds, "posted": count, "created": created, "statuses": statuses,
+        "answered": answered, "hangups": len(hangups), "hangup_causes": hangup_causes,
+        "uas_ok": after.successful - base_uas.successful, "uas_failed": after.failed - base_uas.failed,
+        "post_p50_ms": common.percentile(latencies, 50) * 1000,
+        "post_p99_ms": common.percentile(latencies, 99) * 1000,
+        "wall": wall, "cpu": cpu, "cpu_per_call": cpu / count, "max_launch_lag": max_lag,
+        "verdict": verdict, "sustained": verdict == "sustained",
+    }
+
+
+async def _run(args: argparse.Namespace, workdir: Path, budget: common.Budget) -> dict[str, Any]:
+    import aiohttp
+
+    hold = max(1.0, round(args.hold))
+    out: dict[str, Any] = {"seconds": args.api_seconds, "hold": hold, "steps": [], "ua_steps": []}
+    hooks = _Hooks(hold)
+    await hooks.start()
+    sip_port, http_port = common.free_port(), common.free_port()
+    top = max(args.api_rates)
+    rtp = common.free_range(min(12000, 2 * int(top * (hold + 3)) + 64), 20000, 32768)
+    proc = _start_server(workdir, sip_port, http_port, rtp)
+    base = f"http://127.0.0.1:{http_port}"
+    token = base64.b64encode(f"{AUTH_ID}:{AUTH_TOKEN}".encode()).decode()
+    connector = aiohttp.TCPConnector(limit=200)
+    try:
+        with common.uas(workdir / "api") as server:
+            async with aiohttp.ClientSession(headers={"Authorization": f"Basic {token}"},
+                                     connector=connector) as session:
+                problem = await _wait_ready(session, base, proc, 20.0)
+                if problem:
+                    out["error"] = problem + f" (log: {workdir / f'serve_{http_port}.log'})"
+                    return out
+                out["server_rss_start"] = common.rss_bytes(proc.pid)
+                for rate in args.api_rates:
+                    if budget.remaining() < args.api_seconds + hold + 30:
+                        break
+                    count = max(2, int(round(rate * args.api_seconds)))
+                    with common.Progress(not args.no_progress, count, f"api {rate:g}/s") as bar:
+                        step = await _api_step(session, base, hooks, server, proc.pid, rate,
+                                               args.api_seconds, hold, bar)
+                    out["steps"].append(step)
+                    print(f"  {'ok ' if step['sustained'] else 'NO '} api        {rate:7g}/s x {args.api_seconds:g}s: "
+                          f"{step['created']} created, {step['answered']} answered, {step['hangups']} hangups, "
+                          f"server CPU {step['cpu_per_call'] * 1000:.2f} ms/call, {step['verdict']}", file=sys.stderr)
+                    # The same calls through the embedded UserAgent, same media and hold.
+                    ua_args = argparse.Namespace(**{**vars(args), "hold": hold, "setup_media": "full"})
+                    ua_step = await asyncio.to_thread(setup_rate.run_step, "softswitch", server, rate,
+                                                      args.api_seconds, ua_args, workdir, label=" (embedded, full media)")
+                    out["ua_steps"].append(ua_step)
+                    step["ua_cpu_per_call"] = ua_step.get("cpu_per_call")
+                    if not step["sustained"]:
+                        break
+                out["server_rss_end"] = common.rss_bytes(proc.pid)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                await asyncio.to_thread(proc.wait, 15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        await hooks.stop()
+    return out
+
+
+def run(args: argparse.Namespace, workdir: Path, budget: common.Budget) -> dict[str, Any]:
+    try:
+        return asyncio.run(_run(args, workdir, budget))
+    except Exception as exc:  # the server is another helper's moving part: report, go on
+        return {"error": f"{type(exc).__name__}: {exc}", "seconds": args.api_seconds, "hold": args.hold,
+                "steps": []}
+
+
+__all__ = ["run"]
