@@ -69,9 +69,9 @@ async def test_async_mode_posts_the_decision_while_the_app_runs(env: Env, baresi
 async def test_tuning_parameters_are_validated(env: Env) -> None:
     # The SDK's calls.create() knows only machine_detection_time; the others go as raw JSON.
     url = f"{env.server.base_url}/v1/Account/{AUTH_ID}/Call/"
-    auth = aiohttp.BasicAuth(AUTH_ID, AUTH_TOKEN)
+    auth = {"Authorization": aiohttp.encode_basic_auth(AUTH_ID, AUTH_TOKEN)}
     base = {"from": "1000", "to": "sip:x@127.0.0.1:9", "answer_url": env.web.url("/answer"), "machine_detection": "true"}
-    async with aiohttp.ClientSession(auth=auth) as session:
+    async with aiohttp.ClientSession(headers=auth) as session:
         for name, value in (("machine_detection_time", "1000"), ("machine_detection_maximum_words", "50"),
                             ("machine_detection_initial_silence", "abc"), ("machine_detection_silence", "100"),
                             ("machine_detection_maximum_speech_length", "9000"),
