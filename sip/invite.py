@@ -261,9 +261,7 @@ class ClientInviteSession:
                 return [retry]
         if request.method == "INVITE":  # our session refresh / re-INVITE
             return self._on_reinvite_response(request, response, now)
-        if request.method == "BYE" and response.status >= 200:
-            return []
-        return []
+        return []  # BYE, CANCEL, PRACK, ...: nothing further to do with the answer
 
     def on_timeout(self, request: SipRequest, now: float) -> list[Action]:
         """Timer B/F fired, or the transport failed, for one of our requests."""
@@ -785,8 +783,8 @@ def _safe_tag(message: SipRequest | SipResponse, which: str) -> str | None:
 
 def _reason_header(cause: str) -> str:
     code = causes.Q850_CODES.get(cause, 16)
-    if code > 127:
-        code = 16 if cause != causes.ORIGINATOR_CANCEL else 16
+    if code > 127:  # our own names (ORIGINATOR_CANCEL, ALLOTTED_TIMEOUT...) are not Q.850 codes
+        code = 16
     return f'Q.850;cause={code};text="{cause}"'
 
 

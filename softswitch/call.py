@@ -568,12 +568,20 @@ class CallManager:
         )
         call.amd = MachineDetection(
             call.leg, params,
-            on_decision=lambda result: asyncio.get_running_loop().create_task(self._on_machine(call, result)),
+            on_decision=lambda result: self._machine_decided(call, result),
             on_beep=lambda result: asyncio.get_running_loop().create_task(self._on_beep(call, result)),
         ).start()
 
-    async def _on_machine(self, call: Call, result: Any) -> None:
+    def _machine_decided(self, call: Call, result: Any) -> None:
+        """The detector's decision, from the media clock's tick. What answer_url (sync mode)
+        depends on is settled here, synchronously: the decision itself, and whether the call
+        is ending (hangup mode), so ``_run_app`` never races the callbacks and the BYE."""
         call.machine = result
+        if result.machine and call.request.machine_detection == "hangup" and call.local_end is None:
+            call.local_end = (causes.MACHINE_DETECTED, "Plivo", "machine_detected")
+        asyncio.get_running_loop().create_task(self._on_machine(call, result))
+
+    async def _on_machine(self, call: Call, result: Any) -> None:
         req = call.request
         await self._update(call, extra={"machine_detection": {**result.as_params(), "mode": req.machine_detection}})
         if req.machine_detection_url:
@@ -595,11 +603,6 @@ class CallManager:
             await asyncio.wait_for(asyncio.shield(call.amd.decision), call.request.machine_detection_time / 1000 + 2)
         except TimeoutError:
             return
-        # Let _on_machine (scheduled by the decision callback) record it first.
-        for _ in range(3):
-            if call.machine is not None:
-                break
-            await asyncio.sleep(0)
 
     async def _run_app(self, call: Call) -> None:
         """Fetch answer_url (retries, then fallback_url; seeds/002) and run or hold the call."""

@@ -283,10 +283,10 @@ async def _machine_detection(call, args, start: float, summary: dict[str, object
     result = await run_detection(call, {"machine_detection_time": str(args.machine_detection_time)})
     if result is None:
         return
-    summary["machine_detection"] = result.as_params() if hasattr(result, "as_params") else str(result)
+    summary["machine_detection"] = result.as_params()
     _emit_line(start, f"machine detection: {'machine' if result.machine else 'human'} ({result.reason}, {result.decided_at_ms} ms)")
     if result.machine and args.machine_detection == "hangup":
-        await call.hangup(causes.MACHINE_DETECTED if hasattr(causes, "MACHINE_DETECTED") else causes.NORMAL_CLEARING, "caller")
+        await call.hangup(causes.MACHINE_DETECTED, "caller")
 
 
 if __name__ == "__main__":

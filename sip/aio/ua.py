@@ -56,9 +56,13 @@ from sip.message import (
     new_call_id,
 )
 from sip.transaction import (
+    ClientInviteTransaction,
+    ClientNonInviteTransaction,
     ClientTransaction,
     ResponseReceived,
     SendMessage,
+    ServerInviteTransaction,
+    ServerNonInviteTransaction,
     ServerTransaction,
     TimerConfig,
     TransactionTerminated,
@@ -854,11 +858,12 @@ class UserAgent:
             if call is not None:
                 self._run_actions(call, actions)
             return
-        obj.handle_timer(now)  # type: ignore[attr-defined]
-        if obj.__class__.__name__.startswith("Client"):
-            self._drain_client(obj)  # type: ignore[arg-type]
-        else:
-            self._drain_server(obj)  # type: ignore[arg-type]
+        if isinstance(obj, ClientInviteTransaction | ClientNonInviteTransaction):
+            obj.handle_timer(now)
+            self._drain_client(obj)
+        elif isinstance(obj, ServerInviteTransaction | ServerNonInviteTransaction):
+            obj.handle_timer(now)
+            self._drain_server(obj)
 
     # ------------------------------------------------------------------ inbound
 
