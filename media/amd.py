@@ -2,7 +2,7 @@
 
 Why this shape
 --------------
-Plivo's ``machine_detection`` (seed 002) exposes the parameters of the classic energy-based
+The make-a-call API's machine detection exposes the parameters of the classic energy-based
 detector that telephony engines share (Asterisk ``app_amd`` and the FreeSWITCH modules modelled
 on it): an initial-silence limit, a maximum greeting length, a maximum number of words, a maximum
 length of one utterance and the silence after a greeting that means "a person said hello and is
@@ -19,16 +19,16 @@ waiting". We implement that family of rules on our own media engine:
   ========================  ==========  ===========================================================
   ``HUMAN``                 HUMAN       a greeting was heard, then ``after_greeting_silence_ms``
   ``LONGGREETING``          MACHINE     total voice in the greeting reaches ``greeting_ms``
-  ``MAXWORDS``              MACHINE     more than ``max_words`` words (Plivo: "greater than")
+  ``MAXWORDS``              MACHINE     more than ``max_words`` words (the API: "greater than")
   ``MAXWORDLENGTH``         MACHINE     one utterance lasts ``max_word_length_ms``
   ``BEEP``                  MACHINE     a voicemail beep ended before any other rule fired
   ``INITIALSILENCE``        NOTSURE     no word within ``initial_silence_ms`` of the answer
-  ``TOOLONG``               NOTSURE     ``total_ms`` (``machine_detection_time``) elapsed
+  ``TOOLONG``               NOTSURE     ``total_ms`` (the detection window) elapsed
   ========================  ==========  ===========================================================
 
-  Initial silence is NOTSURE, not MACHINE as in app_amd, because Plivo documents that
-  "'Unknown' will be returned" after ``machine_detection_initial_silence``. Plivo's callback
-  carries only a boolean, so NOTSURE is reported as ``Machine=false`` plus ``AmdStatus=NOTSURE``.
+  Initial silence is NOTSURE, not MACHINE as in app_amd, because the make-a-call API
+  documents that "'Unknown' will be returned" after its initial-silence limit. How a decision
+  is reported (callback names, how NOTSURE reads in a boolean) is the API dialect's business.
 
 * **beep detection** (:class:`BeepDetector`): a sustained single tone between 400 and 2000 Hz,
   found with a 64 ms Hann-windowed FFT whose resolution separates the two ringback tones
@@ -41,11 +41,11 @@ How the caller uses it
 The media clock calls :meth:`AnsweringMachineDetector.feed` every 20 ms with the frame received
 after the answer (several frames at once are accepted and processed as one numpy batch)::
 
-    amd = AnsweringMachineDetector(AmdParams.from_plivo(request_params))
+    amd = AnsweringMachineDetector(AmdParams(total_ms=4000, max_words=4))
     ...
     result = amd.feed(pcm)            # on every tick
     if result is not None:
-        if result.beep_at_ms is None:  # the decision (Machine=true/false) -> callbacks, hangup mode
+        if result.beep_at_ms is None:  # the decision (machine or not) -> callbacks, hangup mode
             on_decision(result)
         else:                          # a machine's beep just ended -> start the voicemail drop
             on_beep(result)
@@ -73,14 +73,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import deque
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 __all__ = [
-    "PLIVO_PARAMETERS",
     "AmdParamError",
     "AmdParams",
     "AmdResult",
@@ -115,37 +113,26 @@ class AmdParamError(ValueError):
         super().__init__(msg)
 
 
-# Plivo request parameter -> (AmdParams field, min, max, default). Ranges and defaults as Plivo
-# documents them (Make a call, machine_detection_time: 2000-10000, default 5000; the tuning
-# parameters from Plivo's "How do I tune the machine detection logic?" page).
-PLIVO_PARAMETERS: dict[str, tuple[str, int, int, int]] = {
-    "machine_detection_time": ("total_ms", 2000, 10000, 5000),
-    "machine_detection_initial_silence": ("initial_silence_ms", 2000, 10000, 4500),
-    "machine_detection_initial_greeting": ("greeting_ms", 1000, 5000, 1500),
-    "machine_detection_silence": ("after_greeting_silence_ms", 500, 5000, 800),
-    "machine_detection_maximum_words": ("max_words", 2, 10, 3),
-    "machine_detection_maximum_speech_length": ("max_word_length_ms", 1000, 6000, 5000),
-}
-
-
 @dataclass(frozen=True)
 class AmdParams:
-    """Tuning of one detection. The Plivo-exposed fields default to Plivo's documented defaults;
-    the others (app_amd's word segmentation, our voice thresholds, the beep) were tuned on the
-    ``benchmarks/amd`` corpus (``corpus.py`` builds it, ``evaluate.py --offline`` scores it)."""
+    """Tuning of one detection, in plain units. The first six fields are the ones the make-a-call
+    API exposes and default to its documented defaults (a dialect maps its request names onto
+    them and checks its own ranges); the others (app_amd's word segmentation, our voice
+    thresholds, the beep) were tuned on the ``benchmarks/amd`` corpus (``corpus.py`` builds it,
+    ``evaluate.py --offline`` scores it)."""
 
     total_ms: int = 5000
-    """``machine_detection_time``: the decision window; NOTSURE/TOOLONG when it runs out."""
+    """The decision window; NOTSURE/TOOLONG when it runs out."""
     initial_silence_ms: int = 4500
-    """``machine_detection_initial_silence``: no word by then -> NOTSURE/INITIALSILENCE."""
+    """Initial silence limit: no word by then -> NOTSURE/INITIALSILENCE."""
     greeting_ms: int = 1500
-    """``machine_detection_initial_greeting``: this much voice in the greeting -> MACHINE."""
+    """Maximum greeting: this much voice in the greeting -> MACHINE."""
     after_greeting_silence_ms: int = 800
-    """``machine_detection_silence``: silence after a greeting -> HUMAN."""
+    """Silence after a greeting -> HUMAN."""
     max_words: int = 3
-    """``machine_detection_maximum_words``: more words than this -> MACHINE."""
+    """More words than this -> MACHINE."""
     max_word_length_ms: int = 5000
-    """``machine_detection_maximum_speech_length``: one utterance this long -> MACHINE."""
+    """Maximum speech length: one utterance this long -> MACHINE."""
     min_word_length_ms: int = 100
     """app_amd ``minimumWordLength``: shorter voice runs are clicks, not words."""
     between_words_silence_ms: int = 100
@@ -185,45 +172,6 @@ class AmdParams:
             raise AmdParamError("max_words", self.max_words)
         if self.total_ms < FRAME_MS:
             raise AmdParamError("total_ms", self.total_ms)
-
-    @classmethod
-    def from_plivo(cls, params: Mapping[str, object], **overrides: object) -> AmdParams:
-        """Build parameters from a Plivo Make-a-call request (form or JSON values).
-
-        Missing or empty values take Plivo's default. Values must be integers (``"5000"`` or
-        ``5000``) inside the documented inclusive range, else :class:`AmdParamError` names the
-        parameter and the range (the API answers 400 with it). ``overrides`` set non-Plivo
-        fields (configuration).
-        """
-        kwargs: dict[str, object] = dict(overrides)
-        for name, (field_name, lo, hi, default) in PLIVO_PARAMETERS.items():
-            raw = params.get(name)
-            if raw is None or (isinstance(raw, str) and raw.strip() == ""):
-                kwargs[field_name] = default
-                continue
-            value = _parse_int(raw)
-            if value is None or not lo <= value <= hi:
-                raise AmdParamError(name, raw, lo, hi)
-            kwargs[field_name] = value
-        return cls(**kwargs)  # type: ignore[arg-type]
-
-
-def _parse_int(raw: object) -> int | None:
-    if isinstance(raw, bool):
-        return None
-    if isinstance(raw, int):
-        return raw
-    if isinstance(raw, float):
-        return int(raw) if raw.is_integer() else None
-    if isinstance(raw, str):
-        text = raw.strip()
-        if text[:1] in "+-":
-            sign, digits = text[0], text[1:]
-        else:
-            sign, digits = "", text
-        if digits.isascii() and digits.isdigit():
-            return int(sign + digits)
-    return None
 
 
 @dataclass(frozen=True)
@@ -270,24 +218,6 @@ class AmdResult:
         if self.beep_at_ms is None or self.beep_ms is None:
             return None
         return self.beep_at_ms + self.beep_ms
-
-    def as_params(self) -> dict[str, str]:
-        """Callback parameters: Plivo's ``Machine`` plus our ``Amd*`` extras (string values, as
-        they go into a form body)."""
-        out = {
-            "Machine": "true" if self.machine else "false",
-            "AmdStatus": self.status,
-            "AmdReason": self.reason,
-            "AmdDecisionMs": str(self.decided_at_ms),
-            "AmdInitialSilenceMs": str(self.initial_silence_ms),
-            "AmdGreetingMs": str(self.greeting_ms),
-            "AmdWords": str(self.words),
-        }
-        if self.beep_hz is not None:
-            out["AmdBeepHz"] = f"{self.beep_hz:.0f}"
-            out["AmdBeepMs"] = str(self.beep_ms)
-            out["AmdBeepAtMs"] = str(self.beep_at_ms)
-        return out
 
 
 def _as_float_pcm(pcm: np.ndarray | bytes) -> np.ndarray:

@@ -81,7 +81,7 @@ def dbm0_to_amplitude(dbm0: float) -> float:
 # ---------------------------------------------------------------------------------------------
 # The send_digits grammar
 #
-# Plivo "Make a call" (seed 002): "Using character w waits for 0.5 seconds and W waits for
+# The make-a-call API's send_digits: "Using character w waits for 0.5 seconds and W waits for
 # 1 seconds ... setting 123@1000 will send the digits 123 with a tone duration of 1,000 ms".
 # The syntax comes from FreeSWITCH, where "@<n>" is only meaningful as a trailing suffix.
 #
@@ -89,7 +89,7 @@ def dbm0_to_amplitude(dbm0: float) -> float:
 #   digit       = %x30-39 / "*" / "#" / "A" / "B" / "C" / "D" / "a" / "b" / "c" / "d"
 #   pause       = "w" / "W"          ; 500 ms / 1000 ms
 
-#: Default tone length. The legacy Plivo page (seed 003) says "2000"; FreeSWITCH, where the
+#: Default tone length. The legacy make-a-call API's page says "2000"; FreeSWITCH, where the
 #: syntax comes from, counts that in samples at 8 kHz, i.e. 250 ms. We default to 250 ms; a
 #: deployment wanting the literal 2000 ms reading passes ``default_tone_ms=2000``.
 DEFAULT_TONE_MS = 250

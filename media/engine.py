@@ -41,8 +41,8 @@ ptime gets ``MediaConfig.ptime_ms``. While on hold (our direction without "send"
 DTMF jobs still advance but no RTP is sent.
 
 Playback: :meth:`MediaStream.play` queues sources; they play one after another. With
-``mix=True`` a source is an overlay instead (Plivo's live Play/Speak ``mix=true``): it starts
-on the next tick and each of its frames is summed (int32, clipped to int16) into whatever
+``mix=True`` a source is an overlay instead (the live-call Play/Speak API's ``mix=true``): it
+starts on the next tick and each of its frames is summed (int32, clipped to int16) into whatever
 the stream sends that tick: the playing source, bridged audio, or silence. Overlays never
 delay or interrupt the queue, several may run at once, and each ends on its own.
 
@@ -52,7 +52,7 @@ What a stream sends on a tick, in order of precedence:
    frame; neither the queued source nor the overlays are read meanwhile (they resume
    where they were), so nothing is summed into the Q.23 tones;
 2. else the queued source's frame; a prompt on one leg of a bridge replaces what that
-   leg hears (Plivo ``mix=false``), so the bridged frame of this tick is dropped;
+   leg hears (the live-call API's ``mix=false``), so the bridged frame of this tick is dropped;
 3. else the bridged frame (:meth:`MediaEngine.bridge`), else silence;
 4. plus the overlays' frames.
 

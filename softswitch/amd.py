@@ -106,6 +106,8 @@ class MachineDetection:
 
 async def run_detection(call: Any, params: Mapping[str, str] | AmdParams) -> AmdResult | None:
     """Detect on an answered call and return the decision (``None`` if the call ended first)."""
-    amd_params = params if isinstance(params, AmdParams) else AmdParams.from_plivo(params)
+    from .api.plivo_amd import amd_params_from_plivo
+
+    amd_params = params if isinstance(params, AmdParams) else amd_params_from_plivo(params)
     detection = MachineDetection(call, amd_params).start()
     return await detection.decision

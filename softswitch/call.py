@@ -67,6 +67,7 @@ from .api.plivo import (
     hangup_code,
     plivo_time,
 )
+from .api.plivo_amd import callback_params as amd_callback_params
 
 log = logging.getLogger("softswitch.call")
 
@@ -558,12 +559,11 @@ class CallManager:
         machine_detection_url (Event=MachineDetection). Either way ``hangup`` ends a call
         answered by a machine (cause MACHINE_DETECTED), and every later callback carries
         ``Machine`` and the measured features."""
-        from media.amd import AmdParams
-
         from .amd import MachineDetection
+        from .api.plivo_amd import amd_params_from_plivo
 
         req = call.request
-        params = AmdParams.from_plivo(
+        params = amd_params_from_plivo(
             {"machine_detection_time": str(req.machine_detection_time), **req.machine_detection_params}
         )
         call.amd = MachineDetection(
@@ -583,7 +583,7 @@ class CallManager:
 
     async def _on_machine(self, call: Call, result: Any) -> None:
         req = call.request
-        await self._update(call, extra={"machine_detection": {**result.as_params(), "mode": req.machine_detection}})
+        await self._update(call, extra={"machine_detection": {**amd_callback_params(result), "mode": req.machine_detection}})
         if req.machine_detection_url:
             params = self.common_params(call, "MachineDetection", call.status)
             self._post(call, "machine_detection", req.machine_detection_url, req.machine_detection_method, params)
@@ -593,7 +593,7 @@ class CallManager:
             await self.hangup(call, causes.MACHINE_DETECTED, "Plivo", "machine_detected")
 
     async def _on_beep(self, call: Call, result: Any) -> None:
-        await self._update(call, extra={"machine_detection": {**result.as_params(), "mode": call.request.machine_detection}})
+        await self._update(call, extra={"machine_detection": {**amd_callback_params(result), "mode": call.request.machine_detection}})
 
     async def _machine_decision(self, call: Call) -> None:
         """Sync mode: wait (at most machine_detection_time) for the decision."""
@@ -947,7 +947,7 @@ class CallManager:
         if call.request.machine_detection:
             params["MachineDetection"] = call.request.machine_detection
         if call.machine is not None:
-            params.update(call.machine.as_params())  # Machine=true|false and the features
+            params.update(amd_callback_params(call.machine))  # Machine=true|false and the features
         for key, value in call.request.sip_headers.items():
             params[key] = value
         return params

@@ -279,11 +279,12 @@ async def _call(args: argparse.Namespace, host: str, port: int, rtp: tuple[int, 
 async def _machine_detection(call, args, start: float, summary: dict[str, object]) -> None:  # type: ignore[no-untyped-def]
     """Run the answering-machine detector on the call's received audio."""
     from softswitch.amd import run_detection
+    from softswitch.api.plivo_amd import callback_params
 
     result = await run_detection(call, {"machine_detection_time": str(args.machine_detection_time)})
     if result is None:
         return
-    summary["machine_detection"] = result.as_params()
+    summary["machine_detection"] = callback_params(result)
     _emit_line(start, f"machine detection: {'machine' if result.machine else 'human'} ({result.reason}, {result.decided_at_ms} ms)")
     if result.machine and args.machine_detection == "hangup":
         await call.hangup(causes.MACHINE_DETECTED, "caller")

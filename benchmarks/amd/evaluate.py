@@ -51,6 +51,11 @@ from media.amd import (  # noqa: E402
     AnsweringMachineDetector,
     BeepDetector,
 )
+from softswitch.api.plivo_amd import (  # noqa: E402
+    PLIVO_PARAMETERS,
+    amd_params_from_plivo,
+    callback_params,
+)
 
 DEFAULT_CORPUS = Path(__file__).resolve().parent / "corpus"
 EXPECTED = {"human": "HUMAN", "machine": "MACHINE", "silence": "NOTSURE"}
@@ -151,7 +156,7 @@ def outcome(
         beep_report_after_end_ms=None,
         beep_freq_err_hz=None,
         false_beep=false_beep or (not has_beep and beep_res is not None),
-        result=(beep_res or decision).as_params(),
+        result=callback_params(beep_res or decision),
     )
     if beep_res is not None and onset is not None and beep_res.beep_at_ms is not None:
         out.beep_onset_err_ms = float(beep_res.beep_at_ms - onset)
@@ -428,9 +433,8 @@ def _parse_overrides(items: Sequence[str]) -> dict[str, str]:
 
 
 def make_params(overrides: dict[str, str]) -> AmdParams:
-    """Plivo parameter names go through ``AmdParams.from_plivo`` (validated); other names set
+    """Plivo parameter names go through ``amd_params_from_plivo`` (validated); other names set
     ``AmdParams`` fields directly (tuning experiments)."""
-    from media.amd import PLIVO_PARAMETERS
 
     plivo = {k: v for k, v in overrides.items() if k in PLIVO_PARAMETERS}
     extra: dict[str, object] = {}
@@ -443,7 +447,7 @@ def make_params(overrides: dict[str, str]) -> AmdParams:
         extra[k] = (
             (v.lower() in ("1", "true", "yes")) if isinstance(default, bool) else type(default)(v)
         )
-    return AmdParams.from_plivo(plivo, **extra)
+    return amd_params_from_plivo(plivo, **extra)
 
 
 def main(argv: list[str] | None = None) -> int:

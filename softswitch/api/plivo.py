@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from media.amd import PLIVO_PARAMETERS, AmdParamError, AmdParams
+from media.amd import AmdParamError
 from sip import causes
+
+from .plivo_amd import PLIVO_PARAMETERS, amd_params_from_plivo
 
 __all__ = [
     "ApiError",
@@ -120,7 +122,7 @@ class CallRequest:
     machine_detection_time: int = MACHINE_DETECTION_TIME_DEFAULT
     machine_detection_url: str | None = None
     machine_detection_method: str = "POST"
-    #: The machine_detection_* tuning parameters as given (validated by AmdParams.from_plivo).
+    #: The machine_detection_* tuning parameters as given (validated by amd_params_from_plivo).
     machine_detection_params: dict[str, str] = field(default_factory=dict)
     sip_headers: dict[str, str] = field(default_factory=dict)
     ring_timeout: int = RING_TIMEOUT_DEFAULT
@@ -374,7 +376,7 @@ def parse_call_request(data: Mapping[str, Any], *, bulk_max: int = BULK_MAX_DEFA
         if value is not None and str(value).strip() != "":
             machine_detection_params[name] = str(value).strip()
     try:
-        AmdParams.from_plivo(machine_detection_params)
+        amd_params_from_plivo(machine_detection_params)
     except AmdParamError as exc:
         raise ApiError(400, str(exc)) from None
     ring_timeout = _int(data, "ring_timeout", RING_TIMEOUT_DEFAULT, 1, RING_TIMEOUT_MAX)

@@ -7,7 +7,6 @@ in benchmarks/amd/ is built; tones are synthesised here. Every case also runs af
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import subprocess
 import wave
@@ -19,7 +18,6 @@ import pytest
 
 from media import g711
 from media.amd import (
-    PLIVO_PARAMETERS,
     AmdParamError,
     AmdParams,
     AmdResult,
@@ -27,6 +25,7 @@ from media.amd import (
     Beep,
     BeepDetector,
 )
+from softswitch.api.plivo_amd import callback_params
 
 RATE = 8000
 FRAME = 160
@@ -156,64 +155,7 @@ LONG_GREETING = (
 )
 
 
-# -- parameters (Plivo names, documented ranges) ----------------------------------------------
-
-
-def test_plivo_defaults_are_the_documented_ones() -> None:
-    p = AmdParams.from_plivo({})
-    assert p == AmdParams()
-    assert (p.total_ms, p.initial_silence_ms, p.greeting_ms) == (5000, 4500, 1500)
-    assert (p.after_greeting_silence_ms, p.max_words, p.max_word_length_ms) == (800, 3, 5000)
-
-
-def test_plivo_values_as_form_strings_or_json_ints() -> None:
-    p = AmdParams.from_plivo(
-        {
-            "machine_detection_time": "2000",
-            "machine_detection_initial_silence": 10000,
-            "machine_detection_initial_greeting": " 5000 ",
-            "machine_detection_silence": "500",
-            "machine_detection_maximum_words": "10",
-            "machine_detection_maximum_speech_length": 1000,
-            "machine_detection": "true",  # not ours: ignored
-        }
-    )
-    assert p.total_ms == 2000 and p.initial_silence_ms == 10000 and p.greeting_ms == 5000
-    assert p.after_greeting_silence_ms == 500 and p.max_words == 10
-    assert p.max_word_length_ms == 1000
-    assert AmdParams.from_plivo({"machine_detection_time": ""}).total_ms == 5000
-
-
-@pytest.mark.parametrize("name", sorted(PLIVO_PARAMETERS))
-@pytest.mark.parametrize("which", ["below", "above", "text", "fraction", "bool"])
-def test_plivo_out_of_range_names_parameter_and_range(name: str, which: str) -> None:
-    _, lo, hi, _ = PLIVO_PARAMETERS[name]
-    bad = {"below": lo - 1, "above": str(hi + 1), "text": "soon", "fraction": "2500.5",
-           "bool": True}[which]  # fmt: skip
-    with pytest.raises(AmdParamError) as exc:
-        AmdParams.from_plivo({name: bad})
-    assert exc.value.param == name
-    assert (exc.value.lo, exc.value.hi) == (lo, hi)
-    assert name in str(exc.value) and f"{lo} and {hi}" in str(exc.value)
-    assert isinstance(exc.value, ValueError)
-
-
-@pytest.mark.parametrize("name", sorted(PLIVO_PARAMETERS))
-def test_plivo_range_bounds_are_inclusive(name: str) -> None:
-    field, lo, hi, _ = PLIVO_PARAMETERS[name]
-    assert getattr(AmdParams.from_plivo({name: str(lo)}), field) == lo
-    assert getattr(AmdParams.from_plivo({name: hi}), field) == hi
-
-
-def test_plivo_documented_ranges() -> None:
-    assert {k: (lo, hi, d) for k, (_, lo, hi, d) in PLIVO_PARAMETERS.items()} == {
-        "machine_detection_time": (2000, 10000, 5000),
-        "machine_detection_initial_silence": (2000, 10000, 4500),
-        "machine_detection_initial_greeting": (1000, 5000, 1500),
-        "machine_detection_silence": (500, 5000, 800),
-        "machine_detection_maximum_words": (2, 10, 3),
-        "machine_detection_maximum_speech_length": (1000, 6000, 5000),
-    }
+# -- parameters (plain settings) ------------------------------------------------------------
 
 
 def test_params_reject_nonsense_directly() -> None:
@@ -225,29 +167,6 @@ def test_params_reject_nonsense_directly() -> None:
         AmdParams(voice_min_dbfs=3.0)
     with pytest.raises(AmdParamError):
         AnsweringMachineDetector(rate=8001)
-
-
-def test_result_as_callback_params() -> None:
-    r = AmdResult(
-        machine=True, status="MACHINE", reason="LONGGREETING", decided_at_ms=2140,
-        initial_silence_ms=420, greeting_ms=1500, words=2,
-    )  # fmt: skip
-    assert r.as_params() == {
-        "Machine": "true",
-        "AmdStatus": "MACHINE",
-        "AmdReason": "LONGGREETING",
-        "AmdDecisionMs": "2140",
-        "AmdInitialSilenceMs": "420",
-        "AmdGreetingMs": "1500",
-        "AmdWords": "2",
-    }
-    b = dataclasses.replace(r, beep_hz=998.6, beep_ms=300, beep_at_ms=7000)
-    assert b.beep_end_ms == 7300
-    assert b.as_params()["AmdBeepHz"] == "999" and b.as_params()["AmdBeepAtMs"] == "7000"
-    assert (
-        AmdResult(False, "NOTSURE", "INITIALSILENCE", 4500, 4500, 0, 0).as_params()["Machine"]
-        == "false"
-    )
 
 
 # -- beep detector ----------------------------------------------------------------------------
@@ -354,7 +273,7 @@ def test_human_hello_is_human_soon_after_greeting(speech: Speech, codec: str, te
     assert 800 <= res.decided_at_ms - end_ms <= 2500
     assert abs(res.initial_silence_ms - start_ms) <= 60
     assert 1 <= res.words <= 3 and 100 <= res.greeting_ms < 1500
-    assert res.as_params()["Machine"] == "false"
+    assert callback_params(res)["Machine"] == "false"
 
 
 @pytest.mark.parametrize("codec", sorted(CODECS))
@@ -366,7 +285,7 @@ def test_long_greeting_is_machine(speech: Speech, codec: str, voice: str) -> Non
     assert res.machine and res.status == "MACHINE"
     assert res.reason in ("LONGGREETING", "MAXWORDS")
     assert res.decided_at_ms < 400 + greeting.size * 1000 // RATE  # before the greeting ends
-    assert res.as_params()["Machine"] == "true"
+    assert callback_params(res)["Machine"] == "true"
 
 
 @pytest.mark.parametrize("codec", sorted(CODECS))
@@ -380,12 +299,12 @@ def test_greeting_with_mid_pause_is_machine(speech: Speech, codec: str) -> None:
 
 def test_machine_detection_silence_decides_short_first_sentence(speech: Speech) -> None:
     # "Hi, this is John." then 1 s of silence: app_amd's rule calls that a human at the default
-    # machine_detection_silence (800 ms); raising it to 1500 ms lets the greeting run on.
+    # after-greeting silence (800 ms); raising it to 1500 ms lets the greeting run on.
     first = speech("Hi, this is John.")
     second = speech("I can't take your call right now, please leave a message.")
     x = ulaw(np.concatenate([silence(500), first, silence(1000), second, silence(2000)]))
     assert run_amd(x)[0].status == "HUMAN"
-    slow = AmdParams.from_plivo({"machine_detection_silence": "1500"})
+    slow = AmdParams(after_greeting_silence_ms=1500)
     assert run_amd(x, slow)[0].status == "MACHINE"
 
 
@@ -396,7 +315,7 @@ def test_silence_is_notsure_initialsilence(codec: str, line_noise_dbfs: float | 
     if line_noise_dbfs is not None:
         x = add_noise(x, line_noise_dbfs)
     res, seen, _ = run_amd(CODECS[codec](x))
-    # Plivo: "'Unknown' will be returned" after machine_detection_initial_silence -> Machine=false.
+    # The API: "'Unknown' will be returned" after the initial silence -> Machine=false.
     assert (res.machine, res.status, res.reason) == (False, "NOTSURE", "INITIALSILENCE")
     assert res.decided_at_ms == 4500 and res.words == 0
     assert seen[0][1] == res
@@ -404,9 +323,9 @@ def test_silence_is_notsure_initialsilence(codec: str, line_noise_dbfs: float | 
 
 def test_initial_silence_and_time_parameters() -> None:
     x = ulaw(silence(8000))
-    p = AmdParams.from_plivo({"machine_detection_initial_silence": "2000"})
+    p = AmdParams(initial_silence_ms=2000)
     assert run_amd(x, p)[0].decided_at_ms == 2000
-    p = AmdParams.from_plivo({"machine_detection_time": "2000"})
+    p = AmdParams(total_ms=2000)
     res = run_amd(x, p)[0]
     assert (res.status, res.reason, res.decided_at_ms) == ("NOTSURE", "TOOLONG", 2000)
 
@@ -417,9 +336,7 @@ def test_max_words_rule(speech: Speech) -> None:
     for _ in range(6):
         parts += [word, silence(250)]
     x = ulaw(np.concatenate(parts + [silence(2000)]))
-    p = AmdParams.from_plivo(
-        {"machine_detection_maximum_words": "4", "machine_detection_initial_greeting": "5000"}
-    )
+    p = AmdParams(max_words=4, greeting_ms=5000)
     res = run_amd(x, p)[0]
     assert (res.status, res.reason, res.words) == ("MACHINE", "MAXWORDS", 5)
 
@@ -427,10 +344,7 @@ def test_max_words_rule(speech: Speech) -> None:
 def test_max_speech_length_rule() -> None:
     # One unbroken utterance (a 300 Hz buzz is not a beep) longer than the maximum.
     x = ulaw(np.concatenate([silence(300), tone([300, 600, 900], 3000, -25), silence(1000)]))
-    p = AmdParams.from_plivo(
-        {"machine_detection_maximum_speech_length": "1000", "machine_detection_initial_greeting":
-         "5000"}
-    )  # fmt: skip
+    p = AmdParams(max_word_length_ms=1000, greeting_ms=5000)
     res = run_amd(x, p)[0]
     assert (res.status, res.reason) == ("MACHINE", "MAXWORDLENGTH")
     assert 1280 <= res.decided_at_ms <= 1360
