@@ -709,7 +709,7 @@ class CallManager:
 
     async def _fetch_xml(self, call: Call, url: str, method: str, params: Mapping[str, str]) -> str:
         """The executor's fetcher: the signed outbox, with answer_url's retry policy."""
-        from .xml.executor import FetchError
+        from .app.control import FetchError
 
         event = "fallback" if url == call.request.fallback_url else "action"
         result = await self.outbox.fetch(
@@ -728,7 +728,7 @@ class CallManager:
         ``reason`` is the executor's text: "End Of XML Instructions", "Hangup XML ...", or
         an :class:`~softswitch.xml.parser.XmlAppError` message.
         """
-        from .xml.parser import CAUSE_FETCH_FAILED, CAUSE_INVALID_XML, CAUSE_NOT_IMPLEMENTED
+        from .app.document import CAUSE_FETCH_FAILED, CAUSE_INVALID_XML, CAUSE_NOT_IMPLEMENTED
 
         text = reason or ""
         if text == "End Of XML Instructions":
@@ -1018,7 +1018,7 @@ class CallManager:
 
     def _tts(self) -> Any:
         if self._tts_cache is None:
-            from .xml.executor import TtsCache
+            from .app.sources import TtsCache
 
             self._tts_cache = TtsCache()
         return self._tts_cache
@@ -1026,7 +1026,7 @@ class CallManager:
     def _media_cache(self, call: Call) -> Any:
         cache = getattr(call.control, "media_cache", None)
         if cache is None:
-            from .xml.executor import MediaCache
+            from .app.sources import MediaCache
 
             cache = MediaCache(self.data_dir / "cache" / "media", allowed_dirs=(self.data_dir,))
         return cache
@@ -1049,7 +1049,7 @@ class CallManager:
 
     async def speak(self, call: Call, req: SpeakRequest) -> None:
         """Start text to speech (espeak-ng, cached per text and voice) on the leg(s)."""
-        from .xml.executor import espeak_voice
+        from .app.sources import espeak_voice
 
         streams = self._media_legs(call, req.legs)
         playback = _Playback("speak", None, req.loop)

@@ -60,17 +60,11 @@ from sip.events import (
     Ringing,
     Terminated,
 )
-from softswitch.xml.executor import (
-    CallHungUp,
-    DialResult,
-    FetchError,
-    MediaCache,
-    PlayModuleMedia,
-    RecordingResult,
-    XmlApplication,
-)
-from softswitch.xml.parser import CAUSE_FETCH_FAILED, XmlAppError
-from softswitch.xml.verbs import Dial, Number, User
+from softswitch.api.plivo_xml import XmlApplication
+from softswitch.app.control import CallHungUp, DialResult, FetchError, RecordingResult
+from softswitch.app.document import CAUSE_FETCH_FAILED, XmlAppError
+from softswitch.app.sources import MediaCache, PlayModuleMedia
+from softswitch.app.verbs import Dial, Number, User
 
 if TYPE_CHECKING:
     from media.engine import MediaStream

@@ -26,8 +26,10 @@ import pytest
 
 from media.engine import MediaConfig, MediaEngine, MediaStream
 from media.play import ToneSource, decode_audio
+from softswitch.api.plivo_xml import XmlApplication
+from softswitch.app.control import CallHungUp
+from softswitch.app.sources import TtsCache
 from softswitch.callcontrol import LiveMedia
-from softswitch.xml.executor import CallHungUp, TtsCache, XmlApplication
 
 LOOPBACK = "127.0.0.1"
 RATE = 8000
@@ -164,7 +166,7 @@ async def test_prompt_on_a_bridged_leg_leaves_no_stale_backlog(engine: MediaEngi
 
 
 class StreamCall:
-    """Just enough of :class:`~softswitch.xml.executor.CallControl` to run ``<Play>`` on a
+    """Just enough of :class:`~softswitch.app.control.CallControl` to run ``<Play>`` on a
     real stream: each source plays for ``play_s`` seconds and is then stopped."""
 
     call_uuid = "mix-test"

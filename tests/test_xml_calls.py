@@ -33,6 +33,9 @@ from media.play import decode_audio, tts_to_pcm
 from media.record import mp3_encoder_name
 from sip import causes
 from sip.aio.ua import OutboundCall, UserAgent, UserAgentConfig
+from softswitch.api.plivo_xml import XmlApplication
+from softswitch.app.control import FetchError
+from softswitch.app.sources import espeak_voice
 from softswitch.callcontrol import (
     DialDefaults,
     LiveCallControl,
@@ -40,7 +43,6 @@ from softswitch.callcontrol import (
     frame_dbfs,
     run_xml_app,
 )
-from softswitch.xml.executor import FetchError, XmlApplication, espeak_voice
 from tests.conftest import needs_sipp
 from tests.peers.baresip import Baresip, needs_baresip, read_wav
 

@@ -1,22 +1,20 @@
-"""Plivo XML verbs as small frozen dataclasses.
+"""Call-application verbs as small frozen dataclasses, whatever vocabulary they were written in.
 
-The parser (:mod:`softswitch.xml.parser`) turns a ``<Response>`` document into a tuple of
-these; the executor (:mod:`softswitch.xml.executor`) runs them against a call. Every field
-holds an already validated, typed value with Plivo's documented default, so the executor
-never looks at raw attribute strings.
-
-Attribute names, defaults and ranges follow Plivo's XML reference (plivo.com/docs/voice/xml/)
-and, where that page is silent, the open-source Plivo framework's RESTXML (``elements.py``):
-the two are the same family. Times are in the unit Plivo documents (seconds unless the field
-name says ``_ms``).
+A vocabulary's parser (each API dialect brings its own) turns a document into a
+:class:`Document`: a tuple of these verbs plus the names under which that vocabulary reports
+verb results (:class:`ResultParams`). The executor (:mod:`softswitch.app.executor`) runs them
+against a call. Every field holds an already validated, typed value, so the executor never
+looks at raw attribute strings; the parser sets every field (the defaults here are
+conveniences for tests and callers, and match the vocabularies this runner executes today).
+Times are in seconds unless the field name says ``_ms``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-#: Plivo ``loop="0"`` means "repeat until the call ends"; the framework caps it at this many
-#: rounds so a loop is always bounded even if nothing else stops it.
+#: ``loop="0"`` means "repeat until the call ends"; the runner caps it at this many rounds so
+#: a loop is always bounded even if nothing else stops it.
 MAX_LOOPS = 10_000
 
 #: DTMF keys a caller can press (RFC 4733 §3.2 events 0-15).
@@ -27,7 +25,7 @@ DTMF_KEYS = "0123456789*#ABCD"
 class Speak:
     """Text to speech. ``loop == 0`` repeats until the call ends (bounded by ``MAX_LOOPS``).
 
-    ``voice`` is Plivo's ``WOMAN``/``MAN`` (or a Polly/legacy flite name, mapped to a gender);
+    ``voice`` is ``WOMAN``/``MAN`` (or a Polly/flite voice name, mapped to a gender);
     ``language`` a BCP 47 tag such as ``en-US``. Nested SSML tags are flattened to their text.
     """
 
@@ -49,7 +47,7 @@ class Play:
 class Wait:
     """Pause ``length`` seconds; optionally end early on silence or on a voicemail beep.
 
-    Plivo: ``beep`` is only used when ``silence`` is false.
+    ``beep`` is only used when ``silence`` is false.
     """
 
     length: int = 1
@@ -65,8 +63,7 @@ Prompt = Speak | Play | Wait
 class GetDigits:
     """Collect DTMF digits while nested prompts play; the first digit interrupts the prompts.
 
-    ``finish_on_key == ""`` means no finish key (Plivo's ``""``/``none``). ``retries`` is the
-    total number of attempts (Plivo and the framework's ``max_tries``).
+    ``finish_on_key == ""`` means no finish key. ``retries`` is the total number of attempts.
     """
 
     action: str | None = None
@@ -86,17 +83,16 @@ class GetDigits:
 
 @dataclass(frozen=True, slots=True)
 class GetInput:
-    """Plivo's newer input element. Only DTMF is collected: ``inputType="speech"`` alone is
-    refused by the parser and ``"dtmf speech"`` is accepted but listens for digits only
-    (there is no speech recogniser in this softswitch). Speech-only attributes are kept for
-    the record and otherwise ignored.
+    """Input that may be DTMF or speech. Only DTMF is collected (there is no speech recogniser
+    in this softswitch): ``input_type`` is ``"dtmf"`` or ``"dtmf speech"`` (digits only are
+    listened for). Speech-only fields are kept for the record and otherwise ignored.
     """
 
     action: str
     method: str = "POST"
     input_type: str = "dtmf"
     execution_timeout: int = 15
-    digit_end_timeout: int | None = None  # None = Plivo's "auto"
+    digit_end_timeout: int | None = None  # None = "auto"
     speech_end_timeout: int | None = None
     finish_on_key: str = "#"
     num_digits: int = 32
@@ -115,7 +111,7 @@ class GetInput:
 class DTMF:
     """Send digits on the call, grammar of ``send_digits`` (``w`` 0.5 s, ``W`` 1 s, ``@ms``).
 
-    ``async_`` (Plivo ``async``, default true): go on to the next verb while digits play.
+    ``async_`` (default true): go on to the next verb while digits play.
     """
 
     digits: str
@@ -125,8 +121,7 @@ class DTMF:
 @dataclass(frozen=True, slots=True)
 class Hangup:
     """End the call. ``reason`` is ``""``, ``rejected`` or ``busy``; ``schedule > 0`` hangs up
-    that many seconds later and goes on with the next verb (the reason is then not used,
-    as in the framework)."""
+    that many seconds later and goes on with the next verb (the reason is then not used)."""
 
     reason: str = ""
     schedule: int = 0
@@ -143,8 +138,8 @@ class Redirect:
 @dataclass(frozen=True, slots=True)
 class Record:
     """Record the caller. ``finish_on_key`` holds every key that stops the recording ("" for
-    none). ``record_session``/``start_on_dial_answer`` (background recording) are refused by
-    the parser; transcription attributes are kept and not acted on."""
+    none). Background recording is not a verb here (parsers refuse it); transcription fields
+    are kept and not acted on."""
 
     action: str | None = None
     method: str = "POST"
@@ -166,8 +161,8 @@ class Record:
 class Number:
     """A phone number to dial inside ``<Dial>``.
 
-    ``gateways`` comes only from the framework's RESTXML (``Number@gateways``): trunks to try
-    in order; empty means the softswitch's own routing.
+    ``gateways``: trunks to try in order (only some vocabularies name them); empty means the
+    softswitch's own routing.
     """
 
     number: str
@@ -190,8 +185,7 @@ class User:
 class Dial:
     """Bridge the call to one or more B legs (dialled at once; the first to answer wins).
 
-    ``timeout`` is Plivo's ring time for the B leg (no documented default; the framework
-    uses 30 s); ``time_limit`` caps the bridged call (default 14400 s).
+    ``timeout`` is the ring time for the B legs; ``time_limit`` caps the bridged call.
     """
 
     numbers: tuple[Number | User, ...]
@@ -241,11 +235,55 @@ Verb = (
     | PreAnswer
 )
 
+
+@dataclass(frozen=True, slots=True)
+class ResultParams:
+    """The names under which a vocabulary reports verb results to an ``action`` URL.
+
+    The executor computes the values (plain strings, as they go into a form body) and posts
+    each under the name given here; a name set to ``None`` is not posted. The parameters
+    every request carries (call id, from, to, status...) come from the call
+    (:meth:`~softswitch.app.control.CallControl.base_params`), not from here.
+    """
+
+    # GetDigits / GetInput
+    digits: str | None
+    """The digits collected (Record: the finish key that stopped the recording)."""
+    input_type: str | None
+    """GetInput only: the kind of input collected (always ``dtmf`` here)."""
+    # Record
+    record_url: str | None
+    recording_id: str | None
+    recording_duration_s: str | None
+    recording_duration_ms: str | None
+    recording_start_ms: str | None
+    recording_end_ms: str | None
+    recording_file_format: str | None
+    # Dial
+    dial_status: str | None
+    """The B leg's outcome: completed, busy, failed, timeout or no-answer."""
+    dial_hangup_cause: str | None
+    dial_ring_status: str | None
+    """``true`` when a B leg rang, else ``false``."""
+    dial_a_leg_uuid: str | None
+    dial_b_leg_uuid: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """One parsed call-application document: its verbs, in order, and how its vocabulary
+    names the results the executor reports."""
+
+    verbs: tuple[Verb, ...]
+    result_params: ResultParams
+
+
 __all__ = [
     "DTMF",
     "DTMF_KEYS",
     "MAX_LOOPS",
     "Dial",
+    "Document",
     "GetDigits",
     "GetInput",
     "Hangup",
@@ -255,6 +293,7 @@ __all__ = [
     "Prompt",
     "Record",
     "Redirect",
+    "ResultParams",
     "Speak",
     "User",
     "Verb",

@@ -4,6 +4,7 @@ serving the answer/action/redirect documents and the audio files."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import shutil
 import subprocess
@@ -17,23 +18,22 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from softswitch.xml.executor import (
+from softswitch.api.plivo_xml import RESULT_PARAMS, XmlApplication, parse_response
+from softswitch.app.control import (
     CallControl,
     CallHungUp,
     DialResult,
     FetchError,
-    MediaCache,
     RecordingResult,
-    TtsCache,
-    XmlApplication,
-    espeak_voice,
 )
-from softswitch.xml.parser import (
+from softswitch.app.document import (
     CAUSE_FETCH_FAILED,
     CAUSE_INVALID_XML,
     XmlAppError,
 )
-from softswitch.xml.verbs import Dial
+from softswitch.app.executor import Application
+from softswitch.app.sources import MediaCache, TtsCache, espeak_voice
+from softswitch.app.verbs import Dial, Document
 
 
 def wav_bytes(ms: int = 100) -> bytes:
@@ -411,6 +411,34 @@ async def test_get_input_dtmf(
     assert call.hangups == [("NORMAL_CLEARING", "Hangup XML")]
 
 
+async def test_executor_posts_results_under_the_vocabulary_names(
+    server: AppServer, session: aiohttp.ClientSession, media: FakeMedia, tmp_path: Path
+) -> None:
+    # The neutral executor with another vocabulary's names: same verbs, other parameter
+    # names, and a name the vocabulary lacks (None) is not posted at all.
+    names = dataclasses.replace(RESULT_PARAMS, digits="Keys", input_type=None)
+
+    def parse(document: str | bytes, *, max_bytes: int = 100 * 1024) -> Document:
+        return Document(parse_response(document, max_bytes=max_bytes), names)
+
+    server.xml("/input", "<Hangup/>")
+    call = FakeCall(session, keys=["3", "3", "#"])
+    app = Application(
+        call,
+        parse_document=parse,
+        data_dir=tmp_path,
+        recording_url_base="http://softswitch.test/v1/Recording/",
+        media=media,
+        tts_cache=TtsCache(),
+    )
+    await app.run(
+        f'<Response><GetInput action="{server.url("/input")}"/></Response>', server.url("/answer")
+    )
+    (params,) = server.hits("/input")
+    assert params["Keys"] == "33" and "Digits" not in params and "InputType" not in params
+    assert params["CallUUID"] == "a-leg-uuid"
+
+
 # --- Redirect, documents, errors ---------------------------------------------------------------
 
 
@@ -732,13 +760,13 @@ def test_espeak_voice_mapping() -> None:
 @pytest.mark.peer
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
 def test_mapped_languages_exist_in_espeak_ng() -> None:
-    from softswitch.xml import executor
+    from softswitch.app import sources
 
     out = subprocess.run(
         ["espeak-ng", "--voices"], capture_output=True, text=True, timeout=10
     ).stdout
     names = {line.split()[1] for line in out.splitlines()[1:] if line.split()}
-    assert executor._ESPEAK_LANGS <= names
+    assert sources._ESPEAK_LANGS <= names
 
 
 # --- Play and the media cache ----------------------------------------------------------------------
@@ -812,7 +840,7 @@ async def test_real_media_factory_speaks() -> None:
     pytest.importorskip("media.play")
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng not installed")
-    from softswitch.xml.executor import PlayModuleMedia
+    from softswitch.app.sources import PlayModuleMedia
 
     factory = PlayModuleMedia()
     pcm = await factory.tts("hello", espeak_voice("WOMAN", "en-US"))

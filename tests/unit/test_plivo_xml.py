@@ -6,13 +6,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from softswitch.xml.parser import (
+from softswitch.api.plivo_xml import (
     CAUSE_INVALID_XML,
     CAUSE_NOT_IMPLEMENTED,
     XmlAppError,
     parse_response,
 )
-from softswitch.xml.verbs import (
+from softswitch.app.verbs import (
     DTMF,
     MAX_LOOPS,
     Dial,
