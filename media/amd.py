@@ -66,6 +66,10 @@ Cost: per stream and frame, one energy (vectorised over the frames of a call), o
 real FFT only for frames louder than -45 dBFS, one 160-point dot product while a tone is
 running, and a handful of scalar comparisons (about 10 µs per silent frame and 35 µs per
 speech frame on one core of the development machine).
+
+The beep detector lives here with the AMD rules (the module is a little over 600 lines): the
+AMD decision embeds it, both share the frame clock and the parameter errors, and they are
+tuned together on the one ``benchmarks/amd`` corpus.
 """
 
 from __future__ import annotations
