@@ -101,9 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:
         # Everything after "bench" (--help included) belongs to the benchmarks' own parser.
-        from benchmarks.__main__ import main as bench_main
-
-        return bench_main(argv[1:])
+        return _run_bench(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * args.verbose
@@ -113,11 +111,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return _run_serve(args)
     if args.command == "bench":
-        from benchmarks.__main__ import main as bench_main  # the scripts live in benchmarks/
-
-        return bench_main(args.args)
+        return _run_bench(args.args)
     parser.error("unknown command")
     return EXIT_USAGE
+
+
+def _run_bench(args: Sequence[str]) -> int:
+    """``softswitch bench`` runs the benchmark program (``python -m benchmarks``) as its own
+    process: benchmarks import the package, never the reverse (docs/ARCHITECTURE.md)."""
+    import subprocess
+
+    return subprocess.call([sys.executable, "-m", "benchmarks", *args])
 
 
 # ---------------------------------------------------------------------------- serve
