@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -12,6 +13,13 @@ from pathlib import Path
 import pytest
 
 SIPP_DIR = Path(__file__).parent / "sipp"
+REPO = Path(__file__).resolve().parent.parent
+
+# Python programs the tests start (``softswitch serve``, ``softswitch call``, benchmarks) import
+# this checkout's packages, whatever their working directory and wherever ``pip install -e``
+# points (a git worktree shares the installed package of the main checkout).
+_inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(REPO)]
+os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *_inherited])
 
 # The ``baresip`` callee fixture, for every test module.
 pytest_plugins = ("tests.peers.baresip",)

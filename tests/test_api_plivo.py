@@ -856,6 +856,52 @@ async def test_call_interrupted_by_a_crash_gets_its_hangup_callback(sipp: Any, t
         await server.stop(drain_timeout_s=0.5)
 
 
+@needs_sipp
+async def test_second_serve_on_the_same_database_refuses_to_start(sipp: Any, tmp_path: Path, sdk_base: Any,
+                                                                  receiver: Receiver) -> None:
+    """Two servers on one SQLite file would close each other's live calls as "left live by the
+    previous run": the second ``softswitch serve`` exits 3 with the reason, the first keeps its
+    call, and an in-process :class:`Server` is refused the same way."""
+    from softswitch.store import DatabaseInUse
+
+    peer = sipp("uas_answer.xml")
+    db = tmp_path / "shared.db"
+    proc, c = await _serve_subprocess(tmp_path, db, sdk_base)
+    try:
+        r = await sdk(c.calls.create, from_="1000", to_=peer.uri, answer_url=receiver.url("/answer"),
+                      hangup_url=receiver.url("/hangup"))
+        call_uuid = (await receiver.wait_for(lambda h: h.path == "/answer"
+                                             and h.params["RequestUUID"] == r.request_uuid,
+                                             timeout=10))[0].params["CallUUID"]
+        second = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "softswitch.cli", "serve", "--http", f"127.0.0.1:{_free_port()}",
+             "--sip", f"127.0.0.1:{_free_port()}", "--db", str(db), "--auth-id", AUTH_ID,
+             "--auth-token", AUTH_TOKEN],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd=tmp_path, timeout=30,
+        )
+        assert second.returncode == 3, second.stderr
+        assert "refusing to start" in second.stderr and "in use by another softswitch" in second.stderr
+        assert f"pid {proc.pid}" in second.stderr
+        with pytest.raises(DatabaseInUse):
+            await start_server(make_config(tmp_path, db_path=str(db)), sdk_base)
+        # The first server still owns its call: live, not closed by the refused starts.
+        assert call_uuid in (await sdk(c.live_calls.list_ids)).calls
+        from softswitch.store import CallStore
+
+        reader = CallStore(str(db), checkpoint_interval_s=0)
+        try:
+            assert reader.get_call(AUTH_ID, call_uuid)["call_status"] == "in-progress"  # type: ignore[index]
+        finally:
+            reader.close()
+        assert not [h for h in receiver.hits if h.path == "/hangup"]
+        await sdk(c.calls.delete, call_uuid)
+        hang = await receiver.wait_hangup(call_uuid, timeout=10)
+        assert hang.params["HangupSource"] == "API Request"
+    finally:
+        await _kill(proc)
+
+
 def _read_until(stream: Any, text: str, limit: int = 200) -> bool:
     for _ in range(limit):
         line = stream.readline()
