@@ -22,6 +22,7 @@ import numpy as np
 import plivo.exceptions
 import pytest
 
+from tests.conftest import wait_until
 from tests.peers import xml_app
 from tests.peers.baresip import needs_baresip
 from tests.peers.xml_app import AUTH_ID, AUTH_TOKEN, HOLD, Env, hangup_of
@@ -178,20 +179,20 @@ async def test_stop_speaking_and_playing_stop_only_the_api_audio(env: Env, bares
     await asyncio.sleep(1.0)
     assert media.playing and call.playbacks["speak"]
     assert await env.sdk(env.client.calls.stop_speaking, call_uuid) is None
-    await asyncio.sleep(0.2)
+    await wait_until(lambda: not media.playing, 2, what="speak stopped")
     assert not media.playing and not call.playbacks.get("speak")
 
     await env.sdk(env.client.calls.play, call_uuid, env.web.url("/long.wav"), length=1)
     await asyncio.sleep(0.6)
     assert media.playing
-    await asyncio.sleep(1.0)
+    await wait_until(lambda: not media.playing, 3, what="the length=1 playback ended")
     assert not media.playing, "length=1 ends the playback after a second"
 
     await env.sdk(env.client.calls.play, call_uuid, env.web.url("/long.wav"))
     await asyncio.sleep(0.5)
     assert media.playing
     assert await env.sdk(env.client.calls.stop_playing, call_uuid) is None
-    await asyncio.sleep(0.2)
+    await wait_until(lambda: not media.playing, 2, what="play stopped")
     assert not media.playing
     await env.sdk(env.client.calls.delete, call_uuid)
     await hangup_of(env, call_uuid)
@@ -222,17 +223,17 @@ async def test_speak_and_dtmf_on_the_bridged_b_leg(env: Env, baresip: Any, uas: 
     env.web.routes["/answer"] = f"<Response><Dial><User>{callee.uri}</User></Dial></Response>"
     call_uuid = await env.call(uas().uri)
     call = live_call(env, call_uuid)
-    for _ in range(100):  # the B leg answers (bounded: 5 s)
-        if env.server.manager.bridged_leg(call) is not None:  # type: ignore[union-attr]
-            break
-        await asyncio.sleep(0.05)
+    manager = env.server.manager
+    assert manager is not None
+    await wait_until(lambda: manager.bridged_leg(call) is not None, 5, what="the B leg answers")
     b_leg = env.server.manager.bridged_leg(call)  # type: ignore[union-attr]
     assert b_leg is not None
     spoke = await env.sdk(env.client.calls.speak, call_uuid, "Hello B leg", legs="bleg")
     assert spoke.message == "speak started"
-    await asyncio.sleep(2.0)
+    await wait_until(lambda: b_leg.media.playing, 5, what="the speech on the B leg started")
+    await wait_until(lambda: not b_leg.media.playing, 10, what="the speech on the B leg ended")
     await env.sdk(env.client.calls.send_digits, call_uuid, "9", leg="bleg")
-    await asyncio.sleep(1.0)
+    await wait_until(lambda: callee.received_dtmf(), 5, what="baresip logged the digit")
     await env.sdk(env.client.calls.delete, call_uuid)
     await hangup_of(env, call_uuid)
     callee.stop()
