@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from sip.events import Answered, DigitReceived
-from tests.conftest import free_port, needs_sipp
+from tests.conftest import free_port, needs_sipp, wait_until
 from tests.peers import plivo_api as api
 from tests.peers.plivo_api import Env, sig_ok, sipp_done, sipp_messages
 from tests.peers.webhooks import WebhookReceiver
@@ -126,7 +126,9 @@ async def test_send_digits_on_preanswer_and_after_answer(sipp: Any, env: Env, re
                                        timeout=10))[0]
         rec = await env.sdk(c.calls.get, hit.params["CallUUID"])
         assert rec.call_status == "in-progress" and rec.ring_time
-    await asyncio.sleep(1.0)  # the post-answer digits take ~0.6 s to go out and come back
+    # the post-answer digits take ~0.6 s to go out and come back through sipp's echo
+    await wait_until(lambda: all(len(leg.digits) >= 2 for leg in legs.values()), 5,
+                     what="both calls heard their digits echoed")
     for r in (pre, post):
         await env.sdk(c.calls.delete, uuids[r.request_uuid])
     for r in (pre, post):
