@@ -19,8 +19,14 @@ RATE = 8000
 def _speech(text: str, tmp: Path, voice: str = "en-us") -> np.ndarray:
     raw = tmp / "speech-raw.wav"
     out = tmp / "speech-8k.wav"
-    subprocess.run(["espeak-ng", "-v", voice, "-w", str(raw), text], check=True, capture_output=True)
-    subprocess.run(["sox", str(raw), "-r", str(RATE), "-c", "1", "-b", "16", str(out)], check=True, capture_output=True)
+    subprocess.run(
+        ["espeak-ng", "-v", voice, "-w", str(raw), text], check=True, capture_output=True
+    )
+    subprocess.run(
+        ["sox", str(raw), "-r", str(RATE), "-c", "1", "-b", "16", str(out)],
+        check=True,
+        capture_output=True,
+    )
     with wave.open(str(out)) as w:
         return np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).copy()
 
@@ -53,5 +59,9 @@ def human_clip(tmp_path: Path) -> Path:
 def machine_clip(tmp_path: Path) -> Path:
     greeting = _speech(
         "Hi, you have reached the voicemail of John Smith. I cannot take your call right now. "
-        "Please leave a message after the tone and I will call you back.", tmp_path)
-    return _clip(tmp_path / "machine.wav", _silence(0.3), greeting, _silence(0.3), _beep(), _silence(6))
+        "Please leave a message after the tone and I will call you back.",
+        tmp_path,
+    )
+    return _clip(
+        tmp_path / "machine.wav", _silence(0.3), greeting, _silence(0.3), _beep(), _silence(6)
+    )

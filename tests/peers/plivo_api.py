@@ -74,8 +74,12 @@ def sdk_client(base_url: str, auth_id: str = AUTH_ID, token: str = AUTH_TOKEN) -
 def point_sdk_at(monkeypatch: pytest.MonkeyPatch, base_url: str) -> None:
     """Point the SDK at ``base_url``: voice requests read these module constants each time."""
     root = f"{base_url}/v1/Account"
-    for name in ("API_VOICE_BASE_URI", "API_VOICE_BASE_URI_FALLBACK_1", "API_VOICE_BASE_URI_FALLBACK_2",
-                 "PLIVO_API_BASE_URI"):
+    for name in (
+        "API_VOICE_BASE_URI",
+        "API_VOICE_BASE_URI_FALLBACK_1",
+        "API_VOICE_BASE_URI_FALLBACK_2",
+        "PLIVO_API_BASE_URI",
+    ):
         monkeypatch.setattr(plivo_client, name, root)
 
 
@@ -154,7 +158,9 @@ def sig_ok(receiver: WebhookReceiver) -> None:
 def sipp_messages(peer: Sipp) -> str:
     """sipp's ``-trace_msg`` log of one peer (``<scenario>_<pid>_messages.log`` in its cwd)."""
     assert peer.tmp is not None
-    return "\n".join(p.read_text(errors="replace") for p in peer.tmp.glob(f"*_{peer.proc.pid}_messages.log"))
+    return "\n".join(
+        p.read_text(errors="replace") for p in peer.tmp.glob(f"*_{peer.proc.pid}_messages.log")
+    )
 
 
 async def sipp_done(*peers: Sipp, timeout: float = 15) -> None:
