@@ -2,6 +2,8 @@
 
 ``softswitch call`` places one call with the embedded user agent, prints each step as it
 happens and ends with one JSON line; exit status 0 if answered, 1 if not, 2 for bad usage.
+``softswitch serve`` exits 2 for a bad configuration and 3 when another server already owns the
+database (``softswitch.store.DatabaseInUse``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from sip import causes
 from sip.events import Answered, DigitReceived, EarlyMedia, Ringing, Terminated, Trying
 
 EXIT_ANSWERED, EXIT_NOT_ANSWERED, EXIT_USAGE = 0, 1, 2
+EXIT_DATABASE_IN_USE = 3
 
 
 class _Parser(argparse.ArgumentParser):
@@ -148,8 +151,13 @@ def _run_serve(args: argparse.Namespace) -> int:
         print(f"softswitch serve: {exc}", file=sys.stderr)
         return EXIT_USAGE
     from softswitch.server import run_server
+    from softswitch.store import DatabaseInUse
 
-    return run_server(config) or 0
+    try:
+        return run_server(config) or 0
+    except DatabaseInUse as exc:
+        print(f"softswitch serve: refusing to start: {exc}", file=sys.stderr)
+        return EXIT_DATABASE_IN_USE
 
 
 # ---------------------------------------------------------------------------- call

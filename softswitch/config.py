@@ -49,8 +49,16 @@ __all__ = [
 
 ENV_PREFIX = "SOFTSWITCH_"
 
-SIP_TRANSPORTS = ("udp", "tcp", "tls")
-KNOWN_CODECS = ("PCMU", "PCMA", "G722", "OPUS")
+SIP_TRANSPORTS = ("udp", "tcp")
+"""Transports the SIP user agent implements; TLS (RFC 3261 §26.2) is not, so ``tls`` is refused
+rather than dialled or listened on over plain TCP."""
+KNOWN_CODECS = ("PCMU", "PCMA")
+"""Codecs the media engine encodes (G.711, ``media._g711``); G722 and OPUS are refused rather than
+silently left out of the offer."""
+NOT_IMPLEMENTED = {
+    "tls": "TLS is not implemented (udp and tcp are)",
+    "register": "REGISTER to a trunk is not implemented; the trunk must accept calls without it",
+}
 SHUTDOWN_MODES = ("drain", "hangup")
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 
@@ -574,6 +582,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("sip_transports", "at least one transport is needed")
     cfg.sip_transports = [t.lower() for t in cfg.sip_transports]
     for t in cfg.sip_transports:
+        if t == "tls":
+            raise ConfigError("sip_transports", NOT_IMPLEMENTED["tls"])
         if t not in SIP_TRANSPORTS:
             raise ConfigError("sip_transports", f"{t!r} is not one of {', '.join(SIP_TRANSPORTS)}")
     if not 1 <= cfg.rtp_port_min < cfg.rtp_port_max <= 65535:
@@ -640,8 +650,12 @@ def _validate(cfg: Config) -> None:
         if not 1 <= gw.port <= 65535:
             raise ConfigError(f"{key}.port", f"{gw.port} out of range 1-65535")
         gw.transport = gw.transport.lower()
+        if gw.transport == "tls":
+            raise ConfigError(f"{key}.transport", NOT_IMPLEMENTED["tls"])
         if gw.transport not in SIP_TRANSPORTS:
-            raise ConfigError(f"{key}.transport", f"{gw.transport!r} is not udp, tcp or tls")
+            raise ConfigError(f"{key}.transport", f"{gw.transport!r} is not udp or tcp")
+        if gw.register:
+            raise ConfigError(f"{key}.register", NOT_IMPLEMENTED["register"])
         for p in gw.prefixes:
             if not p.lstrip("+").isdigit():
                 raise ConfigError(f"{key}.prefixes", f"{p!r} is not digits")
@@ -652,7 +666,10 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"{key}.codecs", "at least one codec is needed")
         for c in gw.codecs:
             if c not in KNOWN_CODECS:
-                raise ConfigError(f"{key}.codecs", f"{c!r} is not one of {', '.join(KNOWN_CODECS)}")
+                raise ConfigError(
+                    f"{key}.codecs",
+                    f"{c!r} is not implemented; the media engine has {', '.join(KNOWN_CODECS)}",
+                )
         if gw.timeout_s < 1:
             raise ConfigError(f"{key}.timeout_s", "must be >= 1")
         if gw.retries < 1:

@@ -137,7 +137,7 @@ class Server:
         from .webhooks import WebhookOutbox
 
         cfg = self.config
-        self.store = CallStore(cfg.db_path)
+        self.store = CallStore(cfg.db_path, exclusive=True)  # one server per database
         # Calls a previous process left live died with it (their dialogs and media are gone).
         interrupted = self.store.mark_interrupted()
         self.interrupted = len(interrupted)

@@ -17,8 +17,10 @@ The schema is versioned with ``PRAGMA user_version`` and upgraded in place by ``
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import os
 import re
 import sqlite3
 import threading
@@ -29,6 +31,7 @@ from typing import Any
 __all__ = [
     "CALL_FIELDS",
     "CallStore",
+    "DatabaseInUse",
     "LIVE_STATUSES",
     "TERMINAL_STATUSES",
     "format_time",
@@ -201,6 +204,23 @@ def _encode(name: str, value: Any) -> Any:
     return value
 
 
+class DatabaseInUse(RuntimeError):
+    """Another process (or another store of this one) holds the database exclusively."""
+
+    def __init__(self, path: str, holder: str) -> None:
+        super().__init__(
+            f"{path} is in use by another softswitch ({holder}); "
+            "two servers on one database would close each other's live calls"
+        )
+        self.path = path
+        self.holder = holder
+
+
+def lock_path(path: str) -> str:
+    """The lock file that makes one server the owner of the database at ``path``."""
+    return f"{path}.lock"
+
+
 class CallStore:
     """SQLite-backed CDR store and webhook outbox tables.
 
@@ -208,22 +228,40 @@ class CallStore:
     for the event loop: every method is one or two short statements.
     """
 
-    def __init__(self, path: str, *, checkpoint_interval_s: float = 1.0) -> None:
+    def __init__(
+        self, path: str, *, checkpoint_interval_s: float = 1.0, exclusive: bool = False
+    ) -> None:
+        """``exclusive``: own the database (the server does) or raise :class:`DatabaseInUse`.
+
+        The server closes calls a previous run left live, which is only right if no other
+        server is running on the file. The ownership is an ``flock`` on ``<path>.lock``: the
+        kernel drops it when the process exits, crashes included, so no stale lock remains.
+        Readers (tests, tools) open the store without ``exclusive``.
+        """
         self.path = path
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
+        self._lock_fd: int | None = None
+        if exclusive and path != ":memory:" and not path.startswith("file::memory:"):
+            self._lock_fd = _acquire(lock_path(path), path)
         self._stop = threading.Event()
         self._checkpointer: threading.Thread | None = None
-        with self._lock:
-            if path != ":memory:":
-                mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-                if str(mode).lower() != "wal":  # pragma: no cover - e.g. a network filesystem
-                    raise sqlite3.OperationalError(f"cannot enable WAL on {path}: got {mode}")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.execute("PRAGMA busy_timeout=5000")
-            self._migrate()
+        try:
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.row_factory = sqlite3.Row
+            with self._lock:
+                if path != ":memory:":
+                    mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                    if str(mode).lower() != "wal":  # pragma: no cover - e.g. a network filesystem
+                        raise sqlite3.OperationalError(f"cannot enable WAL on {path}: got {mode}")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.execute("PRAGMA foreign_keys=ON")
+                self._db.execute("PRAGMA busy_timeout=5000")
+                self._migrate()
+        except BaseException:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+            raise
         if path != ":memory:" and checkpoint_interval_s > 0:
             # Measured: a median insert+update costs ~0.1 ms, but SQLite's automatic WAL
             # checkpoint (with its fsync) lands on whichever commit crosses 1000 pages and costs
@@ -287,6 +325,9 @@ class CallStore:
                         log.warning("final WAL checkpoint of %s failed: %s", self.path, exc)
                 self._db.close()
                 self._db = None  # type: ignore[assignment]
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # releases the flock
+                self._lock_fd = None
 
     # ----------------------------------------------------------------- calls
 
@@ -628,6 +669,25 @@ class CallStore:
                 (delivery_id,),
             ).fetchall()
         return [dict(r) for r in rows]
+
+
+def _acquire(lock_file: str, db_path: str) -> int:
+    """Take the exclusive, non-blocking ``flock`` of ``lock_file``; its text names the holder."""
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+        finally:
+            os.close(fd)
+        raise DatabaseInUse(db_path, holder) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
+    return fd
 
 
 def _delivery_row(row: sqlite3.Row) -> dict[str, Any]:

@@ -1,17 +1,28 @@
-"""Shared fixtures: free ports, real peers (sipp) on loopback."""
+"""Shared fixtures: free ports, real peers (sipp) on loopback, the webhook receiver."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.peers.webhooks import WebhookReceiver
+
 SIPP_DIR = Path(__file__).parent / "sipp"
+REPO = Path(__file__).resolve().parent.parent
+
+# Python programs the tests start (``softswitch serve``, ``softswitch call``, benchmarks) import
+# this checkout's packages, whatever their working directory and wherever ``pip install -e``
+# points (a git worktree shares the installed package of the main checkout).
+_inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(REPO)]
+os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *_inherited])
 
 # The ``baresip`` callee fixture, for every test module.
 pytest_plugins = ("tests.peers.baresip",)
@@ -38,6 +49,40 @@ def free_port(kind: int = socket.SOCK_DGRAM, *, pair: bool = False) -> int:
     raise RuntimeError("no free port")
 
 
+def worker_index() -> int:
+    """This pytest-xdist worker's number (0 without xdist): for resources tests pin."""
+    return int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+
+
+def _bound_ports(kind: str) -> set[int]:
+    """Local ports in /proc/net/<kind>[6]: bound UDP sockets, or listening TCP ones."""
+    ports: set[int] = set()
+    for table in (kind, kind + "6"):
+        try:
+            lines = Path("/proc/net", table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if kind == "tcp" and fields[3] != "0A":  # 0A = LISTEN
+                continue
+            ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def wait_bound(port: int, *, tcp: bool = False, proc: subprocess.Popen | None = None,
+               timeout: float = 10.0) -> None:
+    """Block until a peer program has bound ``port`` (read from /proc/net, so the check
+    itself never takes the port), it exited, or ``timeout`` passed."""
+    deadline = time.monotonic() + timeout
+    while port not in _bound_ports("tcp" if tcp else "udp"):
+        if proc is not None and proc.poll() is not None:
+            return  # it died: its exit status tells why (Sipp.assert_ok)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"nothing bound {'TCP' if tcp else 'UDP'} port {port} within {timeout}s")
+        time.sleep(0.005)
+
+
 class Sipp:
     """One sipp process running a scenario from tests/sipp/ (or a built-in one)."""
 
@@ -59,7 +104,7 @@ class Sipp:
         args += extra or []
         self.args = args
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp)
-        time.sleep(0.15)  # let it bind
+        wait_bound(self.port, tcp=transport.startswith("t"), proc=self.proc)
 
     @property
     def uri(self) -> str:
@@ -107,3 +152,38 @@ def sipp(tmp_path: Path) -> Iterator:
     yield start
     for s in started:
         s.stop()
+
+
+@pytest.fixture
+async def webhook_receiver() -> AsyncIterator[Callable[..., Awaitable[WebhookReceiver]]]:
+    """Start real HTTP receivers (``tests/peers/webhooks.py``); all stop after the test.
+
+    ``await webhook_receiver(auth_token=..., routes=..., respond=...)``, or pass a
+    :class:`WebhookReceiver` built beforehand.
+    """
+    started: list[WebhookReceiver] = []
+
+    async def start(receiver: WebhookReceiver | None = None, **kw: object) -> WebhookReceiver:
+        r = receiver if receiver is not None else WebhookReceiver(**kw)  # type: ignore[arg-type]
+        started.append(r)
+        return await r.start()
+
+    yield start
+    for r in reversed(started):
+        await r.stop()
+
+
+async def wait_until(
+    predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02, what: str = ""
+) -> None:
+    """Poll ``predicate`` every ``interval`` s until it is true; fail after ``timeout`` s.
+
+    For conditions nothing signals (a peer's counter, a file appearing); where the code under
+    test sets an event or a future, wait on that instead.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() >= deadline:
+            raise AssertionError(f"not within {timeout}s: {what or predicate}")
+        await asyncio.sleep(interval)

@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - pytest fixtures imported from other test modules
 """machine_detection through the Plivo API (seed 002), with the official SDK as the client and
 baresip answering with a recorded human "Hello?" or a voicemail greeting."""
 
@@ -9,9 +8,14 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.peers import amd_clips, xml_app
 from tests.peers.baresip import needs_baresip
-from tests.test_amd_calls import human_clip, machine_clip  # noqa: F401
-from tests.test_api_xml import AUTH_ID, AUTH_TOKEN, HOLD, Env, env, hangup_of  # noqa: F401
+from tests.peers.xml_app import AUTH_ID, AUTH_TOKEN, HOLD, Env, hangup_of
+
+# the shared fixtures: a real server with the user's web app, the callee's recorded clips
+env = xml_app.env
+human_clip = amd_clips.human_clip
+machine_clip = amd_clips.machine_clip
 
 pytestmark = [needs_baresip, pytest.mark.peer]
 
@@ -24,10 +28,10 @@ async def _create(env: Env, to: str, **kw: Any) -> None:
 
 
 async def test_sync_mode_passes_machine_false_to_answer_url(env: Env, baresip: Any, human_clip: Any) -> None:
-    env.web.docs["/answer"] = '<Response><Wait length="1"/></Response>'
+    env.web.routes["/answer"] = '<Response><Wait length="1"/></Response>'
     peer = baresip(play_wav=human_clip)
     await _create(env, peer.uri, machine_detection="true")
-    answer = (await env.web.wait("/answer", timeout=20))[0]
+    answer = (await env.web.wait_for(path="/answer", timeout=20))[0]
     assert answer.signed and answer.params["Machine"] == "false", answer.params
     assert answer.params["AmdStatus"] == "HUMAN" and int(answer.params["AmdDecisionMs"]) < 3500
     hang = await hangup_of(env, answer.params["CallUUID"])
@@ -37,10 +41,10 @@ async def test_sync_mode_passes_machine_false_to_answer_url(env: Env, baresip: A
 
 
 async def test_hangup_mode_ends_a_machine_call(env: Env, baresip: Any, machine_clip: Any) -> None:
-    env.web.docs["/answer"] = HOLD
+    env.web.routes["/answer"] = HOLD
     peer = baresip(play_wav=machine_clip)
     await _create(env, peer.uri, machine_detection="hangup", machine_detection_time="5000")
-    hits = await env.web.wait("/hangup", timeout=25)
+    hits = await env.web.wait_for(path="/hangup", timeout=25)
     hang = hits[0].params
     assert hits[0].signed
     assert hang["Machine"] == "true" and hang["HangupCause"] == "MACHINE_DETECTED", hang
@@ -49,13 +53,13 @@ async def test_hangup_mode_ends_a_machine_call(env: Env, baresip: Any, machine_c
 
 
 async def test_async_mode_posts_the_decision_while_the_app_runs(env: Env, baresip: Any, machine_clip: Any) -> None:
-    env.web.docs["/answer"] = HOLD
+    env.web.routes["/answer"] = HOLD
     peer = baresip(play_wav=machine_clip)
     await _create(env, peer.uri, machine_detection="true", machine_detection_url=env.web.url("/amd"),
                   machine_detection_method="POST")
-    answer = (await env.web.wait("/answer", timeout=15))[0]
+    answer = (await env.web.wait_for(path="/answer", timeout=15))[0]
     assert "Machine" not in answer.params  # async: answer_url runs at once
-    amd = (await env.web.wait("/amd", timeout=15))[0]
+    amd = (await env.web.wait_for(path="/amd", timeout=15))[0]
     assert amd.signed
     p = amd.params
     assert p["Event"] == "MachineDetection" and p["Machine"] == "true" and p["CallStatus"] == "in-progress"

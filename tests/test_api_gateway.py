@@ -14,12 +14,13 @@ import pytest
 from softswitch.config import Gateway
 from softswitch.server import Server
 from tests.conftest import needs_sipp
-from tests.test_api_xml import AUTH_ID, AUTH_TOKEN, HOLD, WebApp, make_config
+from tests.peers.xml_app import AUTH_ID, AUTH_TOKEN, HOLD, make_config
 
 pytestmark = [needs_sipp, pytest.mark.peer]
 
 
-async def test_number_via_trunk_with_credentials(tmp_path: Path, sipp: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_number_via_trunk_with_credentials(tmp_path: Path, sipp: Any, monkeypatch: pytest.MonkeyPatch,
+                                                 webhook_receiver: Any) -> None:
     trunk = sipp("uas_auth_401.xml")  # checks alice/secret with sipp's verifyauth, then BYEs
     other = sipp("uas_busy.xml")  # a second trunk for another prefix: must not be used
     gateways = [
@@ -27,8 +28,7 @@ async def test_number_via_trunk_with_credentials(tmp_path: Path, sipp: Any, monk
         Gateway(name="us", host="127.0.0.1", port=trunk.port, prefixes=["1"], strip=1, add_prefix="001",
                 username="alice", password="secret"),
     ]
-    web = await WebApp().start()
-    web.docs["/answer"] = HOLD
+    web = await webhook_receiver(routes={"/answer": HOLD})
     server = Server(make_config(tmp_path, gateways=gateways))
     await server.start()
     for name in ("API_VOICE_BASE_URI", "API_VOICE_BASE_URI_FALLBACK_1", "API_VOICE_BASE_URI_FALLBACK_2",
@@ -39,9 +39,9 @@ async def test_number_via_trunk_with_credentials(tmp_path: Path, sipp: Any, monk
         resp = await asyncio.to_thread(client.calls.create, from_="+12025550000", to_="+14155550100",
                                        answer_url=web.url("/answer"), hangup_url=web.url("/hangup"))
         assert resp.message == "call fired"
-        answer = (await web.wait("/answer", timeout=15))[0]
+        answer = (await web.wait_for(path="/answer", timeout=15))[0]
         assert answer.params["To"] == "+14155550100"
-        hang = (await web.wait("/hangup", timeout=15))[0].params
+        hang = (await web.wait_for(path="/hangup", timeout=15))[0].params
         assert hang["HangupSource"] == "Callee" and hang["CallStatus"] == "completed", hang
         await asyncio.to_thread(trunk.assert_ok)
         # The INVITE went to the "us" trunk as 0014155550100 (strip 1, add 001).
@@ -50,4 +50,3 @@ async def test_number_via_trunk_with_credentials(tmp_path: Path, sipp: Any, monk
         assert other.proc.poll() is None  # the UK trunk never got a call
     finally:
         await server.stop(mode="hangup", drain_timeout_s=2.0)
-        await web.stop()

@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - pytest fixtures imported from other test modules
 """Live call control over the Plivo v1 API, with the official SDK as the client, on calls to
 real callees: baresip (records what it hears, plays a WAV as its microphone, logs RFC 4733
 digits) and sipp (answers and echoes RTP).
@@ -23,9 +22,14 @@ import numpy as np
 import plivo.exceptions
 import pytest
 
-# Fixtures are shared by import (env, uas from the XML tests; baresip from its peer module).
-from tests.peers.baresip import baresip, needs_baresip  # noqa: F401
-from tests.test_api_xml import AUTH_ID, AUTH_TOKEN, HOLD, Env, env, hangup_of, uas  # noqa: F401
+from tests.conftest import wait_until
+from tests.peers import xml_app
+from tests.peers.baresip import needs_baresip
+from tests.peers.xml_app import AUTH_ID, AUTH_TOKEN, HOLD, Env, hangup_of
+
+# the shared fixtures: a real server with the user's web app (``env``), sipp callees (``uas``)
+env = xml_app.env
+uas = xml_app.uas
 
 pytestmark = [pytest.mark.peer]
 
@@ -97,8 +101,8 @@ async def test_live_speak_play_dtmf_and_record_on_baresip(
     mic = tmp_path / "mic.wav"
     mic.write_bytes(wav_bytes(tone(400.0, 20.0, 0.2)))
     peer = baresip(play_wav=mic, max_call_s=30)
-    env.web.docs["/answer"] = HOLD
-    env.web.docs["/tone.wav"] = (200, wav_bytes(tone(1000.0, 1.5)), "audio/wav")
+    env.web.routes["/answer"] = HOLD
+    env.web.routes["/tone.wav"] = (200, wav_bytes(tone(1000.0, 1.5)), "audio/wav")
     call_uuid = await env.call(peer.uri)
     await asyncio.sleep(0.3)
 
@@ -127,7 +131,7 @@ async def test_live_speak_play_dtmf_and_record_on_baresip(
     await asyncio.sleep(1.5)
 
     assert await env.sdk(env.client.calls.stop_recording, call_uuid, None, None) is None  # 204
-    cb = (await env.web.wait("/rec", call_uuid=call_uuid))[0]
+    cb = (await env.web.wait_for(path="/rec", call_uuid=call_uuid))[0]
     assert cb.signed
     assert cb.params["record_url"] == rec.url and cb.params["recording_id"] == rec.recording_id
     assert cb.params["api_id"] == rec.api_id
@@ -160,8 +164,8 @@ async def test_live_speak_play_dtmf_and_record_on_baresip(
 @needs_baresip
 async def test_stop_speaking_and_playing_stop_only_the_api_audio(env: Env, baresip: Any) -> None:
     peer = baresip(max_call_s=30)
-    env.web.docs["/answer"] = HOLD
-    env.web.docs["/long.wav"] = (200, wav_bytes(tone(700.0, 10.0)), "audio/wav")
+    env.web.routes["/answer"] = HOLD
+    env.web.routes["/long.wav"] = (200, wav_bytes(tone(700.0, 10.0)), "audio/wav")
     call_uuid = await env.call(peer.uri)
     call = live_call(env, call_uuid)
     media = call.leg.media
@@ -175,20 +179,20 @@ async def test_stop_speaking_and_playing_stop_only_the_api_audio(env: Env, bares
     await asyncio.sleep(1.0)
     assert media.playing and call.playbacks["speak"]
     assert await env.sdk(env.client.calls.stop_speaking, call_uuid) is None
-    await asyncio.sleep(0.2)
+    await wait_until(lambda: not media.playing, 2, what="speak stopped")
     assert not media.playing and not call.playbacks.get("speak")
 
     await env.sdk(env.client.calls.play, call_uuid, env.web.url("/long.wav"), length=1)
     await asyncio.sleep(0.6)
     assert media.playing
-    await asyncio.sleep(1.0)
+    await wait_until(lambda: not media.playing, 3, what="the length=1 playback ended")
     assert not media.playing, "length=1 ends the playback after a second"
 
     await env.sdk(env.client.calls.play, call_uuid, env.web.url("/long.wav"))
     await asyncio.sleep(0.5)
     assert media.playing
     assert await env.sdk(env.client.calls.stop_playing, call_uuid) is None
-    await asyncio.sleep(0.2)
+    await wait_until(lambda: not media.playing, 2, what="play stopped")
     assert not media.playing
     await env.sdk(env.client.calls.delete, call_uuid)
     await hangup_of(env, call_uuid)
@@ -199,9 +203,9 @@ async def test_play_mix_false_cuts_the_xml_prompt_and_the_xml_goes_on(
     env: Env, baresip: Any
 ) -> None:
     peer = baresip(max_call_s=30)
-    env.web.docs["/xml.wav"] = (200, wav_bytes(tone(500.0, 20.0)), "audio/wav")
-    env.web.docs["/api.wav"] = (200, wav_bytes(tone(1200.0, 0.5)), "audio/wav")
-    env.web.docs["/answer"] = (
+    env.web.routes["/xml.wav"] = (200, wav_bytes(tone(500.0, 20.0)), "audio/wav")
+    env.web.routes["/api.wav"] = (200, wav_bytes(tone(1200.0, 0.5)), "audio/wav")
+    env.web.routes["/answer"] = (
         f"<Response><Play>{env.web.url('/xml.wav')}</Play><Speak>after</Speak><Hangup/></Response>"
     )
     call_uuid = await env.call(peer.uri)
@@ -216,20 +220,20 @@ async def test_play_mix_false_cuts_the_xml_prompt_and_the_xml_goes_on(
 @needs_baresip
 async def test_speak_and_dtmf_on_the_bridged_b_leg(env: Env, baresip: Any, uas: Any) -> None:
     callee = baresip(max_call_s=30)
-    env.web.docs["/answer"] = f"<Response><Dial><User>{callee.uri}</User></Dial></Response>"
+    env.web.routes["/answer"] = f"<Response><Dial><User>{callee.uri}</User></Dial></Response>"
     call_uuid = await env.call(uas().uri)
     call = live_call(env, call_uuid)
-    for _ in range(100):  # the B leg answers (bounded: 5 s)
-        if env.server.manager.bridged_leg(call) is not None:  # type: ignore[union-attr]
-            break
-        await asyncio.sleep(0.05)
+    manager = env.server.manager
+    assert manager is not None
+    await wait_until(lambda: manager.bridged_leg(call) is not None, 5, what="the B leg answers")
     b_leg = env.server.manager.bridged_leg(call)  # type: ignore[union-attr]
     assert b_leg is not None
     spoke = await env.sdk(env.client.calls.speak, call_uuid, "Hello B leg", legs="bleg")
     assert spoke.message == "speak started"
-    await asyncio.sleep(2.0)
+    await wait_until(lambda: b_leg.media.playing, 5, what="the speech on the B leg started")
+    await wait_until(lambda: not b_leg.media.playing, 10, what="the speech on the B leg ended")
     await env.sdk(env.client.calls.send_digits, call_uuid, "9", leg="bleg")
-    await asyncio.sleep(1.0)
+    await wait_until(lambda: callee.received_dtmf(), 5, what="baresip logged the digit")
     await env.sdk(env.client.calls.delete, call_uuid)
     await hangup_of(env, call_uuid)
     callee.stop()
@@ -242,8 +246,8 @@ async def test_speak_and_dtmf_on_the_bridged_b_leg(env: Env, baresip: Any, uas: 
 
 
 async def test_transfer_runs_the_aleg_url_xml(env: Env, uas: Any) -> None:
-    env.web.docs["/answer"] = HOLD
-    env.web.docs["/transfer"] = "<Response><Speak>You were transferred</Speak><Hangup/></Response>"
+    env.web.routes["/answer"] = HOLD
+    env.web.routes["/transfer"] = "<Response><Speak>You were transferred</Speak><Hangup/></Response>"
     call_uuid = await env.call(uas().uri)
     await asyncio.sleep(0.3)
     resp = await env.sdk(
@@ -254,7 +258,7 @@ async def test_transfer_runs_the_aleg_url_xml(env: Env, uas: Any) -> None:
         aleg_method="GET",
     )
     assert resp.message == "call transfered"  # Plivo's spelling, as the SDK fixtures have it
-    hit = (await env.web.wait("/transfer", call_uuid=call_uuid))[0]
+    hit = (await env.web.wait_for(path="/transfer", call_uuid=call_uuid))[0]
     assert hit.signed and hit.method == "GET" and hit.params["CallStatus"] == "in-progress"
     hang = await hangup_of(env, call_uuid)
     assert hang["HangupSource"] == "Answer XML" and hang["HangupCause"] == "NORMAL_CLEARING"
@@ -264,8 +268,8 @@ async def test_transfer_runs_the_aleg_url_xml(env: Env, uas: Any) -> None:
 
 
 async def test_transfer_to_an_unreachable_url_hangs_up(env: Env, uas: Any) -> None:
-    env.web.docs["/answer"] = HOLD
-    env.web.docs["/broken"] = (500, "oops", "text/plain")
+    env.web.routes["/answer"] = HOLD
+    env.web.routes["/broken"] = (500, "oops", "text/plain")
     call_uuid = await env.call(uas().uri)
     await env.sdk(
         env.client.calls.transfer, call_uuid, legs="aleg", aleg_url=env.web.url("/broken")
@@ -276,7 +280,7 @@ async def test_transfer_to_an_unreachable_url_hangs_up(env: Env, uas: Any) -> No
 
 
 async def test_recording_ends_with_the_call_and_is_served(env: Env, uas: Any) -> None:
-    env.web.docs["/answer"] = (
+    env.web.routes["/answer"] = (
         '<Response><Speak loop="3">Recording this call for quality</Speak><Wait length="30"/></Response>'
     )
     call_uuid = await env.call(uas().uri)  # sipp echoes our RTP: both directions carry speech
@@ -285,7 +289,7 @@ async def test_recording_ends_with_the_call_and_is_served(env: Env, uas: Any) ->
     await asyncio.sleep(2.5)
     await env.sdk(env.client.calls.delete, call_uuid)
     await hangup_of(env, call_uuid)
-    cb = (await env.web.wait("/rec", call_uuid=call_uuid))[0]
+    cb = (await env.web.wait_for(path="/rec", call_uuid=call_uuid))[0]
     assert cb.params["record_url"] == rec.url
     assert 1500 <= int(cb.params["recording_duration_ms"]) <= 10000
     status, ctype, body = await http_get(rec.url)
@@ -303,7 +307,7 @@ async def test_recording_ends_with_the_call_and_is_served(env: Env, uas: Any) ->
 async def test_errors_are_404_for_unknown_or_ended_calls_and_400_for_bad_params(
     env: Env, uas: Any
 ) -> None:
-    env.web.docs["/answer"] = HOLD
+    env.web.routes["/answer"] = HOLD
     c = env.client.calls
     ghost = "11111111-2222-3333-4444-555555555555"
     for fn, args, kw in [

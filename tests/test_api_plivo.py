@@ -13,276 +13,47 @@ causes, CANCEL/BYE Reason, early media), ``test_api_plivo_baresip.py`` calls bar
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import plivo
-import plivo.rest.client as plivo_client
 import pytest
-from aiohttp import web
 from plivo import exceptions as plivo_exc
-from plivo.utils.signature_v3 import validate_v3_signature
 
 from softswitch.api.plivo import ApiError, parse_call_request, parse_sip_headers
-from softswitch.config import Account, Config, Limits
-from softswitch.server import Server, serve
-from tests.conftest import Sipp, needs_sipp
+from softswitch.config import Limits
+from softswitch.server import serve
+from tests.conftest import needs_sipp
+from tests.peers import plivo_api
+from tests.peers.plivo_api import (
+    AUTH_ID,
+    AUTH_TOKEN,
+    OTHER_ID,
+    OTHER_TOKEN,
+    Env,
+    basic,
+    free_tcp_port,
+    make_config,
+    plivo_receiver,
+    sdk,
+    sdk_client,
+    sig_ok,
+    sipp_done,
+    sipp_messages,
+    start_server,
+    wait_record,
+)
+from tests.peers.webhooks import WebhookReceiver
 
-AUTH_ID = "MAAAAAAAAAAAAAAAAAAA"
-AUTH_TOKEN = "secret-token-0123456789abcdefghijklmnop"
-OTHER_ID = "MABBBBBBBBBBBBBBBBBB"
-OTHER_TOKEN = "other-token-0123456789abcdefghijklmnopq"
-
-#: Held calls run this: with the XML interpreter wired it keeps the call up; without it the
-#: manager holds the call anyway. Either way the call lasts until the test ends it.
-HOLD_XML = '<?xml version="1.0"?><Response><Wait length="30"/></Response>'
-
-
-# --- a real webhook receiver ----------------------------------------------------------------------
-
-
-@dataclass
-class Hit:
-    path: str
-    method: str
-    url: str
-    params: dict[str, str]
-    headers: dict[str, str]
-    at: float
-
-
-class Receiver:
-    """An HTTP server that records every callback and checks its V3 signature."""
-
-    ANSWER_XML = HOLD_XML
-
-    def __init__(self, auth_token: str = AUTH_TOKEN, port: int = 0) -> None:
-        self.auth_token = auth_token
-        self.port = port
-        self.hits: list[Hit] = []
-        self.fail: dict[str, int] = {}  # path -> how many more requests get a 503
-        self.bad_signatures: list[Hit] = []
-        self._runner: web.AppRunner | None = None
-        self._changed = asyncio.Event()
-
-    async def start(self) -> Receiver:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        if request.method == "POST":
-            params = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
-        else:
-            params = dict(request.query)
-        url = str(request.url)
-        hit = Hit(request.path, request.method, url, params, dict(request.headers), time.time())
-        if not self._valid(hit):
-            self.bad_signatures.append(hit)
-        if self.fail.get(request.path, 0) > 0:
-            self.fail[request.path] -= 1
-            return web.Response(status=503, text="down")
-        self.hits.append(hit)
-        self._changed.set()
-        if request.path.startswith("/answer") or request.path.startswith("/fallback"):
-            return web.Response(text=self.ANSWER_XML, content_type="application/xml")
-        return web.Response(text="ok")
-
-    def _valid(self, hit: Hit) -> bool:
-        sig = hit.headers.get("X-Plivo-Signature-V3")
-        nonce = hit.headers.get("X-Plivo-Signature-V3-Nonce")
-        if not sig or not nonce:
-            return False
-        if hit.method == "GET":
-            base = hit.url.split("?", 1)[0]
-            return validate_v3_signature("GET", base, nonce, self.auth_token, sig, dict(hit.params))
-        return validate_v3_signature("POST", hit.url, nonce, self.auth_token, sig, dict(hit.params))
-
-    def events(self, call_uuid: str | None = None, path: str | None = None) -> list[Hit]:
-        return [
-            h for h in self.hits
-            if (call_uuid is None or h.params.get("CallUUID") == call_uuid)
-            and (path is None or h.path == path)
-        ]
-
-    async def wait_for(self, pred: Any, timeout: float = 5.0) -> list[Hit]:
-        deadline = time.monotonic() + timeout
-        while True:
-            found = [h for h in self.hits if pred(h)]
-            if found:
-                return found
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"no matching callback within {timeout}s; got {[(h.path, h.params.get('Event')) for h in self.hits]}")
-            self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), min(remaining, 0.2))
-            except TimeoutError:
-                pass
-
-    async def wait_hangup(self, call_uuid: str | None = None, request_uuid: str | None = None, timeout: float = 5.0) -> Hit:
-        hits = await self.wait_for(
-            lambda h: h.params.get("Event") == "Hangup"
-            and (call_uuid is None or h.params.get("CallUUID") == call_uuid)
-            and (request_uuid is None or h.params.get("RequestUUID") == request_uuid),
-            timeout,
-        )
-        return hits[0]
-
-
-# --- fixtures ---------------------------------------------------------------------------------------
-
-
-def make_config(tmp_path: Any, **over: Any) -> Config:
-    limits = over.pop("limits", Limits(cps=100.0, max_concurrent=100, max_queue=100, bulk_max=1000))
-    cfg = Config(
-        http_host="127.0.0.1",
-        http_port=0,
-        sip_host="127.0.0.1",
-        sip_port=0,
-        db_path=str(tmp_path / "calls.db"),
-        data_dir=str(tmp_path / "data"),
-        accounts=[Account(AUTH_ID, AUTH_TOKEN, "main"), Account(OTHER_ID, OTHER_TOKEN, "other")],
-        limits=limits,
-        drain_timeout_s=2.0,
-        webhook_timeout_s=2.0,
-        # ~10 s of retries (0.05 s doubling to 0.3 s): a receiver down for a few seconds
-        # still gets everything.
-        webhook_retries=40,
-        webhook_backoff_s=0.05,
-        webhook_backoff_max_s=0.3,
-        answer_url_attempts=3,
-        answer_url_deadline_s=10.0,
-    )
-    for key, value in over.items():
-        setattr(cfg, key, value)
-    return cfg
-
-
-def sdk_client(base_url: str, auth_id: str = AUTH_ID, token: str = AUTH_TOKEN) -> plivo.RestClient:
-    """The official SDK; :func:`point_sdk_at` makes it talk to us."""
-    return plivo.RestClient(auth_id, token)
-
-
-def point_sdk_at(monkeypatch: pytest.MonkeyPatch, base_url: str) -> None:
-    """Point the SDK at ``base_url``: voice requests read these module constants each time."""
-    root = f"{base_url}/v1/Account"
-    for name in ("API_VOICE_BASE_URI", "API_VOICE_BASE_URI_FALLBACK_1", "API_VOICE_BASE_URI_FALLBACK_2",
-                 "PLIVO_API_BASE_URI"):
-        monkeypatch.setattr(plivo_client, name, root)
-
-
-@pytest.fixture
-def sdk_base(monkeypatch: pytest.MonkeyPatch) -> Any:
-    return lambda base_url: point_sdk_at(monkeypatch, base_url)
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = await Receiver().start()
-    yield r
-    await r.stop()
-
-
-async def sdk(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """The SDK is blocking: run it off the event loop the server runs on."""
-    return await asyncio.to_thread(fn, *args, **kwargs)
-
-
-@dataclass
-class Env:
-    server: Server
-    client: plivo.RestClient
-    base: str
-
-    async def sdk(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        return await sdk(fn, *args, **kwargs)
-
-    def leg(self, call_uuid: str) -> Any:
-        """The live call's ``sip.aio.ua.OutboundCall`` (kept by the test after the call ends)."""
-        return self.server.manager.calls[call_uuid].leg  # type: ignore[union-attr]
-
-
-async def start_server(cfg: Config, sdk_base: Any) -> Server:
-    """A real :class:`Server` (SIP user agent and media on loopback) with the SDK pointed at it."""
-    try:
-        import sip.aio.ua  # noqa: F401
-    except ImportError as exc:  # pragma: no cover - the UA is built in parallel
-        pytest.skip(f"SIP user agent not available: {exc}")
-    server = Server(cfg)
-    await server.start()
-    sdk_base(server.base_url)
-    return server
-
-
-@pytest.fixture
-async def env(tmp_path: Path, sdk_base: Any) -> AsyncIterator[Env]:
-    """A real server. Tests ask for ``sipp`` before ``env`` so the server (and its calls)
-    stops before the sipp peers are killed."""
-    server = await start_server(make_config(tmp_path), sdk_base)
-    try:
-        yield Env(server, sdk_client(server.base_url), server.base_url)
-    finally:
-        await server.stop(mode="hangup", drain_timeout_s=2.0)
-
-
-def basic(auth_id: str = AUTH_ID, token: str = AUTH_TOKEN) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{auth_id}:{token}".encode()).decode()}
-
-
-def sig_ok(receiver: Receiver) -> None:
-    assert not receiver.bad_signatures, [(h.path, h.headers) for h in receiver.bad_signatures]
-
-
-def sipp_messages(peer: Sipp) -> str:
-    """sipp's ``-trace_msg`` log of one peer (``<scenario>_<pid>_messages.log`` in its cwd)."""
-    assert peer.tmp is not None
-    return "\n".join(p.read_text(errors="replace") for p in peer.tmp.glob(f"*_{peer.proc.pid}_messages.log"))
-
-
-async def sipp_done(*peers: Sipp, timeout: float = 15) -> None:
-    """Each sipp peer ran its scenario to the end: every message and every check matched."""
-    for peer in peers:
-        await asyncio.to_thread(peer.assert_ok, timeout)
-
-
-async def wait_record(server: Server, request_uuid: str, timeout: float = 10) -> dict[str, Any]:
-    """The stored record once the call has ended (whether or not any callback got through)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        rec = server.store.get_call_by_request(AUTH_ID, request_uuid)
-        if rec and rec["end_time"]:
-            return rec
-        assert time.monotonic() < deadline, f"call {request_uuid} did not end: {rec}"
-        await asyncio.sleep(0.05)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
+# the shared fixtures: a real server (``env``), the webhook receiver, the SDK redirection
+env = plivo_api.env
+receiver = plivo_api.receiver
+sdk_base = plivo_api.sdk_base
 
 COMMON = ("From", "To", "RequestUUID", "ALegRequestUUID", "CallUUID", "ALegUUID", "Direction",
           "Event", "CallStatus", "SessionStart", "STIRAttestation")
@@ -292,7 +63,7 @@ COMMON = ("From", "To", "RequestUUID", "ALegRequestUUID", "CallUUID", "ALegUUID"
 
 
 @needs_sipp
-async def test_sdk_call_fires_all_callbacks_signed(sipp: Any, env: Env, receiver: Receiver) -> None:
+async def test_sdk_call_fires_all_callbacks_signed(sipp: Any, env: Env, receiver: WebhookReceiver) -> None:
     # The peer checks the INVITE (From display name and user, X-PH-* headers), answers,
     # echoes our RTP back (so the digits we send come back to our own DTMF receiver) and
     # hangs up after 1.5 s.
@@ -318,9 +89,9 @@ async def test_sdk_call_fires_all_callbacks_signed(sipp: Any, env: Env, receiver
     hang = await receiver.wait_hangup(request_uuid=resp.request_uuid, timeout=10)
     await sipp_done(peer)  # every check in the scenario matched
     call_uuid = hang.params["CallUUID"]
-    ring = receiver.events(call_uuid, "/ring")
-    answer = receiver.events(call_uuid, "/answer")
-    assert len(ring) == 1 and len(answer) == 1 and len(receiver.events(call_uuid, "/hangup")) == 1
+    ring = receiver.of("/ring", call_uuid)
+    answer = receiver.of("/answer", call_uuid)
+    assert len(ring) == 1 and len(answer) == 1 and len(receiver.of("/hangup", call_uuid)) == 1
     for hit in (ring[0], answer[0], hang):
         for key in COMMON:
             assert key in hit.params, (hit.path, key)
@@ -359,7 +130,7 @@ async def test_sdk_call_fires_all_callbacks_signed(sipp: Any, env: Env, receiver
 
 
 @needs_sipp
-async def test_json_and_form_bodies_raw_http(sipp: Any, env: Env, receiver: Receiver) -> None:
+async def test_json_and_form_bodies_raw_http(sipp: Any, env: Env, receiver: WebhookReceiver) -> None:
     peer = sipp("uas_callee_bye.xml", calls=3)  # one sipp, three concurrent calls
     url = f"{env.base}/v1/Account/{AUTH_ID}/Call/"
     dest = [f"sip:{user}@127.0.0.1:{peer.port}" for user in ("form", "curl", "json")]
@@ -390,7 +161,7 @@ async def test_json_and_form_bodies_raw_http(sipp: Any, env: Env, receiver: Rece
 # --- tests: bad requests ------------------------------------------------------------------------------------
 
 
-async def test_bad_requests_status_and_error(env: Env, receiver: Receiver) -> None:
+async def test_bad_requests_status_and_error(env: Env, receiver: WebhookReceiver) -> None:
     url = f"{env.base}/v1/Account/{AUTH_ID}/Call/"
     ok = {"from": "1000", "to": "sip:bob@127.0.0.1", "answer_url": receiver.url("/answer")}
     cases = [
@@ -445,7 +216,7 @@ async def test_bad_requests_status_and_error(env: Env, receiver: Receiver) -> No
     assert (await env.sdk(env.client.calls.list)).meta.total_count == 0
 
 
-async def test_bad_requests_through_sdk(env: Env, receiver: Receiver) -> None:
+async def test_bad_requests_through_sdk(env: Env, receiver: WebhookReceiver) -> None:
     c = env.client
     with pytest.raises(plivo_exc.ValidationError, match="caller_name"):
         await env.sdk(c.calls.create, from_="1000", to_="sip:bob@127.0.0.1", answer_url=receiver.url("/a"),
@@ -473,7 +244,7 @@ async def test_bad_requests_through_sdk(env: Env, receiver: Receiver) -> None:
 
 
 @needs_sipp
-async def test_live_calls_and_api_hangup(sipp: Any, env: Env, receiver: Receiver) -> None:
+async def test_live_calls_and_api_hangup(sipp: Any, env: Env, receiver: WebhookReceiver) -> None:
     peer = sipp("uas_answer.xml")  # answers, waits for our BYE
     busy = sipp("uas_busy.xml")
     c = env.client
@@ -521,12 +292,12 @@ async def test_live_calls_and_api_hangup(sipp: Any, env: Env, receiver: Receiver
                       parent_call_uuid=call_uuid, error_if_parent_not_found=True)
     await sipp_done(busy)
     await asyncio.sleep(0.1)
-    assert len(receiver.events(call_uuid, "/hangup")) == 1
+    assert len(receiver.of("/hangup", call_uuid)) == 1
     sig_ok(receiver)
 
 
 @needs_sipp
-async def test_hangup_and_cancel_ringing_calls(sipp: Any, env: Env, receiver: Receiver) -> None:
+async def test_hangup_and_cancel_ringing_calls(sipp: Any, env: Env, receiver: WebhookReceiver) -> None:
     ringers = [sipp("uas_ring_cancel.xml"), sipp("uas_ring_cancel.xml")]  # ring until CANCEL
     c = env.client
     common = {"from_": "1000", "answer_url": receiver.url("/answer"), "hangup_url": receiver.url("/hangup"),
@@ -548,12 +319,12 @@ async def test_hangup_and_cancel_ringing_calls(sipp: Any, env: Env, receiver: Re
         assert hang.params["HangupCauseName"] == "Canceled" and hang.params["HangupCauseCode"] == "1000"
         assert hang.params["AnswerTime"] == "" and hang.params["Duration"] == "0"
     await sipp_done(*ringers)  # each took a CANCEL, answered 487 and got the ACK
-    assert not receiver.events(path="/answer")
+    assert not receiver.of("/answer")
     sig_ok(receiver)
 
 
 @needs_sipp
-async def test_list_calls_paging_and_filters(sipp: Any, env: Env, receiver: Receiver) -> None:
+async def test_list_calls_paging_and_filters(sipp: Any, env: Env, receiver: WebhookReceiver) -> None:
     peer = sipp("uas_callee_bye.xml", calls=5)
     busy = sipp("uas_busy.xml")
     c = env.client
@@ -576,7 +347,7 @@ async def test_list_calls_paging_and_filters(sipp: Any, env: Env, receiver: Rece
     found = await env.sdk(c.calls.list, to_number=busy.uri)
     assert [o.call_status for o in found.objects] == ["busy"]
     assert found.objects[0].hangup_cause_name == "Busy Line"
-    hang = receiver.events(path="/hangup")
+    hang = receiver.of("/hangup")
     assert any(h.params["CallStatus"] == "busy" and h.params["HangupCause"] == "USER_BUSY" for h in hang)
     # the SDK walks every page by itself
     walked = await asyncio.to_thread(lambda: [o.call_uuid for o in env.client.calls])
@@ -589,7 +360,7 @@ async def test_list_calls_paging_and_filters(sipp: Any, env: Env, receiver: Rece
 
 
 @needs_sipp
-async def test_cps_gate_queues_calls(sipp: Any, tmp_path: Path, sdk_base: Any, receiver: Receiver) -> None:
+async def test_cps_gate_queues_calls(sipp: Any, tmp_path: Path, sdk_base: Any, receiver: WebhookReceiver) -> None:
     peer = sipp("uas_callee_bye.xml", calls=3)
     cfg = make_config(tmp_path, limits=Limits(cps=1.0, max_concurrent=100, max_queue=3, bulk_max=1000))
     server = await start_server(cfg, sdk_base)
@@ -612,7 +383,7 @@ async def test_cps_gate_queues_calls(sipp: Any, tmp_path: Path, sdk_base: Any, r
             await receiver.wait_hangup(request_uuid=r, timeout=10)
         await sipp_done(peer)
         # the INVITEs went out at the CPS rate: the third rang ~2 s after the first
-        rings = sorted(h.at for h in receiver.events(path="/ring"))
+        rings = sorted(h.at for h in receiver.of("/ring"))
         assert len(rings) == 3 and rings[2] - rings[0] >= 1.5
     finally:
         await server.stop(drain_timeout_s=1.0)
@@ -622,7 +393,7 @@ async def test_cps_gate_queues_calls(sipp: Any, tmp_path: Path, sdk_base: Any, r
 
 
 @needs_sipp
-async def test_answer_url_retries_then_fallback(sipp: Any, env: Env, receiver: Receiver) -> None:
+async def test_answer_url_retries_then_fallback(sipp: Any, env: Env, receiver: WebhookReceiver) -> None:
     held, failed = sipp("uas_answer.xml"), sipp("uas_answer.xml")
     receiver.fail["/answer"] = 99
     r = await env.sdk(env.client.calls.create, from_="1000", to_=held.uri,
@@ -651,10 +422,10 @@ async def test_answer_url_retries_then_fallback(sipp: Any, env: Env, receiver: R
 
 
 @needs_sipp
-async def test_receiver_down_then_up_gets_every_callback(sipp: Any, env: Env, receiver: Receiver) -> None:
+async def test_receiver_down_then_up_gets_every_callback(sipp: Any, env: Env, receiver: WebhookReceiver) -> None:
     bye, answer = sipp("uas_callee_bye.xml"), sipp("uas_answer.xml")
-    port = _free_port()
-    late = Receiver(port=port)
+    port = free_tcp_port()
+    late = plivo_receiver(port=port)
     down = f"http://127.0.0.1:{port}"
     # a: the app server is up, the ring/hangup receiver is down while the callee rings,
     #    answers and hangs up. b: everything is down, so answer_url fails and we hang up.
@@ -673,17 +444,17 @@ async def test_receiver_down_then_up_gets_every_callback(sipp: Any, env: Env, re
             hang = await late.wait_hangup(request_uuid=req, timeout=10)
             assert hang.params["HangupSource"] == source
             call_uuid = hang.params["CallUUID"]
-            ring = late.events(call_uuid, "/ring")
+            ring = late.of("/ring", call_uuid)
             assert len(ring) == 1 and ring[0].at <= hang.at
-            assert len(late.events(call_uuid, "/hangup")) == 1
-        assert not late.events(path="/answer")  # answer_url is fetched while the call waits, never later
+            assert len(late.of("/hangup", call_uuid)) == 1
+        assert not late.of("/answer")  # answer_url is fetched while the call waits, never later
         sig_ok(late)
     finally:
         await late.stop()
 
 
 @needs_sipp
-async def test_flaky_receiver_retried_in_order(sipp: Any, env: Env, receiver: Receiver) -> None:
+async def test_flaky_receiver_retried_in_order(sipp: Any, env: Env, receiver: WebhookReceiver) -> None:
     peer = sipp("uas_callee_bye.xml")
     receiver.fail["/ring"] = 2
     receiver.fail["/hangup"] = 2
@@ -691,7 +462,7 @@ async def test_flaky_receiver_retried_in_order(sipp: Any, env: Env, receiver: Re
                       answer_url=receiver.url("/answer"), ring_url=receiver.url("/ring"),
                       hangup_url=receiver.url("/hangup"))
     hang = await receiver.wait_hangup(request_uuid=r.request_uuid, timeout=10)
-    ring = receiver.events(hang.params["CallUUID"], "/ring")
+    ring = receiver.of("/ring", hang.params["CallUUID"])
     assert len(ring) == 1 and ring[0].at <= hang.at
     assert receiver.fail == {"/ring": 0, "/hangup": 0}
     await sipp_done(peer)
@@ -702,11 +473,11 @@ async def test_flaky_receiver_retried_in_order(sipp: Any, env: Env, receiver: Re
 
 
 @needs_sipp
-async def test_records_survive_restart(sipp: Any, tmp_path: Path, sdk_base: Any, receiver: Receiver) -> None:
+async def test_records_survive_restart(sipp: Any, tmp_path: Path, sdk_base: Any, receiver: WebhookReceiver) -> None:
     done_peer, held_peer, late_peer = sipp("uas_callee_bye.xml"), sipp("uas_answer.xml"), sipp("uas_callee_bye.xml")
     cfg = make_config(tmp_path)
-    late_port = _free_port()
-    late = Receiver(port=late_port)
+    late_port = free_tcp_port()
+    late = plivo_receiver(port=late_port)
     server = await start_server(cfg, sdk_base)
     try:
         c = sdk_client(server.base_url)
@@ -730,7 +501,7 @@ async def test_records_survive_restart(sipp: Any, tmp_path: Path, sdk_base: Any,
     assert p["HangupCause"] == "SYSTEM_SHUTDOWN" and p["HangupSource"] == "Plivo"
     await sipp_done(done_peer, held_peer, late_peer)  # the held callee got our BYE
     assert 'text="SYSTEM_SHUTDOWN"' in sipp_messages(held_peer)  # RFC 3326 Reason on it
-    assert not late.hits
+    assert not late.of()
     await late.start()
     try:
         # a new process on the same SQLite file: the records are there, and the callback the
@@ -750,7 +521,7 @@ async def test_records_survive_restart(sipp: Any, tmp_path: Path, sdk_base: Any,
             assert (await sdk(c2.live_calls.list_ids)).calls == []
             hang = await late.wait_hangup(pending_uuid, timeout=10)
             assert hang.params["HangupSource"] == "Callee" and hang.params["CallStatus"] == "completed"
-            assert len(late.events(pending_uuid, "/hangup")) == 1
+            assert len(late.of("/hangup", pending_uuid)) == 1
             sig_ok(late)
         finally:
             await server2.stop()
@@ -761,7 +532,7 @@ async def test_records_survive_restart(sipp: Any, tmp_path: Path, sdk_base: Any,
 
 async def _serve_subprocess(tmp_path: Path, db: Path, sdk_base: Any) -> tuple[subprocess.Popen[bytes], Any]:
     """``softswitch serve`` as its own process (so it can be killed), the SDK pointed at it."""
-    http_port, sip_port = _free_port(), _free_port()
+    http_port, sip_port = free_tcp_port(), free_tcp_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "softswitch.cli", "serve", "--http", f"127.0.0.1:{http_port}",
          "--sip", f"127.0.0.1:{sip_port}", "--db", str(db), "--auth-id", AUTH_ID, "--auth-token", AUTH_TOKEN],
@@ -786,13 +557,13 @@ async def _kill(proc: subprocess.Popen[bytes]) -> None:
 
 
 @needs_sipp
-async def test_records_survive_a_crash(sipp: Any, tmp_path: Path, sdk_base: Any, receiver: Receiver) -> None:
+async def test_records_survive_a_crash(sipp: Any, tmp_path: Path, sdk_base: Any, receiver: WebhookReceiver) -> None:
     """``softswitch serve`` killed with SIGKILL mid-call; a new server on the same SQLite file
     closes the call the crash left live and delivers the callback the dead one still owed."""
     held_peer, bye_peer = sipp("uas_answer.xml"), sipp("uas_callee_bye.xml")
     db = tmp_path / "crash.db"
-    late_port = _free_port()
-    late = Receiver(port=late_port)
+    late_port = free_tcp_port()
+    late = plivo_receiver(port=late_port)
     proc, c = await _serve_subprocess(tmp_path, db, sdk_base)
     try:
         held = await sdk(c.calls.create, from_="1000", to_=held_peer.uri, answer_url=receiver.url("/answer"),
@@ -822,7 +593,7 @@ async def test_records_survive_a_crash(sipp: Any, tmp_path: Path, sdk_base: Any,
         assert (await sdk(c2.calls.list)).meta.total_count == 2
         assert (await sdk(c2.live_calls.list_ids)).calls == []
         hang = await late.wait_hangup(ended_uuid, timeout=15)  # resumed from the SQLite outbox
-        assert hang.params["HangupSource"] == "Callee" and len(late.events(ended_uuid, "/hangup")) == 1
+        assert hang.params["HangupSource"] == "Callee" and len(late.of("/hangup", ended_uuid)) == 1
         sig_ok(late)
     finally:
         await server.stop(drain_timeout_s=0.5)
@@ -831,7 +602,7 @@ async def test_records_survive_a_crash(sipp: Any, tmp_path: Path, sdk_base: Any,
 
 @needs_sipp
 async def test_call_interrupted_by_a_crash_gets_its_hangup_callback(sipp: Any, tmp_path: Path, sdk_base: Any,
-                                                                    receiver: Receiver) -> None:
+                                                                    receiver: WebhookReceiver) -> None:
     """call.py: "hangup_url fires exactly once, when the call ends, however it ends" (seeds/002:
     hangup_url is notified when the call is hung up). The recovering process knows the call,
     its hangup_url and how it ended, so it can send the one hangup callback."""
@@ -856,6 +627,52 @@ async def test_call_interrupted_by_a_crash_gets_its_hangup_callback(sipp: Any, t
         await server.stop(drain_timeout_s=0.5)
 
 
+@needs_sipp
+async def test_second_serve_on_the_same_database_refuses_to_start(sipp: Any, tmp_path: Path, sdk_base: Any,
+                                                                  receiver: WebhookReceiver) -> None:
+    """Two servers on one SQLite file would close each other's live calls as "left live by the
+    previous run": the second ``softswitch serve`` exits 3 with the reason, the first keeps its
+    call, and an in-process :class:`Server` is refused the same way."""
+    from softswitch.store import DatabaseInUse
+
+    peer = sipp("uas_answer.xml")
+    db = tmp_path / "shared.db"
+    proc, c = await _serve_subprocess(tmp_path, db, sdk_base)
+    try:
+        r = await sdk(c.calls.create, from_="1000", to_=peer.uri, answer_url=receiver.url("/answer"),
+                      hangup_url=receiver.url("/hangup"))
+        call_uuid = (await receiver.wait_for(lambda h: h.path == "/answer"
+                                             and h.params["RequestUUID"] == r.request_uuid,
+                                             timeout=10))[0].params["CallUUID"]
+        second = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "softswitch.cli", "serve", "--http", f"127.0.0.1:{free_tcp_port()}",
+             "--sip", f"127.0.0.1:{free_tcp_port()}", "--db", str(db), "--auth-id", AUTH_ID,
+             "--auth-token", AUTH_TOKEN],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd=tmp_path, timeout=30,
+        )
+        assert second.returncode == 3, second.stderr
+        assert "refusing to start" in second.stderr and "in use by another softswitch" in second.stderr
+        assert f"pid {proc.pid}" in second.stderr
+        with pytest.raises(DatabaseInUse):
+            await start_server(make_config(tmp_path, db_path=str(db)), sdk_base)
+        # The first server still owns its call: live, not closed by the refused starts.
+        assert call_uuid in (await sdk(c.live_calls.list_ids)).calls
+        from softswitch.store import CallStore
+
+        reader = CallStore(str(db), checkpoint_interval_s=0)
+        try:
+            assert reader.get_call(AUTH_ID, call_uuid)["call_status"] == "in-progress"  # type: ignore[index]
+        finally:
+            reader.close()
+        assert not receiver.of("/hangup")
+        await sdk(c.calls.delete, call_uuid)
+        hang = await receiver.wait_hangup(call_uuid, timeout=10)
+        assert hang.params["HangupSource"] == "API Request"
+    finally:
+        await _kill(proc)
+
+
 def _read_until(stream: Any, text: str, limit: int = 200) -> bool:
     for _ in range(limit):
         line = stream.readline()
@@ -868,7 +685,7 @@ def _read_until(stream: Any, text: str, limit: int = 200) -> bool:
 
 @needs_sipp
 async def test_shutdown_refuses_new_calls_and_drains(sipp: Any, tmp_path: Path, sdk_base: Any,
-                                                     receiver: Receiver) -> None:
+                                                     receiver: WebhookReceiver) -> None:
     peer = sipp("uas_callee_bye.xml")  # hangs up 1 s after answering
     server = await start_server(make_config(tmp_path), sdk_base)
     c = sdk_client(server.base_url)

@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 
 from media.dtmf import DtmfDetectorBank
-from tests import test_api_plivo as api
 from tests.peers import baresip as baresip_peer
+from tests.peers import plivo_api as api
 from tests.peers.baresip import needs_baresip, read_wav
-from tests.test_api_plivo import Env, Receiver, sig_ok, sipp_done
+from tests.peers.plivo_api import Env, sig_ok, sipp_done
+from tests.peers.webhooks import WebhookReceiver
 
 pytestmark = [pytest.mark.peer, needs_baresip]
 
@@ -56,7 +57,7 @@ def _inband_digits(wav: Any) -> list[str]:
 
 
 async def test_sdk_call_to_baresip_rings_answers_and_hears_digits(baresip: Any, env: Env,
-                                                                   receiver: Receiver) -> None:
+                                                                   receiver: WebhookReceiver) -> None:
     peer = baresip(answer_delay_ms=400)  # 180 Ringing for 0.4 s, then 200 OK
     c = env.client
     resp = await env.sdk(c.calls.create, from_="+14155550100", to_=peer.uri, caller_name="Alice",
@@ -65,7 +66,7 @@ async def test_sdk_call_to_baresip_rings_answers_and_hears_digits(baresip: Any, 
     answer = (await receiver.wait_for(lambda h: h.path == "/answer" and h.params["RequestUUID"] == resp.request_uuid,
                                       timeout=10))[0]
     call_uuid = answer.params["CallUUID"]
-    ring = receiver.events(call_uuid, "/ring")
+    ring = receiver.of("/ring", call_uuid)
     assert len(ring) == 1 and ring[0].params["CallStatus"] == "ringing"
     assert answer.at - ring[0].at >= 0.3  # baresip rang before it answered
     # send_digits went out as RFC 4733 events (baresip offered telephone-event)
@@ -82,7 +83,7 @@ async def test_sdk_call_to_baresip_rings_answers_and_hears_digits(baresip: Any, 
 
 
 async def test_send_digits_inband_to_baresip_without_telephone_event(baresip: Any, env: Env,
-                                                                      receiver: Receiver) -> None:
+                                                                      receiver: WebhookReceiver) -> None:
     """baresip answers without telephone-event: the digits go in-band (``auto``), and our own
     detector finds them in what baresip recorded. The callee hangs up at time_limit."""
     peer = baresip(telephone_event=False)
@@ -98,7 +99,7 @@ async def test_send_digits_inband_to_baresip_without_telephone_event(baresip: An
     sig_ok(receiver)
 
 
-async def test_bulk_call_to_sipp_and_baresip(sipp: Any, baresip: Any, env: Env, receiver: Receiver) -> None:
+async def test_bulk_call_to_sipp_and_baresip(sipp: Any, baresip: Any, env: Env, receiver: WebhookReceiver) -> None:
     """One request, three different peers: two sipp scenarios and baresip."""
     held, bye = sipp("uas_answer.xml"), sipp("uas_callee_bye.xml")
     peer = baresip()
@@ -116,5 +117,5 @@ async def test_bulk_call_to_sipp_and_baresip(sipp: Any, baresip: Any, env: Env, 
         assert (hangs[uri]["HangupCause"], hangs[uri]["HangupSource"]) == ("ALLOTTED_TIMEOUT", "Plivo")
     assert all(h["CallStatus"] == "completed" for h in hangs.values())
     await sipp_done(held, bye)
-    assert len(receiver.events(path="/answer")) == 3
+    assert len(receiver.of("/answer")) == 3
     sig_ok(receiver)

@@ -25,8 +25,9 @@ from typing import Any
 from sip import causes
 from sip.events import Answered, Ringing, Terminated, Trying
 from softswitch.server import Server
-from tests import test_api_plivo as api
-from tests.test_api_plivo import Receiver, make_config, sdk, sdk_client, sig_ok
+from tests.peers import plivo_api as api
+from tests.peers.plivo_api import make_config, sdk, sdk_client, sig_ok
+from tests.peers.webhooks import WebhookReceiver
 
 receiver = api.receiver
 sdk_base = api.sdk_base
@@ -95,7 +96,7 @@ async def _server(tmp_path: Any, sdk_base: Any, dialer: StandInDialer) -> Server
     return server
 
 
-async def test_cancel_while_the_invite_goes_out(tmp_path: Any, sdk_base: Any, receiver: Receiver) -> None:
+async def test_cancel_while_the_invite_goes_out(tmp_path: Any, sdk_base: Any, receiver: WebhookReceiver) -> None:
     dialer = StandInDialer()
     server = await _server(tmp_path, sdk_base, dialer)
     try:
@@ -113,14 +114,14 @@ async def test_cancel_while_the_invite_goes_out(tmp_path: Any, sdk_base: Any, re
         assert len(dialer.leg.hangups) == 1
         dialer.leg.emit(Answered(time.time()))  # a 200 OK that crossed the CANCEL changes nothing
         await asyncio.sleep(0.1)
-        assert not receiver.events(path="/answer")
-        assert len(receiver.events(path="/hangup")) == 1
+        assert not receiver.of("/answer")
+        assert len(receiver.of("/hangup")) == 1
         sig_ok(receiver)
     finally:
         await server.stop(drain_timeout_s=1.0)
 
 
-async def test_dial_fails_unexpectedly(tmp_path: Any, sdk_base: Any, receiver: Receiver) -> None:
+async def test_dial_fails_unexpectedly(tmp_path: Any, sdk_base: Any, receiver: WebhookReceiver) -> None:
     dialer = StandInDialer(error=RuntimeError("user agent is not running"))
     dialer.release.set()
     server = await _server(tmp_path, sdk_base, dialer)
@@ -137,7 +138,7 @@ async def test_dial_fails_unexpectedly(tmp_path: Any, sdk_base: Any, receiver: R
 
 
 async def test_event_stream_ending_without_terminated_closes_the_record(tmp_path: Any, sdk_base: Any,
-                                                                        receiver: Receiver) -> None:
+                                                                        receiver: WebhookReceiver) -> None:
     leg = StandInLeg()
     dialer = StandInDialer(leg)
     dialer.release.set()

@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 
 from sip.events import Answered, DigitReceived
-from tests import test_api_plivo as api
-from tests.conftest import free_port, needs_sipp
-from tests.test_api_plivo import Env, Receiver, sig_ok, sipp_done, sipp_messages
+from tests.conftest import free_port, needs_sipp, wait_until
+from tests.peers import plivo_api as api
+from tests.peers.plivo_api import Env, sig_ok, sipp_done, sipp_messages
+from tests.peers.webhooks import WebhookReceiver
 
 pytestmark = [pytest.mark.peer, needs_sipp]
 
@@ -27,7 +28,7 @@ receiver = api.receiver
 sdk_base = api.sdk_base
 
 
-async def test_bulk_call_to_three_sipp_peers_live_and_delete(sipp: Any, env: Env, receiver: Receiver) -> None:
+async def test_bulk_call_to_three_sipp_peers_live_and_delete(sipp: Any, env: Env, receiver: WebhookReceiver) -> None:
     peers = [sipp("uas_answer.xml") for _ in range(3)]
     client = env.client
     to = "<".join([*(p.uri for p in peers), peers[0].uri])  # the duplicate is dropped
@@ -35,7 +36,7 @@ async def test_bulk_call_to_three_sipp_peers_live_and_delete(sipp: Any, env: Env
                          answer_url=receiver.url("/answer"), hangup_url=receiver.url("/hangup"))
     assert resp.message == "call fired"
     assert isinstance(resp.request_uuid, list) and len(resp.request_uuid) == 3
-    answers = await receiver.wait_for(lambda h: h.path == "/answer" and len(receiver.events(path="/answer")) >= 3,
+    answers = await receiver.wait_for(lambda h: h.path == "/answer" and len(receiver.of("/answer")) >= 3,
                                       timeout=10)
     uuids = {h.params["CallUUID"] for h in answers}
     assert len(uuids) == 3
@@ -48,12 +49,12 @@ async def test_bulk_call_to_three_sipp_peers_live_and_delete(sipp: Any, env: Env
     for req in resp.request_uuid:
         p = (await receiver.wait_hangup(request_uuid=req, timeout=10)).params
         assert p["CallStatus"] == "completed" and p["HangupSource"] == "API Request"
-    assert sorted(h.params["To"] for h in receiver.events(path="/hangup")) == sorted(p.uri for p in peers)
+    assert sorted(h.params["To"] for h in receiver.of("/hangup")) == sorted(p.uri for p in peers)
     await sipp_done(*peers)  # each got its BYE
     sig_ok(receiver)
 
 
-async def test_hangup_causes_against_sipp(sipp: Any, env: Env, receiver: Receiver) -> None:
+async def test_hangup_causes_against_sipp(sipp: Any, env: Env, receiver: WebhookReceiver) -> None:
     """time_limit, ring_timeout, hangup_on_ring (ringing and answered) and busy, in parallel."""
     answer, ringer, ringer2, answer2, busy = (
         sipp("uas_answer.xml"), sipp("uas_ring_cancel.xml"), sipp("uas_ring_cancel.xml"),
@@ -96,9 +97,9 @@ async def test_hangup_causes_against_sipp(sipp: Any, env: Env, receiver: Receive
     assert 'text="ALLOTTED_TIMEOUT"' in sipp_messages(answer2).split("BYE sip:", 1)[1]
     assert "cause=19" in sipp_messages(ringer).split("CANCEL sip:", 1)[1]  # Q.850 19: no answer
     assert "CANCEL sip:" in sipp_messages(ringer2)
-    rings = {h.params["RequestUUID"] for h in receiver.events(path="/ring")}
+    rings = {h.params["RequestUUID"] for h in receiver.of("/ring")}
     assert rings == {r.request_uuid for r in (tl, rt, hr, ha)}  # sipp's busy sends no 18x
-    assert {h.params["RequestUUID"] for h in receiver.events(path="/answer")} == {tl.request_uuid, ha.request_uuid}
+    assert {h.params["RequestUUID"] for h in receiver.of("/answer")} == {tl.request_uuid, ha.request_uuid}
     sig_ok(receiver)
 
 
@@ -106,7 +107,7 @@ async def _events_of(leg: Any) -> list[Any]:
     return [ev async for ev in leg.events()]
 
 
-async def test_send_digits_on_preanswer_and_after_answer(sipp: Any, env: Env, receiver: Receiver) -> None:
+async def test_send_digits_on_preanswer_and_after_answer(sipp: Any, env: Env, receiver: WebhookReceiver) -> None:
     """send_digits reach the peer: sipp echoes our RTP, so our own RFC 4733 receiver hears
     them. With send_on_preanswer they go during the 183 early media, else after the 200."""
     early, late = sipp("uas_early_media.xml"), sipp("uas_early_media.xml")  # 183 + SDP, 200 after 1.5 s
@@ -115,7 +116,7 @@ async def test_send_digits_on_preanswer_and_after_answer(sipp: Any, env: Env, re
     c = env.client
     pre = await env.sdk(c.calls.create, to_=early.uri, send_on_preanswer=True, **common)
     post = await env.sdk(c.calls.create, to_=late.uri, **common)
-    rings = await receiver.wait_for(lambda h: h.path == "/ring" and len(receiver.events(path="/ring")) >= 2,
+    rings = await receiver.wait_for(lambda h: h.path == "/ring" and len(receiver.of("/ring")) >= 2,
                                     timeout=10)
     legs = {h.params["RequestUUID"]: env.leg(h.params["CallUUID"]) for h in rings}
     uuids = {h.params["RequestUUID"]: h.params["CallUUID"] for h in rings}
@@ -125,7 +126,9 @@ async def test_send_digits_on_preanswer_and_after_answer(sipp: Any, env: Env, re
                                        timeout=10))[0]
         rec = await env.sdk(c.calls.get, hit.params["CallUUID"])
         assert rec.call_status == "in-progress" and rec.ring_time
-    await asyncio.sleep(1.0)  # the post-answer digits take ~0.6 s to go out and come back
+    # the post-answer digits take ~0.6 s to go out and come back through sipp's echo
+    await wait_until(lambda: all(len(leg.digits) >= 2 for leg in legs.values()), 5,
+                     what="both calls heard their digits echoed")
     for r in (pre, post):
         await env.sdk(c.calls.delete, uuids[r.request_uuid])
     for r in (pre, post):
@@ -139,12 +142,12 @@ async def test_send_digits_on_preanswer_and_after_answer(sipp: Any, env: Env, re
         digits = [(i, ev.digit) for i, ev in enumerate(events) if isinstance(ev, DigitReceived)]
         assert [d for _, d in digits] == ["1", "2"], events
         assert all((i < answered_at) == before_answer for i, _ in digits), events
-    ring = [h for h in receiver.events(path="/ring") if h.params["RequestUUID"] == pre.request_uuid]
+    ring = [h for h in receiver.of("/ring") if h.params["RequestUUID"] == pre.request_uuid]
     assert len(ring) == 1 and ring[0].params["CallStatus"] == "ringing"
     sig_ok(receiver)
 
 
-async def test_unroutable_number_and_dead_peer(sipp: Any, env: Env, receiver: Receiver) -> None:
+async def test_unroutable_number_and_dead_peer(sipp: Any, env: Env, receiver: WebhookReceiver) -> None:
     """A number with no gateway fails at once; a SIP URI nobody listens on ends at ring_timeout.
 
     (Our UDP transport ignores ICMP port-unreachable, so without ring_timeout the INVITE
@@ -159,11 +162,11 @@ async def test_unroutable_number_and_dead_peer(sipp: Any, env: Env, receiver: Re
     p = (await receiver.wait_hangup(request_uuid=dead.request_uuid, timeout=10)).params
     assert (p["CallStatus"], p["HangupCause"], p["HangupSource"]) == ("no-answer", "NO_ANSWER", "Plivo")
     assert p["AnswerTime"] == "" and p["HangupCauseName"] == "Ring Timeout Reached"
-    assert not receiver.events(path="/answer")
+    assert not receiver.of("/answer")
     sig_ok(receiver)
 
 
-async def test_api_cancel_crossed_by_200_ok(sipp: Any, env: Env, receiver: Receiver) -> None:
+async def test_api_cancel_crossed_by_200_ok(sipp: Any, env: Env, receiver: WebhookReceiver) -> None:
     """We CANCEL a ringing call and the callee's 200 OK crosses it: the UA ACKs and BYEs the
     answered dialog (RFC 3261 §9.1, §15), the call application is never fetched, and exactly
     one hangup callback says the API cancelled it (the app never ran, nothing is billed)."""
@@ -178,12 +181,12 @@ async def test_api_cancel_crossed_by_200_ok(sipp: Any, env: Env, receiver: Recei
     assert (p["CallStatus"], p["HangupCause"], p["HangupSource"]) == ("cancel", "ORIGINATOR_CANCEL", "API Request")
     assert p["AnswerTime"] == "" and p["BillDuration"] == "0"
     await asyncio.sleep(0.2)
-    assert not receiver.events(path="/answer")
-    assert len(receiver.events(path="/hangup")) == 1
+    assert not receiver.of("/answer")
+    assert len(receiver.of("/hangup")) == 1
     sig_ok(receiver)
 
 
-async def test_call_over_tcp(sipp: Any, env: Env, receiver: Receiver) -> None:
+async def test_call_over_tcp(sipp: Any, env: Env, receiver: WebhookReceiver) -> None:
     """A ``;transport=tcp`` destination goes over TCP (RFC 3261 §18.1.1) end to end."""
     peer = sipp("uas_answer.xml", transport="t1")
     to = f"sip:service@127.0.0.1:{peer.port};transport=tcp"

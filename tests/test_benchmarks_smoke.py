@@ -15,7 +15,9 @@ from benchmarks import report
 from benchmarks.__main__ import main
 from tests.conftest import needs_sipp
 
-pytestmark = [needs_sipp, pytest.mark.peer]
+# One worker runs them in turn: each picks its RTP block with benchmarks._common.free_range
+# (the first block bindable *now*), so two at once on two workers would pick the same one.
+pytestmark = [needs_sipp, pytest.mark.peer, pytest.mark.xdist_group("benchmarks")]
 
 QUICK = ["--quick", "--no-progress"]
 

@@ -31,7 +31,7 @@ from media.play import ArraySource, ToneSource
 from sip import causes
 from sip.aio.ua import UserAgent, UserAgentConfig
 from sip.events import DigitReceived
-from tests.conftest import SIPP_DIR, needs_sipp
+from tests.conftest import SIPP_DIR, needs_sipp, wait_until
 from tests.peers.baresip import needs_baresip, read_wav
 
 pytestmark = [pytest.mark.peer]
@@ -120,7 +120,8 @@ async def test_rfc4733_digits_reach_baresip_with_gaps(ua, baresip, digits, tone_
     assert call.media.negotiated.dtmf_payload_type is not None  # baresip accepted RFC 4733
     await asyncio.sleep(0.3)
     await asyncio.wait_for(call.send_digits(digits), 10)
-    await asyncio.sleep(0.3)
+    await wait_until(lambda: sum(end for _, end, _ in peer.dtmf_events()) >= 3, 5,
+                     what="baresip logged the three digits' end packets")
     await _hangup(call)
     received = peer.received_dtmf()
     assert [d for d, _ in received] == ["1", "2", "3"], peer.log()[-3000:]
@@ -286,10 +287,8 @@ def pcap_scenario(tmp: Path, names: list[str] | None) -> str:
 async def test_sipp_rfc2833_capture_is_detected(ua, sipp, tmp_path, name):
     peer = sipp(pcap_scenario(tmp_path, [name]), rtp_echo=False)
     call = await _answered_call(ua, peer.uri)
-    t0 = time.monotonic()
-    while not call.digits and time.monotonic() - t0 < 5:
-        await asyncio.sleep(0.05)
-    await asyncio.sleep(0.3)
+    await wait_until(lambda: call.digits, 5, what="the capture's digit")
+    await asyncio.sleep(0.3)  # no second digit follows (the assertion below)
     await _hangup(call)
     await asyncio.to_thread(peer.assert_ok)
     assert [(d.digit, d.source) for d in call.digits] == [(PCAP_DIGITS[name], "rfc4733")]
@@ -304,10 +303,8 @@ async def test_sipp_captures_with_rtp_echo_all_digits(ua, sipp, tmp_path):
     to restart the RFC 4733 receiver and report a digit per packet)."""
     peer = sipp(pcap_scenario(tmp_path, None), rtp_echo=True)
     call = await _answered_call(ua, peer.uri)
-    t0 = time.monotonic()
-    while len(call.digits) < 12 and time.monotonic() - t0 < 10:
-        await asyncio.sleep(0.1)
-    await asyncio.sleep(0.3)
+    await wait_until(lambda: len(call.digits) >= 12, 10, what="the twelve digits")
+    await asyncio.sleep(0.3)  # and no more follow (the assertion below)
     stats = call.stats()
     await _hangup(call)
     await asyncio.to_thread(peer.assert_ok)

@@ -9,7 +9,7 @@ import pytest
 from sip import causes
 from sip.aio.ua import Credentials, GatewayConfig, UserAgent, UserAgentConfig
 from sip.events import Answered, EarlyMedia, Ringing, Terminated
-from tests.conftest import free_port, needs_sipp
+from tests.conftest import free_port, needs_sipp, wait_bound, wait_until
 
 pytestmark = [needs_sipp, pytest.mark.peer]
 
@@ -164,7 +164,8 @@ async def test_reinvite_from_callee_hold(ua, sipp):
     peer = sipp("uas_reinvite.xml")
     call = await ua.dial(peer.uri, from_user="1000")
     assert await asyncio.wait_for(call.wait_answered(), 10)
-    await asyncio.sleep(1.5)  # sipp re-INVITEs (sendonly) after 0.5 s; we answer recvonly
+    # sipp re-INVITEs (sendonly) after 0.5 s; we answer recvonly
+    await wait_until(lambda: call.stats()["direction"] == "recvonly", 5, what="on hold")
     assert call.terminated is None
     await call.hangup()
     await asyncio.to_thread(peer.assert_ok)
@@ -271,20 +272,18 @@ async def test_ipv6_call_with_media(tmp_path):
     import subprocess
 
     from media.engine import MediaConfig
-    from tests.conftest import free_port
-
     port, media_port = free_port(), free_port(pair=True)
     proc = subprocess.Popen(["sipp", "-sn", "uas", "-i", "::1", "-p", str(port), "-m", "1", "-nostdin",
                              "-timeout", "15s", "-mi", "::1", "-mp", str(media_port), "-rtp_echo"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
     try:
-        await asyncio.sleep(0.3)
+        await asyncio.to_thread(wait_bound, port, proc=proc)
         config = UserAgentConfig(host="::1", port=0, media=MediaConfig(bind_host="::1"))
         async with UserAgent(config) as agent:
             call = await agent.dial(f"sip:bob@[::1]:{port}", from_user="1000")
             assert await asyncio.wait_for(call.wait_answered(), 10), call.terminated
             assert "[::1]" in call.session.invite.get("Via") and "[::1]" in call.session.invite.get("From")
-            await asyncio.sleep(0.5)
+            await wait_until(lambda: call.stats()["packets_received"] > 0, 5, what="echoed RTP")
             assert call.stats()["packets_received"] > 0  # sipp echoed our RTP over IPv6
             await call.hangup()
             assert (await call.wait_terminated()).cause == causes.NORMAL_CLEARING

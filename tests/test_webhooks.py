@@ -11,8 +11,7 @@ import base64
 import hashlib
 import hmac
 import socket
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -29,6 +28,8 @@ from softswitch.webhooks import (
     sign_v1,
     sign_v3,
 )
+from tests.conftest import wait_until
+from tests.peers.webhooks import Request, WebhookReceiver
 
 TOKEN = "Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZmdo"
 
@@ -36,75 +37,15 @@ TOKEN = "Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZmdo"
 # --------------------------------------------------------------------------- receiver
 
 
-@dataclass
-class Received:
-    method: str
-    url: str  # as requested: scheme://host:port + raw path and query
-    path: str
-    query: dict[str, str]
-    form: dict[str, str]
-    headers: dict[str, str]
-
-
-@dataclass
-class Receiver:
-    """Records every request; ``respond`` decides the status of each one."""
-
-    port: int = 0
-    requests: list[Received] = field(default_factory=list)
-    respond: Callable[[Received], Any] = lambda r: 200
-    runner: web.AppRunner | None = None
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def ok(self) -> list[Received]:
-        return [r for r, s in zip(self.requests, self.statuses, strict=True) if s == 200]
-
-    statuses: list[int] = field(default_factory=list)
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        form = dict(await request.post()) if request.method == "POST" else {}
-        rec = Received(
-            method=request.method,
-            url=f"http://127.0.0.1:{self.port}{request.raw_path}",
-            path=request.path,
-            query=dict(request.query),
-            form={k: str(v) for k, v in form.items()},
-            headers=dict(request.headers),
-        )
-        self.requests.append(rec)
-        answer = self.respond(rec)
-        if asyncio.iscoroutine(answer):
-            answer = await answer
-        if isinstance(answer, web.StreamResponse):
-            self.statuses.append(answer.status)
-            return answer
-        self.statuses.append(int(answer))
-        return web.Response(status=int(answer), text="<Response/>", content_type="text/xml")
-
-    async def start(self, port: int = 0) -> None:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self.handle)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", port)
-        await site.start()
-        self.port = self.runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
-            self.runner = None
-
-
 @pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver()
-    await r.start()
-    yield r
-    await r.stop()
+async def receiver(webhook_receiver: Any) -> WebhookReceiver:
+    """Records every request; ``respond`` decides the reply (200 unless a test says)."""
+    return await webhook_receiver()
+
+
+def ok(receiver: WebhookReceiver) -> list[Request]:
+    """The requests the receiver answered 200."""
+    return [r for r in receiver.requests if r.status == 200]
 
 
 @pytest.fixture
@@ -136,7 +77,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def check_v3(rec: Received) -> bool:
+def check_v3(rec: Request) -> bool:
     """Validate a received request exactly as a Plivo customer's server would."""
     nonce = rec.headers["X-Plivo-Signature-V3-Nonce"]
     sig = rec.headers["X-Plivo-Signature-V3"]
@@ -251,7 +192,7 @@ def test_prepare_request_rejects_bad_method_and_mode() -> None:
 # --------------------------------------------------------------------------- post
 
 
-async def test_post_delivers_form_signed(outbox: WebhookOutbox, receiver: Receiver) -> None:
+async def test_post_delivers_form_signed(outbox: WebhookOutbox, receiver: WebhookReceiver) -> None:
     did = outbox.post(
         "call-1", "ring", receiver.base + "/ring?app=7", "POST", PARAMS, auth_token=TOKEN
     )
@@ -283,7 +224,7 @@ async def test_post_delivers_form_signed(outbox: WebhookOutbox, receiver: Receiv
     assert a["attempt"] == 1 and a["status"] == 200 and a["error"] is None and a["duration_ms"] >= 0
 
 
-async def test_get_puts_params_in_query(outbox: WebhookOutbox, receiver: Receiver) -> None:
+async def test_get_puts_params_in_query(outbox: WebhookOutbox, receiver: WebhookReceiver) -> None:
     outbox.post(
         "call-g", "hangup", receiver.base + "/hangup?app=7", "GET", PARAMS, auth_token=TOKEN
     )
@@ -296,7 +237,7 @@ async def test_get_puts_params_in_query(outbox: WebhookOutbox, receiver: Receive
     assert check_v3(rec)
 
 
-async def test_v1_and_callapi_headers(outbox: WebhookOutbox, receiver: Receiver) -> None:
+async def test_v1_and_callapi_headers(outbox: WebhookOutbox, receiver: WebhookReceiver) -> None:
     outbox.post(
         "c", "hangup", receiver.base + "/v1", "POST", PARAMS, auth_token=TOKEN, signature="v1"
     )
@@ -323,10 +264,10 @@ async def test_v1_and_callapi_headers(outbox: WebhookOutbox, receiver: Receiver)
     )
 
 
-async def test_order_per_call_survives_retries(outbox: WebhookOutbox, receiver: Receiver) -> None:
+async def test_order_per_call_survives_retries(outbox: WebhookOutbox, receiver: WebhookReceiver) -> None:
     failures = {"A": 3}
 
-    def respond(rec: Received) -> int:
+    def respond(rec: Request) -> int:
         call = rec.form["CallUUID"]
         if failures.get(call, 0) > 0:
             failures[call] -= 1
@@ -354,15 +295,15 @@ async def test_order_per_call_survives_retries(outbox: WebhookOutbox, receiver: 
         auth_token=TOKEN,
     )
     assert await outbox.wait_idle(timeout=10)
-    delivered = [(r.form["CallUUID"], r.form["Event"]) for r in receiver.ok()]
+    delivered = [(r.form["CallUUID"], r.form["Event"]) for r in ok(receiver)]
     assert [e for c, e in delivered if c == "A"] == ["ring", "answer", "hangup"]
     # Other calls are not held up by A's retries.
     assert delivered.index(("B", "ring")) < delivered.index(("A", "ring"))
     # A's later events were never sent before the first one got through.
     first_ok = next(
         i
-        for i, s in enumerate(receiver.statuses)
-        if s == 200 and receiver.requests[i].form["CallUUID"] == "A"
+        for i, r in enumerate(receiver.requests)
+        if r.status == 200 and r.form["CallUUID"] == "A"
     )
     assert all(
         r.form["Event"] == "ring" for r in receiver.requests[:first_ok] if r.form["CallUUID"] == "A"
@@ -382,9 +323,9 @@ async def test_receiver_down_then_up(store: CallStore) -> None:
         did = ob.post(
             "late", "hangup", f"http://127.0.0.1:{port}/h", "POST", PARAMS, auth_token=TOKEN
         )
-        await asyncio.sleep(0.15)
+        await wait_until(lambda: ob.attempts(did), timeout=5, what="a first, failed attempt")
         assert ob.deliveries("late")[0].status == "pending"
-        r = Receiver()
+        r = WebhookReceiver()
         await r.start(port)
         try:
             assert await ob.wait_idle("late", timeout=10)
@@ -424,11 +365,11 @@ async def test_dead_receiver_fails_without_blocking(store: CallStore) -> None:
 
 
 async def test_4xx_is_permanent_but_429_is_retried(
-    outbox: WebhookOutbox, receiver: Receiver
+    outbox: WebhookOutbox, receiver: WebhookReceiver
 ) -> None:
     seen = {"n": 0}
 
-    def respond(rec: Received) -> Any:
+    def respond(rec: Request) -> Any:
         if rec.path == "/gone":
             return 404
         seen["n"] += 1
@@ -448,7 +389,7 @@ async def test_4xx_is_permanent_but_429_is_retried(
     assert (ds[busy].status, ds[busy].attempts) == ("delivered", 2)
 
 
-async def test_fragment_overrides_retry_policy(outbox: WebhookOutbox, receiver: Receiver) -> None:
+async def test_fragment_overrides_retry_policy(outbox: WebhookOutbox, receiver: WebhookReceiver) -> None:
     receiver.respond = lambda rec: 500 if rec.path == "/once" else 404
     once = outbox.post("cf", "ring", receiver.base + "/once#rc=0", "POST", {}, auth_token=TOKEN)
     four = outbox.post(
@@ -461,7 +402,7 @@ async def test_fragment_overrides_retry_policy(outbox: WebhookOutbox, receiver: 
     assert ds[once].url == receiver.base + "/once"  # the fragment is not part of the request
 
 
-async def test_post_does_not_follow_redirects(outbox: WebhookOutbox, receiver: Receiver) -> None:
+async def test_post_does_not_follow_redirects(outbox: WebhookOutbox, receiver: WebhookReceiver) -> None:
     receiver.respond = lambda rec: (
         web.Response(status=302, headers={"Location": receiver.base + "/elsewhere"})
         if rec.path == "/r"
@@ -474,7 +415,7 @@ async def test_post_does_not_follow_redirects(outbox: WebhookOutbox, receiver: R
     assert [r.path for r in receiver.requests] == ["/r"]
 
 
-async def test_pending_deliveries_resume_in_a_new_outbox(tmp_path: Any, receiver: Receiver) -> None:
+async def test_pending_deliveries_resume_in_a_new_outbox(tmp_path: Any, receiver: WebhookReceiver) -> None:
     path = str(tmp_path / "resume.db")
     store1 = CallStore(path)
     receiver.respond = lambda rec: 503
@@ -487,17 +428,13 @@ async def test_pending_deliveries_resume_in_a_new_outbox(tmp_path: Any, receiver
     later = ob1.post(
         "R", "hangup", receiver.base + "/hangup", "GET", {"Event": "hangup"}, auth_token=TOKEN
     )
-    for _ in range(200):
-        if len(receiver.requests) >= 2:
-            break
-        await asyncio.sleep(0.01)
+    await receiver.wait_for(count=2, timeout=5)
     await ob1.close(drain_timeout_s=0)
     store1.close()
     assert receiver.requests and all(r.path == "/ring" for r in receiver.requests)
 
     receiver.respond = lambda rec: 200
     receiver.requests.clear()
-    receiver.statuses.clear()
     store2 = CallStore(path)
     assert [d["id"] for d in store2.pending_deliveries()] == [early, later]
     ob2 = make_outbox(store2)
@@ -516,7 +453,7 @@ async def test_pending_deliveries_resume_in_a_new_outbox(tmp_path: Any, receiver
 
 
 async def test_close_drains_then_leaves_the_rest_pending(
-    store: CallStore, receiver: Receiver
+    store: CallStore, receiver: WebhookReceiver
 ) -> None:
     receiver.respond = lambda rec: 500
     ob = make_outbox(store, retries=1000, backoff_s=0.05, backoff_max_s=0.05)
@@ -530,10 +467,10 @@ async def test_close_drains_then_leaves_the_rest_pending(
 # --------------------------------------------------------------------------- fetch
 
 
-async def test_fetch_retries_then_returns_body(outbox: WebhookOutbox, receiver: Receiver) -> None:
+async def test_fetch_retries_then_returns_body(outbox: WebhookOutbox, receiver: WebhookReceiver) -> None:
     n = {"i": 0}
 
-    def respond(rec: Received) -> Any:
+    def respond(rec: Request) -> Any:
         n["i"] += 1
         if n["i"] <= 2:
             return 500
@@ -554,7 +491,7 @@ async def test_fetch_retries_then_returns_body(outbox: WebhookOutbox, receiver: 
     assert [a["status"] for a in outbox.attempts(d.id)] == [500, 500, 200]
 
 
-async def test_fetch_gives_up(outbox: WebhookOutbox, receiver: Receiver) -> None:
+async def test_fetch_gives_up(outbox: WebhookOutbox, receiver: WebhookReceiver) -> None:
     receiver.respond = lambda rec: 500
     res = await outbox.fetch(receiver.base + "/a", "GET", {"x": "1"}, auth_token=TOKEN, attempts=3)
     assert not res.ok and res.attempts == 3 and res.status == 500 and res.error == "HTTP 500"
@@ -568,11 +505,11 @@ async def test_fetch_gives_up(outbox: WebhookOutbox, receiver: Receiver) -> None
 
 
 async def test_fetch_deadline_bounds_slow_receiver(
-    outbox: WebhookOutbox, receiver: Receiver
+    outbox: WebhookOutbox, receiver: WebhookReceiver
 ) -> None:
     release = asyncio.Event()
 
-    async def slow(rec: Received) -> int:
+    async def slow(rec: Request) -> int:
         try:
             await asyncio.wait_for(release.wait(), 5)
         except TimeoutError:
@@ -589,9 +526,9 @@ async def test_fetch_deadline_bounds_slow_receiver(
 
 
 async def test_fetch_follows_redirects_and_bounds_body(
-    outbox: WebhookOutbox, receiver: Receiver
+    outbox: WebhookOutbox, receiver: WebhookReceiver
 ) -> None:
-    def respond(rec: Received) -> Any:
+    def respond(rec: Request) -> Any:
         if rec.path == "/moved":
             return web.Response(status=302, headers={"Location": receiver.base + "/xml"})
         if rec.path == "/big":

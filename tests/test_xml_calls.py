@@ -20,14 +20,13 @@ import shutil
 import subprocess
 import time
 import wave
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import numpy as np
 import pytest
-from aiohttp import web
 
 from media.play import decode_audio, tts_to_pcm
 from media.record import mp3_encoder_name
@@ -45,6 +44,7 @@ from softswitch.callcontrol import (
 )
 from tests.conftest import needs_sipp
 from tests.peers.baresip import Baresip, needs_baresip, read_wav
+from tests.peers.webhooks import WebhookReceiver
 
 pytestmark = [pytest.mark.peer, needs_sipp]
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng missing")
@@ -152,57 +152,10 @@ def baresip_heard(peer: Baresip) -> np.ndarray:
 # --- the user's web application ---------------------------------------------------------------
 
 
-class WebApp:
-    """XML documents and audio files by path; remembers every request's parameters."""
-
-    def __init__(self) -> None:
-        self.routes: dict[str, Callable[[dict[str, str]], tuple[bytes | str, str]]] = {}
-        self.requests: list[tuple[str, dict[str, str]]] = []
-        self.base = ""
-        self._hit = asyncio.Event()
-
-    def xml(self, path: str, body: str) -> str:
-        self.routes[path] = lambda _p: (body, "application/xml")
-        return self.url(path)
-
-    def file(self, path: str, data: bytes, ctype: str = "audio/wav") -> str:
-        self.routes[path] = lambda _p: (data, ctype)
-        return self.url(path)
-
-    def url(self, path: str) -> str:
-        return self.base + path
-
-    def hits(self, path: str) -> list[dict[str, str]]:
-        return [params for p, params in self.requests if p == path]
-
-    async def handle(self, request: web.Request) -> web.Response:
-        params = dict(request.query)
-        if request.method == "POST":
-            params.update({k: str(v) for k, v in (await request.post()).items()})
-        self.requests.append((request.path, params))
-        self._hit.set()
-        route = self.routes.get(request.path)
-        if route is None:
-            return web.Response(status=404)
-        body, ctype = route(params)
-        return web.Response(
-            body=body.encode() if isinstance(body, str) else body, content_type=ctype
-        )
-
-
 @pytest.fixture
-async def webapp() -> AsyncIterator[WebApp]:
-    app = WebApp()
-    server = web.Application()
-    server.router.add_route("*", "/{tail:.*}", app.handle)
-    runner = web.AppRunner(server)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    app.base = f"http://127.0.0.1:{port}"
-    yield app
-    await runner.cleanup()
+async def webapp(webhook_receiver: Any) -> WebhookReceiver:
+    """XML documents and audio files by path (``xml``/``file``), 404 elsewhere."""
+    return await webhook_receiver(respond=404)
 
 
 @pytest.fixture
@@ -239,9 +192,13 @@ class Http:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def close(self) -> None:
+    async def settle(self) -> None:
+        """Wait until every callback sent so far got its answer."""
         if self.tasks:
-            await asyncio.wait(self.tasks, timeout=5)
+            await asyncio.wait(set(self.tasks), timeout=5)
+
+    async def close(self) -> None:
+        await self.settle()
         await self.session.close()
 
 
@@ -266,7 +223,7 @@ class Run:
 async def run_call(
     ua: UserAgent,
     http: Http,
-    webapp: WebApp,
+    webapp: WebhookReceiver,
     target: str,
     answer_path: str,
     data_dir: Path,
@@ -315,7 +272,7 @@ async def run_call(
     )
     await asyncio.wait_for(call.wait_terminated(), 10)
     run.ended_at = time.monotonic()
-    await asyncio.sleep(0.2)  # let fire-and-forget callbacks land
+    await http.settle()  # the fire-and-forget callbacks have landed
     return run
 
 
@@ -344,7 +301,7 @@ async def test_answer_fails_fallback_runs(ua, http, webapp, sipp, tmp_path) -> N
     run = await run_call(ua, http, webapp, peer.uri, "/missing", tmp_path, fallback_path="/fb")
     # /missing and /fb both 404: the app records the error and hangs up with its cause.
     assert run.app.error is not None and run.app.error.cause == causes.NORMAL_TEMPORARY_FAILURE
-    assert [p for p, _ in webapp.requests] == ["/missing", "/fb"]
+    assert [r.path for r in webapp.requests] == ["/missing", "/fb"]
     assert run.call.terminated is not None
     assert run.call.terminated.hangup_source == "caller"
     await asyncio.to_thread(peer.assert_ok)
@@ -354,8 +311,8 @@ async def test_answer_fails_fallback_runs(ua, http, webapp, sipp, tmp_path) -> N
         ua, http, webapp, peer.uri, "/missing", tmp_path, fallback_path="/fallback"
     )
     assert run.app.error is None
-    assert webapp.requests[-1][0] == "/fallback"
-    assert webapp.requests[-1][1]["CallUUID"] == run.call.uuid
+    assert webapp.requests[-1].path == "/fallback"
+    assert webapp.requests[-1].params["CallUUID"] == run.call.uuid
     await asyncio.to_thread(peer.assert_ok)
 
 
@@ -372,7 +329,7 @@ async def test_prefetched_answer_xml_runs(ua, http, webapp, sipp, tmp_path) -> N
         xml=f"<Response><Redirect>{webapp.url('/next')}</Redirect></Response>",
     )
     assert run.app.error is not None  # /next is 404: a fetch error ends the call
-    assert [p for p, _ in webapp.requests] == ["/next"]
+    assert [r.path for r in webapp.requests] == ["/next"]
     await asyncio.to_thread(peer.assert_ok)
 
 
@@ -489,7 +446,7 @@ async def test_record_beep_and_recording(ua, http, webapp, baresip, tmp_path) ->
     webapp.xml("/recorded2", "<Response/>")
     run = await run_call(ua, http, webapp, peer.uri, "/answer", tmp_path)
     assert run.app.error is None
-    (params,) = webapp.hits("/recorded")
+    (params,) = webapp.params("/recorded")
     assert params["RecordUrl"].endswith(".wav") and params["RecordingFileFormat"] == "wav"
     assert params["RecordingDuration"] == "4", params
     assert 3800 <= int(params["RecordingDurationMs"]) <= 4200
@@ -508,7 +465,7 @@ async def test_record_beep_and_recording(ua, http, webapp, baresip, tmp_path) ->
     assert abs(dominant_hz(beep) - 1000) < 20
 
     if mp3:
-        (params2,) = webapp.hits("/recorded2")
+        (params2,) = webapp.params("/recorded2")
         assert params2["RecordUrl"].endswith(".mp3")
         mp3_path = tmp_path / "recordings" / params2["RecordUrl"].rsplit("/", 1)[1]
         assert abs(len(decode_audio(str(mp3_path))) / RATE - 2.0) < 0.2
@@ -534,7 +491,7 @@ async def test_get_digits_rfc2833_from_sipp(ua, http, webapp, sipp, tmp_path) ->
     webapp.xml("/digits", "<Response><Hangup/></Response>")
     run = await run_call(ua, http, webapp, peer.uri, "/answer", tmp_path)
     assert run.app.error is None
-    (params,) = webapp.hits("/digits")
+    (params,) = webapp.params("/digits")
     assert params["Digits"] == "123"
     assert params["CallUUID"] == run.call.uuid
     # The first digit interrupted the long prompt: the call ended long before it would have.
@@ -554,7 +511,7 @@ async def test_get_digits_timeout_goes_on(ua, http, webapp, sipp, tmp_path) -> N
     webapp.xml("/next", "<Response><Hangup/></Response>")
     run = await run_call(ua, http, webapp, peer.uri, "/answer", tmp_path)
     assert run.app.error is None
-    assert webapp.hits("/digits") == [] and len(webapp.hits("/next")) == 1
+    assert webapp.params("/digits") == [] and len(webapp.params("/next")) == 1
     await asyncio.to_thread(peer.assert_ok)
 
 
@@ -568,7 +525,7 @@ async def test_record_finish_on_key_from_sipp(ua, http, webapp, sipp, tmp_path) 
     webapp.xml("/recorded", "<Response><Hangup/></Response>")
     run = await run_call(ua, http, webapp, peer.uri, "/answer", tmp_path)
     assert run.app.error is None
-    (params,) = webapp.hits("/recorded")
+    (params,) = webapp.params("/recorded")
     assert params["Digits"] == "#"  # 1, 2, 3 are not finish keys; # is (sent ~2.4 s in)
     assert 1500 < int(params["RecordingDurationMs"]) < 5000
     await asyncio.to_thread(peer.assert_ok)
@@ -595,14 +552,14 @@ async def test_dial_bridges_sipp_caller_to_baresip(
     webapp.xml("/dialed", '<Response><Wait length="1"/><Hangup/></Response>')
     run = await run_call(ua, http, webapp, a_side.uri, "/answer", tmp_path)
     assert run.app.error is None
-    (params,) = webapp.hits("/dialed")
+    (params,) = webapp.params("/dialed")
     assert params["DialStatus"] == "completed"
     assert params["DialHangupCause"] == causes.NORMAL_CLEARING
     assert params["DialALegUUID"] == run.call.uuid
     assert params["DialBLegUUID"] and params["DialBLegUUID"] == run.b_legs[0].uuid
-    actions = [p["DialAction"] for p in webapp.hits("/dialcb")]
+    actions = [p["DialAction"] for p in webapp.params("/dialcb")]
     assert actions == ["answer", "connected", "hangup"], actions
-    hangup_cb = webapp.hits("/dialcb")[-1]
+    hangup_cb = webapp.params("/dialcb")[-1]
     assert hangup_cb["DialBLegHangupCause"] == causes.NORMAL_CLEARING
     assert run.b_legs[0].terminated is not None
     assert run.b_legs[0].terminated.hangup_source == "callee"
@@ -637,7 +594,7 @@ async def test_dial_a_leg_hangup_ends_b_leg(ua, http, webapp, sipp, baresip, tmp
     end = await asyncio.wait_for(b_leg.wait_terminated(), 5)
     assert end.hangup_source == "caller"  # we hung the B leg up
     # The action is still reported (notified, not fetched-and-run: the A leg is gone).
-    (params,) = webapp.hits("/dialed")
+    (params,) = webapp.params("/dialed")
     assert params["DialStatus"] == "completed"
     await asyncio.to_thread(a_side.assert_ok)
 
@@ -655,10 +612,10 @@ async def test_dial_no_answer_then_busy(ua, http, webapp, sipp, tmp_path) -> Non
     webapp.xml("/d2", "<Response><Hangup/></Response>")
     run = await run_call(ua, http, webapp, a_side.uri, "/answer", tmp_path)
     assert run.app.error is None
-    (d1,) = webapp.hits("/d1")
+    (d1,) = webapp.params("/d1")
     assert d1["DialStatus"] == "no-answer" and d1["DialRingStatus"] == "true"
     assert d1["DialBLegUUID"] == ""
-    (d2,) = webapp.hits("/d2")
+    (d2,) = webapp.params("/d2")
     assert d2["DialStatus"] == "busy" and d2["DialHangupCause"] == causes.USER_BUSY
     for peer in (a_side, ringing, busy):
         await asyncio.to_thread(peer.assert_ok)
@@ -718,11 +675,11 @@ async def test_dial_digits_match_and_hangup_on_star(
     webapp.xml("/dialed", "<Response><Hangup/></Response>")
     run = await run_call(ua, http, webapp, a_side.uri, "/answer", tmp_path)
     assert run.app.error is None
-    actions = [(p["DialAction"], p.get("DialDigitsMatch")) for p in webapp.hits("/cb")]
+    actions = [(p["DialAction"], p.get("DialDigitsMatch")) for p in webapp.params("/cb")]
     assert actions == [("answer", None), ("connected", None), ("digits", "123"), ("hangup", None)]
     (b_leg,) = run.b_legs
     assert b_leg.terminated is not None and b_leg.terminated.hangup_source == "caller"
-    (params,) = webapp.hits("/dialed")
+    (params,) = webapp.params("/dialed")
     assert params["DialStatus"] == "completed"
     # The A party's keys reach the B party through the bridge (RFC 4733), except the *.
     peer.stop()
@@ -741,9 +698,9 @@ async def test_dial_confirm_key_and_time_limit(ua, http, webapp, sipp, tmp_path)
     webapp.xml("/dialed", "<Response><Hangup/></Response>")
     run = await run_call(ua, http, webapp, a_side.uri, "/answer", tmp_path)
     assert run.app.error is None
-    callbacks = webapp.hits("/cb")
+    callbacks = webapp.params("/cb")
     assert [p["DialAction"] for p in callbacks] == ["answer", "connected", "hangup"]
-    (params,) = webapp.hits("/dialed")
+    (params,) = webapp.params("/dialed")
     assert params["DialStatus"] == "completed"
     assert params["DialHangupCause"] == causes.ALLOTTED_TIMEOUT  # timeLimit ended the bridge
     for peer in (a_side, b_side):
@@ -776,7 +733,7 @@ async def test_callee_hangup_stops_speak_and_keeps_recording(
     run = await run_call(ua, http, webapp, peer.uri, "/answer2", tmp_path)
     assert run.app.error is None
     # Plivo reports the recording even though the caller hung up (notified, not run).
-    (params,) = webapp.hits("/recorded")
+    (params,) = webapp.params("/recorded")
     assert 500 < int(params["RecordingDurationMs"]) < 2500
     assert (tmp_path / "recordings" / params["RecordUrl"].rsplit("/", 1)[1]).stat().st_size > 44
     await asyncio.to_thread(peer.assert_ok)

@@ -4,7 +4,8 @@ How baresip 1.0 is driven here (all set in a private config directory, ``baresip
 
 * ``config``: ``sip_listen 127.0.0.1:PORT`` and ``net_interface 127.0.0.1`` (otherwise
   baresip writes the machine's LAN address into its SDP and RTP would leave loopback),
-  ``rtp_ports 40000-49999`` (away from our engine's default pool), no jitter buffer
+  ``rtp_ports`` a 3000-port block in 44000-58999 per xdist worker (away from our engine's
+  default pool and from the XML suites' 41000+ blocks), no jitter buffer
   (``jitter_buffer_delay 0-0``: received packets are decoded as they arrive, so the log and
   the recording keep arrival timing), no UI module (``stdio`` cannot poll a non-terminal
   stdin), modules ``g711``, ``aufile`` (audio source), ``sndfile`` (recorder), ``menu``
@@ -54,7 +55,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, worker_index
+
+#: Each xdist worker's baresips pick RTP ports in a block of their own.
+BARESIP_RTP_BASE = 44000 + 3000 * (worker_index() % 5)
 
 __all__ = ["Baresip", "baresip", "needs_baresip"]
 
@@ -234,7 +238,7 @@ class Baresip:
             "ausrc_channels\t\t1",
             "auplay_channels\t\t1",
             "audio_buffer\t\t20-160",
-            "rtp_ports\t\t40000-49999",
+            f"rtp_ports\t\t{BARESIP_RTP_BASE}-{BARESIP_RTP_BASE + 2999}",
             "rtcp_mux\t\tno",
             "jitter_buffer_delay\t0-0",
             "rtp_stats\t\tyes",

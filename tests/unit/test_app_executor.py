@@ -16,7 +16,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from softswitch.api.plivo_xml import RESULT_PARAMS, XmlApplication, parse_response
 from softswitch.app.control import (
@@ -34,6 +33,7 @@ from softswitch.app.document import (
 from softswitch.app.executor import Application
 from softswitch.app.sources import MediaCache, TtsCache, espeak_voice
 from softswitch.app.verbs import Dial, Document
+from tests.peers.webhooks import WebhookReceiver
 
 
 def wav_bytes(ms: int = 100) -> bytes:
@@ -49,51 +49,15 @@ def wav_bytes(ms: int = 100) -> bytes:
 # --- the HTTP side ----------------------------------------------------------------------------
 
 
-class AppServer:
-    """The user's web app: path → (body, content type); records every request."""
-
-    def __init__(self) -> None:
-        self.routes: dict[str, tuple[bytes | str, str]] = {}
-        self.requests: list[tuple[str, str, dict[str, str]]] = []
-        self.base = ""
-
-    def xml(self, path: str, body: str) -> str:
-        self.routes[path] = (f"<Response>{body}</Response>", "text/xml")
-        return self.base + path
-
-    def url(self, path: str) -> str:
-        return self.base + path
-
-    def hits(self, path: str) -> list[dict[str, str]]:
-        return [params for _m, p, params in self.requests if p == path]
-
-    async def handle(self, request: web.Request) -> web.Response:
-        params = dict(request.query)
-        if request.method == "POST":
-            params.update({k: str(v) for k, v in (await request.post()).items()})
-        self.requests.append((request.method, request.path, params))
-        if request.path not in self.routes:
-            return web.Response(status=404, text="not found")
-        body, ctype = self.routes[request.path]
-        data = body.encode() if isinstance(body, str) else body
-        return web.Response(body=data, content_type=ctype)
+def response(verbs: str) -> str:
+    """A whole document around ``verbs``."""
+    return f"<Response>{verbs}</Response>"
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[AppServer]:
-    app_server = AppServer()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", app_server.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    app_server.base = f"http://127.0.0.1:{port}"
-    try:
-        yield app_server
-    finally:
-        await runner.cleanup()
+async def server(webhook_receiver: Any) -> WebhookReceiver:
+    """The user's web app: documents and files by path, 404 elsewhere; records every request."""
+    return await webhook_receiver(respond=(404, "not found", "text/plain"))
 
 
 # --- the call side ----------------------------------------------------------------------------
@@ -296,9 +260,9 @@ def test_fake_call_satisfies_protocol(session: aiohttp.ClientSession) -> None:
 
 
 async def test_get_digits_first_digit_interrupts_nested_speak_and_action_continues(
-    server: AppServer, session: aiohttp.ClientSession, media: FakeMedia, tmp_path: Path
+    server: WebhookReceiver, session: aiohttp.ClientSession, media: FakeMedia, tmp_path: Path
 ) -> None:
-    server.xml("/action", "<Speak>You pressed twelve</Speak>")
+    server.xml("/action", response("<Speak>You pressed twelve</Speak>"))
     call = FakeCall(session, keys=["1", "2", "#"])
     app = make_app(call, media, tmp_path)
     await app.run(
@@ -307,7 +271,7 @@ async def test_get_digits_first_digit_interrupts_nested_speak_and_action_continu
         "<Speak>never reached</Speak></Response>",
         server.url("/answer"),
     )
-    (params,) = server.hits("/action")
+    (params,) = server.params("/action")
     assert params["Digits"] == "12" and params["CallUUID"] == "a-leg-uuid"
     plays = call.played()
     # the first prompt was interrupted by "1": the second one never played
@@ -321,10 +285,10 @@ async def test_get_digits_first_digit_interrupts_nested_speak_and_action_continu
 
 
 async def test_get_digits_retries_with_invalid_digits_sound(
-    server: AppServer, session: aiohttp.ClientSession, media: FakeMedia, tmp_path: Path
+    server: WebhookReceiver, session: aiohttp.ClientSession, media: FakeMedia, tmp_path: Path
 ) -> None:
-    server.routes["/invalid.wav"] = (wav_bytes(), "audio/wav")
-    server.xml("/action", "")
+    server.routes["/invalid.wav"] = (200, wav_bytes(), "audio/wav")
+    server.xml("/action", response(""))
     call = FakeCall(session, keys=[None, "9", "1"])
     app = make_app(call, media, tmp_path)
     await app.run(
@@ -333,33 +297,33 @@ async def test_get_digits_retries_with_invalid_digits_sound(
         "<Speak>Press one or two</Speak></GetDigits></Response>",
         server.url("/answer"),
     )
-    assert [p["Digits"] for p in server.hits("/action")] == ["1"]
+    assert [p["Digits"] for p in server.params("/action")] == ["1"]
     collects = [args for op, args in call.ops if op == "collect"]
     assert len(collects) == 3  # timeout, invalid 9, then 1
     invalid_plays = [p for p in call.played() if p[0] == "file"]
     assert len(invalid_plays) == 1 and invalid_plays[0][1].endswith(".wav")
-    assert len(server.hits("/invalid.wav")) == 1
+    assert len(server.params("/invalid.wav")) == 1
     # the prompt is replayed on each attempt
     assert call.played().count(("pcm", "en-us+f3:Press one or two")) == 3
 
 
 async def test_get_digits_finish_key_collects_until_key(
-    server: AppServer, session: aiohttp.ClientSession, media: FakeMedia, tmp_path: Path
+    server: WebhookReceiver, session: aiohttp.ClientSession, media: FakeMedia, tmp_path: Path
 ) -> None:
-    server.xml("/action", "")
+    server.xml("/action", response(""))
     call = FakeCall(session, keys=["4", "5", "*", "6"])
     app = make_app(call, media, tmp_path)
     await app.run(
         f'<Response><GetDigits action="{server.url("/action")}" finishOnKey="*" method="GET"/></Response>',
         server.url("/answer"),
     )
-    assert [p["Digits"] for p in server.hits("/action")] == ["45"]
-    assert server.requests[-1][0] == "GET"
+    assert [p["Digits"] for p in server.params("/action")] == ["45"]
+    assert server.requests[-1].method == "GET"
     assert list(call.keys) == ["6"]
 
 
 async def test_get_digits_timeout_goes_to_next_verb(
-    server: AppServer, session: aiohttp.ClientSession, media: FakeMedia, tmp_path: Path
+    server: WebhookReceiver, session: aiohttp.ClientSession, media: FakeMedia, tmp_path: Path
 ) -> None:
     call = FakeCall(session, keys=[])
     app = make_app(call, media, tmp_path)
@@ -368,14 +332,14 @@ async def test_get_digits_timeout_goes_to_next_verb(
         "<Speak>No input, goodbye</Speak></Response>",
         server.url("/answer"),
     )
-    assert server.hits("/action") == []
+    assert server.params("/action") == []
     assert call.played()[-1] == ("pcm", "en-us+f3:No input, goodbye")
     assert call.kinds().count("collect") == 2
     assert call.hangups == [("NORMAL_CLEARING", "End Of XML Instructions")]
 
 
 async def test_get_digits_redirect_false_notifies_and_continues(
-    server: AppServer, session: aiohttp.ClientSession, media: FakeMedia, tmp_path: Path
+    server: WebhookReceiver, session: aiohttp.ClientSession, media: FakeMedia, tmp_path: Path
 ) -> None:
     call = FakeCall(session, keys=["7", "#"])
     app = make_app(call, media, tmp_path)
@@ -384,7 +348,7 @@ async def test_get_digits_redirect_false_notifies_and_continues(
         "<Speak>Thanks</Speak></Response>",
         server.url("/answer"),
     )
-    assert server.hits("/action") == []  # not fetched...
+    assert server.params("/action") == []  # not fetched...
     ((url, method, params),) = call.notified  # ...only notified
     assert (url, method, params["Digits"]) == (server.url("/action"), "POST", "7")
     assert call.played()[0] == ("tone", (700.0,), 300)  # playBeep; "7" interrupted it
@@ -392,9 +356,9 @@ async def test_get_digits_redirect_false_notifies_and_continues(
 
 
 async def test_get_input_dtmf(
-    server: AppServer, session: aiohttp.ClientSession, media: FakeMedia, tmp_path: Path
+    server: WebhookReceiver, session: aiohttp.ClientSession, media: FakeMedia, tmp_path: Path
 ) -> None:
-    server.xml("/input", "<Hangup/>")
+    server.xml("/input", response("<Hangup/>"))
     call = FakeCall(session, keys=["3", "3", "#"])
     app = make_app(call, media, tmp_path)
     await app.run(
@@ -403,7 +367,7 @@ async def test_get_input_dtmf(
         "</GetInput></Response>",
         server.url("/answer"),
     )
-    (params,) = server.hits("/input")
+    (params,) = server.params("/input")
     assert (params["InputType"], params["Digits"]) == ("dtmf", "33")
     assert call.played()[0] == ("pcm", "fr-fr+m3:Bonjour")
     collect = next(args for op, args in call.ops if op == "collect")
@@ -412,7 +376,7 @@ async def test_get_input_dtmf(
 
 
 async def test_executor_posts_results_under_the_vocabulary_names(
-    server: AppServer, session: aiohttp.ClientSession, media: FakeMedia, tmp_path: Path
+    server: WebhookReceiver, session: aiohttp.ClientSession, media: FakeMedia, tmp_path: Path
 ) -> None:
     # The neutral executor with another vocabulary's names: same verbs, other parameter
     # names, and a name the vocabulary lacks (None) is not posted at all.
@@ -421,7 +385,7 @@ async def test_executor_posts_results_under_the_vocabulary_names(
     def parse(document: str | bytes, *, max_bytes: int = 100 * 1024) -> Document:
         return Document(parse_response(document, max_bytes=max_bytes), names)
 
-    server.xml("/input", "<Hangup/>")
+    server.xml("/input", response("<Hangup/>"))
     call = FakeCall(session, keys=["3", "3", "#"])
     app = Application(
         call,
@@ -434,7 +398,7 @@ async def test_executor_posts_results_under_the_vocabulary_names(
     await app.run(
         f'<Response><GetInput action="{server.url("/input")}"/></Response>', server.url("/answer")
     )
-    (params,) = server.hits("/input")
+    (params,) = server.params("/input")
     assert params["Keys"] == "33" and "Digits" not in params and "InputType" not in params
     assert params["CallUUID"] == "a-leg-uuid"
 
@@ -443,54 +407,55 @@ async def test_executor_posts_results_under_the_vocabulary_names(
 
 
 async def test_redirect_fetches_and_continues(
-    server: AppServer, session: aiohttp.ClientSession, media: FakeMedia, tmp_path: Path
+    server: WebhookReceiver, session: aiohttp.ClientSession, media: FakeMedia, tmp_path: Path
 ) -> None:
-    server.xml("/next", "<Speak>second document</Speak>")
+    server.xml("/next", response("<Speak>second document</Speak>"))
     call = FakeCall(session)
     app = make_app(call, media, tmp_path)
     await app.run(
         f'<Response><Redirect method="GET">{server.url("/next")}</Redirect><Speak>dropped</Speak></Response>',
         server.url("/answer"),
     )
-    ((method, path, params),) = server.requests
+    (req,) = server.requests
+    method, path, params = req.method, req.path, req.params
     assert (method, path, params["CallUUID"]) == ("GET", "/next", "a-leg-uuid")
     assert call.played() == [("pcm", "en-us+f3:second document")]
     assert app.current_url == server.url("/next")
 
 
 async def test_redirect_loop_is_bounded(
-    server: AppServer, session: aiohttp.ClientSession, media: FakeMedia, tmp_path: Path
+    server: WebhookReceiver, session: aiohttp.ClientSession, media: FakeMedia, tmp_path: Path
 ) -> None:
-    loop_url = server.xml("/loop", f"<Redirect>{server.url('/loop')}</Redirect>")
+    loop_url = server.xml("/loop", response(f"<Redirect>{server.url('/loop')}</Redirect>"))
     call = FakeCall(session)
     app = make_app(call, media, tmp_path, max_redirects=3)
     with pytest.raises(XmlAppError, match="more than 3 redirects in a row"):
         await app.run(
             f"<Response><Redirect>{loop_url}</Redirect></Response>", server.url("/answer")
         )
-    assert len(server.hits("/loop")) == 3
+    assert len(server.params("/loop")) == 3
     ((cause, reason),) = call.hangups
     assert cause == CAUSE_INVALID_XML and "redirect loop" in (reason or "")
     assert app.error is not None
 
 
 async def test_redirect_loop_with_activity_is_bounded_by_documents(
-    server: AppServer, session: aiohttp.ClientSession, media: FakeMedia, tmp_path: Path
+    server: WebhookReceiver, session: aiohttp.ClientSession, media: FakeMedia, tmp_path: Path
 ) -> None:
-    loop_url = server.xml("/loop", f"<Wait/><Redirect>{server.url('/loop')}</Redirect>")
+    loop_url = server.xml("/loop", response(f"<Wait/><Redirect>{server.url('/loop')}</Redirect>"))
     call = FakeCall(session)
     app = make_app(call, media, tmp_path, max_redirects=2, max_documents=6)
     with pytest.raises(XmlAppError, match="more than 6 XML documents"):
         await app.run(
             f"<Response><Redirect>{loop_url}</Redirect></Response>", server.url("/answer")
         )
-    assert len(server.hits("/loop")) == 5
+    assert len(server.params("/loop")) == 5
 
 
 async def test_invalid_action_xml_ends_call_with_error(
-    server: AppServer, session: aiohttp.ClientSession, media: FakeMedia, tmp_path: Path
+    server: WebhookReceiver, session: aiohttp.ClientSession, media: FakeMedia, tmp_path: Path
 ) -> None:
-    server.routes["/bad"] = ("<Response><Speak loop='x'>hi</Speak></Response>", "text/xml")
+    server.routes["/bad"] = (200, "<Response><Speak loop='x'>hi</Speak></Response>", "text/xml")
     call = FakeCall(session)
     app = make_app(call, media, tmp_path)
     with pytest.raises(XmlAppError) as info:
@@ -502,7 +467,7 @@ async def test_invalid_action_xml_ends_call_with_error(
 
 
 async def test_fetch_failure_ends_call(
-    server: AppServer, session: aiohttp.ClientSession, media: FakeMedia, tmp_path: Path
+    server: WebhookReceiver, session: aiohttp.ClientSession, media: FakeMedia, tmp_path: Path
 ) -> None:
     call = FakeCall(session)
     app = make_app(call, media, tmp_path)
@@ -515,28 +480,28 @@ async def test_fetch_failure_ends_call(
 
 
 async def test_invalid_answer_xml_tries_fallback_url(
-    server: AppServer, session: aiohttp.ClientSession, media: FakeMedia, tmp_path: Path
+    server: WebhookReceiver, session: aiohttp.ClientSession, media: FakeMedia, tmp_path: Path
 ) -> None:
-    fallback = server.xml("/fallback", "<Speak>fallback speaking</Speak>")
+    fallback = server.xml("/fallback", response("<Speak>fallback speaking</Speak>"))
     call = FakeCall(session)
     app = make_app(call, media, tmp_path, fallback_url=fallback)
     await app.run("this is not xml", server.url("/answer"))
-    assert len(server.hits("/fallback")) == 1
+    assert len(server.params("/fallback")) == 1
     assert call.played() == [("pcm", "en-us+f3:fallback speaking")]
     assert call.hangups == [("NORMAL_CLEARING", "End Of XML Instructions")]
 
 
 async def test_unreachable_answer_url_tries_fallback_then_fails(
-    server: AppServer, session: aiohttp.ClientSession, media: FakeMedia, tmp_path: Path
+    server: WebhookReceiver, session: aiohttp.ClientSession, media: FakeMedia, tmp_path: Path
 ) -> None:
-    server.routes["/fallback"] = ("<Response><Unknown/></Response>", "text/xml")
+    server.routes["/fallback"] = (200, "<Response><Unknown/></Response>", "text/xml")
     call = FakeCall(session)
     app = make_app(
         call, media, tmp_path, fallback_url=server.url("/fallback"), fallback_method="GET"
     )
     with pytest.raises(XmlAppError, match="<Unknown>: unknown element"):
         await app.start(server.url("/answer-missing"))
-    assert [(m, p) for m, p, _ in server.requests] == [
+    assert [(r.method, r.path) for r in server.requests] == [
         ("POST", "/answer-missing"),
         ("GET", "/fallback"),
     ]
@@ -544,12 +509,12 @@ async def test_unreachable_answer_url_tries_fallback_then_fails(
 
 
 async def test_start_fetches_answer_url(
-    server: AppServer, session: aiohttp.ClientSession, media: FakeMedia, tmp_path: Path
+    server: WebhookReceiver, session: aiohttp.ClientSession, media: FakeMedia, tmp_path: Path
 ) -> None:
-    answer = server.xml("/answer", "<Wait length='2'/>")
+    answer = server.xml("/answer", response("<Wait length='2'/>"))
     call = FakeCall(session)
     await make_app(call, media, tmp_path).start(answer, "GET")
-    assert server.requests[0][:2] == ("GET", "/answer")
+    assert (server.requests[0].method, server.requests[0].path) == ("GET", "/answer")
     assert ("wait", (2, False, 2000, False)) in call.ops
 
 
@@ -557,9 +522,9 @@ async def test_start_fetches_answer_url(
 
 
 async def test_record_posts_action_params_and_callback(
-    server: AppServer, session: aiohttp.ClientSession, media: FakeMedia, tmp_path: Path
+    server: WebhookReceiver, session: aiohttp.ClientSession, media: FakeMedia, tmp_path: Path
 ) -> None:
-    server.xml("/recorded", "<Speak>Thanks</Speak>")
+    server.xml("/recorded", response("<Speak>Thanks</Speak>"))
     call = FakeCall(session)
     app = make_app(call, media, tmp_path)
     await app.run(
@@ -568,7 +533,7 @@ async def test_record_posts_action_params_and_callback(
         "</Response>",
         server.url("/answer"),
     )
-    (params,) = server.hits("/recorded")
+    (params,) = server.params("/recorded")
     rid = params["RecordingID"]
     assert params["RecordUrl"] == f"http://softswitch.test/v1/Recording/{rid}.wav"
     assert params["RecordingDuration"] == "3"
@@ -649,9 +614,9 @@ async def test_dtmf_sync_and_async(
 
 
 async def test_dial_posts_dial_status(
-    server: AppServer, session: aiohttp.ClientSession, media: FakeMedia, tmp_path: Path
+    server: WebhookReceiver, session: aiohttp.ClientSession, media: FakeMedia, tmp_path: Path
 ) -> None:
-    server.xml("/dialed", "")
+    server.xml("/dialed", response(""))
     call = FakeCall(session)
     call.dial_result = DialResult(status="busy", hangup_cause="USER_BUSY", b_leg_uuid="", rang=True)
     await make_app(call, media, tmp_path).run(
@@ -659,7 +624,7 @@ async def test_dial_posts_dial_status(
         '<Number sendDigits="1w2">+15550003</Number><User>sip:bob@127.0.0.1</User></Dial></Response>',
         "x",
     )
-    (params,) = server.hits("/dialed")
+    (params,) = server.params("/dialed")
     assert params["DialStatus"] == "busy"
     assert params["DialHangupCause"] == "USER_BUSY"
     assert params["DialRingStatus"] == "true"
@@ -669,7 +634,7 @@ async def test_dial_posts_dial_status(
 
 
 async def test_dial_after_a_leg_hung_up_only_notifies(
-    server: AppServer, session: aiohttp.ClientSession, media: FakeMedia, tmp_path: Path
+    server: WebhookReceiver, session: aiohttp.ClientSession, media: FakeMedia, tmp_path: Path
 ) -> None:
     call = FakeCall(session)
 
@@ -773,16 +738,16 @@ def test_mapped_languages_exist_in_espeak_ng() -> None:
 
 
 async def test_play_url_downloaded_once_and_looped(
-    server: AppServer, session: aiohttp.ClientSession, media: FakeMedia, tmp_path: Path
+    server: WebhookReceiver, session: aiohttp.ClientSession, media: FakeMedia, tmp_path: Path
 ) -> None:
-    server.routes["/hello.wav"] = (wav_bytes(), "audio/x-wav")
+    server.routes["/hello.wav"] = (200, wav_bytes(), "audio/x-wav")
     call = FakeCall(session)
     await make_app(call, media, tmp_path).run(
         f'<Response><Play loop="3">{server.url("/hello.wav")}</Play>'
         f"<Play>{server.url('/hello.wav')}</Play></Response>",
         "x",
     )
-    assert len(server.hits("/hello.wav")) == 1
+    assert len(server.params("/hello.wav")) == 1
     plays = call.played()
     assert len(plays) == 4 and len({p for p in plays}) == 1
     path = Path(plays[0][1])
@@ -790,16 +755,16 @@ async def test_play_url_downloaded_once_and_looped(
     assert path.read_bytes() == wav_bytes()
 
 
-async def test_play_url_mp3_sniffed(server: AppServer, tmp_path: Path) -> None:
-    server.routes["/a"] = (b"ID3\x03\x00" + b"\x00" * 100, "audio/mpeg")
+async def test_play_url_mp3_sniffed(server: WebhookReceiver, tmp_path: Path) -> None:
+    server.routes["/a"] = (200, b"ID3\x03\x00" + b"\x00" * 100, "audio/mpeg")
     path = await MediaCache(tmp_path).path_for(server.url("/a"))
     assert path.endswith(".mp3")
 
 
-async def test_play_url_wrong_content_type_or_too_big(server: AppServer, tmp_path: Path) -> None:
-    server.routes["/page"] = (b"<html></html>", "text/html")
-    server.routes["/big.wav"] = (wav_bytes(1000), "audio/wav")
-    server.routes["/fake.wav"] = (b"not audio at all", "audio/wav")
+async def test_play_url_wrong_content_type_or_too_big(server: WebhookReceiver, tmp_path: Path) -> None:
+    server.routes["/page"] = (200, b"<html></html>", "text/html")
+    server.routes["/big.wav"] = (200, wav_bytes(1000), "audio/wav")
+    server.routes["/fake.wav"] = (200, b"not audio at all", "audio/wav")
     cache = MediaCache(tmp_path, max_bytes=4000)
     with pytest.raises(XmlAppError, match="content type 'text/html'"):
         await cache.path_for(server.url("/page"))

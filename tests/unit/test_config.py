@@ -111,7 +111,7 @@ def test_environment_beats_file_and_flags_beat_environment(tmp_path: Path) -> No
         "SOFTSWITCH_HTTP_PORT": "9100",
         "SOFTSWITCH_SIP": "[::1]:5070",
         "SOFTSWITCH_LIMITS_CPS": "0",
-        "SOFTSWITCH_SIP_TRANSPORTS": "udp, tls",
+        "SOFTSWITCH_SIP_TRANSPORTS": "tcp, UDP",
         "SOFTSWITCH_PUBLIC_HOST": "203.0.113.7",
         "SOFTSWITCH_AUTH_ID": "MAENVACCOUNT00000001",
         "SOFTSWITCH_AUTH_TOKEN": "env-token-0123456789",
@@ -122,7 +122,7 @@ def test_environment_beats_file_and_flags_beat_environment(tmp_path: Path) -> No
     assert cfg.http_port == 9100
     assert (cfg.sip_host, cfg.sip_port) == ("::1", 5070)
     assert cfg.limits.cps == 0.0 and cfg.limits.max_concurrent == 50
-    assert cfg.sip_transports == ["udp", "tls"]
+    assert cfg.sip_transports == ["tcp", "udp"]
     assert cfg.public_host == "203.0.113.7"
     assert cfg.webhook_backoff_s == 0.5
     # The env account becomes the default (first) one, the file's accounts stay.
@@ -218,6 +218,62 @@ def test_errors_name_the_key(
         load_config(path, env=env, overrides=overrides)
     assert key in str(exc_info.value)
     assert isinstance(exc_info.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "key", "why"),
+    [
+        ('sip_transports = ["udp", "tls"]', {}, "sip_transports", "TLS is not implemented"),
+        ("", {"SOFTSWITCH_SIP_TRANSPORTS": "tls"}, "sip_transports", "TLS is not implemented"),
+        (
+            '[[gateways]]\nname = "g"\nhost = "h"\ntransport = "TLS"',
+            {},
+            "gateways[0].transport",
+            "TLS is not implemented",
+        ),
+        (
+            '[[gateways]]\nname = "g"\nhost = "h"\nregister = true',
+            {},
+            "gateways[0].register",
+            "REGISTER to a trunk is not implemented",
+        ),
+        (
+            '[[gateways]]\nname = "g"\nhost = "h"\ncodecs = ["OPUS", "G722"]',
+            {},
+            "gateways[0].codecs",
+            "'OPUS' is not implemented",
+        ),
+        (
+            '[[gateways]]\nname = "g"\nhost = "h"\ncodecs = ["PCMU", "g722"]',
+            {},
+            "gateways[0].codecs",
+            "'G722' is not implemented",
+        ),
+        (
+            "",
+            {"SOFTSWITCH_GATEWAYS": '[{"name": "g", "host": "h", "register": true}]'},
+            "gateways[0].register",
+            "REGISTER",
+        ),
+    ],
+)
+def test_unimplemented_features_are_refused(
+    tmp_path: Path, toml: str, env: dict[str, str], key: str, why: str
+) -> None:
+    """Never silently downgraded: TLS is not dialled over TCP, register is not ignored, a codec
+    the media engine lacks is not left out of the offer. The error names the key."""
+    path = write(tmp_path, 'db_path = "{db}"\n' + toml)
+    with pytest.raises(ConfigError) as exc_info:
+        load_config(path, env=env)
+    assert exc_info.value.key.endswith(key), exc_info.value.key
+    assert why in exc_info.value.reason
+
+
+def test_gateway_register_false_and_g711_codecs_are_accepted(tmp_path: Path) -> None:
+    text = '[[gateways]]\nname = "g"\nhost = "h"\ntransport = "tcp"\nregister = false\ncodecs = ["pcma", "PCMU"]'
+    cfg = load_config(write(tmp_path, 'db_path = "{db}"\n' + text), env={})
+    [gw] = cfg.gateways
+    assert gw.transport == "tcp" and gw.register is False and gw.codecs == ["PCMA", "PCMU"]
 
 
 def test_missing_file_is_an_error(tmp_path: Path) -> None:

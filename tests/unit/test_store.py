@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from datetime import UTC, datetime, timedelta
@@ -9,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from softswitch.store import SCHEMA_VERSION, CallStore, format_time, parse_time
+from softswitch.store import SCHEMA_VERSION, CallStore, DatabaseInUse, format_time, parse_time
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -331,3 +332,24 @@ def test_time_helpers() -> None:
     )
     with pytest.raises(ValueError):
         parse_time("2024-13-02")
+
+
+def test_exclusive_store_owns_the_database(tmp_path: Any) -> None:
+    """One server per database: a second exclusive open is refused, readers are not, and the
+    lock goes with the owner (close here; process exit or crash in ``test_api_plivo.py``)."""
+    path = str(tmp_path / "owned.db")
+    owner = CallStore(path, exclusive=True)
+    try:
+        owner.insert_call(rec("live", call_status="in-progress", initiation_time=ts(0)))
+        with pytest.raises(DatabaseInUse) as exc_info:
+            CallStore(path, exclusive=True)
+        assert exc_info.value.path == path and f"pid {os.getpid()}" in str(exc_info.value)
+        reader = CallStore(path)  # tools and tests may still read
+        assert reader.get_call(ACC, "live")["call_status"] == "in-progress"  # type: ignore[index]
+        reader.close()
+        # The refused open touched nothing: the owner's live call is still live.
+        assert [r["call_uuid"] for r in owner.live_calls(ACC)] == ["live"]
+    finally:
+        owner.close()
+    again = CallStore(path, exclusive=True)
+    again.close()
