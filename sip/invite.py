@@ -33,8 +33,8 @@ from sip.dialog import Dialog, DialogError
 from sip.events import (
     Answered,
     CallEvent,
-    DigitReceived,
     EarlyMedia,
+    InfoDigit,
     Ringing,
     Terminated,
     Trying,
@@ -752,7 +752,7 @@ class ClientInviteSession:
         if digit:
             digit = {"10": "*", "11": "#"}.get(digit, digit).upper()
             if len(digit) == 1 and digit in "0123456789*#ABCD":
-                actions.append(Emit(DigitReceived(now, digit, duration, "info")))
+                actions.append(Emit(InfoDigit(now, digit, duration)))
         return self._response(request, 200), actions
 
     def _response(self, request: SipRequest, status: int, reason: str | None = None) -> SipResponse:

@@ -50,8 +50,8 @@ def _build_kwargs(cls: Any, **values: Any) -> dict[str, Any]:
 
 
 def build_user_agent(config: Any) -> Any:
-    """The SIP user agent (``sip.aio.ua``) configured from :class:`softswitch.config.Config`."""
-    from sip.aio.ua import GatewayConfig, UserAgent, UserAgentConfig
+    """The user agent (``softswitch.ua``) configured from :class:`softswitch.config.Config`."""
+    from softswitch.ua import GatewayConfig, UserAgent, UserAgentConfig
 
     media_cfg = None
     try:

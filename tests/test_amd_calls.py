@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from media.amd import AmdParams
-from sip.aio.ua import UserAgent, UserAgentConfig
+from softswitch.ua import UserAgent, UserAgentConfig
 from softswitch.amd import MachineDetection
 from tests.peers.baresip import needs_baresip
 

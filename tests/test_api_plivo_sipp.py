@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from sip.events import Answered, DigitReceived
+from softswitch.events import Answered, DigitReceived
 from tests import test_api_plivo as api
 from tests.conftest import free_port, needs_sipp
 from tests.test_api_plivo import Env, Receiver, sig_ok, sipp_done, sipp_messages

@@ -32,7 +32,7 @@ from aiohttp import web
 from media.play import decode_audio, tts_to_pcm
 from media.record import mp3_encoder_name
 from sip import causes
-from sip.aio.ua import OutboundCall, UserAgent, UserAgentConfig
+from softswitch.ua import OutboundCall, UserAgent, UserAgentConfig
 from softswitch.callcontrol import (
     DialDefaults,
     LiveCallControl,

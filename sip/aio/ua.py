@@ -1,15 +1,15 @@
-"""The user agent: the asyncio shell around the sans-I/O SIP core, and the public
-embedding API.
+"""The SIP user agent: the asyncio shell around the sans-I/O SIP core.
 
     async with UserAgent(UserAgentConfig(port=0)) as ua:
-        call = await ua.dial("sip:bob@127.0.0.1:5062", from_user="1000")
+        call = await ua.dial("sip:bob@127.0.0.1:5062", from_user="1000", sdp=offer,
+                             on_remote_sdp=lambda sdp, early: ...)
         if await call.wait_answered():
-            await call.send_digits("1w2")
             await call.hangup()
         print((await call.wait_terminated()).cause)
 
-It owns the transports, every transaction (one timer heap re-armed with ``loop.call_at``),
-the INVITE sessions, and the media engine that gives each call its RTP stream.
+It owns the transports, every transaction (one timer heap re-armed with ``loop.call_at``)
+and the INVITE sessions. It knows nothing of media: the caller brings the SDP offer and is
+handed the callee's session descriptions (:mod:`softswitch.ua` joins it to the media engine).
 """
 
 from __future__ import annotations
@@ -22,17 +22,14 @@ import ipaddress
 import itertools
 import logging
 import time
-import uuid as uuidlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from media.engine import MediaConfig, MediaEngine, MediaStream
 from sip import causes
 from sip.auth import Credentials
 from sip.events import (
     Answered,
     CallEvent,
-    DigitReceived,
     EarlyMedia,
     Ringing,
     Terminated,
@@ -79,8 +76,10 @@ from .transport import Address, Inbound, TcpTransport, UdpTransport
 log = logging.getLogger("sip.ua")
 
 __all__ = [
+    "AnswerHandler",
     "Credentials",
     "GatewayConfig",
+    "OfferHandler",
     "OutboundCall",
     "UserAgent",
     "UserAgentConfig",
@@ -125,13 +124,18 @@ class UserAgentConfig:
     session_expires: int = 1800  #: RFC 4028 interval asked for (0 = off)
     max_redirects: int = 3
     gateways: list[GatewayConfig] = field(default_factory=list)
-    media: MediaConfig | None = None  #: RTP settings; ``None`` = defaults on ``host``
     linger: float = 32.0  #: how long an ended call's state absorbs retransmissions
     dns_servers: list[str] | None = None  #: resolvers to ask (default: the system's)
-    #: Keep CPython's cyclic collector from walking thousands of live calls (see
-    #: :class:`GcPolicy`): a full collection stalls the event loop and the media clock.
-    tune_gc: bool = True
     dns_port: int = 53
+
+
+#: ``offer_handler(offer)``: the callee's offer in a re-INVITE/UPDATE (None: a re-INVITE
+#: without SDP asks us to offer) -> our SDP. Raise ``ValueError`` to refuse it (488).
+OfferHandler = Callable[[str | None], str]
+#: ``on_remote_sdp(sdp, early)``: the callee's answer (early: from a 18x) or its SDP in an ACK.
+#: Raise ``ValueError`` when it is unusable: a final answer then ends the call with BYE and
+#: INCOMPATIBLE_DESTINATION.
+AnswerHandler = Callable[[str, bool], None]
 
 
 class _TimerHeap:
@@ -201,22 +205,25 @@ def _is_ip(host: str) -> bool:
 
 
 class OutboundCall:
-    """One outbound call: its progress as events, its media, and control."""
+    """One outbound SIP call: its progress as events, and control."""
 
-    def __init__(self, ua: UserAgent, session: ClientInviteSession, media: MediaStream | None, call_uuid: str, ring_timeout: float):
+    def __init__(
+        self,
+        ua: UserAgent,
+        session: ClientInviteSession,
+        ring_timeout: float,
+        on_remote_sdp: AnswerHandler | None = None,
+    ):
         self.ua = ua
         self.session = session
-        self.media = media
-        self.uuid = call_uuid
+        self.on_remote_sdp = on_remote_sdp
         self.state = "trying"
         self.created_at = time.time()
         self.ringing_at: float | None = None
         self.early_at: float | None = None
         self.answered_at: float | None = None
         self.ended_at: float | None = None
-        self.digits: list[DigitReceived] = []
         self.terminated: Terminated | None = None
-        self.final_stats: dict[str, object] | None = None  #: media statistics at the end
         self.transport = "udp"
         self._events: list[CallEvent] = []
         self._queue_waiters: list[asyncio.Event] = []
@@ -225,8 +232,6 @@ class OutboundCall:
         self._answered: asyncio.Future[bool] = loop.create_future()
         self._ended: asyncio.Future[Terminated] = loop.create_future()
         self._ring_timer = loop.call_later(ring_timeout, self._ring_timeout) if ring_timeout > 0 else None
-        if media is not None:
-            media.on_dtmf = self._on_media_dtmf
 
     # -- properties
 
@@ -245,12 +250,10 @@ class OutboundCall:
             return 0.0
         return max(0.0, (self.ended_at or time.time()) - self.answered_at)
 
-    def stats(self) -> dict[str, object]:
-        """Media statistics (packets, loss, jitter, RTT, codec…): live during the call, the
-        final figures once it has ended."""
-        if self.final_stats is not None:
-            return dict(self.final_stats)
-        return dict(self.media.stats()) if self.media is not None else {}
+    @property
+    def history(self) -> list[CallEvent]:
+        """Every event so far, oldest first."""
+        return list(self._events)
 
     # -- observing
 
@@ -295,13 +298,6 @@ class OutboundCall:
             self.ua._run_actions(self, self.session.cancel(now, cause, source))
         self.ua._timers.schedule(self.session, self.session.get_timer())
 
-    async def send_digits(self, digits: str, mode: str = "auto", tone_ms: int | None = None) -> None:
-        """Send DTMF (grammar of ``send_digits``: ``1w2W3@300``) on the call's media;
-        returns when the last digit has been sent."""
-        if self.media is None:
-            raise RuntimeError("call has no media stream")
-        await self.media.send_digits(digits, mode=mode, tone_ms=tone_ms)
-
     # -- internals
 
     def _ring_timeout(self) -> None:
@@ -311,18 +307,6 @@ class OutboundCall:
                 self, self.session.cancel(self.ua._now(), causes.NO_ANSWER, "timeout")
             )
             self.ua._timers.schedule(self.session, self.session.get_timer())
-
-    def _on_media_dtmf(self, event: object) -> None:
-        digit = getattr(event, "digit", None)
-        if digit:
-            self._emit(
-                DigitReceived(
-                    self.ua._now(),
-                    digit,
-                    int(getattr(event, "duration_ms", 0)),
-                    getattr(event, "source", "rfc4733"),
-                )
-            )
 
     def _emit(self, event: CallEvent) -> None:
         if self.terminated is not None:
@@ -343,8 +327,6 @@ class OutboundCall:
                 self._ring_timer = None
             if not self._answered.done():
                 self._answered.set_result(True)
-        elif isinstance(event, DigitReceived):
-            self.digits.append(event)
         elif isinstance(event, Terminated):
             self.state = "terminated"
             self.ended_at = wall
@@ -352,10 +334,6 @@ class OutboundCall:
             if self._ring_timer is not None:
                 self._ring_timer.cancel()
                 self._ring_timer = None
-            if self.media is not None:
-                with contextlib.suppress(Exception):
-                    self.final_stats = dict(self.media.stats())
-                self.media.close()
         self._events.append(event)
         for fn in list(self._listeners):
             try:
@@ -372,17 +350,15 @@ class OutboundCall:
                 self._ended.set_result(event)
 
     def __repr__(self) -> str:
-        return f"<OutboundCall {self.uuid} {self.state} {self.session.invite.uri}>"
+        return f"<OutboundCall {self.call_id} {self.state} {self.session.invite.uri}>"
 
 
 class UserAgent:
     """A SIP user agent that places calls; run it inside any asyncio program."""
 
-    def __init__(self, config: UserAgentConfig | None = None, *, media: MediaEngine | None = None):
+    def __init__(self, config: UserAgentConfig | None = None):
         self.config = config or UserAgentConfig()
         self.timer_config = TimerConfig(self.config.t1, self.config.t2, self.config.t4)
-        self.media = media
-        self._own_media = media is None
         self.udp: UdpTransport | None = None
         self.tcp: TcpTransport | None = None
         self.local_host = self.config.public_host or self.config.host
@@ -395,7 +371,6 @@ class UserAgent:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
         self._resolver = None  # one dnspython resolver (with its cache) for every lookup
-        self._gc_policy: GcPolicy | None = None
         self.stats = {"requests_in": 0, "responses_in": 0, "parse_errors": 0, "sent": 0}
 
     # ------------------------------------------------------------------ lifecycle
@@ -403,9 +378,6 @@ class UserAgent:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         cfg = self.config
-        if cfg.tune_gc:
-            self._gc_policy = GcPolicy(self)
-            self._gc_policy.start()
         if "udp" in cfg.transports:
             self.udp = await UdpTransport.listen(cfg.host, cfg.port, self._on_message, self._on_parse_error)
             self.local_port = self.udp.local[1]
@@ -420,9 +392,6 @@ class UserAgent:
                 self.tcp = await TcpTransport.listen(cfg.host, 0, self._on_message, self._on_parse_error)
             if self.udp is None:
                 self.local_port = self.tcp.local[1]
-        if self.media is None:
-            self.media = MediaEngine(cfg.media or MediaConfig(bind_host=cfg.host, advertised_host=cfg.public_host))
-        self.media.start()
 
     async def close(self, *, grace: float = 2.0) -> None:
         """Hang up every call, give the BYEs/CANCELs a moment, close everything."""
@@ -439,14 +408,10 @@ class UserAgent:
             ):
                 await asyncio.sleep(0.02)
         self._timers.close()
-        if self._gc_policy is not None:
-            self._gc_policy.stop()
         if self.udp is not None:
             self.udp.close()
         if self.tcp is not None:
             self.tcp.close()
-        if self.media is not None and self._own_media:
-            await self.media.stop()
 
     async def __aenter__(self) -> UserAgent:
         await self.start()
@@ -524,11 +489,16 @@ class UserAgent:
         credentials: Credentials | None = None,
         transport: str | None = None,
         gateway: str | None = None,
-        call_uuid: str | None = None,
+        sdp: str | None = None,
+        offer_handler: OfferHandler | None = None,
+        on_remote_sdp: AnswerHandler | None = None,
     ) -> OutboundCall:
         """Send an INVITE to ``target`` and return the call at once.
 
         ``target`` is a SIP/SIPS URI, ``user@host``, or a number routed through a gateway.
+        ``sdp`` is our offer (none: an offerless INVITE); ``offer_handler`` answers offers
+        the callee makes later; ``on_remote_sdp`` is given the callee's session
+        descriptions (see :data:`AnswerHandler`).
         Raises ``ValueError`` for a malformed target and ``LookupError`` when no gateway
         routes a number; everything after that (DNS, timeouts, rejections) ends the call
         with a :class:`~sip.events.Terminated` event and a hangup cause.
@@ -556,27 +526,19 @@ class UserAgent:
             name = f'"{caller_name}" ' if caller_name else ""
             extra.append(("P-Asserted-Identity", f"{name}<{from_uri}>"))
         wanted = transport or (uri.transport or None)
-        media = self.media.create_stream() if self.media is not None else None
-        try:
-            sdp = media.create_offer() if media is not None else None
-            call_id = new_call_id(self.local_host)
-            session = ClientInviteSession.create(
-                request_uri=request_uri,
-                from_uri=from_uri,
-                to_uri=to_uri,
-                call_id=call_id,
-                config=self._session_config(wanted or "udp"),
-                caller_name=caller_name,
-                sdp=sdp,
-                headers=extra,
-                credentials=credentials,
-                offer_handler=_offer_handler(media) if media is not None else None,
-            )
-        except Exception:
-            if media is not None:
-                media.close()
-            raise
-        call = OutboundCall(self, session, media, call_uuid or str(uuidlib.uuid4()), ring_timeout)
+        session = ClientInviteSession.create(
+            request_uri=request_uri,
+            from_uri=from_uri,
+            to_uri=to_uri,
+            call_id=new_call_id(self.local_host),
+            config=self._session_config(wanted or "udp"),
+            caller_name=caller_name,
+            sdp=sdp,
+            headers=extra,
+            credentials=credentials,
+            offer_handler=offer_handler,
+        )
+        call = OutboundCall(self, session, ring_timeout, on_remote_sdp)
         self._calls[session.call_id] = call
         call.add_listener(functools.partial(self._on_call_event, call))
         self._run_actions(call, session.start(self._now()))
@@ -612,8 +574,7 @@ class UserAgent:
         # it) so that reference counting frees it at once, without the cyclic collector.
         call._listeners.clear()
         call._queue_waiters.clear()
-        if call.media is not None:
-            call.media.on_dtmf = None
+        call.on_remote_sdp = None
 
     # ------------------------------------------------------------------ actions
 
@@ -624,11 +585,11 @@ class UserAgent:
             elif isinstance(action, SendAck):
                 self._send_stateless(call, action.request, action.next_hop)
             elif isinstance(action, RemoteSdp):
-                if call.media is not None:
+                if call.on_remote_sdp is not None:
                     try:
-                        call.media.apply_answer(action.sdp)
+                        call.on_remote_sdp(action.sdp, action.early)
                     except ValueError as exc:
-                        log.warning("call %s: unusable SDP answer: %s", call.uuid, exc)
+                        log.warning("call %s: unusable SDP answer: %s", call.call_id, exc)
                         if not action.early:
                             self._run_actions(
                                 call,
@@ -1018,74 +979,6 @@ class UserAgent:
 
     def _reply_stateless(self, request: SipRequest, status: int, inbound: Inbound, address: Address) -> None:
         self._transmit(self._plain_response(request, status).serialize(), inbound.transport, address, inbound)
-
-
-class GcPolicy:
-    """CPython's cyclic collector tuned for a process holding thousands of calls.
-
-    A full collection walks every live object; at 400 call setups/s the calls kept for
-    retransmission windows (64*T1) are over a million objects and a pass stalled the event
-    loop, and the 20 ms media clock, for 350-950 ms (see benchmarks/RESULTS.md, "Garbage
-    collection"). Calls free themselves by reference counting (their
-    cycles are broken when they are forgotten), so the collector has little to find among
-    them. The policy: every second, :func:`gc.freeze` what is alive, so collections only walk
-    what was allocated since; when no call is live, unfreeze and collect everything once, so
-    stray cyclic garbage is still reclaimed. Measured at 400 setups/s for 30 s: worst stall
-    26 ms instead of 954 ms, CPU per call 1.63 ms instead of 2.05 ms. Process-wide; opt out
-    with ``UserAgentConfig(tune_gc=False)``.
-    """
-
-    THRESHOLDS = (10_000, 10, 10)
-    FREEZE_EVERY = 1.0
-    FULL_COLLECT_IDLE_EVERY = 60.0
-
-    def __init__(self, ua: UserAgent):
-        self.ua = ua
-        self._handle: asyncio.TimerHandle | None = None
-        self._last_full = 0.0
-
-    def start(self) -> None:
-        import gc
-
-        gc.set_threshold(*self.THRESHOLDS)
-        gc.freeze()
-        loop = asyncio.get_running_loop()
-        self._last_full = loop.time()
-        self._handle = loop.call_later(self.FREEZE_EVERY, self._tick)
-
-    def _tick(self) -> None:
-        import gc
-
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        if now - self._last_full >= self.FULL_COLLECT_IDLE_EVERY and not any(
-            c.terminated is None for c in self.ua._calls.values()
-        ):
-            self._last_full = now
-            gc.unfreeze()
-            gc.collect()
-        gc.freeze()
-        self._handle = loop.call_later(self.FREEZE_EVERY, self._tick)
-
-    def stop(self) -> None:
-        import gc
-
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-            gc.unfreeze()
-
-
-def _offer_handler(media: MediaStream) -> Callable[[str | None], str]:
-    """Our side of an offer/answer exchange the callee starts with re-INVITE or UPDATE.
-
-    RFC 3261 §14.2: a re-INVITE without a body asks us to offer; our 200 carries the offer
-    and the answer comes in the ACK (applied through ``RemoteSdp``)."""
-
-    def handle(offer: str | None) -> str:
-        return media.handle_offer(offer) if offer else media.create_offer()
-
-    return handle
 
 
 def _phrase(error: SipParseError) -> str:
