@@ -171,9 +171,7 @@ async def run_setup(args: argparse.Namespace) -> dict[str, Any]:
             next_report = loop.time() + PROGRESS_EVERY
     # Let the last BYE transactions complete (their 200s count as CPU of these calls).
     end_wait = loop.time() + 2.0
-    while loop.time() < end_wait and any(tx.request.method == "BYE" and not tx.terminated
-                                         and tx.state.value in ("Trying", "Proceeding")
-                                         for tx, *_ in list(ua.sip._client.values())):
+    while loop.time() < end_wait and ua.sip.endpoint.has_pending(("BYE",)):
         await asyncio.sleep(0.05)
     cpu = self_cpu() - cpu0
     wall = loop.time() - t_start

@@ -55,6 +55,7 @@ class SessionConfig:
     min_se: int = 90
     max_redirects: int = 3
     t1: float = 0.5
+    t2: float = 4.0
 
 
 # ----------------------------------------------------------------------------- actions
