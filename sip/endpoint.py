@@ -335,13 +335,16 @@ class Endpoint:
         self._run(call, session.start(now), now)
         return call
 
-    def hangup(self, call_id: str, now: float, cause: str | None = None, source: str = "caller") -> None:
-        """CANCEL if not answered yet (§9.1), BYE if answered (either side). The cause
-        defaults to ORIGINATOR_CANCEL before answer and NORMAL_CLEARING after."""
+    def hangup(self, call_id: str, now: float, cause: str | None = None, source: str | None = None) -> None:
+        """CANCEL if not answered yet (§9.1), BYE if answered (either side; an inbound call
+        not answered yet is refused with 480). The cause defaults to ORIGINATOR_CANCEL
+        before answer and NORMAL_CLEARING after; the source to our role in the call."""
         call = self._calls.get(call_id)
         if call is None or call.ended:
             return
         session = call.session
+        if source is None:
+            source = "callee" if isinstance(call, ServerCall) else "caller"
         if cause is None:
             cause = causes.NORMAL_CLEARING if session.answered else causes.ORIGINATOR_CANCEL
         if isinstance(call, ServerCall):
