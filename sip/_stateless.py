@@ -5,8 +5,12 @@ outside a dialog, and the small helpers the endpoint's inbound path needs (RFC 3
 
 from __future__ import annotations
 
+import ipaddress
+
 from sip.headers import Via
+from sip.locate import Target
 from sip.message import SipParseError, SipRequest, SipResponse, make_response, new_branch
+from sip.uri import SipUri
 
 #: What we answer in Allow (§20.5): the methods the INVITE sessions handle.
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, PRACK"
@@ -69,6 +73,52 @@ def stamp_via(request: SipRequest, source: Address) -> None:
         request.remove("Via")
         for value in reversed(vias):
             request.prepend("Via", value)
+
+
+def error_answer(
+    data: bytes, error: SipParseError, transport: str, source: Address, user_agent: str
+) -> tuple[bytes, Address] | None:
+    """RFC 3261 §16.3/§8.2: a malformed request gets 400 (with the reason) when we can
+    address a response; a malformed response, an ACK or a keepalive get nothing."""
+    if getattr(error, "status", 400) == 0:
+        return None
+    partial = getattr(error, "partial", None)
+    if isinstance(partial, SipRequest):
+        if partial.method == "ACK":
+            return None  # §17: an ACK is never answered
+        try:
+            response = plain_response(partial, error.status, user_agent, error_phrase(error))
+            return response.serialize(), response_address(partial, transport, source)
+        except (SipParseError, ValueError, IndexError, AttributeError):
+            pass  # not enough of it to address an answer: fall back to raw salvage
+    if partial is not None:
+        return None  # a malformed response is dropped
+    raw = salvage_error_response(data, error)
+    return (raw, source) if raw is not None else None
+
+
+def pick_transport(uri: SipUri, target: Target | None, ports: dict[str, int]) -> str:
+    """The transport for a request to ``target`` of ``uri``, among those we listen on."""
+    name = (target.transport if target else None) or uri.transport or "udp"
+    if uri.scheme == "sips":
+        name = "tcp" if name == "udp" else name
+    name = name.lower()
+    if name == "tcp" and "tcp" not in ports:
+        name = "udp"
+    if name == "udp" and "udp" not in ports:
+        name = "tcp"
+    return name
+
+
+def targets_now(uri: SipUri) -> list[Target] | None:
+    """IP literals resolve without waiting (RFC 3263 §4.2); names need the resolver (None)."""
+    try:
+        ipaddress.ip_address(uri.host.strip("[]"))
+    except ValueError:
+        return None
+    transport = (uri.transport or ("tcp" if uri.scheme == "sips" else "udp")).lower()
+    port = uri.port or (5061 if uri.scheme == "sips" else 5060)
+    return [Target(uri.host.strip("[]"), port, transport)]
 
 
 def error_phrase(error: SipParseError) -> str:

@@ -22,23 +22,36 @@ retransmissions for a while, then :class:`CallReleased`).
 
 from __future__ import annotations
 
-import heapq
-import ipaddress
 import itertools
 import logging
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from sip import causes
-from sip._stateless import error_phrase as _phrase
+from sip._endpoint_types import (
+    Address,
+    AnswerHandler,
+    Call,
+    CallProgress,
+    CallReleased,
+    ClientCall,
+    Datagram,
+    EndpointConfig,
+    EndpointEvent,
+    IncomingCall,
+    ResolveRequest,
+    ServerCall,
+    Source,
+)
 from sip._stateless import (
+    error_answer,
     out_of_dialog_response,
+    pick_transport,
     plain_response,
     response_address,
-    salvage_error_response,
     stamp_via,
+    targets_now,
 )
+from sip._timers import TimerHeap
 from sip.events import Answered, CallEvent, Terminated
 from sip.invite import (
     ClientInviteSession,
@@ -71,9 +84,10 @@ from sip.uri import SipUri, UriError, parse_uri
 
 log = logging.getLogger("sip.endpoint")
 
-Address = tuple[str, int]
 
 __all__ = [
+    "Address",
+    "AnswerHandler",
     "CallProgress",
     "CallReleased",
     "ClientCall",
@@ -86,169 +100,6 @@ __all__ = [
     "ServerCall",
     "Source",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class Source:
-    """Where a message came from: the transport name, the source address, and an opaque
-    handle of the connection it came on (stream transports; answers go back on it)."""
-
-    transport: str
-    address: Address
-    connection: object | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Datagram:
-    """Bytes to send: over ``transport`` to ``address``, on ``connection`` if given."""
-
-    data: bytes
-    transport: str
-    address: Address
-    connection: object | None = None
-
-
-@dataclass
-class EndpointConfig:
-    """What the endpoint needs to know of its user agent; the adapter fills in the ports
-    once its sockets are bound."""
-
-    local_host: str = "127.0.0.1"  #: address put in Via/Contact
-    ports: dict[str, int] = field(default_factory=lambda: {"udp": 5060})  #: transport -> port
-    user_agent: str = "softswitch/0.1"
-    t1: float = 0.5
-    t2: float = 4.0
-    t4: float = 5.0
-    session_expires: int = 1800
-    max_redirects: int = 3
-    linger: float = 32.0  #: how long an ended session's state absorbs retransmissions
-    #: Take out-of-dialog INVITEs as :class:`IncomingCall`; False answers them 603.
-    accept_inbound: bool = False
-
-
-# ----------------------------------------------------------------------------- events
-
-
-@dataclass(frozen=True, slots=True)
-class ResolveRequest:
-    """Resolve ``host`` (RFC 3263) and call :meth:`Endpoint.resolved` with ``token``."""
-
-    token: int
-    host: str
-    port: int | None
-    transport: str | None
-    secure: bool
-    supported: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class CallProgress:
-    """An event of the call with this Call-ID (either side)."""
-
-    call_id: str
-    event: CallEvent
-
-
-@dataclass(frozen=True, slots=True)
-class IncomingCall:
-    """An out-of-dialog INVITE (only with ``accept_inbound``): answer it through
-    :meth:`Endpoint.ring`, :meth:`Endpoint.answer` or :meth:`Endpoint.reject`."""
-
-    call_id: str
-    request: SipRequest
-    offer: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class CallReleased:
-    """The ended call's lingering state is gone; nothing more will come for it."""
-
-    call_id: str
-
-
-EndpointEvent = ResolveRequest | CallProgress | IncomingCall | CallReleased
-
-#: ``on_remote_sdp(sdp, early)``; raising ValueError means "unusable" (see :meth:`Endpoint.invite`).
-AnswerHandler = Callable[[str, bool], None]
-
-
-@dataclass(eq=False)
-class ClientCall:
-    """An outbound call as the endpoint keeps it."""
-
-    session: ClientInviteSession
-    on_remote_sdp: AnswerHandler | None = None
-    transport: str = "udp"  #: the transport the live INVITE went out on
-    ring_deadline: float | None = None
-    release_at: float | None = None
-    ended: bool = False
-
-
-@dataclass(eq=False)
-class ServerCall:
-    """An inbound call as the endpoint keeps it."""
-
-    session: ServerInviteSession
-    source: Source
-    address: Address
-    on_remote_sdp: AnswerHandler | None = None
-    release_at: float | None = None
-    ended: bool = False
-
-    @property
-    def transport(self) -> str:
-        return self.source.transport
-
-
-Call = ClientCall | ServerCall
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
-
-
-class _TimerHeap:
-    """Every deadline of every transaction and call, earliest first. An object has at most
-    one live entry; an earlier schedule supersedes a later one."""
-
-    def __init__(self) -> None:
-        self._heap: list[tuple[float, int, object]] = []
-        self._scheduled: dict[int, float] = {}
-        self._counter = itertools.count()
-
-    def schedule(self, obj: object, deadline: float | None) -> None:
-        if deadline is None:
-            return
-        current = self._scheduled.get(id(obj))
-        if current is not None and current <= deadline:
-            return  # an earlier entry fires first; it re-schedules then
-        self._scheduled[id(obj)] = deadline
-        heapq.heappush(self._heap, (deadline, next(self._counter), obj))
-
-    def forget(self, obj: object) -> None:
-        self._scheduled.pop(id(obj), None)
-
-    def earliest(self) -> float | None:
-        heap = self._heap
-        while heap and self._scheduled.get(id(heap[0][2])) != heap[0][0]:
-            heapq.heappop(heap)  # superseded or forgotten
-        return heap[0][0] if heap else None
-
-    def pop_due(self, now: float) -> list[object]:
-        due = []
-        while (first := self.earliest()) is not None and first <= now:
-            _, _, obj = heapq.heappop(self._heap)
-            del self._scheduled[id(obj)]
-            due.append(obj)
-        return due
-
-    def clear(self) -> None:
-        self._heap.clear()
-        self._scheduled.clear()
 
 
 class Endpoint:
@@ -265,7 +116,7 @@ class Endpoint:
         self._calls: dict[str, Call] = {}  # Call-ID -> call (both sides)
         self._resolving: dict[int, tuple[Call | None, SipRequest, SipUri, bool]] = {}
         self._tokens = itertools.count(1)
-        self._timers = _TimerHeap()
+        self._timers = TimerHeap()
         self._events: deque[EndpointEvent] = deque()
         self._out: list[Datagram] = []
 
@@ -468,26 +319,6 @@ class Endpoint:
 
     # ------------------------------------------------------------------ sending
 
-    def _pick_transport(self, uri: SipUri, target: Target | None = None) -> str:
-        name = (target.transport if target else None) or uri.transport or "udp"
-        if uri.scheme == "sips":
-            name = "tcp" if name == "udp" else name
-        name = name.lower()
-        ports = self.config.ports
-        if name == "tcp" and "tcp" not in ports:
-            name = "udp"
-        if name == "udp" and "udp" not in ports:
-            name = "tcp"
-        return name
-
-    def _targets_now(self, uri: SipUri) -> list[Target] | None:
-        """IP literals resolve without waiting; names need the resolver (None)."""
-        if _is_ip(uri.host):
-            transport = (uri.transport or ("tcp" if uri.scheme == "sips" else "udp")).lower()
-            port = uri.port or (5061 if uri.scheme == "sips" else 5060)
-            return [Target(uri.host.strip("[]"), port, transport)]
-        return None
-
     def _resolve(self, call: Call | None, request: SipRequest, uri: SipUri, ack: bool) -> None:
         token = next(self._tokens)
         self._resolving[token] = (call, request, uri, ack)
@@ -519,7 +350,7 @@ class Endpoint:
             if call is not None:
                 self._run(call, call.session.on_unreachable(request, now), now)
             return
-        targets = self._targets_now(uri)
+        targets = targets_now(uri)
         if targets is None:
             self._resolve(call, request, uri, ack=False)
             return
@@ -527,7 +358,7 @@ class Endpoint:
 
     def _start_client(self, call: Call | None, request: SipRequest, uri: SipUri, targets: list[Target], now: float) -> None:
         target = targets[0]
-        transport = self._pick_transport(uri, target)
+        transport = pick_transport(uri, target, self.config.ports)
         if isinstance(call, ServerCall):
             transport = call.transport  # in-dialog requests of an inbound call: same transport
         address = (target.host, target.port)
@@ -572,7 +403,7 @@ class Endpoint:
         transport = call.transport
         if "Via" not in request:
             request.prepend("Via", self._via(transport))
-        targets = self._targets_now(uri)
+        targets = targets_now(uri)
         if targets is None:
             self._resolve(call, request, uri, ack=True)
             return
@@ -667,22 +498,9 @@ class Endpoint:
         if getattr(error, "status", 400) == 0:
             return
         log.info("malformed message from %s:%s: %s", source.address[0], source.address[1], error)
-        partial = getattr(error, "partial", None)
-        if isinstance(partial, SipRequest):
-            if partial.method == "ACK":
-                return  # §17: an ACK is never answered
-            try:
-                response = plain_response(partial, error.status, self.config.user_agent, _phrase(error))
-                address = response_address(partial, source.transport, source.address)
-                self._transmit(response.serialize(), source.transport, address, source.connection)
-                return
-            except (SipParseError, ValueError, IndexError, AttributeError):
-                pass  # not enough of it to address an answer: fall back to raw salvage
-        if partial is not None:
-            return  # a malformed response is dropped
-        raw = salvage_error_response(data, error)
-        if raw is not None:
-            self._transmit(raw, source.transport, source.address, source.connection)
+        answer = error_answer(data, error, source.transport, source.address, self.config.user_agent)
+        if answer is not None:
+            self._transmit(answer[0], source.transport, answer[1], source.connection)
 
     def receive_message(self, message: SipRequest | SipResponse, source: Source, now: float) -> None:
         """A parsed message (a stream transport frames and parses its own)."""
