@@ -206,3 +206,88 @@ def test_invite_declined_unless_inbound_calls_are_taken():
     net = LoopNetwork()
     plain = net.add(SERVER)
     assert _answer(plain, _raw("INVITE")).status == 603
+
+
+def test_bye_from_the_uac_ends_the_uas_session():
+    net, client, server = client_and_server()
+    call, _ = dial(net, client)
+    net.roundtrip()
+    offer = incoming(net, server)
+    server.answer(offer.call_id, net.now, ANSWER)
+    net.roundtrip()
+    progress(net, server)
+    client.hangup(call.session.call_id, net.now)
+    net.roundtrip()
+    (end,) = progress(net, server)
+    assert isinstance(end, Terminated) and end.cause == causes.NORMAL_CLEARING and end.hangup_source == "caller"
+    assert net.sent(SERVER, "SIP/2.0 200")[-1].data.find(b"CSeq: 2 BYE") > 0
+
+
+def test_2xx_never_acked_ends_with_bye():
+    net, client, server = client_and_server()
+    net.drop = lambda d: d.first_line.startswith("ACK")
+    dial(net, client)
+    net.roundtrip()
+    offer = incoming(net, server)
+    server.answer(offer.call_id, net.now, ANSWER)
+    net.advance(33.0)  # §13.3.1.4: 64*T1 without ACK
+    (end,) = progress(net, server)
+    assert isinstance(end, Terminated) and end.cause == causes.RECOVERY_ON_TIMER_EXPIRE
+    assert net.sent(SERVER, "BYE")
+    assert isinstance(progress(net, client)[-1], Terminated)
+
+
+def test_ring_timeout_cancels_with_no_answer():
+    net, client, server = client_and_server()
+    dial(net, client, ring_timeout=5.0)
+    net.roundtrip()
+    offer = incoming(net, server)
+    server.ring(offer.call_id, net.now)
+    net.advance(5.0)
+    assert net.sent(CLIENT, "CANCEL")
+    end = progress(net, client)[-1]
+    assert isinstance(end, Terminated) and end.cause == causes.NO_ANSWER and end.hangup_source == "timeout"
+    assert net.sent(SERVER, "SIP/2.0 487")
+
+
+def test_unusable_answer_is_byed_as_incompatible_destination():
+    net, client, server = client_and_server()
+    session = make_client_session(client, BOB, sdp=OFFER)
+
+    def refuse(sdp: str, early: bool) -> None:
+        raise ValueError("no common codec")
+
+    client.invite(session, net.now, on_remote_sdp=refuse)
+    net.roundtrip()
+    server.answer(incoming(net, server).call_id, net.now, ANSWER)
+    net.roundtrip()
+    events = progress(net, client)
+    assert [type(e) for e in events] == [Trying, Terminated]  # never Answered
+    assert events[-1].cause == causes.INCOMPATIBLE_DESTINATION
+    assert net.sent(CLIENT, "BYE")
+
+
+def test_cancel_without_invite_481():
+    _, _, server = client_and_server()
+    assert _answer(server, _raw("CANCEL")).status == 481
+
+
+def test_dialog_from_uas():
+    from sip.dialog import Dialog
+
+    request = parse_message(
+        b"INVITE sip:bob@10.0.0.2 SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK-1\r\n"
+        b"Record-Route: <sip:p1.example;lr>\r\nRecord-Route: <sip:p2.example;lr>\r\n"
+        b"From: <sip:alice@10.0.0.1>;tag=a1\r\nTo: <sip:bob@10.0.0.2>\r\n"
+        b"Call-ID: d1\r\nCSeq: 7 INVITE\r\nContact: <sip:alice@10.0.0.1:5070>\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+    dialog = Dialog.from_uas(request, "b2", confirmed=True)
+    assert dialog.id == ("d1", "b2", "a1")
+    assert dialog.remote_target == "sip:alice@10.0.0.1:5070"
+    assert dialog.route_set == ["<sip:p1.example;lr>", "<sip:p2.example;lr>"]  # §12.1.1: in order
+    assert dialog.remote_seq == 7 and dialog.local_header.endswith(";tag=b2")
+    bye = dialog.create_request("BYE")
+    assert bye.cseq == (1, "BYE") and bye.get("To") == "<sip:alice@10.0.0.1>;tag=a1"
+    assert dialog.next_hop() == "sip:p1.example;lr"
