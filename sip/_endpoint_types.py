@@ -94,7 +94,9 @@ class CallReleased:
 
 EndpointEvent = ResolveRequest | CallProgress | IncomingCall | CallReleased
 
-#: ``on_remote_sdp(sdp, early)``; raising ValueError means "unusable" (see :meth:`Endpoint.invite`).
+#: ``on_remote_sdp(sdp, early)``: the peer's SDP, an answer (early: from a 18x) or the one an
+#: ACK carries. Raise ``ValueError`` when it is unusable: a final answer then ends the call
+#: with BYE and INCOMPATIBLE_DESTINATION (see :meth:`sip.endpoint.Endpoint.invite`).
 AnswerHandler = Callable[[str, bool], None]
 
 

@@ -359,7 +359,7 @@ class UserAgent:
         """
         import uuid as uuidlib
 
-        if self.media is None:
+        if self.media is None or not self.sip.running:
             raise RuntimeError("user agent is not running")
         self.sip.route(target, gateway=gateway)  # refuse a bad target before taking a port
         media = self.media.create_stream()

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from sip.auth import Credentials
 from sip.endpoint import (
+    AnswerHandler,
     CallProgress,
     CallReleased,
     ClientCall,
@@ -110,10 +111,6 @@ class UserAgentConfig:
 #: ``offer_handler(offer)``: the callee's offer in a re-INVITE/UPDATE (None: a re-INVITE
 #: without SDP asks us to offer) -> our SDP. Raise ``ValueError`` to refuse it (488).
 OfferHandler = Callable[[str | None], str]
-#: ``on_remote_sdp(sdp, early)``: the callee's answer (early: from a 18x) or its SDP in an ACK.
-#: Raise ``ValueError`` when it is unusable: a final answer then ends the call with BYE and
-#: INCOMPATIBLE_DESTINATION.
-AnswerHandler = Callable[[str, bool], None]
 
 
 class OutboundCall:
@@ -122,7 +119,7 @@ class OutboundCall:
     def __init__(self, ua: UserAgent, session: ClientInviteSession):
         self.ua = ua
         self.session = session
-        self.leg: ClientCall | None = None  #: the endpoint's record (set once the INVITE starts)
+        self.record: ClientCall | None = None  #: the endpoint's record (set once the INVITE starts)
         self.state = "trying"
         self.created_at = time.time()
         self.ringing_at: float | None = None
@@ -146,7 +143,7 @@ class OutboundCall:
     @property
     def transport(self) -> str:
         """The transport the INVITE went out on."""
-        return self.leg.transport if self.leg is not None else "udp"
+        return self.record.transport if self.record is not None else "udp"
 
     @property
     def sip_status(self) -> int | None:
@@ -336,6 +333,11 @@ class UserAgent:
     def calls(self) -> list[OutboundCall]:
         return list(self._calls.values())
 
+    @property
+    def running(self) -> bool:
+        """Started and not closing: :meth:`dial` may be called."""
+        return self._loop is not None and not self._closing
+
     def _now(self) -> float:
         assert self._loop is not None
         return self._loop.time()
@@ -452,7 +454,7 @@ class UserAgent:
         )
         call = OutboundCall(self, session)
         self._calls[session.call_id] = call
-        call.leg = self.endpoint.invite(session, self._now(), ring_timeout=ring_timeout, on_remote_sdp=on_remote_sdp)
+        call.record = self.endpoint.invite(session, self._now(), ring_timeout=ring_timeout, on_remote_sdp=on_remote_sdp)
         self._pump()
         return call
 
