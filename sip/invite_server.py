@@ -18,18 +18,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sip import causes
-from sip.dialog import Dialog, DialogError
-from sip.events import Answered, Terminated
-from sip.invite import (
+from sip._session import (
     Emit,
     RemoteSdp,
     SendRequest,
     SessionConfig,
-    _body_sdp,
-    _reason_cause,
-    _reason_header,
-    _safe_tag,
+    body_sdp,
+    reason_cause,
+    reason_header,
+    safe_tag,
 )
+from sip.dialog import Dialog, DialogError
+from sip.events import Answered, Terminated
 from sip.message import SipRequest, SipResponse, make_response, new_tag
 
 
@@ -69,7 +69,7 @@ class ServerInviteSession:
     @property
     def offer(self) -> str | None:
         """The caller's SDP offer (None: an offerless INVITE; our 2xx then offers)."""
-        return _body_sdp(self.invite)
+        return body_sdp(self.invite)
 
     @property
     def answered(self) -> bool:
@@ -119,7 +119,7 @@ class ServerInviteSession:
         self._bye_sent = True
         self._ok_next = self._ok_give_up = None
         bye = self.dialog.create_request(
-            "BYE", headers=[("Reason", _reason_header(cause)), ("User-Agent", self.config.user_agent)]
+            "BYE", headers=[("Reason", reason_header(cause)), ("User-Agent", self.config.user_agent)]
         )
         self.dialog.state = "terminated"
         return [SendRequest(bye, self.dialog.next_hop()), *self._terminate(now, cause, None, "hangup", source)]
@@ -139,8 +139,8 @@ class ServerInviteSession:
         return (
             self.dialog is not None
             and request.call_id == self.call_id
-            and _safe_tag(request, "to") == self.local_tag
-            and _safe_tag(request, "from") == self.dialog.remote_tag
+            and safe_tag(request, "to") == self.local_tag
+            and safe_tag(request, "from") == self.dialog.remote_tag
         )
 
     def on_request(self, request: SipRequest, now: float) -> tuple[SipResponse | None, list[ServerAction]]:
@@ -155,7 +155,7 @@ class ServerInviteSession:
             self.state = "confirmed"
             self._ok_next = self._ok_give_up = None
             actions: list[ServerAction] = []
-            sdp = _body_sdp(request)
+            sdp = body_sdp(request)
             if sdp:
                 actions.append(RemoteSdp(sdp, early=False))  # the answer to our 2xx offer
             actions.append(Emit(Answered(now, self.final_status or 200)))
@@ -169,7 +169,7 @@ class ServerInviteSession:
             response = self._plain(request, 200)
             if self.state == "terminated":
                 return response, []
-            cause = _reason_cause(request) or causes.NORMAL_CLEARING
+            cause = reason_cause(request) or causes.NORMAL_CLEARING
             return response, self._terminate(now, cause, None, "BYE", "caller")
         if method in ("OPTIONS", "INFO", "NOTIFY", "PRACK"):
             return self._plain(request, 200), []
