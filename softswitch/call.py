@@ -3,7 +3,7 @@
 The manager admits calls from an API dialect (a validated :class:`CallRequest`), holds
 them behind a per-account calls-per-second gate (a token bucket) and a concurrency
 limit, dials them through the SIP user agent, and turns the user agent's events
-(:mod:`softswitch.events`) into call records (:mod:`softswitch.store`) and callbacks
+(:mod:`sip.events`) into call records (:mod:`softswitch.store`) and callbacks
 (:mod:`softswitch.webhooks`):
 
     queued ──dial──▶ (INVITE sent) ──18x──▶ ringing/early-media ──200──▶ in-progress ──▶ ended
@@ -77,7 +77,7 @@ TERMINAL_STATUSES = frozenset({"completed", "busy", "failed", "timeout", "no-ans
 
 
 class Dialer(Protocol):
-    """What the manager needs from the SIP user agent (``softswitch.ua.UserAgent``)."""
+    """What the manager needs from the SIP user agent (``sip.aio.ua.UserAgent``)."""
 
     async def dial(self, target: str, **kwargs: Any) -> Any: ...
 
@@ -166,7 +166,7 @@ class Call:
     app_may_fallback: bool = False
     #: The XML executor's view of the call (``softswitch.callcontrol.LiveCallControl``).
     control: Any = None
-    #: B legs ``<Dial>`` placed for this call (``softswitch.ua.OutboundCall``), newest last.
+    #: B legs ``<Dial>`` placed for this call (``sip.aio.ua.OutboundCall``), newest last.
     b_legs: list[Any] = field(default_factory=list)
     #: Live Play/Speak started over the API, by kind ("play", "speak").
     playbacks: dict[str, list[Any]] = field(default_factory=dict)

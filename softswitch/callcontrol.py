@@ -1,12 +1,12 @@
 """The XML executor's :class:`~softswitch.xml.executor.CallControl` over a live SIP call.
 
-:class:`LiveCallControl` wraps one answered :class:`softswitch.ua.OutboundCall` (the A leg)
+:class:`LiveCallControl` wraps one answered :class:`sip.aio.ua.OutboundCall` (the A leg)
 and carries out each Plivo verb on its RTP stream (:class:`media.engine.MediaStream`):
 
 * ``play``: queue a :mod:`media.play` source; with ``interrupt_on_digit`` the media engine
   ends it on the first received DTMF digit (RFC 4733 event or in-band tone), and that digit
   is handed back and consumed.
-* digits: every :class:`softswitch.events.DigitReceived` of the A leg lands in a small buffer.
+* digits: every :class:`sip.events.DigitReceived` of the A leg lands in a small buffer.
   Input operations (interruptible prompts, ``collect_digits``) read it; any other media
   operation drops what was pressed before and during it, so a key pressed during a plain
   ``<Speak>`` never leaks into the next ``<GetDigits>``.
@@ -18,7 +18,7 @@ and carries out each Plivo verb on its RTP stream (:class:`media.engine.MediaStr
   ``maxLength``, ``timeout`` seconds of silence, a ``finishOnKey`` key or the hangup. With
   ``playBeep`` a 500 ms 1 kHz tone (-13 dBm0) is played first.
 * ``dial``: the B legs (``<Number>``/``<User>``) are dialled at once through the same
-  :class:`~softswitch.ua.UserAgent`; the first to answer (and confirm, with ``confirmKey``)
+  :class:`~sip.aio.ua.UserAgent`; the first to answer (and confirm, with ``confirmKey``)
   wins and the others are cancelled; the A leg hears ringback (or ``dialMusic``, or the B
   leg's early media with ``dialMusic="real"``) meanwhile. The two streams are bridged with
   :meth:`media.engine.MediaEngine.bridge` until either side hangs up, ``timeLimit``, or

@@ -50,7 +50,7 @@ def _build_kwargs(cls: Any, **values: Any) -> dict[str, Any]:
 
 
 def build_user_agent(config: Any) -> Any:
-    """The user agent (``softswitch.ua``) configured from :class:`softswitch.config.Config`."""
+    """The SIP user agent (``sip.aio.ua``) configured from :class:`softswitch.config.Config`."""
     from softswitch.ua import GatewayConfig, UserAgent, UserAgentConfig
 
     media_cfg = None
