@@ -285,6 +285,7 @@ class UserAgent:
         cfg = self.config
         if "udp" in cfg.transports:
             self.udp = await UdpTransport.listen(cfg.host, cfg.port, self._on_message, self._on_parse_error)
+            self.udp.on_datagram = self._on_datagram
             self.local_port = self.udp.local[1]
         if "tcp" in cfg.transports:
             port = self.local_port if self.udp is not None else cfg.port
@@ -459,6 +460,10 @@ class UserAgent:
         return call
 
     # ------------------------------------------------------------------ the endpoint's I/O
+
+    def _on_datagram(self, data: bytes, inbound: Inbound) -> None:
+        self.endpoint.receive(data, Source("udp", inbound.source), self._now(), max_size=self.udp.max_size if self.udp else 65535)
+        self._pump()
 
     def _on_message(self, message: SipRequest | SipResponse, inbound: Inbound) -> None:
         self.endpoint.receive_message(message, Source(inbound.transport, inbound.source, inbound.connection), self._now())
