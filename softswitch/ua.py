@@ -20,11 +20,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid as uuidlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from media.engine import MediaConfig, MediaEngine, MediaStream
 from sip import aio as sip_aio
+from sip.aio.transport import TcpTransport, UdpTransport
 from sip.aio.ua import Credentials, GatewayConfig
 from sip.events import InfoDigit
 from sip.invite import ClientInviteSession
@@ -320,11 +322,11 @@ class UserAgent:
         return self.sip.local_port
 
     @property
-    def udp(self):  # type: ignore[no-untyped-def]
+    def udp(self) -> UdpTransport | None:
         return self.sip.udp
 
     @property
-    def tcp(self):  # type: ignore[no-untyped-def]
+    def tcp(self) -> TcpTransport | None:
         return self.sip.tcp
 
     @property
@@ -357,8 +359,6 @@ class UserAgent:
         routes a number; everything after that (DNS, timeouts, rejections) ends the call
         with a :class:`Terminated` event and a hangup cause.
         """
-        import uuid as uuidlib
-
         if self.media is None or not self.sip.running:
             raise RuntimeError("user agent is not running")
         self.sip.route(target, gateway=gateway)  # refuse a bad target before taking a port
