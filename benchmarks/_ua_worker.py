@@ -1,5 +1,5 @@
 """The softswitch side of the benchmarks: one process running the embedded
-:class:`sip.aio.ua.UserAgent`, reporting JSON lines on stdout (see :func:`_common.emit`).
+:class:`softswitch.ua.UserAgent`, reporting JSON lines on stdout (see :func:`_common.emit`).
 
 ``setup``: place calls at a fixed rate (INVITE -> 200 -> ACK, hold, BYE) and report
 failures, setup latency and CPU seconds per call.
@@ -24,7 +24,7 @@ from typing import Any
 from benchmarks._common import emit, percentile, raise_nofile, rss_bytes, self_cpu
 from media.engine import LATENESS_WINDOW, MediaConfig
 from sip import causes
-from sip.aio.ua import UserAgent, UserAgentConfig
+from softswitch.ua import UserAgent, UserAgentConfig
 
 PROGRESS_EVERY = 0.5
 
@@ -171,9 +171,7 @@ async def run_setup(args: argparse.Namespace) -> dict[str, Any]:
             next_report = loop.time() + PROGRESS_EVERY
     # Let the last BYE transactions complete (their 200s count as CPU of these calls).
     end_wait = loop.time() + 2.0
-    while loop.time() < end_wait and any(tx.request.method == "BYE" and not tx.terminated
-                                         and tx.state.value in ("Trying", "Proceeding")
-                                         for tx, *_ in list(ua._client.values())):
+    while loop.time() < end_wait and ua.sip.endpoint.has_pending(("BYE",)):
         await asyncio.sleep(0.05)
     cpu = self_cpu() - cpu0
     wall = loop.time() - t_start

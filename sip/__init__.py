@@ -1,14 +1,6 @@
-"""sip: a SIP user agent, sans-I/O core (message, transaction, dialog, invite session)
-with a thin asyncio shell in :mod:`sip.aio`."""
+"""sip: a SIP library, sans-I/O (message, transaction, dialog, INVITE sessions for both
+sides, the :class:`sip.endpoint.Endpoint` that holds them), with a thin asyncio adapter in
+:mod:`sip.aio` and an in-memory loop for tests in :mod:`sip.testing`. It knows nothing of
+media: SDP bodies go in and come out as strings."""
 
 __version__ = "0.1.0"
-
-import os as _os
-
-# The media engine does small per-tick numpy products (the DTMF detector bank); a
-# multi-threaded BLAS turns each into a burst of thread wake-ups across cores, which
-# stalls the event loop and the 20 ms media clock. One process is meant to use one core:
-# keep BLAS single-threaded unless the user set it (this only takes effect when numpy is
-# imported after this package).
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    _os.environ.setdefault(_var, "1")

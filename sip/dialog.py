@@ -1,4 +1,4 @@
-"""Dialogs (RFC 3261 §12), UAC side: early and confirmed, route sets, CSeq, target refresh.
+"""Dialogs (RFC 3261 §12), both sides: early and confirmed, route sets, CSeq, target refresh.
 
 A dialog is identified by Call-ID, local tag and remote tag. An INVITE may create several
 early dialogs (forking: one per To tag in the 1xx responses); the first 2xx confirms one.
@@ -76,6 +76,34 @@ class Dialog:
             route_set=list(reversed(response.get_all("Record-Route"))),
             secure=request.uri.lower().startswith("sips:"),
             state="confirmed" if 200 <= response.status < 300 else "early",
+        )
+
+    @classmethod
+    def from_uas(
+        cls, request: SipRequest, local_tag: str, *, confirmed: bool = False
+    ) -> Dialog:
+        """RFC 3261 §12.1.1: the UAS's dialog state from the dialog-creating request it
+        answers with a To tag. The route set is the Record-Route list in order, the remote
+        target the request's Contact, the remote sequence number its CSeq; our own CSeq space
+        starts empty (§12.1.1: the local sequence number is empty, our first request picks it)."""
+        remote_tag = _tag_of(request.get("From"))
+        if not remote_tag:
+            raise DialogError("request without a From tag cannot create a dialog", 400)
+        to_value = request.get("To") or ""
+        if _tag_of(to_value) is None:
+            to_value = f"{to_value};tag={local_tag}"
+        return cls(
+            call_id=request.call_id,
+            local_tag=local_tag,
+            remote_tag=remote_tag,
+            local_header=to_value,
+            remote_header=request.get("From") or "",
+            local_seq=0,
+            remote_target=_contact_uri(request) or request.uri,
+            route_set=list(request.get_all("Record-Route")),
+            remote_seq=request.cseq[0],
+            secure=request.uri.lower().startswith("sips:"),
+            state="confirmed" if confirmed else "early",
         )
 
     def update_from_response(self, response: SipResponse, *, method: str = "INVITE") -> None:

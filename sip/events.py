@@ -1,7 +1,7 @@
 """Call progress events, as small frozen dataclasses (the h11 habit).
 
 A call emits them in this order: ``Trying`` → ``Ringing``/``EarlyMedia`` (any number) →
-``Answered`` → ``DigitReceived``/``MachineDetected``… → ``Terminated`` (exactly once).
+``Answered`` → ``InfoDigit``… → ``Terminated`` (exactly once).
 """
 
 from __future__ import annotations
@@ -42,13 +42,13 @@ class Answered:
 
 
 @dataclass(frozen=True, slots=True)
-class DigitReceived:
-    """A DTMF digit from the callee (RFC 4733 event or in-band tone)."""
+class InfoDigit:
+    """A DTMF digit the callee relayed in a SIP INFO (``application/dtmf-relay`` or
+    ``application/dtmf``). Digits carried in the media are the media layer's business."""
 
     at: float
     digit: str
     duration_ms: int
-    source: str = "rfc4733"  # or "inband"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,4 +63,4 @@ class Terminated:
     extra: dict[str, object] = field(default_factory=dict)
 
 
-CallEvent = Trying | Ringing | EarlyMedia | Answered | DigitReceived | Terminated
+CallEvent = Trying | Ringing | EarlyMedia | Answered | InfoDigit | Terminated

@@ -54,7 +54,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from sip import causes
-from sip.events import Answered, EarlyMedia, Ringing, Terminated
+from softswitch.events import Answered, EarlyMedia, Ringing, Terminated
 
 from .api.plivo import (
     ApiError,
@@ -78,7 +78,7 @@ TERMINAL_STATUSES = frozenset({"completed", "busy", "failed", "timeout", "no-ans
 
 
 class Dialer(Protocol):
-    """What the manager needs from the SIP user agent (``sip.aio.ua.UserAgent``)."""
+    """What the manager needs from the SIP user agent (``softswitch.ua.UserAgent``)."""
 
     async def dial(self, target: str, **kwargs: Any) -> Any: ...
 
@@ -167,7 +167,7 @@ class Call:
     app_may_fallback: bool = False
     #: The XML executor's view of the call (``softswitch.callcontrol.LiveCallControl``).
     control: Any = None
-    #: B legs ``<Dial>`` placed for this call (``sip.aio.ua.OutboundCall``), newest last.
+    #: B legs ``<Dial>`` placed for this call (``softswitch.ua.OutboundCall``), newest last.
     b_legs: list[Any] = field(default_factory=list)
     #: Live Play/Speak started over the API, by kind ("play", "speak").
     playbacks: dict[str, list[Any]] = field(default_factory=dict)

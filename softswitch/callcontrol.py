@@ -1,12 +1,12 @@
 """The XML executor's :class:`~softswitch.xml.executor.CallControl` over a live SIP call.
 
-:class:`LiveCallControl` wraps one answered :class:`sip.aio.ua.OutboundCall` (the A leg)
+:class:`LiveCallControl` wraps one answered :class:`softswitch.ua.OutboundCall` (the A leg)
 and carries out each Plivo verb on its RTP stream (:class:`media.engine.MediaStream`):
 
 * ``play``: queue a :mod:`media.play` source; with ``interrupt_on_digit`` the media engine
   ends it on the first received DTMF digit (RFC 4733 event or in-band tone), and that digit
   is handed back and consumed.
-* digits: every :class:`sip.events.DigitReceived` of the A leg lands in a small buffer.
+* digits: every :class:`softswitch.events.DigitReceived` of the A leg lands in a small buffer.
   Input operations (interruptible prompts, ``collect_digits``) read it; any other media
   operation drops what was pressed before and during it, so a key pressed during a plain
   ``<Speak>`` never leaks into the next ``<GetDigits>``.
@@ -52,7 +52,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sip import causes
-from sip.events import (
+from softswitch.api.plivo_xml import XmlApplication
+from softswitch.app.control import CallHungUp, DialResult, FetchError, RecordingResult
+from softswitch.app.document import CAUSE_FETCH_FAILED, XmlAppError
+from softswitch.app.sources import MediaCache, PlayModuleMedia
+from softswitch.app.verbs import Dial, Number, User
+from softswitch.events import (
     Answered,
     CallEvent,
     DigitReceived,
@@ -60,15 +65,10 @@ from sip.events import (
     Ringing,
     Terminated,
 )
-from softswitch.api.plivo_xml import XmlApplication
-from softswitch.app.control import CallHungUp, DialResult, FetchError, RecordingResult
-from softswitch.app.document import CAUSE_FETCH_FAILED, XmlAppError
-from softswitch.app.sources import MediaCache, PlayModuleMedia
-from softswitch.app.verbs import Dial, Number, User
 
 if TYPE_CHECKING:
     from media.engine import MediaStream
-    from sip.aio.ua import OutboundCall, UserAgent
+    from softswitch.ua import OutboundCall, UserAgent
 
 log = logging.getLogger("softswitch.callcontrol")
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from sip import causes
-from sip.events import Answered, DigitReceived, EarlyMedia, Ringing, Terminated, Trying
+from softswitch.events import Answered, DigitReceived, EarlyMedia, Ringing, Terminated, Trying
 
 EXIT_ANSWERED, EXIT_NOT_ANSWERED, EXIT_USAGE = 0, 1, 2
 EXIT_DATABASE_IN_USE = 3
@@ -201,7 +201,7 @@ def _emit_line(start: float, text: str) -> None:
 
 async def _call(args: argparse.Namespace, host: str, port: int, rtp: tuple[int, ...] | None, gateway: tuple[str, int] | None) -> int:
     from media.engine import MediaConfig
-    from sip.aio.ua import Credentials, GatewayConfig, UserAgent, UserAgentConfig
+    from softswitch.ua import Credentials, GatewayConfig, UserAgent, UserAgentConfig
 
     media = MediaConfig(bind_host=host)
     if rtp:

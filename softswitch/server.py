@@ -51,7 +51,7 @@ def _build_kwargs(cls: Any, **values: Any) -> dict[str, Any]:
 
 def build_user_agent(config: Any) -> Any:
     """The SIP user agent (``sip.aio.ua``) configured from :class:`softswitch.config.Config`."""
-    from sip.aio.ua import GatewayConfig, UserAgent, UserAgentConfig
+    from softswitch.ua import GatewayConfig, UserAgent, UserAgentConfig
 
     media_cfg = None
     try:

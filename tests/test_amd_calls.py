@@ -12,8 +12,8 @@ import sys
 import pytest
 
 from media.amd import AmdParams
-from sip.aio.ua import UserAgent, UserAgentConfig
 from softswitch.amd import MachineDetection
+from softswitch.ua import UserAgent, UserAgentConfig
 from tests.peers import amd_clips
 from tests.peers.baresip import needs_baresip
 

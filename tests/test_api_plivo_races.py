@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from sip import causes
-from sip.events import Answered, Ringing, Terminated, Trying
+from softswitch.events import Answered, Ringing, Terminated, Trying
 from softswitch.server import Server
 from tests.peers import plivo_api as api
 from tests.peers.plivo_api import make_config, sdk, sdk_client, sig_ok
@@ -34,7 +34,7 @@ sdk_base = api.sdk_base
 
 
 class StandInLeg:
-    """Quacks like ``sip.aio.ua.OutboundCall`` as far as the call manager uses it."""
+    """Quacks like ``softswitch.ua.OutboundCall`` as far as the call manager uses it."""
 
     def __init__(self) -> None:
         self.call_id = "stand-in"

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from sip.events import Answered, DigitReceived
+from softswitch.events import Answered, DigitReceived
 from tests.conftest import free_port, needs_sipp, wait_until
 from tests.peers import plivo_api as api
 from tests.peers.plivo_api import Env, sig_ok, sipp_done, sipp_messages

@@ -29,8 +29,8 @@ import pytest
 from media.dtmf import DtmfDetectorBank
 from media.play import ArraySource, ToneSource
 from sip import causes
-from sip.aio.ua import UserAgent, UserAgentConfig
-from sip.events import DigitReceived
+from softswitch.events import DigitReceived
+from softswitch.ua import UserAgent, UserAgentConfig
 from tests.conftest import SIPP_DIR, needs_sipp, wait_until
 from tests.peers.baresip import needs_baresip, read_wav
 

@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from sip.aio.ua import UserAgent, UserAgentConfig
+from softswitch.ua import UserAgent, UserAgentConfig
 from tests.conftest import needs_sipp
 
 

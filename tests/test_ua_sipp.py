@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from sip import causes
-from sip.aio.ua import Credentials, GatewayConfig, UserAgent, UserAgentConfig
-from sip.events import Answered, EarlyMedia, Ringing, Terminated
+from softswitch.events import Answered, EarlyMedia, Ringing, Terminated
+from softswitch.ua import Credentials, GatewayConfig, UserAgent, UserAgentConfig
 from tests.conftest import free_port, needs_sipp, wait_bound, wait_until
 
 pytestmark = [needs_sipp, pytest.mark.peer]

@@ -31,7 +31,6 @@ import pytest
 from media.play import decode_audio, tts_to_pcm
 from media.record import mp3_encoder_name
 from sip import causes
-from sip.aio.ua import OutboundCall, UserAgent, UserAgentConfig
 from softswitch.api.plivo_xml import XmlApplication
 from softswitch.app.control import FetchError
 from softswitch.app.sources import espeak_voice
@@ -42,6 +41,7 @@ from softswitch.callcontrol import (
     frame_dbfs,
     run_xml_app,
 )
+from softswitch.ua import OutboundCall, UserAgent, UserAgentConfig
 from tests.conftest import needs_sipp
 from tests.peers.baresip import Baresip, needs_baresip, read_wav
 from tests.peers.webhooks import WebhookReceiver

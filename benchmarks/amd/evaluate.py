@@ -345,7 +345,7 @@ def evaluate_calls(
     import asyncio
     import tempfile
 
-    from sip.aio.ua import UserAgent, UserAgentConfig
+    from softswitch.ua import UserAgent, UserAgentConfig
     from softswitch.amd import MachineDetection
     from tests.peers.baresip import Baresip
 

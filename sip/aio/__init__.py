@@ -1,5 +1,22 @@
-"""The asyncio shell of the SIP stack: transports, the resolver and the user agent."""
+"""The asyncio shell of the SIP stack: transports, the resolver, and the user agent that
+drives a :class:`sip.endpoint.Endpoint` with them."""
 
-from .ua import Credentials, GatewayConfig, OutboundCall, UserAgent, UserAgentConfig
+from .ua import (
+    AnswerHandler,
+    Credentials,
+    GatewayConfig,
+    OfferHandler,
+    OutboundCall,
+    UserAgent,
+    UserAgentConfig,
+)
 
-__all__ = ["Credentials", "GatewayConfig", "OutboundCall", "UserAgent", "UserAgentConfig"]
+__all__ = [
+    "AnswerHandler",
+    "Credentials",
+    "GatewayConfig",
+    "OfferHandler",
+    "OutboundCall",
+    "UserAgent",
+    "UserAgentConfig",
+]

@@ -44,6 +44,8 @@ class UdpTransport(asyncio.DatagramProtocol):
         self.on_message = on_message
         self.on_error = on_error
         self.max_size = max_size
+        #: When set, datagrams go to it unparsed (a sans-I/O endpoint parses its own).
+        self.on_datagram: Callable[[bytes, Inbound], None] | None = None
         self.transport: asyncio.DatagramTransport | None = None
         self.local: Address = ("", 0)
 
@@ -82,6 +84,9 @@ class UdpTransport(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[override]
         source = (addr[0], addr[1])
         inbound = Inbound("udp", source)
+        if self.on_datagram is not None:
+            self.on_datagram(data, inbound)
+            return
         if not data.strip(b"\r\n\t "):
             return  # RFC 5626 keepalive (CRLF) — nothing to answer
         try:

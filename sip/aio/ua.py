@@ -1,86 +1,64 @@
-"""The user agent: the asyncio shell around the sans-I/O SIP core, and the public
-embedding API.
+"""The SIP user agent: a thin asyncio adapter around the sans-I/O :class:`sip.endpoint.Endpoint`.
 
     async with UserAgent(UserAgentConfig(port=0)) as ua:
-        call = await ua.dial("sip:bob@127.0.0.1:5062", from_user="1000")
+        call = await ua.dial("sip:bob@127.0.0.1:5062", from_user="1000", sdp=offer,
+                             on_remote_sdp=lambda sdp, early: ...)
         if await call.wait_answered():
-            await call.send_digits("1w2")
             await call.hangup()
         print((await call.wait_terminated()).cause)
 
-It owns the transports, every transaction (one timer heap re-armed with ``loop.call_at``),
-the INVITE sessions, and the media engine that gives each call its RTP stream.
+The adapter owns the sockets (:mod:`sip.aio.transport`), the clock (one ``loop.call_at``
+re-armed from :meth:`Endpoint.get_timer`), the DNS resolver (:mod:`sip.aio.resolver`, fed
+back with :meth:`Endpoint.resolved`), and turns the endpoint's events into each
+:class:`OutboundCall`'s event stream. It knows nothing of media: the caller brings the SDP
+offer and is handed the callee's session descriptions (:mod:`softswitch.ua` joins it to
+the media engine).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
-import heapq
-import ipaddress
-import itertools
 import logging
 import time
-import uuid as uuidlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from media.engine import MediaConfig, MediaEngine, MediaStream
-from sip import causes
 from sip.auth import Credentials
+from sip.endpoint import (
+    AnswerHandler,
+    CallProgress,
+    CallReleased,
+    ClientCall,
+    Datagram,
+    Endpoint,
+    EndpointConfig,
+    EndpointEvent,
+    IncomingCall,
+    ResolveRequest,
+    Source,
+)
 from sip.events import (
     Answered,
     CallEvent,
-    DigitReceived,
     EarlyMedia,
     Ringing,
     Terminated,
 )
-from sip.headers import Via
-from sip.invite import (
-    ClientInviteSession,
-    Emit,
-    RemoteSdp,
-    SendAck,
-    SendRequest,
-    SessionConfig,
-)
-from sip.locate import Target
-from sip.message import (
-    SipParseError,
-    SipRequest,
-    SipResponse,
-    make_response,
-    new_branch,
-    new_call_id,
-)
-from sip.transaction import (
-    ClientInviteTransaction,
-    ClientNonInviteTransaction,
-    ClientTransaction,
-    ResponseReceived,
-    SendMessage,
-    ServerInviteTransaction,
-    ServerNonInviteTransaction,
-    ServerTransaction,
-    TimerConfig,
-    TransactionTerminated,
-    TransactionTimeout,
-    new_client_transaction,
-    new_server_transaction,
-    transaction_key,
-)
-from sip.uri import SipUri, TelUri, UriError, parse_uri
+from sip.invite import ClientInviteSession
+from sip.message import SipParseError, SipRequest, SipResponse, new_call_id
+from sip.transaction import TimerConfig
+from sip.uri import SipUri, TelUri, parse_uri
 
 from .resolver import resolve
-from .transport import Address, Inbound, TcpTransport, UdpTransport
+from .transport import Inbound, TcpTransport, UdpTransport
 
 log = logging.getLogger("sip.ua")
 
 __all__ = [
+    "AnswerHandler",
     "Credentials",
     "GatewayConfig",
+    "OfferHandler",
     "OutboundCall",
     "UserAgent",
     "UserAgentConfig",
@@ -125,114 +103,47 @@ class UserAgentConfig:
     session_expires: int = 1800  #: RFC 4028 interval asked for (0 = off)
     max_redirects: int = 3
     gateways: list[GatewayConfig] = field(default_factory=list)
-    media: MediaConfig | None = None  #: RTP settings; ``None`` = defaults on ``host``
     linger: float = 32.0  #: how long an ended call's state absorbs retransmissions
     dns_servers: list[str] | None = None  #: resolvers to ask (default: the system's)
-    #: Keep CPython's cyclic collector from walking thousands of live calls (see
-    #: :class:`GcPolicy`): a full collection stalls the event loop and the media clock.
-    tune_gc: bool = True
     dns_port: int = 53
 
 
-class _TimerHeap:
-    """One ``loop.call_at`` for every timer of every transaction and session."""
-
-    def __init__(self, fire: Callable[[object, float], None]):
-        self._heap: list[tuple[float, int, object]] = []
-        self._scheduled: dict[int, float] = {}
-        self._counter = itertools.count()
-        self._handle: asyncio.TimerHandle | None = None
-        self._armed_at: float | None = None
-        self._fire = fire
-
-    def schedule(self, obj: object, deadline: float | None) -> None:
-        if deadline is None:
-            return
-        current = self._scheduled.get(id(obj))
-        if current is not None and current <= deadline:
-            return  # an earlier entry fires first; it re-schedules then
-        self._scheduled[id(obj)] = deadline
-        heapq.heappush(self._heap, (deadline, next(self._counter), obj))
-        self._arm()
-
-    def forget(self, obj: object) -> None:
-        self._scheduled.pop(id(obj), None)
-
-    def _arm(self) -> None:
-        if not self._heap:
-            return
-        first = self._heap[0][0]
-        if self._armed_at is not None and self._armed_at <= first:
-            return
-        if self._handle is not None:
-            self._handle.cancel()
-        loop = asyncio.get_running_loop()
-        self._armed_at = first
-        self._handle = loop.call_at(first, self._run)
-
-    def _run(self) -> None:
-        self._handle = None
-        self._armed_at = None
-        now = asyncio.get_running_loop().time()
-        while self._heap and self._heap[0][0] <= now:
-            deadline, _, obj = heapq.heappop(self._heap)
-            if self._scheduled.get(id(obj)) != deadline:
-                continue  # superseded by an earlier schedule
-            del self._scheduled[id(obj)]
-            try:
-                self._fire(obj, now)
-            except Exception:
-                log.exception("timer handler failed")
-        self._arm()
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-        self._heap.clear()
-        self._scheduled.clear()
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
+#: ``offer_handler(offer)``: the callee's offer in a re-INVITE/UPDATE (None: a re-INVITE
+#: without SDP asks us to offer) -> our SDP. Raise ``ValueError`` to refuse it (488).
+OfferHandler = Callable[[str | None], str]
 
 
 class OutboundCall:
-    """One outbound call: its progress as events, its media, and control."""
+    """One outbound SIP call: its progress as events, and control."""
 
-    def __init__(self, ua: UserAgent, session: ClientInviteSession, media: MediaStream | None, call_uuid: str, ring_timeout: float):
+    def __init__(self, ua: UserAgent, session: ClientInviteSession):
         self.ua = ua
         self.session = session
-        self.media = media
-        self.uuid = call_uuid
+        self.record: ClientCall | None = None  #: the endpoint's record (set once the INVITE starts)
         self.state = "trying"
         self.created_at = time.time()
         self.ringing_at: float | None = None
         self.early_at: float | None = None
         self.answered_at: float | None = None
         self.ended_at: float | None = None
-        self.digits: list[DigitReceived] = []
         self.terminated: Terminated | None = None
-        self.final_stats: dict[str, object] | None = None  #: media statistics at the end
-        self.transport = "udp"
         self._events: list[CallEvent] = []
         self._queue_waiters: list[asyncio.Event] = []
         self._listeners: list[Callable[[CallEvent], None]] = []
         loop = asyncio.get_running_loop()
         self._answered: asyncio.Future[bool] = loop.create_future()
         self._ended: asyncio.Future[Terminated] = loop.create_future()
-        self._ring_timer = loop.call_later(ring_timeout, self._ring_timeout) if ring_timeout > 0 else None
-        if media is not None:
-            media.on_dtmf = self._on_media_dtmf
 
     # -- properties
 
     @property
     def call_id(self) -> str:
         return self.session.call_id
+
+    @property
+    def transport(self) -> str:
+        """The transport the INVITE went out on."""
+        return self.record.transport if self.record is not None else "udp"
 
     @property
     def sip_status(self) -> int | None:
@@ -245,12 +156,10 @@ class OutboundCall:
             return 0.0
         return max(0.0, (self.ended_at or time.time()) - self.answered_at)
 
-    def stats(self) -> dict[str, object]:
-        """Media statistics (packets, loss, jitter, RTT, codec…): live during the call, the
-        final figures once it has ended."""
-        if self.final_stats is not None:
-            return dict(self.final_stats)
-        return dict(self.media.stats()) if self.media is not None else {}
+    @property
+    def history(self) -> list[CallEvent]:
+        """Every event so far, oldest first."""
+        return list(self._events)
 
     # -- observing
 
@@ -286,43 +195,10 @@ class OutboundCall:
         ORIGINATOR_CANCEL before answer and NORMAL_CLEARING after."""
         if self.terminated is not None:
             return
-        now = self.ua._now()
-        if cause is None:
-            cause = causes.NORMAL_CLEARING if self.session.answered else causes.ORIGINATOR_CANCEL
-        if self.session.answered:
-            self.ua._run_actions(self, self.session.bye(now, cause, source))
-        else:
-            self.ua._run_actions(self, self.session.cancel(now, cause, source))
-        self.ua._timers.schedule(self.session, self.session.get_timer())
-
-    async def send_digits(self, digits: str, mode: str = "auto", tone_ms: int | None = None) -> None:
-        """Send DTMF (grammar of ``send_digits``: ``1w2W3@300``) on the call's media;
-        returns when the last digit has been sent."""
-        if self.media is None:
-            raise RuntimeError("call has no media stream")
-        await self.media.send_digits(digits, mode=mode, tone_ms=tone_ms)
+        self.ua.endpoint.hangup(self.call_id, self.ua._now(), cause, source)
+        self.ua._pump()
 
     # -- internals
-
-    def _ring_timeout(self) -> None:
-        self._ring_timer = None
-        if self.terminated is None and not self.session.answered:
-            self.ua._run_actions(
-                self, self.session.cancel(self.ua._now(), causes.NO_ANSWER, "timeout")
-            )
-            self.ua._timers.schedule(self.session, self.session.get_timer())
-
-    def _on_media_dtmf(self, event: object) -> None:
-        digit = getattr(event, "digit", None)
-        if digit:
-            self._emit(
-                DigitReceived(
-                    self.ua._now(),
-                    digit,
-                    int(getattr(event, "duration_ms", 0)),
-                    getattr(event, "source", "rfc4733"),
-                )
-            )
 
     def _emit(self, event: CallEvent) -> None:
         if self.terminated is not None:
@@ -338,24 +214,12 @@ class OutboundCall:
         elif isinstance(event, Answered):
             self.state = "answered"
             self.answered_at = wall
-            if self._ring_timer is not None:
-                self._ring_timer.cancel()
-                self._ring_timer = None
             if not self._answered.done():
                 self._answered.set_result(True)
-        elif isinstance(event, DigitReceived):
-            self.digits.append(event)
         elif isinstance(event, Terminated):
             self.state = "terminated"
             self.ended_at = wall
             self.terminated = event
-            if self._ring_timer is not None:
-                self._ring_timer.cancel()
-                self._ring_timer = None
-            if self.media is not None:
-                with contextlib.suppress(Exception):
-                    self.final_stats = dict(self.media.stats())
-                self.media.close()
         self._events.append(event)
         for fn in list(self._listeners):
             try:
@@ -372,42 +236,56 @@ class OutboundCall:
                 self._ended.set_result(event)
 
     def __repr__(self) -> str:
-        return f"<OutboundCall {self.uuid} {self.state} {self.session.invite.uri}>"
+        return f"<OutboundCall {self.call_id} {self.state} {self.session.invite.uri}>"
+
+
 
 
 class UserAgent:
     """A SIP user agent that places calls; run it inside any asyncio program."""
 
-    def __init__(self, config: UserAgentConfig | None = None, *, media: MediaEngine | None = None):
+    def __init__(self, config: UserAgentConfig | None = None):
         self.config = config or UserAgentConfig()
-        self.timer_config = TimerConfig(self.config.t1, self.config.t2, self.config.t4)
-        self.media = media
-        self._own_media = media is None
+        cfg = self.config
+        self.timer_config = TimerConfig(cfg.t1, cfg.t2, cfg.t4)
+        self.local_host = cfg.public_host or cfg.host
+        self.local_port = cfg.port
+        self.endpoint = Endpoint(
+            EndpointConfig(
+                local_host=self.local_host,
+                ports={},
+                user_agent=cfg.user_agent,
+                t1=cfg.t1,
+                t2=cfg.t2,
+                t4=cfg.t4,
+                session_expires=cfg.session_expires,
+                max_redirects=cfg.max_redirects,
+                linger=cfg.linger,
+            )
+        )
         self.udp: UdpTransport | None = None
         self.tcp: TcpTransport | None = None
-        self.local_host = self.config.public_host or self.config.host
-        self.local_port = self.config.port
-        self._client: dict[tuple[str, str, str], tuple[ClientTransaction, OutboundCall | None, str, Address]] = {}
-        self._server: dict[tuple[str, str, str], tuple[ServerTransaction, str, Address, Inbound]] = {}
         self._calls: dict[str, OutboundCall] = {}  # Call-ID -> call
-        self._failover: dict[tuple[str, str, str], tuple[SipUri, list[Target]]] = {}
-        self._timers = _TimerHeap(self._on_timer)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
         self._resolver = None  # one dnspython resolver (with its cache) for every lookup
-        self._gc_policy: GcPolicy | None = None
-        self.stats = {"requests_in": 0, "responses_in": 0, "parse_errors": 0, "sent": 0}
+        self._timer: asyncio.TimerHandle | None = None
+        self._armed_at: float | None = None
+        self._pumping = False
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Messages in (requests, responses, parse errors) and out."""
+        return self.endpoint.stats
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         cfg = self.config
-        if cfg.tune_gc:
-            self._gc_policy = GcPolicy(self)
-            self._gc_policy.start()
         if "udp" in cfg.transports:
             self.udp = await UdpTransport.listen(cfg.host, cfg.port, self._on_message, self._on_parse_error)
+            self.udp.on_datagram = self._on_datagram
             self.local_port = self.udp.local[1]
         if "tcp" in cfg.transports:
             port = self.local_port if self.udp is not None else cfg.port
@@ -420,9 +298,11 @@ class UserAgent:
                 self.tcp = await TcpTransport.listen(cfg.host, 0, self._on_message, self._on_parse_error)
             if self.udp is None:
                 self.local_port = self.tcp.local[1]
-        if self.media is None:
-            self.media = MediaEngine(cfg.media or MediaConfig(bind_host=cfg.host, advertised_host=cfg.public_host))
-        self.media.start()
+        ports = self.endpoint.config.ports
+        if self.udp is not None:
+            ports["udp"] = self.local_port
+        if self.tcp is not None:
+            ports["tcp"] = self.tcp.local[1]
 
     async def close(self, *, grace: float = 2.0) -> None:
         """Hang up every call, give the BYEs/CANCELs a moment, close everything."""
@@ -432,21 +312,16 @@ class UserAgent:
             await call.hangup(None, "caller")
         if calls:
             deadline = self._now() + grace
-            while self._now() < deadline and any(
-                tx.request.method in ("BYE", "CANCEL") and not tx.terminated
-                and tx.state.value in ("Trying", "Proceeding")
-                for tx, *_ in self._client.values()
-            ):
+            while self._now() < deadline and self.endpoint.has_pending(("BYE", "CANCEL")):
                 await asyncio.sleep(0.02)
-        self._timers.close()
-        if self._gc_policy is not None:
-            self._gc_policy.stop()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.endpoint.close()
         if self.udp is not None:
             self.udp.close()
         if self.tcp is not None:
             self.tcp.close()
-        if self.media is not None and self._own_media:
-            await self.media.stop()
 
     async def __aenter__(self) -> UserAgent:
         await self.start()
@@ -458,6 +333,11 @@ class UserAgent:
     @property
     def calls(self) -> list[OutboundCall]:
         return list(self._calls.values())
+
+    @property
+    def running(self) -> bool:
+        """Started and not closing: :meth:`dial` may be called."""
+        return self._loop is not None and not self._closing
 
     def _now(self) -> float:
         assert self._loop is not None
@@ -524,11 +404,16 @@ class UserAgent:
         credentials: Credentials | None = None,
         transport: str | None = None,
         gateway: str | None = None,
-        call_uuid: str | None = None,
+        sdp: str | None = None,
+        offer_handler: OfferHandler | None = None,
+        on_remote_sdp: AnswerHandler | None = None,
     ) -> OutboundCall:
         """Send an INVITE to ``target`` and return the call at once.
 
         ``target`` is a SIP/SIPS URI, ``user@host``, or a number routed through a gateway.
+        ``sdp`` is our offer (none: an offerless INVITE); ``offer_handler`` answers offers
+        the callee makes later; ``on_remote_sdp`` is given the callee's session
+        descriptions (see :data:`AnswerHandler`).
         Raises ``ValueError`` for a malformed target and ``LookupError`` when no gateway
         routes a number; everything after that (DNS, timeouts, rejections) ends the call
         with a :class:`~sip.events.Terminated` event and a hangup cause.
@@ -556,122 +441,93 @@ class UserAgent:
             name = f'"{caller_name}" ' if caller_name else ""
             extra.append(("P-Asserted-Identity", f"{name}<{from_uri}>"))
         wanted = transport or (uri.transport or None)
-        media = self.media.create_stream() if self.media is not None else None
-        try:
-            sdp = media.create_offer() if media is not None else None
-            call_id = new_call_id(self.local_host)
-            session = ClientInviteSession.create(
-                request_uri=request_uri,
-                from_uri=from_uri,
-                to_uri=to_uri,
-                call_id=call_id,
-                config=self._session_config(wanted or "udp"),
-                caller_name=caller_name,
-                sdp=sdp,
-                headers=extra,
-                credentials=credentials,
-                offer_handler=_offer_handler(media) if media is not None else None,
-            )
-        except Exception:
-            if media is not None:
-                media.close()
-            raise
-        call = OutboundCall(self, session, media, call_uuid or str(uuidlib.uuid4()), ring_timeout)
+        session = ClientInviteSession.create(
+            request_uri=request_uri,
+            from_uri=from_uri,
+            to_uri=to_uri,
+            call_id=new_call_id(self.local_host),
+            config=self.endpoint.session_config(wanted or "udp"),
+            caller_name=caller_name,
+            sdp=sdp,
+            headers=extra,
+            credentials=credentials,
+            offer_handler=offer_handler,
+        )
+        call = OutboundCall(self, session)
         self._calls[session.call_id] = call
-        call.add_listener(functools.partial(self._on_call_event, call))
-        self._run_actions(call, session.start(self._now()))
+        call.record = self.endpoint.invite(session, self._now(), ring_timeout=ring_timeout, on_remote_sdp=on_remote_sdp)
+        self._pump()
         return call
 
-    def _session_config(self, transport: str) -> SessionConfig:
-        host = self.local_host
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"
-        port = self.local_port
-        if transport == "tcp" and self.tcp is not None:
-            port = self.tcp.local[1]
-        contact = f"<sip:softswitch@{host}:{port}" + (";transport=tcp" if transport == "tcp" else "") + ">"
-        return SessionConfig(
-            contact=contact,
-            user_agent=self.config.user_agent,
-            session_expires=self.config.session_expires,
-            max_redirects=self.config.max_redirects,
-            t1=self.config.t1,
-        )
+    # ------------------------------------------------------------------ the endpoint's I/O
 
-    def _on_call_event(self, call: OutboundCall, event: CallEvent) -> None:
-        if isinstance(event, Terminated):
-            # Keep the session a while to re-ACK retransmitted 2xx and answer stray BYEs.
-            assert self._loop is not None
-            self._loop.call_later(self.config.linger, self._forget_call, call)
+    def _on_datagram(self, data: bytes, inbound: Inbound) -> None:
+        self.endpoint.receive(data, Source("udp", inbound.source), self._now(), max_size=self.udp.max_size if self.udp else 65535)
+        self._pump()
 
-    def _forget_call(self, call: OutboundCall) -> None:
-        if self._calls.get(call.call_id) is call:
-            del self._calls[call.call_id]
-        self._timers.forget(call.session)
-        # Break the call's reference cycles (listeners and the media callback point back at
-        # it) so that reference counting frees it at once, without the cyclic collector.
-        call._listeners.clear()
-        call._queue_waiters.clear()
-        if call.media is not None:
-            call.media.on_dtmf = None
+    def _on_message(self, message: SipRequest | SipResponse, inbound: Inbound) -> None:
+        self.endpoint.receive_message(message, Source(inbound.transport, inbound.source, inbound.connection), self._now())
+        self._pump()
 
-    # ------------------------------------------------------------------ actions
+    def _on_parse_error(self, data: bytes, error: SipParseError, inbound: Inbound) -> None:
+        self.endpoint.receive_error(data, error, Source(inbound.transport, inbound.source, inbound.connection), self._now())
+        self._pump()
 
-    def _run_actions(self, call: OutboundCall, actions: list) -> None:
-        for action in actions:
-            if isinstance(action, SendRequest):
-                self._send_request(call, action.request, action.next_hop)
-            elif isinstance(action, SendAck):
-                self._send_stateless(call, action.request, action.next_hop)
-            elif isinstance(action, RemoteSdp):
-                if call.media is not None:
-                    try:
-                        call.media.apply_answer(action.sdp)
-                    except ValueError as exc:
-                        log.warning("call %s: unusable SDP answer: %s", call.uuid, exc)
-                        if not action.early:
-                            self._run_actions(
-                                call,
-                                call.session.bye(self._now(), causes.INCOMPATIBLE_DESTINATION, "error"),
-                            )
-            elif isinstance(action, Emit):
-                call._emit(action.event)
-        self._timers.schedule(call.session, call.session.get_timer())
-
-    def _pick_transport(self, uri: SipUri, target: Target | None = None) -> str:
-        name = (target.transport if target else None) or uri.transport or "udp"
-        if uri.scheme == "sips":
-            name = "tcp" if name == "udp" else name
-        name = name.lower()
-        if name == "tcp" and self.tcp is None:
-            name = "udp"
-        if name == "udp" and self.udp is None:
-            name = "tcp"
-        return name
-
-    def _targets_now(self, uri: SipUri) -> list[Target] | None:
-        """IP literals resolve without waiting; names need the resolver (None)."""
-        if _is_ip(uri.host):
-            transport = (uri.transport or ("tcp" if uri.scheme == "sips" else "udp")).lower()
-            port = uri.port or (5061 if uri.scheme == "sips" else 5060)
-            return [Target(uri.host.strip("[]"), port, transport)]
-        return None
-
-    def _send_request(self, call: OutboundCall | None, request: SipRequest, next_hop: str) -> None:
+    def _pump(self) -> None:
+        """Send what the endpoint has to send, hand out its events, re-arm the timer.
+        Re-entrant calls (a listener hanging up) leave the work to the outer loop."""
+        if self._pumping:
+            return
+        self._pumping = True
         try:
-            uri = parse_uri(next_hop)
-            if not isinstance(uri, SipUri):
-                raise UriError(f"cannot route to {next_hop}")
-        except (UriError, ValueError):
+            while True:
+                for datagram in self.endpoint.datagrams_to_send():
+                    self._send(datagram)
+                event = self.endpoint.next_event()
+                if event is None:
+                    break
+                try:
+                    self._dispatch(event)
+                except Exception:
+                    log.exception("failed handling endpoint event %r", event)
+        finally:
+            self._pumping = False
+        self._arm()
+
+    def _arm(self) -> None:
+        deadline = self.endpoint.get_timer()
+        if deadline is None or self._loop is None:
+            return
+        if self._armed_at is not None and self._armed_at <= deadline:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._armed_at = deadline
+        self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._armed_at = None
+        self.endpoint.handle_timer(self._now())
+        self._pump()
+
+    def _dispatch(self, event: EndpointEvent) -> None:
+        if isinstance(event, CallProgress):
+            call = self._calls.get(event.call_id)
             if call is not None:
-                self._run_actions(call, call.session.on_unreachable(request, self._now()))
-            return
-        targets = self._targets_now(uri)
-        if targets is not None:
-            self._start_client(call, request, uri, targets)
-            return
-        assert self._loop is not None
-        self._loop.create_task(self._resolve_and_send(call, request, uri))
+                call._emit(event.event)
+        elif isinstance(event, ResolveRequest):
+            assert self._loop is not None
+            self._loop.create_task(self._resolve(event))
+        elif isinstance(event, CallReleased):
+            call = self._calls.pop(event.call_id, None)
+            if call is not None:
+                # Break the call's reference cycles (listeners point back at it) so that
+                # reference counting frees it at once, without the cyclic collector.
+                call._listeners.clear()
+                call._queue_waiters.clear()
+        elif isinstance(event, IncomingCall):
+            log.warning("inbound call %s offered to a user agent that does not take them", event.call_id)
 
     def _dns(self):  # type: ignore[no-untyped-def]
         if self._resolver is None:
@@ -690,454 +546,52 @@ class UserAgent:
             self._resolver.cache = dns.resolver.Cache()
         return self._resolver
 
-    async def _resolve_and_send(self, call: OutboundCall | None, request: SipRequest, uri: SipUri) -> None:
+    async def _resolve(self, request: ResolveRequest) -> None:
         try:
             targets = await resolve(
-                uri.host,
-                uri.port,
-                uri.transport,
-                uri.scheme == "sips",
-                supported=tuple(t for t in ("udp", "tcp") if getattr(self, t) is not None),
+                request.host,
+                request.port,
+                request.transport,
+                request.secure,
+                supported=request.supported,
                 resolver=self._dns(),
             )
         except Exception as exc:
-            log.info("resolving %s failed: %s", uri.host, exc)
+            log.info("resolving %s failed: %s", request.host, exc)
             targets = []
-        if not targets:
-            if call is not None:
-                self._run_actions(call, call.session.on_unreachable(request, self._now()))
-            return
-        self._start_client(call, request, uri, targets)
+        self.endpoint.resolved(request.token, targets, self._now())
+        self._pump()
 
-    def _start_client(self, call: OutboundCall | None, request: SipRequest, uri: SipUri, targets: list[Target]) -> None:
-        target = targets[0]
-        transport = self._pick_transport(uri, target)
-        address = (target.host, target.port)
-        if "Via" not in request:
-            request.prepend("Via", self._via(transport))
-        if call is not None and request.method == "INVITE":
-            call.transport = transport
-        tx = new_client_transaction(request, reliable=transport != "udp", timers=self.timer_config, now=self._now())
-        self._client[tx.key] = (tx, call, transport, address)
-        if len(targets) > 1 and request.method not in ("ACK", "CANCEL"):
-            self._failover[tx.key] = (uri, targets[1:])
-        self._drain_client(tx)
-
-    def _fail_over(self, tx: ClientTransaction) -> bool:
-        """RFC 3263 §4.3: a timeout, transport error or 503 moves the request on to the next
-        target of the same lookup, as a new transaction with a new branch. The session does
-        not see the failed attempt."""
-        entry = self._failover.pop(tx.key, None)
-        if entry is None:
-            return False
-        uri, remaining = entry
-        _, call, _, _ = self._client.get(tx.key, (None, None, None, None))
-        if call is not None and call.terminated is not None and tx.request.method == "INVITE":
-            return False
-        retry = SipRequest(tx.request.method, tx.request.uri)
-        retry.headers = [(n, v) for n, v in tx.request.headers if n.lower() != "via"]
-        retry.body = tx.request.body
-        if call is not None and tx.request is call.session.invite:
-            call.session.invite = retry  # CANCEL and ACK follow the live attempt (same CSeq)
-        log.info("failing over %s to %s:%s", tx.request.method, remaining[0].host, remaining[0].port)
-        self._start_client(call, retry, uri, remaining)
-        return True
-
-    def _via(self, transport: str) -> str:
-        host = self.local_host
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"
-        port = self.tcp.local[1] if transport == "tcp" and self.tcp is not None else self.local_port
-        return f"SIP/2.0/{transport.upper()} {host}:{port};branch={new_branch()};rport"
-
-    def _send_stateless(self, call: OutboundCall, request: SipRequest, next_hop: str) -> None:
-        """ACK for 2xx: a fresh branch, no transaction, same transport as the INVITE."""
-        try:
-            uri = parse_uri(next_hop)
-        except (UriError, ValueError):
-            return
-        if not isinstance(uri, SipUri):
-            return
-        targets = self._targets_now(uri)
-        transport = call.transport
-        if "Via" not in request:
-            request.prepend("Via", self._via(transport))
-        if targets is None:
-            assert self._loop is not None
-            self._loop.create_task(self._resolve_and_ack(request, uri, transport))
-            return
-        self._transmit(request.serialize(), transport, (targets[0].host, targets[0].port))
-
-    async def _resolve_and_ack(self, request: SipRequest, uri: SipUri, transport: str) -> None:
-        with contextlib.suppress(Exception):
-            targets = await resolve(uri.host, uri.port, uri.transport, uri.scheme == "sips", resolver=self._dns())
-            if targets:
-                self._transmit(request.serialize(), transport, (targets[0].host, targets[0].port))
-
-    def _transmit(self, data: bytes, transport: str, address: Address, inbound: Inbound | None = None, on_error: Callable[[], None] | None = None) -> None:
-        self.stats["sent"] += 1
-        if transport == "udp":
+    def _send(self, datagram: Datagram) -> None:
+        if datagram.transport == "udp":
             if self.udp is not None:
-                self.udp.send(data, address)
+                self.udp.send(datagram.data, datagram.address)
             return
-        assert self.tcp is not None
-        if inbound is not None and inbound.connection is not None and not inbound.connection.closed:
-            inbound.connection.send(data)
+        if self.tcp is None:
             return
-        conn = self.tcp.connection_to(address)
+        conn = datagram.connection
+        if conn is not None and not conn.closed:  # type: ignore[attr-defined]
+            conn.send(datagram.data)  # type: ignore[attr-defined]
+            return
+        conn = self.tcp.connection_to(datagram.address)
         if conn is not None:
-            conn.send(data)
+            conn.send(datagram.data)
             return
         assert self._loop is not None
-        self._loop.create_task(self._connect_and_send(data, address, on_error))
+        self._loop.create_task(self._connect_and_send(datagram))
 
-    async def _connect_and_send(self, data: bytes, address: Address, on_error: Callable[[], None] | None) -> None:
+    async def _connect_and_send(self, datagram: Datagram) -> None:
         assert self.tcp is not None
         try:
-            conn = await self.tcp.connect(address)
-            conn.send(data)
+            conn = await self.tcp.connect(datagram.address)
+            conn.send(datagram.data)
         except (TimeoutError, OSError) as exc:
-            log.info("TCP connect to %s:%s failed: %s", address[0], address[1], exc)
-            if on_error is not None:
-                on_error()
-
-    # ------------------------------------------------------------------ transactions
-
-    def _drain_client(self, tx: ClientTransaction) -> None:
-        entry = self._client.get(tx.key)
-        if entry is None:
-            return
-        _, call, transport, address = entry
-        while (event := tx.next_event()) is not None:
-            if isinstance(event, SendMessage):
-                self._transmit(
-                    event.message.serialize(), transport, address,
-                    on_error=functools.partial(self._client_transport_error, tx),
-                )
-            elif isinstance(event, ResponseReceived):
-                if event.response.status == 503 and self._fail_over(tx):
-                    continue
-                if event.response.status >= 200:
-                    self._failover.pop(tx.key, None)
-                if call is not None:
-                    self._run_actions(call, call.session.on_response(tx.request, event.response, self._now()))
-            elif isinstance(event, TransactionTimeout):
-                if self._fail_over(tx):
-                    continue
-                if call is not None:
-                    self._run_actions(call, call.session.on_timeout(tx.request, self._now()))
-            elif isinstance(event, TransactionTerminated):
-                self._client.pop(tx.key, None)
-                self._failover.pop(tx.key, None)
-                self._timers.forget(tx)
-                return
-        self._timers.schedule(tx, tx.get_timer())
-
-    def _client_transport_error(self, tx: ClientTransaction) -> None:
-        tx.transport_error(self._now())
-        self._drain_client(tx)
-
-    def _drain_server(self, tx: ServerTransaction) -> None:
-        entry = self._server.get(tx.key)
-        if entry is None:
-            return
-        _, transport, address, inbound = entry
-        while (event := tx.next_event()) is not None:
-            if isinstance(event, SendMessage):
-                self._transmit(event.message.serialize(), transport, address, inbound)
-            elif isinstance(event, TransactionTerminated):
-                self._server.pop(tx.key, None)
-                self._timers.forget(tx)
-                return
-        self._timers.schedule(tx, tx.get_timer())
-
-    def _on_timer(self, obj: object, now: float) -> None:
-        if isinstance(obj, ClientInviteSession):
-            call = self._calls.get(obj.call_id)
-            actions = obj.handle_timer(now)
-            if call is not None:
-                self._run_actions(call, actions)
-            return
-        if isinstance(obj, ClientInviteTransaction | ClientNonInviteTransaction):
-            obj.handle_timer(now)
-            self._drain_client(obj)
-        elif isinstance(obj, ServerInviteTransaction | ServerNonInviteTransaction):
-            obj.handle_timer(now)
-            self._drain_server(obj)
-
-    # ------------------------------------------------------------------ inbound
-
-    def _on_parse_error(self, data: bytes, error: SipParseError, inbound: Inbound) -> None:
-        """RFC 3261 §16.3/§8.2: a malformed request gets 400 (with the reason) when we can
-        address a response; a malformed response is dropped."""
-        self.stats["parse_errors"] += 1
-        if getattr(error, "status", 400) == 0:
-            return
-        log.info("malformed message from %s:%s: %s", inbound.source[0], inbound.source[1], error)
-        partial = getattr(error, "partial", None)
-        if isinstance(partial, SipRequest):
-            if partial.method == "ACK":
-                return  # §17: an ACK is never answered
-            try:
-                response = make_response(partial, error.status, _phrase(error))
-                response.add("User-Agent", self.config.user_agent)
-                self._transmit(response.serialize(), inbound.transport, self._response_address(partial, inbound), inbound)
-                return
-            except (SipParseError, ValueError, IndexError, AttributeError):
-                pass  # not enough of it to address an answer: fall back to raw salvage
-        if partial is not None:
-            return  # a malformed response is dropped
-        raw = salvage_error_response(data, error)
-        if raw is not None:
-            self._transmit(raw, inbound.transport, inbound.source, inbound)
-
-    def _on_message(self, message: SipRequest | SipResponse, inbound: Inbound) -> None:
-        try:
-            if isinstance(message, SipResponse):
-                self.stats["responses_in"] += 1
-                self._on_response(message, inbound)
-            else:
-                self.stats["requests_in"] += 1
-                self._on_request(message, inbound)
-        except Exception:
-            log.exception("failed handling a message from %s", inbound.source)
-
-    def _on_response(self, response: SipResponse, inbound: Inbound) -> None:
-        try:
-            key = transaction_key(response)
-        except (SipParseError, ValueError, IndexError):
-            return
-        entry = self._client.get(key)
-        if entry is not None:
-            tx = entry[0]
-            tx.receive(response, self._now())  # type: ignore[arg-type]
-            self._drain_client(tx)
-            return
-        # RFC 6026 / §13.2.2.4: a 2xx retransmission after the INVITE transaction is gone
-        # still needs our ACK.
-        if response.cseq[1] == "INVITE" and 200 <= response.status < 300:
-            call = self._calls.get(response.call_id)
-            if call is not None:
-                self._run_actions(call, call.session.on_response(call.session.invite, response, self._now()))
-
-    def _response_address(self, request: SipRequest, inbound: Inbound) -> Address:
-        """§18.2.2 with RFC 3581: answer to the source address when rport was asked for,
-        else to ``received`` and the Via port."""
-        via = request.top_via
-        if via.params.get("rport", "absent") != "absent" or inbound.transport != "udp":
-            return inbound.source
-        return (inbound.source[0], via.port or 5060)
-
-    def _stamp_via(self, request: SipRequest, inbound: Inbound) -> None:
-        """§18.2.1 + RFC 3581: record received= and rport= on the top Via."""
-        vias = request.get_all("Via")
-        if not vias:
-            return
-        via = Via.parse(vias[0])
-        changed = False
-        if via.host.strip("[]") != inbound.source[0]:
-            via.params["received"] = inbound.source[0]
-            changed = True
-        if "rport" in via.params and not via.params.get("rport"):
-            via.params["rport"] = str(inbound.source[1])
-            via.params["received"] = inbound.source[0]
-            changed = True
-        if changed:
-            vias[0] = str(via)
-            request.remove("Via")
-            for value in reversed(vias):
-                request.prepend("Via", value)
-
-    def _on_request(self, request: SipRequest, inbound: Inbound) -> None:
-        self._stamp_via(request, inbound)
-        key = transaction_key(request)
-        address = self._response_address(request, inbound)
-        if request.method == "ACK":
-            entry = self._server.get(key)
-            if entry is not None:  # ACK for a non-2xx final response we sent
-                entry[0].receive(request, self._now())
-                self._drain_server(entry[0])
-                return
-            call = self._calls.get(request.call_id)
-            if call is not None and call.session.matches(request):
-                _, actions = call.session.on_request(request, self._now())
-                self._run_actions(call, actions)
-            return
-        entry = self._server.get(key)
-        if entry is not None:  # a retransmission
-            entry[0].receive(request, self._now())
-            self._drain_server(entry[0])
-            return
-        if request.method == "CANCEL":
-            invite_key = (key[0], key[1], "INVITE")
-            status = 200 if invite_key in self._server else 481
-            self._reply_stateless(request, status, inbound, address)
-            return
-        tx = new_server_transaction(request, reliable=inbound.transport != "udp", timers=self.timer_config, now=self._now())
-        self._server[tx.key] = (tx, inbound.transport, address, inbound)
-        response = self._handle_new_request(request)
-        if response is not None:
-            tx.respond(response, self._now())
-        self._drain_server(tx)
-
-    def _handle_new_request(self, request: SipRequest) -> SipResponse | None:
-        try:
-            to_tag = request.to_tag
-        except ValueError:
-            to_tag = None
-        if to_tag:
-            call = self._calls.get(request.call_id)
-            if call is None or not call.session.matches(request):
-                return self._plain_response(request, 481)
-            response, actions = call.session.on_request(request, self._now())
-            self._run_actions(call, actions)
-            return response
-        # Out of dialog: we place calls, we do not take them (yet).
-        method = request.method
-        if method == "OPTIONS":
-            response = self._plain_response(request, 200)
-            response.add("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, PRACK")
-            response.add("Accept", "application/sdp")
-            return response
-        if method == "INVITE":
-            return self._plain_response(request, 603, "Decline (inbound calls are not served)")
-        if method in ("REGISTER", "SUBSCRIBE", "MESSAGE", "NOTIFY", "PUBLISH", "REFER", "INFO", "UPDATE", "PRACK", "BYE"):
-            if method == "BYE":
-                return self._plain_response(request, 481)
-            response = self._plain_response(request, 405)
-            response.add("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, PRACK")
-            return response
-        response = self._plain_response(request, 501)
-        response.add("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, PRACK")
-        return response
-
-    def _plain_response(self, request: SipRequest, status: int, reason: str | None = None) -> SipResponse:
-        response = make_response(request, status, reason)
-        response.add("User-Agent", self.config.user_agent)
-        return response
-
-    def _reply_stateless(self, request: SipRequest, status: int, inbound: Inbound, address: Address) -> None:
-        self._transmit(self._plain_response(request, status).serialize(), inbound.transport, address, inbound)
-
-
-class GcPolicy:
-    """CPython's cyclic collector tuned for a process holding thousands of calls.
-
-    A full collection walks every live object; at 400 call setups/s the calls kept for
-    retransmission windows (64*T1) are over a million objects and a pass stalled the event
-    loop, and the 20 ms media clock, for 350-950 ms (see benchmarks/RESULTS.md, "Garbage
-    collection"). Calls free themselves by reference counting (their
-    cycles are broken when they are forgotten), so the collector has little to find among
-    them. The policy: every second, :func:`gc.freeze` what is alive, so collections only walk
-    what was allocated since; when no call is live, unfreeze and collect everything once, so
-    stray cyclic garbage is still reclaimed. Measured at 400 setups/s for 30 s: worst stall
-    26 ms instead of 954 ms, CPU per call 1.63 ms instead of 2.05 ms. Process-wide; opt out
-    with ``UserAgentConfig(tune_gc=False)``.
-    """
-
-    THRESHOLDS = (10_000, 10, 10)
-    FREEZE_EVERY = 1.0
-    FULL_COLLECT_IDLE_EVERY = 60.0
-
-    def __init__(self, ua: UserAgent):
-        self.ua = ua
-        self._handle: asyncio.TimerHandle | None = None
-        self._last_full = 0.0
-
-    def start(self) -> None:
-        import gc
-
-        gc.set_threshold(*self.THRESHOLDS)
-        gc.freeze()
-        loop = asyncio.get_running_loop()
-        self._last_full = loop.time()
-        self._handle = loop.call_later(self.FREEZE_EVERY, self._tick)
-
-    def _tick(self) -> None:
-        import gc
-
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        if now - self._last_full >= self.FULL_COLLECT_IDLE_EVERY and not any(
-            c.terminated is None for c in self.ua._calls.values()
-        ):
-            self._last_full = now
-            gc.unfreeze()
-            gc.collect()
-        gc.freeze()
-        self._handle = loop.call_later(self.FREEZE_EVERY, self._tick)
-
-    def stop(self) -> None:
-        import gc
-
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-            gc.unfreeze()
-
-
-def _offer_handler(media: MediaStream) -> Callable[[str | None], str]:
-    """Our side of an offer/answer exchange the callee starts with re-INVITE or UPDATE.
-
-    RFC 3261 §14.2: a re-INVITE without a body asks us to offer; our 200 carries the offer
-    and the answer comes in the ACK (applied through ``RemoteSdp``)."""
-
-    def handle(offer: str | None) -> str:
-        return media.handle_offer(offer) if offer else media.create_offer()
-
-    return handle
-
-
-def _phrase(error: SipParseError) -> str:
-    """Reason phrase for an error response: the standard phrase plus what was wrong."""
-    status = error.status
-    base = {400: "Bad Request", 413: "Request Entity Too Large", 414: "Request-URI Too Long",
-            416: "Unsupported URI Scheme", 420: "Bad Extension", 505: "Version Not Supported"}.get(status, "Bad Request")
-    reason = " ".join(str(getattr(error, "reason", "") or "").split())[:100]
-    return f"{base} ({reason})" if reason and reason.lower() != base.lower() else base
+            log.info("TCP connect to %s:%s failed: %s", datagram.address[0], datagram.address[1], exc)
+            self.endpoint.transport_error("tcp", datagram.address, self._now())
+            self._pump()
 
 
 def _escape_user(user: str) -> str:
     """RFC 3261 §25.1 user part: unreserved and a few marks pass, the rest is %-escaped."""
     allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.!~*'()&=+$,;?/")
     return "".join(c if c in allowed else f"%{ord(c):02X}" for c in user) or "anonymous"
-
-
-def salvage_error_response(data: bytes, error: SipParseError) -> bytes | None:
-    """Build a 4xx/5xx for a request we could not parse, from whatever header lines are
-    readable (§8.2: the response needs Via, From, To, Call-ID, CSeq). ``None`` when the
-    message is a response, or too broken to address an answer."""
-    text = data.decode("latin-1", "replace")
-    head = text.split("\r\n\r\n", 1)[0].split("\n\n", 1)[0]
-    lines = head.replace("\r\n", "\n").split("\n")
-    if not lines or lines[0].upper().startswith("SIP/"):
-        return None
-    wanted = {"via": "Via", "v": "Via", "from": "From", "f": "From", "to": "To", "t": "To",
-              "call-id": "Call-ID", "i": "Call-ID", "cseq": "CSeq"}
-    found: list[tuple[str, str]] = []
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if not sep:
-            continue
-        canonical = wanted.get(name.strip().lower())
-        if canonical:
-            found.append((canonical, value.strip()))
-    names = {n for n, _ in found}
-    if "Via" not in names:
-        return None
-    status = getattr(error, "status", 400) or 400
-    reason = str(getattr(error, "reason", "") or error) or "Bad Request"
-    reason = " ".join(reason.split())[:120]
-    phrase = {400: "Bad Request", 413: "Request Entity Too Large", 416: "Unsupported URI Scheme", 505: "Version Not Supported"}.get(status, "Bad Request")
-    if reason and reason != phrase:
-        phrase = f"{phrase} ({reason})" if len(reason) < 100 else phrase
-    out = [f"SIP/2.0 {status} {phrase}"]
-    for name, value in found:
-        if name == "To" and "tag=" not in value:
-            value += ";tag=" + new_branch()[7:17]
-        out.append(f"{name}: {value}")
-    for name in ("From", "To", "Call-ID", "CSeq"):
-        if name not in names:
-            out.append(f"{name}: " + ("<sip:invalid@invalid>" if name in ("From", "To") else "0 INVALID" if name == "CSeq" else "invalid"))
-    out.append("Content-Length: 0")
-    return ("\r\n".join(out) + "\r\n\r\n").encode("utf-8", "replace")

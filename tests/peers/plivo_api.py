@@ -120,14 +120,14 @@ class Env:
         return await sdk(fn, *args, **kwargs)
 
     def leg(self, call_uuid: str) -> Any:
-        """The live call's ``sip.aio.ua.OutboundCall`` (kept by the test after the call ends)."""
+        """The live call's ``softswitch.ua.OutboundCall`` (kept by the test after the call ends)."""
         return self.server.manager.calls[call_uuid].leg  # type: ignore[union-attr]
 
 
 async def start_server(cfg: Config, sdk_base: Any) -> Server:
     """A real :class:`Server` (SIP user agent and media on loopback) with the SDK pointed at it."""
     try:
-        import sip.aio.ua  # noqa: F401
+        import softswitch.ua  # noqa: F401
     except ImportError as exc:  # pragma: no cover - the UA is built in parallel
         pytest.skip(f"SIP user agent not available: {exc}")
     server = Server(cfg)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sip import causes
 from sip.auth import Credentials
 from sip.dialog import Dialog
-from sip.events import Answered, DigitReceived, EarlyMedia, Ringing, Terminated
+from sip.events import Answered, EarlyMedia, InfoDigit, Ringing, Terminated
 from sip.invite import ClientInviteSession, Emit, RemoteSdp, SendAck, SendRequest, SessionConfig
 from sip.message import SipRequest, SipResponse, make_response
 
@@ -182,7 +182,7 @@ def test_in_dialog_info_dtmf_and_unknown_method():
 
     response, actions = s.on_request(req("INFO", 2, "Signal=5\r\nDuration=160\r\n", "application/dtmf-relay"), 1.0)
     assert response.status == 200
-    assert events(actions) == [DigitReceived(1.0, "5", 160, "info")]
+    assert events(actions) == [InfoDigit(1.0, "5", 160)]
     response, _ = s.on_request(req("MESSAGE", 3), 1.0)
     assert response.status == 501
     response, _ = s.on_request(req("OPTIONS", 1), 1.0)  # CSeq went backwards

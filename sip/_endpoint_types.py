@@ -1,0 +1,131 @@
+"""The endpoint's inputs and outputs: where a message came from, what to send, the events
+it reports and the records of the calls it holds (see :mod:`sip.endpoint`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sip.events import CallEvent
+from sip.invite import ClientInviteSession
+from sip.invite_server import ServerInviteSession
+from sip.message import SipRequest
+
+Address = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a message came from: the transport name, the source address, and an opaque
+    handle of the connection it came on (stream transports; answers go back on it)."""
+
+    transport: str
+    address: Address
+    connection: object | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Datagram:
+    """Bytes to send: over ``transport`` to ``address``, on ``connection`` if given."""
+
+    data: bytes
+    transport: str
+    address: Address
+    connection: object | None = None
+
+
+@dataclass
+class EndpointConfig:
+    """What the endpoint needs to know of its user agent; the adapter fills in the ports
+    once its sockets are bound."""
+
+    local_host: str = "127.0.0.1"  #: address put in Via/Contact
+    ports: dict[str, int] = field(default_factory=lambda: {"udp": 5060})  #: transport -> port
+    user_agent: str = "softswitch/0.1"
+    t1: float = 0.5
+    t2: float = 4.0
+    t4: float = 5.0
+    session_expires: int = 1800
+    max_redirects: int = 3
+    linger: float = 32.0  #: how long an ended session's state absorbs retransmissions
+    #: Take out-of-dialog INVITEs as :class:`IncomingCall`; False answers them 603.
+    accept_inbound: bool = False
+
+
+# ----------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, slots=True)
+class ResolveRequest:
+    """Resolve ``host`` (RFC 3263) and call :meth:`Endpoint.resolved` with ``token``."""
+
+    token: int
+    host: str
+    port: int | None
+    transport: str | None
+    secure: bool
+    supported: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CallProgress:
+    """An event of the call with this Call-ID (either side)."""
+
+    call_id: str
+    event: CallEvent
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingCall:
+    """An out-of-dialog INVITE (only with ``accept_inbound``): answer it through
+    :meth:`Endpoint.ring`, :meth:`Endpoint.answer` or :meth:`Endpoint.reject`."""
+
+    call_id: str
+    request: SipRequest
+    offer: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CallReleased:
+    """The ended call's lingering state is gone; nothing more will come for it."""
+
+    call_id: str
+
+
+EndpointEvent = ResolveRequest | CallProgress | IncomingCall | CallReleased
+
+#: ``on_remote_sdp(sdp, early)``: the peer's SDP, an answer (early: from a 18x) or the one an
+#: ACK carries. Raise ``ValueError`` when it is unusable: a final answer then ends the call
+#: with BYE and INCOMPATIBLE_DESTINATION (see :meth:`sip.endpoint.Endpoint.invite`).
+AnswerHandler = Callable[[str, bool], None]
+
+
+@dataclass(eq=False)
+class ClientCall:
+    """An outbound call as the endpoint keeps it."""
+
+    session: ClientInviteSession
+    on_remote_sdp: AnswerHandler | None = None
+    transport: str = "udp"  #: the transport the live INVITE went out on
+    ring_deadline: float | None = None
+    release_at: float | None = None
+    ended: bool = False
+
+
+@dataclass(eq=False)
+class ServerCall:
+    """An inbound call as the endpoint keeps it."""
+
+    session: ServerInviteSession
+    source: Source
+    address: Address
+    on_remote_sdp: AnswerHandler | None = None
+    release_at: float | None = None
+    ended: bool = False
+
+    @property
+    def transport(self) -> str:
+        return self.source.transport
+
+
+Call = ClientCall | ServerCall

@@ -1,0 +1,599 @@
+"""The SIP endpoint, sans-I/O (the aioquic shape).
+
+One :class:`Endpoint` holds every transaction and INVITE session of a user agent. It never
+touches a socket, a resolver or the clock; the asyncio adapter (:mod:`sip.aio.ua`), or a
+test with a fake clock (:mod:`sip.testing`), drives it:
+
+- inputs: :meth:`Endpoint.receive` (a datagram), :meth:`~Endpoint.receive_message` (a
+  message a stream transport framed), :meth:`~Endpoint.receive_error` (one it could not),
+  :meth:`~Endpoint.handle_timer`, :meth:`~Endpoint.resolved` (the DNS answer to a
+  :class:`ResolveRequest`), :meth:`~Endpoint.transport_error` (a TCP connect failed), and the
+  application's calls (:meth:`~Endpoint.invite`, :meth:`~Endpoint.hangup`, the UAS session's
+  :meth:`~Endpoint.ring`/:meth:`~Endpoint.answer`/:meth:`~Endpoint.reject`);
+- outputs: :meth:`~Endpoint.datagrams_to_send`, :meth:`~Endpoint.next_event` and
+  :meth:`~Endpoint.get_timer` (the earliest deadline of one timer heap).
+
+It owns transaction matching (RFC 3261 §17.1.3/§17.2.3), failover across the RFC 3263
+targets of a lookup (timeout, transport error, 503), re-ACKing stray 2xx (RFC 6026), Via
+received/rport stamping (§18.2.1, RFC 3581), the stateless answers (:mod:`sip._stateless`),
+the ring timeout of outbound calls, and the linger of ended sessions (their state absorbs
+retransmissions for a while, then :class:`CallReleased`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import deque
+
+from sip import causes
+from sip._endpoint_types import (
+    Address,
+    AnswerHandler,
+    Call,
+    CallProgress,
+    CallReleased,
+    ClientCall,
+    Datagram,
+    EndpointConfig,
+    EndpointEvent,
+    IncomingCall,
+    ResolveRequest,
+    ServerCall,
+    Source,
+)
+from sip._stateless import (
+    error_answer,
+    out_of_dialog_response,
+    pick_transport,
+    plain_response,
+    response_address,
+    stamp_via,
+    targets_now,
+)
+from sip._timers import TimerHeap
+from sip.events import Answered, CallEvent, Terminated
+from sip.invite import (
+    ClientInviteSession,
+    Emit,
+    RemoteSdp,
+    SendAck,
+    SendRequest,
+    SessionConfig,
+)
+from sip.invite_server import SendResponse, ServerInviteSession
+from sip.locate import Target
+from sip.message import SipParseError, SipRequest, SipResponse, new_branch, parse_message
+from sip.transaction import (
+    ClientInviteTransaction,
+    ClientNonInviteTransaction,
+    ClientTransaction,
+    ResponseReceived,
+    SendMessage,
+    ServerInviteTransaction,
+    ServerNonInviteTransaction,
+    ServerTransaction,
+    TimerConfig,
+    TransactionTerminated,
+    TransactionTimeout,
+    new_client_transaction,
+    new_server_transaction,
+    transaction_key,
+)
+from sip.uri import SipUri, UriError, parse_uri
+
+log = logging.getLogger("sip.endpoint")
+
+
+__all__ = [
+    "Address",
+    "AnswerHandler",
+    "CallProgress",
+    "CallReleased",
+    "ClientCall",
+    "Datagram",
+    "Endpoint",
+    "EndpointConfig",
+    "EndpointEvent",
+    "IncomingCall",
+    "ResolveRequest",
+    "ServerCall",
+    "Source",
+]
+
+
+class Endpoint:
+    """A SIP user agent's protocol state, driven by bytes, DNS answers and time."""
+
+    def __init__(self, config: EndpointConfig | None = None):
+        self.config = config or EndpointConfig()
+        cfg = self.config
+        self.timer_config = TimerConfig(cfg.t1, cfg.t2, cfg.t4)
+        self.stats = {"requests_in": 0, "responses_in": 0, "parse_errors": 0, "sent": 0}
+        self._client: dict[tuple[str, str, str], tuple[ClientTransaction, Call | None, str, Address]] = {}
+        self._server: dict[tuple[str, str, str], tuple[ServerTransaction, Source, Address]] = {}
+        self._failover: dict[tuple[str, str, str], tuple[SipUri, list[Target]]] = {}
+        self._calls: dict[str, Call] = {}  # Call-ID -> call (both sides)
+        self._resolving: dict[int, tuple[Call | None, SipRequest, SipUri, bool]] = {}
+        self._tokens = itertools.count(1)
+        self._timers = TimerHeap()
+        self._events: deque[EndpointEvent] = deque()
+        self._out: list[Datagram] = []
+
+    # ------------------------------------------------------------------ outputs
+
+    def next_event(self) -> EndpointEvent | None:
+        return self._events.popleft() if self._events else None
+
+    def datagrams_to_send(self) -> list[Datagram]:
+        out, self._out = self._out, []
+        return out
+
+    def get_timer(self) -> float | None:
+        """The earliest deadline of any transaction or call, or None."""
+        return self._timers.earliest()
+
+    # ------------------------------------------------------------------ local identity
+
+    def _host(self) -> str:
+        host = self.config.local_host
+        return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+    def _port(self, transport: str) -> int:
+        ports = self.config.ports
+        return ports.get(transport) or ports.get("udp") or next(iter(ports.values()), 5060)
+
+    def session_config(self, transport: str = "udp") -> SessionConfig:
+        """Contact and session settings for a call over ``transport``."""
+        contact = f"<sip:softswitch@{self._host()}:{self._port(transport)}" + (
+            ";transport=tcp" if transport == "tcp" else ""
+        ) + ">"
+        cfg = self.config
+        return SessionConfig(
+            contact=contact,
+            user_agent=cfg.user_agent,
+            session_expires=cfg.session_expires,
+            max_redirects=cfg.max_redirects,
+            t1=cfg.t1,
+            t2=cfg.t2,
+        )
+
+    def _via(self, transport: str) -> str:
+        return f"SIP/2.0/{transport.upper()} {self._host()}:{self._port(transport)};branch={new_branch()};rport"
+
+    # ------------------------------------------------------------------ calls
+
+    @property
+    def calls(self) -> dict[str, Call]:
+        return self._calls
+
+    def invite(
+        self,
+        session: ClientInviteSession,
+        now: float,
+        *,
+        ring_timeout: float = 0.0,
+        on_remote_sdp: AnswerHandler | None = None,
+    ) -> ClientCall:
+        """Start an outbound call. ``on_remote_sdp`` is given the callee's SDP (early from a
+        18x, final from the 2xx or an ACK); a ``ValueError`` from it for a final one ends the
+        call with BYE and INCOMPATIBLE_DESTINATION. ``ring_timeout`` (> 0) CANCELs with
+        NO_ANSWER when the call is not answered by then."""
+        call = ClientCall(session, on_remote_sdp)
+        if ring_timeout > 0:
+            call.ring_deadline = now + ring_timeout
+        self._calls[session.call_id] = call
+        self._run(call, session.start(now), now)
+        return call
+
+    def hangup(self, call_id: str, now: float, cause: str | None = None, source: str | None = None) -> None:
+        """CANCEL if not answered yet (§9.1), BYE if answered (either side; an inbound call
+        not answered yet is refused with 480). The cause defaults to ORIGINATOR_CANCEL
+        before answer and NORMAL_CLEARING after; the source to our role in the call."""
+        call = self._calls.get(call_id)
+        if call is None or call.ended:
+            return
+        session = call.session
+        if source is None:
+            source = "callee" if isinstance(call, ServerCall) else "caller"
+        if cause is None:
+            cause = causes.NORMAL_CLEARING if session.answered else causes.ORIGINATOR_CANCEL
+        if isinstance(call, ServerCall):
+            self._run(call, call.session.bye(now, cause, source), now)
+        elif session.answered:
+            self._run(call, call.session.bye(now, cause, source), now)
+        else:
+            self._run(call, call.session.cancel(now, cause, source), now)
+
+    def ring(self, call_id: str, now: float, status: int = 180, sdp: str | None = None) -> None:
+        """UAS: a provisional response to an :class:`IncomingCall`."""
+        call = self._server_call(call_id)
+        self._run(call, call.session.ring(now, status, sdp), now)
+
+    def answer(self, call_id: str, now: float, sdp: str | None, *, status: int = 200, on_remote_sdp: AnswerHandler | None = None) -> None:
+        """UAS: accept an :class:`IncomingCall` with our SDP answer (or offer)."""
+        call = self._server_call(call_id)
+        call.on_remote_sdp = on_remote_sdp
+        self._run(call, call.session.answer(now, sdp, status), now)
+
+    def reject(self, call_id: str, now: float, status: int = 486, reason: str | None = None) -> None:
+        """UAS: refuse an :class:`IncomingCall` with a final non-2xx response."""
+        call = self._server_call(call_id)
+        self._run(call, call.session.reject(now, status, reason), now)
+
+    def _server_call(self, call_id: str) -> ServerCall:
+        call = self._calls.get(call_id)
+        if not isinstance(call, ServerCall):
+            raise LookupError(f"no inbound call {call_id!r}")
+        return call
+
+    def has_pending(self, methods: tuple[str, ...] = ("BYE", "CANCEL")) -> bool:
+        """Is a request of these methods still waiting for its final response?"""
+        return any(
+            tx.request.method in methods and not tx.terminated and tx.state.value in ("Trying", "Proceeding")
+            for tx, *_ in self._client.values()
+        )
+
+    def close(self) -> None:
+        """Drop every timer (the adapter is shutting down)."""
+        self._timers.clear()
+
+    # ------------------------------------------------------------------ actions
+
+    def _run(self, call: Call, actions: list, now: float) -> None:
+        for action in actions:
+            if isinstance(action, SendRequest):
+                self._send_request(call, action.request, action.next_hop, now)
+            elif isinstance(action, SendAck):
+                self._send_stateless(call, action.request, action.next_hop)
+            elif isinstance(action, SendResponse):
+                self._send_response(call, action.response, now)  # type: ignore[arg-type]
+            elif isinstance(action, RemoteSdp):
+                self._remote_sdp(call, action, now)
+            elif isinstance(action, Emit):
+                self._emit(call, action.event, now)
+        self._schedule(call)
+
+    def _remote_sdp(self, call: Call, action: RemoteSdp, now: float) -> None:
+        if call.on_remote_sdp is None:
+            return
+        try:
+            call.on_remote_sdp(action.sdp, action.early)
+        except ValueError as exc:
+            log.warning("call %s: unusable SDP answer: %s", call.session.call_id, exc)
+            if not action.early:
+                self._run(call, call.session.bye(now, causes.INCOMPATIBLE_DESTINATION, "error"), now)
+
+    def _emit(self, call: Call, event: CallEvent, now: float) -> None:
+        if call.ended:
+            return  # e.g. the Answered that follows an unusable answer's BYE
+        if isinstance(event, Answered | Terminated) and isinstance(call, ClientCall):
+            call.ring_deadline = None
+        if isinstance(event, Terminated):
+            call.ended = True
+            call.release_at = now + self.config.linger
+        self._events.append(CallProgress(call.session.call_id, event))
+
+    def _schedule(self, call: Call) -> None:
+        deadlines = [call.session.get_timer(), call.release_at]
+        if isinstance(call, ClientCall):
+            deadlines.append(call.ring_deadline)
+        live = [d for d in deadlines if d is not None]
+        if live:
+            self._timers.schedule(call, min(live))
+
+    # ------------------------------------------------------------------ timers
+
+    def handle_timer(self, now: float) -> None:
+        """Run every timer whose deadline has passed."""
+        for obj in self._timers.pop_due(now):
+            try:
+                self._fire(obj, now)
+            except Exception:
+                log.exception("timer handler failed")
+
+    def _fire(self, obj: object, now: float) -> None:
+        if isinstance(obj, ClientCall | ServerCall):
+            if obj.release_at is not None and now >= obj.release_at:
+                self._release(obj)
+                return
+            if isinstance(obj, ClientCall) and obj.ring_deadline is not None and now >= obj.ring_deadline:
+                obj.ring_deadline = None
+                if not obj.session.answered:
+                    self._run(obj, obj.session.cancel(now, causes.NO_ANSWER, "timeout"), now)
+            self._run(obj, obj.session.handle_timer(now), now)
+        elif isinstance(obj, ClientInviteTransaction | ClientNonInviteTransaction):
+            obj.handle_timer(now)
+            self._drain_client(obj, now)
+        elif isinstance(obj, ServerInviteTransaction | ServerNonInviteTransaction):
+            obj.handle_timer(now)
+            self._drain_server(obj, now)
+
+    def _release(self, call: Call) -> None:
+        call_id = call.session.call_id
+        if self._calls.get(call_id) is call:
+            del self._calls[call_id]
+        self._timers.forget(call)
+        call.on_remote_sdp = None
+        self._events.append(CallReleased(call_id))
+
+    # ------------------------------------------------------------------ sending
+
+    def _resolve(self, call: Call | None, request: SipRequest, uri: SipUri, ack: bool) -> None:
+        token = next(self._tokens)
+        self._resolving[token] = (call, request, uri, ack)
+        supported = tuple(t for t in ("udp", "tcp") if t in self.config.ports)
+        self._events.append(ResolveRequest(token, uri.host, uri.port, uri.transport, uri.scheme == "sips", supported))
+
+    def resolved(self, token: int, targets: list[Target], now: float) -> None:
+        """The answer to a :class:`ResolveRequest` (an empty list: the name did not resolve)."""
+        entry = self._resolving.pop(token, None)
+        if entry is None:
+            return
+        call, request, uri, ack = entry
+        if ack:
+            if targets and call is not None:
+                self._transmit(request.serialize(), call.transport, (targets[0].host, targets[0].port))
+            return
+        if not targets:
+            if call is not None:
+                self._run(call, call.session.on_unreachable(request, now), now)
+            return
+        self._start_client(call, request, uri, targets, now)
+
+    def _send_request(self, call: Call | None, request: SipRequest, next_hop: str, now: float) -> None:
+        try:
+            uri = parse_uri(next_hop)
+            if not isinstance(uri, SipUri):
+                raise UriError(f"cannot route to {next_hop}")
+        except (UriError, ValueError):
+            if call is not None:
+                self._run(call, call.session.on_unreachable(request, now), now)
+            return
+        targets = targets_now(uri)
+        if targets is None:
+            self._resolve(call, request, uri, ack=False)
+            return
+        self._start_client(call, request, uri, targets, now)
+
+    def _start_client(self, call: Call | None, request: SipRequest, uri: SipUri, targets: list[Target], now: float) -> None:
+        target = targets[0]
+        transport = pick_transport(uri, target, self.config.ports)
+        if isinstance(call, ServerCall):
+            transport = call.transport  # in-dialog requests of an inbound call: same transport
+        address = (target.host, target.port)
+        if "Via" not in request:
+            request.prepend("Via", self._via(transport))
+        if isinstance(call, ClientCall) and request.method == "INVITE":
+            call.transport = transport
+        tx = new_client_transaction(request, reliable=transport != "udp", timers=self.timer_config, now=now)
+        self._client[tx.key] = (tx, call, transport, address)
+        if len(targets) > 1 and request.method not in ("ACK", "CANCEL"):
+            self._failover[tx.key] = (uri, targets[1:])
+        self._drain_client(tx, now)
+
+    def _fail_over(self, tx: ClientTransaction, now: float) -> bool:
+        """RFC 3263 §4.3: a timeout, transport error or 503 moves the request on to the next
+        target of the same lookup, as a new transaction with a new branch. The session does
+        not see the failed attempt."""
+        entry = self._failover.pop(tx.key, None)
+        if entry is None:
+            return False
+        uri, remaining = entry
+        _, call, _, _ = self._client.get(tx.key, (None, None, None, None))
+        if call is not None and call.ended and tx.request.method == "INVITE":
+            return False
+        retry = SipRequest(tx.request.method, tx.request.uri)
+        retry.headers = [(n, v) for n, v in tx.request.headers if n.lower() != "via"]
+        retry.body = tx.request.body
+        if isinstance(call, ClientCall) and tx.request is call.session.invite:
+            call.session.invite = retry  # CANCEL and ACK follow the live attempt (same CSeq)
+        log.info("failing over %s to %s:%s", tx.request.method, remaining[0].host, remaining[0].port)
+        self._start_client(call, retry, uri, remaining, now)
+        return True
+
+    def _send_stateless(self, call: Call, request: SipRequest, next_hop: str) -> None:
+        """ACK for 2xx: a fresh branch, no transaction, same transport as the INVITE."""
+        try:
+            uri = parse_uri(next_hop)
+        except (UriError, ValueError):
+            return
+        if not isinstance(uri, SipUri):
+            return
+        transport = call.transport
+        if "Via" not in request:
+            request.prepend("Via", self._via(transport))
+        targets = targets_now(uri)
+        if targets is None:
+            self._resolve(call, request, uri, ack=True)
+            return
+        self._transmit(request.serialize(), transport, (targets[0].host, targets[0].port))
+
+    def _send_response(self, call: ServerCall, response: SipResponse, now: float) -> None:
+        """The UAS session's answer to its INVITE: through the server transaction while it
+        lives (it also absorbs INVITE retransmissions), directly after (2xx retransmits)."""
+        entry = self._server.get(transaction_key(call.session.invite))
+        if entry is not None and entry[0].respond(response, now):
+            self._drain_server(entry[0], now)
+            return
+        if 200 <= response.status < 300:
+            self._transmit(response.serialize(), call.transport, call.address, call.source.connection)
+
+    def _transmit(self, data: bytes, transport: str, address: Address, connection: object | None = None) -> None:
+        self.stats["sent"] += 1
+        self._out.append(Datagram(data, transport, address, connection))
+
+    def transport_error(self, transport: str, address: Address, now: float) -> None:
+        """Sending to ``address`` over ``transport`` failed (a TCP connect): the client
+        transactions bound there fail as if they had timed out (§17.1.4)."""
+        for tx, _, tx_transport, tx_address in list(self._client.values()):
+            if tx_transport == transport and tx_address == address and not tx.terminated:
+                tx.transport_error(now)
+                self._drain_client(tx, now)
+
+    # ------------------------------------------------------------------ transactions
+
+    def _drain_client(self, tx: ClientTransaction, now: float) -> None:
+        entry = self._client.get(tx.key)
+        if entry is None:
+            return
+        _, call, transport, address = entry
+        while (event := tx.next_event()) is not None:
+            if isinstance(event, SendMessage):
+                self._transmit(event.message.serialize(), transport, address)
+            elif isinstance(event, ResponseReceived):
+                if event.response.status == 503 and self._fail_over(tx, now):
+                    continue
+                if event.response.status >= 200:
+                    self._failover.pop(tx.key, None)
+                if call is not None:
+                    self._run(call, call.session.on_response(tx.request, event.response, now), now)
+            elif isinstance(event, TransactionTimeout):
+                if self._fail_over(tx, now):
+                    continue
+                if call is not None:
+                    self._run(call, call.session.on_timeout(tx.request, now), now)
+            elif isinstance(event, TransactionTerminated):
+                self._client.pop(tx.key, None)
+                self._failover.pop(tx.key, None)
+                self._timers.forget(tx)
+                return
+        self._timers.schedule(tx, tx.get_timer())
+
+    def _drain_server(self, tx: ServerTransaction, now: float) -> None:
+        entry = self._server.get(tx.key)
+        if entry is None:
+            return
+        _, source, address = entry
+        while (event := tx.next_event()) is not None:
+            if isinstance(event, SendMessage):
+                self._transmit(event.message.serialize(), source.transport, address, source.connection)
+            elif isinstance(event, TransactionTerminated):
+                self._server.pop(tx.key, None)
+                self._timers.forget(tx)
+                return
+        self._timers.schedule(tx, tx.get_timer())
+
+    # ------------------------------------------------------------------ inbound
+
+    def receive(self, data: bytes, source: Source, now: float, *, max_size: int = 65535) -> None:
+        """A datagram (one whole message) from ``source``."""
+        if not data.strip(b"\r\n\t "):
+            return  # RFC 5626 keepalive (CRLF): nothing to answer
+        try:
+            message = parse_message(data, max_size=max_size)
+        except SipParseError as exc:
+            self.receive_error(data, exc, source, now)
+            return
+        except Exception as exc:  # never let one datagram stop the process
+            log.exception("unexpected parser failure from %s", source.address)
+            self.receive_error(data, SipParseError(f"unparseable message ({type(exc).__name__})"), source, now)
+            return
+        self.receive_message(message, source, now)
+
+    def receive_error(self, data: bytes, error: SipParseError, source: Source, now: float) -> None:
+        """RFC 3261 §16.3/§8.2: a malformed request gets 400 (with the reason) when we can
+        address a response; a malformed response is dropped."""
+        self.stats["parse_errors"] += 1
+        if getattr(error, "status", 400) == 0:
+            return
+        log.info("malformed message from %s:%s: %s", source.address[0], source.address[1], error)
+        answer = error_answer(data, error, source.transport, source.address, self.config.user_agent)
+        if answer is not None:
+            self._transmit(answer[0], source.transport, answer[1], source.connection)
+
+    def receive_message(self, message: SipRequest | SipResponse, source: Source, now: float) -> None:
+        """A parsed message (a stream transport frames and parses its own)."""
+        try:
+            if isinstance(message, SipResponse):
+                self.stats["responses_in"] += 1
+                self._on_response(message, now)
+            else:
+                self.stats["requests_in"] += 1
+                self._on_request(message, source, now)
+        except Exception:
+            log.exception("failed handling a message from %s", source.address)
+
+    def _on_response(self, response: SipResponse, now: float) -> None:
+        try:
+            key = transaction_key(response)
+        except (SipParseError, ValueError, IndexError):
+            return
+        entry = self._client.get(key)
+        if entry is not None:
+            tx = entry[0]
+            tx.receive(response, now)  # type: ignore[arg-type]
+            self._drain_client(tx, now)
+            return
+        # RFC 6026 / §13.2.2.4: a 2xx retransmission after the INVITE transaction is gone
+        # still needs our ACK.
+        if response.cseq[1] == "INVITE" and 200 <= response.status < 300:
+            call = self._calls.get(response.call_id)
+            if isinstance(call, ClientCall):
+                self._run(call, call.session.on_response(call.session.invite, response, now), now)
+
+    def _on_request(self, request: SipRequest, source: Source, now: float) -> None:
+        stamp_via(request, source.address)
+        key = transaction_key(request)
+        address = response_address(request, source.transport, source.address)
+        if request.method == "ACK":
+            entry = self._server.get(key)
+            if entry is not None:  # ACK for a non-2xx final response we sent (§17.2.1)
+                entry[0].receive(request, now)
+                self._drain_server(entry[0], now)
+                return
+            call = self._calls.get(request.call_id)
+            if call is not None and call.session.matches(request):
+                _, actions = call.session.on_request(request, now)
+                self._run(call, actions, now)
+            return
+        entry = self._server.get(key)
+        if entry is not None:  # a retransmission
+            entry[0].receive(request, now)
+            self._drain_server(entry[0], now)
+            return
+        if request.method == "CANCEL":
+            self._on_cancel(request, key, source, address, now)
+            return
+        tx = new_server_transaction(request, reliable=source.transport != "udp", timers=self.timer_config, now=now)
+        self._server[tx.key] = (tx, source, address)
+        response = self._handle_new_request(request, source, address, now)
+        if response is not None:
+            tx.respond(response, now)
+        self._drain_server(tx, now)
+
+    def _on_cancel(self, request: SipRequest, key: tuple[str, str, str], source: Source, address: Address, now: float) -> None:
+        """§9.2: 200 to a CANCEL that matches a server INVITE transaction (the session then
+        answers 487 to the INVITE), 481 otherwise. Stateless: a retransmitted CANCEL is
+        answered again the same way."""
+        invite_entry = self._server.get((key[0], key[1], "INVITE"))
+        status = 200 if invite_entry is not None else 481
+        response = plain_response(request, status, self.config.user_agent)
+        self._transmit(response.serialize(), source.transport, address, source.connection)
+        if invite_entry is not None:
+            call = self._calls.get(request.call_id)
+            if isinstance(call, ServerCall) and call.session.invite is invite_entry[0].request:
+                self._run(call, call.session.on_cancel(now), now)
+
+    def _handle_new_request(self, request: SipRequest, source: Source, address: Address, now: float) -> SipResponse | None:
+        try:
+            to_tag = request.to_tag
+        except ValueError:
+            to_tag = None
+        if to_tag:
+            call = self._calls.get(request.call_id)
+            if call is None or not call.session.matches(request):
+                return plain_response(request, 481, self.config.user_agent)
+            response, actions = call.session.on_request(request, now)
+            self._run(call, actions, now)
+            return response
+        if request.method == "INVITE" and self.config.accept_inbound and request.call_id not in self._calls:
+            return self._incoming(request, source, address, now)
+        return out_of_dialog_response(request, self.config.user_agent)
+
+    def _incoming(self, request: SipRequest, source: Source, address: Address, now: float) -> SipResponse | None:
+        session = ServerInviteSession(request, self.session_config(source.transport))
+        self._calls[request.call_id] = ServerCall(session, source, address)
+        self._events.append(IncomingCall(request.call_id, request, session.offer))
+        # §17.2.1: a 100 Trying at once, so the caller stops retransmitting.
+        return plain_response(request, 100, self.config.user_agent)

@@ -1,0 +1,402 @@
+"""The user agent with media: the public embedding API.
+
+    async with UserAgent(UserAgentConfig(port=0)) as ua:
+        call = await ua.dial("sip:bob@127.0.0.1:5062", from_user="1000")
+        if await call.wait_answered():
+            await call.send_digits("1w2")
+            await call.hangup()
+        print((await call.wait_terminated()).cause)
+
+It joins the SIP user agent (:class:`sip.aio.UserAgent`, which knows nothing of media) to
+the media engine (:class:`media.engine.MediaEngine`, which knows nothing of SIP): each call
+is an :class:`OutboundCall`, a *leg* of one SIP call and one RTP stream. The leg makes the
+SDP offer, applies the callee's answers (early and final) to its stream, answers the
+callee's re-offers, and merges the digits of both layers into :class:`DigitReceived`
+events. It also applies the process policy (:class:`softswitch.process.GcPolicy`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid as uuidlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from media.engine import MediaConfig, MediaEngine, MediaStream
+from sip import aio as sip_aio
+from sip.aio.transport import TcpTransport, UdpTransport
+from sip.aio.ua import Credentials, GatewayConfig
+from sip.events import InfoDigit
+from sip.invite import ClientInviteSession
+from softswitch.events import (
+    Answered,
+    CallEvent,
+    DigitReceived,
+    EarlyMedia,
+    Ringing,
+    Terminated,
+    Trying,
+)
+from softswitch.process import GcPolicy
+
+log = logging.getLogger("softswitch.ua")
+
+__all__ = [
+    "Answered",
+    "CallEvent",
+    "Credentials",
+    "DigitReceived",
+    "EarlyMedia",
+    "GatewayConfig",
+    "OutboundCall",
+    "Ringing",
+    "Terminated",
+    "Trying",
+    "UserAgent",
+    "UserAgentConfig",
+]
+
+
+@dataclass
+class UserAgentConfig(sip_aio.UserAgentConfig):
+    """:class:`sip.aio.UserAgentConfig` plus the media and process settings."""
+
+    media: MediaConfig | None = None  #: RTP settings; ``None`` = defaults on ``host``
+    #: Keep CPython's cyclic collector from walking thousands of live calls (see
+    #: :class:`~softswitch.process.GcPolicy`): a full collection stalls the event loop
+    #: and the media clock.
+    tune_gc: bool = True
+
+
+class OutboundCall:
+    """One outbound call leg: a SIP call, its media stream, its events and control."""
+
+    def __init__(self, sip_call: sip_aio.OutboundCall, media: MediaStream | None, call_uuid: str):
+        self.sip_call = sip_call
+        self.media = media
+        self.uuid = call_uuid
+        self.digits: list[DigitReceived] = []
+        self.terminated: Terminated | None = None
+        self.final_stats: dict[str, object] | None = None  #: media statistics at the end
+        self._events: list[CallEvent] = []
+        self._queue_waiters: list[asyncio.Event] = []
+        self._listeners: list[Callable[[CallEvent], None]] = []
+        loop = asyncio.get_running_loop()
+        self._answered: asyncio.Future[bool] = loop.create_future()
+        self._ended: asyncio.Future[Terminated] = loop.create_future()
+        if media is not None:
+            media.on_dtmf = self._on_media_dtmf
+        # The SIP call may have moved already (Trying; an unroutable target has even ended).
+        for event in sip_call.history:
+            self._on_sip_event(event)
+        sip_call.add_listener(self._on_sip_event)
+
+    # -- what the SIP call knows
+
+    @property
+    def session(self) -> ClientInviteSession:
+        return self.sip_call.session
+
+    @property
+    def call_id(self) -> str:
+        return self.sip_call.call_id
+
+    @property
+    def transport(self) -> str:
+        return self.sip_call.transport
+
+    @property
+    def state(self) -> str:
+        return self.sip_call.state
+
+    @property
+    def created_at(self) -> float:
+        return self.sip_call.created_at
+
+    @property
+    def ringing_at(self) -> float | None:
+        return self.sip_call.ringing_at
+
+    @property
+    def early_at(self) -> float | None:
+        return self.sip_call.early_at
+
+    @property
+    def answered_at(self) -> float | None:
+        return self.sip_call.answered_at
+
+    @property
+    def ended_at(self) -> float | None:
+        return self.sip_call.ended_at
+
+    @property
+    def sip_status(self) -> int | None:
+        return self.sip_call.sip_status
+
+    @property
+    def duration(self) -> float:
+        """Seconds from answer to end (0 if never answered)."""
+        return self.sip_call.duration
+
+    def stats(self) -> dict[str, object]:
+        """Media statistics (packets, loss, jitter, RTT, codec…): live during the call, the
+        final figures once it has ended."""
+        if self.final_stats is not None:
+            return dict(self.final_stats)
+        return dict(self.media.stats()) if self.media is not None else {}
+
+    # -- observing
+
+    def add_listener(self, fn: Callable[[CallEvent], None]) -> None:
+        """``fn(event)`` is called synchronously for every event from now on."""
+        self._listeners.append(fn)
+
+    async def events(self) -> AsyncIterator[CallEvent]:
+        """Every event of the call from the start, ending after :class:`Terminated`."""
+        index = 0
+        while True:
+            while index < len(self._events):
+                event = self._events[index]
+                index += 1
+                yield event
+                if isinstance(event, Terminated):
+                    return
+            waiter = asyncio.Event()
+            self._queue_waiters.append(waiter)
+            await waiter.wait()
+
+    async def wait_answered(self) -> bool:
+        """True once answered; False if the call ended without answer."""
+        return await asyncio.shield(self._answered)
+
+    async def wait_terminated(self) -> Terminated:
+        return await asyncio.shield(self._ended)
+
+    # -- control
+
+    async def hangup(self, cause: str | None = None, source: str = "caller") -> None:
+        """CANCEL if not answered yet (§9.1), BYE if answered. The cause defaults to
+        ORIGINATOR_CANCEL before answer and NORMAL_CLEARING after."""
+        await self.sip_call.hangup(cause, source)
+
+    async def send_digits(self, digits: str, mode: str = "auto", tone_ms: int | None = None) -> None:
+        """Send DTMF (grammar of ``send_digits``: ``1w2W3@300``) on the call's media;
+        returns when the last digit has been sent."""
+        if self.media is None:
+            raise RuntimeError("call has no media stream")
+        await self.media.send_digits(digits, mode=mode, tone_ms=tone_ms)
+
+    # -- internals
+
+    def _on_sip_event(self, event: object) -> None:
+        if isinstance(event, InfoDigit):
+            self._emit(DigitReceived(event.at, event.digit, event.duration_ms, "info"))
+        elif isinstance(event, Trying | Ringing | EarlyMedia | Answered | Terminated):
+            self._emit(event)
+
+    def _on_media_dtmf(self, event: object) -> None:
+        digit = getattr(event, "digit", None)
+        if digit:
+            self._emit(
+                DigitReceived(
+                    asyncio.get_running_loop().time(),
+                    digit,
+                    int(getattr(event, "duration_ms", 0)),
+                    getattr(event, "source", "rfc4733"),
+                )
+            )
+
+    def _emit(self, event: CallEvent) -> None:
+        if self.terminated is not None:
+            return
+        if isinstance(event, Answered):
+            if not self._answered.done():
+                self._answered.set_result(True)
+        elif isinstance(event, DigitReceived):
+            self.digits.append(event)
+        elif isinstance(event, Terminated):
+            self.terminated = event
+            if self.media is not None:
+                with contextlib.suppress(Exception):
+                    self.final_stats = dict(self.media.stats())
+                self.media.close()
+        self._events.append(event)
+        for fn in list(self._listeners):
+            try:
+                fn(event)
+            except Exception:
+                log.exception("call listener failed")
+        for waiter in self._queue_waiters:
+            waiter.set()
+        self._queue_waiters.clear()
+        if isinstance(event, Terminated):
+            if not self._answered.done():
+                self._answered.set_result(False)
+            if not self._ended.done():
+                self._ended.set_result(event)
+
+    def _release(self) -> None:
+        """Break the leg's reference cycles (listeners and the media callback point back at
+        it) so that reference counting frees it at once, without the cyclic collector."""
+        self._listeners.clear()
+        self._queue_waiters.clear()
+        if self.media is not None:
+            self.media.on_dtmf = None
+
+    def __repr__(self) -> str:
+        return f"<OutboundCall {self.uuid} {self.state} {self.session.invite.uri}>"
+
+
+def _offer_handler(media: MediaStream) -> sip_aio.OfferHandler:
+    """Our side of an offer/answer exchange the callee starts with re-INVITE or UPDATE.
+
+    RFC 3261 §14.2: a re-INVITE without a body asks us to offer; our 200 carries the offer
+    and the answer comes in the ACK (given to ``on_remote_sdp``)."""
+
+    def handle(offer: str | None) -> str:
+        return media.handle_offer(offer) if offer else media.create_offer()
+
+    return handle
+
+
+def _answer_handler(media: MediaStream) -> sip_aio.AnswerHandler:
+    def apply(sdp: str, early: bool) -> None:
+        media.apply_answer(sdp)  # ValueError: unusable (the SIP layer BYEs a final answer)
+
+    return apply
+
+
+class UserAgent:
+    """A user agent that places calls with media; run it inside any asyncio program."""
+
+    def __init__(self, config: UserAgentConfig | None = None, *, media: MediaEngine | None = None):
+        self.config = config or UserAgentConfig()
+        self.sip = sip_aio.UserAgent(self.config)
+        self.media = media
+        self._own_media = media is None
+        self._legs: dict[str, OutboundCall] = {}  # Call-ID -> leg
+        self._gc_policy: GcPolicy | None = None
+
+    # -- lifecycle
+
+    async def start(self) -> None:
+        cfg = self.config
+        if getattr(cfg, "tune_gc", False):
+            self._gc_policy = GcPolicy(lambda: any(c.terminated is None for c in self._legs.values()))
+            self._gc_policy.start()
+        await self.sip.start()
+        if self.media is None:
+            media_cfg = getattr(cfg, "media", None)
+            self.media = MediaEngine(media_cfg or MediaConfig(bind_host=cfg.host, advertised_host=cfg.public_host))
+        self.media.start()
+
+    async def close(self, *, grace: float = 2.0) -> None:
+        """Hang up every call, give the BYEs/CANCELs a moment, close everything."""
+        await self.sip.close(grace=grace)
+        if self._gc_policy is not None:
+            self._gc_policy.stop()
+        if self.media is not None and self._own_media:
+            await self.media.stop()
+
+    async def __aenter__(self) -> UserAgent:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- the SIP side, as the embedding API has always shown it
+
+    @property
+    def calls(self) -> list[OutboundCall]:
+        return list(self._legs.values())
+
+    @property
+    def local_host(self) -> str:
+        return self.sip.local_host
+
+    @property
+    def local_port(self) -> int:
+        return self.sip.local_port
+
+    @property
+    def udp(self) -> UdpTransport | None:
+        return self.sip.udp
+
+    @property
+    def tcp(self) -> TcpTransport | None:
+        return self.sip.tcp
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return self.sip.stats
+
+    def route(self, target: str, *, gateway: str | None = None) -> tuple[str, GatewayConfig | None]:
+        """See :meth:`sip.aio.UserAgent.route`."""
+        return self.sip.route(target, gateway=gateway)
+
+    # -- placing calls
+
+    async def dial(
+        self,
+        target: str,
+        *,
+        from_user: str,
+        caller_name: str | None = None,
+        headers: dict[str, str] | None = None,
+        ring_timeout: float = 120.0,
+        credentials: Credentials | None = None,
+        transport: str | None = None,
+        gateway: str | None = None,
+        call_uuid: str | None = None,
+    ) -> OutboundCall:
+        """Send an INVITE with our media offer to ``target`` and return the leg at once.
+
+        ``target`` is a SIP/SIPS URI, ``user@host``, or a number routed through a gateway.
+        Raises ``ValueError`` for a malformed target and ``LookupError`` when no gateway
+        routes a number; everything after that (DNS, timeouts, rejections) ends the call
+        with a :class:`Terminated` event and a hangup cause.
+        """
+        if self.media is None or not self.sip.running:
+            raise RuntimeError("user agent is not running")
+        self.sip.route(target, gateway=gateway)  # refuse a bad target before taking a port
+        media = self.media.create_stream()
+        try:
+            sip_call = await self.sip.dial(
+                target,
+                from_user=from_user,
+                caller_name=caller_name,
+                headers=headers,
+                ring_timeout=ring_timeout,
+                credentials=credentials,
+                transport=transport,
+                gateway=gateway,
+                sdp=media.create_offer(),
+                offer_handler=_offer_handler(media),
+                on_remote_sdp=_answer_handler(media),
+            )
+        except Exception:
+            media.close()
+            raise
+        leg = OutboundCall(sip_call, media, call_uuid or str(uuidlib.uuid4()))
+        self._legs[leg.call_id] = leg
+        if leg.terminated is not None:  # ended at once (an unroutable next hop)
+            asyncio.get_running_loop().call_later(self.config.linger, self._forget, leg)
+        else:
+            leg.add_listener(self._on_leg_event(leg))
+        return leg
+
+    def _on_leg_event(self, leg: OutboundCall) -> Callable[[CallEvent], None]:
+        def on_event(event: CallEvent) -> None:
+            if isinstance(event, Terminated):
+                # The SIP call lingers as long to absorb retransmissions; the leg with it.
+                asyncio.get_running_loop().call_later(self.config.linger, self._forget, leg)
+
+        return on_event
+
+    def _forget(self, leg: OutboundCall) -> None:
+        if self._legs.get(leg.call_id) is leg:
+            del self._legs[leg.call_id]
+        leg._release()
