@@ -47,7 +47,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -79,6 +79,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("softswitch.callcontrol")
 
 __all__ = [
+    "CallHooks",
     "DIAL_STATUS_BUSY",
     "DIAL_STATUS_COMPLETED",
     "DIAL_STATUS_FAILED",
@@ -104,6 +105,20 @@ Fetcher = Callable[[str, str, Mapping[str, str]], Awaitable[str]]
 Notifier = Callable[[str, str, Mapping[str, str]], None]
 #: ``(cause, reason)``: ends the A leg through the orchestration (so its record is right).
 HangupHook = Callable[[str, "str | None"], Awaitable[None]]
+
+class CallHooks(Protocol):
+    """What the executor asks of the call it runs on, implemented by the orchestration
+    (:class:`softswitch.runner.CallAppHooks`): the parameters of every request, the signed
+    fetch of documents, fire-and-forget notifications, and ending the call."""
+
+    def base_params(self) -> dict[str, str]: ...
+
+    async def fetch(self, url: str, method: str, params: Mapping[str, str]) -> str: ...
+
+    def notify(self, url: str, method: str, params: Mapping[str, str]) -> None: ...
+
+    async def hangup(self, cause: str, reason: str | None) -> None: ...
+
 
 #: A received 20 ms frame whose RMS level is below this (dBFS) counts as silence, for
 #: ``<Wait silence="true">`` and ``<Record timeout=...>``. Speech sits around -30..-10 dBFS;
@@ -275,12 +290,13 @@ class LiveCallControl:
         call: OutboundCall,
         ua: UserAgent,
         *,
-        base_params: Callable[[], dict[str, str]],
-        fetcher: Fetcher,
-        notifier: Notifier,
+        base_params: Callable[[], dict[str, str]] | None = None,
+        fetcher: Fetcher | None = None,
+        notifier: Notifier | None = None,
         data_dir: str | os.PathLike[str],
         dial_defaults: DialDefaults | None = None,
         hangup: HangupHook | None = None,
+        hooks: CallHooks | None = None,
         media_cache: MediaCache | None = None,
         silence_dbfs: float = SILENCE_DBFS,
     ) -> None:
@@ -288,6 +304,11 @@ class LiveCallControl:
             raise ValueError("the call has no media stream")
         self._call = call
         self._ua = ua
+        if hooks is not None:
+            base_params, fetcher, notifier = hooks.base_params, hooks.fetch, hooks.notify
+            hangup = hangup or hooks.hangup
+        if base_params is None or fetcher is None or notifier is None:
+            raise TypeError("LiveCallControl needs hooks, or base_params, fetcher and notifier")
         self._base_params = base_params
         self._fetcher = fetcher
         self._notifier = notifier

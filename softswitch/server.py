@@ -25,6 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from .api.app import create_app
+from .api.plivo import PlivoDialect
 from .call import AccountLimits, CallManager
 
 log = logging.getLogger("softswitch.server")
@@ -162,6 +163,7 @@ class Server:
             self.store,
             self.outbox,
             dialer,
+            dialect=PlivoDialect(),
             accounts=_accounts(cfg),
             max_concurrent=cfg.limits.max_concurrent,
             max_queue=cfg.limits.max_queue,

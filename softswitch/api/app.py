@@ -45,8 +45,18 @@ from typing import Any
 from aiohttp import web
 
 from ..call import AccountLimits, CallManager
+from ..model import (
+    CallError,
+    CallNotAnswered,
+    CallNotFound,
+    InvalidSpec,
+    MediaUnavailable,
+    QueueFull,
+    ShuttingDown,
+)
 from . import plivo
 from .plivo import ApiError
+from .plivo.dialect import call_snapshot
 
 log = logging.getLogger("softswitch.api")
 
@@ -73,6 +83,23 @@ def _error(status: int, message: str, api_id: str) -> web.Response:
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+#: HTTP status of each domain error the core raises (Plivo's choices).
+_DOMAIN_STATUS: tuple[tuple[type[CallError], int], ...] = (
+    (InvalidSpec, 400),
+    (CallNotAnswered, 400),
+    (MediaUnavailable, 400),
+    (CallNotFound, 404),
+    (QueueFull, 429),
+    (ShuttingDown, 503),
+)
+
+
+def _domain_status(exc: CallError) -> int:
+    for kind, status in _DOMAIN_STATUS:
+        if isinstance(exc, kind):
+            return status
+    return 500
+
 
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -83,6 +110,8 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except ApiError as exc:
         return _error(exc.status, exc.error, api_id)
+    except CallError as exc:
+        return _error(_domain_status(exc), exc.message, api_id)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -150,7 +179,7 @@ async def create_call(request: web.Request) -> web.Response:
         raise ApiError(503, "server is shutting down; not accepting calls")
     data = await _body(request)
     req = plivo.parse_call_request(data, bulk_max=request.app[BULK_MAX_KEY])
-    result = await manager.admit(account, req)
+    result = await manager.admit(account, req.to_spec())
     request_uuid: Any = list(result.request_uuids) if req.is_bulk else result.request_uuids[0]
     if result.queued:
         return _json(200, {"message": "call queued", "request_uuid": request_uuid, "api_id": request[API_ID_KEY]})
@@ -232,7 +261,7 @@ async def get_call(request: web.Request) -> web.Response:
         call = manager.live_call(account.auth_id, uid) or manager.live_by_request(account.auth_id, uid)
         if call is None or not (call.is_queued if status == "queued" else call.is_live):
             raise ApiError(404, f"no {status} call with uuid {uid}")
-        snap = call.snapshot()
+        snap = call_snapshot(call)
         if status == "queued":
             return _json(200, plivo.queued_call_json(snap, api_id=api_id))
         return _json(200, plivo.live_call_json(snap, api_id=api_id))
@@ -338,7 +367,7 @@ async def dtmf_call(request: web.Request) -> web.Response:
     """POST .../Call/{call_uuid}/DTMF/: send digits on the A (or B) leg."""
     manager, call = _live(request)
     req = plivo.parse_digits_request(await _body(request))
-    manager.send_dtmf(call, req)
+    manager.send_dtmf(call, req.digits, req.leg)
     return _accepted(request, "digits", call, (req.callback_url, req.callback_method))
 
 

@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 from media.amd import PLIVO_PARAMETERS, AmdParamError, AmdParams
 from sip import causes
 
+from ...model import AmdMode, AmdSettings, CallSpec, DigitPlan, HttpMethod, Timers, Webhook
+
 __all__ = [
     "ApiError",
     "CallRequest",
@@ -42,6 +44,7 @@ __all__ = [
     "parse_record_request",
     "parse_transfer_request",
     "LIVE_MESSAGES",
+    "PlivoDialect",
 ]
 
 
@@ -130,6 +133,46 @@ class CallRequest:
     @property
     def is_bulk(self) -> bool:
         return len(self.to) > 1
+
+    def to_spec(self) -> CallSpec:
+        """The dialect-neutral :class:`~softswitch.model.CallSpec` of this request."""
+
+        def hook(url: str | None, method: str) -> Webhook | None:
+            return Webhook(url, HttpMethod(method)) if url else None
+
+        amd = None
+        if self.machine_detection:
+            amd = AmdSettings(
+                mode=AmdMode.HANGUP if self.machine_detection == "hangup" else AmdMode.DETECT,
+                params=AmdParams.from_plivo(
+                    {"machine_detection_time": str(self.machine_detection_time),
+                     **self.machine_detection_params}
+                ),
+                webhook=hook(self.machine_detection_url, self.machine_detection_method),
+            )
+        answer = hook(self.answer_url, self.answer_method)
+        assert answer is not None
+        return CallSpec(
+            destinations=self.to,
+            from_=self.from_,
+            answer=answer,
+            timers=Timers(
+                ring_timeout=float(self.ring_timeout),
+                time_limit=float(self.time_limit),
+                hangup_on_ring=None if self.hangup_on_ring is None else float(self.hangup_on_ring),
+            ),
+            caller_name=self.caller_name,
+            sip_headers=self.sip_headers,
+            digits=DigitPlan(self.send_digits, self.send_on_preanswer) if self.send_digits else None,
+            amd=amd,
+            fallback=hook(self.fallback_url, self.fallback_method),
+            ring=hook(self.ring_url, self.ring_method),
+            hangup=hook(self.hangup_url, self.hangup_method),
+            parent_call_uuid=self.parent_call_uuid,
+            error_if_parent_not_found=self.error_if_parent_not_found,
+            dialect="plivo",
+            record_params=self.params(),
+        )
 
     def params(self) -> dict[str, Any]:
         """The request as stored in the call record (Plivo's own parameter names)."""
@@ -824,3 +867,6 @@ def parse_transfer_request(data: Mapping[str, Any]) -> TransferRequest:
         bleg_url=bleg_url,
         bleg_method=_method(data, "bleg_method"),
     )
+
+
+from .dialect import PlivoDialect  # noqa: E402 - it uses the tables above
