@@ -24,7 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .api.app import create_app
+from .api.http import create_app
 from .api.plivo import PlivoDialect
 from .call import AccountLimits, CallManager
 

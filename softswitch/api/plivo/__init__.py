@@ -1,5 +1,10 @@
 """Plivo v1 dialect: request validation and the mapping between Plivo's names and the Call model.
 
+The package: this module holds the request parsers (each builds a typed value once, e.g.
+:meth:`CallRequest.to_spec`) and the status, hangup-code and JSON tables;
+:mod:`.dialect` the :class:`~softswitch.dialect.Dialect` the core calls (statuses, causes,
+callback parameters); :mod:`.routes` the HTTP handlers; :mod:`.openapi` their description.
+
 Everything Plivo-specific about ``POST /v1/Account/{auth_id}/Call/`` lives here, as
 tables and pure functions (no I/O): the parameter list of the "Make a call" page
 (seeds/002) with its defaults and ranges, the callback parameter names, the call
@@ -19,6 +24,7 @@ from media.amd import PLIVO_PARAMETERS, AmdParamError, AmdParams
 from sip import causes
 
 from ...model import AmdMode, AmdSettings, CallSpec, DigitPlan, HttpMethod, Timers, Webhook
+from ..http import HttpError
 
 __all__ = [
     "ApiError",
@@ -48,16 +54,11 @@ __all__ = [
 ]
 
 
-class ApiError(Exception):
+class ApiError(HttpError):
     """An error that becomes ``{"api_id", "error"}`` with ``status`` (400/401/404/405/429/500/503).
 
     Carries what to answer, like h11's ``RemoteProtocolError(error_status_hint=...)``.
     """
-
-    def __init__(self, status: int, error: str) -> None:
-        super().__init__(error)
-        self.status = status
-        self.error = error
 
 
 # --- defaults and ranges (seeds/002, seeds/001) -------------------------------------------
