@@ -1,873 +1,109 @@
 """Plivo v1 dialect: request validation and the mapping between Plivo's names and the Call model.
 
-The package: this module holds the request parsers (each builds a typed value once, e.g.
-:meth:`CallRequest.to_spec`) and the status, hangup-code and JSON tables;
-:mod:`.dialect` the :class:`~softswitch.dialect.Dialect` the core calls (statuses, causes,
-callback parameters); :mod:`.routes` the HTTP handlers; :mod:`.openapi` their description.
+Everything Plivo-specific about ``/v1/Account/{auth_id}/...`` lives in this package, as
+tables and pure functions (no I/O) plus the routes:
 
-Everything Plivo-specific about ``POST /v1/Account/{auth_id}/Call/`` lives here, as
-tables and pure functions (no I/O): the parameter list of the "Make a call" page
-(seeds/002) with its defaults and ranges, the callback parameter names, the call
-detail record (CDR) and live-call JSON shapes the official ``plivo`` SDK reads, and
-the hangup code table of Plivo's "Hangup causes" page.
+* :mod:`.request`: the "Make a call" parameters (seeds/002) parsed once into a
+  :class:`CallRequest`, and from it the core's :class:`~softswitch.model.CallSpec`;
+* :mod:`.live`: the live call control requests (transfer, Play, Speak, DTMF, Record);
+* :mod:`.codes`: ``CallStatus`` and the hangup code table of Plivo's "Hangup causes" page;
+* :mod:`.shapes`: the CDR and live-call JSON the official ``plivo`` SDK reads;
+* :mod:`.dialect`: :class:`PlivoDialect`, what the core calls (statuses, causes, callback
+  parameter names);
+* :mod:`.routes` and :mod:`.openapi`: the HTTP handlers and their description.
+
+This module re-exports the names of all of them, so ``softswitch.api.plivo.X`` keeps working.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import urlsplit
-
-from media.amd import PLIVO_PARAMETERS, AmdParamError, AmdParams
-from sip import causes
-
-from ...model import AmdMode, AmdSettings, CallSpec, DigitPlan, HttpMethod, Timers, Webhook
-from ..http import HttpError
+from .codes import TERMINAL_STATUSES, CallStatus, call_status_for, hangup_code
+from .dialect import PlivoDialect  # noqa: I001 - after the tables it uses
+from .live import (
+    LEGS,
+    LIVE_MESSAGES,
+    PLAY_URLS_MAX,
+    RECORD_FORMATS,
+    RECORD_TIME_LIMIT_DEFAULT,
+    SPEAK_TEXT_MAX,
+    DigitsRequest,
+    PlayRequest,
+    RecordRequest,
+    SpeakRequest,
+    TransferRequest,
+    parse_digits_request,
+    parse_play_request,
+    parse_record_request,
+    parse_speak_request,
+    parse_transfer_request,
+)
+from .request import (
+    AMD_PARAMETERS,
+    BULK_MAX_DEFAULT,
+    CALLER_NAME_MAX,
+    HTTP_METHODS,
+    MACHINE_DETECTION_TIME_DEFAULT,
+    MACHINE_DETECTION_TIME_RANGE,
+    RING_TIMEOUT_DEFAULT,
+    RING_TIMEOUT_MAX,
+    SIP_HEADERS_MAX,
+    SIP_HEADERS_MAX_CHARS,
+    TIME_LIMIT_CAP,
+    TIME_LIMIT_DEFAULT,
+    ApiError,
+    CallRequest,
+    is_destination,
+    is_http_url,
+    parse_bool,
+    parse_call_request,
+    parse_sip_headers,
+)
+from .shapes import LIST_FILTERS, cdr_json, live_call_json, plivo_time, queued_call_json
 
 __all__ = [
+    "AMD_PARAMETERS",
+    "BULK_MAX_DEFAULT",
+    "CALLER_NAME_MAX",
+    "HTTP_METHODS",
+    "LEGS",
+    "LIST_FILTERS",
+    "LIVE_MESSAGES",
+    "MACHINE_DETECTION_TIME_DEFAULT",
+    "MACHINE_DETECTION_TIME_RANGE",
+    "PLAY_URLS_MAX",
+    "RECORD_FORMATS",
+    "RECORD_TIME_LIMIT_DEFAULT",
+    "RING_TIMEOUT_DEFAULT",
+    "RING_TIMEOUT_MAX",
+    "SIP_HEADERS_MAX",
+    "SIP_HEADERS_MAX_CHARS",
+    "SPEAK_TEXT_MAX",
+    "TERMINAL_STATUSES",
+    "TIME_LIMIT_CAP",
+    "TIME_LIMIT_DEFAULT",
     "ApiError",
     "CallRequest",
-    "parse_call_request",
-    "parse_bool",
-    "parse_sip_headers",
-    "call_status_for",
-    "hangup_code",
-    "cdr_json",
-    "live_call_json",
-    "queued_call_json",
-    "plivo_time",
-    "LIST_FILTERS",
-    "PlayRequest",
-    "SpeakRequest",
+    "CallStatus",
     "DigitsRequest",
-    "RecordRequest",
-    "TransferRequest",
-    "parse_play_request",
-    "parse_speak_request",
-    "parse_digits_request",
-    "parse_record_request",
-    "parse_transfer_request",
-    "LIVE_MESSAGES",
+    "PlayRequest",
     "PlivoDialect",
+    "RecordRequest",
+    "SpeakRequest",
+    "TransferRequest",
+    "call_status_for",
+    "cdr_json",
+    "hangup_code",
+    "is_destination",
+    "is_http_url",
+    "live_call_json",
+    "parse_bool",
+    "parse_call_request",
+    "parse_digits_request",
+    "parse_play_request",
+    "parse_record_request",
+    "parse_sip_headers",
+    "parse_speak_request",
+    "parse_transfer_request",
+    "plivo_time",
+    "queued_call_json",
 ]
-
-
-class ApiError(HttpError):
-    """An error that becomes ``{"api_id", "error"}`` with ``status`` (400/401/404/405/429/500/503).
-
-    Carries what to answer, like h11's ``RemoteProtocolError(error_status_hint=...)``.
-    """
-
-
-# --- defaults and ranges (seeds/002, seeds/001) -------------------------------------------
-
-TIME_LIMIT_DEFAULT = 14400
-#: "If the value set is >=86400 seconds, calls will be disconnected after 24 hours."
-TIME_LIMIT_CAP = 86400
-RING_TIMEOUT_DEFAULT = 120
-RING_TIMEOUT_MAX = 86400
-CALLER_NAME_MAX = 50
-MACHINE_DETECTION_TIME_DEFAULT = 5000
-MACHINE_DETECTION_TIME_RANGE = (2000, 10000)
-BULK_MAX_DEFAULT = 1000
-SIP_HEADERS_MAX = 20
-SIP_HEADERS_MAX_CHARS = 4096
-HTTP_METHODS = ("GET", "POST")
-
-# A phone number: country code and number, optional leading '+' (seeds/002 "from", "to").
-_NUMBER_RE = re.compile(r"^\+?[0-9]{2,20}$")
-# RFC 3261 §25.1: user = 1*( unreserved / escaped / user-unreserved ); host = hostname / IPv4 / [IPv6].
-_SIP_USER = r"[A-Za-z0-9\-_.!~*'()&=+$,;?/%]+"
-_SIP_HOST = r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9])?)"
-_SIP_URI_RE = re.compile(
-    rf"^(?:sips?:)(?:{_SIP_USER}@)?{_SIP_HOST}(?::[0-9]{{1,5}})?(?:;[A-Za-z0-9\-_.!~*'()%=]+)*$",
-    re.IGNORECASE,
-)
-_BARE_ADDR_RE = re.compile(rf"^{_SIP_USER}@{_SIP_HOST}(?::[0-9]{{1,5}})?$")
-# A caller id that is not a number: a SIP user part (softphone user names, "anonymous").
-_FROM_RE = re.compile(r"^[A-Za-z0-9+\-_.!~*'()]{1,64}$")
-# seeds/002 send_digits: digits, w (0.5 s), W (1 s), and @ms for the tone length.
-_SEND_DIGITS_RE = re.compile(r"^[0-9A-Da-d*#wW]{1,256}(?:@[0-9]{1,5})?$")
-# seeds/002 sip_headers: "Valid values for SIP header keys and values are integers and
-# uppercase and lowercase letters." Keys may also carry '-' (header-name token, RFC 3261 §25.1).
-_SIP_HEADER_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9\-]{0,63}$")
-_SIP_HEADER_VALUE_RE = re.compile(r"^[A-Za-z0-9]{1,256}$")
-_UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-
-
-#: Tuning parameters of machine detection other than machine_detection_time.
-AMD_PARAMETERS = tuple(n for n in PLIVO_PARAMETERS if n != "machine_detection_time")
-
-
-@dataclass(frozen=True, slots=True)
-class CallRequest:
-    """One validated "Make a call" request; ``to`` holds the unique destinations in order."""
-
-    from_: str
-    to: tuple[str, ...]
-    answer_url: str
-    answer_method: str = "POST"
-    ring_url: str | None = None
-    ring_method: str = "POST"
-    hangup_url: str | None = None
-    hangup_method: str = "POST"
-    fallback_url: str | None = None
-    fallback_method: str = "POST"
-    caller_name: str | None = None
-    send_digits: str | None = None
-    send_on_preanswer: bool = False
-    time_limit: int = TIME_LIMIT_DEFAULT
-    hangup_on_ring: int | None = None
-    machine_detection: str | None = None
-    machine_detection_time: int = MACHINE_DETECTION_TIME_DEFAULT
-    machine_detection_url: str | None = None
-    machine_detection_method: str = "POST"
-    #: The machine_detection_* tuning parameters as given (validated by AmdParams.from_plivo).
-    machine_detection_params: dict[str, str] = field(default_factory=dict)
-    sip_headers: dict[str, str] = field(default_factory=dict)
-    ring_timeout: int = RING_TIMEOUT_DEFAULT
-    parent_call_uuid: str | None = None
-    error_if_parent_not_found: bool = False
-
-    @property
-    def is_bulk(self) -> bool:
-        return len(self.to) > 1
-
-    def to_spec(self) -> CallSpec:
-        """The dialect-neutral :class:`~softswitch.model.CallSpec` of this request."""
-
-        def hook(url: str | None, method: str) -> Webhook | None:
-            return Webhook(url, HttpMethod(method)) if url else None
-
-        amd = None
-        if self.machine_detection:
-            amd = AmdSettings(
-                mode=AmdMode.HANGUP if self.machine_detection == "hangup" else AmdMode.DETECT,
-                params=AmdParams.from_plivo(
-                    {"machine_detection_time": str(self.machine_detection_time),
-                     **self.machine_detection_params}
-                ),
-                webhook=hook(self.machine_detection_url, self.machine_detection_method),
-            )
-        answer = hook(self.answer_url, self.answer_method)
-        assert answer is not None
-        return CallSpec(
-            destinations=self.to,
-            from_=self.from_,
-            answer=answer,
-            timers=Timers(
-                ring_timeout=float(self.ring_timeout),
-                time_limit=float(self.time_limit),
-                hangup_on_ring=None if self.hangup_on_ring is None else float(self.hangup_on_ring),
-            ),
-            caller_name=self.caller_name,
-            sip_headers=self.sip_headers,
-            digits=DigitPlan(self.send_digits, self.send_on_preanswer) if self.send_digits else None,
-            amd=amd,
-            fallback=hook(self.fallback_url, self.fallback_method),
-            ring=hook(self.ring_url, self.ring_method),
-            hangup=hook(self.hangup_url, self.hangup_method),
-            parent_call_uuid=self.parent_call_uuid,
-            error_if_parent_not_found=self.error_if_parent_not_found,
-            dialect="plivo",
-            record_params=self.params(),
-        )
-
-    def params(self) -> dict[str, Any]:
-        """The request as stored in the call record (Plivo's own parameter names)."""
-        out: dict[str, Any] = {
-            "from": self.from_,
-            "to": "<".join(self.to),
-            "answer_url": self.answer_url,
-            "answer_method": self.answer_method,
-            "ring_url": self.ring_url,
-            "ring_method": self.ring_method,
-            "hangup_url": self.hangup_url,
-            "hangup_method": self.hangup_method,
-            "fallback_url": self.fallback_url,
-            "fallback_method": self.fallback_method,
-            "caller_name": self.caller_name,
-            "send_digits": self.send_digits,
-            "send_on_preanswer": self.send_on_preanswer,
-            "time_limit": self.time_limit,
-            "hangup_on_ring": self.hangup_on_ring,
-            "machine_detection": self.machine_detection,
-            "machine_detection_time": self.machine_detection_time,
-            "machine_detection_url": self.machine_detection_url,
-            "machine_detection_method": self.machine_detection_method,
-            **self.machine_detection_params,
-            "sip_headers": dict(self.sip_headers),
-            "ring_timeout": self.ring_timeout,
-            "parent_call_uuid": self.parent_call_uuid,
-            "error_if_parent_not_found": self.error_if_parent_not_found,
-        }
-        return out
-
-
-# --- scalar parsers: JSON gives native types, forms give strings; accept both ----------------
-
-
-def _text(data: Mapping[str, Any], name: str) -> str | None:
-    value = data.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool | int | float):
-        value = str(value)
-    if not isinstance(value, str):
-        raise ApiError(400, f"{name} must be a string")
-    value = value.strip()
-    return value or None
-
-
-def parse_bool(value: Any, name: str, default: bool = False) -> bool:
-    """Plivo booleans arrive as JSON true/false or the strings 'true'/'false'."""
-    if value is None or value == "":
-        return default
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    raise ApiError(400, f"{name} must be true or false")
-
-
-def _int(data: Mapping[str, Any], name: str, default: int | None, lo: int, hi: int | None) -> int | None:
-    value = data.get(name)
-    if value is None or value == "":
-        return default
-    if isinstance(value, bool):
-        raise ApiError(400, f"{name} must be an integer")
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, str):
-        v = value.strip()
-        if not re.fullmatch(r"[+-]?[0-9]{1,12}", v):
-            raise ApiError(400, f"{name} must be an integer")
-        value = int(v)
-    if not isinstance(value, int):
-        raise ApiError(400, f"{name} must be an integer")
-    if value < lo or (hi is not None and value > hi):
-        rng = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
-        raise ApiError(400, f"{name} must be {rng} (got {value})")
-    return value
-
-
-def _method(data: Mapping[str, Any], name: str) -> str:
-    value = _text(data, name)
-    if value is None:
-        return "POST"
-    upper = value.upper()  # the seed's own example sends "POSt"
-    if upper not in HTTP_METHODS:
-        raise ApiError(400, f"{name} must be GET or POST")
-    return upper
-
-
-def is_http_url(value: str) -> bool:
-    """An absolute http(s) URL with a host: what Plivo can call back."""
-    try:
-        parts = urlsplit(value)
-        port = parts.port  # raises ValueError for a bad port
-    except ValueError:
-        return False
-    del port
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        return False
-    return not any(ch.isspace() or ord(ch) < 0x20 for ch in value) and len(value) <= 2048
-
-
-def _url(data: Mapping[str, Any], name: str, required: bool = False) -> str | None:
-    value = _text(data, name)
-    if value is None:
-        if required:
-            raise ApiError(400, f"{name} is required")
-        return None
-    if not is_http_url(value):
-        raise ApiError(400, f"{name} is not a valid URL: {value!r}")
-    return value
-
-
-def is_destination(value: str) -> bool:
-    """A number (country code + number), a SIP/SIPS URI, or ``user@host``."""
-    if _NUMBER_RE.match(value):
-        return True
-    if value[:4].lower() == "sip:" or value[:5].lower() == "sips:":
-        return bool(_SIP_URI_RE.match(value))
-    return bool(_BARE_ADDR_RE.match(value))
-
-
-def _number_key(value: str) -> str:
-    """Numbers compare without the '+': 14155551212 and +14155551212 are one destination."""
-    return value.lstrip("+") if _NUMBER_RE.match(value) else value.lower()
-
-
-def parse_sip_headers(value: str | None) -> dict[str, str]:
-    """``head1=val1,head2=val2`` → ``{"X-PH-head1": "val1", ...}`` (seeds/002 sip_headers)."""
-    if value is None or value == "":
-        return {}
-    if len(value) > SIP_HEADERS_MAX_CHARS:
-        raise ApiError(400, "sip_headers is too long")
-    out: dict[str, str] = {}
-    for item in value.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        key, sep, val = item.partition("=")
-        key, val = key.strip(), val.strip()
-        if not sep or not _SIP_HEADER_KEY_RE.match(key) or not _SIP_HEADER_VALUE_RE.match(val):
-            raise ApiError(
-                400,
-                f"sip_headers: invalid pair {item!r}; expected key=value with letters and digits",
-            )
-        if key.upper().startswith("X-PH-"):
-            key = key[5:]
-        out[f"X-PH-{key}"] = val
-    if len(out) > SIP_HEADERS_MAX:
-        raise ApiError(400, f"sip_headers: at most {SIP_HEADERS_MAX} headers")
-    return out
-
-
-def _check_send_digits(value: str) -> None:
-    """The media engine's own grammar (``media.dtmf``) decides, so the API and the sender agree."""
-    if not _SEND_DIGITS_RE.match(value):
-        raise ApiError(400, "send_digits must be digits 0-9, A-D, *, #, w, W with an optional @ms")
-    try:
-        from media.dtmf import parse_send_digits
-    except ImportError:  # pragma: no cover - media is part of the same distribution
-        return
-    try:
-        parse_send_digits(value)
-    except ValueError as exc:
-        msg = str(exc)
-        raise ApiError(400, msg if msg.startswith("send_digits") else f"send_digits: {msg}") from None
-
-
-def parse_call_request(data: Mapping[str, Any], *, bulk_max: int = BULK_MAX_DEFAULT) -> CallRequest:
-    """Validate a "Make a call" body against seeds/002; raise :class:`ApiError` naming the field."""
-    from_ = _text(data, "from")
-    if from_ is None:
-        raise ApiError(400, "from is required")
-    if not (_NUMBER_RE.match(from_) or _FROM_RE.match(from_)):
-        raise ApiError(400, f"from is not a valid number or caller id: {from_!r}")
-
-    to_raw = data.get("to")
-    if isinstance(to_raw, list):  # tolerate a JSON list as well as the '<' form
-        if not all(isinstance(x, str) for x in to_raw):
-            raise ApiError(400, "to must be a string")
-        to_raw = "<".join(to_raw)
-    to_text = _text({"to": to_raw}, "to")
-    if to_text is None:
-        raise ApiError(400, "to is required")
-    seen: dict[str, str] = {}
-    for part in to_text.split("<"):
-        dest = part.strip()
-        if not dest:
-            continue
-        if not is_destination(dest):
-            raise ApiError(400, f"to contains an invalid destination: {dest[:100]!r}")
-        seen.setdefault(_number_key(dest), dest)
-        if len(seen) > bulk_max:
-            raise ApiError(400, f"to: at most {bulk_max} unique destinations are allowed")
-    if not seen:
-        raise ApiError(400, "to is required")
-    if _number_key(from_) in seen:
-        raise ApiError(400, "from and to cannot be the same: src and destination cannot overlap")
-
-    answer_url = _url(data, "answer_url", required=True)
-    assert answer_url is not None
-
-    caller_name = data.get("caller_name")
-    if caller_name is not None:
-        if not isinstance(caller_name, str):
-            raise ApiError(400, "caller_name must be a string")
-        if len(caller_name) > CALLER_NAME_MAX:
-            raise ApiError(400, f"caller_name must be at most {CALLER_NAME_MAX} characters")
-        if any(ord(ch) < 0x20 or ch in '"\\' for ch in caller_name):
-            raise ApiError(400, "caller_name contains characters not allowed in a display name")
-        caller_name = caller_name or None
-
-    send_digits = _text(data, "send_digits")
-    if send_digits is not None:
-        _check_send_digits(send_digits)
-
-    time_limit = _int(data, "time_limit", TIME_LIMIT_DEFAULT, 1, None)
-    assert time_limit is not None
-    time_limit = min(time_limit, TIME_LIMIT_CAP)
-
-    md_raw = data.get("machine_detection")
-    machine_detection: str | None
-    if md_raw is None or md_raw == "" or md_raw is False:
-        machine_detection = None
-    elif md_raw is True:
-        machine_detection = "true"
-    elif isinstance(md_raw, str) and md_raw.strip().lower() in ("true", "hangup", "false"):
-        machine_detection = md_raw.strip().lower()
-        if machine_detection == "false":
-            machine_detection = None
-    else:
-        raise ApiError(400, "machine_detection must be true or hangup")
-
-    mdt_lo, mdt_hi = MACHINE_DETECTION_TIME_RANGE
-    machine_detection_time = _int(data, "machine_detection_time", MACHINE_DETECTION_TIME_DEFAULT, mdt_lo, mdt_hi)
-    assert machine_detection_time is not None
-    # Plivo's tuning parameters (machine_detection_initial_silence, _initial_greeting,
-    # _maximum_speech_length, _maximum_words, _silence), each with its documented range.
-    machine_detection_params: dict[str, str] = {}
-    for name in AMD_PARAMETERS:
-        value = data.get(name)
-        if value is not None and str(value).strip() != "":
-            machine_detection_params[name] = str(value).strip()
-    try:
-        AmdParams.from_plivo(machine_detection_params)
-    except AmdParamError as exc:
-        raise ApiError(400, str(exc)) from None
-    ring_timeout = _int(data, "ring_timeout", RING_TIMEOUT_DEFAULT, 1, RING_TIMEOUT_MAX)
-    assert ring_timeout is not None
-
-    parent = _text(data, "parent_call_uuid")
-    if parent is not None and not _UUID_RE.match(parent):
-        raise ApiError(400, "parent_call_uuid is not a valid call uuid")
-
-    return CallRequest(
-        from_=from_,
-        to=tuple(seen.values()),
-        answer_url=answer_url,
-        answer_method=_method(data, "answer_method"),
-        ring_url=_url(data, "ring_url"),
-        ring_method=_method(data, "ring_method"),
-        hangup_url=_url(data, "hangup_url"),
-        hangup_method=_method(data, "hangup_method"),
-        fallback_url=_url(data, "fallback_url"),
-        fallback_method=_method(data, "fallback_method"),
-        caller_name=caller_name,
-        send_digits=send_digits,
-        send_on_preanswer=parse_bool(data.get("send_on_preanswer"), "send_on_preanswer"),
-        time_limit=time_limit,
-        hangup_on_ring=_int(data, "hangup_on_ring", None, 1, None),
-        machine_detection=machine_detection,
-        machine_detection_time=machine_detection_time,
-        machine_detection_params=machine_detection_params,
-        machine_detection_url=_url(data, "machine_detection_url"),
-        machine_detection_method=_method(data, "machine_detection_method"),
-        sip_headers=parse_sip_headers(_text(data, "sip_headers")),
-        ring_timeout=ring_timeout,
-        parent_call_uuid=parent,
-        error_if_parent_not_found=parse_bool(
-            data.get("error_if_parent_not_found"), "error_if_parent_not_found"
-        ),
-    )
-
-
-# --- statuses and hangup causes --------------------------------------------------------------
-
-
-def call_status_for(cause: str, answered: bool, reason: str | None = None) -> str:
-    """Plivo CallStatus of an ended call: completed, busy, failed, timeout, no-answer, cancel.
-
-    ``reason`` says why this side ended the call ('api', 'shutdown', 'time_limit',
-    'hangup_on_ring', 'ring_timeout', 'answer_url_error', 'invalid_destination'), or None.
-    """
-    if answered:
-        return "completed"
-    if reason in ("api", "shutdown"):
-        return "cancel"
-    if reason in ("ring_timeout", "hangup_on_ring"):
-        return "no-answer"
-    if cause == causes.USER_BUSY:
-        return "busy"
-    if cause in (causes.NO_ANSWER, causes.NO_USER_RESPONSE):
-        return "no-answer"
-    if cause == causes.ORIGINATOR_CANCEL:
-        return "cancel"
-    if cause == causes.RECOVERY_ON_TIMER_EXPIRE:
-        return "timeout"
-    return "failed"
-
-
-# Plivo's "Hangup causes" page: a numeric code and a name per reason (its own table,
-# distinct from Q.850). ``HangupCause`` in callbacks keeps the engine's Q.850-derived name.
-_PLIVO_CODES: dict[str, tuple[int, str]] = {
-    "normal": (4000, "Normal Hangup"),
-    "end_of_xml": (4010, "End Of XML Instructions"),
-    "canceled": (1000, "Canceled"),
-    "invalid_destination": (2000, "Invalid Destination Address"),
-    "destination_out_of_service": (2010, "Destination Out Of Service"),
-    "busy": (3000, "Busy Line"),
-    "rejected": (3010, "Rejected"),
-    "no_answer": (3020, "No Answer"),
-    "ring_timeout": (3030, "Ring Timeout Reached"),
-    "time_limit": (5010, "Max Call Duration Reached"),
-    "answer_url_error": (8011, "Error Reaching Answer URL"),
-    # The XML application failed (softswitch.xml raises XmlAppError): a document that is not
-    # valid Plivo XML, or an action/redirect/transfer URL that could not be fetched.
-    "invalid_answer_xml": (8000, "Invalid Answer XML"),
-    "action_url_error": (8021, "Error Reaching Action URL"),
-    "shutdown": (5100, "Server Shutdown"),
-    "machine_detected": (4020, "Machine Detected"),
-    "unknown": (0, "Unknown"),
-}
-
-
-def hangup_code(cause: str, answered: bool, reason: str | None = None) -> tuple[int, str]:
-    """(HangupCauseCode, HangupCauseName) of a finished call; ``reason`` as in :func:`call_status_for`."""
-    if reason == "api":
-        return _PLIVO_CODES["normal" if answered else "canceled"]
-    if reason == "hangup_on_ring":
-        return _PLIVO_CODES["time_limit" if answered else "ring_timeout"]
-    if reason in _PLIVO_CODES:
-        return _PLIVO_CODES[reason]
-    if cause == causes.NORMAL_CLEARING:
-        return _PLIVO_CODES["normal"]
-    if cause == causes.ORIGINATOR_CANCEL:
-        return _PLIVO_CODES["canceled"]
-    if cause == causes.USER_BUSY:
-        return _PLIVO_CODES["busy"]
-    if cause == causes.CALL_REJECTED:
-        return _PLIVO_CODES["rejected"]
-    if cause in (causes.NO_ANSWER, causes.NO_USER_RESPONSE):
-        return _PLIVO_CODES["no_answer"]
-    if cause == causes.ALLOTTED_TIMEOUT:
-        return _PLIVO_CODES["time_limit"]
-    if cause in (
-        causes.UNALLOCATED_NUMBER,
-        causes.INVALID_NUMBER_FORMAT,
-        causes.NO_ROUTE_DESTINATION,
-        causes.NUMBER_CHANGED,
-    ):
-        return _PLIVO_CODES["invalid_destination"]
-    if cause == causes.SYSTEM_SHUTDOWN:
-        return _PLIVO_CODES["shutdown"]
-    if cause == causes.MACHINE_DETECTED:
-        return _PLIVO_CODES["machine_detected"]
-    if answered:
-        return _PLIVO_CODES["normal"]
-    return _PLIVO_CODES["destination_out_of_service"]
-
-
-# --- JSON shapes the SDK reads -------------------------------------------------------------
-
-
-def plivo_time(value: str | None) -> str:
-    """Record time 'YYYY-MM-DD HH:MM:SS+00:00' → callback time 'YYYY-MM-DD HH:MM:SS' (UTC)."""
-    if not value:
-        return ""
-    return value[:19]
-
-
-def cdr_json(rec: Mapping[str, Any], *, auth_id: str, api_id: str | None = None) -> dict[str, Any]:
-    """A call record in the shape of Plivo's "Retrieve a call" (``calls.get``) response."""
-    params = rec.get("params") or {}
-    extra = rec.get("extra") or {}
-    out: dict[str, Any] = {
-        "answer_time": rec.get("answer_time"),
-        "bill_duration": int(rec.get("bill_duration") or 0),
-        "billed_duration": int(rec.get("bill_duration") or 0),
-        "call_direction": rec.get("direction") or "outbound",
-        "call_duration": int(rec.get("call_duration") or 0),
-        "call_status": rec.get("call_status"),
-        "call_uuid": rec.get("call_uuid"),
-        "caller_name": rec.get("caller_name"),
-        "end_time": rec.get("end_time"),
-        "from_number": rec.get("from_number"),
-        "hangup_cause_code": rec.get("hangup_cause_code"),
-        "hangup_cause_name": rec.get("hangup_cause_name"),
-        "hangup_source": rec.get("hangup_source"),
-        "initiation_time": rec.get("initiation_time"),
-        "parent_call_uuid": rec.get("parent_call_uuid"),
-        "request_uuid": rec.get("request_uuid"),
-        "resource_uri": f"/v1/Account/{auth_id}/Call/{rec.get('call_uuid')}/",
-        "ring_time": rec.get("ring_time"),
-        "to_number": rec.get("to_number"),
-        "answer_url": rec.get("answer_url") or params.get("answer_url"),
-        "hangup_cause": extra.get("hangup_cause"),
-        "sip_status": rec.get("sip_status"),
-        "stir_attestation": "",
-        "stir_verification": "Not Applicable",
-        "total_amount": "0.00000",
-        "total_rate": "0.00000",
-        "voice_network_group": None,
-        "conference_uuid": None,
-    }
-    if api_id is not None:
-        out = {"api_id": api_id, **out}
-    return out
-
-
-def live_call_json(snapshot: Mapping[str, Any], *, api_id: str) -> dict[str, Any]:
-    """A live call in the shape of Plivo's "Retrieve a live call" (``live_calls.get``) response."""
-    return {
-        "api_id": api_id,
-        "direction": snapshot.get("direction", "outbound"),
-        "from": snapshot.get("from"),
-        "to": snapshot.get("to"),
-        "caller_name": snapshot.get("caller_name") or snapshot.get("from"),
-        "call_uuid": snapshot.get("call_uuid"),
-        "request_uuid": snapshot.get("request_uuid"),
-        "parent_call_uuid": snapshot.get("parent_call_uuid"),
-        "call_status": snapshot.get("call_status"),
-        "session_start": snapshot.get("session_start") or "",
-        "stir_verification": "Not Applicable",
-        "stir_attestation": "",
-    }
-
-
-def queued_call_json(snapshot: Mapping[str, Any], *, api_id: str) -> dict[str, Any]:
-    """A queued call in the shape of Plivo's "Retrieve a queued call" response."""
-    return {
-        "api_id": api_id,
-        "direction": snapshot.get("direction", "outbound"),
-        "from": snapshot.get("from"),
-        "to": snapshot.get("to"),
-        "caller_name": snapshot.get("caller_name") or snapshot.get("from"),
-        "call_uuid": snapshot.get("call_uuid"),
-        "request_uuid": snapshot.get("request_uuid"),
-        "call_status": "queued",
-    }
-
-
-#: ``calls.list`` filters: Plivo name → (record key, operator). Values are validated in the app.
-LIST_FILTERS: dict[str, tuple[str, str]] = {
-    "call_direction": ("direction", "="),
-    "from_number": ("from_number", "="),
-    "to_number": ("to_number", "="),
-    "bill_duration": ("bill_duration", "="),
-    "bill_duration__gt": ("bill_duration", ">"),
-    "bill_duration__gte": ("bill_duration", ">="),
-    "bill_duration__lt": ("bill_duration", "<"),
-    "bill_duration__lte": ("bill_duration", "<="),
-    "end_time": ("end_time", "="),
-    "end_time__gt": ("end_time", ">"),
-    "end_time__gte": ("end_time", ">="),
-    "end_time__lt": ("end_time", "<"),
-    "end_time__lte": ("end_time", "<="),
-    "parent_call_uuid": ("parent_call_uuid", "="),
-    "hangup_cause_code": ("hangup_cause_code", "="),
-    "hangup_source": ("hangup_source", "="),
-    "status": ("call_status", "="),
-}
-
-
-# --- live call control (Plivo "Call" resource sub-paths) --------------------------------------
-#
-# ``POST /Call/{uuid}/`` (transfer), ``/Play/``, ``/Speak/``, ``/DTMF/``, ``/Record/`` and the
-# DELETEs that stop them. Parameter names, defaults and response messages are the ones the
-# official ``plivo`` SDK sends and reads (``plivo.resources.calls``); the messages are Plivo's
-# own, including its spelling of "transfered".
-
-#: Response ``message`` of each live-control request (HTTP 202 Accepted).
-LIVE_MESSAGES = {
-    "transfer": "call transfered",
-    "play": "play started",
-    "speak": "speak started",
-    "digits": "digits sent",
-    "record": "call recording started",
-}
-
-LEGS = ("aleg", "bleg", "both")
-RECORD_FORMATS = ("mp3", "wav")
-RECORD_TIME_LIMIT_DEFAULT = 60
-SPEAK_TEXT_MAX = 4000  # the XML parser's bound on <Speak> text (softswitch.xml.parser)
-PLAY_URLS_MAX = 10
-_LANGUAGE_RE = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8}){0,2}$")
-_VOICE_RE = re.compile(r"^(?:WOMAN|MAN|Polly\.[A-Za-z0-9_-]{1,40})$")
-
-
-@dataclass(frozen=True, slots=True)
-class PlayRequest:
-    """``POST /Call/{uuid}/Play/``: ``urls`` in order, ``length`` seconds at most (None: no
-    limit), ``loop`` the list until stopped, ``mix`` with what the call hears (see
-    :meth:`softswitch.call.CallManager.play`)."""
-
-    urls: tuple[str, ...]
-    length: int | None = None
-    legs: str = "aleg"
-    loop: bool = False
-    mix: bool = True
-    callback_url: str | None = None
-    callback_method: str = "POST"
-
-
-@dataclass(frozen=True, slots=True)
-class SpeakRequest:
-    """``POST /Call/{uuid}/Speak/``: text to speech (espeak-ng) played like :class:`PlayRequest`."""
-
-    text: str
-    voice: str = "WOMAN"
-    language: str = "en-US"
-    legs: str = "aleg"
-    loop: bool = False
-    mix: bool = True
-    callback_url: str | None = None
-    callback_method: str = "POST"
-
-
-@dataclass(frozen=True, slots=True)
-class DigitsRequest:
-    """``POST /Call/{uuid}/DTMF/``: ``digits`` in the ``send_digits`` grammar on ``leg``."""
-
-    digits: str
-    leg: str = "aleg"
-    callback_url: str | None = None
-    callback_method: str = "POST"
-
-
-@dataclass(frozen=True, slots=True)
-class RecordRequest:
-    """``POST /Call/{uuid}/Record/``: record both directions of the call, mixed, mono.
-
-    Transcription parameters are accepted for compatibility and ignored (there is no
-    transcription service); ``record_channel_type=stereo`` is refused (mono recorder)."""
-
-    time_limit: int = RECORD_TIME_LIMIT_DEFAULT
-    file_format: str = "mp3"
-    callback_url: str | None = None
-    callback_method: str = "POST"
-    transcription_requested: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class TransferRequest:
-    """``POST /Call/{uuid}/``: run the XML at ``aleg_url`` on the call (its current XML stops)."""
-
-    legs: str
-    aleg_url: str | None
-    aleg_method: str = "POST"
-    bleg_url: str | None = None
-    bleg_method: str = "POST"
-
-
-def _choice(data: Mapping[str, Any], name: str, choices: tuple[str, ...], default: str) -> str:
-    value = _text(data, name)
-    if value is None:
-        return default
-    low = value.lower()
-    if low not in choices:
-        raise ApiError(400, f"{name} must be one of {', '.join(choices)} (got {value[:40]!r})")
-    return low
-
-
-def _callback(data: Mapping[str, Any]) -> tuple[str | None, str]:
-    return _url(data, "callback_url"), _method(data, "callback_method")
-
-
-def parse_play_request(data: Mapping[str, Any]) -> PlayRequest:
-    """Validate a Play request: ``urls`` is a comma-separated string (or a JSON list)."""
-    raw = data.get("urls")
-    if isinstance(raw, list):
-        if not all(isinstance(x, str) for x in raw):
-            raise ApiError(400, "urls must be a comma-separated string of URLs")
-        parts = [x.strip() for x in raw]
-    else:
-        text = _text(data, "urls")
-        parts = [x.strip() for x in text.split(",")] if text else []
-    urls = tuple(u for u in parts if u)
-    if not urls:
-        raise ApiError(400, "urls is required")
-    if len(urls) > PLAY_URLS_MAX:
-        raise ApiError(400, f"urls: at most {PLAY_URLS_MAX} URLs")
-    for u in urls:
-        if not is_http_url(u):
-            raise ApiError(400, f"urls contains an invalid URL: {u[:200]!r}")
-    cb_url, cb_method = _callback(data)
-    return PlayRequest(
-        urls=urls,
-        length=_int(data, "length", None, 1, TIME_LIMIT_CAP),
-        legs=_choice(data, "legs", LEGS, "aleg"),
-        loop=parse_bool(data.get("loop"), "loop"),
-        mix=parse_bool(data.get("mix"), "mix", default=True),
-        callback_url=cb_url,
-        callback_method=cb_method,
-    )
-
-
-def parse_speak_request(data: Mapping[str, Any]) -> SpeakRequest:
-    """Validate a Speak request (``voice`` WOMAN/MAN/Polly.*, ``language`` a BCP 47 tag)."""
-    text = data.get("text")
-    if text is None or (isinstance(text, str) and not text.strip()):
-        raise ApiError(400, "text is required")
-    if not isinstance(text, str):
-        raise ApiError(400, "text must be a string")
-    if len(text) > SPEAK_TEXT_MAX:
-        raise ApiError(400, f"text must be at most {SPEAK_TEXT_MAX} characters")
-    voice = _text(data, "voice") or "WOMAN"
-    if voice.upper() in ("WOMAN", "MAN"):
-        voice = voice.upper()
-    if not _VOICE_RE.match(voice):
-        raise ApiError(400, f"voice must be WOMAN, MAN or Polly.<name> (got {voice[:40]!r})")
-    language = _text(data, "language") or "en-US"
-    if not _LANGUAGE_RE.match(language):
-        raise ApiError(400, f"language is not a language tag like en-US (got {language[:40]!r})")
-    cb_url, cb_method = _callback(data)
-    return SpeakRequest(
-        text=text.strip(),
-        voice=voice,
-        language=language,
-        legs=_choice(data, "legs", LEGS, "aleg"),
-        loop=parse_bool(data.get("loop"), "loop"),
-        mix=parse_bool(data.get("mix"), "mix", default=True),
-        callback_url=cb_url,
-        callback_method=cb_method,
-    )
-
-
-def parse_digits_request(data: Mapping[str, Any]) -> DigitsRequest:
-    """Validate a DTMF request: the media engine's ``send_digits`` grammar decides."""
-    digits = _text(data, "digits")
-    if digits is None:
-        raise ApiError(400, "digits is required")
-    try:
-        _check_send_digits(digits)
-    except ApiError as exc:
-        raise ApiError(400, exc.error.replace("send_digits", "digits", 1)) from None
-    cb_url, cb_method = _callback(data)
-    return DigitsRequest(
-        digits=digits,
-        leg=_choice(data, "leg", ("aleg", "bleg"), "aleg"),
-        callback_url=cb_url,
-        callback_method=cb_method,
-    )
-
-
-def parse_record_request(data: Mapping[str, Any]) -> RecordRequest:
-    """Validate a Record request (``time_limit`` seconds, ``file_format`` mp3 or wav)."""
-    time_limit = _int(data, "time_limit", RECORD_TIME_LIMIT_DEFAULT, 1, TIME_LIMIT_CAP)
-    assert time_limit is not None
-    channels = _choice(data, "record_channel_type", ("mono", "stereo"), "mono")
-    if channels == "stereo":
-        raise ApiError(400, "record_channel_type=stereo is not supported: recordings are mono")
-    transcription = any(
-        _text(data, k) is not None
-        for k in ("transcription_type", "transcription_url", "transcription_report_type")
-    )
-    if _text(data, "transcription_url") is not None:
-        _url(data, "transcription_url")
-    _method(data, "transcription_method")
-    cb_url, cb_method = _callback(data)
-    return RecordRequest(
-        time_limit=time_limit,
-        file_format=_choice(data, "file_format", RECORD_FORMATS, "mp3"),
-        callback_url=cb_url,
-        callback_method=cb_method,
-        transcription_requested=transcription,
-    )
-
-
-def parse_transfer_request(data: Mapping[str, Any]) -> TransferRequest:
-    """Validate a transfer: ``legs`` aleg (default), bleg or both, with the URL(s) they need."""
-    legs = _choice(data, "legs", LEGS, "aleg")
-    aleg_url = _url(data, "aleg_url")
-    bleg_url = _url(data, "bleg_url")
-    if legs in ("aleg", "both") and aleg_url is None:
-        raise ApiError(400, f"aleg_url is required when legs is {legs}")
-    if legs in ("bleg", "both") and bleg_url is None:
-        raise ApiError(400, f"bleg_url is required when legs is {legs}")
-    return TransferRequest(
-        legs=legs,
-        aleg_url=aleg_url,
-        aleg_method=_method(data, "aleg_method"),
-        bleg_url=bleg_url,
-        bleg_method=_method(data, "bleg_method"),
-    )
-
-
-from .dialect import PlivoDialect  # noqa: E402 - it uses the tables above

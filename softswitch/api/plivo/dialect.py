@@ -11,7 +11,8 @@ from sip import causes
 
 from ...model import CallbackEvent, CallEnd, EndReason, HangupSource
 from ...state import CallState
-from . import call_status_for, hangup_code, plivo_time
+from .codes import CallStatus, call_status_for, hangup_code
+from .shapes import plivo_time
 
 if TYPE_CHECKING:
     from ...call import Call
@@ -31,12 +32,12 @@ HANGUP_SOURCES: dict[HangupSource, str] = {
 
 #: Plivo ``CallStatus`` of a call not over yet. Plivo's live view has no "initiated": an
 #: INVITE without 18x yet shows as ringing.
-_LIVE_STATUS: dict[CallState, str] = {
-    CallState.QUEUED: "queued",
-    CallState.INITIATED: "ringing",
-    CallState.RINGING: "ringing",
-    CallState.EARLY: "early-media",
-    CallState.ANSWERED: "in-progress",
+_LIVE_STATUS: dict[CallState, CallStatus] = {
+    CallState.QUEUED: CallStatus.QUEUED,
+    CallState.INITIATED: CallStatus.RINGING,
+    CallState.RINGING: CallStatus.RINGING,
+    CallState.EARLY: CallStatus.EARLY_MEDIA,
+    CallState.ANSWERED: CallStatus.IN_PROGRESS,
 }
 
 #: Plivo ``Event`` of each callback.
@@ -88,8 +89,8 @@ class PlivoDialect:
 
     def status_name(self, state: CallState, end: CallEnd | None) -> str:
         if state is CallState.COMPLETED and end is not None:
-            return call_status_for(end.cause, end.answered, _reason(end))
-        return _LIVE_STATUS.get(state, "completed")
+            return call_status_for(end.cause, end.answered, _reason(end)).value
+        return _LIVE_STATUS.get(state, CallStatus.COMPLETED).value
 
     def end_fields(self, end: CallEnd) -> dict[str, Any]:
         code, name = hangup_code(end.cause, end.answered, _reason(end))
@@ -104,9 +105,9 @@ class PlivoDialect:
         the hangup callback adds the cause, durations and times."""
         spec = call.spec
         if event is CallbackEvent.RING:
-            status = "ringing"
+            status = CallStatus.RINGING.value
         elif event in (CallbackEvent.ANSWER, CallbackEvent.APPLICATION):
-            status = "in-progress"
+            status = CallStatus.IN_PROGRESS.value
         else:
             status = call.status
         params = {
