@@ -27,7 +27,7 @@ import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -36,6 +36,7 @@ from sip import causes
 from sip.events import Answered, EarlyMedia, Ringing, Terminated
 
 from .admission import AccountLimits, Admission, Gate
+from .calltable import Call, CallTable
 from .dialect import Dialect
 from .liveops import LiveOps, PlayOrder, RecordOrder, SpeakOrder
 from .model import (
@@ -48,7 +49,7 @@ from .model import (
     ShuttingDown,
 )
 from .runner import ApplicationRunner
-from .state import CallState, CallStateMachine, CallTransition
+from .state import CallTransition
 from .timers import CallTimers, LoopScheduler, Scheduler
 
 log = logging.getLogger("softswitch.call")
@@ -93,87 +94,6 @@ _LEG_SOURCES: dict[str, HangupSource] = {
     "timeout": HangupSource.SYSTEM,
 }
 
-
-@dataclass(eq=False)
-class Call:
-    """One outbound call leg and everything the manager tracks about it."""
-
-    call_uuid: str
-    request_uuid: str
-    account: AccountLimits
-    spec: CallSpec
-    to: str
-    dialect: Dialect
-    parent_call_uuid: str | None = None
-    #: The state, only ever moved by its transition table (:mod:`softswitch.state`).
-    sm: CallStateMachine = field(default_factory=CallStateMachine)
-    created_at: float = field(default_factory=time.time)
-    dialed_at: float | None = None
-    ring_at: float | None = None
-    early_at: float | None = None
-    answered_at: float | None = None
-    ended_at: float | None = None
-    #: Whole seconds answered (rounded) and billed (rounded up), set when the call ends.
-    duration: int = 0
-    bill_duration: int = 0
-    leg: Any = None
-    #: How this side decided to end the call (set before the BYE/CANCEL goes out).
-    local_end: CallEnd | None = None
-    answer_xml: str | None = None
-    finished: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task[None] | None = None
-    app_task: asyncio.Task[None] | None = None
-    timers: CallTimers | None = None
-    ring_notified: bool = False
-    digits_sent: bool = False
-    #: Why the call application failed (goes to the record's ``error``).
-    error: str | None = None
-    #: Answering-machine detection on this call, and its decision.
-    amd: Any = None
-    machine: Any = None
-    #: URL of the first document of the running application, and whether the fallback URL
-    #: may still be tried when that document is invalid (only for the answer's own document).
-    app_url: str | None = None
-    app_may_fallback: bool = False
-    #: The XML executor's view of the call (``softswitch.callcontrol.LiveCallControl``).
-    control: Any = None
-    #: B legs ``<Dial>`` placed for this call, newest last.
-    b_legs: list[Any] = field(default_factory=list)
-    #: Live Play/Speak started over the API, by kind ("play", "speak").
-    playbacks: dict[str, list[Any]] = field(default_factory=dict)
-    #: Recordings started over the API, by recording id.
-    recordings: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def from_(self) -> str:
-        return self.spec.from_
-
-    @property
-    def state(self) -> CallState:
-        return self.sm.state
-
-    @property
-    def end(self) -> CallEnd | None:
-        return self.sm.end_info
-
-    @property
-    def status(self) -> str:
-        """The status users see, in the dialect's words."""
-        return self.dialect.status_name(self.sm.state, self.sm.end_info)
-
-    @property
-    def is_queued(self) -> bool:
-        """Admitted but not dialed yet (held by the calls-per-second gate or concurrency)."""
-        return self.dialed_at is None and not self.finished.is_set()
-
-    @property
-    def is_live(self) -> bool:
-        """Dialed and not yet ended (queued ones are listed apart)."""
-        return self.dialed_at is not None and not self.finished.is_set()
-
-    @property
-    def session_start(self) -> float | None:
-        return self.early_at or self.answered_at or self.ring_at
 
 
 AppRunner = Callable[[Call, str], Awaitable[None]]
@@ -225,8 +145,7 @@ class CallManager:
         self.public_url = (public_url or "http://127.0.0.1:8088").rstrip("/")
         self._background: set[asyncio.Task[Any]] = set()
         self.accepting = True
-        self.calls: dict[str, Call] = {}
-        self.by_request: dict[str, Call] = {}
+        self.table = CallTable()
 
     # --- accounts -----------------------------------------------------------------------
 
@@ -269,8 +188,7 @@ class CallManager:
         ]
         for call in calls:
             await _maybe_await(self.store.insert_call(self._initial_record(call)))
-            self.calls[call.call_uuid] = call
-            self.by_request[call.request_uuid] = call
+            self.table.add(call)
         self.admission.admit(account, calls, immediate)
         return AdmitResult(
             request_uuids=tuple(c.request_uuid for c in calls),
@@ -509,7 +427,7 @@ class CallManager:
         if hangup is not None:
             params = self.dialect.callback_params(call, CallbackEvent.HANGUP)
             self.post_callback(call, "hangup", hangup.url, hangup.method, params)
-        self._forget(call)
+        self.table.forget(call)
 
     def post_interrupted_hangup(self, record: dict[str, Any]) -> None:
         """The hangup callback of a call that a crash of the previous process ended
@@ -618,32 +536,24 @@ class CallManager:
 
     # --- queries for the API --------------------------------------------------------------
 
+    @property
+    def calls(self) -> dict[str, Call]:
+        """Calls not over yet, by call uuid."""
+        return self.table.calls
+
+    @property
+    def by_request(self) -> dict[str, Call]:
+        return self.table.by_request
+
     def live_call(self, account_id: str, call_uuid: str) -> Call | None:
-        call = self.calls.get(call_uuid)
-        if call is None or call.account.auth_id != account_id or call.finished.is_set():
-            return None
-        return call
+        return self.table.live_call(account_id, call_uuid)
 
     def live_by_request(self, account_id: str, request_uuid: str) -> Call | None:
-        call = self.by_request.get(request_uuid)
-        if call is None or call.account.auth_id != account_id or call.finished.is_set():
-            return None
-        return call
+        return self.table.live_by_request(account_id, request_uuid)
 
     def live_calls(self, account_id: str, *, status: str = "live") -> list[Call]:
         """Calls of one account that are dialed and not ended (``live``) or still ``queued``."""
-        out = []
-        for call in self.calls.values():
-            if call.account.auth_id != account_id or call.finished.is_set():
-                continue
-            if call.is_queued if status == "queued" else call.is_live:
-                out.append(call)
-        out.sort(key=lambda c: c.created_at)
-        return out
-
-    def _forget(self, call: Call) -> None:
-        self.calls.pop(call.call_uuid, None)
-        self.by_request.pop(call.request_uuid, None)
+        return self.table.live_calls(account_id, status=status)
 
     async def wait_finished(self, call: Call, timeout: float = 10.0) -> bool:
         try:
