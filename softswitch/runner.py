@@ -87,8 +87,8 @@ class ApplicationRunner:
         asyncio.get_running_loop().create_task(self._on_machine(call, result))
 
     def _amd_extra(self, call: Call, result: Any) -> dict[str, Any]:
-        amd = call.spec.amd
-        mode = None if amd is None else ("hangup" if amd.mode.value == "hangup" else "true")
+        # The mode as the request gave it, in the dialect's own stored parameters.
+        mode = call.spec.record_params.get("machine_detection")
         return {"machine_detection": {**result.as_params(), "mode": mode}}
 
     async def _on_machine(self, call: Call, result: Any) -> None:
