@@ -440,7 +440,8 @@ class CallManager:
             return
         fields, url, method, params = built
         self.store.update_call(record["call_uuid"], **fields)
-        self.outbox.post(record["call_uuid"], "hangup", url, str(method), params, auth_token=account.auth_token)
+        self.outbox.post(record["call_uuid"], "hangup", url, str(method), params,
+                         auth_token=account.auth_token, signature=self.dialect.signature)
 
     async def update_record(self, call: Call, **fields: Any) -> None:
         # The store merges ``extra`` (a JSON merge patch), so no read is needed here.
@@ -450,7 +451,8 @@ class CallManager:
         """Queue a signed notification for ``call``; never raises (a dead outbox never
         blocks or loses the call)."""
         try:
-            self.outbox.post(call.call_uuid, event, url, str(method), params, auth_token=call.account.auth_token)
+            self.outbox.post(call.call_uuid, event, url, str(method), params,
+                             auth_token=call.account.auth_token, signature=self.dialect.signature)
         except Exception:
             log.exception("call %s: could not queue the %s callback", call.call_uuid, event)
 

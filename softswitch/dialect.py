@@ -22,6 +22,9 @@ __all__ = ["Dialect"]
 class Dialect(Protocol):
     #: Stored with each call record.
     name: str
+    #: How the webhook outbox signs this dialect's callbacks and fetches (a scheme of
+    #: :mod:`softswitch.webhooks`: ``"v3"``, ``"v1"``, ``"callapi"``, ``"none"``...).
+    signature: str
 
     def status_name(self, state: CallState, end: CallEnd | None) -> str:
         """The status users see for a call in ``state`` (and, when over, ended by ``end``)."""

@@ -123,7 +123,7 @@ class ApplicationRunner:
     async def _fetch(self, call: Call, url: str, method: str, params: dict[str, str], event: str) -> Any:
         m = self.m
         return await m.outbox.fetch(
-            url, str(method), params, auth_token=call.account.auth_token,
+            url, str(method), params, auth_token=call.account.auth_token, signature=m.dialect.signature,
             attempts=m.answer_url_attempts, deadline_s=m.answer_url_deadline_s,
             call_uuid=call.call_uuid, event=event,
         )

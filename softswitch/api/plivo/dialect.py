@@ -86,6 +86,8 @@ class PlivoDialect:
     """Plivo v1 names over the call model (registered by the server)."""
 
     name = "plivo"
+    #: X-Plivo-Signature-V3 (and V2), as the official SDK validates them.
+    signature = "v3"
 
     def status_name(self, state: CallState, end: CallEnd | None) -> str:
         if state is CallState.COMPLETED and end is not None:
