@@ -276,6 +276,7 @@ class CallManager:
                                error=str(exc))
             return
         call.leg = leg
+        self._notify(call, CallbackEvent.INITIATED)
         await self.update_record(call, extra={"sip_call_id": getattr(leg, "call_id", None)})
         if call.local_end is not None:  # hung up via the API while the INVITE was going out
             self._hangup_leg(call, call.local_end.cause)
@@ -323,12 +324,9 @@ class CallManager:
             self._timers(call).on_ring()
         if fields:
             await self.update_record(call, **fields)
-        ring = call.spec.ring
         if first and not call.ring_notified:
             call.ring_notified = True
-            if ring is not None:
-                params = self.dialect.callback_params(call, CallbackEvent.RING)
-                self.post_callback(call, "ring", ring.url, ring.method, params)
+            self._notify(call, CallbackEvent.RING)
         digits = call.spec.digits
         if isinstance(ev, EarlyMedia) and digits is not None and digits.on_preanswer:
             self._send_digits(call)
@@ -340,6 +338,7 @@ class CallManager:
         call.answered_at = now
         call.sm.fire(CallTransition.ANSWER)
         await self.update_record(call, call_status=call.status, answer_time=record_time(now))
+        self._notify(call, CallbackEvent.ANSWERED)
         self._timers(call).on_answer()
         if call.local_end is not None:
             self._hangup_leg(call, call.local_end.cause)
@@ -423,11 +422,15 @@ class CallManager:
             await self.update_record(call, **fields)
         except Exception:
             log.exception("call %s: could not store the final record", call.call_uuid)
-        hangup = call.spec.hangup
-        if hangup is not None:
-            params = self.dialect.callback_params(call, CallbackEvent.HANGUP)
-            self.post_callback(call, "hangup", hangup.url, hangup.method, params)
+        self._notify(call, CallbackEvent.HANGUP)
         self.table.forget(call)
+
+    def _notify(self, call: Call, event: CallbackEvent) -> None:
+        """Post ``event`` to its webhook, if the request subscribed to it."""
+        webhook = call.spec.notify.get(event)
+        if webhook is not None:
+            params = self.dialect.callback_params(call, event)
+            self.post_callback(call, event.value, webhook.url, webhook.method, params)
 
     def post_interrupted_hangup(self, record: dict[str, Any]) -> None:
         """The hangup callback of a call that a crash of the previous process ended

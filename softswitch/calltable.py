@@ -66,6 +66,8 @@ class Call:
     playbacks: dict[str, list[Any]] = field(default_factory=dict)
     #: Recordings started over the API, by recording id.
     recordings: dict[str, Any] = field(default_factory=dict)
+    #: The dialect's own per-call state (a callback sequence number...); the core never reads it.
+    dialect_data: dict[str, Any] = field(default_factory=dict)
 
     @property
     def from_(self) -> str:

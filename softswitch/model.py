@@ -99,6 +99,23 @@ class Timers:
     hangup_on_ring: float | None = None
 
 
+class CallbackEvent(enum.Enum):
+    """The moments the core notifies or fetches a call's URLs; a dialect names them."""
+
+    #: The INVITE went out (status-callback dialects).
+    INITIATED = "initiated"
+    #: The first 18x.
+    RING = "ring"
+    #: The answer document fetch (also the fallback fetch).
+    ANSWER = "answer"
+    #: The 200 OK, as a notification (status-callback dialects; not the document fetch).
+    ANSWERED = "answered"
+    MACHINE_DETECTION = "machine_detection"
+    HANGUP = "hangup"
+    #: Requests the running application makes (actions, redirects, transfers).
+    APPLICATION = "application"
+
+
 def _frozen(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(dict(mapping or {}))
 
@@ -119,8 +136,10 @@ class CallSpec:
     digits: DigitPlan | None = None
     amd: AmdSettings | None = None
     fallback: Webhook | None = None
-    ring: Webhook | None = None
-    hangup: Webhook | None = None
+    #: The notifications the request subscribed to, each to its webhook: Plivo v1 has
+    #: RING (ring_url) and HANGUP (hangup_url); a status-callback dialect subscribes to
+    #: INITIATED, RING, ANSWERED and HANGUP with one URL.
+    notify: Mapping[CallbackEvent, Webhook] = field(default_factory=lambda: _frozen(None))
     parent_call_uuid: str | None = None
     error_if_parent_not_found: bool = False
     #: Name of the dialect that built it (stored with the call record).
@@ -133,10 +152,19 @@ class CallSpec:
             raise InvalidSpec("to", "at least one destination is required")
         object.__setattr__(self, "sip_headers", _frozen(self.sip_headers))
         object.__setattr__(self, "record_params", _frozen(self.record_params))
+        object.__setattr__(self, "notify", _frozen(self.notify))
 
     @property
     def is_bulk(self) -> bool:
         return len(self.destinations) > 1
+
+    @property
+    def ring(self) -> Webhook | None:
+        return self.notify.get(CallbackEvent.RING)
+
+    @property
+    def hangup(self) -> Webhook | None:
+        return self.notify.get(CallbackEvent.HANGUP)
 
 
 class HangupSource(enum.Enum):
@@ -178,18 +206,6 @@ class CallEnd:
     reason: EndReason | None = None
     sip_status: int | None = None
     answered: bool = False
-
-
-class CallbackEvent(enum.Enum):
-    """The moments the core notifies or fetches a call's URLs; a dialect names them."""
-
-    RING = "ring"
-    #: The answer document fetch (also the fallback fetch).
-    ANSWER = "answer"
-    MACHINE_DETECTION = "machine_detection"
-    HANGUP = "hangup"
-    #: Requests the running application makes (actions, redirects, transfers).
-    APPLICATION = "application"
 
 
 # --- domain errors ---------------------------------------------------------------------------

@@ -12,7 +12,16 @@ from urllib.parse import urlsplit
 
 from media.amd import PLIVO_PARAMETERS, AmdParamError, AmdParams
 
-from ...model import AmdMode, AmdSettings, CallSpec, DigitPlan, HttpMethod, Timers, Webhook
+from ...model import (
+    AmdMode,
+    AmdSettings,
+    CallbackEvent,
+    CallSpec,
+    DigitPlan,
+    HttpMethod,
+    Timers,
+    Webhook,
+)
 from ..http import HttpError
 
 
@@ -129,8 +138,14 @@ class CallRequest:
             digits=DigitPlan(self.send_digits, self.send_on_preanswer) if self.send_digits else None,
             amd=amd,
             fallback=hook(self.fallback_url, self.fallback_method),
-            ring=hook(self.ring_url, self.ring_method),
-            hangup=hook(self.hangup_url, self.hangup_method),
+            notify={
+                event: webhook
+                for event, webhook in (
+                    (CallbackEvent.RING, hook(self.ring_url, self.ring_method)),
+                    (CallbackEvent.HANGUP, hook(self.hangup_url, self.hangup_method)),
+                )
+                if webhook is not None
+            },
             parent_call_uuid=self.parent_call_uuid,
             error_if_parent_not_found=self.error_if_parent_not_found,
             dialect="plivo",
