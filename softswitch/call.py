@@ -44,6 +44,7 @@ from .model import (
     CallEnd,
     CallNotFound,
     CallSpec,
+    DialAttempt,
     EndReason,
     HangupSource,
     ShuttingDown,
@@ -259,24 +260,47 @@ class CallManager:
             return
         call.dialed_at = time.time()
         call.sm.fire(CallTransition.DIAL)
+        attempts = spec.attempts or (DialAttempt(spec.gateway, spec.timers.ring_timeout),)
+        for i, attempt in enumerate(attempts):
+            last = i == len(attempts) - 1
+            if i and call.local_end is not None:  # hung up between two attempts
+                await self._finish(call, call.local_end)
+                return
+            if await self._attempt(call, attempt, last=last):
+                break
+        if not call.finished.is_set():  # the stream ended without Terminated: close the record
+            end = CallEnd(causes.NORMAL_UNSPECIFIED, HangupSource.UNKNOWN, answered=call.answered_at is not None)
+            await self._finish(call, end)
+
+    async def _attempt(self, call: Call, attempt: DialAttempt, *, last: bool) -> bool:
+        """One INVITE. True when the call is over (or its events ended); False when it
+        failed before any 18x and another attempt should follow (``last`` is False): a
+        failed attempt sends no callback, as the legacy framework's gateway failover."""
+        assert self.dialer is not None
+        spec = call.spec
         kwargs: dict[str, Any] = {
             "from_user": spec.from_,
             "caller_name": spec.caller_name,
             "headers": dict(spec.sip_headers) or None,
-            "ring_timeout": spec.timers.ring_timeout,
+            "ring_timeout": attempt.ring_timeout if attempt.ring_timeout is not None else spec.timers.ring_timeout,
             "call_uuid": call.call_uuid,
         }
-        if spec.gateway is not None:
-            kwargs["gateway"] = spec.gateway
+        if attempt.gateway is not None:
+            kwargs["gateway"] = attempt.gateway
         try:
             leg = await self.dialer.dial(call.to, **kwargs)
         except (ValueError, LookupError) as exc:
+            if not last:
+                log.info("call %s: attempt via %s refused (%s); next attempt", call.call_uuid, attempt.gateway, exc)
+                return False
             cause = causes.INVALID_NUMBER_FORMAT if isinstance(exc, ValueError) else causes.NO_ROUTE_DESTINATION
             await self._finish(call, CallEnd(cause, HangupSource.ERROR, EndReason.INVALID_DESTINATION),
                                error=str(exc))
-            return
+            return True
+        first_leg = call.leg is None
         call.leg = leg
-        self._notify(call, CallbackEvent.INITIATED)
+        if first_leg:
+            self._notify(call, CallbackEvent.INITIATED)
         await self.update_record(call, extra={"sip_call_id": getattr(leg, "call_id", None)})
         if call.local_end is not None:  # hung up via the API while the INVITE was going out
             self._hangup_leg(call, call.local_end.cause)
@@ -288,11 +312,13 @@ class CallManager:
             elif isinstance(ev, Answered):
                 await self._on_answered(call)
             elif isinstance(ev, Terminated):
+                if not last and call.ring_at is None and call.answered_at is None and call.local_end is None:
+                    log.info("call %s: attempt via %s failed (%s); next attempt",
+                             call.call_uuid, attempt.gateway, ev.cause)
+                    return False
                 await self._on_terminated(call, ev)
-                return
-        if not call.finished.is_set():  # the stream ended without Terminated: close the record
-            end = CallEnd(causes.NORMAL_UNSPECIFIED, HangupSource.UNKNOWN, answered=call.answered_at is not None)
-            await self._finish(call, end)
+                return True
+        return True
 
     def _timers(self, call: Call) -> CallTimers:
         if call.timers is None:

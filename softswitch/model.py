@@ -25,6 +25,7 @@ __all__ = [
     "CallNotFound",
     "CallSpec",
     "CallbackEvent",
+    "DialAttempt",
     "DigitPlan",
     "EndReason",
     "HangupSource",
@@ -116,6 +117,15 @@ class CallbackEvent(enum.Enum):
     APPLICATION = "application"
 
 
+@dataclass(frozen=True, slots=True)
+class DialAttempt:
+    """One INVITE of a call: through ``gateway`` (a configured trunk by name; None: the user
+    agent's routing), ringing at most ``ring_timeout`` seconds (None: the spec's)."""
+
+    gateway: str | None = None
+    ring_timeout: float | None = None
+
+
 def _frozen(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(dict(mapping or {}))
 
@@ -133,6 +143,9 @@ class CallSpec:
     sip_headers: Mapping[str, str] = field(default_factory=lambda: _frozen(None))
     #: A configured trunk by name (None: the user agent's prefix routing).
     gateway: str | None = None
+    #: Failover: the INVITEs to try in order, each only when the one before failed without
+    #: any 18x (no callback for a failed attempt). Empty: one attempt via ``gateway``.
+    attempts: tuple[DialAttempt, ...] = ()
     digits: DigitPlan | None = None
     amd: AmdSettings | None = None
     fallback: Webhook | None = None

@@ -153,3 +153,27 @@ async def test_api_hangup_of_a_queued_call_is_a_cancel() -> None:
     assert row["call_status"] == "cancel" and row["hangup_source"] == "API Request"
     assert call.call_uuid not in m.calls
     await m.shutdown("hangup", 0.1)
+
+
+async def test_failover_tries_the_next_attempt_until_one_rings() -> None:
+    from dataclasses import replace
+
+    from softswitch.model import DialAttempt
+
+    clock = FakeScheduler()
+    m, dialer, store, outbox = _manager(clock)
+    spec = replace(_spec(), attempts=(DialAttempt("gw1", 10), DialAttempt("gw2", 20), DialAttempt("gw3")))
+    result = await m.admit(ACCOUNT, spec)
+    await _settle()
+    dialer.legs[0].emit(Terminated(0.0, causes.NORMAL_TEMPORARY_FAILURE, 503, "Service Unavailable", "callee"))
+    await _settle()
+    assert [kw["gateway"] for _, kw in dialer.dialed] == ["gw1", "gw2"]
+    assert [kw["ring_timeout"] for _, kw in dialer.dialed] == [10, 20]
+    dialer.legs[1].emit(Ringing(0.0, 180, "Ringing"))
+    dialer.legs[1].emit(Terminated(0.0, causes.USER_BUSY, 486, "Busy Here", "callee"))
+    await _settle()
+    assert len(dialer.dialed) == 2  # rang: no failover after the first 18x
+    row = store.rows[result.call_uuids[0]]
+    assert row["call_status"] == "busy"
+    assert [e for e, _, _ in outbox.posts] == ["ring", "hangup"]  # nothing for the failed attempt
+    await m.shutdown("hangup", 0.1)
