@@ -21,7 +21,7 @@ from .model import QueueFull
 if TYPE_CHECKING:
     from .call import Call
 
-__all__ = ["AccountLimits", "Admission", "Gate"]
+__all__ = ["AccountLimits", "Admission", "AdmitResult", "Gate"]
 
 
 @dataclass(slots=True)
@@ -32,6 +32,15 @@ class AccountLimits:
     auth_token: str
     cps: float
     max_concurrent: int
+
+
+@dataclass(frozen=True, slots=True)
+class AdmitResult:
+    """What the API answers: request uuids in order, and whether any call waits in the queue."""
+
+    request_uuids: tuple[str, ...]
+    call_uuids: tuple[str, ...]
+    queued: bool
 
 
 class Gate:

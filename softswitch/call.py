@@ -27,18 +27,16 @@ import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from sip import causes
 from sip.events import Answered, EarlyMedia, Ringing, Terminated
 
-from .admission import AccountLimits, Admission, Gate
-from .calltable import Call, CallTable
+from .admission import AccountLimits, Admission, AdmitResult, Gate
+from .calltable import Call, CallTable, plain_record, record_time
 from .dialect import Dialect
-from .liveops import LiveOps, PlayOrder, RecordOrder, SpeakOrder
+from .liveops import LiveOps
 from .model import (
     CallbackEvent,
     CallEnd,
@@ -64,26 +62,10 @@ class Dialer(Protocol):
     async def dial(self, target: str, **kwargs: Any) -> Any: ...
 
 
-def record_time(t: float | None) -> str | None:
-    """Record time format: 'YYYY-MM-DD HH:MM:SS+00:00' (UTC, whole seconds)."""
-    if t is None:
-        return None
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S+00:00")
-
-
 async def _maybe_await(value: Any) -> Any:
     if inspect.isawaitable(value):
         return await value
     return value
-
-
-@dataclass(frozen=True, slots=True)
-class AdmitResult:
-    """What the API answers: request uuids in order, and whether any call waits in the queue."""
-
-    request_uuids: tuple[str, ...]
-    call_uuids: tuple[str, ...]
-    queued: bool
 
 
 #: How the leg reports who ended the call (``Terminated.hangup_source``).
@@ -221,7 +203,7 @@ class CallManager:
             "sip_status": None,
             "answer_url": spec.answer.url,
             "dialect": spec.dialect or self.dialect.name,
-            "params": _plain(spec.record_params),
+            "params": plain_record(spec.record_params),
             "extra": {},
             "error": None,
         }
@@ -493,41 +475,24 @@ class CallManager:
         task.add_done_callback(self._background.discard)
         return task
 
-    # --- the application and live control (delegated) --------------------------------------
+    # --- the application and live control (in .runner and .liveops) ------------------------
 
     async def run_xml(self, call: Call, xml: str) -> None:
         """The :attr:`app_runner` that executes the XML application (see :mod:`.runner`)."""
         await self.runner.run_xml(call, xml)
 
-    def xml_params(self, call: Call) -> dict[str, str]:
-        return self.runner.xml_params(call)
-
-    async def transfer(self, call: Call, url: str, method: str = "POST") -> None:
-        await self.runner.transfer(call, url, method)
-
-    async def play(self, call: Call, req: PlayOrder) -> None:
-        await self.live_ops.play(call, req)
-
-    async def speak(self, call: Call, req: SpeakOrder) -> None:
-        await self.live_ops.speak(call, req)
-
-    def stop_playback(self, call: Call, kind: str) -> int:
-        return self.live_ops.stop_playback(call, kind)
-
-    def send_dtmf(self, call: Call, digits: str, leg: str = "aleg") -> None:
-        self.live_ops.send_dtmf(call, digits, leg)
-
-    def start_recording(self, call: Call, req: RecordOrder, api_id: str) -> tuple[str, str]:
-        return self.live_ops.start_recording(call, req, api_id)
-
-    def stop_recording(self, call: Call, url: str | None = None) -> int:
-        return self.live_ops.stop_recording(call, url)
-
-    def recording_in_progress(self, name: str) -> bool:
-        return self.live_ops.recording_in_progress(name)
-
     def bridged_leg(self, call: Call) -> Any | None:
         return self.live_ops.bridged_leg(call)
+
+    def schedule_hangup(self, call: Call, seconds: float, cause: str = causes.ALLOTTED_TIMEOUT) -> str:
+        """Hang the call up ``seconds`` from now (cause ALLOTTED_TIMEOUT); returns an id."""
+        if call.finished.is_set():
+            raise CallNotFound(f"call {call.call_uuid} has ended")
+        return self._timers(call).schedule(seconds, cause)
+
+    def cancel_scheduled_hangup(self, sched_id: str) -> bool:
+        """Cancel a hangup :meth:`schedule_hangup` armed; False if unknown or already done."""
+        return any(c.timers is not None and c.timers.unschedule(sched_id) for c in list(self.calls.values()))
 
     def recording_url_base(self, auth_id: str) -> str:
         """Public URL prefix of an account's recordings (served by the API server)."""
@@ -625,11 +590,3 @@ class CallManager:
         for call in list(self.calls.values()):
             if call.timers is not None:
                 call.timers.cancel()
-
-
-def _plain(value: Any) -> Any:
-    """A mapping proxy (frozen spec) as plain dicts, for JSON in the record."""
-    if hasattr(value, "items"):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
-

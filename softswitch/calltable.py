@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from .admission import AccountLimits
@@ -14,7 +15,21 @@ from .model import CallEnd, CallSpec
 from .state import CallState, CallStateMachine
 from .timers import CallTimers
 
-__all__ = ["Call", "CallTable"]
+__all__ = ["Call", "CallTable", "plain_record", "record_time"]
+
+
+def record_time(t: float | None) -> str | None:
+    """Record time format: 'YYYY-MM-DD HH:MM:SS+00:00' (UTC, whole seconds)."""
+    if t is None:
+        return None
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S+00:00")
+
+
+def plain_record(value: Any) -> Any:
+    """A mapping proxy (frozen spec) as plain dicts, for JSON in the record."""
+    if hasattr(value, "items"):
+        return {k: plain_record(v) for k, v in value.items()}
+    return value
 
 
 @dataclass(eq=False)

@@ -200,6 +200,8 @@ class EndReason(enum.Enum):
     API = "api"
     SHUTDOWN = "shutdown"
     TIME_LIMIT = "time_limit"
+    #: A hangup scheduled over an API (legacy ``ScheduleHangup``).
+    SCHEDULED_HANGUP = "scheduled_hangup"
     HANGUP_ON_RING = "hangup_on_ring"
     RING_TIMEOUT = "ring_timeout"
     ANSWER_URL_ERROR = "answer_url_error"

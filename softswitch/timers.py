@@ -1,4 +1,5 @@
-"""Per-call timers with an injected clock: ``time_limit`` and ``hangup_on_ring``.
+"""Per-call timers with an injected clock: ``time_limit``, ``hangup_on_ring`` and hangups
+scheduled over an API.
 
 Time is an input (the aioquic habit): the :class:`Scheduler` is the event loop in the
 server and a :class:`FakeScheduler` in unit tests, which advance time by hand and never
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import uuid
 from collections.abc import Callable
 from typing import Protocol
 
@@ -86,6 +88,7 @@ class CallTimers:
         self._scheduler = scheduler
         self._expire = expire
         self._handles: list[Cancellable] = []
+        self._scheduled: dict[str, Cancellable] = {}
         self._ring_armed = False
 
     def _arm(self, seconds: float, cause: str, reason: EndReason) -> None:
@@ -104,7 +107,31 @@ class CallTimers:
             self._arm(self.timers.time_limit, causes.ALLOTTED_TIMEOUT, EndReason.TIME_LIMIT)
         self.on_ring()
 
+    def schedule(self, seconds: float, cause: str = causes.ALLOTTED_TIMEOUT) -> str:
+        """A hangup ``seconds`` from now, asked for over an API; returns its id."""
+        sched_id = str(uuid.uuid4())
+
+        def fire() -> None:
+            self._scheduled.pop(sched_id, None)
+            self._expire(cause, EndReason.SCHEDULED_HANGUP)
+
+        self._scheduled[sched_id] = self._scheduler.call_later(seconds, fire)
+        return sched_id
+
+    def unschedule(self, sched_id: str) -> bool:
+        """Cancel a scheduled hangup; False if it is unknown (or already fired)."""
+        handle = self._scheduled.pop(sched_id, None)
+        if handle is None:
+            return False
+        handle.cancel()
+        return True
+
+    @property
+    def scheduled(self) -> tuple[str, ...]:
+        return tuple(self._scheduled)
+
     def cancel(self) -> None:
-        for handle in self._handles:
+        for handle in [*self._handles, *self._scheduled.values()]:
             handle.cancel()
         self._handles.clear()
+        self._scheduled.clear()

@@ -192,7 +192,7 @@ async def recording_file(request: web.Request) -> web.StreamResponse:
     m = _RECORDING_NAME_RE.match(name)
     if manager.account(request.match_info["auth_id"]) is None or m is None:
         raise HttpError(404, "recording not found")
-    if manager.recording_in_progress(name):
+    if manager.live_ops.recording_in_progress(name):
         raise HttpError(404, "recording is still in progress")
     path = manager.recording_path(name)
     if not path.is_file():

@@ -177,3 +177,26 @@ async def test_failover_tries_the_next_attempt_until_one_rings() -> None:
     assert row["call_status"] == "busy"
     assert [e for e, _, _ in outbox.posts] == ["ring", "hangup"]  # nothing for the failed attempt
     await m.shutdown("hangup", 0.1)
+
+
+async def test_scheduled_hangup_fires_on_the_fake_clock_and_can_be_cancelled() -> None:
+    clock = FakeScheduler()
+    m, dialer, store, outbox = _manager(clock)
+    result = await m.admit(ACCOUNT, _spec(time_limit=3600))
+    await _settle()
+    (leg,) = dialer.legs
+    leg.emit(Answered(0.0))
+    await _settle()
+    call = m.calls[result.call_uuids[0]]
+    kept = m.schedule_hangup(call, 10)
+    dropped = m.schedule_hangup(call, 5)
+    assert m.cancel_scheduled_hangup(dropped) and not m.cancel_scheduled_hangup(dropped)
+    clock.advance(9)
+    await _settle()
+    assert leg.hangups == []
+    clock.advance(1)
+    await _settle()
+    assert leg.hangups == [causes.ALLOTTED_TIMEOUT]
+    assert store.rows[call.call_uuid]["call_status"] == "completed"
+    assert not m.cancel_scheduled_hangup(kept)
+    await m.shutdown("hangup", 0.1)

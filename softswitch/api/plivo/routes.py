@@ -254,7 +254,7 @@ async def transfer_call(request: web.Request) -> web.Response:
     if req.legs != "aleg":
         raise ApiError(400, "legs=bleg|both: transferring the bridged B leg is not supported; use legs=aleg")
     assert req.aleg_url is not None
-    await manager.transfer(call, req.aleg_url, req.aleg_method)
+    await manager.runner.transfer(call, req.aleg_url, req.aleg_method)
     return _accepted(request, "transfer", call)
 
 
@@ -262,14 +262,14 @@ async def play_call(request: web.Request) -> web.Response:
     """POST .../Call/{call_uuid}/Play/: play audio URLs on the call."""
     manager, call = _live(request)
     req = parse_play_request(await read_body(request))
-    await manager.play(call, req)
+    await manager.live_ops.play(call, req)
     return _accepted(request, "play", call, (req.callback_url, req.callback_method))
 
 
 async def stop_play_call(request: web.Request) -> web.Response:
     """DELETE .../Call/{call_uuid}/Play/: stop what Play started."""
     manager, call = _live(request)
-    manager.stop_playback(call, "play")
+    manager.live_ops.stop_playback(call, "play")
     return web.Response(status=204)
 
 
@@ -277,14 +277,14 @@ async def speak_call(request: web.Request) -> web.Response:
     """POST .../Call/{call_uuid}/Speak/: text to speech on the call."""
     manager, call = _live(request)
     req = parse_speak_request(await read_body(request))
-    await manager.speak(call, req)
+    await manager.live_ops.speak(call, req)
     return _accepted(request, "speak", call, (req.callback_url, req.callback_method))
 
 
 async def stop_speak_call(request: web.Request) -> web.Response:
     """DELETE .../Call/{call_uuid}/Speak/: stop what Speak started."""
     manager, call = _live(request)
-    manager.stop_playback(call, "speak")
+    manager.live_ops.stop_playback(call, "speak")
     return web.Response(status=204)
 
 
@@ -292,7 +292,7 @@ async def dtmf_call(request: web.Request) -> web.Response:
     """POST .../Call/{call_uuid}/DTMF/: send digits on the A (or B) leg."""
     manager, call = _live(request)
     req = parse_digits_request(await read_body(request))
-    manager.send_dtmf(call, req.digits, req.leg)
+    manager.live_ops.send_dtmf(call, req.digits, req.leg)
     return _accepted(request, "digits", call, (req.callback_url, req.callback_method))
 
 
@@ -300,7 +300,7 @@ async def record_call(request: web.Request) -> web.Response:
     """POST .../Call/{call_uuid}/Record/: record the call; answers its URL and id."""
     manager, call = _live(request)
     req = parse_record_request(await read_body(request))
-    recording_id, url = manager.start_recording(call, req, request[API_ID_KEY])
+    recording_id, url = manager.live_ops.start_recording(call, req, request[API_ID_KEY])
     return _accepted(request, "record", call, None, url=url, recording_id=recording_id)
 
 
@@ -311,7 +311,7 @@ async def stop_record_call(request: web.Request) -> web.Response:
     url = data.get("URL") or request.query.get("URL")
     if url is not None and not isinstance(url, str):
         raise ApiError(400, "URL must be a string")
-    stopped = manager.stop_recording(call, url or None)
+    stopped = manager.live_ops.stop_recording(call, url or None)
     if url and not stopped:
         raise ApiError(404, f"no recording in progress at {url}")
     return web.Response(status=204)
