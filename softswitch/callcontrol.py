@@ -1,7 +1,8 @@
 """The XML executor's :class:`~softswitch.xml.executor.CallControl` over a live SIP call.
 
 :class:`LiveCallControl` wraps one answered :class:`sip.aio.ua.OutboundCall` (the A leg)
-and carries out each Plivo verb on its RTP stream (:class:`media.engine.MediaStream`):
+and carries out each verb of the XML vocabulary on its RTP stream
+(:class:`media.engine.MediaStream`):
 
 * ``play``: queue a :mod:`media.play` source; with ``interrupt_on_digit`` the media engine
   ends it on the first received DTMF digit (RFC 4733 event or in-band tone), and that digit
@@ -17,17 +18,24 @@ and carries out each Plivo verb on its RTP stream (:class:`media.engine.MediaStr
 * ``record``: a receive tap feeds :class:`media.record.Recorder` (WAV or MP3) until
   ``maxLength``, ``timeout`` seconds of silence, a ``finishOnKey`` key or the hangup. With
   ``playBeep`` a 500 ms 1 kHz tone (-13 dBm0) is played first.
-* ``dial``: the B legs (``<Number>``/``<User>``) are dialled at once through the same
-  :class:`~sip.aio.ua.UserAgent`; the first to answer (and confirm, with ``confirmKey``)
-  wins and the others are cancelled; the A leg hears ringback (or ``dialMusic``, or the B
-  leg's early media with ``dialMusic="real"``) meanwhile. The two streams are bridged with
-  :meth:`media.engine.MediaEngine.bridge` until either side hangs up, ``timeLimit``, or
-  ``hangupOnStar``. When the B leg ends the A leg goes on with the XML (Plivo); when the
-  A leg ends the B leg is hung up.
+* ``dial``: :class:`softswitch.dial.DialRun` (its own module): the B legs
+  (``<Number>``/``<User>``) are dialled at once through the same user agent; the first to
+  answer (and confirm, with ``confirmKey``) wins and the others are cancelled; the A leg
+  hears ringback (or ``dialMusic``, or the B leg's early media with ``dialMusic="real"``)
+  meanwhile. The two streams are bridged until either side hangs up, ``timeLimit``, or
+  ``hangupOnStar``. When the B leg ends the A leg goes on with the XML; when the A leg ends
+  the B leg is hung up.
 
 Hang-up of the A leg: operations waiting on media notice it at once and raise
 :class:`~softswitch.xml.executor.CallHungUp` (``record`` and ``dial`` return their result
-instead, so the executor can still report it to the ``action`` URL, as Plivo does).
+instead, so the executor can still report it to the ``action`` URL).
+
+What the control needs from the call it runs on (request parameters, the signed fetch, the
+notifications, ending the call) comes through :class:`CallHooks`, which the orchestration
+implements (:class:`softswitch.runner.CallAppHooks`); callables are still accepted.
+
+About 700 lines, one class: :class:`LiveCallControl`'s methods are the verbs' media
+operations, which share its digit buffer and hang-up watch.
 
 :func:`run_xml_app` builds the :class:`~softswitch.xml.executor.XmlApplication` for a
 control and runs it: the orchestration's ``app_runner`` hook is a thin wrapper around it.
@@ -368,7 +376,7 @@ class LiveCallControl:
         valid_digits: str,
         first_digit: str | None = None,
     ) -> tuple[str, str]:
-        """Plivo GetDigits: ``timeout_s`` for the first key, ``digit_timeout_s`` between
+        """GetDigits: ``timeout_s`` for the first key, ``digit_timeout_s`` between
         keys; a key of ``finish_on_key`` ends input (not included); a key outside
         ``valid_digits`` ends it as ``invalid``; ``num_digits`` keys end it."""
         got = ""
@@ -667,7 +675,7 @@ async def run_xml_app(
     xml: str | bytes | None = None,
     **options: Any,
 ) -> XmlApplication:
-    """Run the call's Plivo XML application on ``control`` and return it when done.
+    """Run the call's XML application on ``control`` and return it when done.
 
     Without ``xml`` the answer document is fetched from ``answer_url`` (``fallback_url`` if
     that fails); with ``xml`` (the orchestration already fetched it) it runs at once and

@@ -59,7 +59,7 @@ RINGBACK_FREQS_HZ = (440.0, 480.0)
 RINGBACK_CADENCE_MS = (2000, 4000)
 RINGBACK_LEVEL_DBM0 = -19.0
 
-#: Plivo ``DialStatus`` values.
+#: ``DialStatus`` values.
 DIAL_STATUS_COMPLETED = "completed"
 DIAL_STATUS_BUSY = "busy"
 DIAL_STATUS_FAILED = "failed"
@@ -72,7 +72,7 @@ _LEG_END_GRACE_S = 5.0
 
 
 def dial_status(cause: str, *, dial_timed_out: bool) -> str:
-    """Plivo ``DialStatus`` for a B leg that ended without being answered.
+    """``DialStatus`` for a B leg that ended without being answered.
 
     ``busy`` for a busy callee (486/600: USER_BUSY); ``no-answer`` when our ``<Dial
     timeout>`` ran out while it rang (NO_ANSWER, ORIGINATOR_CANCEL at that deadline);
@@ -100,11 +100,11 @@ class DialDefaults:
     gateway: str | None = None
     #: SIP transport for B legs (None: from the URI, else UDP).
     transport: str | None = None
-    #: Most B legs one ``<Dial>`` rings at once (Plivo: 10 numbers per Dial).
+    #: Most B legs one ``<Dial>`` rings at once (the XML vocabulary: 10 numbers per Dial).
     max_targets: int = 10
     #: Ringback to the A leg while B legs ring and no ``dialMusic`` is given.
     ringback: bool = True
-    #: Prefix of custom SIP headers from ``sipHeaders`` (Plivo sends ``X-PH-<name>``).
+    #: Prefix of custom SIP headers from ``sipHeaders`` (the XML vocabulary sends ``X-PH-<name>``).
     sip_header_prefix: str = "X-PH-"
     #: Called with each B leg as soon as it is dialled (records, CDRs, live-call lists).
     on_b_leg: Callable[[OutboundCall, str], None] | None = None
@@ -166,7 +166,7 @@ class DialRun:
         self.caller_id = dial.caller_id or defaults.caller_id or params.get("From") or "softswitch"
         self.caller_name = dial.caller_name or defaults.caller_name
 
-    # -- callbacks (Plivo Dial callbackUrl) --
+    # -- callbacks (Dial callbackUrl) --
 
     def _callback(self, action: str, leg: _Leg, **extra: str) -> None:
         """Notify the Dial's ``callbackUrl``: ``DialAction`` is ``answer`` (a B leg

@@ -2,7 +2,7 @@
 
 The server registers one :class:`Dialect` with the :class:`~softswitch.call.CallManager`;
 the core calls into it only through this protocol and never imports ``softswitch.api``.
-Each dialect package (``softswitch.api.plivo``...) implements it with its own tables.
+Each dialect package under ``softswitch.api`` implements it with its own tables.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The dialect-neutral call model: what a dialect builds once from a request (:class:`CallSpec`),
 how a call ended (:class:`CallEnd`), and the errors the core raises.
 
-A dialect (``softswitch.api.plivo`` today) parses and validates its request into a frozen
+A dialect (a package under ``softswitch.api``) parses and validates its request into a frozen
 :class:`CallSpec` at the HTTP edge; the core never sees a request dict or a dialect's
 parameter names. Values are typed (enums, numbers, parsed settings), never strings to be
 parsed again. The core raises the domain errors below; each dialect maps them onto its own
@@ -149,9 +149,9 @@ class CallSpec:
     digits: DigitPlan | None = None
     amd: AmdSettings | None = None
     fallback: Webhook | None = None
-    #: The notifications the request subscribed to, each to its webhook: Plivo v1 has
-    #: RING (ring_url) and HANGUP (hangup_url); a status-callback dialect subscribes to
-    #: INITIATED, RING, ANSWERED and HANGUP with one URL.
+    #: The notifications the request subscribed to, each to its webhook: a ring URL and a
+    #: hangup URL are RING and HANGUP; a status-callback dialect subscribes to INITIATED,
+    #: RING, ANSWERED and HANGUP with one URL.
     notify: Mapping[CallbackEvent, Webhook] = field(default_factory=lambda: _frozen(None))
     parent_call_uuid: str | None = None
     error_if_parent_not_found: bool = False
