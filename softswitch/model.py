@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from sip import causes
+
 __all__ = [
     "AmdMode",
     "AmdSettings",
@@ -98,6 +100,9 @@ class Timers:
     ring_timeout: float
     time_limit: float | None = None
     hangup_on_ring: float | None = None
+    #: The cause a hangup_on_ring hangup carries (its BYE/CANCEL Reason and the end cause):
+    #: one dialect reports ALLOTTED_TIMEOUT, another ORIGINATOR_CANCEL (each its own default).
+    hangup_on_ring_cause: str = causes.ALLOTTED_TIMEOUT
 
 
 class CallbackEvent(enum.Enum):

@@ -98,7 +98,7 @@ class CallTimers:
         """First 18x. seeds/002 hangup_on_ring: counted from the time the call starts ringing."""
         if self.timers.hangup_on_ring is not None and not self._ring_armed:
             self._ring_armed = True
-            self._arm(self.timers.hangup_on_ring, causes.ALLOTTED_TIMEOUT, EndReason.HANGUP_ON_RING)
+            self._arm(self.timers.hangup_on_ring, self.timers.hangup_on_ring_cause, EndReason.HANGUP_ON_RING)
 
     def on_answer(self) -> None:
         """Answer: time_limit starts; answered without a 18x, the call "starts ringing" and is

@@ -145,3 +145,13 @@ def test_plivo_names_of_states_and_ends() -> None:
     limit = CallEnd(causes.ALLOTTED_TIMEOUT, HangupSource.SYSTEM, EndReason.TIME_LIMIT, answered=True)
     assert d.status_name(CallState.COMPLETED, limit) == "completed"
     assert d.end_fields(limit)["hangup_cause_code"] == 5010
+
+
+def test_hangup_on_ring_cause_is_the_dialects() -> None:
+    clock = FakeScheduler()
+    fired: list[tuple[str, EndReason]] = []
+    t = CallTimers(Timers(ring_timeout=60, hangup_on_ring=0, hangup_on_ring_cause=causes.ORIGINATOR_CANCEL),
+                   clock, lambda cause, reason: fired.append((cause, reason)))
+    t.on_ring()
+    clock.advance(0)
+    assert fired == [(causes.ORIGINATOR_CANCEL, EndReason.HANGUP_ON_RING)]
