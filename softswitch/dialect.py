@@ -39,6 +39,10 @@ class Dialect(Protocol):
         """The form parameters of ``event``'s request for ``call``."""
         ...
 
+    def machine_fields(self, call: Call, result: Any) -> dict[str, Any]:
+        """What the record keeps of a machine-detection decision (``media.amd.AmdResult``)."""
+        ...
+
     def recording_params(self, call: Call, recording: Mapping[str, Any]) -> dict[str, str]:
         """The parameters of a finished API recording's callback (``recording``: ``api_id``,
         ``url``, ``recording_id``, ``duration_ms``, ``start_ms``, ``end_ms``)."""

@@ -87,9 +87,7 @@ class ApplicationRunner:
         asyncio.get_running_loop().create_task(self._on_machine(call, result))
 
     def _amd_extra(self, call: Call, result: Any) -> dict[str, Any]:
-        # The mode as the request gave it, in the dialect's own stored parameters.
-        mode = call.spec.record_params.get("machine_detection")
-        return {"machine_detection": {**result.as_params(), "mode": mode}}
+        return {"machine_detection": self.m.dialect.machine_fields(call, result)}
 
     async def _on_machine(self, call: Call, result: Any) -> None:
         from .model import AmdMode

@@ -155,3 +155,19 @@ def test_hangup_on_ring_cause_is_the_dialects() -> None:
     t.on_ring()
     clock.advance(0)
     assert fired == [(causes.ORIGINATOR_CANCEL, EndReason.HANGUP_ON_RING)]
+
+
+def test_plivo_machine_params() -> None:
+    from dataclasses import replace
+
+    from media.amd import AmdResult
+    from softswitch.api.plivo.dialect import machine_params
+
+    r = AmdResult(machine=True, status="MACHINE", reason="LONGGREETING", decided_at_ms=2140,
+                  initial_silence_ms=420, greeting_ms=1500, words=2)
+    assert machine_params(r) == {
+        "Machine": "true", "AmdStatus": "MACHINE", "AmdReason": "LONGGREETING", "AmdDecisionMs": "2140",
+        "AmdInitialSilenceMs": "420", "AmdGreetingMs": "1500", "AmdWords": "2",
+    }
+    b = machine_params(replace(r, beep_hz=998.6, beep_ms=300, beep_at_ms=7000))
+    assert b["AmdBeepHz"] == "999" and b["AmdBeepMs"] == "300" and b["AmdBeepAtMs"] == "7000"

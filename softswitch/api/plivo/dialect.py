@@ -17,7 +17,7 @@ from .shapes import plivo_time
 if TYPE_CHECKING:
     from ...call import Call
 
-__all__ = ["PlivoDialect", "callback_time", "call_snapshot", "session_time", "HANGUP_SOURCES"]
+__all__ = ["PlivoDialect", "callback_time", "call_snapshot", "machine_params", "session_time", "HANGUP_SOURCES"]
 
 #: Plivo ``HangupSource`` of each :class:`HangupSource`.
 HANGUP_SOURCES: dict[HangupSource, str] = {
@@ -65,6 +65,25 @@ def session_time(t: float | None) -> str:
 
 def _reason(end: CallEnd) -> str | None:
     return end.reason.value if end.reason is not None else None
+
+
+def machine_params(result: Any) -> dict[str, str]:
+    """A machine-detection decision (:class:`media.amd.AmdResult`) as callback parameters:
+    Plivo's ``Machine`` plus our ``Amd*`` extras (string values, as they go into a form)."""
+    out = {
+        "Machine": "true" if result.machine else "false",
+        "AmdStatus": str(result.status),
+        "AmdReason": str(result.reason),
+        "AmdDecisionMs": str(result.decided_at_ms),
+        "AmdInitialSilenceMs": str(result.initial_silence_ms),
+        "AmdGreetingMs": str(result.greeting_ms),
+        "AmdWords": str(result.words),
+    }
+    if result.beep_hz is not None:
+        out["AmdBeepHz"] = f"{result.beep_hz:.0f}"
+        out["AmdBeepMs"] = str(result.beep_ms)
+        out["AmdBeepAtMs"] = str(result.beep_at_ms)
+    return out
 
 
 def call_snapshot(call: Call) -> dict[str, Any]:
@@ -134,7 +153,7 @@ class PlivoDialect:
         if spec.amd is not None:
             params["MachineDetection"] = "hangup" if spec.amd.mode.value == "hangup" else "true"
         if call.machine is not None:
-            params.update(call.machine.as_params())  # Machine=true|false and the features
+            params.update(machine_params(call.machine))  # Machine=true|false and the features
         for key, value in spec.sip_headers.items():
             params[key] = value
         end = call.end
@@ -154,6 +173,11 @@ class PlivoDialect:
                 }
             )
         return params
+
+    def machine_fields(self, call: Call, result: Any) -> dict[str, Any]:
+        """Stored in the record's ``extra.machine_detection``: the decision's parameters and
+        the mode as the request gave it."""
+        return {**machine_params(result), "mode": call.spec.record_params.get("machine_detection")}
 
     def recording_params(self, call: Call, recording: Mapping[str, Any]) -> dict[str, str]:
         return {
