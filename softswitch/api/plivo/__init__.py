@@ -17,7 +17,14 @@ This module re-exports the names of all of them, so ``softswitch.api.plivo.X`` k
 
 from __future__ import annotations
 
-from .codes import TERMINAL_STATUSES, CallStatus, call_status_for, hangup_code
+from .codes import (
+    TERMINAL_STATUSES,
+    CallStatus,
+    HangupCause,
+    call_status_for,
+    hangup_cause,
+    hangup_code,
+)
 from .dialect import PlivoDialect  # noqa: I001 - after the tables it uses
 from .live import (
     LEGS,
@@ -84,6 +91,7 @@ __all__ = [
     "ApiError",
     "CallRequest",
     "CallStatus",
+    "HangupCause",
     "DigitsRequest",
     "PlayRequest",
     "PlivoDialect",
@@ -92,6 +100,7 @@ __all__ = [
     "TransferRequest",
     "call_status_for",
     "cdr_json",
+    "hangup_cause",
     "hangup_code",
     "is_destination",
     "is_http_url",
