@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -104,10 +104,7 @@ class MachineDetection:
         self._resolve(None, None)
 
 
-async def run_detection(call: Any, params: Mapping[str, str] | AmdParams) -> AmdResult | None:
+async def run_detection(call: Any, params: AmdParams) -> AmdResult | None:
     """Detect on an answered call and return the decision (``None`` if the call ended first)."""
-    from .api.plivo_amd import amd_params_from_plivo
-
-    amd_params = params if isinstance(params, AmdParams) else amd_params_from_plivo(params)
-    detection = MachineDetection(call, amd_params).start()
+    detection = MachineDetection(call, params).start()
     return await detection.decision

@@ -290,10 +290,11 @@ async def _call(args: argparse.Namespace, host: str, port: int, rtp: tuple[int, 
 
 async def _machine_detection(call, args, start: float, summary: dict[str, object]) -> None:  # type: ignore[no-untyped-def]
     """Run the answering-machine detector on the call's received audio."""
+    from media.amd import AmdParams
     from softswitch.amd import run_detection
-    from softswitch.api.plivo_amd import callback_params
+    from softswitch.api.plivo.amd import callback_params
 
-    result = await run_detection(call, {"machine_detection_time": str(args.machine_detection_time)})
+    result = await run_detection(call, AmdParams(total_ms=args.machine_detection_time))
     if result is None:
         return
     summary["machine_detection"] = callback_params(result)

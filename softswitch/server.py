@@ -24,7 +24,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .api.app import create_app
+from .api.http import create_app
+from .api.plivo import PlivoDialect
 from .call import AccountLimits, CallManager
 
 log = logging.getLogger("softswitch.server")
@@ -50,7 +51,7 @@ def _build_kwargs(cls: Any, **values: Any) -> dict[str, Any]:
 
 
 def build_user_agent(config: Any) -> Any:
-    """The SIP user agent (``sip.aio.ua``) configured from :class:`softswitch.config.Config`."""
+    """The SIP user agent (``softswitch.ua``: SIP with media) configured from :class:`softswitch.config.Config`."""
     from softswitch.ua import GatewayConfig, UserAgent, UserAgentConfig
 
     media_cfg = None
@@ -162,6 +163,7 @@ class Server:
             self.store,
             self.outbox,
             dialer,
+            dialect=PlivoDialect(),
             accounts=_accounts(cfg),
             max_concurrent=cfg.limits.max_concurrent,
             max_queue=cfg.limits.max_queue,

@@ -26,7 +26,7 @@ import pytest
 
 from media.engine import MediaConfig, MediaEngine, MediaStream
 from media.play import ToneSource, decode_audio
-from softswitch.api.plivo_xml import XmlApplication
+from softswitch.api.plivo.xml import XmlApplication
 from softswitch.app.control import CallHungUp
 from softswitch.app.sources import TtsCache
 from softswitch.callcontrol import LiveMedia

@@ -31,8 +31,9 @@ import pytest
 from media.play import decode_audio, tts_to_pcm
 from media.record import mp3_encoder_name
 from sip import causes
-from softswitch.api.plivo_xml import XmlApplication
+from softswitch.api.plivo.xml import parse_document
 from softswitch.app.control import FetchError
+from softswitch.app.executor import Application
 from softswitch.app.sources import espeak_voice
 from softswitch.callcontrol import (
     DialDefaults,
@@ -212,7 +213,7 @@ async def http() -> AsyncIterator[Http]:
 class Run:
     """One call placed by our UA and driven by an XML application."""
 
-    app: XmlApplication
+    app: Application
     call: OutboundCall
     control: LiveCallControl
     answered_at: float
@@ -267,6 +268,7 @@ async def run_call(
             data_dir=data_dir,
             recording_url_base="http://127.0.0.1:1/recordings",
             xml=xml,
+            parse_document=parse_document,
         ),
         timeout,
     )

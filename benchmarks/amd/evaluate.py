@@ -51,7 +51,7 @@ from media.amd import (  # noqa: E402
     AnsweringMachineDetector,
     BeepDetector,
 )
-from softswitch.api.plivo_amd import (  # noqa: E402
+from softswitch.api.plivo.amd import (  # noqa: E402
     PLIVO_PARAMETERS,
     amd_params_from_plivo,
     callback_params,
@@ -345,8 +345,8 @@ def evaluate_calls(
     import asyncio
     import tempfile
 
-    from softswitch.ua import UserAgent, UserAgentConfig
     from softswitch.amd import MachineDetection
+    from softswitch.ua import UserAgent, UserAgentConfig
     from tests.peers.baresip import Baresip
 
     labels = corpus / "labels.csv"

@@ -25,7 +25,7 @@ from media.amd import (
     Beep,
     BeepDetector,
 )
-from softswitch.api.plivo_amd import callback_params
+from softswitch.api.plivo.amd import callback_params
 
 RATE = 8000
 FRAME = 160

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from softswitch.api.plivo_xml import RESULT_PARAMS, XmlApplication, parse_response
+from softswitch.api.plivo.xml import RESULT_PARAMS, XmlApplication, parse_response
 from softswitch.app.control import (
     CallControl,
     CallHungUp,

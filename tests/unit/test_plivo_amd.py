@@ -1,4 +1,4 @@
-"""Plivo's names for machine detection (softswitch/api/plivo_amd.py): the machine_detection_*
+"""Plivo's names for machine detection (softswitch.api.plivo.amd.py): the machine_detection_*
 request parameters onto the detector's settings, and a decision onto callback parameters."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 
 from media.amd import AmdParamError, AmdParams, AmdResult
-from softswitch.api.plivo_amd import PLIVO_PARAMETERS, amd_params_from_plivo, callback_params
+from softswitch.api.plivo.amd import PLIVO_PARAMETERS, amd_params_from_plivo, callback_params
 
 # -- parameters (Plivo names, documented ranges) ----------------------------------------------
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from softswitch.api.plivo_xml import (
+from softswitch.api.plivo.xml import (
     CAUSE_INVALID_XML,
     CAUSE_NOT_IMPLEMENTED,
     XmlAppError,

@@ -1,0 +1,253 @@
+"""Shared HTTP plumbing of every dialect: one aiohttp application, the error middleware,
+HTTP Basic authentication, request bodies, recording files and the OpenAPI assembly.
+
+Each dialect package contributes an :class:`HttpDialect`: its routes, the URL prefix it
+owns, how it shapes an error and which HTTP status each domain error of the core
+(:mod:`softswitch.model`) becomes there, and its part of the OpenAPI document. The
+middleware answers every error of a request in the shape of the dialect that owns its path.
+
+Recording files are served without authentication, like Plivo's recording URLs (public
+object-store links): the name holds a random UUID (122 bits), so the URL is the capability.
+This lets webhook receivers and ``<Play>`` fetch them as they are. Only names of the form
+``<uuid>.wav``/``<uuid>.mp3`` under ``<data_dir>/recordings/`` are served, for an account that
+exists; a recording still being written is a 404 until it is finished.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from ..call import AccountLimits, CallManager
+from ..model import CallError
+
+log = logging.getLogger("softswitch.api")
+
+__all__ = [
+    "API_ID_KEY",
+    "BULK_MAX_KEY",
+    "HttpDialect",
+    "HttpError",
+    "MANAGER_KEY",
+    "STORE_KEY",
+    "authenticate_basic",
+    "create_app",
+    "json_response",
+    "openapi_document",
+    "read_body",
+    "recording_file",
+]
+
+MANAGER_KEY: web.AppKey[CallManager] = web.AppKey("manager", CallManager)
+STORE_KEY: web.AppKey[Any] = web.AppKey("store", object)
+BULK_MAX_KEY: web.AppKey[int] = web.AppKey("bulk_max", int)
+#: A fresh id per HTTP request (Plivo's ``api_id``), for error bodies and logs.
+API_ID_KEY: web.RequestKey[str] = web.RequestKey("api_id", str)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class HttpError(Exception):
+    """An error that becomes the owning dialect's error body with ``status``.
+
+    Carries what to answer, like h11's ``RemoteProtocolError(error_status_hint=...)``.
+    """
+
+    def __init__(self, status: int, error: str) -> None:
+        super().__init__(error)
+        self.status = status
+        self.error = error
+
+
+def json_response(status: int, body: dict[str, Any]) -> web.Response:
+    return web.json_response(body, status=status, dumps=lambda o: json.dumps(o, separators=(", ", ": ")))
+
+
+def _default_error(status: int, message: str, request_id: str) -> web.Response:
+    resp = json_response(status, {"api_id": request_id, "error": message})
+    if status == 401:
+        resp.headers["WWW-Authenticate"] = 'Basic realm="softswitch"'
+    return resp
+
+
+@dataclass(frozen=True)
+class HttpDialect:
+    """The HTTP side of one dialect."""
+
+    name: str
+    #: Paths starting with this are the dialect's (its error shape applies to them).
+    prefix: str
+    #: ``(path, method, handler)``; a path ending in "/" is also routed without it.
+    routes: Sequence[tuple[str, str, Handler]]
+    #: ``(status, message, request_id) -> response``.
+    error_response: Callable[[int, str, str], web.Response] = _default_error
+    #: HTTP status of each domain error (checked in order, ``isinstance``); others are 500.
+    domain_status: Sequence[tuple[type[CallError], int]] = ()
+    #: ``() -> {"info", "components", "paths"}`` (its part of ``/openapi.json``).
+    openapi: Callable[[], dict[str, Any]] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def status_of(self, exc: CallError) -> int:
+        for kind, status in self.domain_status:
+            if isinstance(exc, kind):
+                return status
+        return 500
+
+
+DIALECTS_KEY: web.AppKey[tuple[HttpDialect, ...]] = web.AppKey("dialects", tuple)
+
+
+def _owner(request: web.Request) -> HttpDialect:
+    dialects = request.app[DIALECTS_KEY]
+    for d in dialects:
+        if request.path.startswith(d.prefix):
+            return d
+    return dialects[0]
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error in the owning dialect's shape, with a fresh request id per HTTP request."""
+    request_id = str(uuid.uuid4())
+    request[API_ID_KEY] = request_id
+    try:
+        return await handler(request)
+    except HttpError as exc:
+        return _owner(request).error_response(exc.status, exc.error, request_id)
+    except CallError as exc:
+        dialect = _owner(request)
+        return dialect.error_response(dialect.status_of(exc), exc.message, request_id)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        reason = {
+            404: "resource not found",
+            405: f"method {request.method} not allowed for this resource",
+            413: "request body too large",
+        }.get(exc.status, exc.reason or "error")
+        return _owner(request).error_response(exc.status, reason, request_id)
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return _owner(request).error_response(500, "internal server error", request_id)
+
+
+def authenticate_basic(request: web.Request) -> AccountLimits:
+    """HTTP Basic with an account's auth id and token (raises :class:`HttpError` 401)."""
+    manager = request.app[MANAGER_KEY]
+    header = request.headers.get("Authorization", "")
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic" or not encoded:
+        raise HttpError(401, "authentication required: use HTTP Basic with your auth id and token")
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise HttpError(401, "malformed Authorization header") from None
+    auth_id, sep, token = decoded.partition(":")
+    account = manager.account(auth_id) if sep else None
+    if account is None or not hmac.compare_digest(account.auth_token.encode(), token.encode()):
+        raise HttpError(401, "authentication failed: wrong auth id or auth token")
+    return account
+
+
+async def read_body(request: web.Request) -> dict[str, Any]:
+    """JSON or form body. A JSON object is accepted whatever the Content-Type says
+    (``curl -d '{...}'`` sends it as a form), as Plivo does."""
+    raw = await request.read()
+    text = raw.decode("utf-8", "replace").strip()
+    ctype = request.content_type
+    if ctype == "application/json" or text.startswith("{"):
+        if not text:
+            return {}
+        try:
+            data = json.loads(text)
+        except ValueError:
+            raise HttpError(400, "request body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise HttpError(400, "request body must be a JSON object")
+        return data
+    if ctype in ("application/x-www-form-urlencoded", "multipart/form-data", ""):
+        form = await request.post()
+        return {k: v for k, v in form.items() if isinstance(v, str)}
+    raise HttpError(400, f"unsupported Content-Type {ctype!r}: send JSON or a form")
+
+
+_RECORDING_NAME_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.(wav|mp3)$")
+_RECORDING_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg"}
+
+
+async def recording_file(request: web.Request) -> web.StreamResponse:
+    """A finished recording ``{name}`` of account ``{auth_id}`` (see the module doc)."""
+    manager = request.app[MANAGER_KEY]
+    name = request.match_info["name"]
+    m = _RECORDING_NAME_RE.match(name)
+    if manager.account(request.match_info["auth_id"]) is None or m is None:
+        raise HttpError(404, "recording not found")
+    if manager.live_ops.recording_in_progress(name):
+        raise HttpError(404, "recording is still in progress")
+    path = manager.recording_path(name)
+    if not path.is_file():
+        raise HttpError(404, "recording not found")
+    return web.FileResponse(path, headers={"Content-Type": _RECORDING_TYPES[m.group(1)]})
+
+
+def _default_dialects() -> tuple[HttpDialect, ...]:
+    from .plivo.routes import http_dialect
+
+    return (http_dialect(),)
+
+
+def openapi_document(dialects: Sequence[HttpDialect] | None = None) -> dict[str, Any]:
+    """OpenAPI 3.1: every dialect's paths and components, and ``/openapi.json`` itself."""
+    doc: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {"title": "softswitch", "version": "1"},
+        "components": {"securitySchemes": {"basic": {"type": "http", "scheme": "basic"}}, "schemas": {}},
+        "security": [{"basic": []}],
+        "paths": {},
+    }
+    mounted = tuple(dialects or _default_dialects())
+    for d in mounted:
+        if d.openapi is None:
+            continue
+        part = d.openapi()
+        if "info" in part and len(mounted) == 1:
+            doc["info"] = part["info"]
+        doc["components"]["schemas"].update(part.get("components", {}).get("schemas", {}))
+        doc["paths"].update(part.get("paths", {}))
+    doc["paths"]["/openapi.json"] = {"get": {"summary": "This document", "security": [],
+                                             "responses": {"200": {"description": "OpenAPI 3.1"}}}}
+    return doc
+
+
+def create_app(manager: CallManager, store: Any, *, bulk_max: int = 1000,
+               dialects: Sequence[HttpDialect] | None = None) -> web.Application:
+    """The aiohttp application over a :class:`CallManager` and a ``CallStore``, serving
+    ``dialects`` (default: Plivo v1)."""
+    mounted = tuple(dialects or _default_dialects())
+    app = web.Application(middlewares=[_errors], client_max_size=4 * 1024 * 1024)
+    app[MANAGER_KEY] = manager
+    app[STORE_KEY] = store
+    app[BULK_MAX_KEY] = bulk_max
+    app[DIALECTS_KEY] = mounted
+    document = openapi_document(mounted)
+
+    async def openapi(request: web.Request) -> web.Response:
+        return json_response(200, document)
+
+    routes: list[tuple[str, str, Handler]] = [r for d in mounted for r in d.routes]
+    routes.append(("/openapi.json", "GET", openapi))
+    for path, method, handler in routes:
+        app.router.add_route(method, path, handler)
+        if path.endswith("/"):  # the SDK always adds the trailing slash; curl users may not
+            app.router.add_route(method, path.rstrip("/"), handler)
+    return app

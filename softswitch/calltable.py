@@ -1,0 +1,161 @@
+"""The call and its table: one :class:`Call` per destination, and the manager's index of the
+calls not over yet (by call uuid and by request uuid) with the queries the APIs make."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from .admission import AccountLimits
+from .dialect import Dialect
+from .model import CallEnd, CallSpec
+from .state import CallState, CallStateMachine
+from .timers import CallTimers
+
+__all__ = ["Call", "CallTable", "plain_record", "record_time"]
+
+
+def record_time(t: float | None) -> str | None:
+    """Record time format: 'YYYY-MM-DD HH:MM:SS+00:00' (UTC, whole seconds)."""
+    if t is None:
+        return None
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S+00:00")
+
+
+def plain_record(value: Any) -> Any:
+    """A mapping proxy (frozen spec) as plain dicts, for JSON in the record."""
+    if hasattr(value, "items"):
+        return {k: plain_record(v) for k, v in value.items()}
+    return value
+
+
+@dataclass(eq=False)
+class Call:
+    """One outbound call leg and everything the manager tracks about it."""
+
+    call_uuid: str
+    request_uuid: str
+    account: AccountLimits
+    spec: CallSpec
+    to: str
+    dialect: Dialect
+    parent_call_uuid: str | None = None
+    #: The state, only ever moved by its transition table (:mod:`softswitch.state`).
+    sm: CallStateMachine = field(default_factory=CallStateMachine)
+    created_at: float = field(default_factory=time.time)
+    dialed_at: float | None = None
+    ring_at: float | None = None
+    early_at: float | None = None
+    answered_at: float | None = None
+    ended_at: float | None = None
+    #: Whole seconds answered (rounded) and billed (rounded up), set when the call ends.
+    duration: int = 0
+    bill_duration: int = 0
+    leg: Any = None
+    #: How this side decided to end the call (set before the BYE/CANCEL goes out).
+    local_end: CallEnd | None = None
+    answer_xml: str | None = None
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    app_task: asyncio.Task[None] | None = None
+    timers: CallTimers | None = None
+    ring_notified: bool = False
+    digits_sent: bool = False
+    #: Why the call application failed (goes to the record's ``error``).
+    error: str | None = None
+    #: Answering-machine detection on this call, and its decision.
+    amd: Any = None
+    machine: Any = None
+    #: URL of the first document of the running application, and whether the fallback URL
+    #: may still be tried when that document is invalid (only for the answer's own document).
+    app_url: str | None = None
+    app_may_fallback: bool = False
+    #: The XML executor's view of the call (``softswitch.callcontrol.LiveCallControl``).
+    control: Any = None
+    #: B legs ``<Dial>`` placed for this call, newest last.
+    b_legs: list[Any] = field(default_factory=list)
+    #: Live Play/Speak started over the API, by kind ("play", "speak").
+    playbacks: dict[str, list[Any]] = field(default_factory=dict)
+    #: Recordings started over the API, by recording id.
+    recordings: dict[str, Any] = field(default_factory=dict)
+    #: The dialect's own per-call state (a callback sequence number...); the core never reads it.
+    dialect_data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def from_(self) -> str:
+        return self.spec.from_
+
+    @property
+    def state(self) -> CallState:
+        return self.sm.state
+
+    @property
+    def end(self) -> CallEnd | None:
+        return self.sm.end_info
+
+    @property
+    def status(self) -> str:
+        """The status users see, in the dialect's words."""
+        return self.dialect.status_name(self.sm.state, self.sm.end_info)
+
+    @property
+    def is_queued(self) -> bool:
+        """Admitted but not dialed yet (held by the calls-per-second gate or concurrency)."""
+        return self.dialed_at is None and not self.finished.is_set()
+
+    @property
+    def is_live(self) -> bool:
+        """Dialed and not yet ended (queued ones are listed apart)."""
+        return self.dialed_at is not None and not self.finished.is_set()
+
+    @property
+    def session_start(self) -> float | None:
+        return self.early_at or self.answered_at or self.ring_at
+
+
+class CallTable:
+    """The calls admitted and not over yet, by call uuid and by request uuid."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, Call] = {}
+        self.by_request: dict[str, Call] = {}
+
+    def add(self, call: Call) -> None:
+        self.calls[call.call_uuid] = call
+        self.by_request[call.request_uuid] = call
+
+    def forget(self, call: Call) -> None:
+        self.calls.pop(call.call_uuid, None)
+        self.by_request.pop(call.request_uuid, None)
+
+    def get(self, call_uuid: str) -> Call | None:
+        return self.calls.get(call_uuid)
+
+    def live_call(self, account_id: str, call_uuid: str) -> Call | None:
+        call = self.calls.get(call_uuid)
+        if call is None or call.account.auth_id != account_id or call.finished.is_set():
+            return None
+        return call
+
+    def live_by_request(self, account_id: str, request_uuid: str) -> Call | None:
+        call = self.by_request.get(request_uuid)
+        if call is None or call.account.auth_id != account_id or call.finished.is_set():
+            return None
+        return call
+
+    def live_calls(self, account_id: str, *, status: str = "live") -> list[Call]:
+        """Calls of one account that are dialed and not ended (``live``) or still ``queued``."""
+        out = []
+        for call in self.calls.values():
+            if call.account.auth_id != account_id or call.finished.is_set():
+                continue
+            if call.is_queued if status == "queued" else call.is_live:
+                out.append(call)
+        out.sort(key=lambda c: c.created_at)
+        return out
+
+    def unfinished(self) -> list[Call]:
+        return [c for c in self.calls.values() if not c.finished.is_set()]
