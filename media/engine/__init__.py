@@ -19,10 +19,12 @@ If a tick runs more than one period late, the clock skips the missed ticks (coun
 ``clock_stats()['skipped']``) and RTP timestamps jump accordingly, so the far end sees a gap
 rather than audio that drifts further and further behind.
 
-Layout: :mod:`._clock` (:class:`MediaEngine`: the clock and the tick batch, detector bank,
-bridges), :mod:`._stream` (:class:`MediaStream`: offer/answer state, application API) with its
-per-tick halves :mod:`._receive` and :mod:`._send` (sources, overlays, bridged audio, digits),
-:mod:`._ports` (:class:`PortPool`, sockets) and :mod:`._config` (:class:`MediaConfig`).
+Layout: :mod:`._clock` (:class:`MediaEngine`: the clock and the tick batch, the detector bank,
+bridges); :mod:`._stream` (:class:`MediaStream`: offer/answer, the application API), whose
+fields are declared once in :mod:`._state` and whose per-tick halves are its base classes in
+:mod:`._receive` (steps 1-2: symmetric RTP, RFC 4733 receivers, playout, the DTMF dedupe rule)
+and :mod:`._send` (step 3: sources, overlays, bridged audio, digits, in order of precedence);
+:mod:`._ports` (:class:`PortPool`, socket time stamps); :mod:`._config` (:class:`MediaConfig`).
 Import the names from here.
 """
 
