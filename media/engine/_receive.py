@@ -1,0 +1,186 @@
+"""The receive path of a :class:`~media.engine.MediaStream`: RTP and RTCP in, symmetric RTP,
+RFC 4733 receivers, the playout FIFO, taps, and the frame handed to the bridge peer.
+
+DTMF dedupe rule: each stream runs the in-band (Goertzel) detector until the first RFC 4733
+telephone-event packet arrives from the peer; from then on the peer is known to signal
+digits out of band, the detector slot is released, and only RFC 4733 events are reported.
+A digit's tone takes >= 40 ms to detect in-band while its first RFC 4733 packet is sent at
+tone start, so the first digit is not reported twice.
+
+Symmetric RTP (RFC 4961): a stream sends to the SDP address until the first RTP packet
+arrives, then to that packet's source (``MediaConfig.symmetric_rtp``). A new SSRC from the
+peer's audio (PBXs switch SSRC on transfer or re-INVITE) is accepted: statistics restart
+and the stream latches again. Telephone-events arriving with an SSRC other than the audio's
+(some gateways do this; so does sipp replaying a capture while echoing our audio) are not a
+source change: each SSRC gets its own RFC 4733 receiver and the audio statistics stay. A new
+address in a later SDP unlatches.
+
+Receive path: no reordering jitter buffer (nothing is played out to a sound card); received
+audio goes through a FIFO of at most ``MAX_PLAYOUT_FRAMES`` frames and comes out one 20 ms
+frame per tick, silence-filled on underrun, so taps and recorders see wall-clock time.
+
+A base class of :class:`~media.engine.MediaStream`; the fields it reads are declared in
+:class:`~media.engine._state.StreamState`. The methods run per packet and per tick, so they stay plain
+methods of the stream, with no object in between.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+
+import numpy as np
+
+from .. import dtmf as _dtmf
+from .. import g711 as _g711
+from ..rtp import is_rtcp, parse_rtp
+from ._config import FRAME_SAMPLES, MAX_EVENT_SOURCES, MAX_PLAYOUT_FRAMES, SILENCE
+from ._send import finish
+from ._state import StreamState
+
+# One logger for the whole engine (its records kept the name "media.engine" through the split).
+log = logging.getLogger("media.engine")
+
+
+class ReceivePath(StreamState):
+    """Packets in, and the received frame of each tick (see the module docstring)."""
+
+    # --- receive path (called by the engine on the clock tick) ----------------------------
+
+    def _on_rtp(self, data: bytes, addr: tuple[str, int], now: float, wall: float) -> None:
+        if is_rtcp(data):  # RTCP sent to the RTP port (RFC 5761 demultiplexing)
+            self._rtcp.handle(data, wall)
+            return
+        packet = parse_rtp(data)
+        if packet is None:
+            self.packets_dropped += 1
+            return
+        rx = self._rx
+        pt = packet.payload_type
+        event_packet = pt in self._dtmf_types
+        foreign_events = False
+        if packet.ssrc != rx.ssrc:
+            if rx.ssrc is None:
+                rx.ssrc = packet.ssrc
+            elif event_packet:
+                # Telephone-events from a second SSRC (RFC 3550 §8 lets a session carry
+                # several sources): some gateways send RFC 4733 packets with their own
+                # SSRC next to the audio, and sipp's pcap replay does too while -rtp_echo
+                # reflects our audio. Not a source change: keep the audio statistics and
+                # the latch, and give those events their own receiver.
+                foreign_events = True
+            else:
+                # A PBX switches SSRC on transfer/re-INVITE: accept it and start over.
+                self.ssrc_changes += 1
+                rx.reset(packet.ssrc)
+                self._latched = False
+        if self._config.symmetric_rtp and not self._latched:
+            # Symmetric RTP (RFC 4961): answer to where the media comes from (NAT).
+            self._latched = True
+            self._remote_rtp = (addr[0], addr[1])
+        if not foreign_events:
+            # RFC 4733 §2.5.1.2: every packet of an event carries the event's start
+            # timestamp, so events count for loss but would inflate the A.8 jitter.
+            rx.update(packet.sequence_number, packet.timestamp, now, jitter=not event_packet)
+        self.packets_received += 1
+        self.bytes_received += len(packet.payload)
+        self._last_rx = now
+        if event_packet:
+            if not self._seen_rfc4733:
+                self._seen_rfc4733 = True
+                if self._detector is not None:
+                    self._engine._release_detector(self._detector)
+                    self._detector = None
+            receiver = self._rfc4733_rx.get(packet.ssrc)
+            if receiver is None:
+                if len(self._rfc4733_rx) >= MAX_EVENT_SOURCES:
+                    oldest = next(iter(self._rfc4733_rx))
+                    pending = self._rfc4733_rx.pop(oldest).flush(now + 10.0)
+                    if pending is not None:
+                        self._deliver_dtmf(pending)
+                receiver = self._rfc4733_rx[packet.ssrc] = _dtmf.Rfc4733Receiver()
+            event = receiver.feed(packet.payload, packet.timestamp, packet.marker, now)
+            if event is not None:
+                self._deliver_dtmf(event)
+            return
+        codec = self._receive_codecs.get(pt)
+        decoder = _g711.DECODERS.get(codec.name.upper()) if codec is not None else None
+        if decoder is None:
+            # CN, or a codec we cannot decode: the playout FIFO fills silence instead.
+            return
+        self._receiving = True
+        if not self._taps and self._bridge_peer is None and self._detector is None:
+            return  # nobody listens to this audio (no tap, bridge or detector): skip decoding
+        samples = decoder(packet.payload)
+        if self._playout_partial.size:
+            samples = np.concatenate((self._playout_partial, samples))
+        full = samples.size // FRAME_SAMPLES
+        for i in range(full):
+            self._playout.append(samples[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES])
+        self._playout_partial = samples[full * FRAME_SAMPLES :]
+        while len(self._playout) > MAX_PLAYOUT_FRAMES:
+            self._playout.popleft()
+
+    def _on_rtcp(self, data: bytes, addr: tuple[str, int], wall: float) -> None:
+        if self._config.symmetric_rtp:
+            self._remote_rtcp = (addr[0], addr[1])
+        self._rtcp.handle(data, wall)
+
+    def _playout_frame(self) -> np.ndarray | None:
+        """This tick's received frame: the oldest buffered one, or silence on underrun."""
+        if self._playout:
+            return self._playout.popleft()
+        return SILENCE if self._receiving else None
+
+    def _deliver_dtmf(self, event: _dtmf.DtmfEvent) -> None:
+        self.dtmf_received += 1
+        if self._playing is not None and self._playing.interrupt_on_dtmf:
+            item, self._playing = self._playing, None
+            finish(item.future, "dtmf", close=item.source)
+            kept = deque(i for i in self._play_queue if not i.interrupt_on_dtmf)
+            for i in self._play_queue:
+                if i.interrupt_on_dtmf:
+                    finish(i.future, "dtmf", close=i.source)
+            self._play_queue = kept
+        if any(i.interrupt_on_dtmf for i in self._overlays):
+            for i in self._overlays:
+                if i.interrupt_on_dtmf:
+                    finish(i.future, "dtmf", close=i.source)
+            self._overlays = [i for i in self._overlays if not i.interrupt_on_dtmf]
+        if self.on_dtmf is not None:
+            try:
+                self.on_dtmf(event)
+            except Exception:
+                log.exception("on_dtmf callback failed")
+
+    def _receive_tick(self, now: float) -> np.ndarray | None:
+        for receiver in list(self._rfc4733_rx.values()):
+            event = receiver.flush(now)
+            if event is not None:
+                self._deliver_dtmf(event)
+        timeout = self._config.media_timeout_s
+        if (
+            timeout > 0
+            and not self._timed_out
+            and self._last_rx is not None
+            and self._negotiated is not None
+            and now - self._last_rx > timeout
+        ):
+            self._timed_out = True
+            if self.on_media_timeout is not None:
+                try:
+                    self.on_media_timeout()
+                except Exception:
+                    log.exception("on_media_timeout callback failed")
+        frame = self._playout_frame()
+        if frame is None:
+            return None
+        for tap in self._taps:
+            try:
+                tap(frame)
+            except Exception:
+                log.exception("media tap failed; removed")
+                self._taps.remove(tap)
+        if self._bridge_peer is not None:
+            self._bridge_peer._bridge_in.append(frame)
+        return frame

@@ -1,0 +1,336 @@
+"""One RTP session: :class:`MediaStream`, its offer/answer state and its application API.
+
+Its fields are declared in :class:`~media.engine._state.StreamState`; its per-packet and
+per-tick work is in the two base classes :class:`~media.engine._receive.ReceivePath` and
+:class:`~media.engine._send.SendPath`, which the engine's clock calls for every stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .. import dtmf as _dtmf
+from .. import g711 as _g711
+from ..sdp import (
+    NegotiatedMedia,
+    SdpError,
+    SessionDescription,
+    answer_offer,
+    build_offer,
+    negotiate_answer,
+)
+from ._receive import ReceivePath
+from ._send import DigitsJob, PlayItem, SendPath, cancel, finish
+
+
+class MediaStream(ReceivePath, SendPath):
+    """One RTP session (audio, one SSRC each way) owned by a :class:`MediaEngine`.
+
+    Created by :meth:`MediaEngine.create_stream`. Before the remote address is known (before
+    :meth:`apply_answer` or :meth:`handle_offer`) it only receives.
+    """
+
+    # --- SDP ------------------------------------------------------------------------------
+
+    def _versioned(self, build: Callable[[int], str]) -> str:
+        """Build a local SDP body, bumping o= version only if the body changed (RFC 3264 §8)."""
+        text = build(self._version)
+        body = "\n".join(ln for ln in text.splitlines() if not ln.startswith("o="))
+        if self._last_local_body is not None and body != self._last_local_body:
+            self._version += 1
+            text = build(self._version)
+        self._last_local_body = body
+        return text
+
+    def _offer(self, direction: str) -> str:
+        cfg = self._config
+
+        def build(version: int) -> str:
+            return build_offer(
+                address=self.local_address,
+                port=self.local_port,
+                codecs=cfg.sdp_codecs,
+                telephone_event=cfg.telephone_event,
+                ptime=cfg.ptime_ms,
+                direction=direction,
+                session_id=self._session_id,
+                version=version,
+            )
+
+        self._local_offer = self._versioned(build)
+        offer = self._local_offer_parsed = SessionDescription.parse(self._local_offer)
+        if self._negotiated is None:
+            # Until the answer arrives, accept what we offered (early RTP may beat the 183).
+            _, audio = offer.first_audio()
+            self._receive_codecs = {c.payload_type: c for c in audio.codecs}
+            te = audio.telephone_event
+            self._dtmf_types = frozenset({te.payload_type}) if te else frozenset()
+        return self._local_offer
+
+    def create_offer(self) -> str:
+        """Our SDP offer for an INVITE (RFC 3264 §5)."""
+        self._check_open()
+        return self._offer("sendonly" if self._held else "sendrecv")
+
+    def hold(self) -> str:
+        """A re-INVITE offer putting the far end on hold (RFC 3264 §8.4: ``a=sendonly``)."""
+        self._held = True
+        return self.create_offer()
+
+    def resume(self) -> str:
+        """A re-INVITE offer taking the far end off hold (``a=sendrecv``)."""
+        self._held = False
+        return self.create_offer()
+
+    def apply_answer(self, sdp: str) -> None:
+        """Apply the answer to our latest offer (183 early media, then 200). Applying the
+        same answer twice is a no-op; a different one updates the session.
+
+        Raises :class:`SdpError` if no common codec.
+        """
+        self._check_open()
+        if self._local_offer is None:
+            raise SdpError("apply_answer() before create_offer()")
+        key = (self._local_offer, sdp)
+        if self._last_answer == key:
+            return
+        # The offer as parsed when we built it (parsing our own text again costs per call).
+        offer = self._local_offer_parsed or self._local_offer
+        negotiated = negotiate_answer(offer, sdp)
+        self._last_answer = key
+        self._apply(negotiated)
+
+    def handle_offer(self, sdp: str) -> str:
+        """Answer an offer from the far end (re-INVITE: hold, resume, codec change, or an
+        INVITE we receive). Returns our answer SDP."""
+        self._check_open()
+        cfg = self._config
+        result: list[NegotiatedMedia] = []
+
+        def build(version: int) -> str:
+            text, negotiated = answer_offer(
+                sdp,
+                address=self.local_address,
+                port=self.local_port,
+                supported=cfg.sdp_codecs,
+                telephone_event=cfg.telephone_event,
+                ptime=cfg.ptime_ms,
+                session_id=self._session_id,
+                version=version,
+                hold=self._held,
+            )
+            result.append(negotiated)
+            return text
+
+        text = self._versioned(build)
+        self._last_answer = None
+        self._apply(result[-1])
+        return text
+
+    def _apply(self, neg: NegotiatedMedia) -> None:
+        remote = (neg.remote_address, neg.remote_port)
+        if remote != self._sdp_remote:
+            # New media address from signalling: send there until RTP arrives again.
+            self._sdp_remote = remote
+            self._latched = False
+            self._remote_rtp = None if neg.remote_address in ("0.0.0.0", "::") else remote
+            rtcp_port = neg.remote_rtcp_port or neg.remote_port + 1
+            self._remote_rtcp = (
+                (neg.remote_rtcp_address or neg.remote_address, rtcp_port)
+                if self._remote_rtp
+                else None
+            )
+        codec_name = neg.codec.name.upper()
+        encoder = _g711.ENCODERS.get(codec_name)
+        if encoder is None:
+            raise SdpError(f"negotiated codec {neg.codec.name} cannot be encoded")
+        if self._negotiated is None or neg.codec != self._negotiated.codec:
+            self._marker_next = True
+        self._encoder = encoder
+        self._send_pt = neg.codec.payload_type
+        ptime = neg.ptime if neg.ptime and neg.ptime % 20 == 0 else self._config.ptime_ms
+        self._frames_per_packet = max(1, min(ptime // 20, 6))
+        self._pending.clear()
+        self._receive_codecs = dict(neg.receive_codecs)
+        self._dtmf_types = neg.receive_dtmf_payload_types
+        self._negotiated = neg
+        now = self._engine.now()
+        if self._last_rx is None:
+            self._last_rx = now
+        self._receiving = True
+        if self._rtcp.next_report is None:
+            self._rtcp.schedule(now)
+        mode = self._config.inband_dtmf_detect
+        wanted = bool(mode) and (mode != "auto" or neg.dtmf_payload_type is None)
+        if wanted and not self._seen_rfc4733 and self._detector is None:
+            self._detector = self._engine._allocate_detector(self)
+        elif not wanted and self._detector is not None:
+            self._engine._release_detector(self._detector)
+            self._detector = None
+
+    @property
+    def negotiated(self) -> NegotiatedMedia | None:
+        """The result of the last offer/answer, or ``None`` before one completed."""
+        return self._negotiated
+
+    @property
+    def remote_address(self) -> tuple[str, int] | None:
+        """Where RTP goes now (the latched source once symmetric RTP latched)."""
+        return self._remote_rtp
+
+    # --- application API ------------------------------------------------------------------
+
+    def _future(self) -> asyncio.Future[Any]:
+        return self._engine.loop.create_future()
+
+    def play(
+        self, source: Any, *, mix: bool = False, interrupt_on_dtmf: bool = False
+    ) -> asyncio.Future[str]:
+        """Play a source (anything with ``read(n) -> int16 array | None``).
+
+        ``mix=False``: queue it; queued sources play in order and replace bridged audio.
+        ``mix=True``: overlay it from the next tick on, summed into whatever is sent (the
+        queued source, bridged audio or silence) without delaying or stopping it.
+        The future's result is ``"completed"``, ``"stopped"`` (:meth:`stop_play`,
+        :meth:`stop_overlays`) or ``"dtmf"`` (interrupted by a received digit when
+        ``interrupt_on_dtmf``); it is cancelled if the stream closes first, and cancelling
+        it stops the source. Playback starts once media flows (after offer/answer)."""
+        self._check_open()
+        item = PlayItem(source, self._future(), interrupt_on_dtmf)
+        if mix:
+            self._overlays.append(item)
+        else:
+            self._play_queue.append(item)
+        return item.future
+
+    def stop_play(self) -> None:
+        """Stop everything this stream plays: the playing source, the queued ones and the
+        overlays (their futures: ``"stopped"``)."""
+        items = ([self._playing] if self._playing else []) + list(self._play_queue)
+        self._playing = None
+        self._play_queue.clear()
+        for item in items:
+            finish(item.future, "stopped", close=item.source)
+        self.stop_overlays()
+
+    def stop_overlays(self) -> None:
+        """Stop the ``mix=True`` sources only (their futures: ``"stopped"``); the queue and
+        bridged audio go on."""
+        items, self._overlays = self._overlays, []
+        for item in items:
+            finish(item.future, "stopped", close=item.source)
+
+    @property
+    def playing(self) -> bool:
+        """True while a source plays, is queued, or is mixed in as an overlay."""
+        return self._playing is not None or bool(self._play_queue) or bool(self._overlays)
+
+    @property
+    def overlays(self) -> int:
+        """How many ``mix=True`` sources are being mixed in."""
+        return len(self._overlays)
+
+    def send_digits(
+        self, digits: str | list[Any], *, mode: str = "auto", tone_ms: int | None = None
+    ) -> asyncio.Future[int]:
+        """Send DTMF (grammar of :func:`media.dtmf.parse_send_digits`: ``w`` 0.5 s, ``W``
+        1 s, ``@ms`` tone length). ``mode``: ``rfc4733`` (RFC 4733 events), ``inband``
+        (Q.23 tones in the audio) or ``auto`` (RFC 4733 if the peer accepted
+        telephone-event, else in-band, decided when the job starts). Raises
+        :class:`media.dtmf.DigitsError` at once for a bad string. The future's result is
+        the number of digits sent."""
+        self._check_open()
+        if mode not in ("auto", "rfc4733", "inband"):
+            raise ValueError(f"mode must be auto, rfc4733 or inband, not {mode!r}")
+        if isinstance(digits, str):
+            steps = (
+                _dtmf.parse_send_digits(digits)
+                if tone_ms is None
+                else _dtmf.parse_send_digits(digits, default_tone_ms=tone_ms)
+            )
+        else:
+            steps = list(digits)
+        job = DigitsJob(steps, mode, self._future())
+        self._digits_queue.append(job)
+        return job.future
+
+    def add_tap(self, fn: Callable[[np.ndarray], None]) -> None:
+        """Receive each 20 ms frame of decoded received audio (int16, 160 samples), on the
+        clock tick, silence-filled when no packet arrived. Must be quick."""
+        self._taps.append(fn)
+
+    def remove_tap(self, fn: Callable[[np.ndarray], None]) -> None:
+        if fn in self._taps:
+            self._taps.remove(fn)
+
+    def add_send_tap(self, fn: Callable[[np.ndarray], None]) -> None:
+        """Receive each 20 ms frame we send (before encoding), e.g. to record both legs."""
+        self._send_taps.append(fn)
+
+    def remove_send_tap(self, fn: Callable[[np.ndarray], None]) -> None:
+        if fn in self._send_taps:
+            self._send_taps.remove(fn)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters and RFC 3550 quality figures for CDRs and call status."""
+        neg = self._negotiated
+        return {
+            "packets_sent": self._sender.packets_sent,
+            "bytes_sent": self._sender.octets_sent,
+            "packets_received": self.packets_received,
+            "bytes_received": self.bytes_received,
+            "packets_dropped": self.packets_dropped,
+            "lost": max(0, self._rx.lost),
+            "loss_fraction": self._rx.loss_fraction,
+            "jitter_ms": self._rx.jitter_ms,
+            "rtt_ms": None if self._rtcp.rtt is None else self._rtcp.rtt * 1000.0,
+            "remote_loss_fraction": self._rtcp.remote_fraction_lost / 256.0,
+            "codec": neg.codec.name if neg else None,
+            "ptime": self._frames_per_packet * 20 if neg else None,
+            "direction": neg.direction if neg else None,
+            "remote": self._remote_rtp,
+            "latched": self._latched,
+            "ssrc": self._sender.ssrc,
+            "remote_ssrc": self._rx.ssrc,
+            "ssrc_changes": self.ssrc_changes,
+            "rtcp_sent": self._rtcp.reports_sent,
+            "rtcp_received": self._rtcp.reports_received,
+            "dtmf_sent": self.dtmf_sent,
+            "dtmf_received": self.dtmf_received,
+            "send_errors": self.send_errors,
+        }
+
+    def close(self) -> None:
+        """Stop media, send an RTCP BYE, release the ports, cancel pending futures.
+        Idempotent."""
+        if self.closed:
+            return
+        if self._remote_rtcp is not None:
+            try:
+                self._rtcp_sock.sendto(
+                    self._rtcp.build_report(self._engine.now(), time.time(), bye=True),
+                    self._remote_rtcp,
+                )
+            except OSError:
+                pass
+        self.closed = True
+        items = ([self._playing] if self._playing else []) + list(self._play_queue)
+        for item in items + self._overlays:
+            cancel(item.future, close=item.source)
+        self._playing = None
+        self._play_queue.clear()
+        self._overlays = []
+        for job in ([self._digits] if self._digits else []) + list(self._digits_queue):
+            cancel(job.future)
+        self._digits = None
+        self._digits_queue.clear()
+        self._engine._remove(self)
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise RuntimeError("media stream is closed")
