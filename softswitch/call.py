@@ -150,7 +150,7 @@ class CallManager:
         if not self.accepting or self.admission.closed:
             raise ShuttingDown("server is shutting down; not accepting calls")
         parent: str | None = None
-        if spec.parent_call_uuid and not spec.is_bulk:  # seeds/002: honoured for single calls only
+        if spec.parent_call_uuid and not spec.is_bulk:  # the make-a-call API honours it for single calls only
             found = self.calls.get(spec.parent_call_uuid)
             if found is not None and found.account.auth_id == account.auth_id and not found.finished.is_set():
                 parent = spec.parent_call_uuid

@@ -2,7 +2,7 @@
 
 On answer it starts answering-machine detection when the spec asks for it (sync mode: the
 answer fetch waits for the decision; async mode: the decision goes to its own webhook),
-fetches the answer document (retries, then the fallback URL; seeds/002) and hands it to
+fetches the answer document (retries, then the fallback URL) and hands it to
 the manager's ``app_runner``: :meth:`ApplicationRunner.run_xml` (the XML interpreter,
 :mod:`softswitch.callcontrol`) when the server wires it, else the call is held. A transfer
 cancels the running application and runs the document at a new URL instead.
@@ -127,7 +127,7 @@ class ApplicationRunner:
         )
 
     async def run_app(self, call: Call) -> None:
-        """Fetch the answer URL (retries, then the fallback URL; seeds/002) and run or hold the call."""
+        """Fetch the answer URL (retries, then the fallback URL) and run or hold the call."""
         spec = call.spec
         await self._machine_decision(call)
         if call.local_end is not None or call.finished.is_set():

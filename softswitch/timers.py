@@ -95,7 +95,7 @@ class CallTimers:
         self._handles.append(self._scheduler.call_later(seconds, lambda: self._expire(cause, reason)))
 
     def on_ring(self) -> None:
-        """First 18x. seeds/002 hangup_on_ring: counted from the time the call starts ringing."""
+        """First 18x. hangup_on_ring is counted from the time the call starts ringing."""
         if self.timers.hangup_on_ring is not None and not self._ring_armed:
             self._ring_armed = True
             self._arm(self.timers.hangup_on_ring, self.timers.hangup_on_ring_cause, EndReason.HANGUP_ON_RING)

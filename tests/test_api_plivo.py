@@ -268,7 +268,7 @@ async def test_live_calls_and_api_hangup(sipp: Any, env: Env, receiver: WebhookR
     with pytest.raises(plivo_exc.ResourceNotFoundError):
         await env.sdk(other.calls.delete, call_uuid)
     assert (await env.sdk(other.calls.list)).meta.total_count == 0
-    # a second call names the live one as its parent (seeds/002 parent_call_uuid)
+    # a second call names the live one as its parent (Plivo "Make a call": parent_call_uuid)
     child = await env.sdk(c.calls.create, from_="1000", to_=busy.uri, answer_url=receiver.url("/answer"),
                           hangup_url=receiver.url("/hangup"), parent_call_uuid=call_uuid,
                           error_if_parent_not_found=True)
@@ -603,7 +603,7 @@ async def test_records_survive_a_crash(sipp: Any, tmp_path: Path, sdk_base: Any,
 @needs_sipp
 async def test_call_interrupted_by_a_crash_gets_its_hangup_callback(sipp: Any, tmp_path: Path, sdk_base: Any,
                                                                     receiver: WebhookReceiver) -> None:
-    """call.py: "hangup_url fires exactly once, when the call ends, however it ends" (seeds/002:
+    """call.py: "hangup_url fires exactly once, when the call ends, however it ends" (Plivo "Make a call":
     hangup_url is notified when the call is hung up). The recovering process knows the call,
     its hangup_url and how it ended, so it can send the one hangup callback."""
     peer = sipp("uas_answer.xml")

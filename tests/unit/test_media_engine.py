@@ -468,7 +468,7 @@ async def test_clock_lateness_is_recorded(engine: MediaEngine) -> None:
 # --- RFC 2833 captures shipped with sipp ----------------------------------------------
 
 
-PCAP_DIRS = [Path("/usr/share/sip-tester"), Path("/work/shared/seeds")]
+PCAP_DIRS = [Path("/usr/share/sip-tester")]
 
 
 def pcap_path(name: str) -> Path:

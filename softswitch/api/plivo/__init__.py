@@ -3,7 +3,7 @@
 Everything Plivo-specific about ``/v1/Account/{auth_id}/...`` lives in this package, as
 tables and pure functions (no I/O) plus the routes:
 
-* :mod:`.request`: the "Make a call" parameters (seeds/002) parsed once into a
+* :mod:`.request`: the "Make a call" parameters (Plivo "Make a call") parsed once into a
   :class:`CallRequest`, and from it the core's :class:`~softswitch.model.CallSpec`;
 * :mod:`.live`: the live call control requests (transfer, Play, Speak, DTMF, Record);
 * :mod:`.codes`: ``CallStatus`` and the hangup code table of Plivo's "Hangup causes" page;

@@ -9,7 +9,7 @@ from sip import causes
 
 
 class CallStatus(enum.StrEnum):
-    """Plivo ``CallStatus`` values (seeds/README)."""
+    """Plivo ``CallStatus`` values (Plivo's call statuses)."""
 
     QUEUED = "queued"
     RINGING = "ringing"

@@ -54,14 +54,14 @@ _EVENTS: dict[CallbackEvent, str] = {
 
 
 def callback_time(t: float | None) -> str:
-    """Callback time format: 'YYYY-MM-DD HH:MM:SS' (seeds/002 StartTime, AnswerTime, EndTime)."""
+    """Callback time format: 'YYYY-MM-DD HH:MM:SS' (Plivo "Make a call": StartTime, AnswerTime, EndTime)."""
     if t is None:
         return ""
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def session_time(t: float | None) -> str:
-    """SessionStart format: 'YYYY-MM-DD HH:mm:ss.ffffff' UTC (seeds/002)."""
+    """SessionStart format: 'YYYY-MM-DD HH:mm:ss.ffffff' UTC (Plivo "Make a call")."""
     if t is None:
         return ""
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
@@ -110,7 +110,7 @@ class PlivoDialect:
         }
 
     def callback_params(self, call: Call, event: CallbackEvent) -> dict[str, str]:
-        """Parameters every callback carries (seeds/002), plus the X-PH-* SIP headers;
+        """Parameters every callback carries (Plivo "Make a call"), plus the X-PH-* SIP headers;
         the hangup callback adds the cause, durations and times."""
         spec = call.spec
         if event is CallbackEvent.RING:

@@ -1,4 +1,4 @@
-"""The OpenAPI 3.1 description of the Plivo v1 routes, with seeds/002's parameters and ranges."""
+"""The OpenAPI 3.1 description of the Plivo v1 routes, with the "Make a call" page's parameters and ranges."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def _param(name: str, schema: dict[str, Any], description: str, required: bool =
 
 
 def openapi_document() -> dict[str, Any]:
-    """OpenAPI 3.1 description of the routes above, with seeds/002's parameters and ranges."""
+    """OpenAPI 3.1 description of the routes above, with the "Make a call" page's parameters and ranges."""
     url = {"type": "string", "format": "uri"}
     method = {"type": "string", "enum": ["GET", "POST"], "default": "POST"}
     make_call_props: dict[str, Any] = {

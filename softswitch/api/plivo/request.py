@@ -1,4 +1,4 @@
-"""Plivo v1 request parsing: the "Make a call" parameters of seeds/002 with their defaults
+"""Plivo v1 request parsing: the "Make a call" parameters of Plivo's "Make a call" page with their defaults
 and ranges, validated once into a :class:`CallRequest` and turned into the core's
 :class:`~softswitch.model.CallSpec` (:meth:`CallRequest.to_spec`)."""
 
@@ -33,7 +33,7 @@ class ApiError(HttpError):
     """
 
 
-# --- defaults and ranges (seeds/002, seeds/001) -------------------------------------------
+# --- defaults and ranges (Plivo's "Make a call" page and its Postman collection) -------------------------------------------
 
 TIME_LIMIT_DEFAULT = 14400
 #: "If the value set is >=86400 seconds, calls will be disconnected after 24 hours."
@@ -48,7 +48,7 @@ SIP_HEADERS_MAX = 20
 SIP_HEADERS_MAX_CHARS = 4096
 HTTP_METHODS = ("GET", "POST")
 
-# A phone number: country code and number, optional leading '+' (seeds/002 "from", "to").
+# A phone number: country code and number, optional leading '+' (Plivo "Make a call": "from", "to").
 _NUMBER_RE = re.compile(r"^\+?[0-9]{2,20}$")
 # RFC 3261 §25.1: user = 1*( unreserved / escaped / user-unreserved ); host = hostname / IPv4 / [IPv6].
 _SIP_USER = r"[A-Za-z0-9\-_.!~*'()&=+$,;?/%]+"
@@ -60,9 +60,9 @@ _SIP_URI_RE = re.compile(
 _BARE_ADDR_RE = re.compile(rf"^{_SIP_USER}@{_SIP_HOST}(?::[0-9]{{1,5}})?$")
 # A caller id that is not a number: a SIP user part (softphone user names, "anonymous").
 _FROM_RE = re.compile(r"^[A-Za-z0-9+\-_.!~*'()]{1,64}$")
-# seeds/002 send_digits: digits, w (0.5 s), W (1 s), and @ms for the tone length.
+# "Make a call" send_digits: digits, w (0.5 s), W (1 s), and @ms for the tone length.
 _SEND_DIGITS_RE = re.compile(r"^[0-9A-Da-d*#wW]{1,256}(?:@[0-9]{1,5})?$")
-# seeds/002 sip_headers: "Valid values for SIP header keys and values are integers and
+# "Make a call" sip_headers: "Valid values for SIP header keys and values are integers and
 # uppercase and lowercase letters." Keys may also carry '-' (header-name token, RFC 3261 §25.1).
 _SIP_HEADER_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9\-]{0,63}$")
 _SIP_HEADER_VALUE_RE = re.compile(r"^[A-Za-z0-9]{1,256}$")
@@ -280,7 +280,7 @@ def _number_key(value: str) -> str:
 
 
 def parse_sip_headers(value: str | None) -> dict[str, str]:
-    """``head1=val1,head2=val2`` → ``{"X-PH-head1": "val1", ...}`` (seeds/002 sip_headers)."""
+    """``head1=val1,head2=val2`` → ``{"X-PH-head1": "val1", ...}`` (Plivo "Make a call": sip_headers)."""
     if value is None or value == "":
         return {}
     if len(value) > SIP_HEADERS_MAX_CHARS:
@@ -321,7 +321,7 @@ def _check_send_digits(value: str) -> None:
 
 
 def parse_call_request(data: Mapping[str, Any], *, bulk_max: int = BULK_MAX_DEFAULT) -> CallRequest:
-    """Validate a "Make a call" body against seeds/002; raise :class:`ApiError` naming the field."""
+    """Validate a "Make a call" body against Plivo's "Make a call" page; raise :class:`ApiError` naming the field."""
     from_ = _text(data, "from")
     if from_ is None:
         raise ApiError(400, "from is required")
