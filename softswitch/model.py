@@ -14,7 +14,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 from sip import causes
 
@@ -131,7 +131,11 @@ class DialAttempt:
     ring_timeout: float | None = None
 
 
-def _frozen(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+def _frozen(mapping: Mapping[_K, _V] | None) -> Mapping[_K, _V]:
     return MappingProxyType(dict(mapping or {}))
 
 
