@@ -366,7 +366,7 @@ class CallManager:
 
         async def send() -> None:
             try:
-                await call.leg.send_digits(plan.digits, tone_ms=self.send_digits_tone_ms)
+                await call.leg.send_digits(list(plan.steps))
             except Exception:
                 log.exception("call %s: send_digits failed", call.call_uuid)
 

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from media.dtmf import DtmfStep
+
 from .model import CallNotAnswered, MediaUnavailable, OperationFailed
 
 if TYPE_CHECKING:
@@ -233,13 +235,17 @@ class LiveOps:
             playback.stop()
         return len(items)
 
-    def send_dtmf(self, call: Call, digits: str, leg: str = "aleg") -> None:
-        """Send ``digits`` on the A or B leg (RFC 4733 events or in-band tones)."""
+    def send_dtmf(self, call: Call, digits: str | Sequence[DtmfStep], leg: str = "aleg") -> None:
+        """Send ``digits`` (text, or steps the dialect parsed) on the A or B leg (RFC 4733
+        events or in-band tones)."""
         (stream,) = self.media_legs(call, leg)
 
         async def send() -> None:
             try:
-                fut = stream.send_digits(digits, tone_ms=self.m.send_digits_tone_ms)
+                if isinstance(digits, str):
+                    fut = stream.send_digits(digits, tone_ms=self.m.send_digits_tone_ms)
+                else:
+                    fut = stream.send_digits(list(digits))
                 await fut
             except Exception as exc:
                 log.warning("call %s: DTMF failed: %s", call.call_uuid, exc)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+from media.dtmf import DtmfStep
 from sip import causes
 
 __all__ = [
@@ -89,6 +90,8 @@ class DigitPlan:
     ``1w2W3@300``), on answer or already in early media."""
 
     digits: str
+    #: ``digits`` parsed once by the dialect (``media.dtmf.DtmfStep``), tone lengths resolved.
+    steps: tuple[DtmfStep, ...]
     on_preanswer: bool = False
 
 

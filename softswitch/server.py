@@ -182,7 +182,10 @@ class Server:
             if record is not None:
                 self.manager.post_interrupted_hangup(record)
         Path(self.manager.data_dir, "recordings").mkdir(parents=True, exist_ok=True)
-        app = create_app(self.manager, self.store, bulk_max=cfg.limits.bulk_max)
+        app = create_app(
+            self.manager, self.store, bulk_max=cfg.limits.bulk_max,
+            digits_tone_ms=cfg.send_digits_default_tone_ms,
+        )
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self.runner.setup()
         site = web.TCPSite(self.runner, cfg.http_host, cfg.http_port)

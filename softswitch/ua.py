@@ -24,6 +24,7 @@ import uuid as uuidlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+from media.dtmf import DtmfStep
 from media.engine import MediaConfig, MediaEngine, MediaStream
 from sip import aio as sip_aio
 from sip.aio.transport import TcpTransport, UdpTransport
@@ -181,9 +182,12 @@ class OutboundCall:
         ORIGINATOR_CANCEL before answer and NORMAL_CLEARING after."""
         await self.sip_call.hangup(cause, source)
 
-    async def send_digits(self, digits: str, mode: str = "auto", tone_ms: int | None = None) -> None:
-        """Send DTMF (grammar of ``send_digits``: ``1w2W3@300``) on the call's media;
-        returns when the last digit has been sent."""
+    async def send_digits(
+        self, digits: str | list[DtmfStep], mode: str = "auto", tone_ms: int | None = None
+    ) -> None:
+        """Send DTMF (grammar of ``send_digits``: ``1w2W3@300``, or steps already parsed by
+        :func:`media.dtmf.parse_send_digits`) on the call's media; returns when the last
+        digit has been sent."""
         if self.media is None:
             raise RuntimeError("call has no media stream")
         await self.media.send_digits(digits, mode=mode, tone_ms=tone_ms)

@@ -36,6 +36,7 @@ log = logging.getLogger("softswitch.api")
 __all__ = [
     "API_ID_KEY",
     "BULK_MAX_KEY",
+    "DIGITS_TONE_MS_KEY",
     "HttpDialect",
     "HttpError",
     "MANAGER_KEY",
@@ -51,6 +52,8 @@ __all__ = [
 MANAGER_KEY: web.AppKey[CallManager] = web.AppKey("manager", CallManager)
 STORE_KEY: web.AppKey[Any] = web.AppKey("store", object)
 BULK_MAX_KEY: web.AppKey[int] = web.AppKey("bulk_max", int)
+#: The server's default DTMF tone length for digits without ``@ms`` (None: the engine's).
+DIGITS_TONE_MS_KEY: web.AppKey[int | None] = web.AppKey("digits_tone_ms", object)  # type: ignore[arg-type]
 #: A fresh id per HTTP request (Plivo's ``api_id``), for error bodies and logs.
 API_ID_KEY: web.RequestKey[str] = web.RequestKey("api_id", str)
 
@@ -230,6 +233,7 @@ def openapi_document(dialects: Sequence[HttpDialect] | None = None) -> dict[str,
 
 
 def create_app(manager: CallManager, store: Any, *, bulk_max: int = 1000,
+               digits_tone_ms: int | None = None,
                dialects: Sequence[HttpDialect] | None = None) -> web.Application:
     """The aiohttp application over a :class:`CallManager` and a ``CallStore``, serving
     ``dialects`` (default: Plivo v1)."""
@@ -238,6 +242,7 @@ def create_app(manager: CallManager, store: Any, *, bulk_max: int = 1000,
     app[MANAGER_KEY] = manager
     app[STORE_KEY] = store
     app[BULK_MAX_KEY] = bulk_max
+    app[DIGITS_TONE_MS_KEY] = digits_tone_ms
     app[DIALECTS_KEY] = mounted
     document = openapi_document(mounted)
 

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from media.dtmf import DtmfStep
+
 from .request import (
     TIME_LIMIT_CAP,
     ApiError,
@@ -79,6 +81,8 @@ class DigitsRequest:
     """``POST /Call/{uuid}/DTMF/``: ``digits`` in the ``send_digits`` grammar on ``leg``."""
 
     digits: str
+    #: ``digits`` parsed once (``media.dtmf.DtmfStep``).
+    steps: tuple[DtmfStep, ...] = ()
     leg: str = "aleg"
     callback_url: str | None = None
     callback_method: str = "POST"
@@ -183,18 +187,19 @@ def parse_speak_request(data: Mapping[str, Any]) -> SpeakRequest:
     )
 
 
-def parse_digits_request(data: Mapping[str, Any]) -> DigitsRequest:
+def parse_digits_request(data: Mapping[str, Any], *, tone_ms: int | None = None) -> DigitsRequest:
     """Validate a DTMF request: the media engine's ``send_digits`` grammar decides."""
     digits = _text(data, "digits")
     if digits is None:
         raise ApiError(400, "digits is required")
     try:
-        _check_send_digits(digits)
+        steps = _check_send_digits(digits, tone_ms)
     except ApiError as exc:
         raise ApiError(400, exc.error.replace("send_digits", "digits", 1)) from None
     cb_url, cb_method = _callback(data)
     return DigitsRequest(
         digits=digits,
+        steps=steps,
         leg=_choice(data, "leg", ("aleg", "bleg"), "aleg"),
         callback_url=cb_url,
         callback_method=cb_method,

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from media.amd import AmdParamError
+from media.amd import AmdParamError, AmdParams
+from media.dtmf import DtmfStep, parse_send_digits
 
 from ...model import (
     AmdMode,
@@ -89,6 +90,8 @@ class CallRequest:
     fallback_method: str = "POST"
     caller_name: str | None = None
     send_digits: str | None = None
+    #: ``send_digits`` parsed once, with the server's default tone length.
+    send_digits_steps: tuple[DtmfStep, ...] = ()
     send_on_preanswer: bool = False
     time_limit: int = TIME_LIMIT_DEFAULT
     hangup_on_ring: int | None = None
@@ -98,6 +101,8 @@ class CallRequest:
     machine_detection_method: str = "POST"
     #: The machine_detection_* tuning parameters as given (validated by amd_params_from_plivo).
     machine_detection_params: dict[str, str] = field(default_factory=dict)
+    #: ``machine_detection_time`` and the tuning parameters, parsed once into engine settings.
+    amd_params: AmdParams | None = None
     sip_headers: dict[str, str] = field(default_factory=dict)
     ring_timeout: int = RING_TIMEOUT_DEFAULT
     parent_call_uuid: str | None = None
@@ -115,12 +120,10 @@ class CallRequest:
 
         amd = None
         if self.machine_detection:
+            assert self.amd_params is not None
             amd = AmdSettings(
                 mode=AmdMode.HANGUP if self.machine_detection == "hangup" else AmdMode.DETECT,
-                params=amd_params_from_plivo(
-                    {"machine_detection_time": str(self.machine_detection_time),
-                     **self.machine_detection_params}
-                ),
+                params=self.amd_params,
                 webhook=hook(self.machine_detection_url, self.machine_detection_method),
             )
         answer = hook(self.answer_url, self.answer_method)
@@ -136,7 +139,11 @@ class CallRequest:
             ),
             caller_name=self.caller_name,
             sip_headers=self.sip_headers,
-            digits=DigitPlan(self.send_digits, self.send_on_preanswer) if self.send_digits else None,
+            digits=(
+                DigitPlan(self.send_digits, self.send_digits_steps, self.send_on_preanswer)
+                if self.send_digits
+                else None
+            ),
             amd=amd,
             fallback=hook(self.fallback_url, self.fallback_method),
             notify={
@@ -305,22 +312,24 @@ def parse_sip_headers(value: str | None) -> dict[str, str]:
     return out
 
 
-def _check_send_digits(value: str) -> None:
-    """The media engine's own grammar (``media.dtmf``) decides, so the API and the sender agree."""
+def _check_send_digits(value: str, tone_ms: int | None = None) -> tuple[DtmfStep, ...]:
+    """Parse ``value`` once with the media engine's own grammar (``media.dtmf``), so the API
+    and the sender agree; ``tone_ms`` is the server's default tone length (None: the
+    engine's)."""
     if not _SEND_DIGITS_RE.match(value):
         raise ApiError(400, "send_digits must be digits 0-9, A-D, *, #, w, W with an optional @ms")
     try:
-        from media.dtmf import parse_send_digits
-    except ImportError:  # pragma: no cover - media is part of the same distribution
-        return
-    try:
-        parse_send_digits(value)
+        if tone_ms is None:
+            return tuple(parse_send_digits(value))
+        return tuple(parse_send_digits(value, default_tone_ms=tone_ms))
     except ValueError as exc:
         msg = str(exc)
         raise ApiError(400, msg if msg.startswith("send_digits") else f"send_digits: {msg}") from None
 
 
-def parse_call_request(data: Mapping[str, Any], *, bulk_max: int = BULK_MAX_DEFAULT) -> CallRequest:
+def parse_call_request(
+    data: Mapping[str, Any], *, bulk_max: int = BULK_MAX_DEFAULT, digits_tone_ms: int | None = None
+) -> CallRequest:
     """Validate a "Make a call" body against Plivo's "Make a call" page; raise :class:`ApiError` naming the field."""
     from_ = _text(data, "from")
     if from_ is None:
@@ -365,8 +374,7 @@ def parse_call_request(data: Mapping[str, Any], *, bulk_max: int = BULK_MAX_DEFA
         caller_name = caller_name or None
 
     send_digits = _text(data, "send_digits")
-    if send_digits is not None:
-        _check_send_digits(send_digits)
+    send_digits_steps = () if send_digits is None else _check_send_digits(send_digits, digits_tone_ms)
 
     time_limit = _int(data, "time_limit", TIME_LIMIT_DEFAULT, 1, None)
     assert time_limit is not None
@@ -396,7 +404,9 @@ def parse_call_request(data: Mapping[str, Any], *, bulk_max: int = BULK_MAX_DEFA
         if value is not None and str(value).strip() != "":
             machine_detection_params[name] = str(value).strip()
     try:
-        amd_params_from_plivo(machine_detection_params)
+        amd_params = amd_params_from_plivo(
+            {"machine_detection_time": str(machine_detection_time), **machine_detection_params}
+        )
     except AmdParamError as exc:
         raise ApiError(400, str(exc)) from None
     ring_timeout = _int(data, "ring_timeout", RING_TIMEOUT_DEFAULT, 1, RING_TIMEOUT_MAX)
@@ -419,12 +429,14 @@ def parse_call_request(data: Mapping[str, Any], *, bulk_max: int = BULK_MAX_DEFA
         fallback_method=_method(data, "fallback_method"),
         caller_name=caller_name,
         send_digits=send_digits,
+        send_digits_steps=send_digits_steps,
         send_on_preanswer=parse_bool(data.get("send_on_preanswer"), "send_on_preanswer"),
         time_limit=time_limit,
         hangup_on_ring=_int(data, "hangup_on_ring", None, 1, None),
         machine_detection=machine_detection,
         machine_detection_time=machine_detection_time,
         machine_detection_params=machine_detection_params,
+        amd_params=amd_params,
         machine_detection_url=_url(data, "machine_detection_url"),
         machine_detection_method=_method(data, "machine_detection_method"),
         sip_headers=parse_sip_headers(_text(data, "sip_headers")),

@@ -40,6 +40,7 @@ from ...model import (
 from ..http import (
     API_ID_KEY,
     BULK_MAX_KEY,
+    DIGITS_TONE_MS_KEY,
     MANAGER_KEY,
     STORE_KEY,
     Handler,
@@ -103,7 +104,9 @@ async def create_call(request: web.Request) -> web.Response:
     if not manager.accepting:
         raise ApiError(503, "server is shutting down; not accepting calls")
     data = await read_body(request)
-    req = parse_call_request(data, bulk_max=request.app[BULK_MAX_KEY])
+    req = parse_call_request(
+        data, bulk_max=request.app[BULK_MAX_KEY], digits_tone_ms=request.app[DIGITS_TONE_MS_KEY]
+    )
     result = await manager.admit(account, req.to_spec())
     request_uuid: Any = list(result.request_uuids) if req.is_bulk else result.request_uuids[0]
     if result.queued:
@@ -291,8 +294,8 @@ async def stop_speak_call(request: web.Request) -> web.Response:
 async def dtmf_call(request: web.Request) -> web.Response:
     """POST .../Call/{call_uuid}/DTMF/: send digits on the A (or B) leg."""
     manager, call = _live(request)
-    req = parse_digits_request(await read_body(request))
-    manager.live_ops.send_dtmf(call, req.digits, req.leg)
+    req = parse_digits_request(await read_body(request), tone_ms=request.app[DIGITS_TONE_MS_KEY])
+    manager.live_ops.send_dtmf(call, req.steps, req.leg)
     return _accepted(request, "digits", call, (req.callback_url, req.callback_method))
 
 
