@@ -21,12 +21,13 @@ import asyncio
 import contextlib
 import logging
 import uuid as uuidlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from media.dtmf import DtmfStep
 from media.engine import MediaConfig, MediaEngine, MediaStream
 from sip import aio as sip_aio
+from sip.aio.observe import ObservableCall
 from sip.aio.transport import TcpTransport, UdpTransport
 from sip.aio.ua import Credentials, GatewayConfig
 from sip.events import InfoDigit
@@ -71,22 +72,16 @@ class UserAgentConfig(sip_aio.UserAgentConfig):
     tune_gc: bool = True
 
 
-class OutboundCall:
+class OutboundCall(ObservableCall[CallEvent]):
     """One outbound call leg: a SIP call, its media stream, its events and control."""
 
     def __init__(self, sip_call: sip_aio.OutboundCall, media: MediaStream | None, call_uuid: str):
+        super().__init__()
         self.sip_call = sip_call
         self.media = media
         self.uuid = call_uuid
         self.digits: list[DigitReceived] = []
-        self.terminated: Terminated | None = None
         self.final_stats: dict[str, object] | None = None  #: media statistics at the end
-        self._events: list[CallEvent] = []
-        self._queue_waiters: list[asyncio.Event] = []
-        self._listeners: list[Callable[[CallEvent], None]] = []
-        loop = asyncio.get_running_loop()
-        self._answered: asyncio.Future[bool] = loop.create_future()
-        self._ended: asyncio.Future[Terminated] = loop.create_future()
         if media is not None:
             media.on_dtmf = self._on_media_dtmf
         # The SIP call may have moved already (Trying; an unroutable target has even ended).
@@ -148,33 +143,6 @@ class OutboundCall:
             return dict(self.final_stats)
         return dict(self.media.stats()) if self.media is not None else {}
 
-    # -- observing
-
-    def add_listener(self, fn: Callable[[CallEvent], None]) -> None:
-        """``fn(event)`` is called synchronously for every event from now on."""
-        self._listeners.append(fn)
-
-    async def events(self) -> AsyncIterator[CallEvent]:
-        """Every event of the call from the start, ending after :class:`Terminated`."""
-        index = 0
-        while True:
-            while index < len(self._events):
-                event = self._events[index]
-                index += 1
-                yield event
-                if isinstance(event, Terminated):
-                    return
-            waiter = asyncio.Event()
-            self._queue_waiters.append(waiter)
-            await waiter.wait()
-
-    async def wait_answered(self) -> bool:
-        """True once answered; False if the call ended without answer."""
-        return await asyncio.shield(self._answered)
-
-    async def wait_terminated(self) -> Terminated:
-        return await asyncio.shield(self._ended)
-
     # -- control
 
     async def hangup(self, cause: str | None = None, source: str = "caller") -> None:
@@ -215,37 +183,18 @@ class OutboundCall:
     def _emit(self, event: CallEvent) -> None:
         if self.terminated is not None:
             return
-        if isinstance(event, Answered):
-            if not self._answered.done():
-                self._answered.set_result(True)
-        elif isinstance(event, DigitReceived):
+        if isinstance(event, DigitReceived):
             self.digits.append(event)
-        elif isinstance(event, Terminated):
-            self.terminated = event
-            if self.media is not None:
-                with contextlib.suppress(Exception):
-                    self.final_stats = dict(self.media.stats())
-                self.media.close()
-        self._events.append(event)
-        for fn in list(self._listeners):
-            try:
-                fn(event)
-            except Exception:
-                log.exception("call listener failed")
-        for waiter in self._queue_waiters:
-            waiter.set()
-        self._queue_waiters.clear()
-        if isinstance(event, Terminated):
-            if not self._answered.done():
-                self._answered.set_result(False)
-            if not self._ended.done():
-                self._ended.set_result(event)
+        elif isinstance(event, Terminated) and self.media is not None:
+            with contextlib.suppress(Exception):
+                self.final_stats = dict(self.media.stats())
+            self.media.close()
+        self._publish(event)
 
     def _release(self) -> None:
         """Break the leg's reference cycles (listeners and the media callback point back at
         it) so that reference counting frees it at once, without the cyclic collector."""
-        self._listeners.clear()
-        self._queue_waiters.clear()
+        self._release_observers()
         if self.media is not None:
             self.media.on_dtmf = None
 

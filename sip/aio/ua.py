@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sip.auth import Credentials
@@ -49,6 +49,7 @@ from sip.message import SipParseError, SipRequest, SipResponse, new_call_id
 from sip.transaction import TimerConfig
 from sip.uri import SipUri, TelUri, parse_uri
 
+from .observe import ObservableCall
 from .resolver import resolve
 from .transport import Inbound, TcpTransport, UdpTransport
 
@@ -113,10 +114,11 @@ class UserAgentConfig:
 OfferHandler = Callable[[str | None], str]
 
 
-class OutboundCall:
+class OutboundCall(ObservableCall[CallEvent]):
     """One outbound SIP call: its progress as events, and control."""
 
     def __init__(self, ua: UserAgent, session: ClientInviteSession):
+        super().__init__()
         self.ua = ua
         self.session = session
         self.record: ClientCall | None = None  #: the endpoint's record (set once the INVITE starts)
@@ -126,13 +128,6 @@ class OutboundCall:
         self.early_at: float | None = None
         self.answered_at: float | None = None
         self.ended_at: float | None = None
-        self.terminated: Terminated | None = None
-        self._events: list[CallEvent] = []
-        self._queue_waiters: list[asyncio.Event] = []
-        self._listeners: list[Callable[[CallEvent], None]] = []
-        loop = asyncio.get_running_loop()
-        self._answered: asyncio.Future[bool] = loop.create_future()
-        self._ended: asyncio.Future[Terminated] = loop.create_future()
 
     # -- properties
 
@@ -155,38 +150,6 @@ class OutboundCall:
         if self.answered_at is None:
             return 0.0
         return max(0.0, (self.ended_at or time.time()) - self.answered_at)
-
-    @property
-    def history(self) -> list[CallEvent]:
-        """Every event so far, oldest first."""
-        return list(self._events)
-
-    # -- observing
-
-    def add_listener(self, fn: Callable[[CallEvent], None]) -> None:
-        """``fn(event)`` is called synchronously for every event from now on."""
-        self._listeners.append(fn)
-
-    async def events(self) -> AsyncIterator[CallEvent]:
-        """Every event of the call from the start, ending after :class:`Terminated`."""
-        index = 0
-        while True:
-            while index < len(self._events):
-                event = self._events[index]
-                index += 1
-                yield event
-                if isinstance(event, Terminated):
-                    return
-            waiter = asyncio.Event()
-            self._queue_waiters.append(waiter)
-            await waiter.wait()
-
-    async def wait_answered(self) -> bool:
-        """True once answered; False if the call ended without answer."""
-        return await asyncio.shield(self._answered)
-
-    async def wait_terminated(self) -> Terminated:
-        return await asyncio.shield(self._ended)
 
     # -- control
 
@@ -214,26 +177,10 @@ class OutboundCall:
         elif isinstance(event, Answered):
             self.state = "answered"
             self.answered_at = wall
-            if not self._answered.done():
-                self._answered.set_result(True)
         elif isinstance(event, Terminated):
             self.state = "terminated"
             self.ended_at = wall
-            self.terminated = event
-        self._events.append(event)
-        for fn in list(self._listeners):
-            try:
-                fn(event)
-            except Exception:
-                log.exception("call listener failed")
-        for waiter in self._queue_waiters:
-            waiter.set()
-        self._queue_waiters.clear()
-        if isinstance(event, Terminated):
-            if not self._answered.done():
-                self._answered.set_result(False)
-            if not self._ended.done():
-                self._ended.set_result(event)
+        self._publish(event)
 
     def __repr__(self) -> str:
         return f"<OutboundCall {self.call_id} {self.state} {self.session.invite.uri}>"
@@ -522,10 +469,7 @@ class UserAgent:
         elif isinstance(event, CallReleased):
             call = self._calls.pop(event.call_id, None)
             if call is not None:
-                # Break the call's reference cycles (listeners point back at it) so that
-                # reference counting frees it at once, without the cyclic collector.
-                call._listeners.clear()
-                call._queue_waiters.clear()
+                call._release_observers()
         elif isinstance(event, IncomingCall):
             log.warning("inbound call %s offered to a user agent that does not take them", event.call_id)
 
