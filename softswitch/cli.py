@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import sys
 import time
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from sip import causes
 from softswitch.events import Answered, DigitReceived, EarlyMedia, Ringing, Terminated, Trying
+
+if TYPE_CHECKING:
+    from media.amd import AmdResult
 
 EXIT_ANSWERED, EXIT_NOT_ANSWERED, EXIT_USAGE = 0, 1, 2
 EXIT_DATABASE_IN_USE = 3
@@ -292,15 +296,25 @@ async def _machine_detection(call, args, start: float, summary: dict[str, object
     """Run the answering-machine detector on the call's received audio."""
     from media.amd import AmdParams
     from softswitch.amd import run_detection
-    from softswitch.api.plivo.amd import callback_params
 
     result = await run_detection(call, AmdParams(total_ms=args.machine_detection_time))
     if result is None:
         return
-    summary["machine_detection"] = callback_params(result)
+    summary["machine_detection"] = _amd_summary(result)
     _emit_line(start, f"machine detection: {'machine' if result.machine else 'human'} ({result.reason}, {result.decided_at_ms} ms)")
     if result.machine and args.machine_detection == "hangup":
         await call.hangup(causes.MACHINE_DETECTED, "caller")
+
+
+def _amd_summary(result: AmdResult) -> dict[str, object]:
+    """The decision as the JSON summary shows it: the detector's own field names
+    (:class:`media.amd.AmdResult`), the beep fields only once a beep was heard.
+
+    ``Machine`` (``"true"``/``"false"``) stays beside them: the summary has always carried that
+    key and scripts (``tests/test_amd_calls.py``) read it.
+    """
+    view = {k: v for k, v in dataclasses.asdict(result).items() if v is not None}
+    return {"Machine": "true" if result.machine else "false", **view}
 
 
 if __name__ == "__main__":

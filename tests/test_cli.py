@@ -44,3 +44,19 @@ def test_bad_usage_exits_2():
     assert run_cli("call", "sip:x@127.0.0.1", "--from", "1", "--caller-name", "x" * 51).returncode == 2
     assert run_cli("call", "+14155550100", "--from", "1").returncode == 2  # no gateway for a number
     assert run_cli("call", "sip:x@127.0.0.1", "--from", "1", "--header", "bad header").returncode == 2
+
+
+def test_machine_detection_summary_uses_the_detectors_names():
+    from media.amd import AmdResult
+    from softswitch.cli import _amd_summary
+
+    human = AmdResult(machine=False, status="HUMAN", reason="HUMAN", decided_at_ms=2100,
+                      initial_silence_ms=300, greeting_ms=800, words=1)
+    view = _amd_summary(human)
+    assert view["Machine"] == "false" and view["machine"] is False and view["status"] == "HUMAN"
+    assert not {"beep_hz", "beep_ms", "beep_at_ms"} & view.keys()
+    beep = AmdResult(machine=True, status="MACHINE", reason="LONGGREETING", decided_at_ms=3000,
+                     initial_silence_ms=200, greeting_ms=2500, words=4, beep_hz=1000.0, beep_ms=400,
+                     beep_at_ms=9000)
+    view = json.loads(json.dumps(_amd_summary(beep)))
+    assert view["Machine"] == "true" and view["beep_hz"] == 1000.0 and view["beep_at_ms"] == 9000

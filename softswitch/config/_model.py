@@ -1,0 +1,189 @@
+"""The settings themselves: dataclasses with their defaults and docstrings, and ``ConfigError``.
+
+Nothing here reads a file or the environment (``_load``) or judges a value (``_validate``): a
+:class:`Config` built in code, as the tests and an embedding application do, is just this.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from softswitch.config._hostport import format_hostport
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; ``key`` names it the way the user wrote it."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+@dataclass
+class Account:
+    """An API account: the HTTP API's Basic credentials and its own limits.
+
+    ``cps`` / ``max_concurrent`` left at ``None`` inherit the global :class:`Limits`.
+    """
+
+    auth_id: str
+    auth_token: str
+    name: str = ""
+    cps: float | None = None
+    max_concurrent: int | None = None
+
+
+@dataclass
+class Gateway:
+    """A SIP trunk that outbound calls may be routed through.
+
+    ``prefix``/``prefixes`` select destination numbers by leading digits (empty = any number);
+    ``strip`` digits are removed and ``add_prefix`` prepended before dialing, like the
+    FreeSWITCH dial-plan rules the legacy framework's ``Gateways`` parameter relied on.
+    """
+
+    name: str
+    host: str
+    port: int = 5060
+    transport: str = "udp"
+    username: str | None = None
+    password: str | None = None
+    realm: str | None = None
+    prefix: str = ""
+    prefixes: list[str] = field(default_factory=list)
+    strip: int = 0
+    add_prefix: str = ""
+    codecs: list[str] = field(default_factory=lambda: ["PCMU", "PCMA"])
+    timeout_s: int = 60
+    retries: int = 1
+    from_domain: str | None = None
+    caller_id_in_from: bool = True
+    p_asserted_identity: bool = False
+    register: bool = False
+
+    def __post_init__(self) -> None:
+        # One list is the source of truth; ``prefix`` stays as the first entry for readers
+        # that only look at the scalar.
+        if self.prefix and self.prefix not in self.prefixes:
+            self.prefixes = [self.prefix, *self.prefixes]
+        if not self.prefix and self.prefixes:
+            self.prefix = self.prefixes[0]
+
+    def match_length(self, number: str) -> int | None:
+        """Length of the longest prefix matching ``number`` (0 for a catch-all), else None.
+
+        A leading ``+`` of an E.164 number is ignored, since the docs write numbers both ways.
+        """
+        digits = number[1:] if number.startswith("+") else number
+        if not self.prefixes:
+            return 0
+        best: int | None = None
+        for p in self.prefixes:
+            p_digits = p[1:] if p.startswith("+") else p
+            if digits.startswith(p_digits) and (best is None or len(p_digits) > best):
+                best = len(p_digits)
+        return best
+
+    def matches(self, number: str) -> bool:
+        """True if this gateway may carry calls to ``number``."""
+        return self.match_length(number) is not None
+
+    def rewrite(self, number: str) -> str:
+        """The number as dialed through this gateway: ``strip`` digits off, ``add_prefix`` on.
+
+        A leading ``+`` is kept in front and not counted as a digit.
+        """
+        plus = number.startswith("+")
+        digits = number[1:] if plus else number
+        digits = self.add_prefix + digits[self.strip :]
+        return ("+" if plus and not self.add_prefix else "") + digits
+
+
+@dataclass
+class Limits:
+    """Global admission limits; an account may override ``cps`` and ``max_concurrent``."""
+
+    cps: float = 10.0
+    """Calls per second per account; 0 = unlimited."""
+    max_concurrent: int = 1000
+    max_queue: int = 10000
+    bulk_max: int = 1000
+    """Most destinations in one bulk request (one API call to several numbers): 1000 by default."""
+
+
+@dataclass
+class Config:
+    """Everything the ``serve`` process needs; see ``softswitch.example.toml`` for each key."""
+
+    http_host: str = "127.0.0.1"
+    http_port: int = 8088
+    sip_host: str = "127.0.0.1"
+    sip_port: int = 5060
+    sip_transports: list[str] = field(default_factory=lambda: ["udp", "tcp"])
+    public_host: str | None = None
+    rtp_port_min: int = 16384
+    rtp_port_max: int = 32767
+    db_path: str = "softswitch.db"
+    data_dir: str = "data"
+    base_url: str | None = None
+    accounts: list[Account] = field(default_factory=list)
+    gateways: list[Gateway] = field(default_factory=list)
+    limits: Limits = field(default_factory=Limits)
+    shutdown_mode: str = "drain"
+    drain_timeout_s: float = 30.0
+    webhook_timeout_s: float = 10.0
+    webhook_retries: int = 5
+    webhook_backoff_s: float = 1.0
+    webhook_backoff_max_s: float = 60.0
+    answer_url_attempts: int = 3
+    answer_url_deadline_s: float = 60.0
+    send_digits_default_tone_ms: int = 250
+    """Tone length of ``send_digits`` without ``@ms``.  250 ms is FreeSWITCH's 2000 *samples*
+    at 8 kHz, which is where the syntax comes from; set 2000 for the legacy doc's "2000 ms"."""
+    user_agent: str = "softswitch/0.1"
+    log_level: str = "INFO"
+    generated: bool = False
+    """True when the default account was generated by this very load (``serve`` prints it)."""
+    account_file: str | None = None
+    """Path of the persisted generated account, when that is where the account came from."""
+    ignored_env: list[str] = field(default_factory=list)
+    """``SOFTSWITCH_*`` variables that name no setting (probably typos; ``serve`` may warn)."""
+
+    @property
+    def http_base_url(self) -> str:
+        """Public URL of the HTTP API, used to build recording URLs and the like."""
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        return f"http://{format_hostport(self.http_host, self.http_port)}"
+
+    def account(self, auth_id: str) -> Account | None:
+        """The account with this auth id, or None."""
+        for acc in self.accounts:
+            if acc.auth_id == auth_id:
+                return acc
+        return None
+
+    def account_cps(self, account: Account) -> float:
+        """Effective calls-per-second limit of ``account`` (0 = unlimited)."""
+        return self.limits.cps if account.cps is None else account.cps
+
+    def account_max_concurrent(self, account: Account) -> int:
+        """Effective concurrency limit of ``account``."""
+        if account.max_concurrent is None:
+            return self.limits.max_concurrent
+        return account.max_concurrent
+
+
+def select_gateways(gateways: list[Gateway], number: str) -> list[Gateway]:
+    """Gateways that may carry ``number``, longest matching prefix first, then config order.
+
+    Config order among equal prefixes is the failover order.
+    """
+    ranked = []
+    for index, gw in enumerate(gateways):
+        length = gw.match_length(number)
+        if length is not None:
+            ranked.append((-length, index, gw))
+    ranked.sort(key=lambda t: (t[0], t[1]))
+    return [gw for _, _, gw in ranked]

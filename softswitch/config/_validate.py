@@ -1,0 +1,131 @@
+"""One validation pass over the merged :class:`Config`, after every layer is applied.
+
+A setting that names something not implemented (TLS, REGISTER to a trunk, codecs other than
+G.711) is refused here with a :class:`ConfigError` naming the key, never silently downgraded.
+Case-insensitive values (transports, codecs, the log level) are normalized in place.
+"""
+
+from __future__ import annotations
+
+from softswitch.config._model import Config, ConfigError
+
+SIP_TRANSPORTS = ("udp", "tcp")
+"""Transports the SIP user agent implements; TLS (RFC 3261 §26.2) is not, so ``tls`` is refused
+rather than dialled or listened on over plain TCP."""
+KNOWN_CODECS = ("PCMU", "PCMA")
+"""Codecs the media engine encodes (G.711, ``media._g711``); G722 and OPUS are refused rather than
+silently left out of the offer."""
+NOT_IMPLEMENTED = {
+    "tls": "TLS is not implemented (udp and tcp are)",
+    "register": "REGISTER to a trunk is not implemented; the trunk must accept calls without it",
+}
+SHUTDOWN_MODES = ("drain", "hangup")
+LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+
+
+def _validate(cfg: Config) -> None:
+    for name in ("http_port", "sip_port"):
+        port = getattr(cfg, name)
+        if not 0 <= port <= 65535:  # 0 = ephemeral, handy in tests
+            raise ConfigError(name, f"{port} out of range 0-65535")
+    for name in ("http_host", "sip_host"):
+        if not getattr(cfg, name):
+            raise ConfigError(name, "empty")
+    if not cfg.sip_transports:
+        raise ConfigError("sip_transports", "at least one transport is needed")
+    cfg.sip_transports = [t.lower() for t in cfg.sip_transports]
+    for t in cfg.sip_transports:
+        if t == "tls":
+            raise ConfigError("sip_transports", NOT_IMPLEMENTED["tls"])
+        if t not in SIP_TRANSPORTS:
+            raise ConfigError("sip_transports", f"{t!r} is not one of {', '.join(SIP_TRANSPORTS)}")
+    if not 1 <= cfg.rtp_port_min < cfg.rtp_port_max <= 65535:
+        raise ConfigError(
+            "rtp_ports", f"need 1 <= min < max <= 65535, got {cfg.rtp_port_min}-{cfg.rtp_port_max}"
+        )
+    # RFC 3550 §11: RTP takes the even port, RTCP the odd one above it: two ports per stream.
+    if cfg.rtp_port_max - cfg.rtp_port_min < 1:
+        raise ConfigError("rtp_ports", "the range must hold at least one RTP/RTCP pair")
+    if not cfg.db_path:
+        raise ConfigError("db_path", "empty")
+    if cfg.base_url is not None and not cfg.base_url.startswith(("http://", "https://")):
+        raise ConfigError("base_url", f"must start with http:// or https://, got {cfg.base_url!r}")
+    if cfg.shutdown_mode not in SHUTDOWN_MODES:
+        raise ConfigError("shutdown_mode", f"{cfg.shutdown_mode!r} is not 'drain' or 'hangup'")
+    cfg.log_level = cfg.log_level.upper()
+    if cfg.log_level not in LOG_LEVELS:
+        raise ConfigError("log_level", f"{cfg.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+    for name in ("drain_timeout_s", "webhook_backoff_s", "webhook_backoff_max_s"):
+        if getattr(cfg, name) < 0:
+            raise ConfigError(name, "must be >= 0")
+    for name in ("webhook_timeout_s", "answer_url_deadline_s"):
+        if getattr(cfg, name) <= 0:
+            raise ConfigError(name, "must be > 0")
+    if cfg.webhook_retries < 0:
+        raise ConfigError("webhook_retries", "must be >= 0")
+    if cfg.answer_url_attempts < 1:
+        raise ConfigError("answer_url_attempts", "must be >= 1")
+    # FreeSWITCH's floor for a DTMF tone is 50 ms; above 10 s is surely a typo.
+    if not 50 <= cfg.send_digits_default_tone_ms <= 10000:
+        raise ConfigError("send_digits_default_tone_ms", "must be within 50-10000")
+    lim = cfg.limits
+    if lim.cps < 0:
+        raise ConfigError("limits.cps", "must be >= 0 (0 = unlimited)")
+    for name in ("max_concurrent", "max_queue", "bulk_max"):
+        if getattr(lim, name) < 1:
+            raise ConfigError(f"limits.{name}", "must be >= 1")
+    seen: set[str] = set()
+    for i, acc in enumerate(cfg.accounts):
+        key = f"accounts[{i}]"
+        if not acc.auth_id or not all(c.isalnum() or c in "-_" for c in acc.auth_id):
+            raise ConfigError(
+                f"{key}.auth_id", f"must be non-empty letters/digits/-/_: {acc.auth_id!r}"
+            )
+        if acc.auth_id in seen:
+            raise ConfigError(f"{key}.auth_id", f"duplicate {acc.auth_id!r}")
+        seen.add(acc.auth_id)
+        if not acc.auth_token:
+            raise ConfigError(f"{key}.auth_token", "empty")
+        if acc.cps is not None and acc.cps < 0:
+            raise ConfigError(f"{key}.cps", "must be >= 0 (0 = unlimited)")
+        if acc.max_concurrent is not None and acc.max_concurrent < 1:
+            raise ConfigError(f"{key}.max_concurrent", "must be >= 1")
+    names: set[str] = set()
+    for i, gw in enumerate(cfg.gateways):
+        key = f"gateways[{i}]"
+        if not gw.name:
+            raise ConfigError(f"{key}.name", "empty")
+        if gw.name in names:
+            raise ConfigError(f"{key}.name", f"duplicate {gw.name!r}")
+        names.add(gw.name)
+        if not gw.host:
+            raise ConfigError(f"{key}.host", "empty")
+        if not 1 <= gw.port <= 65535:
+            raise ConfigError(f"{key}.port", f"{gw.port} out of range 1-65535")
+        gw.transport = gw.transport.lower()
+        if gw.transport == "tls":
+            raise ConfigError(f"{key}.transport", NOT_IMPLEMENTED["tls"])
+        if gw.transport not in SIP_TRANSPORTS:
+            raise ConfigError(f"{key}.transport", f"{gw.transport!r} is not udp or tcp")
+        if gw.register:
+            raise ConfigError(f"{key}.register", NOT_IMPLEMENTED["register"])
+        for p in gw.prefixes:
+            if not p.lstrip("+").isdigit():
+                raise ConfigError(f"{key}.prefixes", f"{p!r} is not digits")
+        if gw.strip < 0:
+            raise ConfigError(f"{key}.strip", "must be >= 0")
+        gw.codecs = [c.upper() for c in gw.codecs]
+        if not gw.codecs:
+            raise ConfigError(f"{key}.codecs", "at least one codec is needed")
+        for c in gw.codecs:
+            if c not in KNOWN_CODECS:
+                raise ConfigError(
+                    f"{key}.codecs",
+                    f"{c!r} is not implemented; the media engine has {', '.join(KNOWN_CODECS)}",
+                )
+        if gw.timeout_s < 1:
+            raise ConfigError(f"{key}.timeout_s", "must be >= 1")
+        if gw.retries < 1:
+            raise ConfigError(f"{key}.retries", "must be >= 1 (the number of tries)")
+        if gw.password is not None and gw.username is None:
+            raise ConfigError(f"{key}.username", "required when a password is set")
