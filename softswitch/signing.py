@@ -116,8 +116,8 @@ def hmac_sha1_url_params(url: str, params: Params, auth_token: str) -> str:
     form parameter as name+value, names sorted; a repeated name contributes each distinct
     value in sorted order. For GET, pass the full URL and no params.
 
-    The widely published "URL + sorted POST parameters" request-signing algorithm: the
-    legacy and the CallAPI dialects both sign with it, each in its own header.
+    The widely published "URL + sorted POST parameters" request-signing algorithm; several
+    dialects sign with it, each in its own header.
     """
     s = url
     for name in sorted(params):
