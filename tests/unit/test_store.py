@@ -19,6 +19,7 @@ from softswitch.store import (
     format_time,
     parse_time,
 )
+from softswitch.store_schema import MIGRATIONS
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -67,6 +68,31 @@ def test_schema_wal_and_version(tmp_path: Any) -> None:
     db.close()
     with pytest.raises(RuntimeError, match="newer"):
         CallStore(path)
+
+
+def test_v1_outbox_rows_upgrade_without_a_scheme(tmp_path: Any) -> None:
+    # A database of schema v1 (before deliveries named their signing scheme).
+    path = str(tmp_path / "v1.db")
+    db = sqlite3.connect(path)
+    db.executescript(f"{MIGRATIONS[0]}\nPRAGMA user_version = 1;")
+    db.execute(
+        "INSERT INTO webhook_deliveries (call_uuid, event, url, method, params, headers, "
+        "created_at) VALUES ('c', 'hangup', 'http://x/', 'POST', '{}', '{}', 'now')"
+    )
+    db.commit()
+    db.close()
+    s = CallStore(path)
+    try:
+        assert s.schema_version == SCHEMA_VERSION
+        [row] = s.pending_deliveries()
+        assert row["signature"] == ""  # resumed with the headers it was stored with
+        did = s.add_delivery(
+            call_uuid="c", event="ring", url="http://x/", method="GET", params={},
+            headers={}, signature="scheme-a",
+        )
+        assert s.get_delivery(did)["signature"] == "scheme-a"
+    finally:
+        s.close()
 
 
 def test_insert_get_update(store: CallStore) -> None:
