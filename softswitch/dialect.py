@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .model import CallbackEvent, CallEnd
+from .signing import Signer
 from .state import CallState
 
 if TYPE_CHECKING:
@@ -23,9 +24,12 @@ __all__ = ["Dialect"]
 class Dialect(Protocol):
     #: Stored with each call record.
     name: str
-    #: How the webhook outbox signs this dialect's callbacks and fetches (a scheme of
-    #: :mod:`softswitch.webhooks`: ``"v3"``, ``"v1"``, ``"callapi"``, ``"none"``...).
+    #: How the webhook outbox signs this dialect's callbacks and fetches: the name of a
+    #: scheme in :mod:`softswitch.signing` (``"none"``: unsigned).
     signature: str
+    #: The signing schemes the dialect brings, by name; the server registers them
+    #: (:func:`softswitch.signing.register_signer`) before the outbox resumes old deliveries.
+    signers: Mapping[str, Signer]
 
     def status_name(self, state: CallState, end: CallEnd | None) -> str:
         """The status users see for a call in ``state`` (and, when over, ended by ``end``)."""

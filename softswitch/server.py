@@ -134,10 +134,15 @@ class Server:
         return f"http://{host}:{self.http_port}"
 
     async def start(self) -> None:
+        from .signing import register_signer
         from .store import CallStore
         from .webhooks import WebhookOutbox
 
         cfg = self.config
+        dialect = PlivoDialect()
+        # Before the outbox resumes: each stored delivery names its scheme.
+        for name, signer in dialect.signers.items():
+            register_signer(name, signer)
         self.store = CallStore(cfg.db_path, exclusive=True)  # one server per database
         # Calls a previous process left live died with it (their dialogs and media are gone).
         interrupted = self.store.mark_interrupted()
@@ -151,6 +156,7 @@ class Server:
             backoff_s=cfg.webhook_backoff_s,
             backoff_max_s=getattr(cfg, "webhook_backoff_max_s", 60.0),
             user_agent=cfg.user_agent,
+            auth_token_for=self._auth_token_for,
         )
         await self.outbox.start()
         if self._dialer is None:
@@ -163,7 +169,7 @@ class Server:
             self.store,
             self.outbox,
             dialer,
-            dialect=PlivoDialect(),
+            dialect=dialect,
             accounts=_accounts(cfg),
             max_concurrent=cfg.limits.max_concurrent,
             max_queue=cfg.limits.max_queue,
@@ -196,6 +202,15 @@ class Server:
         # Recording URLs need the port really bound (http_port 0 picks one) unless the
         # public base_url is configured.
         self.manager.public_url = (cfg.base_url or self.base_url).rstrip("/")
+
+    def _auth_token_for(self, call_uuid: str) -> str | None:
+        """The current auth token of the account a call belongs to (re-signing resumed
+        webhooks), or None when the call or its account is gone."""
+        account_id = self.store.call_account(call_uuid)
+        for acc in self.config.accounts:
+            if acc.auth_id == account_id:
+                return str(acc.auth_token)
+        return None
 
     async def stop(self, mode: str | None = None, drain_timeout_s: float | None = None) -> None:
         """Graceful shutdown; see the module docstring. Idempotent."""

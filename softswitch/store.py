@@ -1,4 +1,4 @@
-"""Call records (CDRs) and the webhook outbox in SQLite.
+"""Call records and the webhook outbox's tables in SQLite: the queries.
 
 One file, WAL journal, ``synchronous=NORMAL``: a committed transaction survives a process crash
 (not necessarily a power cut, which costs the last few commits: the trade SQLite documents for
@@ -7,218 +7,81 @@ meant to be called straight from the event loop: an insert + update costs about 
 (median, measured on the shared CI box).  WAL checkpoints, which fsync and would put several ms
 on an unlucky commit, run in a background thread instead (``checkpoint_interval_s``).
 
-Records use the field names of Plivo's CDR objects (``call_uuid``, ``bill_duration``,
-``hangup_cause_name``...), so the Plivo dialect returns rows nearly verbatim; the other dialects
-map them.  Times are strings ``YYYY-MM-DD HH:MM:SS+00:00`` (UTC), the format Plivo's CDRs use,
-which also sort correctly as text.
-
-The schema is versioned with ``PRAGMA user_version`` and upgraded in place by ``_MIGRATIONS``.
+A record's fields are the call model's (:data:`CALL_FIELDS`); a dialect maps them onto its own
+shapes, and its list filters onto :class:`Filter` (column, operator, stored value).  The schema,
+its migrations, the time format and the database lock are in :mod:`softswitch.store_schema`.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
-import re
 import sqlite3
 import threading
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
+
+from .store_schema import (
+    CALL_COLUMNS,
+    CALL_FIELDS,
+    JSON_FIELDS,
+    LIVE_STATUSES,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    TERMINAL_STATUSES,
+    DatabaseInUse,
+    acquire_lock,
+    format_time,
+    lock_path,
+    parse_stored,
+    parse_time,
+    time_interval,
+    utc_now,
+)
 
 __all__ = [
     "CALL_FIELDS",
+    "FILTER_OPS",
+    "LIVE_STATUSES",
+    "SCHEMA_VERSION",
+    "TERMINAL_STATUSES",
     "CallStore",
     "DatabaseInUse",
-    "LIVE_STATUSES",
-    "TERMINAL_STATUSES",
+    "Filter",
     "format_time",
+    "lock_path",
     "parse_time",
+    "time_interval",
     "utc_now",
 ]
 
 log = logging.getLogger(__name__)
 
-LIVE_STATUSES = ("queued", "ringing", "early-media", "in-progress")
-TERMINAL_STATUSES = ("completed", "busy", "failed", "timeout", "no-answer", "cancel")
-
-# Column name -> SQL type.  Order is the column order of the table.
-_CALL_COLUMNS: dict[str, str] = {
-    "call_uuid": "TEXT PRIMARY KEY",
-    "request_uuid": "TEXT",
-    "account_id": "TEXT NOT NULL",
-    "parent_call_uuid": "TEXT",
-    "direction": "TEXT NOT NULL DEFAULT 'outbound'",
-    "from_number": "TEXT",
-    "to_number": "TEXT",
-    "caller_name": "TEXT",
-    "call_status": "TEXT NOT NULL DEFAULT 'queued'",
-    "initiation_time": "TEXT",
-    "ring_time": "TEXT",
-    "answer_time": "TEXT",
-    "end_time": "TEXT",
-    "call_duration": "INTEGER",
-    "bill_duration": "INTEGER",
-    "hangup_cause_name": "TEXT",
-    "hangup_cause_code": "INTEGER",
-    "hangup_source": "TEXT",
-    "sip_status": "INTEGER",
-    "answer_url": "TEXT",
-    "dialect": "TEXT",
-    "params": "TEXT",
-    "extra": "TEXT",
-    "error": "TEXT",
-}
-CALL_FIELDS = tuple(_CALL_COLUMNS)
-_JSON_FIELDS = ("params", "extra")
-
-_CALLS_TABLE_V1 = ", ".join(f"{name} {sqltype}" for name, sqltype in _CALL_COLUMNS.items())
-
-_MIGRATIONS: list[str] = [
-    # v1: calls, webhook deliveries and their attempts.
-    f"""
-    CREATE TABLE calls ({_CALLS_TABLE_V1});
-    CREATE INDEX calls_account_time ON calls (account_id, initiation_time);
-    CREATE INDEX calls_account_request ON calls (account_id, request_uuid);
-    CREATE INDEX calls_live ON calls (call_status)
-        WHERE call_status IN ('queued', 'ringing', 'early-media', 'in-progress');
-    CREATE TABLE webhook_deliveries (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        call_uuid TEXT NOT NULL,
-        event TEXT NOT NULL,
-        kind TEXT NOT NULL DEFAULT 'post',
-        url TEXT NOT NULL,
-        method TEXT NOT NULL,
-        params TEXT NOT NULL,
-        headers TEXT NOT NULL,
-        options TEXT NOT NULL DEFAULT '{{}}',
-        attempts INTEGER NOT NULL DEFAULT 0,
-        status TEXT NOT NULL DEFAULT 'pending',
-        last_status INTEGER,
-        last_error TEXT,
-        created_at TEXT NOT NULL,
-        next_attempt_at REAL,
-        delivered_at TEXT
-    );
-    CREATE INDEX webhook_deliveries_call ON webhook_deliveries (call_uuid, id);
-    CREATE INDEX webhook_deliveries_pending ON webhook_deliveries (status) WHERE status = 'pending';
-    CREATE TABLE webhook_attempts (
-        delivery_id INTEGER NOT NULL REFERENCES webhook_deliveries (id) ON DELETE CASCADE,
-        attempt INTEGER NOT NULL,
-        at TEXT NOT NULL,
-        status INTEGER,
-        error TEXT,
-        duration_ms REAL,
-        PRIMARY KEY (delivery_id, attempt)
-    );
-    """,
-]
-SCHEMA_VERSION = len(_MIGRATIONS)
-
-# Plivo's list filters (GET /v1/Account/{id}/Call/) -> (column, kind).
-_EQ_FILTERS = {
-    "call_direction": ("direction", "str"),
-    "from_number": ("from_number", "str"),
-    "to_number": ("to_number", "str"),
-    "parent_call_uuid": ("parent_call_uuid", "str"),
-    "hangup_source": ("hangup_source", "str"),
-    "hangup_cause_code": ("hangup_cause_code", "int"),
-    "bill_duration": ("bill_duration", "int"),
-    "call_status": ("call_status", "str"),
-    "request_uuid": ("request_uuid", "str"),
-}
-_RANGE_FILTERS = {
-    "bill_duration": ("bill_duration", "int"),
-    "end_time": ("end_time", "time"),
-    "initiation_time": ("initiation_time", "time"),
-    "answer_time": ("answer_time", "time"),
-}
-_RANGE_OPS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
-_IGNORED_FILTERS = ("subaccount",)
+#: The comparisons a :class:`Filter` may make.
+FILTER_OPS = ("=", ">", ">=", "<", "<=")
 
 
-def utc_now() -> datetime:
-    """Current time, timezone-aware UTC."""
-    return datetime.now(UTC)
+@dataclass(frozen=True)
+class Filter:
+    """One condition of :meth:`CallStore.list_calls`: ``column op value``.
 
-
-def format_time(t: datetime | None = None) -> str:
-    """``YYYY-MM-DD HH:MM:SS+00:00`` in UTC, the timestamp format of Plivo's CDRs."""
-    if t is None:
-        t = utc_now()
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=UTC)
-    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S+00:00")
-
-
-def parse_time(text: str) -> tuple[datetime, timedelta]:
-    """Parse a filter time ``YYYY-MM-DD HH:MM[:ss[.uuuuuu]]`` (Plivo's documented forms).
-
-    Returns the UTC instant and the precision the user wrote (1 min, 1 s or 1 µs), so that an
-    equality filter ``end_time=2012-03-21 11:47`` can match the whole minute.  A naive time is
-    UTC; an explicit offset is honoured.
+    ``column`` is a record field (:data:`CALL_FIELDS`), ``op`` one of :data:`FILTER_OPS`, and
+    ``value`` is compared with the stored value as is (times as stored strings, see
+    :func:`~softswitch.store_schema.time_interval`).
     """
-    s = text.strip().replace("T", " ")
-    try:
-        t = datetime.fromisoformat(s)
-    except ValueError:
-        raise ValueError(f"bad time {text!r}: expected YYYY-MM-DD HH:MM[:ss[.uuuuuu]]") from None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=UTC)
-    t = t.astimezone(UTC)
-    date_and_clock = s.split(" ", 1)
-    # Drop a trailing UTC offset (+hh:mm, -hh:mm, Z) before judging the precision written.
-    clock = re.sub(r"(Z|[+-]\d\d:?\d\d)$", "", date_and_clock[1]) if len(date_and_clock) > 1 else ""
-    if "." in clock:
-        precision = timedelta(microseconds=1)
-    elif clock.count(":") >= 2:
-        precision = timedelta(seconds=1)
-    elif clock:
-        precision = timedelta(minutes=1)
-    else:
-        precision = timedelta(days=1)
-    return t, precision
 
-
-def _ceil_second(t: datetime) -> str:
-    """The stored string of the first whole second at or after ``t``."""
-    whole = t.replace(microsecond=0)
-    return format_time(whole if whole == t else whole + timedelta(seconds=1))
-
-
-def _time_bounds(text: str) -> tuple[str, str]:
-    """[start, end) of the interval a filter time denotes, as stored strings.
-
-    Stored times have whole seconds, so ``column >= x`` is ``column >= ceil(x)`` and
-    ``column < y`` is ``column < ceil(y)``: both bounds are rounded up to a whole second.
-    """
-    t, precision = parse_time(text)
-    return _ceil_second(t), _ceil_second(t + precision)
+    column: str
+    op: str
+    value: str | int
 
 
 def _encode(name: str, value: Any) -> Any:
-    if name in _JSON_FIELDS:
+    if name in JSON_FIELDS:
         return None if value is None else json.dumps(value, separators=(",", ":"), default=str)
     return value
-
-
-class DatabaseInUse(RuntimeError):
-    """Another process (or another store of this one) holds the database exclusively."""
-
-    def __init__(self, path: str, holder: str) -> None:
-        super().__init__(
-            f"{path} is in use by another softswitch ({holder}); "
-            "two servers on one database would close each other's live calls"
-        )
-        self.path = path
-        self.holder = holder
-
-
-def lock_path(path: str) -> str:
-    """The lock file that makes one server the owner of the database at ``path``."""
-    return f"{path}.lock"
 
 
 class CallStore:
@@ -242,7 +105,7 @@ class CallStore:
         self._lock = threading.RLock()
         self._lock_fd: int | None = None
         if exclusive and path != ":memory:" and not path.startswith("file::memory:"):
-            self._lock_fd = _acquire(lock_path(path), path)
+            self._lock_fd = acquire_lock(lock_path(path), path)
         self._stop = threading.Event()
         self._checkpointer: threading.Thread | None = None
         try:
@@ -298,7 +161,7 @@ class CallStore:
                 f"({SCHEMA_VERSION}); refusing to touch it"
             )
         for target in range(version + 1, SCHEMA_VERSION + 1):
-            script = _MIGRATIONS[target - 1]
+            script = MIGRATIONS[target - 1]
             # executescript commits first; wrap the whole step so a crash leaves the old version.
             self._db.executescript(
                 f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {target};\nCOMMIT;"
@@ -333,7 +196,7 @@ class CallStore:
 
     @staticmethod
     def _check_fields(fields: Iterable[str]) -> None:
-        unknown = [f for f in fields if f not in _CALL_COLUMNS]
+        unknown = [f for f in fields if f not in CALL_COLUMNS]
         if unknown:
             raise ValueError(f"unknown call field(s): {', '.join(sorted(unknown))}")
 
@@ -382,7 +245,7 @@ class CallStore:
     @staticmethod
     def _row(row: sqlite3.Row) -> dict[str, Any]:
         rec = dict(row)
-        for name in _JSON_FIELDS:
+        for name in JSON_FIELDS:
             text = rec.get(name)
             rec[name] = json.loads(text) if text else {}
         return rec
@@ -397,7 +260,7 @@ class CallStore:
         return None if row is None else self._row(row)
 
     def get_call_by_request(self, account_id: str, request_uuid: str) -> dict[str, Any] | None:
-        """The (first) call created by an API request: Plivo's ``request_uuid`` lookups."""
+        """The (first) call created by an API request (lookups by ``request_uuid``)."""
         with self._lock:
             row = self._db.execute(
                 "SELECT * FROM calls WHERE account_id = ? AND request_uuid = ? "
@@ -405,6 +268,14 @@ class CallStore:
                 (account_id, request_uuid),
             ).fetchone()
         return None if row is None else self._row(row)
+
+    def call_account(self, call_uuid: str) -> str | None:
+        """The account a call belongs to, or None if there is no such call."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT account_id FROM calls WHERE call_uuid = ?", (call_uuid,)
+            ).fetchone()
+        return None if row is None else str(row[0])
 
     def calls_by_request(self, account_id: str, request_uuid: str) -> list[dict[str, Any]]:
         """Every call of one API request (a bulk request makes one per destination)."""
@@ -420,53 +291,24 @@ class CallStore:
         self,
         account_id: str,
         *,
-        filters: Mapping[str, str] | None = None,
+        filters: Iterable[Filter] = (),
         limit: int = 20,
         offset: int = 0,
     ) -> tuple[list[dict[str, Any]], int]:
         """One page of an account's calls, newest first, and the total matching count.
 
-        ``filters`` are Plivo's list-call query parameters: ``call_direction``, ``from_number``,
-        ``to_number``, ``parent_call_uuid``, ``hangup_source``, ``hangup_cause_code``,
-        ``bill_duration`` (and ``__gt/__gte/__lt/__lte``), ``end_time`` / ``initiation_time`` /
-        ``answer_time`` (same suffixes; an equality filter matches the precision written, e.g.
-        the whole minute).  ``subaccount`` is accepted and ignored (no subaccounts here).  An
-        unknown filter or a malformed value raises ValueError.  Paging bounds (Plivo: limit
-        1..20) are the API layer's business.
+        Every :class:`Filter` must hold (AND).  An unknown column or operator raises
+        ValueError; a dialect turns its query parameters into filters and bounds the paging.
         """
         where = ["account_id = ?"]
         args: list[Any] = [account_id]
-        for key, raw in (filters or {}).items():
-            if key in _IGNORED_FILTERS:
-                continue
-            value = str(raw)
-            name, _, op = key.partition("__")
-            if op:
-                if name not in _RANGE_FILTERS or op not in _RANGE_OPS:
-                    raise ValueError(f"unknown filter {key!r}")
-                column, kind = _RANGE_FILTERS[name]
-                if kind == "time":
-                    start, end = _time_bounds(value)
-                    # gt/lte compare against the end of the written interval, gte/lt its start.
-                    bound = end if op in ("gt", "lte") else start
-                    sqlop = {"gt": ">=", "gte": ">=", "lt": "<", "lte": "<"}[op]
-                    where.append(f"{column} {sqlop} ?")
-                    args.append(bound)
-                else:
-                    where.append(f"{column} {_RANGE_OPS[op]} ?")
-                    args.append(_int_filter(key, value))
-                continue
-            if key in _EQ_FILTERS:
-                column, kind = _EQ_FILTERS[key]
-                where.append(f"{column} = ?")
-                args.append(_int_filter(key, value) if kind == "int" else value)
-            elif key in _RANGE_FILTERS and _RANGE_FILTERS[key][1] == "time":
-                column = _RANGE_FILTERS[key][0]
-                start, end = _time_bounds(value)
-                where.append(f"{column} >= ? AND {column} < ?")
-                args.extend((start, end))
-            else:
-                raise ValueError(f"unknown filter {key!r}")
+        for f in filters:
+            if f.column not in CALL_COLUMNS or f.column in JSON_FIELDS:
+                raise ValueError(f"cannot filter on {f.column!r}")
+            if f.op not in FILTER_OPS:
+                raise ValueError(f"unknown filter operator {f.op!r}")
+            where.append(f"{f.column} {f.op} ?")
+            args.append(f.value)
         if limit < 0 or offset < 0:
             raise ValueError("limit and offset must be >= 0")
         clause = " AND ".join(where)
@@ -519,7 +361,7 @@ class CallStore:
                             0,
                             int(
                                 (
-                                    _parse_stored(end) - _parse_stored(row["answer_time"])
+                                    parse_stored(end) - parse_stored(row["answer_time"])
                                 ).total_seconds()
                             ),
                         )
@@ -565,12 +407,17 @@ class CallStore:
         options: Mapping[str, Any] | None = None,
         kind: str = "post",
         next_attempt_at: float | None = None,
+        signature: str = "",
     ) -> int:
-        """Persist one webhook to send; returns its id (ids give the per-call order)."""
+        """Persist one webhook to send; returns its id (ids give the per-call order).
+
+        ``signature`` names the signing scheme (:mod:`softswitch.signing`) of ``headers``.
+        """
         with self._lock:
             cur = self._db.execute(
                 "INSERT INTO webhook_deliveries (call_uuid, event, kind, url, method, params, "
-                "headers, options, created_at, next_attempt_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                "headers, options, created_at, next_attempt_at, signature) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     call_uuid,
                     event,
@@ -582,6 +429,7 @@ class CallStore:
                     json.dumps(dict(options or {}), separators=(",", ":")),
                     format_time(),
                     next_attempt_at,
+                    signature,
                 ),
             )
         return int(cur.lastrowid or 0)
@@ -671,38 +519,8 @@ class CallStore:
         return [dict(r) for r in rows]
 
 
-def _acquire(lock_file: str, db_path: str) -> int:
-    """Take the exclusive, non-blocking ``flock`` of ``lock_file``; its text names the holder."""
-    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        try:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
-        finally:
-            os.close(fd)
-        raise DatabaseInUse(db_path, holder) from None
-    except BaseException:
-        os.close(fd)
-        raise
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
-    return fd
-
-
 def _delivery_row(row: sqlite3.Row) -> dict[str, Any]:
     rec = dict(row)
     for name in ("params", "headers", "options"):
         rec[name] = json.loads(rec[name]) if rec.get(name) else {}
     return rec
-
-
-def _parse_stored(text: str) -> datetime:
-    return datetime.fromisoformat(text)
-
-
-def _int_filter(key: str, value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f"filter {key!r} needs an integer, got {value!r}") from None

@@ -1,4 +1,4 @@
-"""Webhooks: signed HTTP callbacks through a durable, per-call ordered outbox.
+"""The webhook outbox: durable, ordered per call, retried, resumed after a restart.
 
 Two ways out:
 
@@ -8,350 +8,56 @@ Two ways out:
   delivered or have failed for good), concurrently across calls, retried with exponential backoff
   and jitter, and resumed by the next process after a crash or restart.  ``post()`` never waits
   on the network, so a dead receiver cannot hold up a call.
-* :meth:`WebhookOutbox.fetch` for requests whose answer drives the call (``answer_url``, XML
-  ``action`` URLs): a bounded number of attempts within a deadline, returning the body.  Plivo:
-  "We retry answer_url three times ... or after a timeout of 60 seconds, whichever is earlier,
-  fallback_url is invoked."
+* :meth:`WebhookOutbox.fetch` for requests whose answer drives the call (the answer URL, a
+  document's action URLs): a bounded number of attempts within a deadline (by default three
+  within 60 s, after which the caller moves on to its fallback URL), returning the body.
 
-Retry policy (chosen, documented here and in the example config):
-
-* success is any 2xx.  Redirects are not followed for ``post`` (a 3xx is a permanent failure:
-  the signature covers the URL, so re-sending elsewhere would not validate) and are followed
-  (at most 5) for ``fetch``, where answer XML is often served from object storage behind one.
-* retried: connection failures and timeouts, 5xx, 429 (``Retry-After`` honoured up to the
-  backoff cap).  Any other 4xx is permanent after one attempt: the receiver has rejected the
-  request and sending it again would not change its mind.
-* a Plivo URL fragment overrides this per URL, as Plivo's "callback configurations" document:
-  ``#ct=2000&rt=40000&tt=55000&rc=1&rp=ct,rt`` = connect timeout ms (100-10000), read timeout ms
-  (100-40000), total timeout ms over all attempts (100-55000), retry count (0-5) and retry
-  policy (``4xx``, ``5xx``, ``ct``, ``rt``, ``all``).  The fragment is never sent.
-
-Signatures (``signature=``):
-
-* ``'v3'`` (Plivo v1 API): ``X-Plivo-Signature-V3`` / ``-Ma-V3`` / ``-V3-Nonce``, plus the older
-  ``X-Plivo-Signature-V2`` / ``-Ma-V2`` / ``-V2-Nonce``, computed exactly as the official plivo
-  SDK's ``validate_v3_signature`` and ``validate_signature`` check them (there are no
-  subaccounts here, so the ``Ma`` headers carry the same value).
-* ``'v1'`` (legacy Plivo framework): ``X-Plivo-Signature``, HMAC-SHA1 over the URL followed by the
-  sorted POST parameters as name+value, base64 — Twilio's algorithm.
-* ``'callapi'``: the same algorithm in ``X-Twilio-Signature``, where the Twilio-style receivers
-  of the CallAPI dialect look for it.
-* ``'none'``: unsigned.
+What one attempt is (request shape, per-URL fragment options, retry classes) lives in
+:mod:`softswitch.webhook_http`; how a request is signed, in :mod:`softswitch.signing`: the
+caller names a registered scheme (``signature=``, a dialect's
+:attr:`~softswitch.dialect.Dialect.signature`), and each row stores that name, so a delivery
+resumed by the next process is re-signed by the same scheme (with the call's current auth
+token when ``auth_token_for`` finds it, else with the headers signed when it was posted).
+The outbox itself knows no dialect.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import logging
 import random
-import secrets
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlparse, urlsplit, urlunparse, urlunsplit
 
 import aiohttp
 
+from .signing import UnknownSignature
 from .store import CallStore
+from .webhook_http import (
+    DEFAULT_RETRY_ON,
+    MAX_FETCH_BODY,
+    Attempt,
+    CallbackOptions,
+    PreparedRequest,
+    final_url,
+    form_body,
+    parse_callback_url,
+    prepare_request,
+    retryable,
+    send,
+    str_params,
+)
 
 __all__ = [
-    "CallbackOptions",
     "Delivery",
     "FetchResult",
-    "PreparedRequest",
     "WebhookOutbox",
-    "make_nonce",
-    "parse_callback_url",
-    "prepare_request",
-    "sign_callapi",
-    "sign_v1",
-    "sign_v2",
-    "sign_v3",
 ]
 
 log = logging.getLogger(__name__)
-
-ParamValue = str | Sequence[str]
-Params = Mapping[str, ParamValue]
-
-SIGNATURE_MODES = ("v3", "v1", "callapi", "none")
-MAX_FETCH_BODY = 1 << 20  # answer XML larger than 1 MiB is refused (bounded buffers)
-_DRAIN_BODY = 64 << 10  # at most this much of a notification response is read, then dropped
-
-
-# --------------------------------------------------------------------------- signatures
-
-
-def _hmac_b64(key: str, message: str, digest: Any) -> str:
-    mac = hmac.new(key.encode("utf-8"), message.encode("utf-8"), digest).digest()
-    return base64.b64encode(mac).decode("ascii")
-
-
-def _values(value: ParamValue) -> list[str]:
-    return [value] if isinstance(value, str) else [str(v) for v in value]
-
-
-def _base_url(url: str) -> tuple[str, str]:
-    """``scheme://netloc/path`` and the raw query, split the way the plivo SDK splits them."""
-    p = urlparse(url)
-    return urlunparse((p.scheme, p.netloc, p.path, "", "", "")), p.query
-
-
-def _sorted_query(params: Mapping[str, list[str]]) -> str:
-    # "k=v&k=v" over sorted keys, multiple values sorted: the SDK's get_sorted_query_string.
-    return "&".join("&".join(f"{k}={v}" for v in sorted(params[k])) for k in sorted(params))
-
-
-def _sorted_params(params: Params) -> str:
-    # "k1v1k2v2" over sorted keys: the SDK's get_sorted_params_string.
-    return "".join("".join(f"{k}{v}" for v in sorted(_values(params[k]))) for k in sorted(params))
-
-
-def sign_v3(url: str, params: Params, nonce: str, auth_token: str, method: str = "POST") -> str:
-    """``X-Plivo-Signature-V3``: base64 HMAC-SHA256, keyed by the auth token, over
-
-    * GET: ``scheme://host/path?k=v&k=v`` with the URL's query and ``params`` merged, keys
-      sorted (a query value wins over a param of the same name, as in the SDK), then ``.nonce``;
-    * POST: ``scheme://host/path?<sorted query>.<k1v1k2v2 sorted params>.nonce``, where the
-      ``?`` appears when there is a query or params and the ``.`` between them only when both.
-
-    This mirrors ``plivo.utils.signature_v3.validate_v3_signature`` byte for byte.  For a GET
-    callback pass the URL as requested (query included) and empty ``params``.
-    """
-    base, query = _base_url(url)
-    query_map: dict[str, list[str]] = {
-        k: list(v) for k, v in parse_qs(query, keep_blank_values=True).items()
-    }
-    if method.upper() == "GET":
-        merged: dict[str, list[str]] = {k: _values(v) for k, v in params.items()}
-        merged.update(query_map)
-        q = _sorted_query(merged)
-        signed = base + ("?" + q if q else "")
-    else:
-        q = _sorted_query(query_map)
-        signed = base
-        if q or params:
-            signed += "?" + q
-        if q and params:
-            signed += "."
-        signed += _sorted_params(params)
-    return _hmac_b64(auth_token, f"{signed}.{nonce}", hashlib.sha256)
-
-
-def sign_v2(url: str, nonce: str, auth_token: str) -> str:
-    """``X-Plivo-Signature-V2``: base64 HMAC-SHA256 over the URL without query, then the nonce.
-
-    What ``plivo.utils.validate_signature`` checks.
-    """
-    base, _ = _base_url(url)
-    return _hmac_b64(auth_token, base + nonce, hashlib.sha256)
-
-
-def sign_v1(url: str, params: Params, auth_token: str) -> str:
-    """``X-Plivo-Signature`` of the legacy framework: Twilio's request-signing algorithm.
-
-    base64 HMAC-SHA1 over the full URL (query included, as requested) followed by each POST
-    parameter as name+value, names sorted; repeated names contribute each distinct value in
-    sorted order (what Twilio's validators do).  For GET, pass the full URL and no params.
-    """
-    s = url
-    for name in sorted(params):
-        for value in sorted(set(_values(params[name]))):
-            s += name + value
-    return _hmac_b64(auth_token, s, hashlib.sha1)
-
-
-sign_callapi = sign_v1
-"""The CallAPI dialect signs like Twilio (``X-Twilio-Signature``): the v1 algorithm."""
-
-
-def make_nonce() -> str:
-    """A 20-digit random nonce, the shape of Plivo's ``X-Plivo-Signature-V3-Nonce``."""
-    return str(secrets.randbelow(9 * 10**19) + 10**19)
-
-
-# --------------------------------------------------------------------------- request shaping
-
-
-@dataclass(frozen=True)
-class CallbackOptions:
-    """Per-URL overrides from a Plivo URL fragment (``#ct=..&rt=..&tt=..&rc=..&rp=..``)."""
-
-    connect_timeout_s: float | None = None
-    read_timeout_s: float | None = None
-    total_timeout_s: float | None = None
-    retries: int | None = None
-    retry_on: frozenset[str] | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-able form for the outbox table."""
-        d: dict[str, Any] = {
-            "ct": self.connect_timeout_s,
-            "rt": self.read_timeout_s,
-            "tt": self.total_timeout_s,
-            "rc": self.retries,
-            "rp": None if self.retry_on is None else sorted(self.retry_on),
-        }
-        return {k: v for k, v in d.items() if v is not None}
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> CallbackOptions:
-        """Inverse of :meth:`to_json`."""
-        rp = d.get("rp")
-        return cls(
-            connect_timeout_s=d.get("ct"),
-            read_timeout_s=d.get("rt"),
-            total_timeout_s=d.get("tt"),
-            retries=d.get("rc"),
-            retry_on=None if rp is None else frozenset(rp),
-        )
-
-
-DEFAULT_RETRY_ON = frozenset({"ct", "rt", "5xx", "429"})
-_FRAGMENT_LIMITS = {"ct": (100, 10000), "rt": (100, 40000), "tt": (100, 55000)}
-
-
-def parse_callback_url(url: str) -> tuple[str, CallbackOptions]:
-    """Strip the fragment off ``url`` and read Plivo's callback configuration from it.
-
-    Out-of-range values are clamped into the documented ranges; unknown keys and fragments
-    that are not ``key=value`` lists are ignored (a fragment never reaches the server anyway).
-    """
-    parts = urlsplit(url)
-    clean = urlunsplit((parts.scheme, parts.netloc, parts.path, parts.query, ""))
-    if not parts.fragment:
-        return clean, CallbackOptions()
-    values: dict[str, Any] = {}
-    for item in parts.fragment.split("&"):
-        key, sep, raw = item.partition("=")
-        key = key.strip().lower()
-        if not sep:
-            continue
-        if key in _FRAGMENT_LIMITS:
-            try:
-                ms = float(raw)
-            except ValueError:
-                continue
-            low, high = _FRAGMENT_LIMITS[key]
-            values[key] = min(max(ms, low), high) / 1000.0
-        elif key == "rc":
-            try:
-                values["rc"] = min(max(int(raw), 0), 5)
-            except ValueError:
-                continue
-        elif key == "rp":
-            classes: set[str] = set()
-            for c in raw.split(","):
-                c = c.strip().lower()
-                if c == "all":
-                    classes |= {"4xx", "5xx", "ct", "rt"}
-                elif c in ("4xx", "5xx", "ct", "rt"):
-                    classes.add(c)
-            values["rp"] = frozenset(classes)
-    return clean, CallbackOptions(
-        connect_timeout_s=values.get("ct"),
-        read_timeout_s=values.get("rt"),
-        total_timeout_s=values.get("tt"),
-        retries=values.get("rc"),
-        retry_on=values.get("rp"),
-    )
-
-
-def _str_params(params: Mapping[str, Any]) -> dict[str, ParamValue]:
-    """Form values are strings: None -> '', bools -> 'true'/'false', lists kept as lists."""
-    out: dict[str, ParamValue] = {}
-    for k, v in params.items():
-        if v is None:
-            out[k] = ""
-        elif isinstance(v, bool):
-            out[k] = "true" if v else "false"
-        elif isinstance(v, str):
-            out[k] = v
-        elif isinstance(v, list | tuple):
-            out[k] = [str(x) for x in v]
-        else:
-            out[k] = str(v)
-    return out
-
-
-@dataclass(frozen=True)
-class PreparedRequest:
-    """An HTTP request ready to send: the final URL, form body (POST) and headers."""
-
-    method: str
-    url: str
-    body: bytes | None
-    headers: dict[str, str]
-
-
-def prepare_request(
-    url: str,
-    method: str,
-    params: Mapping[str, Any],
-    *,
-    auth_token: str | None,
-    signature: str = "v3",
-    nonce: str | None = None,
-    user_agent: str = "softswitch/0.1",
-) -> PreparedRequest:
-    """Shape and sign one callback request.  ``url`` must already be fragment-free.
-
-    GET appends the parameters to the URL's query string; POST sends them as
-    ``application/x-www-form-urlencoded``.  Pure: no I/O.
-    """
-    method = method.upper()
-    if method not in ("GET", "POST"):
-        raise ValueError(f"callback method must be GET or POST, got {method!r}")
-    if signature not in SIGNATURE_MODES:
-        raise ValueError(f"unknown signature mode {signature!r}")
-    form = _str_params(params)
-    encoded = urlencode(list(_pairs(form)))
-    headers = {"User-Agent": user_agent}
-    if method == "GET":
-        parts = urlsplit(url)
-        query = "&".join(q for q in (parts.query, encoded) if q)
-        final_url = urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
-        body = None
-        signed_params: Mapping[str, ParamValue] = {}
-    else:
-        final_url = url
-        body = encoded.encode("ascii")
-        headers["Content-Type"] = "application/x-www-form-urlencoded"
-        signed_params = form
-    if auth_token and signature != "none":
-        if signature == "v3":
-            nonce = nonce or make_nonce()
-            v3 = sign_v3(final_url, signed_params, nonce, auth_token, method)
-            v2 = sign_v2(final_url, nonce, auth_token)
-            headers.update(
-                {
-                    "X-Plivo-Signature-V3": v3,
-                    "X-Plivo-Signature-Ma-V3": v3,
-                    "X-Plivo-Signature-V3-Nonce": nonce,
-                    "X-Plivo-Signature-V2": v2,
-                    "X-Plivo-Signature-Ma-V2": v2,
-                    "X-Plivo-Signature-V2-Nonce": nonce,
-                }
-            )
-        elif signature == "v1":
-            headers["X-Plivo-Signature"] = sign_v1(final_url, signed_params, auth_token)
-        else:
-            headers["X-Twilio-Signature"] = sign_callapi(final_url, signed_params, auth_token)
-    return PreparedRequest(method=method, url=final_url, body=body, headers=headers)
-
-
-def _pairs(form: Mapping[str, ParamValue]) -> Any:
-    for k, v in form.items():
-        for item in _values(v):
-            yield k, item
-
-
-# --------------------------------------------------------------------------- results
 
 
 @dataclass
@@ -371,6 +77,7 @@ class Delivery:
     created_at: str
     delivered_at: str | None  # when it became delivered or failed
     kind: str = "post"  # 'post' (outbox) or 'fetch' (answer/action URL fetch)
+    signature: str = ""  # the signing scheme's name ('' in rows older than schema v2)
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Delivery:
@@ -389,6 +96,7 @@ class Delivery:
             created_at=row["created_at"],
             delivered_at=row["delivered_at"],
             kind=row["kind"],
+            signature=row.get("signature") or "",
         )
 
 
@@ -407,17 +115,6 @@ class FetchResult:
 
 
 @dataclass
-class _Attempt:
-    status: int | None = None
-    error: str | None = None
-    failure: str | None = None  # retry class: 'ct' | 'rt' | '4xx' | '5xx' | '429' | 'redirect'
-    body: str = ""
-    content_type: str | None = None
-    retry_after: float | None = None
-    duration_ms: float = 0.0
-
-
-@dataclass
 class _Pending:
     id: int
     call_uuid: str
@@ -425,9 +122,6 @@ class _Pending:
     options: CallbackOptions
     attempts: int = 0
     next_attempt_at: float | None = None  # wall clock
-
-
-# --------------------------------------------------------------------------- the outbox
 
 
 class WebhookOutbox:
@@ -444,8 +138,12 @@ class WebhookOutbox:
         session: aiohttp.ClientSession | None = None,
         user_agent: str = "softswitch/0.1",
         max_concurrency: int = 100,
+        auth_token_for: Callable[[str], str | None] | None = None,
     ) -> None:
+        """``auth_token_for(call_uuid)``: the auth token to re-sign a resumed delivery of that
+        call with (None: keep the headers signed when it was posted)."""
         self.store = store
+        self.auth_token_for = auth_token_for
         self.timeout_s = timeout_s
         self.retries = retries
         self.backoff_s = backoff_s
@@ -479,14 +177,7 @@ class WebhookOutbox:
             self.store.finish_delivery(row["id"], "failed")
         resumed = 0
         for row in self.store.pending_deliveries(kind="post"):
-            req = PreparedRequest(
-                method=row["method"],
-                url=_final_url(row["url"], row["method"], row["params"]),
-                body=None
-                if row["method"] == "GET"
-                else urlencode(list(_pairs(row["params"]))).encode("ascii"),
-                headers=row["headers"],
-            )
+            req = self._resumed_request(row)
             pending = _Pending(
                 id=row["id"],
                 call_uuid=row["call_uuid"],
@@ -499,6 +190,36 @@ class WebhookOutbox:
             resumed += 1
         if resumed:
             log.info("webhook outbox: resumed %d pending deliveries", resumed)
+
+    def _resumed_request(self, row: Mapping[str, Any]) -> PreparedRequest:
+        """The request of a stored delivery, re-signed by the scheme its row names when the
+        call's auth token is known, else with the headers signed when it was posted."""
+        method, params = row["method"], row["params"]
+        token = self.auth_token_for(row["call_uuid"]) if self.auth_token_for else None
+        scheme = row.get("signature") or ""
+        if token and scheme:
+            try:
+                return prepare_request(
+                    row["url"],
+                    method,
+                    params,
+                    auth_token=token,
+                    signature=scheme,
+                    user_agent=row["headers"].get("User-Agent", self.user_agent),
+                )
+            except UnknownSignature:
+                log.warning(
+                    "webhook %d: signature scheme %r is not registered; resent as signed "
+                    "when posted",
+                    row["id"],
+                    scheme,
+                )
+        return PreparedRequest(
+            method=method,
+            url=final_url(row["url"], method, params),
+            body=None if method == "GET" else form_body(params),
+            headers=dict(row["headers"]),
+        )
 
     async def close(self, drain_timeout_s: float = 10) -> None:
         """Try to flush for ``drain_timeout_s``, then stop; what is left stays pending on disk."""
@@ -531,7 +252,7 @@ class WebhookOutbox:
         params: Mapping[str, Any],
         *,
         auth_token: str | None,
-        signature: str = "v3",
+        signature: str,
     ) -> int:
         """Queue a notification and return its delivery id at once.
 
@@ -547,7 +268,7 @@ class WebhookOutbox:
             signature=signature,
             user_agent=self.user_agent,
         )
-        form = _str_params(params)
+        form = str_params(params)
         delivery_id = self.store.add_delivery(
             call_uuid=call_uuid,
             event=event,
@@ -556,6 +277,7 @@ class WebhookOutbox:
             params=form,
             headers=req.headers,
             options=options.to_json(),
+            signature=signature,
         )
         if self._started and not self._closed:
             self._enqueue(
@@ -620,7 +342,9 @@ class WebhookOutbox:
             if total is not None:
                 timeout = min(timeout, max(0.1, total - (loop.time() - started)))
             async with self._sem:
-                result = await self._request(p.request, p.options, timeout, follow=False)
+                result = await send(
+                    self._session_or_fail(), p.request, p.options, timeout, follow=False
+                )
             self.store.record_attempt(
                 p.id,
                 p.attempts,
@@ -631,10 +355,10 @@ class WebhookOutbox:
             if result.failure is None:
                 self.store.finish_delivery(p.id, "delivered")
                 return
-            retryable = _retryable(result.failure, retry_on)
+            can_retry = retryable(result.failure, retry_on)
             elapsed = loop.time() - started
             out_of_time = total is not None and elapsed >= total
-            if not retryable or p.attempts >= max_attempts or out_of_time:
+            if not can_retry or p.attempts >= max_attempts or out_of_time:
                 self.store.finish_delivery(p.id, "failed")
                 log.warning(
                     "webhook %d (%s) to %s failed after %d attempt(s): %s",
@@ -651,65 +375,10 @@ class WebhookOutbox:
             p.next_attempt_at = time.time() + delay
             self.store.reschedule_delivery(p.id, p.next_attempt_at)
 
-    # ----------------------------------------------------------------- HTTP
-
-    async def _request(
-        self,
-        req: PreparedRequest,
-        options: CallbackOptions,
-        timeout_s: float,
-        *,
-        follow: bool,
-        limit: int = _DRAIN_BODY,
-        keep_body: bool = False,
-    ) -> _Attempt:
+    def _session_or_fail(self) -> aiohttp.ClientSession:
         if self._session is None:
             raise RuntimeError("WebhookOutbox.start() has not been called")
-        timeout = aiohttp.ClientTimeout(
-            total=timeout_s,
-            sock_connect=options.connect_timeout_s,
-            sock_read=options.read_timeout_s,
-        )
-        t0 = time.perf_counter()
-        result = _Attempt()
-        try:
-            async with self._session.request(
-                req.method,
-                req.url,
-                data=req.body,
-                headers=req.headers,
-                timeout=timeout,
-                allow_redirects=follow,
-                max_redirects=5,
-            ) as resp:
-                result.status = resp.status
-                result.content_type = resp.headers.get("Content-Type")
-                body, too_big = await _read_limited(resp, limit)
-                if keep_body:
-                    result.body = body.decode(resp.charset or "utf-8", errors="replace")
-                if 200 <= resp.status < 300:
-                    if too_big and keep_body:
-                        result.error = f"response body larger than {limit} bytes"
-                        result.failure = "body"  # the answer is unusable: never retried
-                    return result
-                result.failure = _status_class(resp.status)
-                result.error = f"HTTP {resp.status}"
-                if result.failure == "redirect":
-                    result.error += f" redirect to {resp.headers.get('Location', '?')} not followed"
-                result.retry_after = _retry_after(resp.headers.get("Retry-After"))
-        except aiohttp.ConnectionTimeoutError as exc:
-            result.failure, result.error = "ct", f"connect timeout: {exc}"
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            result.failure, result.error = "rt", f"timeout: {exc or 'no response in time'}"
-        except aiohttp.TooManyRedirects as exc:
-            result.failure, result.error = "redirect", f"too many redirects: {exc}"
-        except aiohttp.ClientError as exc:
-            result.failure, result.error = "ct", f"{type(exc).__name__}: {exc}"
-        except OSError as exc:
-            result.failure, result.error = "ct", f"{type(exc).__name__}: {exc}"
-        finally:
-            result.duration_ms = (time.perf_counter() - t0) * 1000.0
-        return result
+        return self._session
 
     # ----------------------------------------------------------------- fetch
 
@@ -720,7 +389,7 @@ class WebhookOutbox:
         params: Mapping[str, Any],
         *,
         auth_token: str | None,
-        signature: str = "v3",
+        signature: str,
         attempts: int = 3,
         deadline_s: float = 60,
         timeout_s: float | None = None,
@@ -756,15 +425,16 @@ class WebhookOutbox:
             event=event,
             url=clean_url,
             method=req.method,
-            params=_str_params(params),
+            params=str_params(params),
             headers=req.headers,
             options=options.to_json(),
             kind="fetch",
+            signature=signature,
         )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + deadline_s
         per_try = self.timeout_s if timeout_s is None else timeout_s
-        result = _Attempt(error="no attempt made")
+        result = Attempt(error="no attempt made")
         n = 0
         while n < max(1, attempts):
             remaining = deadline - loop.time()
@@ -773,7 +443,8 @@ class WebhookOutbox:
                 break
             n += 1
             async with self._sem:
-                result = await self._request(
+                result = await send(
+                    self._session_or_fail(),
                     req,
                     options,
                     min(per_try, remaining),
@@ -800,7 +471,7 @@ class WebhookOutbox:
                     content_type=result.content_type,
                     delivery_id=delivery_id,
                 )
-            if not _retryable(result.failure, retry_on) or n >= attempts:
+            if not retryable(result.failure, retry_on) or n >= attempts:
                 break
             delay = min(self._backoff(n, result.retry_after), max(0.0, deadline - loop.time()))
             await asyncio.sleep(delay)
@@ -848,56 +519,3 @@ class WebhookOutbox:
             if remaining <= 0:
                 return False
             await asyncio.wait(tasks, timeout=remaining)
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _final_url(url: str, method: str, params: Mapping[str, Any]) -> str:
-    if method.upper() != "GET":
-        return url
-    parts = urlsplit(url)
-    encoded = urlencode(list(_pairs(_str_params(params))))
-    query = "&".join(q for q in (parts.query, encoded) if q)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
-
-
-def _status_class(status: int) -> str:
-    if status == 429:
-        return "429"
-    if 300 <= status < 400:
-        return "redirect"
-    if 400 <= status < 500:
-        return "4xx"
-    return "5xx"
-
-
-def _retryable(failure: str, retry_on: frozenset[str]) -> bool:
-    if failure == "redirect":
-        return False
-    if failure == "429":
-        return "429" in retry_on or "4xx" in retry_on
-    return failure in retry_on
-
-
-def _retry_after(value: str | None) -> float | None:
-    # RFC 9110 §10.2.3: delay-seconds or an HTTP-date; only the seconds form is honoured.
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value.strip()))
-    except ValueError:
-        return None
-
-
-async def _read_limited(resp: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
-    """Read at most ``limit`` bytes of the body; True in the second slot if there was more."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in resp.content.iter_chunked(16384):
-        size += len(chunk)
-        if size > limit:
-            chunks.append(chunk[: limit - (size - len(chunk))])
-            return b"".join(chunks), True
-        chunks.append(chunk)
-    return b"".join(chunks), False

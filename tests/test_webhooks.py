@@ -1,7 +1,8 @@
 """The webhook outbox against a real aiohttp receiver on 127.0.0.1.
 
 Signatures are checked with the plivo SDK's own validators (``validate_v3_signature``,
-``validate_signature``); the v1/Twilio algorithm against published vectors.
+``validate_signature``); the shared "URL + sorted params" HMAC-SHA1 algorithm (legacy
+``X-Plivo-Signature``, ``X-Twilio-Signature``) against published vectors.
 """
 
 from __future__ import annotations
@@ -19,19 +20,25 @@ from aiohttp import web
 from plivo.utils import validate_signature
 from plivo.utils.signature_v3 import validate_v3_signature
 
-from softswitch.store import CallStore
-from softswitch.webhooks import (
-    WebhookOutbox,
-    parse_callback_url,
-    prepare_request,
-    sign_callapi,
-    sign_v1,
-    sign_v3,
+from softswitch.api.plivo.signing import SIGNATURE as SIG
+from softswitch.api.plivo.signing import SIGNERS, sign_v3
+from softswitch.signing import (
+    hmac_sha1_url_params,
+    register_signer,
+    unregister_signer,
+    url_params_signer,
 )
+from softswitch.store import CallStore
+from softswitch.webhook_http import parse_callback_url, prepare_request
+from softswitch.webhooks import WebhookOutbox
 from tests.conftest import wait_until
 from tests.peers.webhooks import Request, WebhookReceiver
 
 TOKEN = "Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZmdo"
+
+# What the server does at start: the dialect's schemes in the registry.
+for _name, _signer in SIGNERS.items():
+    register_signer(_name, _signer)
 
 
 # --------------------------------------------------------------------------- receiver
@@ -106,7 +113,7 @@ PARAMS = {
 )
 @pytest.mark.parametrize("params", [{}, PARAMS])
 def test_v3_signature_validates_with_the_plivo_sdk(method: str, url: str, params: dict) -> None:
-    req = prepare_request(url, method, params, auth_token=TOKEN)
+    req = prepare_request(url, method, params, auth_token=TOKEN, signature=SIG)
     nonce = req.headers["X-Plivo-Signature-V3-Nonce"]
     sig = req.headers["X-Plivo-Signature-V3"]
     assert req.headers["X-Plivo-Signature-Ma-V3"] == sig
@@ -119,7 +126,7 @@ def test_v3_signature_validates_with_the_plivo_sdk(method: str, url: str, params
 def test_v3_post_signature_with_non_ascii_values() -> None:
     # (The SDK's GET validator cannot parse non-ASCII query strings at all, so only POST here.)
     params = {"CallerName": "Zoë Ångström", "To": "sip:ünï@example.com"}
-    req = prepare_request("https://example.com/cb?k=v", "POST", params, auth_token=TOKEN)
+    req = prepare_request("https://example.com/cb?k=v", "POST", params, auth_token=TOKEN, signature=SIG)
     nonce = req.headers["X-Plivo-Signature-V3-Nonce"]
     assert validate_v3_signature(
         "POST", req.url, nonce, TOKEN, req.headers["X-Plivo-Signature-V3"], params=params
@@ -137,7 +144,7 @@ def test_v3_get_signature_with_params_split_from_query() -> None:
 
 
 def test_v3_signature_is_sensitive_to_every_part() -> None:
-    req = prepare_request("https://example.com/cb", "POST", PARAMS, auth_token=TOKEN)
+    req = prepare_request("https://example.com/cb", "POST", PARAMS, auth_token=TOKEN, signature=SIG)
     nonce = req.headers["X-Plivo-Signature-V3-Nonce"]
     sig = req.headers["X-Plivo-Signature-V3"]
     tampered = dict(PARAMS, To="+15550000000")
@@ -156,14 +163,17 @@ def test_v1_signature_matches_published_vectors() -> None:
         "From": "+14158675309",
         "To": "+18005551212",
     }
-    assert sign_v1(url, params, "12345") == "RSOYDt4T1cUTdK1PDd93/VVr8B8="
-    assert sign_callapi(url, params, "12345") == "RSOYDt4T1cUTdK1PDd93/VVr8B8="
+    assert hmac_sha1_url_params(url, params, "12345") == "RSOYDt4T1cUTdK1PDd93/VVr8B8="
+    callapi = url_params_signer("X-Twilio-Signature")
+    assert callapi("POST", url, params, "12345") == {
+        "X-Twilio-Signature": "RSOYDt4T1cUTdK1PDd93/VVr8B8="
+    }
     repeated = {"Sid": "CA123", "SidAccount": "AC123", "Digits": ["5678", "1234", "1234"]}
-    assert sign_v1(url, repeated, "12345") == "IK+Dwps556ElfBT0I3Rgjkr1wJU="
+    assert hmac_sha1_url_params(url, repeated, "12345") == "IK+Dwps556ElfBT0I3Rgjkr1wJU="
     # The legacy Plivo helper library's own test vector.
     legacy_url = "http://yourserver.com/twilio/index.php?id=12345&encodedtext=hello+world"
     legacy = {"second_post_param": "world", "first_post_param": "hello"}
-    assert sign_v1(legacy_url, legacy, "a1b2c3d4") == "Ma7fvTryuU51vDGO2IT5/KhivpI="
+    assert hmac_sha1_url_params(legacy_url, legacy, "a1b2c3d4") == "Ma7fvTryuU51vDGO2IT5/KhivpI="
 
 
 def test_callback_url_fragment_is_parsed_and_stripped() -> None:
@@ -184,7 +194,7 @@ def test_callback_url_fragment_is_parsed_and_stripped() -> None:
 
 def test_prepare_request_rejects_bad_method_and_mode() -> None:
     with pytest.raises(ValueError):
-        prepare_request("http://x/", "PUT", {}, auth_token=TOKEN)
+        prepare_request("http://x/", "PUT", {}, auth_token=TOKEN, signature=SIG)
     with pytest.raises(ValueError):
         prepare_request("http://x/", "POST", {}, auth_token=TOKEN, signature="v9")
 
@@ -194,7 +204,7 @@ def test_prepare_request_rejects_bad_method_and_mode() -> None:
 
 async def test_post_delivers_form_signed(outbox: WebhookOutbox, receiver: WebhookReceiver) -> None:
     did = outbox.post(
-        "call-1", "ring", receiver.base + "/ring?app=7", "POST", PARAMS, auth_token=TOKEN
+        "call-1", "ring", receiver.base + "/ring?app=7", "POST", PARAMS, auth_token=TOKEN, signature=SIG
     )
     assert await outbox.wait_idle("call-1", timeout=5)
     [rec] = receiver.requests
@@ -226,7 +236,7 @@ async def test_post_delivers_form_signed(outbox: WebhookOutbox, receiver: Webhoo
 
 async def test_get_puts_params_in_query(outbox: WebhookOutbox, receiver: WebhookReceiver) -> None:
     outbox.post(
-        "call-g", "hangup", receiver.base + "/hangup?app=7", "GET", PARAMS, auth_token=TOKEN
+        "call-g", "hangup", receiver.base + "/hangup?app=7", "GET", PARAMS, auth_token=TOKEN, signature=SIG
     )
     assert await outbox.wait_idle("call-g", timeout=5)
     [rec] = receiver.requests
@@ -237,6 +247,17 @@ async def test_get_puts_params_in_query(outbox: WebhookOutbox, receiver: Webhook
     assert check_v3(rec)
 
 
+@pytest.fixture
+def url_params_schemes() -> Any:
+    """The legacy-Plivo and CallAPI schemes, as those dialects will register them."""
+    register_signer("v1", url_params_signer("X-Plivo-Signature"))
+    register_signer("callapi", url_params_signer("X-Twilio-Signature"))
+    yield
+    unregister_signer("v1")
+    unregister_signer("callapi")
+
+
+@pytest.mark.usefixtures("url_params_schemes")
 async def test_v1_and_callapi_headers(outbox: WebhookOutbox, receiver: WebhookReceiver) -> None:
     outbox.post(
         "c", "hangup", receiver.base + "/v1", "POST", PARAMS, auth_token=TOKEN, signature="v1"
@@ -282,7 +303,7 @@ async def test_order_per_call_survives_retries(outbox: WebhookOutbox, receiver: 
             receiver.base + f"/{ev}",
             "POST",
             {"CallUUID": "A", "Event": ev},
-            auth_token=TOKEN,
+            auth_token=TOKEN, signature=SIG,
         )
         for ev in ("ring", "answer", "hangup")
     ]
@@ -292,7 +313,7 @@ async def test_order_per_call_survives_retries(outbox: WebhookOutbox, receiver: 
         receiver.base + "/ring",
         "POST",
         {"CallUUID": "B", "Event": "ring"},
-        auth_token=TOKEN,
+        auth_token=TOKEN, signature=SIG,
     )
     assert await outbox.wait_idle(timeout=10)
     delivered = [(r.form["CallUUID"], r.form["Event"]) for r in ok(receiver)]
@@ -321,7 +342,7 @@ async def test_receiver_down_then_up(store: CallStore) -> None:
     await ob.start()
     try:
         did = ob.post(
-            "late", "hangup", f"http://127.0.0.1:{port}/h", "POST", PARAMS, auth_token=TOKEN
+            "late", "hangup", f"http://127.0.0.1:{port}/h", "POST", PARAMS, auth_token=TOKEN, signature=SIG
         )
         await wait_until(lambda: ob.attempts(did), timeout=5, what="a first, failed attempt")
         assert ob.deliveries("late")[0].status == "pending"
@@ -347,7 +368,7 @@ async def test_dead_receiver_fails_without_blocking(store: CallStore) -> None:
     await ob.start()
     try:
         ids = [
-            ob.post("dead", ev, f"http://127.0.0.1:{port}/x", "POST", PARAMS, auth_token=TOKEN)
+            ob.post("dead", ev, f"http://127.0.0.1:{port}/x", "POST", PARAMS, auth_token=TOKEN, signature=SIG)
             for ev in ("ring", "hangup")
         ]
         # post() returned before any network activity: nothing attempted yet.
@@ -378,9 +399,9 @@ async def test_4xx_is_permanent_but_429_is_retried(
         return 200
 
     receiver.respond = respond
-    gone = outbox.post("c4", "ring", receiver.base + "/gone", "POST", {"a": "1"}, auth_token=TOKEN)
+    gone = outbox.post("c4", "ring", receiver.base + "/gone", "POST", {"a": "1"}, auth_token=TOKEN, signature=SIG)
     busy = outbox.post(
-        "c4", "hangup", receiver.base + "/busy", "POST", {"a": "2"}, auth_token=TOKEN
+        "c4", "hangup", receiver.base + "/busy", "POST", {"a": "2"}, auth_token=TOKEN, signature=SIG
     )
     assert await outbox.wait_idle("c4", timeout=5)
     ds = {d.id: d for d in outbox.deliveries("c4")}
@@ -391,9 +412,9 @@ async def test_4xx_is_permanent_but_429_is_retried(
 
 async def test_fragment_overrides_retry_policy(outbox: WebhookOutbox, receiver: WebhookReceiver) -> None:
     receiver.respond = lambda rec: 500 if rec.path == "/once" else 404
-    once = outbox.post("cf", "ring", receiver.base + "/once#rc=0", "POST", {}, auth_token=TOKEN)
+    once = outbox.post("cf", "ring", receiver.base + "/once#rc=0", "POST", {}, auth_token=TOKEN, signature=SIG)
     four = outbox.post(
-        "cf", "hangup", receiver.base + "/four#rc=2&rp=4xx", "POST", {}, auth_token=TOKEN
+        "cf", "hangup", receiver.base + "/four#rc=2&rp=4xx", "POST", {}, auth_token=TOKEN, signature=SIG
     )
     assert await outbox.wait_idle("cf", timeout=5)
     ds = {d.id: d for d in outbox.deliveries("cf")}
@@ -408,7 +429,7 @@ async def test_post_does_not_follow_redirects(outbox: WebhookOutbox, receiver: W
         if rec.path == "/r"
         else 200
     )
-    outbox.post("cr", "ring", receiver.base + "/r", "POST", {}, auth_token=TOKEN)
+    outbox.post("cr", "ring", receiver.base + "/r", "POST", {}, auth_token=TOKEN, signature=SIG)
     assert await outbox.wait_idle("cr", timeout=5)
     [d] = outbox.deliveries("cr")
     assert d.status == "failed" and d.attempts == 1 and d.last_status == 302
@@ -422,11 +443,11 @@ async def test_pending_deliveries_resume_in_a_new_outbox(tmp_path: Any, receiver
     ob1 = make_outbox(store1, retries=1000, backoff_s=0.05, backoff_max_s=0.05)
     # Posted before start(): persisted, delivered later.
     early = ob1.post(
-        "R", "ring", receiver.base + "/ring", "POST", {"Event": "ring"}, auth_token=TOKEN
+        "R", "ring", receiver.base + "/ring", "POST", {"Event": "ring"}, auth_token=TOKEN, signature=SIG
     )
     await ob1.start()
     later = ob1.post(
-        "R", "hangup", receiver.base + "/hangup", "GET", {"Event": "hangup"}, auth_token=TOKEN
+        "R", "hangup", receiver.base + "/hangup", "GET", {"Event": "hangup"}, auth_token=TOKEN, signature=SIG
     )
     await receiver.wait_for(count=2, timeout=5)
     await ob1.close(drain_timeout_s=0)
@@ -452,13 +473,61 @@ async def test_pending_deliveries_resume_in_a_new_outbox(tmp_path: Any, receiver
         store2.close()
 
 
+async def test_resumed_delivery_is_signed_again_by_its_scheme(
+    tmp_path: Any, receiver: WebhookReceiver
+) -> None:
+    path = str(tmp_path / "resign.db")
+    store1 = CallStore(path)
+    ob1 = make_outbox(store1)  # never started: the row waits for the next process
+    did = ob1.post(
+        "S", "hangup", receiver.base + "/h", "POST", PARAMS, auth_token="old", signature=SIG
+    )
+    assert store1.get_delivery(did)["signature"] == SIG
+    store1.close()
+    store2 = CallStore(path)
+    ob2 = make_outbox(store2, auth_token_for=lambda call_uuid: TOKEN if call_uuid == "S" else None)
+    await ob2.start()
+    try:
+        assert await ob2.wait_idle(timeout=5)
+        [rec] = receiver.requests
+        assert check_v3(rec)  # signed again, with the account's current token
+        [d] = ob2.deliveries("S")
+        assert (d.status, d.signature) == ("delivered", SIG)
+    finally:
+        await ob2.close(drain_timeout_s=0)
+        store2.close()
+
+
+@pytest.mark.usefixtures("url_params_schemes")
+async def test_resumed_delivery_of_an_unknown_scheme_keeps_its_headers(
+    tmp_path: Any, receiver: WebhookReceiver
+) -> None:
+    path = str(tmp_path / "unknown.db")
+    store1 = CallStore(path)
+    make_outbox(store1).post(
+        "U", "hangup", receiver.base + "/h", "POST", PARAMS, auth_token=TOKEN, signature="v1"
+    )
+    store1.close()
+    unregister_signer("v1")
+    store2 = CallStore(path)
+    ob2 = make_outbox(store2, auth_token_for=lambda call_uuid: "another token")
+    await ob2.start()
+    try:
+        assert await ob2.wait_idle(timeout=5)
+        [rec] = receiver.requests
+        assert rec.headers["X-Plivo-Signature"] == hmac_sha1_url_params(rec.url, rec.form, TOKEN)
+    finally:
+        await ob2.close(drain_timeout_s=0)
+        store2.close()
+
+
 async def test_close_drains_then_leaves_the_rest_pending(
     store: CallStore, receiver: WebhookReceiver
 ) -> None:
     receiver.respond = lambda rec: 500
     ob = make_outbox(store, retries=1000, backoff_s=0.05, backoff_max_s=0.05)
     await ob.start()
-    did = ob.post("D", "ring", receiver.base + "/x", "POST", {}, auth_token=TOKEN)
+    did = ob.post("D", "ring", receiver.base + "/x", "POST", {}, auth_token=TOKEN, signature=SIG)
     await ob.close(drain_timeout_s=0.2)
     [d] = ob.deliveries("D")
     assert d.id == did and d.status == "pending" and d.attempts >= 1
@@ -480,7 +549,7 @@ async def test_fetch_retries_then_returns_body(outbox: WebhookOutbox, receiver: 
 
     receiver.respond = respond
     res = await outbox.fetch(
-        receiver.base + "/answer", "POST", PARAMS, auth_token=TOKEN, attempts=3, call_uuid="F"
+        receiver.base + "/answer", "POST", PARAMS, auth_token=TOKEN, signature=SIG, attempts=3, call_uuid="F"
     )
     assert res.ok and res.status == 200 and res.attempts == 3 and res.error is None
     assert res.body == "<Response><Speak>hi</Speak></Response>"
@@ -493,13 +562,13 @@ async def test_fetch_retries_then_returns_body(outbox: WebhookOutbox, receiver: 
 
 async def test_fetch_gives_up(outbox: WebhookOutbox, receiver: WebhookReceiver) -> None:
     receiver.respond = lambda rec: 500
-    res = await outbox.fetch(receiver.base + "/a", "GET", {"x": "1"}, auth_token=TOKEN, attempts=3)
+    res = await outbox.fetch(receiver.base + "/a", "GET", {"x": "1"}, auth_token=TOKEN, signature=SIG, attempts=3)
     assert not res.ok and res.attempts == 3 and res.status == 500 and res.error == "HTTP 500"
     receiver.respond = lambda rec: 404
-    res = await outbox.fetch(receiver.base + "/a", "GET", {}, auth_token=TOKEN, attempts=3)
+    res = await outbox.fetch(receiver.base + "/a", "GET", {}, auth_token=TOKEN, signature=SIG, attempts=3)
     assert not res.ok and res.attempts == 1 and res.status == 404  # a 4xx is final
     res = await outbox.fetch(
-        f"http://127.0.0.1:{free_port()}/a", "POST", {}, auth_token=TOKEN, attempts=2
+        f"http://127.0.0.1:{free_port()}/a", "POST", {}, auth_token=TOKEN, signature=SIG, attempts=2
     )
     assert not res.ok and res.attempts == 2 and res.status is None and res.error
 
@@ -518,7 +587,7 @@ async def test_fetch_deadline_bounds_slow_receiver(
 
     receiver.respond = slow
     res = await outbox.fetch(
-        receiver.base + "/slow", "POST", {}, auth_token=TOKEN, attempts=3, deadline_s=0.3
+        receiver.base + "/slow", "POST", {}, auth_token=TOKEN, signature=SIG, attempts=3, deadline_s=0.3
     )
     release.set()
     assert not res.ok and res.error and res.attempts >= 1
@@ -536,7 +605,7 @@ async def test_fetch_follows_redirects_and_bounds_body(
         return web.Response(text="<Response/>")
 
     receiver.respond = respond
-    res = await outbox.fetch(receiver.base + "/moved", "GET", {"a": "1"}, auth_token=TOKEN)
+    res = await outbox.fetch(receiver.base + "/moved", "GET", {"a": "1"}, auth_token=TOKEN, signature=SIG)
     assert res.ok and res.body == "<Response/>"
-    res = await outbox.fetch(receiver.base + "/big", "GET", {}, auth_token=TOKEN, max_body=1000)
+    res = await outbox.fetch(receiver.base + "/big", "GET", {}, auth_token=TOKEN, signature=SIG, max_body=1000)
     assert not res.ok and res.attempts == 1 and "larger" in (res.error or "")

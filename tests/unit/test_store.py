@@ -10,7 +10,16 @@ from typing import Any
 
 import pytest
 
-from softswitch.store import SCHEMA_VERSION, CallStore, DatabaseInUse, format_time, parse_time
+from softswitch.api.plivo.filters import list_filters
+from softswitch.store import (
+    SCHEMA_VERSION,
+    CallStore,
+    DatabaseInUse,
+    Filter,
+    format_time,
+    parse_time,
+)
+from softswitch.store_schema import MIGRATIONS
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -59,6 +68,31 @@ def test_schema_wal_and_version(tmp_path: Any) -> None:
     db.close()
     with pytest.raises(RuntimeError, match="newer"):
         CallStore(path)
+
+
+def test_v1_outbox_rows_upgrade_without_a_scheme(tmp_path: Any) -> None:
+    # A database of schema v1 (before deliveries named their signing scheme).
+    path = str(tmp_path / "v1.db")
+    db = sqlite3.connect(path)
+    db.executescript(f"{MIGRATIONS[0]}\nPRAGMA user_version = 1;")
+    db.execute(
+        "INSERT INTO webhook_deliveries (call_uuid, event, url, method, params, headers, "
+        "created_at) VALUES ('c', 'hangup', 'http://x/', 'POST', '{}', '{}', 'now')"
+    )
+    db.commit()
+    db.close()
+    s = CallStore(path)
+    try:
+        assert s.schema_version == SCHEMA_VERSION
+        [row] = s.pending_deliveries()
+        assert row["signature"] == ""  # resumed with the headers it was stored with
+        did = s.add_delivery(
+            call_uuid="c", event="ring", url="http://x/", method="GET", params={},
+            headers={}, signature="scheme-a",
+        )
+        assert s.get_delivery(did)["signature"] == "scheme-a"
+    finally:
+        s.close()
 
 
 def test_insert_get_update(store: CallStore) -> None:
@@ -182,7 +216,7 @@ def test_list_paging_newest_first(store: CallStore) -> None:
 )
 def test_list_filters(store: CallStore, filters: dict[str, str], expected: int) -> None:
     populate(store)
-    rows, total = store.list_calls(ACC, filters=filters, limit=100)
+    rows, total = store.list_calls(ACC, filters=list_filters(filters), limit=100)
     assert total == expected
     assert len(rows) == expected
 
@@ -199,7 +233,16 @@ def test_list_filters(store: CallStore, filters: dict[str, str], expected: int) 
 )
 def test_list_rejects_bad_filters(store: CallStore, filters: dict[str, str]) -> None:
     with pytest.raises(ValueError):
-        store.list_calls(ACC, filters=filters)
+        store.list_calls(ACC, filters=list_filters(filters))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [Filter("bogus", "=", 1), Filter("params", "=", "{}"), Filter("to_number", "LIKE", "1%")],
+)
+def test_store_rejects_unknown_columns_and_operators(store: CallStore, bad: Filter) -> None:
+    with pytest.raises(ValueError):
+        store.list_calls(ACC, filters=[bad])
 
 
 def test_live_calls_and_mark_interrupted(tmp_path: Any) -> None:
@@ -256,7 +299,7 @@ def test_concurrent_threads(tmp_path: Any) -> None:
                 uuid = f"t{n}-{i}"
                 s.insert_call(rec(uuid, request_uuid=f"r{n}"))
                 s.update_call(uuid, call_status="in-progress", extra={f"w{n}": i})
-                s.list_calls(ACC, filters={"call_direction": "outbound"}, limit=5)
+                s.list_calls(ACC, filters=[Filter("direction", "=", "outbound")], limit=5)
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 

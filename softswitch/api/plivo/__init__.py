@@ -8,6 +8,8 @@ tables and pure functions (no I/O) plus the routes:
 * :mod:`.live`: the live call control requests (transfer, Play, Speak, DTMF, Record);
 * :mod:`.codes`: ``CallStatus`` and the hangup code table of Plivo's "Hangup causes" page;
 * :mod:`.shapes`: the CDR and live-call JSON the official ``plivo`` SDK reads;
+* :mod:`.filters`: the ``calls.list`` query filters as the store's neutral conditions;
+* :mod:`.signing`: ``X-Plivo-Signature-V3``/``-V2``, registered with the core's signer registry;
 * :mod:`.dialect`: :class:`PlivoDialect`, what the core calls (statuses, causes, callback
   parameter names);
 * :mod:`.routes` and :mod:`.openapi`: the HTTP handlers and their description.
@@ -26,6 +28,7 @@ from .codes import (
     hangup_code,
 )
 from .dialect import PlivoDialect  # noqa: I001 - after the tables it uses
+from .filters import LIST_FILTERS, list_filters
 from .live import (
     LEGS,
     LIVE_MESSAGES,
@@ -65,7 +68,8 @@ from .request import (
     parse_call_request,
     parse_sip_headers,
 )
-from .shapes import LIST_FILTERS, cdr_json, live_call_json, plivo_time, queued_call_json
+from .shapes import cdr_json, live_call_json, plivo_time, queued_call_json
+from .signing import SIGNATURE, SIGNERS
 
 __all__ = [
     "AMD_PARAMETERS",
@@ -82,6 +86,8 @@ __all__ = [
     "RECORD_TIME_LIMIT_DEFAULT",
     "RING_TIMEOUT_DEFAULT",
     "RING_TIMEOUT_MAX",
+    "SIGNATURE",
+    "SIGNERS",
     "SIP_HEADERS_MAX",
     "SIP_HEADERS_MAX_CHARS",
     "SPEAK_TEXT_MAX",
@@ -104,6 +110,7 @@ __all__ = [
     "hangup_code",
     "is_destination",
     "is_http_url",
+    "list_filters",
     "live_call_json",
     "parse_bool",
     "parse_call_request",

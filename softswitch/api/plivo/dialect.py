@@ -16,6 +16,7 @@ from ...state import CallState
 from .amd import callback_params as machine_params
 from .codes import CallStatus, call_status_for, hangup_code
 from .shapes import plivo_time
+from .signing import SIGNATURE, SIGNERS
 from .xml import parse_document
 
 if TYPE_CHECKING:
@@ -90,8 +91,9 @@ class PlivoDialect:
     """Plivo v1 names over the call model (registered by the server)."""
 
     name = "plivo"
-    #: X-Plivo-Signature-V3 (and V2), as the official SDK validates them.
-    signature = "v3"
+    #: X-Plivo-Signature-V3 (and V2), as the official SDK validates them (:mod:`.signing`).
+    signature = SIGNATURE
+    signers = SIGNERS
 
     def parse_document(self, document: str | bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Document:
         return parse_document(document, max_bytes=max_bytes)

@@ -64,6 +64,7 @@ from . import (
     queued_call_json,
 )
 from .dialect import call_snapshot
+from .filters import list_filters
 from .openapi import openapi_document
 
 __all__ = ["DOMAIN_STATUS", "ROUTES", "http_dialect"]
@@ -160,7 +161,9 @@ async def list_calls(request: web.Request) -> web.Response:
             filters[key] = value
     store = request.app[STORE_KEY]
     try:
-        rows, total = store.list_calls(account.auth_id, filters=filters, limit=limit, offset=offset)
+        rows, total = store.list_calls(
+            account.auth_id, filters=list_filters(filters), limit=limit, offset=offset
+        )
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
     base = f"/v1/Account/{account.auth_id}/Call/"

@@ -1,5 +1,6 @@
-"""The JSON shapes the ``plivo`` SDK reads: call detail records (CDR), live and queued calls,
-and the ``calls.list`` filters."""
+"""The JSON shapes the ``plivo`` SDK reads: call detail records (CDR), live and queued calls.
+
+(The ``calls.list`` filters are in :mod:`.filters`.)"""
 
 from __future__ import annotations
 
@@ -85,25 +86,3 @@ def queued_call_json(snapshot: Mapping[str, Any], *, api_id: str) -> dict[str, A
         "request_uuid": snapshot.get("request_uuid"),
         "call_status": "queued",
     }
-
-
-#: ``calls.list`` filters: Plivo name → (record key, operator). Values are validated in the app.
-LIST_FILTERS: dict[str, tuple[str, str]] = {
-    "call_direction": ("direction", "="),
-    "from_number": ("from_number", "="),
-    "to_number": ("to_number", "="),
-    "bill_duration": ("bill_duration", "="),
-    "bill_duration__gt": ("bill_duration", ">"),
-    "bill_duration__gte": ("bill_duration", ">="),
-    "bill_duration__lt": ("bill_duration", "<"),
-    "bill_duration__lte": ("bill_duration", "<="),
-    "end_time": ("end_time", "="),
-    "end_time__gt": ("end_time", ">"),
-    "end_time__gte": ("end_time", ">="),
-    "end_time__lt": ("end_time", "<"),
-    "end_time__lte": ("end_time", "<="),
-    "parent_call_uuid": ("parent_call_uuid", "="),
-    "hangup_cause_code": ("hangup_cause_code", "="),
-    "hangup_source": ("hangup_source", "="),
-    "status": ("call_status", "="),
-}
