@@ -26,7 +26,7 @@ import math
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -91,7 +91,7 @@ class CallManager:
         outbox: Any,
         dialer: Dialer | None,
         *,
-        dialect: Dialect,
+        dialect: Dialect | Sequence[Dialect],
         accounts: Iterable[AccountLimits] = (),
         max_concurrent: int = 1000,
         max_queue: int = 10000,
@@ -106,7 +106,13 @@ class CallManager:
         self.store = store
         self.outbox = outbox
         self.dialer = dialer
-        self.dialect = dialect
+        #: Every dialect served, by name; the first is the default. Each call keeps the one
+        #: that built its spec (``CallSpec.dialect``), so several APIs share one manager.
+        chosen = [dialect] if not isinstance(dialect, Sequence) else list(dialect)
+        if not chosen:
+            raise ValueError("at least one dialect is required")
+        self.dialects: dict[str, Dialect] = {d.name: d for d in chosen}
+        self.dialect = chosen[0]
         self.accounts: dict[str, AccountLimits] = {a.auth_id: a for a in accounts}
         self.answer_url_attempts = answer_url_attempts
         self.answer_url_deadline_s = answer_url_deadline_s
@@ -164,7 +170,7 @@ class CallManager:
                 account=account,
                 spec=spec,
                 to=dest,
-                dialect=self.dialect,
+                dialect=self.dialect_of(spec.dialect),
                 parent_call_uuid=parent,
             )
             for dest in spec.destinations
@@ -202,7 +208,7 @@ class CallManager:
             "hangup_source": None,
             "sip_status": None,
             "answer_url": spec.answer.url,
-            "dialect": spec.dialect or self.dialect.name,
+            "dialect": self.dialect_of(spec.dialect).name,
             "params": plain_record(spec.record_params),
             "extra": {},
             "error": None,
@@ -420,7 +426,7 @@ class CallManager:
             "end_time": record_time(now),
             "call_duration": call.duration,
             "bill_duration": call.bill_duration,
-            **self.dialect.end_fields(end),
+            **call.dialect.end_fields(end),
             "sip_status": end.sip_status,
             "extra": extra,
         }
@@ -437,7 +443,7 @@ class CallManager:
         """Post ``event`` to its webhook, if the request subscribed to it."""
         webhook = call.spec.notify.get(event)
         if webhook is not None:
-            params = self.dialect.callback_params(call, event)
+            params = call.dialect.callback_params(call, event)
             self.post_callback(call, event.value, webhook.url, webhook.method, params)
 
     def post_interrupted_hangup(self, record: dict[str, Any]) -> None:
@@ -446,13 +452,14 @@ class CallManager:
         account = self.account(record.get("account_id") or "")
         if account is None:
             return
-        built = self.dialect.interrupted_hangup(record)
+        dialect = self.dialect_of(record.get("dialect"))
+        built = dialect.interrupted_hangup(record)
         if built is None:
             return
         fields, url, method, params = built
         self.store.update_call(record["call_uuid"], **fields)
         self.outbox.post(record["call_uuid"], "hangup", url, str(method), params,
-                         auth_token=account.auth_token, signature=self.dialect.signature)
+                         auth_token=account.auth_token, signature=dialect.signature)
 
     async def update_record(self, call: Call, **fields: Any) -> None:
         # The store merges ``extra`` (a JSON merge patch), so no read is needed here.
@@ -463,7 +470,7 @@ class CallManager:
         blocks or loses the call)."""
         try:
             self.outbox.post(call.call_uuid, event, url, str(method), params,
-                             auth_token=call.account.auth_token, signature=self.dialect.signature)
+                             auth_token=call.account.auth_token, signature=call.dialect.signature)
         except Exception:
             log.exception("call %s: could not queue the %s callback", call.call_uuid, event)
 
@@ -494,9 +501,15 @@ class CallManager:
         """Cancel a hangup :meth:`schedule_hangup` armed; False if unknown or already done."""
         return any(c.timers is not None and c.timers.unschedule(sched_id) for c in list(self.calls.values()))
 
-    def recording_url_base(self, auth_id: str) -> str:
-        """Public URL prefix of an account's recordings (served by the API server)."""
-        return self.dialect.recording_url_base(self.public_url, auth_id)
+    def recording_url_base(self, call: Call) -> str:
+        """Public URL prefix of the call's account's recordings (served by the API server,
+        under the prefix of the dialect that placed the call)."""
+        return call.dialect.recording_url_base(self.public_url, call.account.auth_id)
+
+    def dialect_of(self, name: str | None) -> Dialect:
+        """The served dialect called ``name`` (the default one for an unknown or empty name:
+        records from before a dialect existed)."""
+        return self.dialects.get(name or "", self.dialect)
 
     def recording_path(self, name: str) -> Path:
         """Local file of a recording named ``<recording_id>.<format>``."""

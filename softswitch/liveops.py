@@ -267,7 +267,7 @@ class LiveOps:
             recorder = Recorder(path, req.file_format)
         except (RecorderError, ValueError, OSError) as exc:
             raise OperationFailed(f"cannot record: {exc}") from None
-        url = f"{self.m.recording_url_base(call.account.auth_id)}/{name}"
+        url = f"{self.m.recording_url_base(call)}/{name}"
         rec = _CallRecording(recording_id, url, name, recorder, stream, req, api_id)
         call.recordings[recording_id] = rec
         rec.start()
@@ -292,7 +292,7 @@ class LiveOps:
         result = rec.stop()
         if rec.req.callback_url:
             done = {"api_id": rec.api_id, "url": rec.url, "recording_id": rec.recording_id, **result}
-            params = self.m.dialect.recording_params(call, done)
+            params = call.dialect.recording_params(call, done)
             self.m.post_callback(call, "record", rec.req.callback_url, rec.req.callback_method, params)
 
     def end(self, call: Call) -> None:

@@ -87,7 +87,7 @@ class ApplicationRunner:
         asyncio.get_running_loop().create_task(self._on_machine(call, result))
 
     def _amd_extra(self, call: Call, result: Any) -> dict[str, Any]:
-        return {"machine_detection": self.m.dialect.machine_fields(call, result)}
+        return {"machine_detection": call.dialect.machine_fields(call, result)}
 
     async def _on_machine(self, call: Call, result: Any) -> None:
         from .model import AmdMode
@@ -96,7 +96,7 @@ class ApplicationRunner:
         assert amd is not None
         await self.m.update_record(call, extra=self._amd_extra(call, result))
         if amd.webhook is not None:
-            params = self.m.dialect.callback_params(call, CallbackEvent.MACHINE_DETECTION)
+            params = call.dialect.callback_params(call, CallbackEvent.MACHINE_DETECTION)
             self.m.post_callback(call, "machine_detection", amd.webhook.url, amd.webhook.method, params)
         if result.machine and amd.mode is AmdMode.HANGUP:
             if call.app_task is not None and not call.app_task.done() and amd.webhook is not None:
@@ -121,7 +121,7 @@ class ApplicationRunner:
     async def _fetch(self, call: Call, url: str, method: str, params: dict[str, str], event: str) -> Any:
         m = self.m
         return await m.outbox.fetch(
-            url, str(method), params, auth_token=call.account.auth_token, signature=m.dialect.signature,
+            url, str(method), params, auth_token=call.account.auth_token, signature=call.dialect.signature,
             attempts=m.answer_url_attempts, deadline_s=m.answer_url_deadline_s,
             call_uuid=call.call_uuid, event=event,
         )
@@ -132,7 +132,7 @@ class ApplicationRunner:
         await self._machine_decision(call)
         if call.local_end is not None or call.finished.is_set():
             return  # hung up while deciding (machine detection hangup, API, callee)
-        params = self.m.dialect.callback_params(call, CallbackEvent.ANSWER)
+        params = call.dialect.callback_params(call, CallbackEvent.ANSWER)
         result = await self._fetch(call, spec.answer.url, spec.answer.method, dict(params), "answer")
         call.app_may_fallback = spec.fallback is not None
         if not getattr(result, "ok", False) and spec.fallback is not None:
@@ -198,8 +198,8 @@ class ApplicationRunner:
             fallback_url=fallback.url if fallback else None,
             fallback_method=fallback.method if fallback else "POST",
             data_dir=m.data_dir,
-            recording_url_base=m.recording_url_base(call.account.auth_id),
-            parse_document=m.dialect.parse_document,
+            recording_url_base=m.recording_url_base(call),
+            parse_document=call.dialect.parse_document,
         )
         if app.error is not None and not call.finished.is_set() and call.error is None:
             call.error = str(app.error)
@@ -215,7 +215,7 @@ class ApplicationRunner:
 
     def xml_params(self, call: Call) -> dict[str, str]:
         """Parameters the XML executor posts with every request (action, redirect...)."""
-        return self.m.dialect.callback_params(call, CallbackEvent.APPLICATION)
+        return call.dialect.callback_params(call, CallbackEvent.APPLICATION)
 
     async def fetch_xml(self, call: Call, url: str, method: str, params: Mapping[str, str]) -> str:
         """The executor's fetcher: the signed outbox, with answer_url's retry policy."""

@@ -139,10 +139,11 @@ class Server:
         from .webhooks import WebhookOutbox
 
         cfg = self.config
-        dialect = PlivoDialect()
+        dialects = [PlivoDialect()]
         # Before the outbox resumes: each stored delivery names its scheme.
-        for name, signer in dialect.signers.items():
-            register_signer(name, signer)
+        for dialect in dialects:
+            for name, signer in dialect.signers.items():
+                register_signer(name, signer)
         self.store = CallStore(cfg.db_path, exclusive=True)  # one server per database
         # Calls a previous process left live died with it (their dialogs and media are gone).
         interrupted = self.store.mark_interrupted()
@@ -169,7 +170,7 @@ class Server:
             self.store,
             self.outbox,
             dialer,
-            dialect=dialect,
+            dialect=dialects,
             accounts=_accounts(cfg),
             max_concurrent=cfg.limits.max_concurrent,
             max_queue=cfg.limits.max_queue,
