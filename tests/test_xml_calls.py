@@ -126,21 +126,29 @@ def pcap_audio(path: str) -> np.ndarray:
     return np.concatenate(chunks).astype(np.int16)
 
 
-def envelope_match(heard: np.ndarray, source: np.ndarray) -> float:
-    """Best normalised correlation of the two 20 ms level envelopes over every lag."""
+def envelope_match(heard: np.ndarray, source: np.ndarray, window_s: float = 1.5) -> float:
+    """How well the 20 ms level envelope of ``heard`` follows ``source``: the median, over
+    consecutive ``window_s`` windows of ``heard``, of each window's best normalised
+    correlation with ``source`` at any lag. Windowed, because a relay (and sipp's own pcap
+    playback on a loaded machine) may slip a frame now and then: one global lag would
+    penalise a slip that a listener never notices."""
     h, s = levels(heard), levels(source)
     h = np.maximum(np.where(np.isfinite(h), h, -90), -60)
     s = np.maximum(np.where(np.isfinite(s), s, -90), -60)
-    best = -1.0
-    for lag in range(0, len(s) - 50):
-        n = min(len(h), len(s) - lag)
-        if n < 50:
-            break
-        a, b = h[:n] - h[:n].mean(), s[lag : lag + n] - s[lag : lag + n].mean()
-        denom = float(np.sqrt((a * a).sum() * (b * b).sum()))
-        if denom:
-            best = max(best, float((a * b).sum()) / denom)
-    return best
+    size = int(window_s / 0.02)
+    scores = []
+    for start in range(0, len(h) - size + 1, size):
+        a = h[start : start + size] - h[start : start + size].mean()
+        if not (a * a).sum():
+            continue  # a silent window says nothing either way
+        best = -1.0
+        for lag in range(0, len(s) - size + 1):
+            b = s[lag : lag + size] - s[lag : lag + size].mean()
+            denom = float(np.sqrt((a * a).sum() * (b * b).sum()))
+            if denom:
+                best = max(best, float((a * b).sum()) / denom)
+        scores.append(best)
+    return float(np.median(scores)) if scores else -1.0
 
 
 def baresip_heard(peer: Baresip) -> np.ndarray:
