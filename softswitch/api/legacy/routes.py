@@ -1,0 +1,269 @@
+"""The ``/v0.1/`` routes: every endpoint is a form ``POST``; every answer that got past
+routing and HTTP Basic authentication is HTTP 200 ``{"Success", "Message", ...}``
+(DIALECTS.md §1.1, §1.4, §3 A1). Only auth (401), unknown paths (404) and wrong methods
+(405) are HTTP errors.
+
+v0.1 has no account in its paths: any configured account's auth id and token are accepted,
+and the call belongs to (and is only visible to) that account.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from ...call import AccountLimits, CallManager
+from ...model import CallError
+from ..http import (
+    DIGITS_TONE_MS_KEY,
+    MANAGER_KEY,
+    Handler,
+    HttpDialect,
+    authenticate_basic,
+    is_http_url,
+    json_response,
+    recording_file,
+)
+from .dialect import NAME
+from .openapi import openapi_document
+from .request import LegacyError, parse_call
+
+log = logging.getLogger("softswitch.api.legacy")
+
+__all__ = ["PREFIX", "ROUTES", "UNSUPPORTED", "http_dialect"]
+
+PREFIX = "/v0.1/"
+
+#: Endpoints answered ``Success: false`` (no conference bridge, no sound effects).
+UNSUPPORTED: tuple[str, ...] = (
+    "ConferenceMute", "ConferenceUnmute", "ConferenceKick", "ConferenceHangup", "ConferenceDeaf",
+    "ConferenceUndeaf", "ConferenceRecordStart", "ConferenceRecordStop", "ConferencePlay",
+    "ConferenceSpeak", "ConferenceListMembers", "ConferenceList", "SoundTouch", "SoundTouchStop",
+)
+
+
+def error_response(status: int, message: str, request_id: str) -> web.Response:
+    """Routing and authentication failures: the status is what matters (401/404/405)."""
+    resp = json_response(status, {"Success": False, "Message": message})
+    if status == 401:
+        resp.headers["WWW-Authenticate"] = 'Basic realm="softswitch"'
+    return resp
+
+
+def answer(success: bool, message: str, **extra: Any) -> web.Response:
+    return json_response(200, {"Success": success, "Message": message, **extra})
+
+
+async def _form(request: web.Request) -> dict[str, str]:
+    """The form fields (a JSON or other body has none: the framework reads the form only)."""
+    if request.content_type not in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        await request.read()
+        return {}
+    form = await request.post()
+    return {k: v.strip() for k, v in form.items() if isinstance(v, str)}
+
+
+LegacyHandler = Callable[[web.Request, AccountLimits, CallManager, dict[str, str]], Awaitable[web.Response]]
+
+
+def endpoint(fn: LegacyHandler) -> Handler:
+    """Authenticate, read the form, answer ``LegacyError`` as ``Success: false``."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        account = authenticate_basic(request)
+        manager = request.app[MANAGER_KEY]
+        form = await _form(request)
+        try:
+            return await fn(request, account, manager, form)
+        except LegacyError as exc:
+            return answer(False, exc.message)
+
+    handle.__name__ = fn.__name__
+    handle.__doc__ = fn.__doc__
+    return handle
+
+
+def _has_gateway(manager: CallManager) -> Callable[[str], bool]:
+    """Whether the user agent has a configured trunk called ``name``."""
+
+    def check(name: str) -> bool:
+        route = getattr(manager.dialer, "route", None)
+        if route is None:
+            return True  # a dialer without trunks (a test double) decides when dialing
+        try:
+            route("0000", gateway=name)
+        except LookupError:
+            return False
+        except ValueError:
+            return True
+        return True
+
+    return check
+
+
+@endpoint
+async def call(request: web.Request, account: AccountLimits, manager: CallManager,
+               form: dict[str, str]) -> web.Response:
+    """``Call``: originate one call with gateway failover."""
+    try:
+        spec = parse_call(form, dialect=NAME, has_gateway=_has_gateway(manager),
+                          digits_tone_ms=request.app[DIGITS_TONE_MS_KEY])
+    except LegacyError as exc:
+        return answer(False, exc.message, RequestUUID="")
+    try:
+        result = await manager.admit(account, spec)
+    except CallError as exc:
+        log.info("Call refused: %s", exc.message)
+        return answer(False, "Call Request Failed", RequestUUID="")
+    return answer(True, "Call Request Executed", RequestUUID=result.request_uuids[0])
+
+
+@endpoint
+async def hangup_call(request: web.Request, account: AccountLimits, manager: CallManager,
+                      form: dict[str, str]) -> web.Response:
+    """``HangupCall``: by ``CallUUID``, or by ``RequestUUID`` (also ringing or queued)."""
+    call_uuid, request_uuid = form.get("CallUUID", ""), form.get("RequestUUID", "")
+    if not call_uuid and not request_uuid:
+        raise LegacyError("CallUUID or RequestUUID Parameter must be present")
+    if call_uuid and request_uuid:
+        raise LegacyError("Both CallUUID and RequestUUID Parameters cannot be present")
+    if call_uuid:
+        found = manager.live_call(account.auth_id, call_uuid)
+    else:
+        found = manager.live_by_request(account.auth_id, request_uuid)
+    if found is None:
+        raise LegacyError("Hangup Call Failed")
+    await manager.hangup(found)
+    return answer(True, "Hangup Call Executed")
+
+
+@endpoint
+async def hangup_all_calls(request: web.Request, account: AccountLimits, manager: CallManager,
+                           form: dict[str, str]) -> web.Response:
+    """``HangupAllCalls``: every live or queued call of the account."""
+    for found in manager.live_calls(account.auth_id) + manager.live_calls(account.auth_id, status="queued"):
+        await manager.hangup(found)
+    return answer(True, "All Calls Hungup")
+
+
+@endpoint
+async def transfer_call(request: web.Request, account: AccountLimits, manager: CallManager,
+                        form: dict[str, str]) -> web.Response:
+    """``TransferCall``: the call stops its document and runs the one at ``Url``."""
+    call_uuid, url = form.get("CallUUID", ""), form.get("Url", "")
+    if not call_uuid:
+        raise LegacyError("CallUUID Parameter must be present")
+    if not url:
+        raise LegacyError("Url Parameter must be present")
+    if not is_http_url(url):
+        raise LegacyError("Url is not Valid")
+    found = manager.live_call(account.auth_id, call_uuid)
+    if found is None:
+        raise LegacyError("Transfer Call Failed -- Call not found")
+    try:
+        await manager.runner.transfer(found, url, "POST")
+    except CallError as exc:
+        raise LegacyError(f"Transfer Call Failed -- {exc.message}") from None
+    return answer(True, "Transfer Call Executed")
+
+
+@endpoint
+async def schedule_hangup(request: web.Request, account: AccountLimits, manager: CallManager,
+                          form: dict[str, str]) -> web.Response:
+    """``ScheduleHangup``: end the call ``Time`` seconds from now (``ALLOTTED_TIMEOUT``)."""
+    call_uuid, raw = form.get("CallUUID", ""), form.get("Time", "")
+    try:
+        if not call_uuid:
+            raise LegacyError("CallUUID Parameter must be present")
+        if not raw:
+            raise LegacyError("Time Parameter must be present")
+        try:
+            seconds = int(raw)
+        except ValueError:
+            raise LegacyError("Invalid Time Parameter !") from None
+        if seconds <= 0:
+            raise LegacyError("Time Parameter must be > 0 !")
+        found = manager.live_call(account.auth_id, call_uuid)
+        if found is None:
+            raise LegacyError(f"ScheduleHangup Failed: CallUUID {call_uuid} not found")
+        try:
+            sched_id = manager.schedule_hangup(found, float(seconds))
+        except CallError as exc:
+            raise LegacyError(f"ScheduleHangup Failed: {exc.message}") from None
+    except LegacyError as exc:
+        return answer(False, exc.message, SchedHangupId="")
+    return answer(True, f"ScheduleHangup Done with SchedHangupId {sched_id}", SchedHangupId=sched_id)
+
+
+@endpoint
+async def cancel_scheduled_hangup(request: web.Request, account: AccountLimits, manager: CallManager,
+                                  form: dict[str, str]) -> web.Response:
+    """``CancelScheduledHangup``: ``SchedHangupId`` from ``ScheduleHangup``."""
+    sched_id = form.get("SchedHangupId", "")
+    if not sched_id:
+        raise LegacyError("SchedHangupId Parameter must be present")
+    mine = [c for c in manager.live_calls(account.auth_id) if c.timers is not None and sched_id in c.timers.scheduled]
+    if not mine or not manager.cancel_scheduled_hangup(sched_id):
+        raise LegacyError(f"Scheduled Hangup Cancelation Failed: SchedHangupId {sched_id} not found")
+    return answer(True, "Scheduled Hangup Canceled")
+
+
+@endpoint
+async def send_digits(request: web.Request, account: AccountLimits, manager: CallManager,
+                      form: dict[str, str]) -> web.Response:
+    """``SendDigits``: DTMF on the A leg (``Leg=aleg``, default) or the bridged B leg."""
+    from media.dtmf import parse_send_digits
+
+    call_uuid, digits, leg = form.get("CallUUID", ""), form.get("Digits", ""), form.get("Leg", "") or "aleg"
+    if not call_uuid:
+        raise LegacyError("CallUUID Parameter Missing")
+    if not digits:
+        raise LegacyError("Digits Parameter Missing")
+    if leg not in ("aleg", "bleg"):
+        raise LegacyError("Invalid Leg Parameter")
+    found = manager.live_call(account.auth_id, call_uuid)
+    if found is None:
+        raise LegacyError("SendDigits Failed")
+    tone_ms = request.app[DIGITS_TONE_MS_KEY]
+    try:
+        steps = parse_send_digits(digits) if tone_ms is None else parse_send_digits(digits, default_tone_ms=tone_ms)
+        manager.live_ops.send_dtmf(found, steps, leg)
+    except (ValueError, CallError):
+        raise LegacyError("SendDigits Failed") from None
+    return answer(True, "SendDigits executed")
+
+
+def _unsupported(name: str) -> Handler:
+    async def handle(request: web.Request, account: AccountLimits, manager: CallManager,
+                     form: dict[str, str]) -> web.Response:
+        return answer(False, f"{name} is not supported by this server")
+
+    handle.__name__ = f"unsupported_{name}"
+    return endpoint(handle)
+
+
+ROUTES: tuple[tuple[str, str, Handler], ...] = (
+    (f"{PREFIX}Call/", "POST", call),
+    (f"{PREFIX}HangupCall/", "POST", hangup_call),
+    (f"{PREFIX}HangupAllCalls/", "POST", hangup_all_calls),
+    (f"{PREFIX}TransferCall/", "POST", transfer_call),
+    (f"{PREFIX}ScheduleHangup/", "POST", schedule_hangup),
+    (f"{PREFIX}CancelScheduledHangup/", "POST", cancel_scheduled_hangup),
+    (f"{PREFIX}SendDigits/", "POST", send_digits),
+    *((f"{PREFIX}{name}/", "POST", _unsupported(name)) for name in UNSUPPORTED),
+    (f"{PREFIX}Recording/{{auth_id}}/{{name}}", "GET", recording_file),
+)
+
+
+def http_dialect() -> HttpDialect:
+    """``/v0.1/`` as the HTTP application mounts it."""
+    return HttpDialect(
+        name=NAME,
+        prefix=PREFIX,
+        routes=ROUTES,
+        error_response=error_response,
+        openapi=openapi_document,
+    )
