@@ -329,3 +329,29 @@ async def test_schedule_hangup_cancel_time_limit_and_hangup_all(sipp: Any, legac
         assert h["HangupCause"] == "NORMAL_CLEARING" and h["CallUUID"] == uuids[i]
     await sipp_done(*peers)
     assert_signed(receiver)
+
+
+@needs_sipp
+async def test_bulk_call_transfer_and_hangup_on_ring(sipp: Any, legacy: Any, receiver: WebhookReceiver) -> None:
+    a, b = sipp("uas_answer.xml"), sipp("uas_answer.xml")
+    receiver.routes["/reject"] = '<?xml version="1.0"?><Response><Hangup reason="rejected"/></Response>'
+    api = await legacy()
+    status, body = await api.post(
+        "BulkCall", Delimiter="<", From="1000", To="ua<ub", Gateways=f"{gw(a)}<{gw(b)}",
+        AnswerUrl=receiver.url("/answer"), HangupUrl=receiver.url("/hangup"), HangupOnRing="<3",
+    )
+    assert status == 200 and body["Success"] is True and body["Message"] == "BulkCalls Requests Executed"
+    first, second = body["RequestUUID"]
+    fetches = await receiver.wait_for(path="/answer", count=2, timeout=10)
+    by_to = {f.form["To"]: f.form["CallUUID"] for f in fetches}
+    # TransferCall: call ua runs a document that rejects
+    _, t = await api.post("TransferCall", CallUUID=by_to["ua"], Url=receiver.url("/reject"))
+    assert t == {"Success": True, "Message": "Transfer Call Executed"}
+    h = (await receiver.wait_for(lambda r: r.path == "/hangup" and r.form["RequestUUID"] == first, timeout=10))[0]
+    assert h.form["HangupCause"] == "CALL_REJECTED"
+    assert receiver.of("/reject")[0].form["CallUUID"] == by_to["ua"]
+    # HangupOnRing=3 on call ub: counted from the ring, not cancelled by the answer
+    h = (await receiver.wait_for(lambda r: r.path == "/hangup" and r.form["RequestUUID"] == second, timeout=10))[0]
+    assert h.form["HangupCause"] == "ORIGINATOR_CANCEL"
+    await sipp_done(a, b)
+    assert_signed(receiver)

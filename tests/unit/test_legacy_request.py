@@ -85,3 +85,23 @@ def test_spec() -> None:
 def test_zero_retries_skip_a_gateway() -> None:
     spec = parse(Gateways="sofia/gateway/gw/,bogus/", GatewayRetries="0,1")
     assert [a.fail_cause for a in spec.attempts] == ["CHAN_NOT_IMPLEMENTED"]
+
+
+def test_bulk_call() -> None:
+    from softswitch.api.legacy.request import parse_bulk_call
+
+    def bulk(**over: str) -> list:
+        return parse_bulk_call({**BASE, "Delimiter": "<", **over}, dialect="legacy", has_gateway=lambda n: True)
+
+    with pytest.raises(LegacyError, match="^This Delimiter is not allowed$"):
+        bulk(Delimiter=",")
+    with pytest.raises(LegacyError, match="^Mandatory Parameters Missing$"):
+        bulk(Delimiter="")
+    with pytest.raises(LegacyError, match="^BulkCalls should be used for at least 2 numbers$"):
+        bulk()
+    with pytest.raises(LegacyError, match="^'To' parameter length does not match 'Gateways' Length$"):
+        bulk(To="1<2")
+    specs = bulk(To="1<2", Gateways="sofia/gateway/a/<sofia/gateway/b/", TimeLimit="5", CallerName="x<y")
+    assert [s.destinations for s in specs] == [("1",), ("2",)]
+    assert [s.attempts[0].gateway for s in specs] == ["a", "b"]
+    assert [s.timers.time_limit for s in specs] == [5, 5] and [s.caller_name for s in specs] == ["x", "y"]

@@ -61,6 +61,10 @@ def openapi_document() -> dict[str, Any]:
     paths: dict[str, Any] = {
         f"{p}Call/": _post("Originate a call (gateway failover)", call_props,
                            ["From", "To", "Gateways", "AnswerUrl"], {"RequestUUID": s}),
+        f"{p}BulkCall/": _post("Several calls: To, Gateways and per-call values split by Delimiter",
+                               {**call_props, "Delimiter": {**s, "description": "Not ',' or '/'."}},
+                               ["From", "To", "Gateways", "AnswerUrl", "Delimiter"],
+                               {"RequestUUID": {"type": "array", "items": s}}),
         f"{p}HangupCall/": _post("Hang up by CallUUID or RequestUUID", {"CallUUID": uuid, "RequestUUID": uuid}, []),
         f"{p}HangupAllCalls/": _post("Hang up every call of the account", {}, []),
         f"{p}TransferCall/": _post("Run the RESTXML at Url", {"CallUUID": uuid, "Url": _URL}, ["CallUUID", "Url"]),

@@ -31,6 +31,7 @@ __all__ = [
     "GATEWAY_TIMEOUT_DEFAULT",
     "LegacyError",
     "gateway_attempt",
+    "parse_bulk_call",
     "parse_call",
     "parse_extra_dial_string",
     "split_outside_quotes",
@@ -139,6 +140,52 @@ def _optional_int(data: Mapping[str, Any], name: str) -> int | None:
         return None  # the framework ignores a value that is not an integer
 
 
+def _check_call(data: Mapping[str, Any], *, extra_mandatory: tuple[str, ...] = ()) -> None:
+    """The framework's first checks, in its order (the first failure wins)."""
+    if not all(_text(data, name) for name in ("From", "To", "Gateways", "AnswerUrl", *extra_mandatory)):
+        raise LegacyError("Mandatory Parameters Missing")
+    if not is_http_url(_text(data, "AnswerUrl")):
+        raise LegacyError("AnswerUrl is not Valid")
+    for name in ("HangupUrl", "RingUrl"):
+        value = _text(data, name)
+        if value and not is_http_url(value):
+            raise LegacyError(f"{name} is not Valid")
+
+
+#: ``BulkCall`` parameters split by ``Delimiter``: one item per call, or one for all.
+BULK_SPLIT = ("To", "Gateways", "GatewayCodecs", "GatewayTimeouts", "GatewayRetries", "SendDigits",
+              "TimeLimit", "HangupOnRing", "CallerName", "ExtraDialString")
+
+
+def parse_bulk_call(
+    data: Mapping[str, Any],
+    *,
+    dialect: str,
+    has_gateway: Callable[[str], bool],
+    digits_tone_ms: int | None = None,
+) -> list[CallSpec]:
+    """``BulkCall``: ``To``, ``Gateways`` and the per-call values split by ``Delimiter``
+    (neither ``,`` nor ``/``); a split value with one item applies to every call."""
+    delimiter = data.get("Delimiter") if isinstance(data.get("Delimiter"), str) else ""
+    if delimiter in (",", "/"):
+        raise LegacyError("This Delimiter is not allowed")
+    _check_call(data, extra_mandatory=("Delimiter",))
+    assert isinstance(delimiter, str)
+    to_list = _text(data, "To").split(delimiter)
+    if len(to_list) < 2:
+        raise LegacyError("BulkCalls should be used for at least 2 numbers")
+    if len(_text(data, "Gateways").split(delimiter)) != len(to_list):
+        raise LegacyError("'To' parameter length does not match 'Gateways' Length")
+    specs = []
+    for i in range(len(to_list)):
+        one = dict(data)
+        for name in BULK_SPLIT:
+            items = _text(data, name).split(delimiter)
+            one[name] = items[i] if len(items) == len(to_list) else items[0]
+        specs.append(parse_call(one, dialect=dialect, has_gateway=has_gateway, digits_tone_ms=digits_tone_ms))
+    return specs
+
+
 def parse_call(
     data: Mapping[str, Any],
     *,
@@ -148,20 +195,12 @@ def parse_call(
 ) -> CallSpec:
     """Validate a ``Call`` form in the framework's order (the first failure wins, its exact
     message in :class:`LegacyError`) and build the spec."""
+    _check_call(data)
     frm, to_raw, gateways_raw, answer_url = (
         _text(data, "From"), _text(data, "To"), _text(data, "Gateways"), _text(data, "AnswerUrl"),
     )
-    if not (frm and to_raw and gateways_raw and answer_url):
-        raise LegacyError("Mandatory Parameters Missing")
-    if not is_http_url(answer_url):
-        raise LegacyError("AnswerUrl is not Valid")
-    hangup_url = _text(data, "HangupUrl")
-    if hangup_url and not is_http_url(hangup_url):
-        raise LegacyError("HangupUrl is not Valid")
     ring_url = _text(data, "RingUrl")
-    if ring_url and not is_http_url(ring_url):
-        raise LegacyError("RingUrl is not Valid")
-    hangup_url = hangup_url or answer_url  # the framework's default
+    hangup_url = _text(data, "HangupUrl") or answer_url  # the framework's default
 
     to = re.split(r"[,|]", to_raw)[0].strip()  # "to avoid call injection"
     if not to:

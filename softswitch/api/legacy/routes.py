@@ -29,7 +29,7 @@ from ..http import (
 )
 from .dialect import NAME
 from .openapi import openapi_document
-from .request import LegacyError, parse_call
+from .request import LegacyError, parse_bulk_call, parse_call
 
 log = logging.getLogger("softswitch.api.legacy")
 
@@ -119,6 +119,28 @@ async def call(request: web.Request, account: AccountLimits, manager: CallManage
         log.info("Call refused: %s", exc.message)
         return answer(False, "Call Request Failed", RequestUUID="")
     return answer(True, "Call Request Executed", RequestUUID=result.request_uuids[0])
+
+
+@endpoint
+async def bulk_call(request: web.Request, account: AccountLimits, manager: CallManager,
+                    form: dict[str, str]) -> web.Response:
+    """``BulkCall``: several ``Call``s at once, values split by ``Delimiter``."""
+    try:
+        specs = parse_bulk_call(form, dialect=NAME, has_gateway=_has_gateway(manager),
+                                digits_tone_ms=request.app[DIGITS_TONE_MS_KEY])
+    except LegacyError as exc:
+        return answer(False, exc.message, RequestUUID=[])
+    uuids: list[str] = []
+    for spec in specs:
+        try:
+            result = await manager.admit(account, spec)
+        except CallError as exc:
+            log.info("BulkCall: one call refused: %s", exc.message)
+            continue
+        uuids.extend(result.request_uuids)
+    if not uuids:
+        return answer(False, "BulkCalls Requests Failed", RequestUUID=[])
+    return answer(True, "BulkCalls Requests Executed", RequestUUID=uuids)
 
 
 @endpoint
@@ -247,6 +269,7 @@ def _unsupported(name: str) -> Handler:
 
 ROUTES: tuple[tuple[str, str, Handler], ...] = (
     (f"{PREFIX}Call/", "POST", call),
+    (f"{PREFIX}BulkCall/", "POST", bulk_call),
     (f"{PREFIX}HangupCall/", "POST", hangup_call),
     (f"{PREFIX}HangupAllCalls/", "POST", hangup_all_calls),
     (f"{PREFIX}TransferCall/", "POST", transfer_call),
