@@ -355,3 +355,66 @@ async def test_bulk_call_transfer_and_hangup_on_ring(sipp: Any, legacy: Any, rec
     assert h.form["HangupCause"] == "ORIGINATOR_CANCEL"
     await sipp_done(a, b)
     assert_signed(receiver)
+
+
+def tone_wav(seconds: float = 2.0, freq: float = 1000.0) -> bytes:
+    import io
+    import math
+    import struct
+    import wave
+
+    rate = 8000
+    frames = b"".join(struct.pack("<h", int(8000 * math.sin(2 * math.pi * freq * i / rate)))
+                      for i in range(int(rate * seconds)))
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(frames)
+    return buf.getvalue()
+
+
+@needs_sipp
+async def test_play_and_record(sipp: Any, legacy: Any, receiver: WebhookReceiver, tmp_path: Path) -> None:
+    peer = sipp("uas_answer.xml")  # echoes our RTP back
+    receiver.routes["/tone.wav"] = (200, tone_wav(), "audio/wav")
+    api = await legacy()
+    _, body = await api.post("Call", From="1000", To="bob", Gateways=gw(peer), AnswerUrl=receiver.url("/answer"),
+                             HangupUrl=receiver.url("/hangup"))
+    call_uuid = (await receiver.wait_for(path="/answer", timeout=10))[0].form["CallUUID"]
+    for endpoint, form, message in [
+        ("Play", {"CallUUID": call_uuid}, "Sounds Parameter Missing"),
+        ("Play", {"CallUUID": call_uuid, "Sounds": "/etc/passwd"}, "Sounds Parameter is Invalid"),
+        ("Play", {"CallUUID": call_uuid, "Sounds": receiver.url("/tone.wav"), "Length": "-1"},
+         "Length Parameter must be a positive integer"),
+        ("RecordStart", {"CallUUID": call_uuid, "FileFormat": "ogg"}, "FileFormat Parameter must be 'mp3' or 'wav'"),
+        ("RecordStart", {"CallUUID": call_uuid, "TimeLimit": "x"}, "RecordStart Failed: invalid TimeLimit 'x'"),
+        ("RecordStop", {"CallUUID": call_uuid}, "RecordFile Parameter must be present"),
+    ]:
+        _, resp = await api.post(endpoint, **form)
+        assert (resp["Success"], resp["Message"]) == (False, message), (endpoint, resp)
+
+    _, rec = await api.post("RecordStart", CallUUID=call_uuid, FileFormat="wav", FilePath="/tmp/evil",
+                            FileName="x")
+    assert rec["Success"] is True and rec["Message"] == f"RecordStart Executed with RecordFile {rec['RecordFile']}"
+    assert rec["RecordFile"].startswith(f"{api.base}/v0.1/Recording/{AUTH_ID}/") and rec["RecordFile"].endswith(".wav")
+    _, played = await api.post("Play", CallUUID=call_uuid, Sounds=receiver.url("/tone.wav"))
+    assert played == {"Success": True, "Message": "Play Request Executed"}
+    await asyncio.sleep(1.5)
+    assert (await api.post("PlayStop", CallUUID=call_uuid))[1] == {"Success": True, "Message": "PlayStop executed"}
+    assert (await api.post("RecordStop", CallUUID=call_uuid, RecordFile="all"))[1] == {
+        "Success": True, "Message": "RecordStop Executed"}
+    for _ in range(50):
+        async with api.session.get(rec["RecordFile"]) as resp:
+            if resp.status == 200:
+                data = await resp.read()
+                break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the recording was never served")
+    assert data[:4] == b"RIFF" and len(data) > 8000  # over a second of 8 kHz audio
+    assert not (tmp_path / "evil").exists()
+    await api.post("HangupCall", CallUUID=call_uuid)
+    await receiver.wait_for(path="/hangup", timeout=10)
+    await sipp_done(peer)

@@ -74,5 +74,16 @@ def openapi_document() -> dict[str, Any]:
         f"{p}SendDigits/": _post("Send DTMF", {"CallUUID": uuid, "Digits": s,
                                                "Leg": {**s, "enum": ["aleg", "bleg"], "default": "aleg"}},
                                  ["CallUUID", "Digits"]),
+        f"{p}Play/": _post("Play audio URLs", {"CallUUID": uuid, "Sounds": s, "Delimiter": s,
+                                               "Legs": {**s, "enum": ["aleg", "bleg", "both"]}, "Length": s,
+                                               "Loop": s, "Mix": s}, ["CallUUID", "Sounds"]),
+        f"{p}PlayStop/": _post("Stop Play", {"CallUUID": uuid}, ["CallUUID"]),
+        f"{p}RecordStart/": _post("Record the call (files stay under the data directory)",
+                                  {"CallUUID": uuid, "FileFormat": {**s, "enum": ["mp3", "wav"]},
+                                   "FilePath": {**s, "description": "Ignored."},
+                                   "FileName": {**s, "description": "Ignored."}, "TimeLimit": s},
+                                  ["CallUUID"], {"RecordFile": _URL}),
+        f"{p}RecordStop/": _post("Stop a recording (RecordFile, or all)", {"CallUUID": uuid, "RecordFile": s},
+                                 ["CallUUID", "RecordFile"]),
     }
     return {"info": {"title": "softswitch: legacy framework API", "version": "0.1"}, "paths": paths}

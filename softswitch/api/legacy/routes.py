@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -258,6 +259,125 @@ async def send_digits(request: web.Request, account: AccountLimits, manager: Cal
     return answer(True, "SendDigits executed")
 
 
+@dataclass(frozen=True, slots=True)
+class PlayOrder:
+    """``Play`` as :class:`softswitch.liveops.PlayOrder`."""
+
+    urls: tuple[str, ...]
+    length: int | None
+    legs: str
+    loop: bool
+    mix: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RecordOrder:
+    """``RecordStart`` as :class:`softswitch.liveops.RecordOrder`: the file is always
+    ``<data_dir>/recordings/<uuid>.<format>`` whatever ``FilePath``/``FileName`` say."""
+
+    time_limit: int
+    file_format: str
+    callback_url: str | None = None
+    callback_method: str = "POST"
+    transcription_requested: bool = False
+
+
+#: ``Play``'s ``Legs``.
+PLAY_LEGS = ("aleg", "bleg", "both")
+PLAY_LENGTH_DEFAULT = 3600
+RECORD_TIME_LIMIT_DEFAULT = 60
+
+
+@endpoint
+async def play(request: web.Request, account: AccountLimits, manager: CallManager,
+               form: dict[str, str]) -> web.Response:
+    """``Play``: audio URLs (``Sounds``, split by ``Delimiter``) on the call's leg(s)."""
+    call_uuid, sounds = form.get("CallUUID", ""), form.get("Sounds", "")
+    if not call_uuid:
+        raise LegacyError("CallUUID Parameter Missing")
+    if not sounds:
+        raise LegacyError("Sounds Parameter Missing")
+    legs = form.get("Legs") or "aleg"
+    if legs not in PLAY_LEGS:
+        raise LegacyError("Legs Parameter is Invalid")
+    try:
+        length = int(form.get("Length") or PLAY_LENGTH_DEFAULT)
+    except ValueError:
+        length = 0
+    if length <= 0:
+        raise LegacyError("Length Parameter must be a positive integer")
+    urls = tuple(u.strip() for u in sounds.split(form.get("Delimiter") or ",") if u.strip())
+    if not urls or not all(is_http_url(u) for u in urls):  # softswitch plays URLs, not server paths
+        raise LegacyError("Sounds Parameter is Invalid")
+    found = manager.live_call(account.auth_id, call_uuid)
+    if found is None:
+        raise LegacyError("Play Request Failed")
+    order = PlayOrder(urls, length, legs, form.get("Loop") == "true", form.get("Mix", "true") != "false")
+    try:
+        await manager.live_ops.play(found, order)
+    except CallError:
+        raise LegacyError("Play Request Failed") from None
+    return answer(True, "Play Request Executed")
+
+
+@endpoint
+async def play_stop(request: web.Request, account: AccountLimits, manager: CallManager,
+                    form: dict[str, str]) -> web.Response:
+    """``PlayStop``: stop what ``Play`` started."""
+    call_uuid = form.get("CallUUID", "")
+    if not call_uuid:
+        raise LegacyError("CallUUID Parameter Missing")
+    found = manager.live_call(account.auth_id, call_uuid)
+    if found is None:
+        raise LegacyError("PlayStop Failed")
+    manager.live_ops.stop_playback(found, "play")
+    return answer(True, "PlayStop executed")
+
+
+@endpoint
+async def record_start(request: web.Request, account: AccountLimits, manager: CallManager,
+                       form: dict[str, str]) -> web.Response:
+    """``RecordStart``: record the call; ``RecordFile`` is the recording's URL."""
+    call_uuid = form.get("CallUUID", "")
+    if not call_uuid:
+        raise LegacyError("CallUUID Parameter must be present")
+    file_format = form.get("FileFormat") or "mp3"
+    if file_format not in ("mp3", "wav"):
+        raise LegacyError("FileFormat Parameter must be 'mp3' or 'wav'")
+    raw = form.get("TimeLimit") or str(RECORD_TIME_LIMIT_DEFAULT)
+    try:
+        time_limit = int(raw)
+    except ValueError:
+        time_limit = 0
+    if time_limit <= 0:
+        raise LegacyError(f"RecordStart Failed: invalid TimeLimit '{raw}'")
+    found = manager.live_call(account.auth_id, call_uuid)
+    if found is None:
+        raise LegacyError(f"RecordStart Failed: CallUUID {call_uuid} not found")
+    try:
+        _, url = manager.live_ops.start_recording(found, RecordOrder(time_limit, file_format), "")
+    except CallError as exc:
+        raise LegacyError(f"RecordStart Failed: {exc.message}") from None
+    return answer(True, f"RecordStart Executed with RecordFile {url}", RecordFile=url)
+
+
+@endpoint
+async def record_stop(request: web.Request, account: AccountLimits, manager: CallManager,
+                      form: dict[str, str]) -> web.Response:
+    """``RecordStop``: the recording at ``RecordFile``, or ``all``."""
+    call_uuid, record_file = form.get("CallUUID", ""), form.get("RecordFile", "")
+    if not call_uuid:
+        raise LegacyError("CallUUID Parameter must be present")
+    if not record_file:
+        raise LegacyError("RecordFile Parameter must be present")
+    found = manager.live_call(account.auth_id, call_uuid)
+    if found is None:
+        raise LegacyError(f"RecordStop Failed: CallUUID {call_uuid} not found")
+    if not manager.live_ops.stop_recording(found, None if record_file == "all" else record_file):
+        raise LegacyError(f"RecordStop Failed: RecordFile {record_file} not found")
+    return answer(True, "RecordStop Executed")
+
+
 def _unsupported(name: str) -> Handler:
     async def handle(request: web.Request, account: AccountLimits, manager: CallManager,
                      form: dict[str, str]) -> web.Response:
@@ -276,6 +396,10 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     (f"{PREFIX}ScheduleHangup/", "POST", schedule_hangup),
     (f"{PREFIX}CancelScheduledHangup/", "POST", cancel_scheduled_hangup),
     (f"{PREFIX}SendDigits/", "POST", send_digits),
+    (f"{PREFIX}Play/", "POST", play),
+    (f"{PREFIX}PlayStop/", "POST", play_stop),
+    (f"{PREFIX}RecordStart/", "POST", record_start),
+    (f"{PREFIX}RecordStop/", "POST", record_stop),
     *((f"{PREFIX}{name}/", "POST", _unsupported(name)) for name in UNSUPPORTED),
     (f"{PREFIX}Recording/{{auth_id}}/{{name}}", "GET", recording_file),
 )
