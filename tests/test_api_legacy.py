@@ -418,3 +418,42 @@ async def test_play_and_record(sipp: Any, legacy: Any, receiver: WebhookReceiver
     await api.post("HangupCall", CallUUID=call_uuid)
     await receiver.wait_for(path="/hangup", timeout=10)
     await sipp_done(peer)
+
+
+async def _events_of(leg: Any) -> list[Any]:
+    return [ev async for ev in leg.events()]
+
+
+@needs_sipp
+async def test_send_digits_preanswer_answer_and_endpoint(sipp: Any, legacy: Any, receiver: WebhookReceiver) -> None:
+    """The digits reach the callee: sipp echoes our RTP, so our own RFC 4733 receiver hears
+    them; with SendOnPreanswer=true during the 183 early media, else after the 200."""
+    from softswitch.events import Answered, DigitReceived
+    from tests.conftest import wait_until
+
+    early, late, plain = sipp("uas_early_media.xml"), sipp("uas_early_media.xml"), sipp("uas_answer.xml")
+    api = await legacy()
+    common = {"From": "1000", "To": "bob", "AnswerUrl": receiver.url("/answer"), "RingUrl": receiver.url("/ring"),
+              "HangupUrl": receiver.url("/hangup")}
+    _, pre = await api.post("Call", Gateways=gw(early), SendDigits="12", SendOnPreanswer="true", **common)
+    _, post = await api.post("Call", Gateways=gw(late), SendDigits="12", **common)
+    _, third = await api.post("Call", Gateways=gw(plain), **common)
+    rings = await receiver.wait_for(path="/ring", count=3, timeout=10)
+    uuids = {h.form["RequestUUID"]: h.form["CallUUID"] for h in rings}
+    legs = {req: api.server.manager.calls[uid].leg for req, uid in uuids.items()}
+    collectors = {req: asyncio.create_task(_events_of(leg)) for req, leg in legs.items()}
+    await receiver.wait_for(path="/answer", count=3, timeout=10)
+    _, sent = await api.post("SendDigits", CallUUID=uuids[third["RequestUUID"]], Digits="34")
+    assert sent == {"Success": True, "Message": "SendDigits executed"}
+    await wait_until(lambda: all(len(leg.digits) >= 2 for leg in legs.values()), 5, what="digits echoed")
+    assert (await api.post("HangupAllCalls"))[1]["Success"] is True
+    await receiver.wait_for(path="/hangup", count=3, timeout=10)
+    await sipp_done(early, late, plain)
+    for req, before_answer, expected in ((pre["RequestUUID"], True, ["1", "2"]),
+                                         (post["RequestUUID"], False, ["1", "2"]),
+                                         (third["RequestUUID"], False, ["3", "4"])):
+        events = await asyncio.wait_for(collectors[req], 5)
+        answered_at = [type(ev) for ev in events].index(Answered)
+        digits = [(i, ev.digit) for i, ev in enumerate(events) if isinstance(ev, DigitReceived)]
+        assert [d for _, d in digits] == expected, events
+        assert all((i < answered_at) == before_answer for i, _ in digits), events
