@@ -457,3 +457,27 @@ async def test_send_digits_preanswer_answer_and_endpoint(sipp: Any, legacy: Any,
         digits = [(i, ev.digit) for i, ev in enumerate(events) if isinstance(ev, DigitReceived)]
         assert [d for _, d in digits] == expected, events
         assert all((i < answered_at) == before_answer for i, _ in digits), events
+
+
+@needs_sipp
+async def test_example_client_program(sipp: Any, legacy: Any, receiver: WebhookReceiver) -> None:
+    """``examples/legacy_framework_client.py`` (requests only) places and hangs up a call."""
+    import json
+    import subprocess
+    import sys
+
+    peer = sipp("uas_answer.xml")
+    api = await legacy()
+    script = Path(__file__).resolve().parents[1] / "examples" / "legacy_framework_client.py"
+    run = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, str(script), api.base, AUTH_ID, AUTH_TOKEN, gw(peer), "bob", receiver.url("/answer"), "1.5"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert run.returncode == 0, run.stderr
+    placed, hung = (json.loads(line) for line in run.stdout.splitlines())
+    assert placed["Success"] is True and placed["Message"] == "Call Request Executed"
+    assert hung == {"Success": True, "Message": "Hangup Call Executed"}
+    hangup = (await receiver.wait_for(is_hangup, timeout=10))[0].form
+    assert hangup["RequestUUID"] == placed["RequestUUID"] and hangup["HangupCause"] == "NORMAL_CLEARING"
+    await sipp_done(peer)
