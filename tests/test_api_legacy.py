@@ -271,7 +271,7 @@ async def test_retry_exhaustion_one_hangup_without_call_uuid(legacy: Any, receiv
 
 
 @needs_sipp
-async def test_hangup_call_by_request_uuid_while_ringing(sipp: Any, legacy: Any, receiver: WebhookReceiver) -> None:
+async def test_hangup_call_while_ringing(sipp: Any, legacy: Any, receiver: WebhookReceiver) -> None:
     peer = sipp("uas_ring_cancel.xml")
     api = await legacy()
     _, body = await api.post("Call", From="1000", To="bob", AnswerUrl=receiver.url("/answer"),
@@ -283,6 +283,17 @@ async def test_hangup_call_by_request_uuid_while_ringing(sipp: Any, legacy: Any,
     assert hangup["RequestUUID"] == body["RequestUUID"] and hangup["HangupCause"] == "ORIGINATOR_CANCEL"
     await sipp_done(peer)  # it got its CANCEL
     assert not receiver.of("/answer")
+
+    # by CallUUID (from the ring callback), still ringing
+    peer2 = sipp("uas_ring_cancel.xml")
+    _, body = await api.post("Call", From="1000", To="bob", AnswerUrl=receiver.url("/answer"),
+                             RingUrl=receiver.url("/ring2"), HangupUrl=receiver.url("/hangup2"), Gateways=gw(peer2))
+    ring = (await receiver.wait_for(path="/ring2", timeout=10))[0].form
+    assert (await api.post("HangupCall", CallUUID=ring["CallUUID"]))[1]["Message"] == "Hangup Call Executed"
+    hangup = (await receiver.wait_for(path="/hangup2", timeout=10))[0].form
+    assert hangup["CallUUID"] == ring["CallUUID"] and hangup["HangupCause"] == "ORIGINATOR_CANCEL"
+    await sipp_done(peer2)
+    assert_signed(receiver)
 
 
 @needs_sipp
