@@ -105,3 +105,16 @@ def test_bulk_call() -> None:
     assert [s.destinations for s in specs] == [("1",), ("2",)]
     assert [s.attempts[0].gateway for s in specs] == ["a", "b"]
     assert [s.timers.time_limit for s in specs] == [5, 5] and [s.caller_name for s in specs] == ["x", "y"]
+
+
+def test_interrupted_hangup_from_the_record() -> None:
+    from softswitch.api.legacy import LegacyDialect
+
+    record = {"call_uuid": "c", "request_uuid": "r", "to_number": "+44", "from_number": "+1",
+              "params": {"hangup_url": "http://h/x?k=v", "from": "+1555", "account_sid": "AC"}}
+    fields, url, method, params = LegacyDialect().interrupted_hangup(record)  # type: ignore[misc]
+    assert (url, method) == ("http://h/x?k=v", "POST")
+    assert params["From"] == "1555" and params["To"] == "44" and params["k"] == "v" and params["AccountSID"] == "AC"
+    assert params["HangupCause"] == "SYSTEM_SHUTDOWN" and params["CallStatus"] == "completed"
+    assert fields["hangup_cause_name"] == "SYSTEM_SHUTDOWN"
+    assert LegacyDialect().interrupted_hangup({"params": {}}) is None
