@@ -492,3 +492,16 @@ async def test_example_client_program(sipp: Any, legacy: Any, receiver: WebhookR
     hangup = (await receiver.wait_for(is_hangup, timeout=10))[0].form
     assert hangup["RequestUUID"] == placed["RequestUUID"] and hangup["HangupCause"] == "NORMAL_CLEARING"
     await sipp_done(peer)
+
+
+@needs_sipp
+async def test_hangup_on_ring_zero_cancels_at_the_first_ring(sipp: Any, legacy: Any,
+                                                             receiver: WebhookReceiver) -> None:
+    peer = sipp("uas_ring_cancel.xml")
+    api = await legacy()
+    _, body = await api.post("Call", From="1000", To="bob", AnswerUrl=receiver.url("/answer"),
+                             HangupUrl=receiver.url("/hangup"), Gateways=gw(peer), HangupOnRing="0")
+    hangup = (await receiver.wait_for(path="/hangup", timeout=10))[0].form
+    assert hangup["RequestUUID"] == body["RequestUUID"] and hangup["HangupCause"] == "ORIGINATOR_CANCEL"
+    await sipp_done(peer)  # CANCELled
+    assert not receiver.of("/answer")
