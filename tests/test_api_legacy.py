@@ -406,6 +406,23 @@ async def test_play_and_record(sipp: Any, legacy: Any, receiver: WebhookReceiver
         _, resp = await api.post(endpoint, **form)
         assert (resp["Success"], resp["Message"]) == (False, message), (endpoint, resp)
 
+    tone = receiver.url("/tone.wav")
+    for form, message in [
+        ({"Sounds": tone}, "Time Parameter Missing"),
+        ({"Sounds": tone, "Time": "x"}, "Invalid Time Parameter !"),
+        ({"Sounds": tone, "Time": "0"}, "Time Parameter must be > 0 !"),
+    ]:
+        _, resp = await api.post("SchedulePlay", CallUUID=call_uuid, **form)
+        assert (resp["Success"], resp["Message"], resp["SchedPlayId"]) == (False, message, "")
+    _, sp = await api.post("SchedulePlay", CallUUID=call_uuid, Sounds=tone, Time="30")
+    assert sp["Success"] is True and sp["Message"] == f"SchedulePlay Request Done with SchedPlayId {sp['SchedPlayId']}"
+    _, cp = await api.post("CancelScheduledPlay", SchedPlayId=sp["SchedPlayId"])
+    assert cp == {"Success": True, "Message": "Scheduled Play Canceled"}
+    _, cp = await api.post("CancelScheduledPlay", SchedPlayId=sp["SchedPlayId"])
+    assert cp["Success"] is False and cp["Message"].startswith("Scheduled Play Cancelation Failed")
+    _, sp = await api.post("SchedulePlay", CallUUID=call_uuid, Sounds=tone, Time="1")
+    assert sp["Success"] is True
+
     _, rec = await api.post("RecordStart", CallUUID=call_uuid, FileFormat="wav", FilePath="/tmp/evil",
                             FileName="x")
     assert rec["Success"] is True and rec["Message"] == f"RecordStart Executed with RecordFile {rec['RecordFile']}"

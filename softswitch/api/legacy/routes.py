@@ -10,6 +10,7 @@ and the call belongs to (and is only visible to) that account.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -288,15 +289,9 @@ PLAY_LENGTH_DEFAULT = 3600
 RECORD_TIME_LIMIT_DEFAULT = 60
 
 
-@endpoint
-async def play(request: web.Request, account: AccountLimits, manager: CallManager,
-               form: dict[str, str]) -> web.Response:
-    """``Play``: audio URLs (``Sounds``, split by ``Delimiter``) on the call's leg(s)."""
-    call_uuid, sounds = form.get("CallUUID", ""), form.get("Sounds", "")
-    if not call_uuid:
-        raise LegacyError("CallUUID Parameter Missing")
-    if not sounds:
-        raise LegacyError("Sounds Parameter Missing")
+def _play_order(form: dict[str, str]) -> PlayOrder:
+    """``Play``'s checks after ``CallUUID`` and ``Sounds`` are known to be present."""
+    sounds = form["Sounds"]
     legs = form.get("Legs") or "aleg"
     if legs not in PLAY_LEGS:
         raise LegacyError("Legs Parameter is Invalid")
@@ -309,15 +304,87 @@ async def play(request: web.Request, account: AccountLimits, manager: CallManage
     urls = tuple(u.strip() for u in sounds.split(form.get("Delimiter") or ",") if u.strip())
     if not urls or not all(is_http_url(u) for u in urls):  # softswitch plays URLs, not server paths
         raise LegacyError("Sounds Parameter is Invalid")
+    return PlayOrder(urls, length, legs, form.get("Loop") == "true", form.get("Mix", "true") != "false")
+
+
+def _play_checks(form: dict[str, str]) -> tuple[str, PlayOrder]:
+    call_uuid, sounds = form.get("CallUUID", ""), form.get("Sounds", "")
+    if not call_uuid:
+        raise LegacyError("CallUUID Parameter Missing")
+    if not sounds:
+        raise LegacyError("Sounds Parameter Missing")
+    return call_uuid, _play_order(form)
+
+
+@endpoint
+async def play(request: web.Request, account: AccountLimits, manager: CallManager,
+               form: dict[str, str]) -> web.Response:
+    """``Play``: audio URLs (``Sounds``, split by ``Delimiter``) on the call's leg(s)."""
+    call_uuid, order = _play_checks(form)
     found = manager.live_call(account.auth_id, call_uuid)
     if found is None:
         raise LegacyError("Play Request Failed")
-    order = PlayOrder(urls, length, legs, form.get("Loop") == "true", form.get("Mix", "true") != "false")
     try:
         await manager.live_ops.play(found, order)
     except CallError:
         raise LegacyError("Play Request Failed") from None
     return answer(True, "Play Request Executed")
+
+
+_SCHED_PLAYS = "scheduled_plays"
+
+
+@endpoint
+async def schedule_play(request: web.Request, account: AccountLimits, manager: CallManager,
+                        form: dict[str, str]) -> web.Response:
+    """``SchedulePlay``: ``Play`` in ``Time`` seconds; answers a ``SchedPlayId``."""
+    try:
+        call_uuid, order = _play_checks(form)
+        raw = form.get("Time", "")
+        if not raw:
+            raise LegacyError("Time Parameter Missing")
+        try:
+            seconds = int(raw)
+        except ValueError:
+            raise LegacyError("Invalid Time Parameter !") from None
+        if seconds <= 0:
+            raise LegacyError("Time Parameter must be > 0 !")
+        found = manager.live_call(account.auth_id, call_uuid)
+        if found is None:
+            raise LegacyError(f"SchedulePlay Failed: CallUUID {call_uuid} not found")
+    except LegacyError as exc:
+        return answer(False, exc.message, SchedPlayId="")
+    sched_id = str(uuid.uuid4())
+    plays = found.dialect_data.setdefault(_SCHED_PLAYS, {})
+
+    async def start() -> None:
+        try:
+            await manager.live_ops.play(found, order)
+        except CallError as exc:
+            log.info("call %s: scheduled play %s not started: %s", found.call_uuid, sched_id, exc.message)
+
+    def fire() -> None:
+        plays.pop(sched_id, None)
+        if not found.finished.is_set():
+            manager.spawn(start(), f"sched-play-{sched_id}")
+
+    plays[sched_id] = manager.scheduler.call_later(float(seconds), fire)
+    return answer(True, f"SchedulePlay Request Done with SchedPlayId {sched_id}", SchedPlayId=sched_id)
+
+
+@endpoint
+async def cancel_scheduled_play(request: web.Request, account: AccountLimits, manager: CallManager,
+                                form: dict[str, str]) -> web.Response:
+    """``CancelScheduledPlay``: ``SchedPlayId`` from ``SchedulePlay``."""
+    sched_id = form.get("SchedPlayId", "")
+    if not sched_id:
+        raise LegacyError("SchedPlayId Parameter must be present")
+    for found in manager.live_calls(account.auth_id):
+        handle = found.dialect_data.get(_SCHED_PLAYS, {}).pop(sched_id, None)
+        if handle is not None:
+            handle.cancel()
+            return answer(True, "Scheduled Play Canceled")
+    raise LegacyError(f"Scheduled Play Cancelation Failed: SchedPlayId {sched_id} not found")
 
 
 @endpoint
@@ -398,6 +465,8 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     (f"{PREFIX}SendDigits/", "POST", send_digits),
     (f"{PREFIX}Play/", "POST", play),
     (f"{PREFIX}PlayStop/", "POST", play_stop),
+    (f"{PREFIX}SchedulePlay/", "POST", schedule_play),
+    (f"{PREFIX}CancelScheduledPlay/", "POST", cancel_scheduled_play),
     (f"{PREFIX}RecordStart/", "POST", record_start),
     (f"{PREFIX}RecordStop/", "POST", record_stop),
     *((f"{PREFIX}{name}/", "POST", _unsupported(name)) for name in UNSUPPORTED),
