@@ -266,6 +266,13 @@ class CallManager:
         failed attempt sends no callback, as the legacy framework's gateway failover."""
         assert self.dialer is not None
         spec = call.spec
+        if attempt.fail_cause is not None:
+            if not last:
+                log.info("call %s: attempt failed at once (%s); next attempt", call.call_uuid, attempt.fail_cause)
+                return False
+            await self._finish(call, CallEnd(attempt.fail_cause, HangupSource.ERROR, EndReason.INVALID_DESTINATION),
+                               error=f"attempt not placed: {attempt.fail_cause}")
+            return True
         kwargs: dict[str, Any] = {
             "from_user": spec.from_,
             "caller_name": spec.caller_name,
@@ -276,7 +283,7 @@ class CallManager:
         if attempt.gateway is not None:
             kwargs["gateway"] = attempt.gateway
         try:
-            leg = await self.dialer.dial(call.to, **kwargs)
+            leg = await self.dialer.dial(attempt.target or call.to, **kwargs)
         except (ValueError, LookupError) as exc:
             if not last:
                 log.info("call %s: attempt via %s refused (%s); next attempt", call.call_uuid, attempt.gateway, exc)

@@ -128,10 +128,16 @@ class CallbackEvent(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class DialAttempt:
     """One INVITE of a call: through ``gateway`` (a configured trunk by name; None: the user
-    agent's routing), ringing at most ``ring_timeout`` seconds (None: the spec's)."""
+    agent's routing), ringing at most ``ring_timeout`` seconds (None: the spec's).
+
+    ``target`` replaces the call's destination for this attempt (a SIP address the dialect
+    built). ``fail_cause`` marks an attempt the dialect already knows cannot be placed: it
+    fails at once with that cause, without an INVITE."""
 
     gateway: str | None = None
     ring_timeout: float | None = None
+    target: str | None = None
+    fail_cause: str | None = None
 
 
 _K = TypeVar("_K")

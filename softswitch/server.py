@@ -25,8 +25,12 @@ from typing import Any
 from aiohttp import web
 
 from .api.http import create_app
+from .api.legacy import LegacyDialect
+from .api.legacy.routes import http_dialect as legacy_http
 from .api.plivo import PlivoDialect
+from .api.plivo.routes import http_dialect as plivo_http
 from .call import AccountLimits, CallManager
+from .dialect import Dialect
 
 log = logging.getLogger("softswitch.server")
 
@@ -139,7 +143,7 @@ class Server:
         from .webhooks import WebhookOutbox
 
         cfg = self.config
-        dialects = [PlivoDialect()]
+        dialects: list[Dialect] = [PlivoDialect(), LegacyDialect()]
         # Before the outbox resumes: each stored delivery names its scheme.
         for dialect in dialects:
             for name, signer in dialect.signers.items():
@@ -192,6 +196,7 @@ class Server:
         app = create_app(
             self.manager, self.store, bulk_max=cfg.limits.bulk_max,
             digits_tone_ms=cfg.send_digits_default_tone_ms,
+            dialects=[plivo_http(), legacy_http()],
         )
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self.runner.setup()

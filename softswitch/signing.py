@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 __all__ = [
@@ -126,7 +126,7 @@ def hmac_sha1_url_params(url: str, params: Params, auth_token: str) -> str:
     return hmac_b64(auth_token, s, hashlib.sha1)
 
 
-def url_params_signer(header: str) -> Callable[[str, str, Params, str], dict[str, str]]:
+def url_params_signer(header: str) -> Signer:
     """A :class:`Signer` putting :func:`hmac_sha1_url_params` in ``header``."""
 
     def sign(method: str, url: str, params: Params, auth_token: str) -> dict[str, str]:

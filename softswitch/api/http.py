@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -43,6 +44,7 @@ __all__ = [
     "STORE_KEY",
     "authenticate_basic",
     "create_app",
+    "is_http_url",
     "json_response",
     "openapi_document",
     "read_body",
@@ -160,6 +162,19 @@ def authenticate_basic(request: web.Request) -> AccountLimits:
     if account is None or not hmac.compare_digest(account.auth_token.encode(), token.encode()):
         raise HttpError(401, "authentication failed: wrong auth id or auth token")
     return account
+
+
+def is_http_url(value: str) -> bool:
+    """An absolute http(s) URL with a host: what a callback can reach (shared by the dialects)."""
+    try:
+        parts = urlsplit(value)
+        port = parts.port  # raises ValueError for a bad port
+    except ValueError:
+        return False
+    del port
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return False
+    return not any(ch.isspace() or ord(ch) < 0x20 for ch in value) and len(value) <= 2048
 
 
 async def read_body(request: web.Request) -> dict[str, Any]:

@@ -179,6 +179,31 @@ async def test_failover_tries_the_next_attempt_until_one_rings() -> None:
     await m.shutdown("hangup", 0.1)
 
 
+async def test_attempts_with_their_own_target_and_attempts_that_fail_at_once() -> None:
+    from dataclasses import replace
+
+    from softswitch.model import DialAttempt
+
+    clock = FakeScheduler()
+    m, dialer, store, outbox = _manager(clock)
+    spec = replace(_spec(), attempts=(DialAttempt(fail_cause="CHAN_NOT_IMPLEMENTED"),
+                                      DialAttempt(target="sip:bob@127.0.0.1:5099", ring_timeout=7)))
+    await m.admit(ACCOUNT, spec)
+    await _settle()
+    assert [(t, kw["ring_timeout"]) for t, kw in dialer.dialed] == [("sip:bob@127.0.0.1:5099", 7)]
+    await m.shutdown("hangup", 0.1)
+
+    m, dialer, store, outbox = _manager(FakeScheduler())
+    spec = replace(_spec(), attempts=(DialAttempt(fail_cause="A"), DialAttempt(fail_cause="B")))
+    result = await m.admit(ACCOUNT, spec)
+    await _settle()
+    assert dialer.dialed == []  # no INVITE at all
+    row = store.rows[result.call_uuids[0]]
+    assert row["extra"]["hangup_cause"] == "B" and row["hangup_source"] == "Error"
+    assert [e for e, _, _ in outbox.posts] == ["hangup"]  # exactly one, for the last attempt
+    await m.shutdown("hangup", 0.1)
+
+
 async def test_scheduled_hangup_fires_on_the_fake_clock_and_can_be_cancelled() -> None:
     clock = FakeScheduler()
     m, dialer, store, outbox = _manager(clock)

@@ -8,7 +8,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from media.amd import AmdParamError, AmdParams
 from media.dtmf import DtmfStep, parse_send_digits
@@ -23,7 +22,7 @@ from ...model import (
     Timers,
     Webhook,
 )
-from ..http import HttpError
+from ..http import HttpError, is_http_url
 from .amd import PLIVO_PARAMETERS, amd_params_from_plivo
 
 
@@ -246,19 +245,6 @@ def _method(data: Mapping[str, Any], name: str) -> str:
     if upper not in HTTP_METHODS:
         raise ApiError(400, f"{name} must be GET or POST")
     return upper
-
-
-def is_http_url(value: str) -> bool:
-    """An absolute http(s) URL with a host: what Plivo can call back."""
-    try:
-        parts = urlsplit(value)
-        port = parts.port  # raises ValueError for a bad port
-    except ValueError:
-        return False
-    del port
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        return False
-    return not any(ch.isspace() or ord(ch) < 0x20 for ch in value) and len(value) <= 2048
 
 
 def _url(data: Mapping[str, Any], name: str, required: bool = False) -> str | None:

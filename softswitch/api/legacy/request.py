@@ -1,0 +1,282 @@
+"""``POST /v0.1/Call/`` parsed once into a :class:`~softswitch.model.CallSpec`.
+
+The framework's form parameters (seed 003; DIALECTS.md §1.3), validated in its order with
+its exact messages, and its FreeSWITCH dial-string fragments read without FreeSWITCH:
+
+* ``Gateways`` (with ``GatewayRetries``/``GatewayTimeouts``/``GatewayCodecs``) become the
+  ordered :class:`~softswitch.model.DialAttempt` list (:func:`gateway_attempt` says what one
+  gateway string dials, DIALECTS.md §1.5);
+* ``ExtraDialString``: ``sip_h_<Name>=<v>`` is an INVITE header,
+  ``origination_caller_id_name/number`` replace the caller id, ``originate_timeout`` the
+  default attempt timeout; other variables are kept on the record.
+
+No I/O here: whether a configured trunk exists is asked through ``has_gateway``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from media.dtmf import parse_send_digits
+from sip import causes
+
+from ...model import CallbackEvent, CallSpec, DialAttempt, DigitPlan, Timers, Webhook
+from ..http import is_http_url
+from .codes import CHAN_NOT_IMPLEMENTED, INVALID_GATEWAY, USER_NOT_REGISTERED
+
+__all__ = [
+    "GATEWAY_RETRIES_DEFAULT",
+    "GATEWAY_TIMEOUT_DEFAULT",
+    "LegacyError",
+    "gateway_attempt",
+    "parse_bulk_call",
+    "parse_call",
+    "parse_extra_dial_string",
+    "split_outside_quotes",
+]
+
+#: Attempts per gateway without a ``GatewayRetries`` item (the framework's default).
+GATEWAY_RETRIES_DEFAULT = 1
+#: Seconds an attempt may ring without a ``GatewayTimeouts`` item (``timeout = 60``).
+GATEWAY_TIMEOUT_DEFAULT = 60.0
+
+_SIP_GATEWAY_RE = re.compile(r"^sips?:([^/@]+)/$", re.IGNORECASE)
+_SOFIA_TRUNK_RE = re.compile(r"^sofia/gateway/([^/]+)/$")
+_SOFIA_PROFILE_RE = re.compile(r"^sofia/[^/]+/$")
+_HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9!%*_+`'~.-]+$")
+
+
+class LegacyError(Exception):
+    """A request the framework answers ``{"Success": false, "Message": message}``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def split_outside_quotes(value: str, sep: str = ",") -> list[str]:
+    """Split on ``sep`` outside single or double quotes; quotes around an item are removed
+    (``'PCMA,PCMU',PCMU`` → ``["PCMA,PCMU", "PCMU"]``)."""
+    items: list[str] = []
+    buf: list[str] = []
+    quote: str | None = None
+    for ch in value:
+        if quote is not None:
+            if ch == quote:
+                quote = None
+            else:
+                buf.append(ch)
+        elif ch in ("'", '"'):
+            quote = ch
+        elif ch == sep:
+            items.append("".join(buf).strip())
+            buf = []
+        else:
+            buf.append(ch)
+    items.append("".join(buf).strip())
+    return items
+
+
+def _int_items(value: str | None) -> list[int | None]:
+    """A comma list of integers; an item that is not one is None (its default applies)."""
+    if not value:
+        return []
+    out: list[int | None] = []
+    for item in value.split(","):
+        try:
+            out.append(int(item.strip()))
+        except ValueError:
+            out.append(None)
+    return out
+
+
+def parse_extra_dial_string(value: str | None) -> dict[str, str]:
+    """``k=v,k2='a,b'`` → ``{"k": "v", "k2": "a,b"}``; items without ``=`` are dropped."""
+    out: dict[str, str] = {}
+    for item in split_outside_quotes(value or ""):
+        key, sep, val = item.partition("=")
+        if sep and key.strip():
+            out[key.strip()] = val.strip()
+    return out
+
+
+def gateway_attempt(
+    gateway: str, to: str, timeout: float, has_gateway: Callable[[str], bool]
+) -> DialAttempt:
+    """What one gateway string dials (DIALECTS.md §1.5), ringing at most ``timeout`` s."""
+    m = _SOFIA_TRUNK_RE.match(gateway)
+    if m:
+        name = m.group(1)
+        if not has_gateway(name):
+            return DialAttempt(ring_timeout=timeout, fail_cause=INVALID_GATEWAY)
+        return DialAttempt(gateway=name, ring_timeout=timeout)
+    m = _SIP_GATEWAY_RE.match(gateway)
+    if m:  # softswitch's own form: sip:host[:port][;params]/
+        host, _, uri_params = m.group(1).partition(";")
+        scheme = gateway.split(":", 1)[0].lower()
+        target = f"{scheme}:{to}@{host}" + (f";{uri_params}" if uri_params else "")
+        return DialAttempt(ring_timeout=timeout, target=target)
+    if _SOFIA_PROFILE_RE.match(gateway):  # the SIP address in To, dialled directly
+        if "@" not in to:
+            return DialAttempt(ring_timeout=timeout, fail_cause=causes.INVALID_NUMBER_FORMAT)
+        target = to if to.lower().startswith(("sip:", "sips:")) else f"sip:{to}"
+        return DialAttempt(ring_timeout=timeout, target=target)
+    if gateway == "user/":  # no registrar: nobody is registered
+        return DialAttempt(ring_timeout=timeout, fail_cause=USER_NOT_REGISTERED)
+    return DialAttempt(ring_timeout=timeout, fail_cause=CHAN_NOT_IMPLEMENTED)
+
+
+def _text(data: Mapping[str, Any], name: str) -> str:
+    value = data.get(name)
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _optional_int(data: Mapping[str, Any], name: str) -> int | None:
+    try:
+        return int(_text(data, name))
+    except ValueError:
+        return None  # the framework ignores a value that is not an integer
+
+
+def _check_call(data: Mapping[str, Any], *, extra_mandatory: tuple[str, ...] = ()) -> None:
+    """The framework's first checks, in its order (the first failure wins)."""
+    if not all(_text(data, name) for name in ("From", "To", "Gateways", "AnswerUrl", *extra_mandatory)):
+        raise LegacyError("Mandatory Parameters Missing")
+    if not is_http_url(_text(data, "AnswerUrl")):
+        raise LegacyError("AnswerUrl is not Valid")
+    for name in ("HangupUrl", "RingUrl"):
+        value = _text(data, name)
+        if value and not is_http_url(value):
+            raise LegacyError(f"{name} is not Valid")
+
+
+#: ``BulkCall`` parameters split by ``Delimiter``: one item per call, or one for all.
+BULK_SPLIT = ("To", "Gateways", "GatewayCodecs", "GatewayTimeouts", "GatewayRetries", "SendDigits",
+              "TimeLimit", "HangupOnRing", "CallerName", "ExtraDialString")
+
+
+def parse_bulk_call(
+    data: Mapping[str, Any],
+    *,
+    dialect: str,
+    has_gateway: Callable[[str], bool],
+    digits_tone_ms: int | None = None,
+) -> list[CallSpec]:
+    """``BulkCall``: ``To``, ``Gateways`` and the per-call values split by ``Delimiter``
+    (neither ``,`` nor ``/``); a split value with one item applies to every call."""
+    delimiter = data.get("Delimiter") if isinstance(data.get("Delimiter"), str) else ""
+    if delimiter in (",", "/"):
+        raise LegacyError("This Delimiter is not allowed")
+    _check_call(data, extra_mandatory=("Delimiter",))
+    assert isinstance(delimiter, str)
+    to_list = _text(data, "To").split(delimiter)
+    if len(to_list) < 2:
+        raise LegacyError("BulkCalls should be used for at least 2 numbers")
+    if len(_text(data, "Gateways").split(delimiter)) != len(to_list):
+        raise LegacyError("'To' parameter length does not match 'Gateways' Length")
+    specs = []
+    for i in range(len(to_list)):
+        one = dict(data)
+        for name in BULK_SPLIT:
+            items = _text(data, name).split(delimiter)
+            one[name] = items[i] if len(items) == len(to_list) else items[0]
+        specs.append(parse_call(one, dialect=dialect, has_gateway=has_gateway, digits_tone_ms=digits_tone_ms))
+    return specs
+
+
+def parse_call(
+    data: Mapping[str, Any],
+    *,
+    dialect: str,
+    has_gateway: Callable[[str], bool],
+    digits_tone_ms: int | None = None,
+) -> CallSpec:
+    """Validate a ``Call`` form in the framework's order (the first failure wins, its exact
+    message in :class:`LegacyError`) and build the spec."""
+    _check_call(data)
+    frm, to_raw, gateways_raw, answer_url = (
+        _text(data, "From"), _text(data, "To"), _text(data, "Gateways"), _text(data, "AnswerUrl"),
+    )
+    ring_url = _text(data, "RingUrl")
+    hangup_url = _text(data, "HangupUrl") or answer_url  # the framework's default
+
+    to = re.split(r"[,|]", to_raw)[0].strip()  # "to avoid call injection"
+    if not to:
+        raise LegacyError("Mandatory Parameters Missing")
+    extra = parse_extra_dial_string(_text(data, "ExtraDialString"))
+    caller_name = _text(data, "CallerName") or None
+    if extra.get("origination_caller_id_name"):
+        caller_name = extra["origination_caller_id_name"]
+    from_ = extra.get("origination_caller_id_number") or frm
+    default_timeout = GATEWAY_TIMEOUT_DEFAULT
+    try:
+        if extra.get("originate_timeout"):
+            default_timeout = float(int(extra["originate_timeout"]))
+    except ValueError:
+        pass
+    headers: dict[str, str] = {}
+    for key, value in extra.items():
+        if key.startswith("sip_h_") and _HEADER_NAME_RE.match(key[6:]) and "\r" not in value and "\n" not in value:
+            headers[key[6:]] = value
+
+    gateways = [g.strip() for g in gateways_raw.split(",") if g.strip()]
+    retries = _int_items(_text(data, "GatewayRetries"))
+    timeouts = _int_items(_text(data, "GatewayTimeouts"))
+    codecs = split_outside_quotes(_text(data, "GatewayCodecs")) if _text(data, "GatewayCodecs") else []
+    attempts: list[DialAttempt] = []
+    for i, gw in enumerate(gateways):
+        n = retries[i] if i < len(retries) and retries[i] is not None else GATEWAY_RETRIES_DEFAULT
+        t = timeouts[i] if i < len(timeouts) and timeouts[i] is not None else None
+        timeout = float(t) if t is not None and t > 0 else default_timeout
+        attempts.extend(gateway_attempt(gw, to, timeout, has_gateway) for _ in range(max(0, n or 0)))
+    if not attempts:  # every gateway had 0 retries: one attempt that fails at once
+        attempts.append(DialAttempt(fail_cause=CHAN_NOT_IMPLEMENTED))
+
+    digits: DigitPlan | None = None
+    send_digits = _text(data, "SendDigits")
+    if send_digits:
+        try:
+            steps = (parse_send_digits(send_digits) if digits_tone_ms is None
+                     else parse_send_digits(send_digits, default_tone_ms=digits_tone_ms))
+        except ValueError:
+            raise LegacyError("SendDigits is not Valid") from None
+        digits = DigitPlan(send_digits, tuple(steps), on_preanswer=_text(data, "SendOnPreanswer") == "true")
+
+    time_limit = _optional_int(data, "TimeLimit")
+    hangup_on_ring = _optional_int(data, "HangupOnRing")
+    timers = Timers(
+        ring_timeout=attempts[0].ring_timeout or default_timeout,
+        time_limit=float(time_limit) if time_limit is not None and time_limit > 0 else None,
+        hangup_on_ring=float(hangup_on_ring) if hangup_on_ring is not None and hangup_on_ring >= 0 else None,
+        hangup_on_ring_cause=causes.ORIGINATOR_CANCEL,
+    )
+    notify: dict[CallbackEvent, Webhook] = {CallbackEvent.HANGUP: Webhook(hangup_url)}
+    if ring_url:
+        notify[CallbackEvent.RING] = Webhook(ring_url)
+    account_sid = _text(data, "AccountSID") or None
+    record = {
+        "from": frm,
+        "to": to_raw,
+        "gateways": gateways,
+        "gateway_codecs": codecs,
+        "answer_url": answer_url,
+        "hangup_url": hangup_url,
+        "ring_url": ring_url or None,
+        "account_sid": account_sid,
+        "extra_dial_string": {k: v for k, v in extra.items() if not k.startswith("sip_h_")},
+    }
+    return CallSpec(
+        destinations=(to,),
+        from_=from_,
+        answer=Webhook(answer_url),
+        timers=timers,
+        caller_name=caller_name,
+        sip_headers=headers,
+        attempts=tuple(attempts),
+        digits=digits,
+        notify=notify,
+        dialect=dialect,
+        record_params=record,
+    )

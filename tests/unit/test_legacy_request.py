@@ -1,0 +1,120 @@
+"""``POST /v0.1/Call/`` → CallSpec: the framework's list syntaxes and gateway strings."""
+
+from __future__ import annotations
+
+import pytest
+
+from sip import causes
+from softswitch.api.legacy import (
+    LegacyError,
+    gateway_attempt,
+    parse_call,
+    parse_extra_dial_string,
+    split_outside_quotes,
+)
+from softswitch.model import CallbackEvent, DialAttempt
+
+BASE = {"From": "+1555", "To": "1000", "Gateways": "sofia/gateway/gw/", "AnswerUrl": "http://h/a"}
+
+
+def parse(**over: str) -> object:
+    return parse_call({**BASE, **over}, dialect="legacy", has_gateway=lambda name: name == "gw")
+
+
+def test_split_outside_quotes() -> None:
+    assert split_outside_quotes("'PCMA,PCMU',PCMU") == ["PCMA,PCMU", "PCMU"]
+    assert split_outside_quotes("PCMA,PCMU") == ["PCMA", "PCMU"]
+    assert split_outside_quotes('"a,b",\'c\'') == ["a,b", "c"]
+    assert parse_extra_dial_string("sip_h_X-A=1,x='a,b',junk") == {"sip_h_X-A": "1", "x": "a,b"}
+
+
+@pytest.mark.parametrize(
+    ("gateway", "to", "expected"),
+    [
+        ("sofia/gateway/gw/", "1000", DialAttempt(gateway="gw", ring_timeout=5)),
+        ("sofia/gateway/other/", "1000", DialAttempt(ring_timeout=5, fail_cause="INVALID_GATEWAY")),
+        ("sip:127.0.0.1:5070/", "bob", DialAttempt(ring_timeout=5, target="sip:bob@127.0.0.1:5070")),
+        ("sip:h;transport=tcp/", "bob", DialAttempt(ring_timeout=5, target="sip:bob@h;transport=tcp")),
+        ("sofia/internal/", "bob@h:5080", DialAttempt(ring_timeout=5, target="sip:bob@h:5080")),
+        ("sofia/internal/", "1000", DialAttempt(ring_timeout=5, fail_cause=causes.INVALID_NUMBER_FORMAT)),
+        ("user/", "bob", DialAttempt(ring_timeout=5, fail_cause="USER_NOT_REGISTERED")),
+        ("bogus/", "bob", DialAttempt(ring_timeout=5, fail_cause="CHAN_NOT_IMPLEMENTED")),
+    ],
+)
+def test_gateway_strings(gateway: str, to: str, expected: DialAttempt) -> None:
+    assert gateway_attempt(gateway, to, 5, lambda name: name == "gw") == expected
+
+
+def test_messages_in_the_framework_order() -> None:
+    for name in ("From", "To", "Gateways", "AnswerUrl"):
+        with pytest.raises(LegacyError, match="^Mandatory Parameters Missing$"):
+            parse(**{name: ""})
+    with pytest.raises(LegacyError, match="^AnswerUrl is not Valid$"):
+        parse(AnswerUrl="x", HangupUrl="y")
+    with pytest.raises(LegacyError, match="^HangupUrl is not Valid$"):
+        parse(HangupUrl="y", RingUrl="z")
+    with pytest.raises(LegacyError, match="^RingUrl is not Valid$"):
+        parse(RingUrl="z")
+
+
+def test_spec() -> None:
+    spec = parse(
+        To="1000,2000|3000", Gateways="bogus/,sofia/gateway/gw/", GatewayRetries="2,x", GatewayTimeouts="7",
+        ExtraDialString="sip_h_X-Foo=bar,origination_caller_id_name='Bob, Jr',originate_timeout=9,other=1",
+        TimeLimit="-1", HangupOnRing="0", SendDigits="12w3", SendOnPreanswer="true", AccountSID="AC1",
+        GatewayCodecs="'PCMA,PCMU',PCMU",
+    )
+    assert spec.destinations == ("1000",)
+    assert spec.attempts == (
+        DialAttempt(ring_timeout=7, fail_cause="CHAN_NOT_IMPLEMENTED"),
+        DialAttempt(ring_timeout=7, fail_cause="CHAN_NOT_IMPLEMENTED"),
+        DialAttempt(gateway="gw", ring_timeout=9),  # not an int item: default 1 try, originate_timeout
+    )
+    assert dict(spec.sip_headers) == {"X-Foo": "bar"}
+    assert spec.caller_name == "Bob, Jr" and spec.from_ == "+1555"
+    assert spec.timers.time_limit is None and spec.timers.hangup_on_ring == 0
+    assert spec.timers.hangup_on_ring_cause == causes.ORIGINATOR_CANCEL
+    assert spec.digits is not None and spec.digits.on_preanswer
+    assert spec.notify[CallbackEvent.HANGUP].url == "http://h/a"  # HangupUrl defaults to AnswerUrl
+    assert CallbackEvent.RING not in spec.notify
+    assert spec.record_params["gateway_codecs"] == ["PCMA,PCMU", "PCMU"]
+    assert spec.record_params["account_sid"] == "AC1"
+    assert spec.record_params["extra_dial_string"]["other"] == "1"
+
+
+def test_zero_retries_skip_a_gateway() -> None:
+    spec = parse(Gateways="sofia/gateway/gw/,bogus/", GatewayRetries="0,1")
+    assert [a.fail_cause for a in spec.attempts] == ["CHAN_NOT_IMPLEMENTED"]
+
+
+def test_bulk_call() -> None:
+    from softswitch.api.legacy.request import parse_bulk_call
+
+    def bulk(**over: str) -> list:
+        return parse_bulk_call({**BASE, "Delimiter": "<", **over}, dialect="legacy", has_gateway=lambda n: True)
+
+    with pytest.raises(LegacyError, match="^This Delimiter is not allowed$"):
+        bulk(Delimiter=",")
+    with pytest.raises(LegacyError, match="^Mandatory Parameters Missing$"):
+        bulk(Delimiter="")
+    with pytest.raises(LegacyError, match="^BulkCalls should be used for at least 2 numbers$"):
+        bulk()
+    with pytest.raises(LegacyError, match="^'To' parameter length does not match 'Gateways' Length$"):
+        bulk(To="1<2")
+    specs = bulk(To="1<2", Gateways="sofia/gateway/a/<sofia/gateway/b/", TimeLimit="5", CallerName="x<y")
+    assert [s.destinations for s in specs] == [("1",), ("2",)]
+    assert [s.attempts[0].gateway for s in specs] == ["a", "b"]
+    assert [s.timers.time_limit for s in specs] == [5, 5] and [s.caller_name for s in specs] == ["x", "y"]
+
+
+def test_interrupted_hangup_from_the_record() -> None:
+    from softswitch.api.legacy import LegacyDialect
+
+    record = {"call_uuid": "c", "request_uuid": "r", "to_number": "+44", "from_number": "+1",
+              "params": {"hangup_url": "http://h/x?k=v", "from": "+1555", "account_sid": "AC"}}
+    fields, url, method, params = LegacyDialect().interrupted_hangup(record)  # type: ignore[misc]
+    assert (url, method) == ("http://h/x?k=v", "POST")
+    assert params["From"] == "1555" and params["To"] == "44" and params["k"] == "v" and params["AccountSID"] == "AC"
+    assert params["HangupCause"] == "SYSTEM_SHUTDOWN" and params["CallStatus"] == "completed"
+    assert fields["hangup_cause_name"] == "SYSTEM_SHUTDOWN"
+    assert LegacyDialect().interrupted_hangup({"params": {}}) is None
