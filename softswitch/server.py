@@ -24,8 +24,10 @@ from typing import Any
 
 from aiohttp import web
 
+from .api import callapi
 from .api.http import create_app
 from .api.plivo import PlivoDialect
+from .api.plivo.routes import http_dialect as plivo_http
 from .call import AccountLimits, CallManager
 
 log = logging.getLogger("softswitch.server")
@@ -139,7 +141,7 @@ class Server:
         from .webhooks import WebhookOutbox
 
         cfg = self.config
-        dialects = [PlivoDialect()]
+        dialects = [PlivoDialect(), callapi.CallApiDialect()]
         # Before the outbox resumes: each stored delivery names its scheme.
         for dialect in dialects:
             for name, signer in dialect.signers.items():
@@ -192,6 +194,7 @@ class Server:
         app = create_app(
             self.manager, self.store, bulk_max=cfg.limits.bulk_max,
             digits_tone_ms=cfg.send_digits_default_tone_ms,
+            dialects=[plivo_http(), callapi.http_dialect()],
         )
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self.runner.setup()

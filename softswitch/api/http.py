@@ -88,8 +88,9 @@ class HttpDialect:
     """The HTTP side of one dialect."""
 
     name: str
-    #: Paths starting with this are the dialect's (its error shape applies to them).
-    prefix: str
+    #: Paths starting with this (or with any of these) are the dialect's (its error shape
+    #: applies to them).
+    prefix: str | tuple[str, ...]
     #: ``(path, method, handler)``; a path ending in "/" is also routed without it.
     routes: Sequence[tuple[str, str, Handler]]
     #: ``(status, message, request_id) -> response``.
@@ -162,9 +163,10 @@ def authenticate_basic(request: web.Request) -> AccountLimits:
     return account
 
 
-async def read_body(request: web.Request) -> dict[str, Any]:
+async def read_body(request: web.Request, *, repeated: bool = False) -> dict[str, Any]:
     """JSON or form body. A JSON object is accepted whatever the Content-Type says
-    (``curl -d '{...}'`` sends it as a form), as Plivo does."""
+    (``curl -d '{...}'`` sends it as a form), as Plivo does. With ``repeated``, a form key
+    given more than once maps to the list of its values (else the last one wins)."""
     raw = await request.read()
     text = raw.decode("utf-8", "replace").strip()
     ctype = request.content_type
@@ -180,7 +182,13 @@ async def read_body(request: web.Request) -> dict[str, Any]:
         return data
     if ctype in ("application/x-www-form-urlencoded", "multipart/form-data", ""):
         form = await request.post()
-        return {k: v for k, v in form.items() if isinstance(v, str)}
+        out: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str)}
+        if repeated:
+            for key in out:
+                values = [v for v in form.getall(key) if isinstance(v, str)]
+                if len(values) > 1:
+                    out[key] = values
+        return out
     raise HttpError(400, f"unsupported Content-Type {ctype!r}: send JSON or a form")
 
 
