@@ -29,6 +29,7 @@ from .api.http import create_app
 from .api.plivo import PlivoDialect
 from .api.plivo.routes import http_dialect as plivo_http
 from .call import AccountLimits, CallManager
+from .dialect import Dialect
 
 log = logging.getLogger("softswitch.server")
 
@@ -141,7 +142,7 @@ class Server:
         from .webhooks import WebhookOutbox
 
         cfg = self.config
-        dialects = [PlivoDialect(), callapi.CallApiDialect()]
+        dialects: list[Dialect] = [PlivoDialect(), callapi.CallApiDialect()]
         # Before the outbox resumes: each stored delivery names its scheme.
         for dialect in dialects:
             for name, signer in dialect.signers.items():
