@@ -216,3 +216,51 @@ async def test_redirect_interrupts_a_running_pause(sipp, server, web) -> None:
         await sdk(tw.calls(call.sid).update, url=web.url("/next"))
     assert exc.value.status == 400
     await sipp_done(peer)
+
+
+async def test_unsupported_verb_goes_to_fallback_url(sipp, server, web) -> None:
+    peer = sipp("uas_answer.xml")
+    web.xml("/answer", "<Response><Enqueue>support</Enqueue></Response>")
+    web.xml("/fallback", "<Response><Hangup/></Response>")
+    tw = client(server.base_url)
+    call = await sdk(tw.calls.create, to=peer.uri, from_="+15551230000", url=web.url("/answer"),
+                     fallback_url=web.url("/fallback"), fallback_method="GET")
+    (fb,) = await web.wait_for(path="/fallback")
+    assert fb.method == "GET" and fb.params["CallSid"] == call.sid and twilio_signed(fb)
+    rec = await wait_status(server, call.sid, {"completed"})
+    assert rec["call_status"] == "completed"
+    await sipp_done(peer)
+
+
+async def test_dial_bridges_to_a_sip_callee_and_reports_dial_call_status(sipp, server, web) -> None:
+    a_side, b_side = sipp("uas_answer.xml"), sipp("uas_callee_bye.xml")
+    web.xml("/answer", f'<Response><Dial action="{web.url("/dialed")}" timeout="10">'
+                       f"<Sip>{b_side.uri}</Sip></Dial></Response>")
+    web.xml("/dialed", "<Response><Hangup/></Response>")
+    tw = client(server.base_url)
+    call = await sdk(tw.calls.create, to=a_side.uri, from_="+15551230000", url=web.url("/answer"))
+    (dialed,) = await web.wait_for(path="/dialed", timeout=15)
+    assert dialed.params["DialCallStatus"] == "completed" and dialed.params["CallSid"] == call.sid
+    assert twilio_signed(dialed)
+    await wait_status(server, call.sid, {"completed"})
+    await sipp_done(a_side, b_side)
+
+
+async def test_record_stops_on_a_sipp_digit_and_serves_the_file(sipp, server, web) -> None:
+    import aiohttp
+
+    peer = sipp("uas_xml_digits.xml", rtp_echo=False)
+    web.xml("/answer", f'<Response><Record action="{web.url("/recorded")}" maxLength="20" '
+                       'playBeep="false" finishOnKey="#"/></Response>')
+    web.xml("/recorded", "<Response><Hangup/></Response>")
+    tw = client(server.base_url)
+    call = await sdk(tw.calls.create, to=peer.uri, from_="+15551230000", url=web.url("/answer"))
+    (got,) = await web.wait_for(path="/recorded", timeout=15)
+    assert got.params["Digits"] == "#" and got.params["CallSid"] == call.sid
+    url = got.params["RecordingUrl"]
+    assert url.startswith(f"{server.base_url}/2010-04-01/Accounts/{AUTH_ID}/Recordings/files/")
+    assert 1 <= int(got.params["RecordingDuration"]) <= 5
+    await wait_status(server, call.sid, {"completed"})
+    async with aiohttp.ClientSession() as s, s.get(url) as r:
+        assert r.status == 200 and (await r.read())[:4] == b"RIFF"
+    await sipp_done(peer)

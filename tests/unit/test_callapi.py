@@ -220,3 +220,46 @@ def test_resource_json() -> None:
     assert body["start_time"] == "Wed, 02 Dec 2026 05:20:05 +0000"
     assert body["uri"] == f"/2010-04-01/Accounts/AC1/Calls/{call_sid(uid)}.json"
     assert rfc2822(0) == "Thu, 01 Jan 1970 00:00:00 +0000"
+
+
+def test_get_callback_is_signed_as_sent() -> None:
+    """GET parameters go in the query; the signature covers the URL the HTTP client sends
+    (yarl leaves ':' and '@' unescaped in a query), so the SDK's validator accepts it."""
+    import yarl
+
+    from softswitch.signing import register_signer
+    from softswitch.webhook_http import prepare_request
+
+    for name, signer in SIGNERS.items():
+        register_signer(name, signer)
+    req = prepare_request("https://app.example.com/fb?a=1", "GET",
+                          {"To": "sip:bob@127.0.0.1:5060", "From": "+1555", "Timestamp": "Wed, 02 Dec"},
+                          auth_token="tok", signature=SIGNATURE, user_agent="t")
+    sent = str(yarl.URL(req.url))
+    assert sent == req.url
+    assert RequestValidator("tok").validate(sent, {}, req.headers["X-Twilio-Signature"])
+
+
+def test_twiml_dial_and_record() -> None:
+    from softswitch.app.verbs import Dial, Number, Record, User
+
+    dial, record = parse_document(
+        '<Response><Dial action="https://a/d" timeout="12" timeLimit="60" callerId="+1555" '
+        'hangupOnStar="true">+15550001<Number sendDigits="1w2">+15550002</Number>'
+        "<Sip>sip:bob@127.0.0.1:5070</Sip></Dial>"
+        '<Record action="https://a/r" maxLength="20" finishOnKey="#" playBeep="false" timeout="3"/>'
+        "</Response>"
+    ).verbs
+    assert isinstance(dial, Dial)
+    assert dial.numbers == (Number("+15550001"), Number("+15550002", send_digits="1w2"),
+                            User("sip:bob@127.0.0.1:5070"))
+    assert (dial.action, dial.timeout, dial.time_limit, dial.caller_id, dial.hangup_on_star) == (
+        "https://a/d", 12, 60, "+1555", True)
+    assert isinstance(record, Record)
+    assert (record.action, record.max_length, record.finish_on_key, record.play_beep, record.timeout) == (
+        "https://a/r", 20, "#", False, 3)
+    for bad in ("<Response><Dial/></Response>", "<Response><Number>1</Number></Response>",
+                "<Response><Dial><Sip username='u'>sip:a@b</Sip></Dial></Response>",
+                "<Response><Record transcribe='true'/></Response>"):
+        with pytest.raises(XmlAppError):
+            parse_document(bad)

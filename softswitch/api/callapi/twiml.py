@@ -8,8 +8,10 @@ no DTD, depth-checked) and attribute values go through :mod:`softswitch.app.attr
 Supported: ``Say`` (voice, language, loop), ``Play`` (loop, or ``digits`` to send DTMF),
 ``Pause`` (length), ``Gather`` (DTMF: ``action``, ``method``, ``timeout``, ``numDigits``,
 ``finishOnKey``, nested ``Say``/``Play``/``Pause``), ``Hangup``, ``Redirect`` (method),
-``Reject`` (reason). The rest of TwiML's verbs (``Dial``, ``Record``, ``Enqueue``,
-``Conference``...) are refused with "not supported" before the first verb runs, which sends
+``Reject`` (reason), ``Record`` (action, method, timeout, maxLength, finishOnKey, playBeep,
+recordingStatusCallback; WAV), ``Dial`` (a number as text, ``Number`` with sendDigits,
+``Sip``; action, method, timeout, timeLimit, callerId, hangupOnStar; the action gets
+``DialCallStatus``). The rest of TwiML's verbs (``Enqueue``, ``Conference``...) are refused with "not supported" before the first verb runs, which sends
 the call to its ``FallbackUrl`` (or ends it with the error on the record). Differences from
 Twilio: URLs must be absolute; a ``Gather`` without ``action`` goes on with the next verb
 instead of re-requesting the document; speech input is not supported.
@@ -31,14 +33,18 @@ from ...app.document import (
 )
 from ...app.verbs import (
     DTMF,
+    Dial,
     Document,
     GetDigits,
     Hangup,
+    Number,
     Play,
     Prompt,
+    Record,
     Redirect,
     ResultParams,
     Speak,
+    User,
     Verb,
     Wait,
 )
@@ -68,8 +74,8 @@ RESULT_PARAMS = ResultParams(
 
 #: TwiML voice verbs this softswitch does not run (refused at parse time).
 _UNSUPPORTED = {
-    "Dial", "Record", "Enqueue", "Leave", "Connect", "Start", "Stop", "Refer", "Pay",
-    "Prompt", "Sms", "Message", "Echo", "Queue", "Conference", "Number", "Sip", "Client",
+    "Enqueue", "Leave", "Connect", "Start", "Stop", "Refer", "Pay", "Prompt", "Sms", "Message",
+    "Echo", "Queue", "Conference", "Client", "Application", "Sim",
 }
 _SSML_TAGS = {"break", "emphasis", "lang", "p", "phoneme", "prosody", "s", "say-as", "sub", "w"}
 
@@ -97,6 +103,8 @@ def _refuse(tag: str, parent: str) -> None:
         raise XmlAppError(
             "is a TwiML verb this softswitch does not support", element=tag, cause=CAUSE_NOT_IMPLEMENTED
         )
+    if tag in ("Number", "Sip"):
+        raise XmlAppError("must be nested inside <Dial>", element=tag)
     if tag in _TOP_LEVEL or tag == "Response":
         raise XmlAppError(f"cannot be nested inside <{parent}>", element=tag)
     raise XmlAppError("unknown element (element names are case-sensitive)", element=tag)
@@ -259,6 +267,93 @@ def _redirect(el: ET.Element) -> Redirect:
     return Redirect(url=url, method=method)
 
 
+def _record(el: ET.Element) -> Record:
+    a = at.Attributes(el, "Record", ("recordingStatusCallbackEvent", "trim"))
+    for attr in ("transcribe",):
+        if a.get(attr, at.boolean, False):
+            raise a.error(attr, "transcription is not supported")
+    v = Record(
+        action=a.get("action", at.optional_url, None),
+        method=a.get("method", at.http_method, "POST"),
+        file_format="wav",
+        redirect=True,
+        timeout=a.get("timeout", at.integer(1, 3600), 5),
+        max_length=a.get("maxLength", at.integer(1, 14_400), 3600),
+        play_beep=a.get("playBeep", at.boolean, True),
+        finish_on_key=a.get("finishOnKey", at.key_set, "1234567890*#"),
+        record_channel_type="mono",
+        callback_url=a.get("recordingStatusCallback", at.optional_url, None),
+        callback_method=a.get("recordingStatusCallbackMethod", at.http_method, "POST"),
+    )
+    a.done()
+    at.no_children(el, "Record")
+    at.no_text(el, "Record")
+    return v
+
+
+_DIAL_NUMBER_RE = re.compile(r"\+?[0-9*#]{1,32}")
+_SIP_URI_RE = re.compile(r"sips?:[^\s<>\"',|]{1,250}", re.IGNORECASE)
+
+
+def _dial_number(raw: str, send_digits: str = "") -> Number:
+    if not _DIAL_NUMBER_RE.fullmatch(raw):
+        raise XmlAppError(f"must be a phone number such as +14155550100 (got {raw!r})", element="Number")
+    return Number(number=raw, send_digits=send_digits)
+
+
+def _caller_id(raw: str) -> str | None:
+    s = raw.strip()
+    if not s:
+        return None
+    if not re.fullmatch(r"[+0-9A-Za-z._-]{1,64}", s):
+        raise ValueError("must be a phone number or SIP user part")
+    return s
+
+
+def _dial(el: ET.Element) -> Dial:
+    a = at.Attributes(el, "Dial", ("ringTone", "answerOnBridge", "recordingStatusCallbackEvent"))
+    if a.get("record", lambda r: r.strip(), "do-not-record") not in ("do-not-record", "false", ""):
+        raise a.error("record", "recording a dialled call is not supported")
+    kwargs = dict(
+        action=a.get("action", at.optional_url, None),
+        method=a.get("method", at.http_method, "POST"),
+        timeout=a.get("timeout", at.integer(5, 600), 30),
+        time_limit=a.get("timeLimit", at.integer(1, 14_400), 14_400),
+        caller_id=a.get("callerId", _caller_id, None),
+        hangup_on_star=a.get("hangupOnStar", at.boolean, False),
+    )
+    a.done()
+    numbers: list[Number | User] = []
+    text = (el.text or "").strip()
+    if text:
+        numbers.append(_dial_number(text))
+    for child in el:
+        if (child.tail or "").strip():
+            raise XmlAppError("must not mix text and nouns", element="Dial")
+        if child.tag == "Number":
+            n = at.Attributes(child, "Number", ("statusCallback", "statusCallbackMethod",
+                                                 "statusCallbackEvent", "url", "method"))
+            digits = n.get("sendDigits", at.send_digits, "")
+            n.done()
+            numbers.append(_dial_number(at.body(child, "Number", "the number to dial"), digits))
+        elif child.tag == "Sip":
+            n = at.Attributes(child, "Sip", ("statusCallback", "statusCallbackMethod",
+                                              "statusCallbackEvent", "url", "method"))
+            for attr in ("username", "password"):
+                if n.opt(attr, lambda r: r) is not None:
+                    raise n.error(attr, "SIP credentials per dial are not supported")
+            n.done()
+            raw = at.body(child, "Sip", "a SIP URI")
+            if not _SIP_URI_RE.fullmatch(raw):
+                raise XmlAppError(f"must be a SIP URI such as sip:alice@example.com (got {raw!r})", element="Sip")
+            numbers.append(User(uri=raw))
+        else:
+            _refuse(child.tag, "Dial")
+    if not numbers:
+        raise XmlAppError("must contain a number, a <Number> or a <Sip>", element="Dial")
+    return Dial(numbers=tuple(numbers), **kwargs)  # type: ignore[arg-type]
+
+
 _PROMPTS: dict[str, Callable[[ET.Element], Prompt | DTMF]] = {
     "Say": _say,
     "Play": _play,
@@ -270,6 +365,8 @@ _TOP_LEVEL: dict[str, Callable[[ET.Element], Verb]] = {
     "Hangup": _hangup,
     "Reject": _reject,
     "Redirect": _redirect,
+    "Record": _record,
+    "Dial": _dial,
 }
 #: The verbs :func:`parse_response` accepts at the top level.
 SUPPORTED_VERBS = tuple(_TOP_LEVEL)
