@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from twilio.base.exceptions import TwilioRestException
 from twilio.request_validator import RequestValidator
@@ -18,6 +19,8 @@ from twilio.rest import Client
 
 from softswitch.server import Server
 from tests.conftest import needs_sipp
+from tests.peers import amd_clips
+from tests.peers.baresip import needs_baresip
 from tests.peers.plivo_api import (
     AUTH_ID,
     AUTH_TOKEN,
@@ -29,7 +32,7 @@ from tests.peers.plivo_api import (
 )
 from tests.peers.webhooks import Request, WebhookReceiver
 
-pytestmark = [needs_sipp, pytest.mark.peer]
+pytestmark = [pytest.mark.peer]
 
 HOLD = "<Response><Pause length=\"30\"/></Response>"
 
@@ -80,6 +83,7 @@ def events(web: WebhookReceiver, sid: str) -> list[Request]:
     return web.of("/status", where=lambda r: r.params.get("CallSid") == sid)
 
 
+@needs_sipp
 async def test_sdk_create_fetch_list_and_end_with_all_status_events(sipp, server, web) -> None:
     peer = sipp("uas_answer.xml")
     web.xml("/answer", HOLD)
@@ -121,8 +125,6 @@ async def test_sdk_create_fetch_list_and_end_with_all_status_events(sipp, server
 
 
 async def test_seed_path_form_body_errors_and_other_account(server, web) -> None:
-    import aiohttp
-
     base = f"{server.base_url}/call/2012-04-24/Accounts/{AUTH_ID}"
     auth = basic()
     async with aiohttp.ClientSession() as s:
@@ -153,6 +155,7 @@ async def test_seed_path_form_body_errors_and_other_account(server, web) -> None
     assert exc.value.status == 404
 
 
+@needs_sipp
 async def test_busy_callee(sipp, server, web) -> None:
     peer = sipp("uas_busy.xml")
     tw = client(server.base_url)
@@ -166,6 +169,7 @@ async def test_busy_callee(sipp, server, web) -> None:
     await sipp_done(peer)
 
 
+@needs_sipp
 async def test_no_answer_after_timeout_and_cancel_while_ringing(sipp, server, web) -> None:
     ringer, ringer2 = sipp("uas_ring_cancel.xml"), sipp("uas_ring_cancel.xml")
     tw = client(server.base_url)
@@ -183,6 +187,7 @@ async def test_no_answer_after_timeout_and_cancel_while_ringing(sipp, server, we
     await sipp_done(ringer, ringer2)
 
 
+@needs_sipp
 async def test_gather_receives_sipp_digits_then_redirect(sipp, server, web) -> None:
     peer = sipp("uas_xml_digits.xml", rtp_echo=False)
     web.xml("/answer", f'<Response><Gather action="{web.url("/digits")}" timeout="8" numDigits="10">'
@@ -198,6 +203,7 @@ async def test_gather_receives_sipp_digits_then_redirect(sipp, server, web) -> N
     await sipp_done(peer)
 
 
+@needs_sipp
 async def test_redirect_interrupts_a_running_pause(sipp, server, web) -> None:
     peer = sipp("uas_answer.xml")
     web.xml("/answer", HOLD)
@@ -218,6 +224,7 @@ async def test_redirect_interrupts_a_running_pause(sipp, server, web) -> None:
     await sipp_done(peer)
 
 
+@needs_sipp
 async def test_unsupported_verb_goes_to_fallback_url(sipp, server, web) -> None:
     peer = sipp("uas_answer.xml")
     web.xml("/answer", "<Response><Enqueue>support</Enqueue></Response>")
@@ -232,6 +239,7 @@ async def test_unsupported_verb_goes_to_fallback_url(sipp, server, web) -> None:
     await sipp_done(peer)
 
 
+@needs_sipp
 async def test_dial_bridges_to_a_sip_callee_and_reports_dial_call_status(sipp, server, web) -> None:
     a_side, b_side = sipp("uas_answer.xml"), sipp("uas_callee_bye.xml")
     web.xml("/answer", f'<Response><Dial action="{web.url("/dialed")}" timeout="10">'
@@ -246,9 +254,8 @@ async def test_dial_bridges_to_a_sip_callee_and_reports_dial_call_status(sipp, s
     await sipp_done(a_side, b_side)
 
 
+@needs_sipp
 async def test_record_stops_on_a_sipp_digit_and_serves_the_file(sipp, server, web) -> None:
-    import aiohttp
-
     peer = sipp("uas_xml_digits.xml", rtp_echo=False)
     web.xml("/answer", f'<Response><Record action="{web.url("/recorded")}" maxLength="20" '
                        'playBeep="false" finishOnKey="#"/></Response>')
@@ -264,3 +271,42 @@ async def test_record_stops_on_a_sipp_digit_and_serves_the_file(sipp, server, we
     async with aiohttp.ClientSession() as s, s.get(url) as r:
         assert r.status == 200 and (await r.read())[:4] == b"RIFF"
     await sipp_done(peer)
+
+
+# --- voicemail detection: baresip answers with a recorded greeting --------------------------
+
+human_clip = amd_clips.human_clip
+machine_clip = amd_clips.machine_clip
+
+
+@needs_baresip
+async def test_detect_voicemail_on_a_baresip_greeting(server, web, baresip, machine_clip) -> None:
+    web.xml("/answer", '<Response><Pause length="1"/></Response>')
+    peer = baresip(play_wav=machine_clip)
+    tw = client(server.base_url)
+    async with aiohttp.ClientSession() as s, s.post(  # the seed's path and parameter
+        f"{server.base_url}/call/2012-04-24/Accounts/{AUTH_ID}/Calls.json", headers=basic(),
+        data={"To": peer.uri, "From": "+15551230000", "Url": web.url("/answer"),
+              "DetectVoicemail": "true", "MachineDetection": "Enable",
+              "StatusCallback": web.url("/status")},
+    ) as r:
+        assert r.status == 201
+        sid = (await r.json())["sid"]
+    (fetch,) = await web.wait_for(path="/answer", timeout=20)
+    assert fetch.params["VoicemailDetector"] == "voicemail", fetch.params
+    assert fetch.params["AnsweredBy"] in ("machine_start", "machine_end_beep")
+    assert int(fetch.params["MachineDetectionDuration"]) > 0 and twilio_signed(fetch)
+    (done,) = await web.wait_for(path="/status", timeout=15)
+    assert done.params["VoicemailDetector"] == "voicemail" and done.params["CallStatus"] == "completed"
+    assert (await sdk(tw.calls(sid).fetch)).answered_by in ("machine_start", "machine_end_beep")
+
+
+@needs_baresip
+async def test_sdk_machine_detection_human(server, web, baresip, human_clip) -> None:
+    web.xml("/answer", '<Response><Pause length="1"/></Response>')
+    peer = baresip(play_wav=human_clip)
+    tw = client(server.base_url)
+    await sdk(tw.calls.create, to=peer.uri, from_="+15551230000", url=web.url("/answer"),
+              machine_detection="Enable", machine_detection_timeout=10)
+    (fetch,) = await web.wait_for(path="/answer", timeout=20)
+    assert fetch.params["AnsweredBy"] == "human" and "VoicemailDetector" not in fetch.params

@@ -263,3 +263,34 @@ def test_twiml_dial_and_record() -> None:
                 "<Response><Record transcribe='true'/></Response>"):
         with pytest.raises(XmlAppError):
             parse_document(bad)
+
+
+def test_voicemail_and_machine_detection_parameters() -> None:
+    from softswitch.api.callapi.dialect import answered_by, machine_params
+    from softswitch.model import AmdMode
+
+    spec = parse_create({**OK, "DetectVoicemail": "true", "MachineDetection": "DetectMessageEnd",
+                         "MachineDetectionTimeout": "8", "MachineDetectionSpeechThreshold": "2400"})
+    assert spec.amd is not None and spec.amd.mode is AmdMode.DETECT and spec.amd.webhook is None
+    assert spec.amd.params.total_ms == 8000 and spec.amd.params.greeting_ms == 2400
+    asyn = parse_create({**OK, "MachineDetection": "Enable", "AsyncAmd": "true",
+                         "AsyncAmdStatusCallback": "https://a/amd"})
+    assert asyn.amd is not None and asyn.amd.webhook is not None and asyn.amd.webhook.url == "https://a/amd"
+    assert parse_create(OK).amd is None
+    for bad in ({"MachineDetection": "Yes"}, {"DetectVoicemail": "maybe"},
+                {"MachineDetection": "Enable", "MachineDetectionTimeout": "99"},
+                {"MachineDetection": "Enable", "AsyncAmd": "true"}):
+        with pytest.raises(HttpError):
+            parse_create({**OK, **bad})
+
+    class R:
+        def __init__(self, machine: bool, status: str, beep: float | None = None) -> None:
+            self.machine, self.status, self.beep_hz, self.decided_at_ms = machine, status, beep, 1234
+
+    assert answered_by(R(False, "HUMAN")) == "human"
+    assert answered_by(R(True, "MACHINE")) == "machine_start"
+    assert answered_by(R(True, "MACHINE", 1000.0)) == "machine_end_beep"
+    assert answered_by(R(False, "NOTSURE")) == "unknown"
+    got = machine_params(spec.record_params, R(True, "MACHINE"))
+    assert got == {"VoicemailDetector": "voicemail", "AnsweredBy": "machine_start",
+                   "MachineDetectionDuration": "1234"}

@@ -20,7 +20,7 @@ from .twiml import parse_document
 if TYPE_CHECKING:
     from ...call import Call
 
-__all__ = ["CallApiDialect", "base_params"]
+__all__ = ["CallApiDialect", "answered_by", "base_params", "machine_params"]
 
 #: ``Call.dialect_data`` key of the next status callback's ``SequenceNumber``.
 _SEQUENCE = "sequence_number"
@@ -58,7 +58,31 @@ def base_params(call: Call, status: str) -> dict[str, str]:
         params["CallerName"] = spec.caller_name
     if call.parent_call_uuid:
         params["ParentCallSid"] = call_sid(call.parent_call_uuid)
+    if call.machine is not None:
+        params.update(machine_params(call.spec.record_params, call.machine))
     return params
+
+
+def answered_by(result: Any) -> str:
+    """Twilio's ``AnsweredBy`` of a detector decision (``media.amd.AmdResult``): a beep heard
+    makes ``machine_end_beep``; the detector's NOTSURE is ``unknown``."""
+    if result.status == "NOTSURE":
+        return "unknown"
+    if not result.machine:
+        return "human"
+    return "machine_end_beep" if result.beep_hz is not None else "machine_start"
+
+
+def machine_params(request: Mapping[str, Any], result: Any) -> dict[str, str]:
+    """What the callbacks after the decision carry: ``VoicemailDetector`` (``DetectVoicemail``,
+    the seed) and ``AnsweredBy`` + ``MachineDetectionDuration`` (``MachineDetection``)."""
+    out: dict[str, str] = {}
+    if request.get("DetectVoicemail"):
+        out["VoicemailDetector"] = "voicemail" if result.machine else "person_found"
+    if request.get("MachineDetection"):
+        out["AnsweredBy"] = answered_by(result)
+        out["MachineDetectionDuration"] = str(result.decided_at_ms)
+    return out
 
 
 class CallApiDialect:
@@ -108,7 +132,14 @@ class CallApiDialect:
         return params
 
     def machine_fields(self, call: Call, result: Any) -> dict[str, Any]:
-        return {"decision": str(getattr(result, "decision", getattr(result, "kind", result)))}
+        """Kept in the record's ``extra.machine_detection`` (the resource's ``answered_by``)."""
+        return {
+            "answered_by": answered_by(result),
+            "status": result.status,
+            "reason": result.reason,
+            "decided_at_ms": result.decided_at_ms,
+            "beep_at_ms": result.beep_at_ms,
+        }
 
     def recording_params(self, call: Call, recording: Mapping[str, Any]) -> dict[str, str]:
         return {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .request import STATUS_EVENTS, TIME_LIMIT_DEFAULT, TIMEOUT_DEFAULT, TIMEOUT_MAX
+from .request import AMD_PARAMETERS, STATUS_EVENTS, TIME_LIMIT_DEFAULT, TIMEOUT_DEFAULT, TIMEOUT_MAX
 
 __all__ = ["openapi_document"]
 
@@ -36,6 +36,15 @@ def openapi_document() -> dict[str, Any]:
                         "description": "Seconds to ring before no-answer (larger values are capped)."},
             "TimeLimit": {"type": "integer", "minimum": 1, "default": TIME_LIMIT_DEFAULT},
             "CallerName": {"type": "string", "maxLength": 50},
+            "DetectVoicemail": {"type": "boolean", "default": False,
+                                "description": "Adds VoicemailDetector (person_found|voicemail) to later callbacks."},
+            "MachineDetection": {"type": "string", "enum": ["Enable", "DetectMessageEnd"],
+                                 "description": "Adds AnsweredBy and MachineDetectionDuration."},
+            "AsyncAmd": {"type": "boolean", "default": False},
+            "AsyncAmdStatusCallback": url,
+            "AsyncAmdStatusCallbackMethod": method,
+            **{name: {"type": "integer", "minimum": lo, "maximum": hi}
+               for name, (_, lo, hi, _) in AMD_PARAMETERS.items()},
         },
     }
     update: dict[str, Any] = {

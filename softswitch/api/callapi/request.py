@@ -13,7 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ...model import CallbackEvent, CallSpec, HttpMethod, Timers, Webhook
+from media.amd import AmdParams
+
+from ...model import AmdMode, AmdSettings, CallbackEvent, CallSpec, HttpMethod, Timers, Webhook
 from ..http import HttpError
 from ..values import CALLER_ID_RE, NUMBER_RE, is_destination, is_http_url
 
@@ -112,6 +114,56 @@ def _seconds(data: Mapping[str, Any], name: str, default: int, cap: int) -> int:
     return min(value, cap)
 
 
+#: Twilio's machine-detection tuning parameters: name → (AmdParams field, min, max, scale to ms).
+AMD_PARAMETERS: dict[str, tuple[str, int, int, int]] = {
+    "MachineDetectionTimeout": ("total_ms", 3, 59, 1000),
+    "MachineDetectionSpeechThreshold": ("greeting_ms", 1000, 6000, 1),
+    "MachineDetectionSpeechEndThreshold": ("after_greeting_silence_ms", 500, 5000, 1),
+    "MachineDetectionSilenceTimeout": ("initial_silence_ms", 2000, 10000, 1),
+}
+
+
+def _bool(data: Mapping[str, Any], name: str) -> bool:
+    value = data.get(name)
+    if isinstance(value, bool):
+        return value
+    text = _text(data, name)
+    if text is None:
+        return False
+    if text.lower() not in ("true", "false"):
+        raise HttpError(400, f"{name} must be true or false, got {text[:40]!r}")
+    return text.lower() == "true"
+
+
+def _amd(data: Mapping[str, Any]) -> tuple[AmdSettings | None, dict[str, Any]]:
+    """``DetectVoicemail`` (seed) and Twilio's ``MachineDetection`` family → the detector's
+    settings, and what the record keeps of the request."""
+    voicemail = _bool(data, "DetectVoicemail")
+    mode = _text(data, "MachineDetection")
+    if mode is not None and mode not in ("Enable", "DetectMessageEnd"):
+        raise HttpError(400, f"MachineDetection must be Enable or DetectMessageEnd, got {mode[:40]!r}")
+    async_amd = _bool(data, "AsyncAmd")
+    callback = _url(data, "AsyncAmdStatusCallback")
+    callback_method = _method(data, "AsyncAmdStatusCallbackMethod")
+    kept: dict[str, Any] = {"DetectVoicemail": voicemail, "MachineDetection": mode, "AsyncAmd": async_amd,
+                            "AsyncAmdStatusCallback": callback}
+    if not voicemail and mode is None:
+        return None, kept
+    if async_amd and callback is None:
+        raise HttpError(400, "AsyncAmdStatusCallback is required with AsyncAmd=true")
+    fields: dict[str, int] = {}
+    for name, (field_name, lo, hi, scale) in AMD_PARAMETERS.items():
+        raw = _text(data, name)
+        if raw is None:
+            continue
+        if not re.fullmatch(r"[0-9]{1,6}", raw) or not lo <= int(raw) <= hi:
+            raise HttpError(400, f"{name} must be an integer between {lo} and {hi}, got {raw[:40]!r}")
+        fields[field_name] = int(raw) * scale
+        kept[name] = int(raw)
+    webhook = Webhook(callback, callback_method) if async_amd and callback else None
+    return AmdSettings(mode=AmdMode.DETECT, params=AmdParams(**fields), webhook=webhook), kept  # type: ignore[arg-type]
+
+
 def parse_create(data: Mapping[str, Any]) -> CallSpec:
     """``POST .../Calls.json`` → the call's :class:`CallSpec` (one destination)."""
     to = _text(data, "To")
@@ -144,6 +196,7 @@ def parse_create(data: Mapping[str, Any]) -> CallSpec:
     timeout = _seconds(data, "Timeout", TIMEOUT_DEFAULT, TIMEOUT_MAX)
     time_limit = _seconds(data, "TimeLimit", TIME_LIMIT_DEFAULT, TIME_LIMIT_DEFAULT * 6)
     hook = Webhook(status_url, status_method) if status_url else None
+    amd, amd_params = _amd(data)
     record_params: dict[str, Any] = {
         "To": to,
         "From": from_,
@@ -157,6 +210,7 @@ def parse_create(data: Mapping[str, Any]) -> CallSpec:
         "Timeout": timeout,
         "TimeLimit": time_limit,
         "CallerName": caller_name,
+        **amd_params,
     }
     return CallSpec(
         destinations=(to,),
@@ -164,6 +218,7 @@ def parse_create(data: Mapping[str, Any]) -> CallSpec:
         answer=Webhook(url, method),
         timers=Timers(ring_timeout=float(timeout), time_limit=float(time_limit)),
         caller_name=caller_name,
+        amd=amd,
         fallback=Webhook(fallback, fallback_method) if fallback else None,
         notify={STATUS_EVENTS[e]: hook for e in events} if hook is not None else {},
         dialect=DIALECT_NAME,
