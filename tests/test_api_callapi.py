@@ -310,3 +310,18 @@ async def test_sdk_machine_detection_human(server, web, baresip, human_clip) -> 
               machine_detection="Enable", machine_detection_timeout=10)
     (fetch,) = await web.wait_for(path="/answer", timeout=20)
     assert fetch.params["AnsweredBy"] == "human" and "VoicemailDetector" not in fetch.params
+
+
+@needs_sipp
+async def test_failed_callee(sipp, server, web) -> None:
+    peer = sipp("uas_503.xml")
+    tw = client(server.base_url)
+    call = await sdk(tw.calls.create, to=peer.uri, from_="+15551230000", url=web.url("/answer"),
+                     status_callback=web.url("/status"), status_callback_event="initiated completed")
+    await web.wait_for(lambda r: r.params.get("CallStatus") == "failed", path="/status")
+    got = events(web, call.sid)
+    assert [(r.params["CallStatus"], r.params["SequenceNumber"]) for r in got] == [
+        ("initiated", "0"), ("failed", "1")]
+    fetched = await sdk(tw.calls(call.sid).fetch)
+    assert fetched.status == "failed" and fetched.duration == 0
+    await sipp_done(peer)
