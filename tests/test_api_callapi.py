@@ -325,3 +325,19 @@ async def test_failed_callee(sipp, server, web) -> None:
     fetched = await sdk(tw.calls(call.sid).fetch)
     assert fetched.status == "failed" and fetched.duration == 0
     await sipp_done(peer)
+
+
+@needs_sipp
+async def test_inline_twiml_instead_of_url(sipp, server, web) -> None:
+    peer = sipp("uas_answer.xml")
+    tw = client(server.base_url)
+    call = await sdk(tw.calls.create, to=peer.uri, from_="+15551230000",
+                     twiml='<Response><Pause length="1"/><Hangup/></Response>',
+                     status_callback=web.url("/status"))
+    (done,) = await web.wait_for(path="/status", timeout=15)
+    assert done.params["CallSid"] == call.sid and done.params["CallStatus"] == "completed"
+    assert int(done.params["CallDuration"]) >= 1
+    with pytest.raises(TwilioRestException) as exc:
+        await sdk(tw.calls.create, to=peer.uri, from_="+15551230000", twiml="<Response><Enqueue/></Response>")
+    assert exc.value.status == 400 and "Twiml" in exc.value.msg
+    await sipp_done(peer)

@@ -17,11 +17,12 @@ def openapi_document() -> dict[str, Any]:
     method = {"type": "string", "enum": ["GET", "POST"], "default": "POST"}
     create: dict[str, Any] = {
         "type": "object",
-        "required": ["To", "From", "Url"],
+        "required": ["To", "From"],
         "properties": {
             "To": {"type": "string", "description": "Phone number or SIP URI to call."},
             "From": {"type": "string", "description": "Caller id."},
-            "Url": {**url, "description": "TwiML fetched when the call connects."},
+            "Url": {**url, "description": "TwiML fetched when the call connects (or give Twiml)."},
+            "Twiml": {"type": "string", "description": "An inline TwiML document instead of Url."},
             "Method": method,
             "FallbackUrl": {**url, "description": "Fetched when Url fails."},
             "FallbackMethod": method,

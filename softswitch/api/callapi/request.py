@@ -164,8 +164,11 @@ def _amd(data: Mapping[str, Any]) -> tuple[AmdSettings | None, dict[str, Any]]:
     return AmdSettings(mode=AmdMode.DETECT, params=AmdParams(**fields), webhook=webhook), kept  # type: ignore[arg-type]
 
 
-def parse_create(data: Mapping[str, Any]) -> CallSpec:
-    """``POST .../Calls.json`` → the call's :class:`CallSpec` (one destination)."""
+def parse_create(data: Mapping[str, Any], *, twiml_url: str | None = None) -> CallSpec:
+    """``POST .../Calls.json`` → the call's :class:`CallSpec` (one destination).
+
+    ``twiml_url``: where the server serves the request's inline ``Twiml`` (the route checks
+    the document first); used as the ``Url`` when the request gives ``Twiml`` instead."""
     to = _text(data, "To")
     if to is None:
         raise HttpError(400, "No 'To' number is specified: To is required")
@@ -176,7 +179,9 @@ def parse_create(data: Mapping[str, Any]) -> CallSpec:
         raise HttpError(400, "No 'From' number is specified: From is required")
     if not (NUMBER_RE.match(from_) or CALLER_ID_RE.match(from_)):
         raise HttpError(400, f"From is not a valid phone number or caller id: {from_[:100]!r}")
-    url = _url(data, "Url", required=True)
+    if twiml_url is not None and _text(data, "Url") is not None:
+        raise HttpError(400, "Url and Twiml cannot be given together")
+    url = twiml_url or _url(data, "Url", required=True)
     assert url is not None
     method = _method(data, "Method")
     fallback = _url(data, "FallbackUrl")
@@ -200,7 +205,8 @@ def parse_create(data: Mapping[str, Any]) -> CallSpec:
     record_params: dict[str, Any] = {
         "To": to,
         "From": from_,
-        "Url": url,
+        "Url": None if twiml_url else url,
+        "Twiml": bool(twiml_url),
         "Method": method.value,
         "FallbackUrl": fallback,
         "FallbackMethod": fallback_method.value,

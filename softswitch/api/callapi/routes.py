@@ -18,11 +18,14 @@ token; another account's SID in the path is a 404. Errors are Twilio's JSON
 from __future__ import annotations
 
 import math
+import uuid
+from collections import OrderedDict
 from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
 
+from ...app.document import XmlAppError
 from ...call import AccountLimits
 from ...model import (
     CallError,
@@ -49,6 +52,7 @@ from .filters import list_filters
 from .openapi import openapi_document
 from .request import DIALECT_NAME, parse_create, parse_update
 from .shapes import call_json
+from .twiml import parse_document
 
 __all__ = ["BASES", "DOMAIN_STATUS", "ROUTES", "error_response", "http_dialect"]
 
@@ -110,12 +114,46 @@ async def create_call(request: web.Request) -> web.Response:
     manager = request.app[MANAGER_KEY]
     if not manager.accepting:
         raise HttpError(503, "server is shutting down; not accepting calls")
-    spec = parse_create(await read_body(request, repeated=True))
+    data = await read_body(request, repeated=True)
+    spec = parse_create(data, twiml_url=_inline_twiml(request, account, data))
     result = await manager.admit(account, spec)
     rec = request.app[STORE_KEY].get_call(account.auth_id, result.call_uuids[0])
     body = call_json(rec, account_sid=account.auth_id, base=_base(request, account))
     body["status"] = "queued"
     return json_response(201, body)
+
+
+#: Inline ``Twiml`` documents by their random token (the URL is the capability), newest last;
+#: bounded: a document is fetched once, when its call is answered.
+_INLINE: OrderedDict[str, str] = OrderedDict()
+INLINE_MAX = 10_000
+
+
+def _inline_twiml(request: web.Request, account: AccountLimits, data: dict[str, Any]) -> str | None:
+    """The URL under which this server serves the request's ``Twiml`` (checked first)."""
+    doc = data.get("Twiml")
+    if doc is None or doc == "":
+        return None
+    if not isinstance(doc, str):
+        raise HttpError(400, "Twiml must be a string")
+    try:
+        parse_document(doc)
+    except XmlAppError as exc:
+        raise HttpError(400, f"Twiml is not a document this server can run: {exc}") from None
+    token = uuid.uuid4().hex
+    _INLINE[token] = doc
+    while len(_INLINE) > INLINE_MAX:
+        _INLINE.popitem(last=False)
+    public = request.app[MANAGER_KEY].public_url
+    return f"{public}/2010-04-01/Accounts/{account.auth_id}/Twiml/{token}.xml"
+
+
+async def inline_twiml(request: web.Request) -> web.Response:
+    """An inline ``Twiml`` document (no auth: the random token is the key)."""
+    doc = _INLINE.get(request.match_info["token"])
+    if doc is None or request.app[MANAGER_KEY].account(request.match_info["auth_id"]) is None:
+        raise HttpError(404, "no such document")
+    return web.Response(text=doc, content_type="application/xml")
 
 
 def _int_query(request: web.Request, name: str, default: int, lo: int, hi: int | None) -> int:
@@ -203,6 +241,8 @@ def _routes() -> tuple[tuple[str, str, Handler], ...]:
             (f"{base}/Calls/{{call_sid}}.json", "POST", update_call),
         ]
     out.append(("/2010-04-01/Accounts/{auth_id}/Recordings/files/{name}", "GET", recording_file))
+    for method in ("GET", "POST"):
+        out.append(("/2010-04-01/Accounts/{auth_id}/Twiml/{token}.xml", method, inline_twiml))
     return tuple(out)
 
 
