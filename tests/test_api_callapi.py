@@ -341,3 +341,27 @@ async def test_inline_twiml_instead_of_url(sipp, server, web) -> None:
         await sdk(tw.calls.create, to=peer.uri, from_="+15551230000", twiml="<Response><Enqueue/></Response>")
     assert exc.value.status == 400 and "Twiml" in exc.value.msg
     await sipp_done(peer)
+
+
+@needs_sipp
+async def test_queued_call_is_canceled_and_a_full_queue_is_429(sipp, tmp_path, web) -> None:
+    from softswitch.config import Limits
+
+    ringer = sipp("uas_ring_cancel.xml")
+    srv = Server(make_config(tmp_path, limits=Limits(cps=0.2, max_concurrent=100, max_queue=1, bulk_max=10)))
+    await srv.start()
+    try:
+        tw = client(srv.base_url)
+        first = await sdk(tw.calls.create, to=ringer.uri, from_="+15551230000", url=web.url("/a"))
+        second = await sdk(tw.calls.create, to=ringer.uri, from_="+15551230000", url=web.url("/a"))
+        with pytest.raises(TwilioRestException) as exc:
+            await sdk(tw.calls.create, to=ringer.uri, from_="+15551230000", url=web.url("/a"))
+        assert exc.value.status == 429
+        assert (await sdk(tw.calls(second.sid).fetch)).status == "queued"
+        assert (await sdk(tw.calls(second.sid).update, status="canceled")).status == "canceled"
+        await wait_status(srv, first.sid, {"ringing"})
+        assert (await sdk(tw.calls(first.sid).update, status="completed")).status == "canceled"
+        assert {c.status for c in await sdk(tw.calls.list)} == {"canceled"}
+        await sipp_done(ringer)
+    finally:
+        await srv.stop(mode="hangup", drain_timeout_s=1.0)

@@ -294,3 +294,19 @@ def test_voicemail_and_machine_detection_parameters() -> None:
     got = machine_params(spec.record_params, R(True, "MACHINE"))
     assert got == {"VoicemailDetector": "voicemail", "AnsweredBy": "machine_start",
                    "MachineDetectionDuration": "1234"}
+
+
+def test_a_call_a_crash_ended_still_gets_its_completed_event() -> None:
+    uid = str(uuid.uuid4())
+    rec = {"call_uuid": uid, "account_id": "AC1", "to_number": "+1555", "answer_time": None,
+           "call_status": "failed", "call_duration": 0,
+           "params": {"From": "+1666", "StatusCallback": "https://a/s", "StatusCallbackMethod": "GET",
+                      "StatusCallbackEvent": ["ringing", "completed"]}}
+    built = CallApiDialect().interrupted_hangup(rec)
+    assert built is not None
+    fields, url, method, params = built
+    assert (url, method) == ("https://a/s", "GET")
+    assert params["CallSid"] == call_sid(uid) and params["CallStatus"] == "failed"
+    assert params["CallbackSource"] == "call-progress-events" and params["CallDuration"] == "0"
+    rec["params"] = {**rec["params"], "StatusCallbackEvent": ["ringing"]}
+    assert CallApiDialect().interrupted_hangup(rec) is None
