@@ -365,3 +365,24 @@ async def test_queued_call_is_canceled_and_a_full_queue_is_429(sipp, tmp_path, w
         await sipp_done(ringer)
     finally:
         await srv.stop(mode="hangup", drain_timeout_s=1.0)
+
+
+@needs_sipp
+async def test_list_pages_through_the_sdk(sipp, server, web) -> None:
+    busy = sipp("uas_busy.xml", calls=3)
+    tw = client(server.base_url)
+    sids = []
+    for _ in range(3):
+        call = await sdk(tw.calls.create, to=busy.uri, from_="+15551230000", url=web.url("/a"))
+        sids.append(call.sid)
+        await wait_status(server, call.sid, {"busy"})
+    page = await sdk(tw.calls.page, page_size=2)
+    assert [c.sid for c in page] == sids[:0:-1]  # newest first
+    assert page.next_page_url is not None and "Page=1" in page.next_page_url
+    nxt = await sdk(page.next_page)
+    assert [c.sid for c in nxt] == sids[:1] and nxt.next_page_url is None
+    everything = await sdk(tw.calls.list, page_size=2)  # the SDK follows next_page_uri
+    assert [c.sid for c in everything] == sids[::-1]
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    assert len(await sdk(tw.calls.list, start_time_after=today, from_="+15551230000")) == 3
+    await sipp_done(busy)
