@@ -24,6 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .api import callapi
 from .api.http import create_app
 from .api.legacy import LegacyDialect
 from .api.legacy.routes import http_dialect as legacy_http
@@ -143,7 +144,7 @@ class Server:
         from .webhooks import WebhookOutbox
 
         cfg = self.config
-        dialects: list[Dialect] = [PlivoDialect(), LegacyDialect()]
+        dialects: list[Dialect] = [PlivoDialect(), LegacyDialect(), callapi.CallApiDialect()]
         # Before the outbox resumes: each stored delivery names its scheme.
         for dialect in dialects:
             for name, signer in dialect.signers.items():
@@ -196,7 +197,7 @@ class Server:
         app = create_app(
             self.manager, self.store, bulk_max=cfg.limits.bulk_max,
             digits_tone_ms=cfg.send_digits_default_tone_ms,
-            dialects=[plivo_http(), legacy_http()],
+            dialects=[plivo_http(), legacy_http(), callapi.http_dialect()],
         )
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self.runner.setup()

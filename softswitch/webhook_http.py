@@ -32,6 +32,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import aiohttp
+import yarl
 
 from .signing import ParamValue, get_signer, param_values
 
@@ -188,7 +189,9 @@ def prepare_request(
     form = str_params(params)
     headers = {"User-Agent": user_agent}
     if method == "GET":
-        target = final_url(url, method, form)
+        # Signed as it goes on the wire: the HTTP client (yarl) normalizes the query's
+        # percent-encoding (``%3A`` → ``:``), and the receiver checks what it received.
+        target = str(yarl.URL(final_url(url, method, form)))
         body = None
         signed_params: Mapping[str, ParamValue] = {}
     else:

@@ -25,7 +25,6 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -44,7 +43,6 @@ __all__ = [
     "STORE_KEY",
     "authenticate_basic",
     "create_app",
-    "is_http_url",
     "json_response",
     "openapi_document",
     "read_body",
@@ -90,8 +88,9 @@ class HttpDialect:
     """The HTTP side of one dialect."""
 
     name: str
-    #: Paths starting with this are the dialect's (its error shape applies to them).
-    prefix: str
+    #: Paths starting with this (or with any of these) are the dialect's (its error shape
+    #: applies to them).
+    prefix: str | tuple[str, ...]
     #: ``(path, method, handler)``; a path ending in "/" is also routed without it.
     routes: Sequence[tuple[str, str, Handler]]
     #: ``(status, message, request_id) -> response``.
@@ -164,22 +163,10 @@ def authenticate_basic(request: web.Request) -> AccountLimits:
     return account
 
 
-def is_http_url(value: str) -> bool:
-    """An absolute http(s) URL with a host: what a callback can reach (shared by the dialects)."""
-    try:
-        parts = urlsplit(value)
-        port = parts.port  # raises ValueError for a bad port
-    except ValueError:
-        return False
-    del port
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        return False
-    return not any(ch.isspace() or ord(ch) < 0x20 for ch in value) and len(value) <= 2048
-
-
-async def read_body(request: web.Request) -> dict[str, Any]:
+async def read_body(request: web.Request, *, repeated: bool = False) -> dict[str, Any]:
     """JSON or form body. A JSON object is accepted whatever the Content-Type says
-    (``curl -d '{...}'`` sends it as a form), as Plivo does."""
+    (``curl -d '{...}'`` sends it as a form), as Plivo does. With ``repeated``, a form key
+    given more than once maps to the list of its values (else the last one wins)."""
     raw = await request.read()
     text = raw.decode("utf-8", "replace").strip()
     ctype = request.content_type
@@ -195,7 +182,13 @@ async def read_body(request: web.Request) -> dict[str, Any]:
         return data
     if ctype in ("application/x-www-form-urlencoded", "multipart/form-data", ""):
         form = await request.post()
-        return {k: v for k, v in form.items() if isinstance(v, str)}
+        out: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str)}
+        if repeated:
+            for key in out:
+                values = [v for v in form.getall(key) if isinstance(v, str)]
+                if len(values) > 1:
+                    out[key] = values
+        return out
     raise HttpError(400, f"unsupported Content-Type {ctype!r}: send JSON or a form")
 
 

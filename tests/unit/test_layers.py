@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSITION_ROOTS = {"server", "cli"}
 
 #: Dialect names that must stay inside ``softswitch/api/``.
-DIALECT_WORDS = re.compile(r"plivo", re.IGNORECASE)
+DIALECT_WORDS = re.compile(r"plivo|twilio|twiml|callapi", re.IGNORECASE)
 
 
 def _contracts() -> dict[str, dict]:

@@ -23,7 +23,7 @@ from media.dtmf import parse_send_digits
 from sip import causes
 
 from ...model import CallbackEvent, CallSpec, DialAttempt, DigitPlan, Timers, Webhook
-from ..http import is_http_url
+from ..values import is_http_url
 from .codes import CHAN_NOT_IMPLEMENTED, INVALID_GATEWAY, USER_NOT_REGISTERED
 
 __all__ = [

@@ -25,10 +25,10 @@ from ..http import (
     Handler,
     HttpDialect,
     authenticate_basic,
-    is_http_url,
     json_response,
     recording_file,
 )
+from ..values import is_http_url
 from .dialect import NAME
 from .openapi import openapi_document
 from .request import LegacyError, parse_bulk_call, parse_call

@@ -22,7 +22,8 @@ from ...model import (
     Timers,
     Webhook,
 )
-from ..http import HttpError, is_http_url
+from ..http import HttpError
+from ..values import CALLER_ID_RE, NUMBER_RE, is_destination, is_http_url, number_key
 from .amd import PLIVO_PARAMETERS, amd_params_from_plivo
 
 
@@ -48,18 +49,9 @@ SIP_HEADERS_MAX = 20
 SIP_HEADERS_MAX_CHARS = 4096
 HTTP_METHODS = ("GET", "POST")
 
-# A phone number: country code and number, optional leading '+' (Plivo "Make a call": "from", "to").
-_NUMBER_RE = re.compile(r"^\+?[0-9]{2,20}$")
-# RFC 3261 §25.1: user = 1*( unreserved / escaped / user-unreserved ); host = hostname / IPv4 / [IPv6].
-_SIP_USER = r"[A-Za-z0-9\-_.!~*'()&=+$,;?/%]+"
-_SIP_HOST = r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9])?)"
-_SIP_URI_RE = re.compile(
-    rf"^(?:sips?:)(?:{_SIP_USER}@)?{_SIP_HOST}(?::[0-9]{{1,5}})?(?:;[A-Za-z0-9\-_.!~*'()%=]+)*$",
-    re.IGNORECASE,
-)
-_BARE_ADDR_RE = re.compile(rf"^{_SIP_USER}@{_SIP_HOST}(?::[0-9]{{1,5}})?$")
-# A caller id that is not a number: a SIP user part (softphone user names, "anonymous").
-_FROM_RE = re.compile(r"^[A-Za-z0-9+\-_.!~*'()]{1,64}$")
+# Numbers, SIP URIs and caller ids: the shared rules (softswitch.api.values).
+_NUMBER_RE = NUMBER_RE
+_FROM_RE = CALLER_ID_RE
 # "Make a call" send_digits: digits, w (0.5 s), W (1 s), and @ms for the tone length.
 _SEND_DIGITS_RE = re.compile(r"^[0-9A-Da-d*#wW]{1,256}(?:@[0-9]{1,5})?$")
 # "Make a call" sip_headers: "Valid values for SIP header keys and values are integers and
@@ -258,18 +250,7 @@ def _url(data: Mapping[str, Any], name: str, required: bool = False) -> str | No
     return value
 
 
-def is_destination(value: str) -> bool:
-    """A number (country code + number), a SIP/SIPS URI, or ``user@host``."""
-    if _NUMBER_RE.match(value):
-        return True
-    if value[:4].lower() == "sip:" or value[:5].lower() == "sips:":
-        return bool(_SIP_URI_RE.match(value))
-    return bool(_BARE_ADDR_RE.match(value))
-
-
-def _number_key(value: str) -> str:
-    """Numbers compare without the '+': 14155551212 and +14155551212 are one destination."""
-    return value.lstrip("+") if _NUMBER_RE.match(value) else value.lower()
+_number_key = number_key
 
 
 def parse_sip_headers(value: str | None) -> dict[str, str]:

@@ -1,0 +1,260 @@
+"""CallAPI routes, served under both the seed's prefix and Twilio's (so the official
+``twilio`` SDK works by pointing its base URL at the server)::
+
+    POST {base}/Calls.json              create a call (201 with the call resource)
+    GET  {base}/Calls.json              list calls: To, From, Status, StartTime[<>], ParentCallSid;
+                                        Page (0-based) and PageSize (default 50, at most 1000)
+    GET  {base}/Calls/{CallSid}.json    one call, live or ended
+    POST {base}/Calls/{CallSid}.json    Url (+Method): redirect the running document;
+                                        Status=completed: hang up (CANCEL while ringing);
+                                        Status=canceled: end a queued or ringing call
+
+with ``{base}`` = ``/call/2012-04-24/Accounts/{AccountSid}`` or
+``/2010-04-01/Accounts/{AccountSid}``. HTTP Basic with the account's id (its AccountSid) and
+token; another account's SID in the path is a 404. Errors are Twilio's JSON
+(``code``, ``message``, ``more_info``, ``status``).
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections import OrderedDict
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from ...app.document import XmlAppError
+from ...call import AccountLimits
+from ...model import (
+    CallError,
+    CallNotAnswered,
+    CallNotFound,
+    InvalidSpec,
+    MediaUnavailable,
+    QueueFull,
+    ShuttingDown,
+)
+from ..http import (
+    MANAGER_KEY,
+    STORE_KEY,
+    Handler,
+    HttpDialect,
+    HttpError,
+    authenticate_basic,
+    json_response,
+    read_body,
+    recording_file,
+)
+from .codes import call_uuid_of
+from .filters import list_filters
+from .openapi import openapi_document
+from .request import DIALECT_NAME, parse_create, parse_update
+from .shapes import call_json
+from .twiml import parse_document
+
+__all__ = ["BASES", "DOMAIN_STATUS", "ROUTES", "error_response", "http_dialect"]
+
+#: The account prefixes served: the seed's and Twilio's.
+BASES = ("/call/2012-04-24/Accounts/{auth_id}", "/2010-04-01/Accounts/{auth_id}")
+PAGE_SIZE_DEFAULT = 50
+PAGE_SIZE_MAX = 1000
+
+DOMAIN_STATUS: tuple[tuple[type[CallError], int], ...] = (
+    (InvalidSpec, 400),
+    (CallNotAnswered, 400),
+    (MediaUnavailable, 400),
+    (CallNotFound, 404),
+    (QueueFull, 429),
+    (ShuttingDown, 503),
+)
+
+#: Twilio error code of each HTTP status (the body's ``code``).
+_CODES = {400: 21200, 401: 20003, 404: 20404, 405: 20004, 413: 20001, 429: 20429, 500: 20500, 503: 20503}
+
+
+def error_response(status: int, message: str, request_id: str) -> web.Response:
+    """Twilio's error body; the HTTP status is repeated in ``status``."""
+    code = _CODES.get(status, 20001 if 400 <= status < 500 else 20500)
+    resp = json_response(status, {
+        "code": code,
+        "message": message,
+        "more_info": f"https://www.twilio.com/docs/errors/{code}",
+        "status": status,
+    })
+    if status == 401:
+        resp.headers["WWW-Authenticate"] = 'Basic realm="softswitch"'
+    return resp
+
+
+def _authenticate(request: web.Request) -> AccountLimits:
+    account = authenticate_basic(request)
+    if request.match_info.get("auth_id") != account.auth_id:
+        raise HttpError(404, f"The requested resource {request.path} was not found")
+    return account
+
+
+def _base(request: web.Request, account: AccountLimits) -> str:
+    prefix = BASES[0] if request.path.startswith("/call/") else BASES[1]
+    return prefix.replace("{auth_id}", account.auth_id)
+
+
+def _record(request: web.Request, account: AccountLimits) -> dict[str, Any]:
+    sid = request.match_info["call_sid"]
+    uid = call_uuid_of(sid)
+    rec = request.app[STORE_KEY].get_call(account.auth_id, uid) if uid else None
+    if rec is None or rec.get("dialect") != DIALECT_NAME:
+        raise HttpError(404, f"The requested resource {request.path} was not found: no call {sid[:40]}")
+    return rec
+
+
+async def create_call(request: web.Request) -> web.Response:
+    account = _authenticate(request)
+    manager = request.app[MANAGER_KEY]
+    if not manager.accepting:
+        raise HttpError(503, "server is shutting down; not accepting calls")
+    data = await read_body(request, repeated=True)
+    spec = parse_create(data, twiml_url=_inline_twiml(request, account, data))
+    result = await manager.admit(account, spec)
+    rec = request.app[STORE_KEY].get_call(account.auth_id, result.call_uuids[0])
+    body = call_json(rec, account_sid=account.auth_id, base=_base(request, account))
+    body["status"] = "queued"
+    return json_response(201, body)
+
+
+#: Inline ``Twiml`` documents by their random token (the URL is the capability), newest last;
+#: bounded: a document is fetched once, when its call is answered.
+_INLINE: OrderedDict[str, str] = OrderedDict()
+INLINE_MAX = 10_000
+
+
+def _inline_twiml(request: web.Request, account: AccountLimits, data: dict[str, Any]) -> str | None:
+    """The URL under which this server serves the request's ``Twiml`` (checked first)."""
+    doc = data.get("Twiml")
+    if doc is None or doc == "":
+        return None
+    if not isinstance(doc, str):
+        raise HttpError(400, "Twiml must be a string")
+    try:
+        parse_document(doc)
+    except XmlAppError as exc:
+        raise HttpError(400, f"Twiml is not a document this server can run: {exc}") from None
+    token = uuid.uuid4().hex
+    _INLINE[token] = doc
+    while len(_INLINE) > INLINE_MAX:
+        _INLINE.popitem(last=False)
+    public = request.app[MANAGER_KEY].public_url
+    return f"{public}/2010-04-01/Accounts/{account.auth_id}/Twiml/{token}.xml"
+
+
+async def inline_twiml(request: web.Request) -> web.Response:
+    """An inline ``Twiml`` document (no auth: the random token is the key)."""
+    doc = _INLINE.get(request.match_info["token"])
+    if doc is None or request.app[MANAGER_KEY].account(request.match_info["auth_id"]) is None:
+        raise HttpError(404, "no such document")
+    return web.Response(text=doc, content_type="application/xml")
+
+
+def _int_query(request: web.Request, name: str, default: int, lo: int, hi: int | None) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit():
+        raise HttpError(400, f"{name} must be a non-negative integer")
+    value = int(raw)
+    if value < lo or (hi is not None and value > hi):
+        raise HttpError(400, f"{name} must be between {lo} and {hi}" if hi else f"{name} must be >= {lo}")
+    return value
+
+
+async def list_calls(request: web.Request) -> web.Response:
+    account = _authenticate(request)
+    page = _int_query(request, "Page", 0, 0, None)
+    size = _int_query(request, "PageSize", PAGE_SIZE_DEFAULT, 1, PAGE_SIZE_MAX)
+    try:
+        filters = list_filters(request.query)
+        rows, total = request.app[STORE_KEY].list_calls(
+            account.auth_id, filters=filters, limit=size, offset=page * size
+        )
+    except ValueError as exc:
+        raise HttpError(400, str(exc)) from None
+    base = _base(request, account)
+    kept = [(k, v) for k, v in request.query.items() if k not in ("Page", "PageSize", "PageToken")]
+    num_pages = max(1, math.ceil(total / size))
+
+    def page_uri(n: int) -> str:
+        return f"{base}/Calls.json?" + urlencode([*kept, ("PageSize", str(size)), ("Page", str(n))])
+
+    start = page * size
+    return json_response(200, {
+        "calls": [call_json(r, account_sid=account.auth_id, base=base) for r in rows],
+        "page": page,
+        "page_size": size,
+        "num_pages": num_pages,
+        "total": total,
+        "start": start,
+        "end": start + max(len(rows) - 1, 0),
+        "uri": page_uri(page),
+        "first_page_uri": page_uri(0),
+        "last_page_uri": page_uri(num_pages - 1),
+        "previous_page_uri": page_uri(page - 1) if page > 0 else None,
+        "next_page_uri": page_uri(page + 1) if start + size < total else None,
+    })
+
+
+async def get_call(request: web.Request) -> web.Response:
+    account = _authenticate(request)
+    rec = _record(request, account)
+    return json_response(200, call_json(rec, account_sid=account.auth_id, base=_base(request, account)))
+
+
+async def update_call(request: web.Request) -> web.Response:
+    """Redirect (``Url``) or end (``Status``) a call; an ended call answers its final
+    resource for a Status change, 400 for a redirect (DIALECTS.md §2.5)."""
+    account = _authenticate(request)
+    rec = _record(request, account)
+    req = parse_update(await read_body(request))
+    manager = request.app[MANAGER_KEY]
+    call = manager.calls.get(rec["call_uuid"])
+    if call is not None and call.finished.is_set():
+        call = None
+    if req.status is not None and call is not None:
+        if req.status == "completed" or call.answered_at is None:
+            await manager.hangup(call)
+            await manager.wait_finished(call, timeout=5.0)
+    elif req.url is not None:
+        if call is None or call.answered_at is None:
+            raise HttpError(400, "Call is not in-progress. Cannot redirect (Url).")
+        await manager.runner.transfer(call, req.url, req.method.value)
+    rec = request.app[STORE_KEY].get_call(account.auth_id, rec["call_uuid"]) or rec
+    return json_response(200, call_json(rec, account_sid=account.auth_id, base=_base(request, account)))
+
+
+def _routes() -> tuple[tuple[str, str, Handler], ...]:
+    out: list[tuple[str, str, Handler]] = []
+    for base in BASES:
+        out += [
+            (f"{base}/Calls.json", "POST", create_call),
+            (f"{base}/Calls.json", "GET", list_calls),
+            (f"{base}/Calls/{{call_sid}}.json", "GET", get_call),
+            (f"{base}/Calls/{{call_sid}}.json", "POST", update_call),
+        ]
+    out.append(("/2010-04-01/Accounts/{auth_id}/Recordings/files/{name}", "GET", recording_file))
+    for method in ("GET", "POST"):
+        out.append(("/2010-04-01/Accounts/{auth_id}/Twiml/{token}.xml", method, inline_twiml))
+    return tuple(out)
+
+
+ROUTES = _routes()
+
+
+def http_dialect() -> HttpDialect:
+    return HttpDialect(
+        name=DIALECT_NAME,
+        prefix=("/call/2012-04-24/", "/2010-04-01/"),
+        routes=ROUTES,
+        error_response=error_response,
+        domain_status=DOMAIN_STATUS,
+        openapi=openapi_document,
+    )

@@ -1,0 +1,372 @@
+"""The TwiML vocabulary (RCML, DIALECTS.md §2.7): documents under ``<Response>`` parsed into
+the neutral verbs of :mod:`softswitch.app.verbs`, with Twilio's names for the results the
+executor posts (``Digits``, ``RecordingUrl``, ``DialCallStatus``).
+
+Reading is the shared hardened one (:func:`softswitch.app.document.read_document`: bounded,
+no DTD, depth-checked) and attribute values go through :mod:`softswitch.app.attributes`.
+
+Supported: ``Say`` (voice, language, loop), ``Play`` (loop, or ``digits`` to send DTMF),
+``Pause`` (length), ``Gather`` (DTMF: ``action``, ``method``, ``timeout``, ``numDigits``,
+``finishOnKey``, nested ``Say``/``Play``/``Pause``), ``Hangup``, ``Redirect`` (method),
+``Reject`` (reason), ``Record`` (action, method, timeout, maxLength, finishOnKey, playBeep,
+recordingStatusCallback; WAV), ``Dial`` (a number as text, ``Number`` with sendDigits,
+``Sip``; action, method, timeout, timeLimit, callerId, hangupOnStar; the action gets
+``DialCallStatus``). The rest of TwiML's verbs (``Enqueue``, ``Conference``...) are refused with "not supported" before the first verb runs, which sends
+the call to its ``FallbackUrl`` (or ends it with the error on the record). Differences from
+Twilio: URLs must be absolute; a ``Gather`` without ``action`` goes on with the next verb
+instead of re-requesting the document; speech input is not supported.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+
+from ...app import attributes as at
+from ...app.document import (
+    CAUSE_NOT_IMPLEMENTED,
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_DEPTH,
+    XmlAppError,
+    read_document,
+)
+from ...app.verbs import (
+    DTMF,
+    Dial,
+    Document,
+    GetDigits,
+    Hangup,
+    Number,
+    Play,
+    Prompt,
+    Record,
+    Redirect,
+    ResultParams,
+    Speak,
+    User,
+    Verb,
+    Wait,
+)
+
+__all__ = ["MAX_SAY_CHARS", "RESULT_PARAMS", "SUPPORTED_VERBS", "parse_document", "parse_response"]
+
+#: Longest text one ``<Say>`` may carry (bounds TTS time and memory per verb).
+MAX_SAY_CHARS = 4000
+
+#: Twilio's names for verb results posted to an ``action``.
+RESULT_PARAMS = ResultParams(
+    digits="Digits",
+    input_type=None,
+    record_url="RecordingUrl",
+    recording_id=None,
+    recording_duration_s="RecordingDuration",
+    recording_duration_ms=None,
+    recording_start_ms=None,
+    recording_end_ms=None,
+    recording_file_format=None,
+    dial_status="DialCallStatus",
+    dial_hangup_cause=None,
+    dial_ring_status=None,
+    dial_a_leg_uuid=None,
+    dial_b_leg_uuid=None,
+)
+
+#: TwiML voice verbs this softswitch does not run (refused at parse time).
+_UNSUPPORTED = {
+    "Enqueue", "Leave", "Connect", "Start", "Stop", "Refer", "Pay", "Prompt", "Sms", "Message",
+    "Echo", "Queue", "Conference", "Client", "Application", "Sim",
+}
+_SSML_TAGS = {"break", "emphasis", "lang", "p", "phoneme", "prosody", "s", "say-as", "sub", "w"}
+
+
+def parse_response(
+    document: str | bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_depth: int = DEFAULT_MAX_DEPTH
+) -> tuple[Verb, ...]:
+    """Parse one TwiML document into verbs, or raise :class:`XmlAppError` naming the place."""
+    root = read_document(document, root_tag="Response", max_bytes=max_bytes, max_depth=max_depth)
+    if root.attrib:
+        raise XmlAppError("takes no attributes", element="Response", attribute=next(iter(root.attrib)))
+    at.no_text(root, "Response")
+    return tuple(_verb(child) for child in root)
+
+
+def parse_document(
+    document: str | bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_depth: int = DEFAULT_MAX_DEPTH
+) -> Document:
+    """:func:`parse_response` as the executor takes it, with :data:`RESULT_PARAMS`."""
+    return Document(parse_response(document, max_bytes=max_bytes, max_depth=max_depth), RESULT_PARAMS)
+
+
+def _refuse(tag: str, parent: str) -> None:
+    if tag in _UNSUPPORTED:
+        raise XmlAppError(
+            "is a TwiML verb this softswitch does not support", element=tag, cause=CAUSE_NOT_IMPLEMENTED
+        )
+    if tag in ("Number", "Sip"):
+        raise XmlAppError("must be nested inside <Dial>", element=tag)
+    if tag in _TOP_LEVEL or tag == "Response":
+        raise XmlAppError(f"cannot be nested inside <{parent}>", element=tag)
+    raise XmlAppError("unknown element (element names are case-sensitive)", element=tag)
+
+
+def _verb(el: ET.Element) -> Verb:
+    builder = _TOP_LEVEL.get(el.tag)
+    if builder is None:
+        _refuse(el.tag, "Response")
+        raise AssertionError  # pragma: no cover - _refuse always raises
+    return builder(el)
+
+
+def _voice(raw: str) -> str:
+    s = raw.strip()
+    low = s.lower()
+    if low == "man":
+        return "MAN"
+    if low in ("woman", "alice", ""):
+        return "WOMAN"
+    if re.fullmatch(r"Polly\.[A-Za-z]+(?:-Neural|-Generative)?", s):
+        return s.replace("-Generative", "-Neural")
+    if re.fullmatch(r"Google\.[A-Za-z]{2,3}-[A-Za-z]{2}-[A-Za-z0-9-]+", s):
+        return "WOMAN"
+    raise ValueError("must be 'man', 'woman', 'alice', a Polly.<Name> or a Google.<voice> voice")
+
+
+def _say(el: ET.Element) -> Speak:
+    a = at.Attributes(el, "Say")
+    voice = a.get("voice", _voice, "WOMAN")
+    language = a.get("language", at.language_tag, "en-US")
+    loop = a.get("loop", at.loop_count, 1)
+    a.done()
+    stack = list(el)
+    while stack:  # SSML is flattened to its text (espeak-ng speaks plain text)
+        child = stack.pop()
+        if child.tag not in _SSML_TAGS:
+            raise XmlAppError("cannot be nested inside <Say>", element=child.tag)
+        stack.extend(child)
+    text = " ".join("".join(el.itertext()).split())
+    if not text:
+        raise XmlAppError("must contain the text to say", element="Say")
+    if len(text) > MAX_SAY_CHARS:
+        raise XmlAppError(f"text is longer than {MAX_SAY_CHARS} characters", element="Say")
+    return Speak(text=text, voice=voice, language=language, loop=loop)
+
+
+def _play(el: ET.Element) -> Play | DTMF:
+    a = at.Attributes(el, "Play")
+    loop = a.get("loop", at.loop_count, 1)
+    digits = a.get("digits", at.send_digits, "")
+    a.done()
+    at.no_children(el, "Play")
+    raw = (el.text or "").strip()
+    if digits:
+        if raw:
+            raise XmlAppError("takes either a URL or digits, not both", element="Play", attribute="digits")
+        return DTMF(digits=digits, async_=False)
+    if not raw:
+        raise XmlAppError("must contain the URL of a WAV or MP3 file (or have digits)", element="Play")
+    try:
+        url = at.media_url(raw)
+    except ValueError as exc:
+        raise XmlAppError(f"{exc} (got {raw!r})", element="Play") from None
+    return Play(url=url, loop=loop)
+
+
+def _pause(el: ET.Element) -> Wait:
+    a = at.Attributes(el, "Pause")
+    length = a.get("length", at.integer(1, 86_400), 1)
+    a.done()
+    at.no_children(el, "Pause")
+    at.no_text(el, "Pause")
+    return Wait(length=length)
+
+
+def _input(raw: str) -> str:
+    kinds = set(raw.split())
+    if not kinds or not kinds <= {"dtmf", "speech"}:
+        raise ValueError("must be 'dtmf', 'speech' or 'dtmf speech'")
+    if "dtmf" not in kinds:
+        raise ValueError("speech recognition is not supported; use 'dtmf'")
+    return raw
+
+
+def _gather(el: ET.Element) -> GetDigits:
+    # Speech-only attributes are accepted and unused (only DTMF is gathered).
+    a = at.Attributes(el, "Gather", ("language", "hints", "speechTimeout", "speechModel",
+                                     "profanityFilter", "enhanced", "partialResultCallback",
+                                     "partialResultCallbackMethod"))
+    action = a.get("action", at.optional_url, None)
+    method = a.get("method", at.http_method, "POST")
+    timeout = a.get("timeout", at.integer(1, 600), 5)
+    num_digits = a.get("numDigits", at.integer(1, 99), 99)
+    finish_on_key = a.get("finishOnKey", at.finish_key, "#")
+    a.get("input", _input, "dtmf")
+    if a.get("actionOnEmptyResult", at.boolean, False):
+        raise a.error("actionOnEmptyResult", "'true' is not supported")
+    a.done()
+    at.no_text(el, "Gather")
+    children: list[Prompt] = []
+    for child in el:
+        builder = _PROMPTS.get(child.tag)
+        if builder is None:
+            _refuse(child.tag, "Gather")
+        else:
+            prompt = builder(child)
+            if isinstance(prompt, DTMF):
+                raise XmlAppError("digits cannot be sent inside <Gather>", element="Play", attribute="digits")
+            children.append(prompt)
+    return GetDigits(
+        action=action,
+        method=method,
+        timeout=timeout,
+        digit_timeout=timeout,
+        finish_on_key=finish_on_key,
+        num_digits=num_digits,
+        retries=1,
+        valid_digits="0123456789*#",
+        invalid_digits_sound=None,
+        redirect=True,
+        play_beep=False,
+        log=True,
+        children=tuple(children),
+    )
+
+
+def _hangup(el: ET.Element) -> Hangup:
+    at.Attributes(el, "Hangup").done()
+    at.no_children(el, "Hangup")
+    at.no_text(el, "Hangup")
+    return Hangup()
+
+
+def _reject_reason(raw: str) -> str:
+    s = raw.strip()
+    if s not in ("rejected", "busy"):
+        raise ValueError("must be 'rejected' or 'busy'")
+    return s
+
+
+def _reject(el: ET.Element) -> Hangup:
+    a = at.Attributes(el, "Reject")
+    reason = a.get("reason", _reject_reason, "rejected")
+    a.done()
+    at.no_children(el, "Reject")
+    at.no_text(el, "Reject")
+    return Hangup(reason=reason)
+
+
+def _redirect(el: ET.Element) -> Redirect:
+    a = at.Attributes(el, "Redirect")
+    method = a.get("method", at.http_method, "POST")
+    a.done()
+    raw = at.body(el, "Redirect", "the URL to fetch")
+    try:
+        url = at.http_url(raw)
+    except ValueError as exc:
+        raise XmlAppError(f"{exc} (got {raw!r})", element="Redirect") from None
+    return Redirect(url=url, method=method)
+
+
+def _record(el: ET.Element) -> Record:
+    a = at.Attributes(el, "Record", ("recordingStatusCallbackEvent", "trim"))
+    for attr in ("transcribe",):
+        if a.get(attr, at.boolean, False):
+            raise a.error(attr, "transcription is not supported")
+    v = Record(
+        action=a.get("action", at.optional_url, None),
+        method=a.get("method", at.http_method, "POST"),
+        file_format="wav",
+        redirect=True,
+        timeout=a.get("timeout", at.integer(1, 3600), 5),
+        max_length=a.get("maxLength", at.integer(1, 14_400), 3600),
+        play_beep=a.get("playBeep", at.boolean, True),
+        finish_on_key=a.get("finishOnKey", at.key_set, "1234567890*#"),
+        record_channel_type="mono",
+        callback_url=a.get("recordingStatusCallback", at.optional_url, None),
+        callback_method=a.get("recordingStatusCallbackMethod", at.http_method, "POST"),
+    )
+    a.done()
+    at.no_children(el, "Record")
+    at.no_text(el, "Record")
+    return v
+
+
+_DIAL_NUMBER_RE = re.compile(r"\+?[0-9*#]{1,32}")
+_SIP_URI_RE = re.compile(r"sips?:[^\s<>\"',|]{1,250}", re.IGNORECASE)
+
+
+def _dial_number(raw: str, send_digits: str = "") -> Number:
+    if not _DIAL_NUMBER_RE.fullmatch(raw):
+        raise XmlAppError(f"must be a phone number such as +14155550100 (got {raw!r})", element="Number")
+    return Number(number=raw, send_digits=send_digits)
+
+
+def _caller_id(raw: str) -> str | None:
+    s = raw.strip()
+    if not s:
+        return None
+    if not re.fullmatch(r"[+0-9A-Za-z._-]{1,64}", s):
+        raise ValueError("must be a phone number or SIP user part")
+    return s
+
+
+def _dial(el: ET.Element) -> Dial:
+    a = at.Attributes(el, "Dial", ("ringTone", "answerOnBridge", "recordingStatusCallbackEvent"))
+    if a.get("record", lambda r: r.strip(), "do-not-record") not in ("do-not-record", "false", ""):
+        raise a.error("record", "recording a dialled call is not supported")
+    kwargs = dict(
+        action=a.get("action", at.optional_url, None),
+        method=a.get("method", at.http_method, "POST"),
+        timeout=a.get("timeout", at.integer(5, 600), 30),
+        time_limit=a.get("timeLimit", at.integer(1, 14_400), 14_400),
+        caller_id=a.get("callerId", _caller_id, None),
+        hangup_on_star=a.get("hangupOnStar", at.boolean, False),
+    )
+    a.done()
+    numbers: list[Number | User] = []
+    text = (el.text or "").strip()
+    if text:
+        numbers.append(_dial_number(text))
+    for child in el:
+        if (child.tail or "").strip():
+            raise XmlAppError("must not mix text and nouns", element="Dial")
+        if child.tag == "Number":
+            n = at.Attributes(child, "Number", ("statusCallback", "statusCallbackMethod",
+                                                 "statusCallbackEvent", "url", "method"))
+            digits = n.get("sendDigits", at.send_digits, "")
+            n.done()
+            numbers.append(_dial_number(at.body(child, "Number", "the number to dial"), digits))
+        elif child.tag == "Sip":
+            n = at.Attributes(child, "Sip", ("statusCallback", "statusCallbackMethod",
+                                              "statusCallbackEvent", "url", "method"))
+            for attr in ("username", "password"):
+                if n.opt(attr, lambda r: r) is not None:
+                    raise n.error(attr, "SIP credentials per dial are not supported")
+            n.done()
+            raw = at.body(child, "Sip", "a SIP URI")
+            if not _SIP_URI_RE.fullmatch(raw):
+                raise XmlAppError(f"must be a SIP URI such as sip:alice@example.com (got {raw!r})", element="Sip")
+            numbers.append(User(uri=raw))
+        else:
+            _refuse(child.tag, "Dial")
+    if not numbers:
+        raise XmlAppError("must contain a number, a <Number> or a <Sip>", element="Dial")
+    return Dial(numbers=tuple(numbers), **kwargs)  # type: ignore[arg-type]
+
+
+_PROMPTS: dict[str, Callable[[ET.Element], Prompt | DTMF]] = {
+    "Say": _say,
+    "Play": _play,
+    "Pause": _pause,
+}
+_TOP_LEVEL: dict[str, Callable[[ET.Element], Verb]] = {
+    **_PROMPTS,
+    "Gather": _gather,
+    "Hangup": _hangup,
+    "Reject": _reject,
+    "Redirect": _redirect,
+    "Record": _record,
+    "Dial": _dial,
+}
+#: The verbs :func:`parse_response` accepts at the top level.
+SUPPORTED_VERBS = tuple(_TOP_LEVEL)
