@@ -17,6 +17,7 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
+from softswitch.api.callapi.codes import call_uuid_of
 from softswitch.server import Server
 from tests.conftest import needs_sipp
 from tests.peers import amd_clips
@@ -166,6 +167,13 @@ async def test_busy_callee(sipp, server, web) -> None:
     assert done.params["CallDuration"] == "0" and twilio_signed(done)
     assert (await sdk(tw.calls(call.sid).fetch)).status == "busy"
     assert [c.sid for c in await sdk(tw.calls.list, status="busy")] == [call.sid]
+    # A call placed through this API is not one of the Plivo v1 API's (another shape).
+    uid = call_uuid_of(call.sid)
+    async with aiohttp.ClientSession(auth=aiohttp.BasicAuth(AUTH_ID, AUTH_TOKEN)) as http:
+        async with http.get(f"{server.base_url}/v1/Account/{AUTH_ID}/Call/") as resp:
+            assert resp.status == 200 and (await resp.json())["objects"] == []
+        async with http.get(f"{server.base_url}/v1/Account/{AUTH_ID}/Call/{uid}/") as resp:
+            assert resp.status == 404
     await sipp_done(peer)
 
 

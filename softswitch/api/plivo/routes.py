@@ -28,6 +28,7 @@ from typing import Any
 from aiohttp import web
 
 from ...call import AccountLimits, CallManager
+from ...calltable import Call
 from ...model import (
     CallError,
     CallNotAnswered,
@@ -37,6 +38,7 @@ from ...model import (
     QueueFull,
     ShuttingDown,
 )
+from ...store import Filter
 from ..http import (
     API_ID_KEY,
     BULK_MAX_KEY,
@@ -63,7 +65,7 @@ from . import (
     parse_transfer_request,
     queued_call_json,
 )
-from .dialect import call_snapshot
+from .dialect import PlivoDialect, call_snapshot
 from .filters import list_filters
 from .openapi import openapi_document
 
@@ -128,6 +130,11 @@ def _query_int(request: web.Request, name: str, default: int, lo: int, hi: int |
     return value
 
 
+def _ours(call: Call) -> bool:
+    """Calls placed through this API: the others (legacy, CallAPI) have their own shapes."""
+    return call.dialect.name == PlivoDialect.name
+
+
 async def list_calls(request: web.Request) -> web.Response:
     """GET /v1/Account/{auth_id}/Call/: records with Plivo's filters; status=live|queued: uuids."""
     account = _authenticate(request)
@@ -140,7 +147,7 @@ async def list_calls(request: web.Request) -> web.Response:
     if direction is not None and direction not in ("inbound", "outbound"):
         raise ApiError(400, "call_direction must be inbound or outbound")
     if status in ("live", "queued"):
-        calls = manager.live_calls(account.auth_id, status=status)
+        calls = [c for c in manager.live_calls(account.auth_id, status=status) if _ours(c)]
         frm, to = request.query.get("from_number"), request.query.get("to_number")
         if direction == "inbound":
             calls = []
@@ -162,7 +169,10 @@ async def list_calls(request: web.Request) -> web.Response:
     store = request.app[STORE_KEY]
     try:
         rows, total = store.list_calls(
-            account.auth_id, filters=list_filters(filters), limit=limit, offset=offset
+            account.auth_id,
+            filters=[Filter("dialect", "=", PlivoDialect.name), *list_filters(filters)],
+            limit=limit,
+            offset=offset,
         )
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
@@ -190,7 +200,7 @@ async def get_call(request: web.Request) -> web.Response:
     status = request.query.get("status")
     if status in ("live", "queued"):
         call = manager.live_call(account.auth_id, uid) or manager.live_by_request(account.auth_id, uid)
-        if call is None or not (call.is_queued if status == "queued" else call.is_live):
+        if call is None or not _ours(call) or not (call.is_queued if status == "queued" else call.is_live):
             raise ApiError(404, f"no {status} call with uuid {uid}")
         snap = call_snapshot(call)
         if status == "queued":
@@ -198,7 +208,7 @@ async def get_call(request: web.Request) -> web.Response:
         return json_response(200, live_call_json(snap, api_id=api_id))
     store = request.app[STORE_KEY]
     rec = store.get_call(account.auth_id, uid) or store.get_call_by_request(account.auth_id, uid)
-    if rec is None:
+    if rec is None or rec.get("dialect") not in (PlivoDialect.name, None):
         raise ApiError(404, f"call {uid} not found")
     return json_response(200, cdr_json(rec, auth_id=account.auth_id, api_id=api_id))
 
