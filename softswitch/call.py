@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from media.engine import UnsupportedCodec
 from sip import causes
 from softswitch.events import Answered, EarlyMedia, Ringing, Terminated
 
@@ -57,9 +58,11 @@ __all__ = ["Call", "CallManager", "AccountLimits", "AdmitResult", "Dialer", "rec
 
 
 class Dialer(Protocol):
-    """What the manager needs from the SIP user agent (``UserAgent``)."""
+    """What the manager needs from the SIP user agent (``UserAgent``). ``codecs`` (an
+    attempt's codec list, in preference order) is passed only when the attempt has one;
+    a list the media engine cannot offer raises ``media.engine.UnsupportedCodec``."""
 
-    async def dial(self, target: str, **kwargs: Any) -> Any: ...
+    async def dial(self, target: str, *, codecs: Sequence[str] | None = None, **kwargs: Any) -> Any: ...
 
 
 async def _maybe_await(value: Any) -> Any:
@@ -282,13 +285,20 @@ class CallManager:
         }
         if attempt.gateway is not None:
             kwargs["gateway"] = attempt.gateway
+        if attempt.codecs:
+            kwargs["codecs"] = attempt.codecs
         try:
             leg = await self.dialer.dial(attempt.target or call.to, **kwargs)
         except (ValueError, LookupError) as exc:
             if not last:
                 log.info("call %s: attempt via %s refused (%s); next attempt", call.call_uuid, attempt.gateway, exc)
                 return False
-            cause = causes.INVALID_NUMBER_FORMAT if isinstance(exc, ValueError) else causes.NO_ROUTE_DESTINATION
+            if isinstance(exc, UnsupportedCodec):
+                cause = causes.INCOMPATIBLE_DESTINATION
+            elif isinstance(exc, ValueError):
+                cause = causes.INVALID_NUMBER_FORMAT
+            else:
+                cause = causes.NO_ROUTE_DESTINATION
             await self._finish(call, CallEnd(cause, HangupSource.ERROR, EndReason.INVALID_DESTINATION),
                                error=str(exc))
             return True

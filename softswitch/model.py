@@ -132,12 +132,15 @@ class DialAttempt:
 
     ``target`` replaces the call's destination for this attempt (a SIP address the dialect
     built). ``fail_cause`` marks an attempt the dialect already knows cannot be placed: it
-    fails at once with that cause, without an INVITE."""
+    fails at once with that cause, without an INVITE. ``codecs`` restricts this attempt's
+    SDP offer to those codec names, in preference order (empty: the media engine's
+    configured list)."""
 
     gateway: str | None = None
     ring_timeout: float | None = None
     target: str | None = None
     fail_cause: str | None = None
+    codecs: tuple[str, ...] = ()
 
 
 _K = TypeVar("_K")

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import uuid as uuidlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from media.dtmf import DtmfStep
@@ -304,8 +304,14 @@ class UserAgent:
         transport: str | None = None,
         gateway: str | None = None,
         call_uuid: str | None = None,
+        codecs: Sequence[str] | None = None,
     ) -> OutboundCall:
         """Send an INVITE with our media offer to ``target`` and return the leg at once.
+
+        ``codecs`` restricts this leg's offer (and the answers it accepts) to those codec
+        names, in preference order (``None``: the media engine's configured list); an empty
+        list or a codec the engine cannot encode raises
+        :class:`media.engine.UnsupportedCodec` (a ``ValueError``) before any INVITE.
 
         ``target`` is a SIP/SIPS URI, ``user@host``, or a number routed through a gateway.
         Raises ``ValueError`` for a malformed target and ``LookupError`` when no gateway
@@ -315,7 +321,7 @@ class UserAgent:
         if self.media is None or not self.sip.running:
             raise RuntimeError("user agent is not running")
         self.sip.route(target, gateway=gateway)  # refuse a bad target before taking a port
-        media = self.media.create_stream()
+        media = self.media.create_stream(codecs=codecs)
         try:
             sip_call = await self.sip.dial(
                 target,

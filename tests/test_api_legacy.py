@@ -252,6 +252,28 @@ async def test_sip_failure_before_ringing_fails_over(sipp: Any, legacy: Any, rec
     assert len(receiver.of("/hangup")) == 1
 
 
+@needs_sipp
+async def test_gateway_codecs_pcma_negotiated_at_the_callee(sipp: Any, legacy: Any,
+                                                            receiver: WebhookReceiver) -> None:
+    """The framework's acceptance test: ``GatewayCodecs='PCMA'`` → the INVITE offers PCMA
+    only (sipp checks the SDP: payload 8, then telephone-event) and the callee answers it."""
+    peer = sipp("uas_codecs_pcma.xml")
+    api = await legacy()
+    _, body = await api.post("Call", From="1000", To="bob", AnswerUrl=receiver.url("/short"),
+                             HangupUrl=receiver.url("/hangup"), Gateways=gw(peer), GatewayCodecs="'PCMA'")
+    assert body["Success"] is True
+    hangup = (await receiver.wait_for(path="/hangup", timeout=15))[0].form
+    assert hangup["HangupCause"] == "NORMAL_CLEARING" and hangup["CallUUID"]
+    await sipp_done(peer)
+    invite = sipp_messages(peer).split("SIP/2.0 180 Ringing", 1)[0]
+    assert "RTP/AVP 8 101" in invite and "PCMU" not in invite
+    # Only codecs the engine lacks: dropped, none left, the attempt fails without an INVITE.
+    _, body = await api.post("Call", From="1000", To="bob", AnswerUrl=receiver.url("/answer"),
+                             Gateways=gw(peer), GatewayCodecs="'G729'")
+    hangup = (await receiver.wait_for(lambda r: is_hangup(r) and r.form["RequestUUID"] == body["RequestUUID"]))[0]
+    assert hangup.form["HangupCause"] == "INCOMPATIBLE_DESTINATION" and hangup.form["CallUUID"] == ""
+
+
 async def test_retry_exhaustion_one_hangup_without_call_uuid(legacy: Any, receiver: WebhookReceiver) -> None:
     api = await legacy()
     _, body = await api.post("Call", From="1000", To="bob", AnswerUrl=receiver.url("/answer"),

@@ -29,7 +29,14 @@ Import the names from here.
 """
 
 from ._clock import LATE_THRESHOLD, LATENESS_WINDOW, MAX_PACKETS_PER_TICK, TICK, MediaEngine
-from ._config import CLOCK_RATE, FRAME_SAMPLES, MediaConfig
+from ._config import (
+    CLOCK_RATE,
+    FRAME_SAMPLES,
+    SUPPORTED_CODECS,
+    MediaConfig,
+    UnsupportedCodec,
+    codec_list,
+)
 from ._ports import PortPool, PortPoolExhausted
 from ._stream import MediaStream
 
@@ -45,4 +52,7 @@ __all__ = [
     "MediaStream",
     "PortPool",
     "PortPoolExhausted",
+    "SUPPORTED_CODECS",
+    "UnsupportedCodec",
+    "codec_list",
 ]

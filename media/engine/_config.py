@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,6 +18,30 @@ CN_REFRESH_TICKS = 50  # RFC 3389 §4: resend comfort noise now and then (here e
 CN_LEVEL = 70  # -70 dBov: quiet background
 
 SILENCE = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+
+#: Audio codecs the engine encodes and decodes, by SDP encoding name.
+SUPPORTED_CODECS: tuple[str, ...] = tuple(_g711.ENCODERS)
+
+
+class UnsupportedCodec(ValueError):
+    """A codec list the engine cannot offer: empty, or naming a codec it does not encode."""
+
+
+def codec_list(codecs: Sequence[str]) -> list[str]:
+    """``codecs`` checked and normalised: upper-case names, duplicates dropped, order kept
+    (the order is the preference). Raises :class:`UnsupportedCodec` for an empty list or a
+    name outside :data:`SUPPORTED_CODECS`."""
+    if isinstance(codecs, str):
+        raise UnsupportedCodec(f"codecs must be a list of names, not the string {codecs!r}")
+    names = list(dict.fromkeys(str(c).strip().upper() for c in codecs))
+    if not names:
+        raise UnsupportedCodec(f"empty codec list; supported: {', '.join(SUPPORTED_CODECS)}")
+    unknown = [c for c in names if c not in _g711.ENCODERS]
+    if unknown:
+        raise UnsupportedCodec(
+            f"cannot encode {', '.join(unknown)}; supported: {', '.join(SUPPORTED_CODECS)}"
+        )
+    return names
 
 
 @dataclass
@@ -67,4 +92,9 @@ class MediaConfig:
 
     @property
     def sdp_codecs(self) -> list[str]:
-        return list(self.codecs) + (["CN"] if self.silence == "cn" else [])
+        return self.offer_codecs(self.codecs)
+
+    def offer_codecs(self, codecs: Sequence[str]) -> list[str]:
+        """What an m-line lists for these audio codecs: comfort noise added when the
+        engine sends it (``silence="cn"``)."""
+        return list(codecs) + (["CN"] if self.silence == "cn" else [])

@@ -54,10 +54,20 @@ class StreamState:
     """Every field of a stream (see :class:`~media.engine.MediaStream`)."""
 
     def __init__(
-        self, engine: MediaEngine, rtp_sock: socket.socket, rtcp_sock: socket.socket, port: int
+        self,
+        engine: MediaEngine,
+        rtp_sock: socket.socket,
+        rtcp_sock: socket.socket,
+        port: int,
+        *,
+        codecs: list[str] | None = None,
     ) -> None:
         self._engine = engine
         self._config = engine.config
+        # The codecs this stream offers and accepts (checked by create_stream; None: the
+        # engine's), comfort noise included when configured.
+        self.codecs: tuple[str, ...] = tuple(codecs if codecs is not None else self._config.codecs)
+        self._sdp_codecs = self._config.offer_codecs(self.codecs)
         self.local_port = port
         self.local_address = self._config.sdp_address
         self._rtp_sock = rtp_sock

@@ -54,7 +54,7 @@ class MediaStream(ReceivePath, SendPath):
             return build_offer(
                 address=self.local_address,
                 port=self.local_port,
-                codecs=cfg.sdp_codecs,
+                codecs=self._sdp_codecs,
                 telephone_event=cfg.telephone_event,
                 ptime=cfg.ptime_ms,
                 direction=direction,
@@ -117,7 +117,7 @@ class MediaStream(ReceivePath, SendPath):
                 sdp,
                 address=self.local_address,
                 port=self.local_port,
-                supported=cfg.sdp_codecs,
+                supported=self._sdp_codecs,
                 telephone_event=cfg.telephone_event,
                 ptime=cfg.ptime_ms,
                 session_id=self._session_id,

@@ -204,6 +204,36 @@ async def test_attempts_with_their_own_target_and_attempts_that_fail_at_once() -
     await m.shutdown("hangup", 0.1)
 
 
+async def test_attempt_codecs_reach_the_dialer_and_a_refused_list_fails_the_attempt() -> None:
+    from dataclasses import replace
+
+    from media.engine import UnsupportedCodec
+    from softswitch.model import DialAttempt
+
+    m, dialer, store, outbox = _manager(FakeScheduler())
+    spec = replace(_spec(), attempts=(DialAttempt("gw1", 10, codecs=("PCMA",)), DialAttempt("gw2", 10)))
+    await m.admit(ACCOUNT, spec)
+    await _settle()
+    dialer.legs[0].emit(Terminated(0.0, causes.NORMAL_TEMPORARY_FAILURE, 503, "Service Unavailable", "callee"))
+    await _settle()
+    assert dialer.dialed[0][1]["codecs"] == ("PCMA",)
+    assert "codecs" not in dialer.dialed[1][1]  # no list: the engine's default offer
+    await m.shutdown("hangup", 0.1)
+
+    class RefusingDialer(FakeDialer):
+        async def dial(self, target: str, **kwargs: Any) -> FakeLeg:
+            raise UnsupportedCodec("cannot encode G729")
+
+    store, outbox = FakeStore(), FakeOutbox()
+    m = CallManager(store, outbox, RefusingDialer(), dialect=PlivoDialect(), accounts=[ACCOUNT],
+                    scheduler=FakeScheduler())
+    result = await m.admit(ACCOUNT, replace(_spec(), attempts=(DialAttempt(codecs=("G729",)),)))
+    await _settle()
+    row = store.rows[result.call_uuids[0]]
+    assert row["extra"]["hangup_cause"] == causes.INCOMPATIBLE_DESTINATION
+    await m.shutdown("hangup", 0.1)
+
+
 async def test_scheduled_hangup_fires_on_the_fake_clock_and_can_be_cancelled() -> None:
     clock = FakeScheduler()
     m, dialer, store, outbox = _manager(clock)

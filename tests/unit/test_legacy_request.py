@@ -68,7 +68,8 @@ def test_spec() -> None:
     assert spec.attempts == (
         DialAttempt(ring_timeout=7, fail_cause="CHAN_NOT_IMPLEMENTED"),
         DialAttempt(ring_timeout=7, fail_cause="CHAN_NOT_IMPLEMENTED"),
-        DialAttempt(gateway="gw", ring_timeout=9),  # not an int item: default 1 try, originate_timeout
+        # not an int item: default 1 try, originate_timeout; the second GatewayCodecs item
+        DialAttempt(gateway="gw", ring_timeout=9, codecs=("PCMU",)),
     )
     assert dict(spec.sip_headers) == {"X-Foo": "bar"}
     assert spec.caller_name == "Bob, Jr" and spec.from_ == "+1555"
@@ -80,6 +81,29 @@ def test_spec() -> None:
     assert spec.record_params["gateway_codecs"] == ["PCMA,PCMU", "PCMU"]
     assert spec.record_params["account_sid"] == "AC1"
     assert spec.record_params["extra_dial_string"]["other"] == "1"
+
+
+def test_gateway_codecs_restrict_each_attempt(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="softswitch.api.legacy.request")
+    gws = "sofia/gateway/gw/,sofia/gateway/gw/,sofia/gateway/gw/,sofia/gateway/gw/,bogus/"
+    spec = parse(Gateways=gws, GatewayCodecs="'pcma,G729,PCMU@20i',PCMA,'G729',,G729", GatewayRetries="1,2")
+    assert [(a.codecs, a.fail_cause) for a in spec.attempts] == [
+        (("PCMA", "PCMU"), None),  # G729 dropped, order kept, @options ignored
+        (("PCMA",), None),
+        (("PCMA",), None),  # each retry of a gateway keeps its codecs
+        ((), causes.INCOMPATIBLE_DESTINATION),  # nothing the engine can do: no INVITE
+        ((), None),  # no item: the engine's default offer
+        ((), "CHAN_NOT_IMPLEMENTED"),  # a gateway that cannot be dialled keeps its own cause
+    ]
+    assert "codecs G729 dropped" in caplog.text
+
+
+def test_absolute_codec_string_applies_to_attempts_without_their_own_item() -> None:
+    spec = parse(Gateways="sofia/gateway/gw/,sofia/gateway/gw/",
+                 ExtraDialString="absolute_codec_string='PCMA,PCMU'", GatewayCodecs=",PCMU")
+    assert [a.codecs for a in spec.attempts] == [("PCMA", "PCMU"), ("PCMU",)]
+    spec = parse(ExtraDialString="absolute_codec_string=G729")
+    assert spec.attempts[0].fail_cause == causes.INCOMPATIBLE_DESTINATION
 
 
 def test_zero_retries_skip_a_gateway() -> None:

@@ -16,7 +16,14 @@ import numpy as np
 import pytest
 
 from media.dtmf import DigitsError, DtmfEvent
-from media.engine import MediaConfig, MediaEngine, MediaStream, PortPool, PortPoolExhausted
+from media.engine import (
+    MediaConfig,
+    MediaEngine,
+    MediaStream,
+    PortPool,
+    PortPoolExhausted,
+    UnsupportedCodec,
+)
 from media.rtp import RtpSender, parse_rtp
 from media.sdp import SdpError, SessionDescription
 
@@ -145,6 +152,52 @@ async def test_engine_releases_ports_on_close(engine: MediaEngine) -> None:
     rebound = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rebound.bind((LOOPBACK, port))  # really free again
     rebound.close()
+
+
+# --- per-stream codecs -----------------------------------------------------------------
+
+
+async def test_stream_offer_lists_only_its_codecs(engine: MediaEngine) -> None:
+    """create_stream(codecs=...) restricts one stream's offer; the engine's default stays."""
+    only_a = engine.create_stream(codecs=["pcma"])
+    offer = only_a.create_offer()
+    m_line = next(ln for ln in offer.splitlines() if ln.startswith("m=audio"))
+    assert m_line.split()[3:] == ["8", "101"]
+    assert "a=rtpmap:8 PCMA/8000" in offer.splitlines()
+    assert "a=rtpmap:101 telephone-event/8000" in offer.splitlines()
+    assert "PCMU" not in offer and "a=rtpmap:0 " not in offer
+    assert only_a.codecs == ("PCMA",)
+    # Preference order is the order given.
+    both = engine.create_stream(codecs=["PCMA", "PCMU", "PCMA"])
+    m_line = next(ln for ln in both.create_offer().splitlines() if ln.startswith("m=audio"))
+    assert m_line.split()[3:] == ["8", "0", "101"]
+    default = engine.create_stream()
+    m_line = next(ln for ln in default.create_offer().splitlines() if ln.startswith("m=audio"))
+    assert m_line.split()[3:] == ["0", "8", "101"]
+
+
+async def test_stream_codecs_bound_the_answer(engine: MediaEngine) -> None:
+    only_a = engine.create_stream(codecs=["PCMA"])
+    offer = only_a.create_offer()
+    pcmu_answer = offer.replace(" 8 101", " 0 101")
+    pcmu_answer = pcmu_answer.replace("a=rtpmap:8 PCMA/8000", "a=rtpmap:0 PCMU/8000")
+    with pytest.raises(SdpError):
+        only_a.apply_answer(pcmu_answer)
+    callee = engine.create_stream()
+    only_a.apply_answer(callee.handle_offer(offer))
+    assert only_a.negotiated is not None and only_a.negotiated.codec.name == "PCMA"
+    # A re-offer from the far end is answered with the stream's codecs only.
+    answer = only_a.handle_offer(callee.create_offer())
+    assert only_a.negotiated.codec.name == "PCMA"
+    assert "PCMU" not in answer
+
+
+async def test_stream_codecs_refused(engine: MediaEngine) -> None:
+    for bad in ([], ["G729"], ["PCMA", "OPUS"], "PCMA"):
+        with pytest.raises(UnsupportedCodec) as info:
+            engine.create_stream(codecs=bad)
+        assert isinstance(info.value, ValueError) and "PCMA" in str(info.value)
+    assert engine.active_streams == 0 and engine.ports.in_use == 0  # no port taken
 
 
 # --- audio -----------------------------------------------------------------------------

@@ -8,18 +8,25 @@ its exact messages, and its FreeSWITCH dial-string fragments read without FreeSW
   gateway string dials, DIALECTS.md §1.5);
 * ``ExtraDialString``: ``sip_h_<Name>=<v>`` is an INVITE header,
   ``origination_caller_id_name/number`` replace the caller id, ``originate_timeout`` the
-  default attempt timeout; other variables are kept on the record.
+  default attempt timeout, ``absolute_codec_string`` the codecs of every attempt whose
+  gateway has no ``GatewayCodecs`` item; other variables are kept on the record.
+* Codec lists (:func:`attempt_codecs`, DIALECTS.md §1.5 and A10): a codec the media engine
+  cannot encode (G729, OPUS...) is dropped with a log line; an attempt left with none fails
+  at once with ``INCOMPATIBLE_DESTINATION``, without an INVITE.
 
 No I/O here: whether a configured trunk exists is asked through ``has_gateway``.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from media.dtmf import parse_send_digits
+from media.engine import SUPPORTED_CODECS
 from sip import causes
 
 from ...model import CallbackEvent, CallSpec, DialAttempt, DigitPlan, Timers, Webhook
@@ -30,6 +37,7 @@ __all__ = [
     "GATEWAY_RETRIES_DEFAULT",
     "GATEWAY_TIMEOUT_DEFAULT",
     "LegacyError",
+    "attempt_codecs",
     "gateway_attempt",
     "parse_bulk_call",
     "parse_call",
@@ -46,6 +54,8 @@ _SIP_GATEWAY_RE = re.compile(r"^sips?:([^/@]+)/$", re.IGNORECASE)
 _SOFIA_TRUNK_RE = re.compile(r"^sofia/gateway/([^/]+)/$")
 _SOFIA_PROFILE_RE = re.compile(r"^sofia/[^/]+/$")
 _HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9!%*_+`'~.-]+$")
+
+log = logging.getLogger(__name__)
 
 
 class LegacyError(Exception):
@@ -100,6 +110,39 @@ def parse_extra_dial_string(value: str | None) -> dict[str, str]:
         if sep and key.strip():
             out[key.strip()] = val.strip()
     return out
+
+
+def attempt_codecs(value: str) -> tuple[tuple[str, ...], list[str]]:
+    """A FreeSWITCH codec string (``PCMA,PCMU``, ``PCMU@20i``, ``G722@16000h``) read as
+    ``(codecs the media engine can offer, in order; names dropped)``. Options after ``@``
+    (ptime, rate) are ignored: the engine's packetisation applies."""
+    kept: list[str] = []
+    dropped: list[str] = []
+    for item in value.split(","):
+        name = item.split("@", 1)[0].strip().strip("'\"").upper()
+        if not name:
+            continue
+        if name in SUPPORTED_CODECS:
+            if name not in kept:
+                kept.append(name)
+        else:
+            dropped.append(name)
+    return tuple(kept), dropped
+
+
+def _with_codecs(attempt: DialAttempt, codecs: str, gateway: str) -> DialAttempt:
+    """``attempt`` restricted to ``codecs`` (an empty string: no restriction)."""
+    if not codecs.strip():
+        return attempt
+    kept, dropped = attempt_codecs(codecs)
+    if dropped:
+        log.info("gateway %s: codecs %s dropped (the media engine has %s)",
+                 gateway, ", ".join(dropped), ", ".join(SUPPORTED_CODECS))
+    if attempt.fail_cause is not None:
+        return attempt
+    if not kept:
+        return replace(attempt, fail_cause=causes.INCOMPATIBLE_DESTINATION)
+    return replace(attempt, codecs=kept)
 
 
 def gateway_attempt(
@@ -225,12 +268,17 @@ def parse_call(
     retries = _int_items(_text(data, "GatewayRetries"))
     timeouts = _int_items(_text(data, "GatewayTimeouts"))
     codecs = split_outside_quotes(_text(data, "GatewayCodecs")) if _text(data, "GatewayCodecs") else []
+    # A gateway's own GatewayCodecs item wins over absolute_codec_string (the framework
+    # writes it after ExtraDialString in the same {...} of the originate string).
+    all_codecs = extra.get("absolute_codec_string", "")
     attempts: list[DialAttempt] = []
     for i, gw in enumerate(gateways):
         n = retries[i] if i < len(retries) and retries[i] is not None else GATEWAY_RETRIES_DEFAULT
         t = timeouts[i] if i < len(timeouts) and timeouts[i] is not None else None
         timeout = float(t) if t is not None and t > 0 else default_timeout
-        attempts.extend(gateway_attempt(gw, to, timeout, has_gateway) for _ in range(max(0, n or 0)))
+        gw_codecs = codecs[i] if i < len(codecs) and codecs[i].strip() else all_codecs
+        attempt = _with_codecs(gateway_attempt(gw, to, timeout, has_gateway), gw_codecs, gw)
+        attempts.extend(attempt for _ in range(max(0, n or 0)))
     if not attempts:  # every gateway had 0 retries: one attempt that fails at once
         attempts.append(DialAttempt(fail_cause=CHAN_NOT_IMPLEMENTED))
 
