@@ -108,6 +108,7 @@ def build_user_agent(config: Any) -> Any:
             user_agent=config.user_agent,
             gateways=gateways,
             media=media_cfg,
+            gateway_codecs={gw.name: list(gw.codecs) for gw in config.gateways if gw.codecs},
         )
     )
     return UserAgent(ua_cfg)

@@ -22,7 +22,7 @@ import contextlib
 import logging
 import uuid as uuidlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from media.dtmf import DtmfStep
 from media.engine import MediaConfig, MediaEngine, MediaStream
@@ -70,6 +70,9 @@ class UserAgentConfig(sip_aio.UserAgentConfig):
     #: :class:`~softswitch.process.GcPolicy`): a full collection stalls the event loop
     #: and the media clock.
     tune_gc: bool = True
+    #: A trunk's codec preference, by gateway name: calls through that gateway offer only
+    #: these (unless ``dial(codecs=...)`` says otherwise).
+    gateway_codecs: dict[str, list[str]] = field(default_factory=dict)
 
 
 class OutboundCall(ObservableCall[CallEvent]):
@@ -309,7 +312,8 @@ class UserAgent:
         """Send an INVITE with our media offer to ``target`` and return the leg at once.
 
         ``codecs`` restricts this leg's offer (and the answers it accepts) to those codec
-        names, in preference order (``None``: the media engine's configured list); an empty
+        names, in preference order (``None``: the gateway's ``gateway_codecs`` when the call
+        goes through a configured trunk, else the media engine's configured list); an empty
         list or a codec the engine cannot encode raises
         :class:`media.engine.UnsupportedCodec` (a ``ValueError``) before any INVITE.
 
@@ -320,7 +324,10 @@ class UserAgent:
         """
         if self.media is None or not self.sip.running:
             raise RuntimeError("user agent is not running")
-        self.sip.route(target, gateway=gateway)  # refuse a bad target before taking a port
+        # Refuse a bad target before taking a port; learn the trunk it goes through.
+        _, trunk = self.sip.route(target, gateway=gateway)
+        if codecs is None and trunk is not None:
+            codecs = self.config.gateway_codecs.get(trunk.name)
         media = self.media.create_stream(codecs=codecs)
         try:
             sip_call = await self.sip.dial(

@@ -50,3 +50,27 @@ async def test_number_via_trunk_with_credentials(tmp_path: Path, sipp: Any, monk
         assert other.proc.poll() is None  # the UK trunk never got a call
     finally:
         await server.stop(mode="hangup", drain_timeout_s=2.0)
+
+
+async def test_trunk_codecs_restrict_the_offer(tmp_path: Path, sipp: Any, monkeypatch: pytest.MonkeyPatch,
+                                               webhook_receiver: Any) -> None:
+    """A trunk's configured ``codecs`` are what calls through it offer: sipp's scenario checks
+    the INVITE offers PCMA only (payload 8 and telephone-event), then answers PCMA."""
+    trunk = sipp("uas_codecs_pcma.xml")
+    gateways = [Gateway(name="eu", host="127.0.0.1", port=trunk.port, prefixes=["33"], codecs=["PCMA"])]
+    web = await webhook_receiver(routes={"/answer": HOLD})
+    server = Server(make_config(tmp_path, gateways=gateways))
+    await server.start()
+    for name in ("API_VOICE_BASE_URI", "API_VOICE_BASE_URI_FALLBACK_1", "API_VOICE_BASE_URI_FALLBACK_2",
+                 "PLIVO_API_BASE_URI"):
+        monkeypatch.setattr(plivo_client, name, f"{server.base_url}/v1/Account")
+    try:
+        client = plivo.RestClient(AUTH_ID, AUTH_TOKEN)
+        resp = await asyncio.to_thread(client.calls.create, from_="+12025550000", to_="+33155550100",
+                                       answer_url=web.url("/answer"), hangup_url=web.url("/hangup"),
+                                       time_limit=2)
+        assert resp.message == "call fired"
+        await web.wait_for(path="/answer", timeout=15)
+        await asyncio.to_thread(trunk.assert_ok)
+    finally:
+        await server.stop(mode="hangup", drain_timeout_s=2.0)
