@@ -109,6 +109,7 @@ def build_user_agent(config: Any) -> Any:
             gateways=gateways,
             media=media_cfg,
             gateway_codecs={gw.name: list(gw.codecs) for gw in config.gateways if gw.codecs},
+            gateway_ring_timeout={gw.name: float(gw.timeout_s) for gw in config.gateways},
         )
     )
     return UserAgent(ua_cfg)

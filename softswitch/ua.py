@@ -73,6 +73,8 @@ class UserAgentConfig(sip_aio.UserAgentConfig):
     #: A trunk's codec preference, by gateway name: calls through that gateway offer only
     #: these (unless ``dial(codecs=...)`` says otherwise).
     gateway_codecs: dict[str, list[str]] = field(default_factory=dict)
+    #: A trunk's ring-timeout cap in seconds, by gateway name.
+    gateway_ring_timeout: dict[str, float] = field(default_factory=dict)
 
 
 class OutboundCall(ObservableCall[CallEvent]):
@@ -326,8 +328,12 @@ class UserAgent:
             raise RuntimeError("user agent is not running")
         # Refuse a bad target before taking a port; learn the trunk it goes through.
         _, trunk = self.sip.route(target, gateway=gateway)
-        if codecs is None and trunk is not None:
-            codecs = self.config.gateway_codecs.get(trunk.name)
+        if trunk is not None:
+            if codecs is None:
+                codecs = self.config.gateway_codecs.get(trunk.name)
+            cap = self.config.gateway_ring_timeout.get(trunk.name)
+            if cap is not None and (ring_timeout <= 0 or ring_timeout > cap):
+                ring_timeout = cap
         media = self.media.create_stream(codecs=codecs)
         try:
             sip_call = await self.sip.dial(

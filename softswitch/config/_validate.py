@@ -18,6 +18,9 @@ silently left out of the offer."""
 NOT_IMPLEMENTED = {
     "tls": "TLS is not implemented (udp and tcp are)",
     "register": "REGISTER to a trunk is not implemented; the trunk must accept calls without it",
+    "retries": "retrying a configured trunk is not implemented (1 = one try); the legacy API's "
+    "GatewayRetries retries per request",
+    "caller_id_in_from": "only true is implemented (the caller id is the From user part)",
 }
 SHUTDOWN_MODES = ("drain", "hangup")
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
@@ -127,5 +130,9 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"{key}.timeout_s", "must be >= 1")
         if gw.retries < 1:
             raise ConfigError(f"{key}.retries", "must be >= 1 (the number of tries)")
+        if gw.retries != 1:
+            raise ConfigError(f"{key}.retries", NOT_IMPLEMENTED["retries"])
+        if not gw.caller_id_in_from:
+            raise ConfigError(f"{key}.caller_id_in_from", NOT_IMPLEMENTED["caller_id_in_from"])
         if gw.password is not None and gw.username is None:
             raise ConfigError(f"{key}.username", "required when a password is set")

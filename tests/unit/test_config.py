@@ -255,6 +255,18 @@ def test_errors_name_the_key(
             "gateways[0].register",
             "REGISTER",
         ),
+        (
+            '[[gateways]]\nname = "g"\nhost = "h"\nretries = 3',
+            {},
+            "gateways[0].retries",
+            "retrying a configured trunk is not implemented",
+        ),
+        (
+            '[[gateways]]\nname = "g"\nhost = "h"\ncaller_id_in_from = false',
+            {},
+            "gateways[0].caller_id_in_from",
+            "only true is implemented",
+        ),
     ],
 )
 def test_unimplemented_features_are_refused(
