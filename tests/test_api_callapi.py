@@ -169,7 +169,7 @@ async def test_busy_callee(sipp, server, web) -> None:
     assert [c.sid for c in await sdk(tw.calls.list, status="busy")] == [call.sid]
     # A call placed through this API is not one of the Plivo v1 API's (another shape).
     uid = call_uuid_of(call.sid)
-    async with aiohttp.ClientSession(auth=aiohttp.BasicAuth(AUTH_ID, AUTH_TOKEN)) as http:
+    async with aiohttp.ClientSession(headers=basic()) as http:
         async with http.get(f"{server.base_url}/v1/Account/{AUTH_ID}/Call/") as resp:
             assert resp.status == 200 and (await resp.json())["objects"] == []
         async with http.get(f"{server.base_url}/v1/Account/{AUTH_ID}/Call/{uid}/") as resp:
