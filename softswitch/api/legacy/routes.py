@@ -59,6 +59,20 @@ def answer(success: bool, message: str, **extra: Any) -> web.Response:
     return json_response(200, {"Success": success, "Message": message, **extra})
 
 
+
+def _time_seconds(raw: str, missing: str) -> int:
+    """The ``Time`` parameter of ScheduleHangup/SchedulePlay: whole seconds > 0, with the
+    framework's messages (``missing`` differs between the two endpoints)."""
+    if not raw:
+        raise LegacyError(missing)
+    try:
+        seconds = int(raw)
+    except ValueError:
+        raise LegacyError("Invalid Time Parameter !") from None
+    if seconds <= 0:
+        raise LegacyError("Time Parameter must be > 0 !")
+    return seconds
+
 async def _form(request: web.Request) -> dict[str, str]:
     """The form fields (a JSON or other body has none: the framework reads the form only)."""
     if request.content_type not in ("application/x-www-form-urlencoded", "multipart/form-data"):
@@ -202,14 +216,7 @@ async def schedule_hangup(request: web.Request, account: AccountLimits, manager:
     try:
         if not call_uuid:
             raise LegacyError("CallUUID Parameter must be present")
-        if not raw:
-            raise LegacyError("Time Parameter must be present")
-        try:
-            seconds = int(raw)
-        except ValueError:
-            raise LegacyError("Invalid Time Parameter !") from None
-        if seconds <= 0:
-            raise LegacyError("Time Parameter must be > 0 !")
+        seconds = _time_seconds(raw, "Time Parameter must be present")
         found = manager.live_call(account.auth_id, call_uuid)
         if found is None:
             raise LegacyError(f"ScheduleHangup Failed: CallUUID {call_uuid} not found")
@@ -341,14 +348,7 @@ async def schedule_play(request: web.Request, account: AccountLimits, manager: C
     try:
         call_uuid, order = _play_checks(form)
         raw = form.get("Time", "")
-        if not raw:
-            raise LegacyError("Time Parameter Missing")
-        try:
-            seconds = int(raw)
-        except ValueError:
-            raise LegacyError("Invalid Time Parameter !") from None
-        if seconds <= 0:
-            raise LegacyError("Time Parameter must be > 0 !")
+        seconds = _time_seconds(raw, "Time Parameter Missing")
         found = manager.live_call(account.auth_id, call_uuid)
         if found is None:
             raise LegacyError(f"SchedulePlay Failed: CallUUID {call_uuid} not found")
