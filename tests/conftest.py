@@ -54,6 +54,14 @@ def worker_index() -> int:
     return int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
 
 
+def media_ports() -> dict[str, int]:
+    """``MediaConfig`` port bounds for tests that build their own media engine: a block per
+    xdist worker, away from the engine's default pool (16384-32767), so that two workers (or
+    another program on this machine) never hand the same port to two tests."""
+    low = 36000 + 2000 * (worker_index() % 2)
+    return {"port_min": low, "port_max": low + 1999}
+
+
 def _bound_ports(kind: str) -> set[int]:
     """Local ports in /proc/net/<kind>[6]: bound UDP sockets, or listening TCP ones."""
     ports: set[int] = set()

@@ -30,6 +30,7 @@ from softswitch.api.plivo.xml import XmlApplication
 from softswitch.app.control import CallHungUp
 from softswitch.app.sources import TtsCache
 from softswitch.callcontrol import LiveMedia
+from tests.conftest import media_ports
 
 LOOPBACK = "127.0.0.1"
 RATE = 8000
@@ -37,7 +38,7 @@ RATE = 8000
 
 @pytest.fixture
 async def engine() -> AsyncIterator[MediaEngine]:
-    eng = MediaEngine(MediaConfig(bind_host=LOOPBACK))
+    eng = MediaEngine(MediaConfig(bind_host=LOOPBACK, **media_ports()))
     eng.start()
     yield eng
     await eng.stop()
@@ -212,7 +213,7 @@ async def test_clock_keeps_time_while_a_large_wav_is_prepared(tmp_path: Path) ->
     decode_s = time.perf_counter() - t0
 
     # A fresh clock, so its lateness figures cover the <Play> only.
-    engine = MediaEngine(MediaConfig(bind_host=LOOPBACK))
+    engine = MediaEngine(MediaConfig(bind_host=LOOPBACK, **media_ports()))
     engine.start()
     try:
         await _play_big_wav(engine, big, tmp_path, decode_s)

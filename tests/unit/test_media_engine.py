@@ -26,6 +26,7 @@ from media.engine import (
 )
 from media.rtp import RtpSender, parse_rtp
 from media.sdp import SdpError, SessionDescription
+from tests.conftest import media_ports
 
 LOOPBACK = "127.0.0.1"
 
@@ -62,7 +63,7 @@ async def wait_until(cond: Callable[[], bool], timeout: float = 3.0) -> None:
 
 @pytest.fixture
 async def engine() -> AsyncIterator[MediaEngine]:
-    eng = MediaEngine(MediaConfig(bind_host=LOOPBACK))
+    eng = MediaEngine(MediaConfig(bind_host=LOOPBACK, **media_ports()))
     eng.start()
     yield eng
     await eng.stop()
@@ -449,7 +450,7 @@ async def test_symmetric_rtp_latches_and_follows_ssrc_change(
 
 
 async def test_silence_none_sends_nothing_and_marks_talkspurt(peer: socket.socket) -> None:
-    engine = MediaEngine(MediaConfig(bind_host=LOOPBACK, silence="none"))
+    engine = MediaEngine(MediaConfig(bind_host=LOOPBACK, **media_ports(), silence="none"))
     engine.start()
     try:
         stream = engine.create_stream()
@@ -466,7 +467,7 @@ async def test_silence_none_sends_nothing_and_marks_talkspurt(peer: socket.socke
 
 
 async def test_comfort_noise_when_negotiated(peer: socket.socket) -> None:
-    engine = MediaEngine(MediaConfig(bind_host=LOOPBACK, silence="cn"))
+    engine = MediaEngine(MediaConfig(bind_host=LOOPBACK, **media_ports(), silence="cn"))
     engine.start()
     try:
         stream = engine.create_stream()
@@ -482,7 +483,7 @@ async def test_comfort_noise_when_negotiated(peer: socket.socket) -> None:
 
 
 async def test_media_timeout(peer: socket.socket) -> None:
-    engine = MediaEngine(MediaConfig(bind_host=LOOPBACK, media_timeout_s=0.1))
+    engine = MediaEngine(MediaConfig(bind_host=LOOPBACK, **media_ports(), media_timeout_s=0.1))
     engine.start()
     try:
         stream = engine.create_stream()
@@ -682,7 +683,7 @@ class Const:
 @pytest.fixture
 async def manual() -> AsyncIterator[tuple[MediaEngine, MediaStream, MediaStream]]:
     """An engine whose clock is not started: the test calls ``service()`` once per tick."""
-    eng = MediaEngine(MediaConfig(bind_host=LOOPBACK))
+    eng = MediaEngine(MediaConfig(bind_host=LOOPBACK, **media_ports()))
     a, b = eng.create_stream(), eng.create_stream()
     connect(a, b)
     yield eng, a, b
