@@ -214,6 +214,16 @@ def text(max_len: int) -> Callable[[str], str]:
 _LANG_RE = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8})*")
 
 
+def caller_id(raw: str) -> str | None:
+    """A caller id for a dialled leg's From user: a number or SIP user part (empty: none)."""
+    s = raw.strip()
+    if not s:
+        return None
+    if not re.fullmatch(r"[+0-9A-Za-z._-]{1,64}", s):
+        raise ValueError("must be a phone number or SIP user part")
+    return s
+
+
 def language_tag(raw: str) -> str:
     s = raw.strip()
     if not _LANG_RE.fullmatch(s):

@@ -301,15 +301,6 @@ def _dial_number(raw: str, send_digits: str = "") -> Number:
     return Number(number=raw, send_digits=send_digits)
 
 
-def _caller_id(raw: str) -> str | None:
-    s = raw.strip()
-    if not s:
-        return None
-    if not re.fullmatch(r"[+0-9A-Za-z._-]{1,64}", s):
-        raise ValueError("must be a phone number or SIP user part")
-    return s
-
-
 def _dial(el: ET.Element) -> Dial:
     a = at.Attributes(el, "Dial", ("ringTone", "answerOnBridge", "recordingStatusCallbackEvent"))
     if a.get("record", lambda r: r.strip(), "do-not-record") not in ("do-not-record", "false", ""):
@@ -319,7 +310,7 @@ def _dial(el: ET.Element) -> Dial:
         method=a.get("method", at.http_method, "POST"),
         timeout=a.get("timeout", at.integer(5, 600), 30),
         time_limit=a.get("timeLimit", at.integer(1, 14_400), 14_400),
-        caller_id=a.get("callerId", _caller_id, None),
+        caller_id=a.get("callerId", at.caller_id, None),
         hangup_on_star=a.get("hangupOnStar", at.boolean, False),
     )
     a.done()

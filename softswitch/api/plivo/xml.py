@@ -449,15 +449,6 @@ def _user(el: ET.Element, legacy: bool) -> User:
     return User(uri=raw, **v)  # type: ignore[arg-type]
 
 
-def _caller_id(raw: str) -> str | None:
-    s = raw.strip()
-    if not s:
-        return None
-    if not re.fullmatch(r"[+0-9A-Za-z._-]{1,64}", s):
-        raise ValueError("must be a phone number or SIP user part")
-    return s
-
-
 def _dial_music(raw: str) -> str | None:
     s = raw.strip()
     if not s:
@@ -473,7 +464,7 @@ def _dial(el: ET.Element, legacy: bool) -> Dial:
         hangup_on_star=a.get("hangupOnStar", at.boolean, False),
         time_limit=a.get("timeLimit", at.integer(1), 14_400),
         timeout=a.get("timeout", at.integer(1), 30),
-        caller_id=a.get("callerId", _caller_id, None),
+        caller_id=a.get("callerId", at.caller_id, None),
         caller_name=a.get("callerName", lambda r: at.text(50)(r.strip()) or None, None),
         confirm_sound=a.get("confirmSound", at.optional_url, None),
         confirm_key=a.get("confirmKey", lambda r: at.single_key(r) if r.strip() else None, None),
