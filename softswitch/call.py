@@ -100,7 +100,6 @@ class CallManager:
         max_queue: int = 10000,
         answer_url_attempts: int = 3,
         answer_url_deadline_s: float = 60.0,
-        send_digits_tone_ms: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         scheduler: Scheduler | None = None,
         data_dir: str | os.PathLike[str] | None = None,
@@ -119,7 +118,6 @@ class CallManager:
         self.accounts: dict[str, AccountLimits] = {a.auth_id: a for a in accounts}
         self.answer_url_attempts = answer_url_attempts
         self.answer_url_deadline_s = answer_url_deadline_s
-        self.send_digits_tone_ms = send_digits_tone_ms
         self.clock = clock
         #: Runs the per-call timers (time_limit, hangup_on_ring); a fake one in unit tests.
         self.scheduler: Scheduler = scheduler or LoopScheduler()

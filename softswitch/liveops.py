@@ -235,18 +235,14 @@ class LiveOps:
             playback.stop()
         return len(items)
 
-    def send_dtmf(self, call: Call, digits: str | Sequence[DtmfStep], leg: str = "aleg") -> None:
-        """Send ``digits`` (text, or steps the dialect parsed) on the A or B leg (RFC 4733
-        events or in-band tones)."""
+    def send_dtmf(self, call: Call, steps: Sequence[DtmfStep], leg: str = "aleg") -> None:
+        """Send the digit ``steps`` the dialect parsed (with the server's default tone
+        length) on the A or B leg (RFC 4733 events or in-band tones)."""
         (stream,) = self.media_legs(call, leg)
 
         async def send() -> None:
             try:
-                if isinstance(digits, str):
-                    fut = stream.send_digits(digits, tone_ms=self.m.send_digits_tone_ms)
-                else:
-                    fut = stream.send_digits(list(digits))
-                await fut
+                await stream.send_digits(list(steps))
             except Exception as exc:
                 log.warning("call %s: DTMF failed: %s", call.call_uuid, exc)
 

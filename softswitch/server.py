@@ -183,7 +183,6 @@ class Server:
             max_queue=cfg.limits.max_queue,
             answer_url_attempts=cfg.answer_url_attempts,
             answer_url_deadline_s=cfg.answer_url_deadline_s,
-            send_digits_tone_ms=cfg.send_digits_default_tone_ms,
             data_dir=cfg.data_dir,
             public_url=cfg.base_url,
         )

@@ -66,7 +66,7 @@ class DtmfStep:
 def parse_send_digits(
     text: str,
     *,
-    default_tone_ms: int = DEFAULT_TONE_MS,
+    default_tone_ms: int | None = DEFAULT_TONE_MS,
     inter_digit_ms: int = DEFAULT_INTER_DIGIT_MS,
 ) -> list[DtmfStep]:
     """Parse a ``send_digits`` string into tone and pause steps.
@@ -78,8 +78,12 @@ def parse_send_digits(
     no such gap is added next to a ``w``/``W``, so pauses keep their exact length. Leading and
     trailing pauses are kept (``wwww2410`` waits two seconds first). At most 256 characters.
 
-    Raises :class:`DigitsError` naming the offending character and its 1-based position.
+    ``default_tone_ms=None`` means :data:`DEFAULT_TONE_MS` (a caller passing an optional
+    setting through). Raises :class:`DigitsError` naming the offending character and its
+    1-based position.
     """
+    if default_tone_ms is None:
+        default_tone_ms = DEFAULT_TONE_MS
     if not MIN_TONE_MS <= default_tone_ms <= MAX_TONE_MS:
         raise ValueError(f"default_tone_ms must be {MIN_TONE_MS}..{MAX_TONE_MS}")
     if inter_digit_ms < 0:

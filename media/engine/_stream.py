@@ -248,11 +248,7 @@ class MediaStream(ReceivePath, SendPath):
         if mode not in ("auto", "rfc4733", "inband"):
             raise ValueError(f"mode must be auto, rfc4733 or inband, not {mode!r}")
         if isinstance(digits, str):
-            steps = (
-                _dtmf.parse_send_digits(digits)
-                if tone_ms is None
-                else _dtmf.parse_send_digits(digits, default_tone_ms=tone_ms)
-            )
+            steps = _dtmf.parse_send_digits(digits, default_tone_ms=tone_ms)
         else:
             steps = list(digits)
         job = DigitsJob(steps, mode, self._future())

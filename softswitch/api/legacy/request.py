@@ -286,8 +286,7 @@ def parse_call(
     send_digits = _text(data, "SendDigits")
     if send_digits:
         try:
-            steps = (parse_send_digits(send_digits) if digits_tone_ms is None
-                     else parse_send_digits(send_digits, default_tone_ms=digits_tone_ms))
+            steps = parse_send_digits(send_digits, default_tone_ms=digits_tone_ms)
         except ValueError:
             raise LegacyError("SendDigits is not Valid") from None
         digits = DigitPlan(send_digits, tuple(steps), on_preanswer=_text(data, "SendOnPreanswer") == "true")

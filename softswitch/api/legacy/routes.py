@@ -260,7 +260,7 @@ async def send_digits(request: web.Request, account: AccountLimits, manager: Cal
         raise LegacyError("SendDigits Failed")
     tone_ms = request.app[DIGITS_TONE_MS_KEY]
     try:
-        steps = parse_send_digits(digits) if tone_ms is None else parse_send_digits(digits, default_tone_ms=tone_ms)
+        steps = parse_send_digits(digits, default_tone_ms=tone_ms)
         manager.live_ops.send_dtmf(found, steps, leg)
     except (ValueError, CallError):
         raise LegacyError("SendDigits Failed") from None

@@ -286,8 +286,6 @@ def _check_send_digits(value: str, tone_ms: int | None = None) -> tuple[DtmfStep
     if not _SEND_DIGITS_RE.match(value):
         raise ApiError(400, "send_digits must be digits 0-9, A-D, *, #, w, W with an optional @ms")
     try:
-        if tone_ms is None:
-            return tuple(parse_send_digits(value))
         return tuple(parse_send_digits(value, default_tone_ms=tone_ms))
     except ValueError as exc:
         msg = str(exc)
