@@ -16,6 +16,10 @@ MAX_BRIDGE_FRAMES = 5
 MAX_EVENT_SOURCES = 4  # SSRCs whose RFC 4733 events are tracked at once per stream
 CN_REFRESH_TICKS = 50  # RFC 3389 §4: resend comfort noise now and then (here every second)
 CN_LEVEL = 70  # -70 dBov: quiet background
+# RTP source latching (the class of Asterisk CVE-2017-14099, "RTP bleed"): see _receive.py.
+LEARN_WINDOW_S = 2.0  # after the first packet since an SDP, the SDP's own address may take over
+RELATCH_PACKETS = 8  # consecutive in-sequence packets a new address needs to take over later
+RELATCH_QUIET_S = 0.25  # ... while the current source has sent nothing for this long
 
 SILENCE = np.zeros(FRAME_SAMPLES, dtype=np.int16)
 
@@ -71,9 +75,9 @@ class MediaConfig:
     per tick); ``True``/``"always"`` runs it on every stream until RFC 4733 packets arrive;
     ``False`` never."""
     symmetric_rtp: bool = True
-    """Send to the source address of received RTP (latch) instead of the SDP address."""
-    media_timeout_s: float = 0.0
-    """Call ``on_media_timeout`` when no RTP arrives for this long (0 = off)."""
+    """Send to the source address of received RTP (latch) instead of the SDP address. The
+    receive side always latches (strays from other addresses are dropped, see
+    :mod:`media.engine._receive`); this only decides where we send."""
 
     def __post_init__(self) -> None:
         if self.silence not in ("silence", "cn", "none"):

@@ -7,13 +7,31 @@ digits out of band, the detector slot is released, and only RFC 4733 events are 
 A digit's tone takes >= 40 ms to detect in-band while its first RFC 4733 packet is sent at
 tone start, so the first digit is not reported twice.
 
-Symmetric RTP (RFC 4961): a stream sends to the SDP address until the first RTP packet
-arrives, then to that packet's source (``MediaConfig.symmetric_rtp``). A new SSRC from the
-peer's audio (PBXs switch SSRC on transfer or re-INVITE) is accepted: statistics restart
-and the stream latches again. Telephone-events arriving with an SSRC other than the audio's
-(some gateways do this; so does sipp replaying a capture while echoing our audio) are not a
-source change: each SSRC gets its own RFC 4733 receiver and the audio statistics stay. A new
-address in a later SDP unlatches.
+Latching ("RTP bleed", the class of Asterisk CVE-2017-14099): RTP is accepted from one source
+address at a time. The first packet after an SDP from the peer (a new answer, or any re-offer)
+sets it; for ``LEARN_WINDOW_S`` after that, a packet from the address in the SDP takes over at
+once (a stray that beat the peer's first packet loses its place). Later a new address takes
+over only after ``RELATCH_PACKETS`` consecutive packets of one SSRC with consecutive sequence
+numbers, nothing accepted from the current source in between, and the current source silent
+for ``RELATCH_QUIET_S`` (a NAT rebinding: the old address has fallen silent; a burst of forged
+packets between two of the peer's does not qualify). Everything else is dropped before it reaches the statistics, the
+SSRC, the RFC 4733 receivers, the playout FIFO, taps (AMD, recorders) and bridges, and is
+counted in ``stats()["rtp_dropped_strays"]``; RTCP is accepted only from the host of the source
+(or before one is known). The check costs one tuple comparison per packet.
+
+Symmetric RTP (RFC 4961): a stream sends to the SDP address until a source is latched, then to
+that source (``MediaConfig.symmetric_rtp``). A new SSRC from the source's audio (PBXs switch
+SSRC on transfer or re-INVITE) is accepted: statistics restart. Telephone-events arriving with
+an SSRC other than the audio's (some gateways do this; so does sipp replaying a capture while
+echoing our audio) are not a source change: each SSRC gets its own RFC 4733 receiver and the
+audio statistics stay. A new address in a later SDP unlatches.
+
+RTP inactivity (``MediaStream.set_media_timeout``, as FreeSWITCH's ``rtp_timeout_sec`` /
+``rtp_hold_timeout_sec`` and Asterisk's ``rtptimeout`` / ``rtpholdtimeout``): once armed,
+``on_media_timeout`` is called once when no RTP packet has been accepted for the active
+limit, or for the hold limit while the negotiated direction is not ``sendrecv`` (either side
+holds, or the peer's c= is 0.0.0.0). RTCP does not count (Asterisk's choice: a peer whose
+audio died may still send reports). Changing between held and active restarts the count.
 
 Receive path: no reordering jitter buffer (nothing is played out to a sound card); received
 audio goes through a FIFO of at most ``MAX_PLAYOUT_FRAMES`` frames and comes out one 20 ms
@@ -28,13 +46,22 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from typing import Any
 
 import numpy as np
 
 from .. import dtmf as _dtmf
 from .. import g711 as _g711
-from ..rtp import is_rtcp, parse_rtp
-from ._config import FRAME_SAMPLES, MAX_EVENT_SOURCES, MAX_PLAYOUT_FRAMES, SILENCE
+from ..rtp import RtpHeader, is_rtcp, parse_rtp
+from ._config import (
+    FRAME_SAMPLES,
+    LEARN_WINDOW_S,
+    MAX_EVENT_SOURCES,
+    MAX_PLAYOUT_FRAMES,
+    RELATCH_PACKETS,
+    RELATCH_QUIET_S,
+    SILENCE,
+)
 from ._send import finish
 from ._state import StreamState
 
@@ -47,13 +74,17 @@ class ReceivePath(StreamState):
 
     # --- receive path (called by the engine on the clock tick) ----------------------------
 
-    def _on_rtp(self, data: bytes, addr: tuple[str, int], now: float, wall: float) -> None:
+    def _on_rtp(self, data: bytes, addr: tuple[Any, ...], now: float, wall: float) -> None:
         if is_rtcp(data):  # RTCP sent to the RTP port (RFC 5761 demultiplexing)
-            self._rtcp.handle(data, wall)
+            if self._rtcp_from_source(addr):
+                self._rtcp.handle(data, wall)
             return
         packet = parse_rtp(data)
         if packet is None:
             self.packets_dropped += 1
+            return
+        if addr != self._source and not self._admit_source(packet, addr, now):
+            self.rtp_dropped_strays += 1
             return
         rx = self._rx
         pt = packet.payload_type
@@ -73,11 +104,6 @@ class ReceivePath(StreamState):
                 # A PBX switches SSRC on transfer/re-INVITE: accept it and start over.
                 self.ssrc_changes += 1
                 rx.reset(packet.ssrc)
-                self._latched = False
-        if self._config.symmetric_rtp and not self._latched:
-            # Symmetric RTP (RFC 4961): answer to where the media comes from (NAT).
-            self._latched = True
-            self._remote_rtp = (addr[0], addr[1])
         if not foreign_events:
             # RFC 4733 §2.5.1.2: every packet of an event carries the event's start
             # timestamp, so events count for loss but would inflate the A.8 jitter.
@@ -121,7 +147,64 @@ class ReceivePath(StreamState):
         while len(self._playout) > MAX_PLAYOUT_FRAMES:
             self._playout.popleft()
 
-    def _on_rtcp(self, data: bytes, addr: tuple[str, int], wall: float) -> None:
+    def _admit_source(self, packet: RtpHeader, addr: tuple[Any, ...], now: float) -> bool:
+        """A packet from an address other than the latched source: latch to it (and accept
+        it) or not (see the module docstring). Off the per-packet fast path."""
+        if self._source is None or (
+            now < self._learn_until and (addr[0], addr[1]) == self._sdp_remote
+        ):
+            self._latch(addr, now)
+            return True
+        seq = packet.sequence_number
+        if (
+            addr == self._cand_addr
+            and packet.ssrc == self._cand_ssrc
+            and seq == (self._cand_seq + 1) & 0xFFFF
+            and self._cand_mark == self.packets_received
+        ):
+            self._cand_count += 1
+        else:
+            self._cand_addr, self._cand_ssrc, self._cand_count = addr, packet.ssrc, 1
+        self._cand_seq = seq
+        self._cand_mark = self.packets_received
+        if self._cand_count < RELATCH_PACKETS or now - self._last_rx < RELATCH_QUIET_S:
+            return False
+        log.info(
+            "media stream %d: RTP source moved from %s:%s to %s:%s after %d packets in sequence",
+            self.local_port,
+            *self._source[:2],
+            *addr[:2],
+            self._cand_count,
+        )
+        self.rtp_source_changes += 1
+        self._latch(addr, now)
+        return True
+
+    def _latch(self, addr: tuple[Any, ...], now: float) -> None:
+        if self._source is None:
+            self._learn_until = now + LEARN_WINDOW_S
+        self._source = addr
+        self._cand_addr = None
+        if self._config.symmetric_rtp:
+            # Symmetric RTP (RFC 4961): answer to where the media comes from (NAT).
+            self._latched = True
+            self._remote_rtp = (addr[0], addr[1])
+
+    def _unlatch_source(self) -> None:
+        """A new SDP from the peer: learn the source again from the next packet."""
+        self._source = None
+        self._cand_addr = None
+
+    def _rtcp_from_source(self, addr: tuple[Any, ...]) -> bool:
+        source = self._source
+        if source is None or addr[0] == source[0]:
+            return True
+        self.rtp_dropped_strays += 1
+        return False
+
+    def _on_rtcp(self, data: bytes, addr: tuple[Any, ...], wall: float) -> None:
+        if not self._rtcp_from_source(addr):
+            return
         if self._config.symmetric_rtp:
             self._remote_rtcp = (addr[0], addr[1])
         self._rtcp.handle(data, wall)
@@ -158,14 +241,7 @@ class ReceivePath(StreamState):
             event = receiver.flush(now)
             if event is not None:
                 self._deliver_dtmf(event)
-        timeout = self._config.media_timeout_s
-        if (
-            timeout > 0
-            and not self._timed_out
-            and self._last_rx is not None
-            and self._negotiated is not None
-            and now - self._last_rx > timeout
-        ):
+        if now - self._last_rx > self._rx_limit and not self._timed_out:
             self._timed_out = True
             if self.on_media_timeout is not None:
                 try:

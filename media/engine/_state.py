@@ -10,6 +10,7 @@ calls on the stream, with no object in between.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import socket
 from collections import deque
@@ -93,6 +94,17 @@ class StreamState:
         self._remote_rtp: tuple[str, int] | None = None
         self._remote_rtcp: tuple[str, int] | None = None
         self._latched = False
+        # Receive latching (see ReceivePath): the source RTP is accepted from (None: the next
+        # packet's source is learnt), until when the SDP's own address may still take over,
+        # and the candidate a new source must build up (address, SSRC, last sequence number,
+        # packets in a row, packets_received when its last packet came).
+        self._source: tuple[Any, ...] | None = None
+        self._learn_until = 0.0
+        self._cand_addr: tuple[Any, ...] | None = None
+        self._cand_ssrc = 0
+        self._cand_seq = 0
+        self._cand_count = 0
+        self._cand_mark = 0
 
         # Receive path.
         self._receive_codecs: dict[int, Codec] = {}
@@ -103,7 +115,10 @@ class StreamState:
         self._playout: deque[np.ndarray] = deque()
         self._playout_partial = np.zeros(0, dtype=np.int16)
         self._receiving = False
-        self._last_rx: float | None = None
+        # RTP inactivity watchdog (set_media_timeout): off (an infinite limit) until armed.
+        self._last_rx = 0.0
+        self._rx_timeouts = (0.0, 0.0)  # (active, on hold); 0 = off
+        self._rx_limit = math.inf
         self._timed_out = False
         self._taps: list[Callable[[np.ndarray], None]] = []
         self._silence_payloads: dict[int, bytes] = {}
@@ -133,3 +148,5 @@ class StreamState:
         self.dtmf_sent = 0
         self.dtmf_received = 0
         self.ssrc_changes = 0
+        self.rtp_dropped_strays = 0
+        self.rtp_source_changes = 0

@@ -8,6 +8,7 @@ per-tick work is in the two base classes :class:`~media.engine._receive.ReceiveP
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -129,6 +130,7 @@ class MediaStream(ReceivePath, SendPath):
 
         text = self._versioned(build)
         self._last_answer = None
+        self._unlatch_source()  # a new SDP from the peer: learn its RTP source again
         self._apply(result[-1])
         return text
 
@@ -138,6 +140,7 @@ class MediaStream(ReceivePath, SendPath):
             # New media address from signalling: send there until RTP arrives again.
             self._sdp_remote = remote
             self._latched = False
+            self._unlatch_source()
             self._remote_rtp = None if neg.remote_address in ("0.0.0.0", "::") else remote
             rtcp_port = neg.remote_rtcp_port or neg.remote_port + 1
             self._remote_rtcp = (
@@ -158,10 +161,12 @@ class MediaStream(ReceivePath, SendPath):
         self._pending.clear()
         self._receive_codecs = dict(neg.receive_codecs)
         self._dtmf_types = neg.receive_dtmf_payload_types
+        held = self.on_hold
         self._negotiated = neg
         now = self._engine.now()
-        if self._last_rx is None:
-            self._last_rx = now
+        if self.on_hold != held:
+            self._last_rx = now  # the watchdog counts afresh from a hold or a resume
+            self._set_rx_limit()
         self._receiving = True
         if self._rtcp.next_report is None:
             self._rtcp.schedule(now)
@@ -177,6 +182,30 @@ class MediaStream(ReceivePath, SendPath):
     def negotiated(self) -> NegotiatedMedia | None:
         """The result of the last offer/answer, or ``None`` before one completed."""
         return self._negotiated
+
+    @property
+    def on_hold(self) -> bool:
+        """True while the negotiated direction is not ``sendrecv``: either side holds (a
+        ``sendonly``/``recvonly``/``inactive`` SDP, or the peer's c=0.0.0.0)."""
+        neg = self._negotiated
+        return neg is not None and neg.direction != "sendrecv"
+
+    def set_media_timeout(self, timeout_s: float, hold_timeout_s: float = 0.0) -> None:
+        """Arm the RTP inactivity watchdog from now: ``on_media_timeout`` is called (once)
+        when no RTP packet from the peer is accepted for ``timeout_s`` seconds, or for
+        ``hold_timeout_s`` while :attr:`on_hold`. 0 turns either off; calling again
+        re-arms. RTCP does not count. Off until called (a SIP leg arms it at answer)."""
+        if timeout_s < 0 or hold_timeout_s < 0:
+            raise ValueError("media timeouts must be >= 0 (0 = off)")
+        self._rx_timeouts = (float(timeout_s), float(hold_timeout_s))
+        self._last_rx = self._engine.now()
+        self._timed_out = False
+        self._set_rx_limit()
+
+    def _set_rx_limit(self) -> None:
+        active, hold = self._rx_timeouts
+        limit = hold if self.on_hold else active
+        self._rx_limit = limit if limit > 0 else math.inf
 
     @property
     def remote_address(self) -> tuple[str, int] | None:
@@ -294,6 +323,8 @@ class MediaStream(ReceivePath, SendPath):
             "ssrc": self._sender.ssrc,
             "remote_ssrc": self._rx.ssrc,
             "ssrc_changes": self.ssrc_changes,
+            "rtp_dropped_strays": self.rtp_dropped_strays,
+            "rtp_source_changes": self.rtp_source_changes,
             "rtcp_sent": self._rtcp.reports_sent,
             "rtcp_received": self._rtcp.reports_received,
             "dtmf_sent": self.dtmf_sent,

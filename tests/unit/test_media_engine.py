@@ -317,7 +317,9 @@ async def test_send_digits_validates_synchronously(pair: tuple[MediaStream, Medi
         a.send_digits("1", mode="sip-info")
 
 
-async def test_inband_detection_auto_follows_negotiation(pair: tuple[MediaStream, MediaStream], engine: MediaEngine) -> None:
+async def test_inband_detection_auto_follows_negotiation(
+    pair: tuple[MediaStream, MediaStream], engine: MediaEngine
+) -> None:
     a, b = pair
     assert b.negotiated is not None and b.negotiated.dtmf_payload_type is not None
     assert b._detector is None  # telephone-event negotiated: no Goertzel work per tick
@@ -482,18 +484,271 @@ async def test_comfort_noise_when_negotiated(peer: socket.socket) -> None:
         await engine.stop()
 
 
-async def test_media_timeout(peer: socket.socket) -> None:
-    engine = MediaEngine(MediaConfig(bind_host=LOOPBACK, **media_ports(), media_timeout_s=0.1))
+async def ticks(engine: MediaEngine, n: int) -> None:
+    """Wait until the media clock has ticked ``n`` more times (a negative check's bound)."""
+    target = engine.clock_stats()["ticks"] + n
+    await wait_until(lambda: engine.clock_stats()["ticks"] >= target, 5)
+
+
+def sendonly_offer(port: int) -> str:
+    """The peer's re-offer putting us on hold (RFC 3264 §8.4)."""
+    return peer_answer(port).replace("o=- 1 1", "o=- 1 2") + "a=sendonly\r\n"
+
+
+async def test_media_timeout_only_once_armed(peer: socket.socket) -> None:
+    engine = MediaEngine(MediaConfig(bind_host=LOOPBACK, **media_ports()))
     engine.start()
     try:
         stream = engine.create_stream()
-        fired: list[bool] = []
-        stream.on_media_timeout = lambda: fired.append(True)
+        fired: list[float] = []
+        stream.on_media_timeout = lambda: fired.append(engine.now())
         stream.create_offer()
         stream.apply_answer(peer_answer(peer.getsockname()[1]))
+        await ticks(engine, 10)  # 200 ms of silence: not armed, nothing happens
+        assert not fired
+        armed = engine.now()
+        stream.set_media_timeout(0.1, 5.0)
         await wait_until(lambda: bool(fired), 2)
+        assert 0.1 <= fired[0] - armed < 0.3
+        await ticks(engine, 10)
+        assert len(fired) == 1  # once
+        with pytest.raises(ValueError):
+            stream.set_media_timeout(-1)
     finally:
         await engine.stop()
+
+
+async def test_rtp_keeps_the_media_timeout_away_and_rtcp_does_not(peer: socket.socket) -> None:
+    engine = MediaEngine(MediaConfig(bind_host=LOOPBACK, **media_ports()))
+    engine.start()
+    try:
+        stream = engine.create_stream()
+        fired: list[float] = []
+        stream.on_media_timeout = lambda: fired.append(engine.now())
+        stream.create_offer()
+        stream.apply_answer(peer_answer(peer.getsockname()[1]))
+        stream.set_media_timeout(0.2)
+        sender = RtpSender(ssrc=7)
+        target = (LOOPBACK, stream.local_port)
+        for _ in range(25):  # 0.5 s of RTP every 20 ms
+            peer.sendto(sender.packet(0, b"\xff" * 160), target)
+            sender.advance(160)
+            await ticks(engine, 1)
+        assert not fired
+        stopped = engine.now()
+        rtcp = (LOOPBACK, stream.local_port + 1)
+        for _ in range(20):  # RTCP goes on; RTP has stopped
+            peer.sendto(stream._rtcp.build_report(engine.now(), time.time()), rtcp)
+            await ticks(engine, 1)
+            if fired:
+                break
+        assert fired and 0.2 <= fired[0] - stopped < 0.4
+    finally:
+        await engine.stop()
+
+
+async def test_hold_uses_the_hold_timeout_and_resume_restarts_the_count(
+    peer: socket.socket,
+) -> None:
+    engine = MediaEngine(MediaConfig(bind_host=LOOPBACK, **media_ports()))
+    engine.start()
+    try:
+        stream = engine.create_stream()
+        fired: list[float] = []
+        stream.on_media_timeout = lambda: fired.append(engine.now())
+        stream.create_offer()
+        port = peer.getsockname()[1]
+        stream.apply_answer(peer_answer(port))
+        stream.set_media_timeout(0.2, 0.6)
+        assert not stream.on_hold
+        held = engine.now()
+        assert "a=recvonly" in stream.handle_offer(sendonly_offer(port))
+        assert stream.on_hold
+        await ticks(engine, 20)  # 0.4 s: past the active limit, inside the hold limit
+        assert not fired
+        await wait_until(lambda: bool(fired), 2)
+        assert 0.6 <= fired[0] - held < 0.8
+        # Resume: the active limit again, counted from the resume.
+        stream.set_media_timeout(0.2, 0.6)
+        fired.clear()
+        stream.handle_offer(sendonly_offer(port))
+        resumed = engine.now()
+        stream.handle_offer(peer_answer(port).replace("o=- 1 1", "o=- 1 3"))
+        assert not stream.on_hold
+        await wait_until(lambda: bool(fired), 2)
+        assert 0.2 <= fired[0] - resumed < 0.4
+        # We hold the peer (our sendonly, its recvonly): on hold as well.
+        stream.hold()
+        stream.apply_answer(peer_answer(port).replace("o=- 1 1", "o=- 1 4") + "a=recvonly\r\n")
+        assert stream.on_hold and stream.negotiated.direction == "sendonly"
+    finally:
+        await engine.stop()
+
+
+# --- RTP bleed: latching against strays ------------------------------------------------------
+
+
+def mulaw(value: int) -> bytes:
+    from media.g711 import ulaw_encode
+
+    return ulaw_encode(np.full(160, value, dtype=np.int16))
+
+
+@pytest.fixture
+def stray() -> AsyncIterator[socket.socket]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((LOOPBACK, 0))
+    sock.setblocking(False)
+    yield sock
+    sock.close()
+
+
+async def test_strays_are_dropped_while_the_peer_sends(
+    engine: MediaEngine, peer: socket.socket, stray: socket.socket
+) -> None:
+    """The issue's attack: random-SSRC packets from another port during a call. The stream
+    keeps its source, SSRC and send address; the strays are counted and reach neither the
+    statistics, the RFC 4733 receivers nor the taps."""
+    stream = engine.create_stream()
+    stream.create_offer()
+    stream.apply_answer(peer_answer(peer.getsockname()[1]))
+    heard: list[np.ndarray] = []
+    stream.add_tap(lambda f: heard.append(f.copy()))
+    digits: list[DtmfEvent] = []
+    stream.on_dtmf = digits.append
+    target = (LOOPBACK, stream.local_port)
+    good = RtpSender(ssrc=0x1111)
+    rng = np.random.default_rng(1)
+    # One forger sends a plausible sequence (one SSRC, seq + 1) and RFC 4733 digits.
+    forger = RtpSender(ssrc=0x2222)
+    for i in range(100):
+        peer.sendto(good.packet(0, mulaw(1000)), target)
+        good.advance(160)
+        for _ in range(3):  # random SSRCs, as in the issue's reproduction
+            bad = RtpSender(ssrc=int(rng.integers(1, 2**32)))
+            stray.sendto(bad.packet(0, mulaw(-8000)), target)
+        for _ in range(10):  # a burst of a plausible sequence between two of the peer's
+            stray.sendto(
+                forger.packet(
+                    101 if i % 2 else 0, bytes([5, 0x80, 0, 160]) if i % 2 else mulaw(-8000)
+                ),
+                target,
+            )
+        await ticks(engine, 1)
+    await wait_until(lambda: stream.stats()["packets_received"] == 100, 3)
+    stats = stream.stats()
+    assert stats["rtp_dropped_strays"] == 100 * 13
+    assert stats["remote_ssrc"] == 0x1111 and stats["ssrc_changes"] == 0
+    assert stats["rtp_source_changes"] == 0
+    assert stream.remote_address == peer.getsockname()
+    assert not digits
+    audio = np.concatenate(heard)
+    assert audio.min() > 0  # the peer's constant (or silence on underrun), never a stray's
+    assert np.count_nonzero(audio > 900) >= 90 * 160
+    assert stats["lost"] == 0
+
+
+async def test_a_stray_that_comes_first_loses_to_the_sdp_address(
+    engine: MediaEngine, peer: socket.socket, stray: socket.socket
+) -> None:
+    stream = engine.create_stream()
+    stream.create_offer()
+    stream.apply_answer(peer_answer(peer.getsockname()[1]))
+    target = (LOOPBACK, stream.local_port)
+    stray.sendto(RtpSender(ssrc=9).packet(0, mulaw(-8000)), target)
+    await wait_until(lambda: stream.remote_address == stray.getsockname())
+    good = RtpSender(ssrc=0x1111)
+    for _ in range(5):
+        peer.sendto(good.packet(0, mulaw(1000)), target)
+        good.advance(160)
+        stray.sendto(RtpSender(ssrc=9).packet(0, mulaw(-8000)), target)
+        await ticks(engine, 1)
+    await wait_until(lambda: stream.stats()["packets_received"] == 6)
+    assert stream.remote_address == peer.getsockname()
+    assert stream.stats()["remote_ssrc"] == 0x1111
+    assert stream.stats()["rtp_dropped_strays"] == 5
+
+
+async def test_a_new_address_takes_over_only_after_a_quiet_source_and_a_sequence(
+    engine: MediaEngine, peer: socket.socket, stray: socket.socket
+) -> None:
+    """NAT rebinding: the peer's packets start coming from a new port and the old one falls
+    silent; after RELATCH_PACKETS in sequence (and the old source quiet) the stream follows."""
+    from media.engine._config import RELATCH_PACKETS, RELATCH_QUIET_S
+
+    stream = engine.create_stream()
+    stream.create_offer()
+    stream.apply_answer(peer_answer(peer.getsockname()[1]))
+    target = (LOOPBACK, stream.local_port)
+    sender = RtpSender(ssrc=0x1111)
+    for _ in range(5):
+        peer.sendto(sender.packet(0, mulaw(1000)), target)
+        sender.advance(160)
+    await wait_until(lambda: stream.stats()["packets_received"] == 5)
+    moved = engine.now()
+    sent = 0
+    while stream.remote_address != stray.getsockname():
+        assert sent < 100, stream.stats()
+        stray.sendto(sender.packet(0, mulaw(1000)), target)  # same SSRC, next sequence numbers
+        sender.advance(160)
+        sent += 1
+        await ticks(engine, 1)
+    assert sent >= RELATCH_PACKETS
+    assert engine.now() - moved >= RELATCH_QUIET_S
+    stats = stream.stats()
+    assert stats["rtp_source_changes"] == 1 and stats["ssrc_changes"] == 0
+    assert stats["packets_received"] + stats["rtp_dropped_strays"] == 5 + sent
+    assert stats["rtp_dropped_strays"] == RELATCH_PACKETS - 1 or sent > RELATCH_PACKETS
+    # One packet from yet another port, even in sequence, does not move it again.
+    third = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        third.bind((LOOPBACK, 0))
+        third.sendto(sender.packet(0, mulaw(1000)), target)
+        await wait_until(
+            lambda: stream.stats()["rtp_dropped_strays"] == stats["rtp_dropped_strays"] + 1
+        )
+        assert stream.remote_address == stray.getsockname()
+    finally:
+        third.close()
+
+
+async def test_rtcp_from_another_host_is_dropped(engine: MediaEngine, peer: socket.socket) -> None:
+    stream = engine.create_stream()
+    stream.create_offer()
+    stream.apply_answer(peer_answer(peer.getsockname()[1]))
+    target = (LOOPBACK, stream.local_port)
+    peer.sendto(RtpSender(ssrc=1).packet(0, mulaw(1000)), target)
+    await wait_until(lambda: stream.stats()["packets_received"] == 1)
+    other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        other.bind(("127.0.0.2", 0))  # another loopback host
+        report = stream._rtcp.build_report(engine.now(), time.time())
+        other.sendto(report, (LOOPBACK, stream.local_port + 1))
+        other.sendto(report, target)  # RFC 5761 RTCP on the RTP port
+        await wait_until(lambda: stream.stats()["rtp_dropped_strays"] == 2)
+        assert stream.stats()["rtcp_received"] == 0
+        peer.sendto(report, (LOOPBACK, stream.local_port + 1))
+        await wait_until(lambda: stream.stats()["rtcp_received"] == 1)
+    finally:
+        other.close()
+
+
+async def test_a_reoffer_learns_the_source_again(
+    engine: MediaEngine, peer: socket.socket, stray: socket.socket
+) -> None:
+    stream = engine.create_stream()
+    stream.create_offer()
+    stream.apply_answer(peer_answer(peer.getsockname()[1]))
+    target = (LOOPBACK, stream.local_port)
+    peer.sendto(RtpSender(ssrc=1).packet(0, mulaw(1000)), target)
+    await wait_until(lambda: stream.stats()["packets_received"] == 1)
+    stray.sendto(RtpSender(ssrc=2).packet(0, mulaw(1000)), target)
+    await wait_until(lambda: stream.stats()["rtp_dropped_strays"] == 1)
+    # The peer moves its media (a transfer): its re-offer names the new address.
+    stream.handle_offer(peer_answer(stray.getsockname()[1]).replace("o=- 1 1", "o=- 1 2"))
+    stray.sendto(RtpSender(ssrc=2).packet(0, mulaw(1000)), target)
+    await wait_until(lambda: stream.stats()["packets_received"] == 2)
+    assert stream.stats()["remote_ssrc"] == 2 and stream.remote_address == stray.getsockname()
 
 
 async def test_rtcp_reports_give_rtt(pair: tuple[MediaStream, MediaStream]) -> None:
