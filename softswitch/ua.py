@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from media.dtmf import DtmfStep
 from media.engine import MediaConfig, MediaEngine, MediaStream
 from sip import aio as sip_aio
+from sip import causes
 from sip.aio.observe import ObservableCall
 from sip.aio.transport import TcpTransport, UdpTransport
 from sip.aio.ua import Credentials, GatewayConfig
@@ -75,20 +76,40 @@ class UserAgentConfig(sip_aio.UserAgentConfig):
     gateway_codecs: dict[str, list[str]] = field(default_factory=dict)
     #: A trunk's ring-timeout cap in seconds, by gateway name.
     gateway_ring_timeout: dict[str, float] = field(default_factory=dict)
+    #: RTP inactivity timeout of an answered call, in seconds (0 = off): no RTP from the
+    #: callee for this long and the leg sends BYE with ``Reason: Q.850;...;text="MEDIA_TIMEOUT"``
+    #: and ends with cause ``MEDIA_TIMEOUT`` (FreeSWITCH ``rtp_timeout_sec``, Asterisk
+    #: ``rtptimeout``). Counted from the answer (the ring timeout covers ringing); RTCP does
+    #: not count.
+    rtp_timeout_s: float = 60.0
+    #: The same while the call is on hold (either side's SDP not ``sendrecv``, or the callee's
+    #: c=0.0.0.0), when no RTP is expected (``rtp_hold_timeout_sec``, ``rtpholdtimeout``).
+    rtp_hold_timeout_s: float = 600.0
 
 
 class OutboundCall(ObservableCall[CallEvent]):
     """One outbound call leg: a SIP call, its media stream, its events and control."""
 
-    def __init__(self, sip_call: sip_aio.OutboundCall, media: MediaStream | None, call_uuid: str):
+    def __init__(
+        self,
+        sip_call: sip_aio.OutboundCall,
+        media: MediaStream | None,
+        call_uuid: str,
+        *,
+        rtp_timeouts: tuple[float, float] = (0.0, 0.0),
+    ):
         super().__init__()
         self.sip_call = sip_call
         self.media = media
         self.uuid = call_uuid
         self.digits: list[DigitReceived] = []
         self.final_stats: dict[str, object] | None = None  #: media statistics at the end
+        #: (active, on hold) RTP inactivity timeouts armed at answer; 0 = off.
+        self.rtp_timeouts = rtp_timeouts
+        self._timeout_task: asyncio.Task[None] | None = None
         if media is not None:
             media.on_dtmf = self._on_media_dtmf
+            media.on_media_timeout = self._on_media_timeout
         # The SIP call may have moved already (Trying; an unroutable target has even ended).
         for event in sip_call.history:
             self._on_sip_event(event)
@@ -185,11 +206,30 @@ class OutboundCall(ObservableCall[CallEvent]):
                 )
             )
 
+    def _on_media_timeout(self) -> None:
+        """No RTP from the callee for the configured time: hang up (BYE with a Reason)."""
+        if self.terminated is not None or self._timeout_task is not None:
+            return
+        active, hold = self.rtp_timeouts
+        held = self.media is not None and self.media.on_hold
+        log.info(
+            "call %s: no RTP for %ss%s; hanging up (MEDIA_TIMEOUT)",
+            self.uuid,
+            hold if held else active,
+            " (on hold)" if held else "",
+        )
+        self._timeout_task = asyncio.get_running_loop().create_task(
+            self.hangup(causes.MEDIA_TIMEOUT, "timeout"), name=f"media-timeout-{self.uuid}"
+        )
+
     def _emit(self, event: CallEvent) -> None:
         if self.terminated is not None:
             return
         if isinstance(event, DigitReceived):
             self.digits.append(event)
+        elif isinstance(event, Answered) and self.media is not None and any(self.rtp_timeouts):
+            # From the answer on; early media and ringing are the ring timeout's business.
+            self.media.set_media_timeout(*self.rtp_timeouts)
         elif isinstance(event, Terminated) and self.media is not None:
             with contextlib.suppress(Exception):
                 self.final_stats = dict(self.media.stats())
@@ -202,6 +242,7 @@ class OutboundCall(ObservableCall[CallEvent]):
         self._release_observers()
         if self.media is not None:
             self.media.on_dtmf = None
+            self.media.on_media_timeout = None
 
     def __repr__(self) -> str:
         return f"<OutboundCall {self.uuid} {self.state} {self.session.invite.uri}>"
@@ -231,6 +272,8 @@ class UserAgent:
 
     def __init__(self, config: UserAgentConfig | None = None, *, media: MediaEngine | None = None):
         self.config = config or UserAgentConfig()
+        if self.config.rtp_timeout_s < 0 or self.config.rtp_hold_timeout_s < 0:
+            raise ValueError("rtp_timeout_s and rtp_hold_timeout_s must be >= 0 (0 = off)")
         self.sip = sip_aio.UserAgent(self.config)
         self.media = media
         self._own_media = media is None
@@ -352,7 +395,12 @@ class UserAgent:
         except Exception:
             media.close()
             raise
-        leg = OutboundCall(sip_call, media, call_uuid or str(uuidlib.uuid4()))
+        leg = OutboundCall(
+            sip_call,
+            media,
+            call_uuid or str(uuidlib.uuid4()),
+            rtp_timeouts=(self.config.rtp_timeout_s, self.config.rtp_hold_timeout_s),
+        )
         self._legs[leg.call_id] = leg
         if leg.terminated is not None:  # ended at once (an unroutable next hop)
             asyncio.get_running_loop().call_later(self.config.linger, self._forget, leg)

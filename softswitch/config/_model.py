@@ -124,6 +124,11 @@ class Config:
     public_host: str | None = None
     rtp_port_min: int = 16384
     rtp_port_max: int = 32767
+    rtp_timeout_s: float = 60.0
+    """An answered call with no RTP from the callee for this long is hung up (BYE,
+    ``MEDIA_TIMEOUT``); 0 = off."""
+    rtp_hold_timeout_s: float = 600.0
+    """The same while the call is on hold (SDP not ``sendrecv``, or c=0.0.0.0); 0 = off."""
     db_path: str = "softswitch.db"
     data_dir: str = "data"
     base_url: str | None = None

@@ -58,7 +58,8 @@ def _validate(cfg: Config) -> None:
     cfg.log_level = cfg.log_level.upper()
     if cfg.log_level not in LOG_LEVELS:
         raise ConfigError("log_level", f"{cfg.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
-    for name in ("drain_timeout_s", "webhook_backoff_s", "webhook_backoff_max_s"):
+    for name in ("drain_timeout_s", "webhook_backoff_s", "webhook_backoff_max_s",
+                 "rtp_timeout_s", "rtp_hold_timeout_s"):
         if getattr(cfg, name) < 0:
             raise ConfigError(name, "must be >= 0")
     for name in ("webhook_timeout_s", "answer_url_deadline_s"):

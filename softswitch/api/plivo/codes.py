@@ -117,6 +117,10 @@ _BY_CAUSE: dict[str, HangupCause] = {
     causes.NUMBER_CHANGED: _H.INVALID_DESTINATION,
     causes.SYSTEM_SHUTDOWN: _H.SHUTDOWN,
     causes.MACHINE_DETECTED: _H.MACHINE_DETECTED,
+    # No RTP from the callee (the media watchdog): Plivo's table has no code of its own for
+    # it, so the answered call reads as a normal hangup by "Plivo"; ``HangupCause`` keeps the
+    # engine's name, MEDIA_TIMEOUT.
+    causes.MEDIA_TIMEOUT: _H.NORMAL,
 }
 
 
