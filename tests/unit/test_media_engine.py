@@ -509,7 +509,7 @@ async def test_media_timeout_only_once_armed(peer: socket.socket) -> None:
         armed = engine.now()
         stream.set_media_timeout(0.1, 5.0)
         await wait_until(lambda: bool(fired), 2)
-        assert 0.1 <= fired[0] - armed < 0.3
+        assert 0.1 <= fired[0] - armed < 0.6
         await ticks(engine, 10)
         assert len(fired) == 1  # once
         with pytest.raises(ValueError):
@@ -537,12 +537,12 @@ async def test_rtp_keeps_the_media_timeout_away_and_rtcp_does_not(peer: socket.s
         assert not fired
         stopped = engine.now()
         rtcp = (LOOPBACK, stream.local_port + 1)
-        for _ in range(20):  # RTCP goes on; RTP has stopped
+        while not fired:  # RTCP goes on; RTP has stopped
+            assert engine.now() - stopped < 2, "no media timeout"
             peer.sendto(stream._rtcp.build_report(engine.now(), time.time()), rtcp)
             await ticks(engine, 1)
-            if fired:
-                break
-        assert fired and 0.2 <= fired[0] - stopped < 0.4
+        assert 0.2 <= fired[0] - stopped < 0.7
+        assert stream.stats()["rtcp_received"] > 0
     finally:
         await engine.stop()
 
@@ -559,24 +559,25 @@ async def test_hold_uses_the_hold_timeout_and_resume_restarts_the_count(
         stream.create_offer()
         port = peer.getsockname()[1]
         stream.apply_answer(peer_answer(port))
-        stream.set_media_timeout(0.2, 0.6)
+        stream.set_media_timeout(0.2, 1.0)
         assert not stream.on_hold
         held = engine.now()
         assert "a=recvonly" in stream.handle_offer(sendonly_offer(port))
         assert stream.on_hold
-        await ticks(engine, 20)  # 0.4 s: past the active limit, inside the hold limit
+        # Past the active limit, inside the hold limit.
+        await wait_until(lambda: engine.now() - held >= 0.4, 2)
         assert not fired
-        await wait_until(lambda: bool(fired), 2)
-        assert 0.6 <= fired[0] - held < 0.8
+        await wait_until(lambda: bool(fired), 3)
+        assert 1.0 <= fired[0] - held < 1.5
         # Resume: the active limit again, counted from the resume.
-        stream.set_media_timeout(0.2, 0.6)
+        stream.set_media_timeout(0.2, 1.0)
         fired.clear()
         stream.handle_offer(sendonly_offer(port))
         resumed = engine.now()
         stream.handle_offer(peer_answer(port).replace("o=- 1 1", "o=- 1 3"))
         assert not stream.on_hold
         await wait_until(lambda: bool(fired), 2)
-        assert 0.2 <= fired[0] - resumed < 0.4
+        assert 0.2 <= fired[0] - resumed < 0.7
         # We hold the peer (our sendonly, its recvonly): on hold as well.
         stream.hold()
         stream.apply_answer(peer_answer(port).replace("o=- 1 1", "o=- 1 4") + "a=recvonly\r\n")
