@@ -108,6 +108,8 @@ class Fork:
                 )
 
     async def _drop(self, call: Call, cause: str) -> None:
+        if call.local_end is not None:  # already being hung up (one CANCEL/BYE per leg)
+            return
         await self.manager.hangup(call, cause, HangupSource.SYSTEM, EndReason.FORK_LOST)
 
     async def _confirm(self, call: Call) -> bool:
