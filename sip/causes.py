@@ -33,6 +33,8 @@ SYSTEM_SHUTDOWN = "SYSTEM_SHUTDOWN"
 REQUESTED_CHAN_UNAVAIL = "REQUESTED_CHAN_UNAVAIL"
 PROTOCOL_ERROR = "PROTOCOL_ERROR"
 AUTHENTICATION_FAIL = "CALL_REJECTED"
+#: A parallel fork member that lost the race: another member answered first (FreeSWITCH's name).
+LOSE_RACE = "LOSE_RACE"
 
 #: Q.850 cause codes, for records that want the number as well as the name.
 Q850_CODES: dict[str, int] = {

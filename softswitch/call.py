@@ -37,6 +37,7 @@ from softswitch.events import Answered, EarlyMedia, Ringing, Terminated
 from .admission import AccountLimits, Admission, AdmitResult, Gate
 from .calltable import Call, CallTable, plain_record, record_time
 from .dialect import Dialect
+from .fork import Fork
 from .liveops import LiveOps
 from .model import (
     CallbackEvent,
@@ -45,6 +46,7 @@ from .model import (
     CallSpec,
     DialAttempt,
     EndReason,
+    ForkGroup,
     HangupSource,
     ShuttingDown,
 )
@@ -186,6 +188,25 @@ class CallManager:
             queued=not immediate,
         )
 
+    async def admit_fork(self, account: AccountLimits, specs: Sequence[CallSpec], group: ForkGroup) -> AdmitResult:
+        """Admit a parallel fork (:mod:`softswitch.fork`): one call per spec (the first
+        destination of each), all sharing one request uuid; the first to answer wins."""
+        if not self.accepting or self.admission.closed:
+            raise ShuttingDown("server is shutting down; not accepting calls")
+        immediate = self.admission.check(account, len(specs))
+        fork = Fork(self, group, str(uuid.uuid4()))
+        for spec in specs:
+            call = Call(call_uuid=str(uuid.uuid4()), request_uuid=fork.request_uuid, account=account, spec=spec,
+                        to=spec.destinations[0], dialect=self.dialect_of(spec.dialect))
+            call.fork = fork
+            fork.members.append(call)
+        for call in fork.members:
+            await _maybe_await(self.store.insert_call(self._initial_record(call)))
+            self.table.add(call)
+        self.admission.admit(account, fork.members, immediate)
+        return AdmitResult(request_uuids=(fork.request_uuid,), call_uuids=tuple(c.call_uuid for c in fork.members),
+                           queued=not immediate)
+
     def _initial_record(self, call: Call) -> dict[str, Any]:
         spec = call.spec
         return {
@@ -268,7 +289,7 @@ class CallManager:
         assert self.dialer is not None
         spec = call.spec
         if attempt.fail_cause is not None:
-            if not last:
+            if not last and not self._failover_stops(call, attempt.fail_cause):
                 log.info("call %s: attempt failed at once (%s); next attempt", call.call_uuid, attempt.fail_cause)
                 return False
             await self._finish(call, CallEnd(attempt.fail_cause, HangupSource.ERROR, EndReason.INVALID_DESTINATION),
@@ -315,13 +336,19 @@ class CallManager:
             elif isinstance(ev, Answered):
                 await self._on_answered(call)
             elif isinstance(ev, Terminated):
-                if not last and call.ring_at is None and call.answered_at is None and call.local_end is None:
+                if (not last and call.ring_at is None and call.answered_at is None and call.local_end is None
+                        and not self._failover_stops(call, ev.cause)):
                     log.info("call %s: attempt via %s failed (%s); next attempt",
                              call.call_uuid, attempt.gateway, ev.cause)
                     return False
                 await self._on_terminated(call, ev)
                 return True
         return True
+
+    @staticmethod
+    def _failover_stops(call: Call, cause: str) -> bool:
+        """A fork member's reject causes end its failover (``ForkGroup.reject_causes``)."""
+        return call.fork is not None and call.fork.stops_failover(cause)
 
     def _timers(self, call: Call) -> CallTimers:
         if call.timers is None:
@@ -372,12 +399,16 @@ class CallManager:
         if call.local_end is not None:
             self._hangup_leg(call, call.local_end.cause)
             return
+        if call.fork is not None and not call.fork.claim(call):  # another member won: BYE
+            self.spawn(call.fork.run_answered(call), f"fork-{call.call_uuid}")
+            return
         digits = call.spec.digits
         if digits is not None and (not digits.on_preanswer or not call.digits_sent):
             self._send_digits(call)
         if call.spec.amd is not None and call.leg is not None:
             self.runner.start_machine_detection(call)
-        call.app_task = asyncio.get_running_loop().create_task(self.runner.run_app(call), name=f"app-{call.call_uuid}")
+        app = self.runner.run_app(call) if call.fork is None else call.fork.run_answered(call)
+        call.app_task = asyncio.get_running_loop().create_task(app, name=f"app-{call.call_uuid}")
 
     def _send_digits(self, call: Call) -> None:
         plan = call.spec.digits

@@ -83,6 +83,9 @@ class Call:
     recordings: dict[str, Any] = field(default_factory=dict)
     #: The dialect's own per-call state (a callback sequence number...); the core never reads it.
     dialect_data: dict[str, Any] = field(default_factory=dict)
+    #: The parallel fork this call is a member of (``softswitch.fork.Fork``), if any; its
+    #: members share one request uuid.
+    fork: Any = None
 
     @property
     def from_(self) -> str:
@@ -125,11 +128,17 @@ class CallTable:
 
     def add(self, call: Call) -> None:
         self.calls[call.call_uuid] = call
-        self.by_request[call.request_uuid] = call
+        # The members of a parallel fork share a request uuid: it finds a live one.
+        self.by_request.setdefault(call.request_uuid, call)
 
     def forget(self, call: Call) -> None:
         self.calls.pop(call.call_uuid, None)
-        self.by_request.pop(call.request_uuid, None)
+        if self.by_request.get(call.request_uuid) is call:
+            del self.by_request[call.request_uuid]
+            for other in call.fork.members if call.fork is not None else ():
+                if other.call_uuid in self.calls:
+                    self.by_request[call.request_uuid] = other
+                    break
 
     def get(self, call_uuid: str) -> Call | None:
         return self.calls.get(call_uuid)

@@ -31,6 +31,7 @@ __all__ = [
     "DialAttempt",
     "DigitPlan",
     "EndReason",
+    "ForkGroup",
     "HangupSource",
     "HttpMethod",
     "InvalidSpec",
@@ -143,6 +144,31 @@ class DialAttempt:
     codecs: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class ForkGroup:
+    """A parallel fork: several calls (one :class:`CallSpec` each) ring at once; the first to
+    answer wins and the others are cancelled (CANCEL while ringing, BYE for a 2xx that comes
+    after the win). The runtime side is :mod:`softswitch.fork`.
+
+    With ``confirm_sounds`` or ``confirm_key`` an answering member must first accept: it
+    hears the sounds (audio URLs) and, with a key, must press it (DTMF, digits in order)
+    within ``confirm_timeout`` seconds of its answer; the others keep ringing meanwhile.
+    A member that hangs up or presses nothing in time is dropped (``NO_ANSWER``).
+    ``reject_causes``: a member's attempt failing with one of these causes is final for
+    that member (no failover to its next attempt); the rest of the group rings on."""
+
+    confirm_sounds: tuple[str, ...] = ()
+    confirm_key: str | None = None
+    confirm_timeout: float = 20.0
+    reject_causes: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        if self.confirm_timeout <= 0:
+            raise InvalidSpec("confirm_timeout", "must be > 0 seconds")
+        if self.confirm_key is not None and not self.confirm_key:
+            raise InvalidSpec("confirm_key", "must not be empty")
+
+
 _K = TypeVar("_K")
 _V = TypeVar("_V")
 
@@ -231,6 +257,8 @@ class EndReason(enum.Enum):
     END_OF_APPLICATION = "end_of_xml"
     INVALID_DESTINATION = "invalid_destination"
     MACHINE_DETECTED = "machine_detected"
+    #: A parallel fork member: another member won, or it did not confirm in time.
+    FORK_LOST = "fork_lost"
 
 
 @dataclass(frozen=True, slots=True)

@@ -255,3 +255,36 @@ async def test_scheduled_hangup_fires_on_the_fake_clock_and_can_be_cancelled() -
     assert store.rows[call.call_uuid]["call_status"] == "completed"
     assert not m.cancel_scheduled_hangup(kept)
     await m.shutdown("hangup", 0.1)
+
+
+async def test_fork_first_answer_wins_a_late_2xx_is_byed_and_reject_causes_end_failover() -> None:
+    """A parallel fork (softswitch.fork): one request uuid, the first answer wins at once
+    (even when two answers arrive in one loop turn), the ringing member is cancelled and a
+    member answering after the win is hung up, both with LOSE_RACE; a reject cause ends a
+    member's failover."""
+    from dataclasses import replace
+
+    from softswitch.model import DialAttempt, ForkGroup
+
+    m, dialer, store, outbox = _manager(FakeScheduler())
+    two = (DialAttempt("gw1"), DialAttempt("gw2"))
+    specs = [replace(_spec(), attempts=two) for _ in range(4)]
+    result = await m.admit_fork(ACCOUNT, specs, ForkGroup(reject_causes=frozenset({causes.CALL_REJECTED})))
+    assert len(result.request_uuids) == 1 and len(result.call_uuids) == 4
+    await _settle()
+    assert len(dialer.legs) == 4
+    busy, ringing, winner, late = dialer.legs
+    busy.emit(Terminated(0.0, causes.CALL_REJECTED, 603, "Decline", "callee"))
+    ringing.emit(Ringing(0.0, 180, "Ringing"))
+    winner.emit(Answered(0.0))
+    late.emit(Answered(0.0))
+    await _settle()
+    assert len(dialer.legs) == 4  # the rejected member did not fail over to gw2
+    assert ringing.hangups == [causes.LOSE_RACE] and late.hangups == [causes.LOSE_RACE]
+    assert winner.hangups == []
+    rows = [store.rows[u] for u in result.call_uuids]
+    assert [r["extra"].get("hangup_cause") for r in rows] == [
+        causes.CALL_REJECTED, causes.LOSE_RACE, None, causes.LOSE_RACE]
+    assert {r["request_uuid"] for r in rows} == set(result.request_uuids)
+    assert m.live_by_request(ACCOUNT.auth_id, result.request_uuids[0]).leg is winner  # the one still up
+    await m.shutdown("hangup", 0.1)

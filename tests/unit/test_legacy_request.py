@@ -142,3 +142,27 @@ def test_interrupted_hangup_from_the_record() -> None:
     assert params["HangupCause"] == "SYSTEM_SHUTDOWN" and params["CallStatus"] == "completed"
     assert fields["hangup_cause_name"] == "SYSTEM_SHUTDOWN"
     assert LegacyDialect().interrupted_hangup({"params": {}}) is None
+
+
+def test_group_call_members_and_fork_settings() -> None:
+    from softswitch.api.legacy.request import GROUP_REJECT_CAUSES_DEFAULT, parse_group_call
+
+    def group(**over: str) -> tuple:
+        return parse_group_call({**BASE, "Delimiter": "<", **over}, dialect="legacy", has_gateway=lambda n: True)
+
+    with pytest.raises(LegacyError, match="^GroupCall should be used for at least 2 numbers$"):
+        group()
+    with pytest.raises(LegacyError, match="^ConfirmSound is not Valid$"):
+        group(To="1<2", Gateways="a/<b/", ConfirmSound="file:///x.wav")
+    specs, fork = group(To="1<2", Gateways="sofia/gateway/a/,bogus/<sofia/gateway/b/", CallerName="x",
+                        GatewayRetries="2", ExtraDialString="sip_h_X-A=1")
+    assert [s.destinations for s in specs] == [("1",), ("2",)]
+    # GatewayRetries "2" is member 1's (its first gateway twice); member 2 has no item
+    assert [[a.gateway for a in s.attempts] for s in specs] == [["a", "a", None], ["b"]]
+    assert [s.caller_name for s in specs] == ["x", None]  # a missing item is empty, not the first one
+    assert all(dict(s.sip_headers) == {"X-A": "1"} for s in specs)  # ExtraDialString is shared
+    assert fork.reject_causes == GROUP_REJECT_CAUSES_DEFAULT and fork.confirm_key is None
+    _, fork = group(To="1<2", Gateways="a/<b/", RejectCauses="user_busy, NO_ANSWER", ConfirmKey="12",
+                    ConfirmSound="http://h/a.wav,https://h/b.wav")
+    assert fork.reject_causes == {"USER_BUSY", "NO_ANSWER"} and fork.confirm_key == "12"
+    assert fork.confirm_sounds == ("http://h/a.wav", "https://h/b.wav")

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from .request import GATEWAY_RETRIES_DEFAULT, GATEWAY_TIMEOUT_DEFAULT
+from .request import (
+    GATEWAY_RETRIES_DEFAULT,
+    GATEWAY_TIMEOUT_DEFAULT,
+    GROUP_CONFIRM_TIMEOUT_S,
+    GROUP_REJECT_CAUSES_DEFAULT,
+)
 
 __all__ = ["openapi_document"]
 
@@ -43,12 +48,12 @@ def openapi_document() -> dict[str, Any]:
                      "sip:host[:port]/ (To@host:port); other kinds fail at once (CHAN_NOT_IMPLEMENTED)."},
         "AnswerUrl": {**_URL, "description": "RESTXML fetched (POST) on answer."},
         "HangupUrl": {**_URL, "description": "Notified once when the call ends; defaults to AnswerUrl."},
-        "RingUrl": {**_URL, "description": "Notified on the first 180/183."},
+        "RingUrl": {**_URL, "description": "Notified on the first 180/183 (CallStatus=ringing for both)."},
         "CallerName": s,
         "GatewayRetries": {**s, "description": f"Comma list: attempts per gateway (default {GATEWAY_RETRIES_DEFAULT})."},
         "GatewayTimeouts": {**s, "description": f"Comma list: seconds per attempt (default {GATEWAY_TIMEOUT_DEFAULT:g})."},
-        "GatewayCodecs": {**s, "description": "Per gateway, quote-aware list; accepted and recorded, "
-                          "the offer is not restricted yet."},
+        "GatewayCodecs": {**s, "description": "Per gateway, quote-aware list: the SDP offer of that gateway's "
+                          "attempts (codecs the server lacks are dropped; none left: INCOMPATIBLE_DESTINATION)."},
         "ExtraDialString": {**s, "description": "k=v list: sip_h_<Name>=<v> becomes an INVITE header; "
                             "origination_caller_id_name/number, originate_timeout honoured; others recorded."},
         "SendDigits": {**s, "pattern": "^[0-9A-Da-d*#wW]+(@[0-9]+)?$"},
@@ -65,7 +70,18 @@ def openapi_document() -> dict[str, Any]:
                                {**call_props, "Delimiter": {**s, "description": "Not ',' or '/'."}},
                                ["From", "To", "Gateways", "AnswerUrl", "Delimiter"],
                                {"RequestUUID": {"type": "array", "items": s}}),
-        f"{p}HangupCall/": _post("Hang up by CallUUID or RequestUUID", {"CallUUID": uuid, "RequestUUID": uuid}, []),
+        f"{p}GroupCall/": _post(
+            "Ring every member at once; the first to answer (and press ConfirmKey) wins, the others get LOSE_RACE",
+            {**call_props,
+             "Delimiter": {**s, "description": "Splits To, Gateways and the per-member values; not ',' or '/'."},
+             "ConfirmSound": {**s, "description": "http(s) audio URLs (comma list) an answering member hears "
+                              "before it may win."},
+             "ConfirmKey": {**s, "description": "DTMF digits an answering member must press to win, within "
+                            f"{GROUP_CONFIRM_TIMEOUT_S:g} s (else it is dropped, NO_ANSWER)."},
+             "RejectCauses": {**s, "description": "Comma list of causes that end a member's gateway failover "
+                              f"(default {','.join(sorted(GROUP_REJECT_CAUSES_DEFAULT))})."}},
+            ["From", "To", "Gateways", "AnswerUrl", "Delimiter"], {"RequestUUID": s}),
+        f"{p}HangupCall/": _post("Hang up by CallUUID or RequestUUID (a GroupCall's: every member)", {"CallUUID": uuid, "RequestUUID": uuid}, []),
         f"{p}HangupAllCalls/": _post("Hang up every call of the account", {}, []),
         f"{p}TransferCall/": _post("Run the RESTXML at Url", {"CallUUID": uuid, "Url": _URL}, ["CallUUID", "Url"]),
         f"{p}ScheduleHangup/": _post("Hang up in Time seconds", {"CallUUID": uuid, "Time": s},

@@ -29,7 +29,7 @@ from media.dtmf import parse_send_digits
 from media.engine import SUPPORTED_CODECS
 from sip import causes
 
-from ...model import CallbackEvent, CallSpec, DialAttempt, DigitPlan, Timers, Webhook
+from ...model import CallbackEvent, CallSpec, DialAttempt, DigitPlan, ForkGroup, Timers, Webhook
 from ..values import is_http_url
 from .codes import CHAN_NOT_IMPLEMENTED, INVALID_GATEWAY, USER_NOT_REGISTERED
 
@@ -39,8 +39,11 @@ __all__ = [
     "LegacyError",
     "attempt_codecs",
     "gateway_attempt",
+    "GROUP_CONFIRM_TIMEOUT_S",
+    "GROUP_REJECT_CAUSES_DEFAULT",
     "parse_bulk_call",
     "parse_call",
+    "parse_group_call",
     "parse_extra_dial_string",
     "split_outside_quotes",
 ]
@@ -227,6 +230,57 @@ def parse_bulk_call(
             one[name] = items[i] if len(items) == len(to_list) else items[0]
         specs.append(parse_call(one, dialect=dialect, has_gateway=has_gateway, digits_tone_ms=digits_tone_ms))
     return specs
+
+
+#: ``GroupCall`` parameters split by ``Delimiter``, item *i* for member *i* (a missing item
+#: is empty, as the framework's ``pop(0)``); ``ExtraDialString`` is shared by every member.
+GROUP_SPLIT = ("To", "Gateways", "GatewayCodecs", "GatewayTimeouts", "GatewayRetries", "SendDigits",
+               "SendOnPreanswer", "TimeLimit", "HangupOnRing", "CallerName")
+#: ``RejectCauses`` when not given (Eqivo's default; the framework defines the same list).
+GROUP_REJECT_CAUSES_DEFAULT = frozenset(
+    {"NO_ANSWER", "ORIGINATOR_CANCEL", "ALLOTTED_TIMEOUT", "NO_USER_RESPONSE", "CALL_REJECTED"})
+#: Seconds an answering member has to press ``ConfirmKey`` (FreeSWITCH waits without end
+#: once answered; softswitch bounds it).
+GROUP_CONFIRM_TIMEOUT_S = 20.0
+
+
+def parse_group_call(
+    data: Mapping[str, Any],
+    *,
+    dialect: str,
+    has_gateway: Callable[[str], bool],
+    digits_tone_ms: int | None = None,
+    confirm_timeout: float = GROUP_CONFIRM_TIMEOUT_S,
+) -> tuple[list[CallSpec], ForkGroup]:
+    """``GroupCall``: one member per ``To`` item (values split by ``Delimiter``, each member
+    with its own gateway failover), ringing at once; the framework's checks in its order."""
+    delimiter = data.get("Delimiter") if isinstance(data.get("Delimiter"), str) else ""
+    if delimiter in (",", "/"):
+        raise LegacyError("This Delimiter is not allowed")
+    _check_call(data, extra_mandatory=("Delimiter",))
+    assert isinstance(delimiter, str)
+    confirm_sound = _text(data, "ConfirmSound")
+    sounds = tuple(u.strip() for u in confirm_sound.split(",") if u.strip())
+    if confirm_sound and not all(is_http_url(u) for u in sounds):
+        raise LegacyError("ConfirmSound is not Valid")  # Eqivo's check; softswitch plays URLs
+    to_list = _text(data, "To").split(delimiter)
+    if len(to_list) < 2:
+        raise LegacyError("GroupCall should be used for at least 2 numbers")
+    if len(_text(data, "Gateways").split(delimiter)) != len(to_list):
+        raise LegacyError("'To' parameter length does not match 'Gateways' Length")
+    specs = []
+    for i in range(len(to_list)):
+        one = dict(data)
+        for name in GROUP_SPLIT:
+            items = _text(data, name).split(delimiter)
+            one[name] = items[i] if i < len(items) else ""
+        specs.append(parse_call(one, dialect=dialect, has_gateway=has_gateway, digits_tone_ms=digits_tone_ms))
+    raw_causes = _text(data, "RejectCauses")
+    reject = (frozenset(c.strip().upper() for c in raw_causes.split(",") if c.strip())
+              if raw_causes else GROUP_REJECT_CAUSES_DEFAULT)
+    group = ForkGroup(confirm_sounds=sounds, confirm_key=_text(data, "ConfirmKey") or None,
+                      confirm_timeout=confirm_timeout, reject_causes=reject)
+    return specs, group
 
 
 def parse_call(

@@ -31,7 +31,13 @@ from ..http import (
 from ..values import is_http_url
 from .dialect import NAME
 from .openapi import openapi_document
-from .request import LegacyError, parse_bulk_call, parse_call
+from .request import (
+    GROUP_CONFIRM_TIMEOUT_S,
+    LegacyError,
+    parse_bulk_call,
+    parse_call,
+    parse_group_call,
+)
 
 log = logging.getLogger("softswitch.api.legacy")
 
@@ -160,6 +166,30 @@ async def bulk_call(request: web.Request, account: AccountLimits, manager: CallM
 
 
 @endpoint
+async def group_call(request: web.Request, account: AccountLimits, manager: CallManager,
+                     form: dict[str, str]) -> web.Response:
+    """``GroupCall``: ring every member at once (a parallel fork); the first to answer (and
+    to press ``ConfirmKey``) wins, the others are cancelled. One ``RequestUUID``."""
+    try:
+        specs, group = parse_group_call(
+            form, dialect=NAME, has_gateway=_has_gateway(manager), digits_tone_ms=request.app[DIGITS_TONE_MS_KEY],
+            confirm_timeout=GROUP_CONFIRM_TIMEOUT_S)
+        result = await manager.admit_fork(account, specs, group)
+    except CallError as exc:
+        log.info("GroupCall refused: %s", exc.message)
+        raise LegacyError("GroupCall Request Failed") from None
+    return answer(True, "GroupCall Request Executed", RequestUUID=result.request_uuids[0])
+
+
+def _fork_members(found: Any) -> list[Any]:
+    """A call and, for a member of a parallel fork, every other member still up."""
+    fork = getattr(found, "fork", None)
+    if fork is None:
+        return [found]
+    return [c for c in fork.members if not c.finished.is_set()]
+
+
+@endpoint
 async def hangup_call(request: web.Request, account: AccountLimits, manager: CallManager,
                       form: dict[str, str]) -> web.Response:
     """``HangupCall``: by ``CallUUID``, or by ``RequestUUID`` (also ringing or queued)."""
@@ -174,7 +204,8 @@ async def hangup_call(request: web.Request, account: AccountLimits, manager: Cal
         found = manager.live_by_request(account.auth_id, request_uuid)
     if found is None:
         raise LegacyError("Hangup Call Failed")
-    await manager.hangup(found)
+    for target in _fork_members(found) if request_uuid else [found]:  # a group's RequestUUID: every member
+        await manager.hangup(target)
     return answer(True, "Hangup Call Executed")
 
 
@@ -457,6 +488,7 @@ def _unsupported(name: str) -> Handler:
 ROUTES: tuple[tuple[str, str, Handler], ...] = (
     (f"{PREFIX}Call/", "POST", call),
     (f"{PREFIX}BulkCall/", "POST", bulk_call),
+    (f"{PREFIX}GroupCall/", "POST", group_call),
     (f"{PREFIX}HangupCall/", "POST", hangup_call),
     (f"{PREFIX}HangupAllCalls/", "POST", hangup_all_calls),
     (f"{PREFIX}TransferCall/", "POST", transfer_call),
