@@ -110,6 +110,18 @@ def pick_transport(uri: SipUri, target: Target | None, ports: dict[str, int]) ->
     return name
 
 
+def canonical_address(address: Address) -> Address:
+    """``(host, port)`` with an IP literal in canonical form (``[::0:1]`` and ``::1``,
+    ``::ffff:10.0.0.1`` and ``10.0.0.1`` compare equal); names are left alone."""
+    try:
+        ip = ipaddress.ip_address(address[0].strip("[]").split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return (str(ip.ipv4_mapped), address[1])
+    return (str(ip), address[1])
+
+
 def targets_now(uri: SipUri) -> list[Target] | None:
     """IP literals resolve without waiting (RFC 3263 §4.2); names need the resolver (None)."""
     try:

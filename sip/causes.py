@@ -33,6 +33,9 @@ SYSTEM_SHUTDOWN = "SYSTEM_SHUTDOWN"
 REQUESTED_CHAN_UNAVAIL = "REQUESTED_CHAN_UNAVAIL"
 PROTOCOL_ERROR = "PROTOCOL_ERROR"
 AUTHENTICATION_FAIL = "CALL_REJECTED"
+#: Our request could not be delivered (ICMP unreachable, TCP connection refused): RFC 3261
+#: §8.1.3.1 treats it as a 503; the cause says the destination is down, not that it refused.
+TRANSPORT_FAILURE = DESTINATION_OUT_OF_ORDER
 
 #: Q.850 cause codes, for records that want the number as well as the name.
 Q850_CODES: dict[str, int] = {

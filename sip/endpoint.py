@@ -43,6 +43,7 @@ from sip._endpoint_types import (
     Source,
 )
 from sip._stateless import (
+    canonical_address,
     error_answer,
     out_of_dialog_response,
     pick_transport,
@@ -424,10 +425,13 @@ class Endpoint:
         self._out.append(Datagram(data, transport, address, connection))
 
     def transport_error(self, transport: str, address: Address, now: float) -> None:
-        """Sending to ``address`` over ``transport`` failed (a TCP connect): the client
-        transactions bound there fail as if they had timed out (§17.1.4)."""
+        """Sending to ``address`` over ``transport`` failed (a TCP connect was refused, an
+        ICMP port/host unreachable came back for a datagram): the client transactions
+        bound there fail at once (§17.1.4); the next RFC 3263 target is tried, else the
+        session treats it as a 503 (§8.1.3.1)."""
+        wanted = canonical_address(address)
         for tx, _, tx_transport, tx_address in list(self._client.values()):
-            if tx_transport == transport and tx_address == address and not tx.terminated:
+            if tx_transport == transport and canonical_address(tx_address) == wanted and not tx.terminated:
                 tx.transport_error(now)
                 self._drain_client(tx, now)
 
@@ -451,7 +455,9 @@ class Endpoint:
             elif isinstance(event, TransactionTimeout):
                 if self._fail_over(tx, now):
                     continue
-                if call is not None:
+                if call is not None and event.timer == "transport":
+                    self._run(call, call.session.on_transport_error(tx.request, now), now)
+                elif call is not None:
                     self._run(call, call.session.on_timeout(tx.request, now), now)
             elif isinstance(event, TransactionTerminated):
                 self._client.pop(tx.key, None)

@@ -209,6 +209,18 @@ class ClientInviteSession:
             return self.bye(now, causes.RECOVERY_ON_TIMER_EXPIRE, "error")
         return []
 
+    def on_transport_error(self, request: SipRequest, now: float) -> list[Action]:
+        """Sending ``request`` failed (an ICMP port/host unreachable, a refused TCP
+        connection). RFC 3261 §8.1.3.1: treated as a 503 from the peer; for the initial
+        INVITE the call ends at once as DESTINATION_OUT_OF_ORDER (Q.850 27: the destination's
+        interface is not working); in-dialog requests fail as on a timeout."""
+        if request.method == "INVITE" and request is self.invite and self.dialog is None:
+            cancelled = self._cancel_cause is not None or self._cancel_pending is not None
+            if self.state in ("calling", "proceeding", "early") and not cancelled:
+                self._pending.pop((request.cseq[0], request.method), None)
+                return self._terminate(now, causes.TRANSPORT_FAILURE, 503, "transport error", "error")
+        return self.on_timeout(request, now)
+
     def on_unreachable(self, request: SipRequest, now: float) -> list[Action]:
         """The next hop of ``request`` could not be resolved or reached."""
         if request is self.invite and self.dialog is None:

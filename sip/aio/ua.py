@@ -233,6 +233,7 @@ class UserAgent:
         if "udp" in cfg.transports:
             self.udp = await UdpTransport.listen(cfg.host, cfg.port, self._on_message, self._on_parse_error)
             self.udp.on_datagram = self._on_datagram
+            self.udp.on_unreachable = self._on_unreachable
             self.local_port = self.udp.local[1]
         if "tcp" in cfg.transports:
             port = self.local_port if self.udp is not None else cfg.port
@@ -410,6 +411,10 @@ class UserAgent:
 
     def _on_datagram(self, data: bytes, inbound: Inbound) -> None:
         self.endpoint.receive(data, Source("udp", inbound.source), self._now(), max_size=self.udp.max_size if self.udp else 65535)
+        self._pump()
+
+    def _on_unreachable(self, address: tuple[str, int], _errno: int) -> None:
+        self.endpoint.transport_error("udp", address, self._now())
         self._pump()
 
     def _on_message(self, message: SipRequest | SipResponse, inbound: Inbound) -> None:
