@@ -106,6 +106,7 @@ def build_user_agent(config: Any) -> Any:
             transports=tuple(t for t in config.sip_transports if t in ("udp", "tcp")) or ("udp",),
             public_host=config.public_host,
             user_agent=config.user_agent,
+            session_expires=config.sip_session_expires,
             gateways=gateways,
             media=media_cfg,
             gateway_codecs={gw.name: list(gw.codecs) for gw in config.gateways if gw.codecs},

@@ -122,6 +122,10 @@ class Config:
     sip_port: int = 5060
     sip_transports: list[str] = field(default_factory=lambda: ["udp", "tcp"])
     public_host: str | None = None
+    sip_session_expires: int = 1800
+    """RFC 4028 session interval (s) every INVITE asks for, with us as refresher: refreshed
+    at half of it, a call whose refresh fails ends RECOVERY_ON_TIMER_EXPIRE. 0 = off; else at
+    least 90 (RFC 4028 §4 Min-SE)."""
     rtp_port_min: int = 16384
     rtp_port_max: int = 32767
     db_path: str = "softswitch.db"

@@ -42,6 +42,8 @@ def _validate(cfg: Config) -> None:
             raise ConfigError("sip_transports", NOT_IMPLEMENTED["tls"])
         if t not in SIP_TRANSPORTS:
             raise ConfigError("sip_transports", f"{t!r} is not one of {', '.join(SIP_TRANSPORTS)}")
+    if cfg.sip_session_expires != 0 and not 90 <= cfg.sip_session_expires <= 86400:
+        raise ConfigError("sip_session_expires", "must be 0 (off) or 90-86400 (RFC 4028 §4: Min-SE 90)")
     if not 1 <= cfg.rtp_port_min < cfg.rtp_port_max <= 65535:
         raise ConfigError(
             "rtp_ports", f"need 1 <= min < max <= 65535, got {cfg.rtp_port_min}-{cfg.rtp_port_max}"
