@@ -60,10 +60,17 @@ async def test_callee_refresher_that_never_refreshes_through_the_plivo_api(
     are over we send BYE with Reason cause 102; the hangup callback and the record say
     RECOVERY_ON_TIMER_EXPIRE."""
     peer = sipp("uas_session_timer_expire.xml")
-    resp = await env.sdk(env.client.calls.create, from_="1000", to_=peer.uri,
-                         answer_url=receiver.url("/answer"), hangup_url=receiver.url("/hangup"))
+    resp = await env.sdk(
+        env.client.calls.create,
+        from_="1000",
+        to_=peer.uri,
+        answer_url=receiver.url("/answer"),
+        hangup_url=receiver.url("/hangup"),
+    )
     hangup = (await receiver.wait_hangup(request_uuid=resp.request_uuid, timeout=10)).params
-    assert hangup["HangupCause"] == "RECOVERY_ON_TIMER_EXPIRE" and hangup["CallStatus"] == "completed"
+    assert (
+        hangup["HangupCause"] == "RECOVERY_ON_TIMER_EXPIRE" and hangup["CallStatus"] == "completed"
+    )
     record = await wait_record(env.server, resp.request_uuid)
     extra = record["extra"] if isinstance(record["extra"], dict) else json.loads(record["extra"])
     assert extra["hangup_cause"] == "RECOVERY_ON_TIMER_EXPIRE"

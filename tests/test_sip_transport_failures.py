@@ -36,12 +36,18 @@ async def test_dead_udp_port_fails_at_once_not_after_timer_b(ua: UserAgent) -> N
     call = await ua.dial(f"sip:bob@127.0.0.1:{free_port()}", from_user="1000")
     end = await asyncio.wait_for(call.wait_terminated(), 5)  # Timer B would be 32 s
     assert loop.time() - started < 5
-    assert (end.cause, end.sip_status, end.hangup_source) == (causes.TRANSPORT_FAILURE, 503, "error")
+    assert (end.cause, end.sip_status, end.hangup_source) == (
+        causes.TRANSPORT_FAILURE,
+        503,
+        "error",
+    )
     assert ua.sip.udp is not None and ua.sip.udp.icmp_errors >= 1
 
 
 async def test_refused_tcp_connection_is_a_transport_failure(ua: UserAgent) -> None:
-    call = await ua.dial(f"sip:bob@127.0.0.1:{free_port(socket.SOCK_STREAM)};transport=tcp", from_user="1000")
+    call = await ua.dial(
+        f"sip:bob@127.0.0.1:{free_port(socket.SOCK_STREAM)};transport=tcp", from_user="1000"
+    )
     end = await asyncio.wait_for(call.wait_terminated(), 5)
     assert (end.cause, end.sip_status) == (causes.DESTINATION_OUT_OF_ORDER, 503)  # not 408
 
@@ -91,10 +97,14 @@ async def test_legacy_gateways_fail_over_past_a_dead_trunk_at_once(
             started = loop.time()
             async with session.post(
                 f"{server.base_url}/v0.1/Call/",
-                data={"From": "1000", "To": "bob", "AnswerUrl": receiver.url("/answer"),
-                      "HangupUrl": receiver.url("/hangup"),
-                      "Gateways": f"sip:127.0.0.1:{free_port()}/,sip:127.0.0.1:{up.port}/",
-                      "GatewayTimeouts": "30,30"},
+                data={
+                    "From": "1000",
+                    "To": "bob",
+                    "AnswerUrl": receiver.url("/answer"),
+                    "HangupUrl": receiver.url("/hangup"),
+                    "Gateways": f"sip:127.0.0.1:{free_port()}/,sip:127.0.0.1:{up.port}/",
+                    "GatewayTimeouts": "30,30",
+                },
                 headers=basic(AUTH_ID, AUTH_TOKEN),
             ) as resp:
                 assert (await resp.json(content_type=None))["Success"] is True
