@@ -10,6 +10,7 @@ from sip.events import CallEvent
 from sip.invite import ClientInviteSession
 from sip.invite_server import ServerInviteSession
 from sip.message import SipRequest
+from sip.policy import PolicyConfig
 
 Address = tuple[str, int]
 
@@ -50,6 +51,8 @@ class EndpointConfig:
     linger: float = 32.0  #: how long an ended session's state absorbs retransmissions
     #: Take out-of-dialog INVITEs as :class:`IncomingCall`; False answers them 603.
     accept_inbound: bool = False
+    #: Who may make us answer: the peer allow-list and the out-of-dialog answer rate.
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
 
 
 # ----------------------------------------------------------------------------- events

@@ -100,6 +100,24 @@ def session_expires(message: SipResponse | SipRequest) -> tuple[int, str | None]
     return interval, refresher
 
 
+def allows(message: SipRequest | SipResponse, method: str) -> bool:
+    """Does the message's Allow (§20.5, comma lists in any number of headers) list ``method``?"""
+    return any(
+        m.strip().upper() == method for value in message.get_all("Allow") for m in value.split(",")
+    )
+
+
+def header_int(message: SipRequest | SipResponse, name: str) -> int | None:
+    """The leading integer of a header such as Min-SE (``90;param``), or None."""
+    value = message.get(name)
+    if not value:
+        return None
+    try:
+        return int(value.split(";", 1)[0].strip())
+    except ValueError:
+        return None
+
+
 def has_option(message: SipRequest | SipResponse, header: str, option: str) -> bool:
     return any(v.strip().lower() == option for v in message.get_all(header))
 

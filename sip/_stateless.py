@@ -5,6 +5,7 @@ outside a dialog, and the small helpers the endpoint's inbound path needs (RFC 3
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 
 from sip.headers import Via
@@ -21,28 +22,44 @@ _KNOWN_METHODS = ("REGISTER", "SUBSCRIBE", "MESSAGE", "NOTIFY", "PUBLISH", "REFE
 Address = tuple[str, int]
 
 
-def plain_response(request: SipRequest, status: int, user_agent: str, reason: str | None = None) -> SipResponse:
-    response = make_response(request, status, reason)
+def plain_response(
+    request: SipRequest, status: int, user_agent: str, reason: str | None = None, *, to_tag: str | None = None
+) -> SipResponse:
+    response = make_response(request, status, reason, to_tag=to_tag)
     response.add("User-Agent", user_agent)
     return response
 
 
-def out_of_dialog_response(request: SipRequest, user_agent: str) -> SipResponse:
-    """§8.2 for a request without To tag that no session takes: OPTIONS 200 (§11.2), INVITE
-    603 (we place calls, we do not take them unless asked), BYE 481, 405/501 with Allow."""
+def out_of_dialog_response(request: SipRequest, user_agent: str, *, in_dialog: bool = False) -> SipResponse:
+    """§8.2 for a request no session takes, answered statelessly: 481 inside a dialog we do
+    not hold (§12.2.2), else OPTIONS 200 (§11.2), INVITE 603 (we place calls, we do not take
+    them unless asked), BYE 481, 405/501 with Allow. The To tag is derived from the request
+    (§8.2.7: a stateless UAS answers a retransmission with the same tag)."""
     method = request.method
+    if in_dialog or method == "BYE":
+        return plain_response(request, 481, user_agent)
     if method == "OPTIONS":
-        response = plain_response(request, 200, user_agent)
+        response = plain_response(request, 200, user_agent, to_tag=stateless_tag(request))
         response.add("Allow", ALLOW)
         response.add("Accept", "application/sdp")
         return response
     if method == "INVITE":
-        return plain_response(request, 603, user_agent, "Decline (inbound calls are not served)")
-    if method == "BYE":
-        return plain_response(request, 481, user_agent)
-    response = plain_response(request, 405 if method in _KNOWN_METHODS else 501, user_agent)
+        return plain_response(
+            request, 603, user_agent, "Decline (inbound calls are not served)", to_tag=stateless_tag(request)
+        )
+    response = plain_response(request, 405 if method in _KNOWN_METHODS else 501, user_agent, to_tag=stateless_tag(request))
     response.add("Allow", ALLOW)
     return response
+
+
+def stateless_tag(request: SipRequest) -> str:
+    """A To tag that is the same for every retransmission of ``request`` (§8.2.7)."""
+    try:
+        branch = request.top_via.params.get("branch") or ""
+    except (ValueError, IndexError):
+        branch = ""
+    seed = "|".join((request.call_id or "", request.get("From") or "", branch, request.get("CSeq") or ""))
+    return hashlib.sha1(seed.encode("utf-8", "replace")).hexdigest()[:16]
 
 
 def response_address(request: SipRequest, transport: str, source: Address) -> Address:
@@ -108,6 +125,18 @@ def pick_transport(uri: SipUri, target: Target | None, ports: dict[str, int]) ->
     if name == "udp" and "udp" not in ports:
         name = "tcp"
     return name
+
+
+def canonical_address(address: Address) -> Address:
+    """``(host, port)`` with an IP literal in canonical form (``[::0:1]`` and ``::1``,
+    ``::ffff:10.0.0.1`` and ``10.0.0.1`` compare equal); names are left alone."""
+    try:
+        ip = ipaddress.ip_address(address[0].strip("[]").split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return (str(ip.ipv4_mapped), address[1])
+    return (str(ip), address[1])
 
 
 def targets_now(uri: SipUri) -> list[Target] | None:

@@ -35,6 +35,9 @@ PROTOCOL_ERROR = "PROTOCOL_ERROR"
 AUTHENTICATION_FAIL = "CALL_REJECTED"
 #: A parallel fork member that lost the race: another member answered first (FreeSWITCH's name).
 LOSE_RACE = "LOSE_RACE"
+#: Our request could not be delivered (ICMP unreachable, TCP connection refused): RFC 3261
+#: §8.1.3.1 treats it as a 503; the cause says the destination is down, not that it refused.
+TRANSPORT_FAILURE = DESTINATION_OUT_OF_ORDER
 
 #: Q.850 cause codes, for records that want the number as well as the name.
 Q850_CODES: dict[str, int] = {

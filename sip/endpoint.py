@@ -43,6 +43,7 @@ from sip._endpoint_types import (
     Source,
 )
 from sip._stateless import (
+    canonical_address,
     error_answer,
     out_of_dialog_response,
     pick_transport,
@@ -64,6 +65,7 @@ from sip.invite import (
 from sip.invite_server import SendResponse, ServerInviteSession
 from sip.locate import Target
 from sip.message import SipParseError, SipRequest, SipResponse, new_branch, parse_message
+from sip.policy import PeerPolicy
 from sip.transaction import (
     ClientInviteTransaction,
     ClientNonInviteTransaction,
@@ -109,7 +111,15 @@ class Endpoint:
         self.config = config or EndpointConfig()
         cfg = self.config
         self.timer_config = TimerConfig(cfg.t1, cfg.t2, cfg.t4)
-        self.stats = {"requests_in": 0, "responses_in": 0, "parse_errors": 0, "sent": 0}
+        self.stats = {
+            "requests_in": 0,
+            "responses_in": 0,
+            "parse_errors": 0,
+            "sent": 0,
+            "dropped_not_allowed": 0,  # requests from outside the allow-list (sip.policy)
+            "dropped_rate_limited": 0,  # out-of-dialog requests over their source's rate
+        }
+        self.policy = PeerPolicy(cfg.policy)
         self._client: dict[tuple[str, str, str], tuple[ClientTransaction, Call | None, str, Address]] = {}
         self._server: dict[tuple[str, str, str], tuple[ServerTransaction, Source, Address]] = {}
         self._failover: dict[tuple[str, str, str], tuple[SipUri, list[Target]]] = {}
@@ -424,10 +434,13 @@ class Endpoint:
         self._out.append(Datagram(data, transport, address, connection))
 
     def transport_error(self, transport: str, address: Address, now: float) -> None:
-        """Sending to ``address`` over ``transport`` failed (a TCP connect): the client
-        transactions bound there fail as if they had timed out (§17.1.4)."""
+        """Sending to ``address`` over ``transport`` failed (a TCP connect was refused, an
+        ICMP port/host unreachable came back for a datagram): the client transactions
+        bound there fail at once (§17.1.4); the next RFC 3263 target is tried, else the
+        session treats it as a 503 (§8.1.3.1)."""
+        wanted = canonical_address(address)
         for tx, _, tx_transport, tx_address in list(self._client.values()):
-            if tx_transport == transport and tx_address == address and not tx.terminated:
+            if tx_transport == transport and canonical_address(tx_address) == wanted and not tx.terminated:
                 tx.transport_error(now)
                 self._drain_client(tx, now)
 
@@ -451,7 +464,9 @@ class Endpoint:
             elif isinstance(event, TransactionTimeout):
                 if self._fail_over(tx, now):
                     continue
-                if call is not None:
+                if call is not None and event.timer == "transport":
+                    self._run(call, call.session.on_transport_error(tx.request, now), now)
+                elif call is not None:
                     self._run(call, call.session.on_timeout(tx.request, now), now)
             elif isinstance(event, TransactionTerminated):
                 self._client.pop(tx.key, None)
@@ -499,7 +514,7 @@ class Endpoint:
             return
         log.info("malformed message from %s:%s: %s", source.address[0], source.address[1], error)
         answer = error_answer(data, error, source.transport, source.address, self.config.user_agent)
-        if answer is not None:
+        if answer is not None and self._may_answer(source, now):
             self._transmit(answer[0], source.transport, answer[1], source.connection)
 
     def receive_message(self, message: SipRequest | SipResponse, source: Source, now: float) -> None:
@@ -536,8 +551,8 @@ class Endpoint:
         stamp_via(request, source.address)
         key = transaction_key(request)
         address = response_address(request, source.transport, source.address)
+        entry = self._server.get(key)
         if request.method == "ACK":
-            entry = self._server.get(key)
             if entry is not None:  # ACK for a non-2xx final response we sent (§17.2.1)
                 entry[0].receive(request, now)
                 self._drain_server(entry[0], now)
@@ -546,8 +561,7 @@ class Endpoint:
             if call is not None and call.session.matches(request):
                 _, actions = call.session.on_request(request, now)
                 self._run(call, actions, now)
-            return
-        entry = self._server.get(key)
+            return  # §17: an ACK is never answered
         if entry is not None:  # a retransmission
             entry[0].receive(request, now)
             self._drain_server(entry[0], now)
@@ -555,18 +569,67 @@ class Endpoint:
         if request.method == "CANCEL":
             self._on_cancel(request, key, source, address, now)
             return
-        tx = new_server_transaction(request, reliable=source.transport != "udp", timers=self.timer_config, now=now)
-        self._server[tx.key] = (tx, source, address)
-        response = self._handle_new_request(request, source, address, now)
-        if response is not None:
-            tx.respond(response, now)
-        self._drain_server(tx, now)
+        call = self._dialog_call(request)
+        if call is None and not self._admitted(source):
+            return
+        if call is not None or self._takes_inbound(request):
+            tx = new_server_transaction(request, reliable=source.transport != "udp", timers=self.timer_config, now=now)
+            self._server[tx.key] = (tx, source, address)
+            if call is not None:
+                response, actions = call.session.on_request(request, now)
+                self._run(call, actions, now)
+            else:
+                response = self._incoming(request, source, address, now)
+            if response is not None:
+                tx.respond(response, now)
+            self._drain_server(tx, now)
+            return
+        # §8.2.7: no session takes it; answered statelessly (a retransmission is answered
+        # again, an INVITE's final answer is not retransmitted: the caller's INVITE
+        # retransmissions draw it), within the source's rate.
+        if self._may_answer(source, now):
+            response = out_of_dialog_response(request, self.config.user_agent, in_dialog=_has_to_tag(request))
+            self._transmit(response.serialize(), source.transport, address, source.connection)
+
+    def _dialog_call(self, request: SipRequest) -> Call | None:
+        """The call whose dialog this in-dialog request (To tag) belongs to, if any."""
+        if not _has_to_tag(request):
+            return None
+        call = self._calls.get(request.call_id)
+        return call if call is not None and call.session.matches(request) else None
+
+    def _takes_inbound(self, request: SipRequest) -> bool:
+        return (
+            request.method == "INVITE"
+            and self.config.accept_inbound
+            and not _has_to_tag(request)
+            and request.call_id not in self._calls
+        )
+
+    def _admitted(self, source: Source) -> bool:
+        """The allow-list (:mod:`sip.policy`): requests from elsewhere are dropped silently."""
+        if self.policy.admits(source.address[0]):
+            return True
+        self.stats["dropped_not_allowed"] += 1
+        log.debug("request from %s:%s dropped: not an allowed peer", *source.address)
+        return False
+
+    def _may_answer(self, source: Source, now: float) -> bool:
+        """One more out-of-dialog answer to this source? (allow-list, then its rate)"""
+        if not self._admitted(source):
+            return False
+        if self.policy.may_answer(source.address[0], now):
+            return True
+        self.stats["dropped_rate_limited"] += 1
+        return False
 
     def _on_cancel(self, request: SipRequest, key: tuple[str, str, str], source: Source, address: Address, now: float) -> None:
         """§9.2: 200 to a CANCEL that matches a server INVITE transaction (the session then
-        answers 487 to the INVITE), 481 otherwise. Stateless: a retransmitted CANCEL is
-        answered again the same way."""
+        answers 487 to the INVITE), 481 otherwise (out of dialog: within the source's rate).
+        Stateless: a retransmitted CANCEL is answered again the same way."""
         invite_entry = self._server.get((key[0], key[1], "INVITE"))
+        if invite_entry is None and not self._may_answer(source, now):
+            return
         status = 200 if invite_entry is not None else 481
         response = plain_response(request, status, self.config.user_agent)
         self._transmit(response.serialize(), source.transport, address, source.connection)
@@ -575,25 +638,16 @@ class Endpoint:
             if isinstance(call, ServerCall) and call.session.invite is invite_entry[0].request:
                 self._run(call, call.session.on_cancel(now), now)
 
-    def _handle_new_request(self, request: SipRequest, source: Source, address: Address, now: float) -> SipResponse | None:
-        try:
-            to_tag = request.to_tag
-        except ValueError:
-            to_tag = None
-        if to_tag:
-            call = self._calls.get(request.call_id)
-            if call is None or not call.session.matches(request):
-                return plain_response(request, 481, self.config.user_agent)
-            response, actions = call.session.on_request(request, now)
-            self._run(call, actions, now)
-            return response
-        if request.method == "INVITE" and self.config.accept_inbound and request.call_id not in self._calls:
-            return self._incoming(request, source, address, now)
-        return out_of_dialog_response(request, self.config.user_agent)
-
     def _incoming(self, request: SipRequest, source: Source, address: Address, now: float) -> SipResponse | None:
         session = ServerInviteSession(request, self.session_config(source.transport))
         self._calls[request.call_id] = ServerCall(session, source, address)
         self._events.append(IncomingCall(request.call_id, request, session.offer))
         # §17.2.1: a 100 Trying at once, so the caller stops retransmitting.
         return plain_response(request, 100, self.config.user_agent)
+
+
+def _has_to_tag(request: SipRequest) -> bool:
+    try:
+        return bool(request.to_tag)
+    except ValueError:
+        return False

@@ -15,8 +15,12 @@ Covered here:
   :class:`sip.auth.DigestClient`);
 - 3xx redirects, bounded by ``max_redirects``; 422 Session Interval Too Small;
 - reliable provisional responses (RFC 3262): PRACK once per RSeq;
-- session timers (RFC 4028): we refresh with re-INVITE when we are the refresher, and send
-  BYE when the peer was the refresher and let the session expire;
+- session timers (RFC 4028): every INVITE asks for one with us as refresher
+  (``Session-Expires: n;refresher=uac``, ``Supported: timer``, a 422 is retried with its
+  Min-SE); we refresh at half the interval with UPDATE when the callee allows it, else
+  re-INVITE, and also when the callee's 2xx ignores the timer (a callee that vanished is
+  found by the refresh). A refresh that fails (no answer, 408, 481) or a session the callee
+  was to refresh and let expire ends with BYE and RECOVERY_ON_TIMER_EXPIRE (Q.850 102);
 - requests from the callee: BYE, re-INVITE/UPDATE (hold, codec change, refresh), INFO (DTMF
   relay), OPTIONS, and 481/501/491 where they do not fit.
 
@@ -39,9 +43,11 @@ from sip._session import (
     SendAck,
     SendRequest,
     SessionConfig,
+    allows,
     body_sdp,
     copy_request,
     has_option,
+    header_int,
     reason_cause,
     reason_header,
     safe_tag,
@@ -99,6 +105,8 @@ class ClientInviteSession:
     _session_interval: int | None = None
     _we_refresh: bool = False
     _reinvite_in_progress: bool = False
+    _update_in_progress: bool = False
+    _peer_allows_update: bool = False
     _local_sdp: str | None = None
     _bye_sent: bool = False
 
@@ -135,8 +143,9 @@ class ClientInviteSession:
         invite.add("Allow", config.allow)
         invite.add("Supported", config.supported)
         if config.session_expires:
-            invite.add("Session-Expires", str(config.session_expires))
-            invite.add("Min-SE", str(config.min_se))
+            # RFC 4028 §7.1: we ask for the timer and to be the refresher ourselves.
+            invite.add("Session-Expires", f"{config.session_expires};refresher=uac")
+            invite.add("Min-SE", str(min(config.min_se, config.session_expires)))
         for name, value in headers or ():
             invite.add(name, value)
         if sdp is not None:
@@ -187,8 +196,8 @@ class ClientInviteSession:
             retry = self._authenticated_retry(pending.request, response)
             if retry is not None:
                 return [retry]
-        if request.method == "INVITE":  # our session refresh / re-INVITE
-            return self._on_reinvite_response(request, response, now)
+        if request.method in ("INVITE", "UPDATE"):  # our session refresh
+            return self._on_refresh_response(request, response, now)
         return []  # BYE, CANCEL, PRACK, ...: nothing further to do with the answer
 
     def on_timeout(self, request: SipRequest, now: float) -> list[Action]:
@@ -203,11 +212,23 @@ class ClientInviteSession:
                     now, causes.RECOVERY_ON_TIMER_EXPIRE, 408, "no response", "error"
                 )
             return []
-        if request.method == "INVITE" and self.dialog is not None:
+        if request.method in ("INVITE", "UPDATE") and self.dialog is not None:
             # RFC 4028 §10 / RFC 5057: a refresh that gets no answer ends the session.
-            self._reinvite_in_progress = False
+            self._reinvite_in_progress = self._update_in_progress = False
             return self.bye(now, causes.RECOVERY_ON_TIMER_EXPIRE, "error")
         return []
+
+    def on_transport_error(self, request: SipRequest, now: float) -> list[Action]:
+        """Sending ``request`` failed (an ICMP port/host unreachable, a refused TCP
+        connection). RFC 3261 §8.1.3.1: treated as a 503 from the peer; for the initial
+        INVITE the call ends at once as DESTINATION_OUT_OF_ORDER (Q.850 27: the destination's
+        interface is not working); in-dialog requests fail as on a timeout."""
+        if request.method == "INVITE" and request is self.invite and self.dialog is None:
+            cancelled = self._cancel_cause is not None or self._cancel_pending is not None
+            if self.state in ("calling", "proceeding", "early") and not cancelled:
+                self._pending.pop((request.cseq[0], request.method), None)
+                return self._terminate(now, causes.TRANSPORT_FAILURE, 503, "transport error", "error")
+        return self.on_timeout(request, now)
 
     def on_unreachable(self, request: SipRequest, now: float) -> list[Action]:
         """The next hop of ``request`` could not be resolved or reached."""
@@ -473,7 +494,7 @@ class ClientInviteSession:
         if interval <= current:
             return None
         retry = copy_request(self.invite, drop=("Via",))
-        retry.set("Session-Expires", str(interval))
+        retry.set("Session-Expires", f"{interval};refresher=uac")
         retry.set("Min-SE", str(interval))
         retry.set("CSeq", f"{self.invite.cseq[0] + 1} INVITE")
         self.invite = retry
@@ -482,9 +503,16 @@ class ClientInviteSession:
     # ---------------------------------------------------------------- session timers
 
     def _arm_session_timer(self, response: SipResponse, now: float) -> None:
+        self._peer_allows_update = allows(response, "UPDATE")
         se = session_expires(response)
         if se is None:
-            return
+            # RFC 4028 §7.2: the callee does not do session timers, so the session does not
+            # expire; we asked for one and keep refreshing at our interval all the same
+            # (plain re-INVITE/UPDATE any UA answers): a refresh that fails ends a call whose
+            # callee is gone.
+            if not self.config.session_expires:
+                return
+            se = (self.config.session_expires, "uac")
         interval, refresher = se
         if interval <= 0:
             return
@@ -526,21 +554,28 @@ class ClientInviteSession:
             return self.bye(now, causes.RECOVERY_ON_TIMER_EXPIRE, "error")
         if self._refresh_at is not None and now >= self._refresh_at and self.dialog is not None:
             self._refresh_at = None
-            if self._reinvite_in_progress:
+            if self._reinvite_in_progress or self._update_in_progress:
                 self._refresh_at = now + 2
                 return []
             return [self._session_refresh()]
         return []
 
     def _session_refresh(self) -> SendRequest:
+        """RFC 4028 §7.4: UPDATE (no SDP: nothing to renegotiate) when the callee allows
+        it, else a re-INVITE with our last SDP."""
         assert self.dialog is not None
+        min_se = min(self.config.min_se, self._session_interval or self.config.min_se)
         headers = [
             ("Contact", self.config.contact),
             ("User-Agent", self.config.user_agent),
             ("Supported", self.config.supported),
             ("Session-Expires", f"{self._session_interval};refresher=uac"),
-            ("Min-SE", str(self.config.min_se)),
+            ("Min-SE", str(min_se)),
         ]
+        if self._peer_allows_update:
+            update = self.dialog.create_request("UPDATE", headers=headers)
+            self._update_in_progress = True
+            return self._send(update, self.dialog.next_hop())
         body = b""
         if self._local_sdp:
             headers.append(("Content-Type", "application/sdp"))
@@ -549,24 +584,39 @@ class ClientInviteSession:
         self._reinvite_in_progress = True
         return self._send(reinvite, self.dialog.next_hop())
 
-    def _on_reinvite_response(self, request: SipRequest, response: SipResponse, now: float) -> list[Action]:
-        if response.status < 200 or self.dialog is None:
+    def _on_refresh_response(self, request: SipRequest, response: SipResponse, now: float) -> list[Action]:
+        """The answer to our session refresh (re-INVITE or UPDATE)."""
+        if response.status < 200 or self.dialog is None or self.state == "terminated":
             return []
-        self._reinvite_in_progress = False
-        if response.status < 300:
-            self.dialog.update_from_response(response, method="INVITE")
-            ack = self.dialog.create_ack(request.cseq[0], headers=[("User-Agent", self.config.user_agent)])
+        if request.method == "INVITE":
+            self._reinvite_in_progress = False
+        else:
+            self._update_in_progress = False
+        status = response.status
+        if status < 300:
+            actions: list[Action] = []
+            if request.method == "INVITE":
+                self.dialog.update_from_response(response, method="INVITE")
+                ack = self.dialog.create_ack(request.cseq[0], headers=[("User-Agent", self.config.user_agent)])
+                actions.append(SendAck(ack, self.dialog.next_hop()))
             se = session_expires(response)
             if se is not None:
                 self._session_interval = se[0]
                 self._we_refresh = se[1] in (None, "uac")
             self._rearm_session_timer(now)
-            return [SendAck(ack, self.dialog.next_hop())]
-        if response.status in (481, 408):
-            # RFC 5057 §5.1: the dialog is gone.
-            return self._terminate(now, causes.NORMAL_CLEARING, response.status, response.reason, "callee")
-        if response.status == 491:
+            return actions
+        if status in (481, 408):
+            # RFC 4028 §10, RFC 5057 §5.1: the refresh failed, the dialog is gone.
+            return self.bye(now, causes.RECOVERY_ON_TIMER_EXPIRE, "error")
+        if status == 491:
             self._refresh_at = now + 2.1  # §14.1: retry after a random wait (2.1-4 s for the owner)
+        elif status == 422 and (min_se := header_int(response, "Min-SE")) is not None:
+            # RFC 4028 §7.4: the interval is too small for the callee: at once with its Min-SE.
+            self._session_interval = max(min_se, self._session_interval or 0)
+            self._refresh_at = now
+        elif request.method == "UPDATE" and status in (405, 501):
+            self._peer_allows_update = False  # it said Allow: UPDATE, but no: re-INVITE now
+            self._refresh_at = now
         else:
             self._rearm_session_timer(now)
         return []

@@ -190,6 +190,9 @@ class ServerInviteSession:
     def on_unreachable(self, request: SipRequest, now: float) -> list[ServerAction]:
         return []
 
+    def on_transport_error(self, request: SipRequest, now: float) -> list[ServerAction]:
+        return []
+
     def get_timer(self) -> float | None:
         return self._ok_next if self.state == "accepted" else None
 

@@ -59,6 +59,9 @@ class LoopNetwork:
     hosts: dict[str, list[Target]] = field(default_factory=dict)
     #: ``drop(delivery)`` true loses that datagram (a lossy network)
     drop: Callable[[Delivery], bool] | None = None
+    #: True: a datagram to an address nobody is bound at draws an ICMP port unreachable
+    #: (the sender's :meth:`Endpoint.transport_error`), as on a host with the port closed
+    icmp_unreachable: bool = False
     wire: list[Delivery] = field(default_factory=list)
     events: dict[int, list[EndpointEvent]] = field(default_factory=dict)
 
@@ -135,6 +138,9 @@ class LoopNetwork:
         target = self.endpoints.get(datagram.address)
         if target is None:
             delivery.dropped = True  # nobody there: lost like a datagram to a dead host
+            sender = self.endpoints.get(source)
+            if self.icmp_unreachable and sender is not None:
+                sender.transport_error(datagram.transport, datagram.address, self.now)
             return
         target.receive(datagram.data, Source(datagram.transport, source), self.now)
 

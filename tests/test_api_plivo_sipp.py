@@ -148,20 +148,19 @@ async def test_send_digits_on_preanswer_and_after_answer(sipp: Any, env: Env, re
 
 
 async def test_unroutable_number_and_dead_peer(sipp: Any, env: Env, receiver: WebhookReceiver) -> None:
-    """A number with no gateway fails at once; a SIP URI nobody listens on ends at ring_timeout.
-
-    (Our UDP transport ignores ICMP port-unreachable, so without ring_timeout the INVITE
-    would run to Timer B, 32 s: RFC 3261 §18.4 only says the transport SHOULD report it.)"""
+    """A number with no gateway fails at once; so does a SIP URI nobody listens on: the
+    ICMP port unreachable is read from the UDP socket's error queue (RFC 3261 §18.4,
+    §8.1.3.1: a transport error, as a 503), long before ring_timeout or Timer B."""
     c = env.client
     common = {"from_": "1000", "answer_url": receiver.url("/answer"), "hangup_url": receiver.url("/hangup")}
     n = await env.sdk(c.calls.create, to_="14155550123", **common)
-    dead = await env.sdk(c.calls.create, to_=f"sip:nobody@127.0.0.1:{free_port()}", ring_timeout=1, **common)
+    dead = await env.sdk(c.calls.create, to_=f"sip:nobody@127.0.0.1:{free_port()}", ring_timeout=30, **common)
     p = (await receiver.wait_hangup(request_uuid=n.request_uuid, timeout=10)).params
     assert p["CallStatus"] == "failed" and p["HangupCause"] == "NO_ROUTE_DESTINATION"
     assert p["HangupSource"] == "Error" and p["HangupCauseName"] == "Invalid Destination Address"
     p = (await receiver.wait_hangup(request_uuid=dead.request_uuid, timeout=10)).params
-    assert (p["CallStatus"], p["HangupCause"], p["HangupSource"]) == ("no-answer", "NO_ANSWER", "Plivo")
-    assert p["AnswerTime"] == "" and p["HangupCauseName"] == "Ring Timeout Reached"
+    assert (p["CallStatus"], p["HangupCause"], p["HangupSource"]) == ("failed", "DESTINATION_OUT_OF_ORDER", "Error")
+    assert p["AnswerTime"] == "" and p["HangupCauseName"] == "Destination Out Of Service"
     assert not receiver.of("/answer")
     sig_ok(receiver)
 

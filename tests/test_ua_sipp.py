@@ -139,15 +139,49 @@ async def test_callee_hangs_up_first(ua, sipp):
 
 
 async def test_first_invite_lost_retransmission_wins(ua, sipp):
-    # The first INVITE reaches a closed port and is lost; sipp starts 200 ms later and
-    # only our Timer A retransmission (at T1 = 500 ms) can reach it.
-    port = free_port()
-    call = await ua.dial(f"sip:service@127.0.0.1:{port}", from_user="1000")
-    await asyncio.sleep(0.2)
-    peer = sipp("uas_answer.xml", port=port)
-    assert await asyncio.wait_for(call.wait_answered(), 10)
-    await call.hangup()
-    await asyncio.to_thread(peer.assert_ok)
+    # The first INVITE is lost on the way (silently: no ICMP error comes back, which would
+    # fail the attempt at once); only our Timer A retransmission (at T1 = 500 ms) gets
+    # through a relay in front of sipp.
+    peer = sipp("uas_answer.xml")
+    loop = asyncio.get_running_loop()
+    relay, _ = await loop.create_datagram_endpoint(
+        lambda: _DropFirst(("127.0.0.1", peer.port)), local_addr=("127.0.0.1", 0)
+    )
+    try:
+        port = relay.get_extra_info("sockname")[1]
+        call = await ua.dial(f"sip:service@127.0.0.1:{port}", from_user="1000")
+        assert await asyncio.wait_for(call.wait_answered(), 10)
+        assert relay.get_protocol().dropped == 1
+        await call.hangup()
+        await asyncio.to_thread(peer.assert_ok)
+    finally:
+        relay.close()
+
+
+class _DropFirst(asyncio.DatagramProtocol):
+    """A lossy path in front of ``upstream``: loses the first datagram, relays the rest
+    (and the upstream's answers back to the sender)."""
+
+    def __init__(self, upstream: tuple[str, int]):
+        self.upstream = upstream
+        self.client: tuple[str, int] | None = None
+        self.dropped = 0
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        assert self.transport is not None
+        if (addr[0], addr[1]) == self.upstream:
+            if self.client is not None:
+                self.transport.sendto(data, self.client)
+            return
+        self.client = (addr[0], addr[1])
+        if not self.dropped:
+            self.dropped += 1
+            return
+        self.transport.sendto(data, self.upstream)
 
 
 async def test_tcp(ua, sipp):
@@ -211,15 +245,21 @@ async def test_number_through_gateway(sipp):
 
 
 async def test_unreachable_destination_times_out(ua):
-    # Nothing listens there: Timer B (64*T1) ends it; shorten T1 for the test.
+    # A socket that never answers (and, being bound, draws no ICMP error): Timer B
+    # (64*T1) ends it; shorten T1 for the test. (A closed port fails at once instead:
+    # tests/test_sip_transport_failures.py.)
+    import socket
+
     agent = UserAgent(UserAgentConfig(port=0, t1=0.05))
     await agent.start()
-    try:
-        call = await agent.dial("sip:nobody@127.0.0.1:9", from_user="1000")
-        end = await asyncio.wait_for(call.wait_terminated(), 10)
-        assert end.cause == causes.RECOVERY_ON_TIMER_EXPIRE and end.sip_status == 408
-    finally:
-        await agent.close()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as blackhole:
+        blackhole.bind(("127.0.0.1", 0))
+        try:
+            call = await agent.dial(f"sip:nobody@127.0.0.1:{blackhole.getsockname()[1]}", from_user="1000")
+            end = await asyncio.wait_for(call.wait_terminated(), 10)
+            assert end.cause == causes.RECOVERY_ON_TIMER_EXPIRE and end.sip_status == 408
+        finally:
+            await agent.close()
 
 
 async def test_bad_targets_raise(ua):

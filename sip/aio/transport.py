@@ -5,13 +5,23 @@ it came on, to one callback; parsing errors are reported to the same place so th
 agent can answer 400 (requests) or drop (responses). Streams are framed by Content-Length
 (:class:`sip.message.StreamFramer`); TCP connections are reused in both directions
 (RFC 3261 §18.3 / RFC 5923 style: a response goes back on the connection the request came on).
+
+An unconnected UDP socket hears nothing of ICMP errors unless asked: the UDP transport sets
+``IP_RECVERR``/``IPV6_RECVERR`` (Linux) and reads the socket's error queue, so a datagram to
+a port nobody listens on is reported (:attr:`UdpTransport.on_unreachable`) with the address
+it was sent to, and the transaction behind it fails at once instead of after Timer B
+(RFC 3261 §8.1.3.1, §17.1.4).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
+import socket
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -36,18 +46,72 @@ MessageHandler = Callable[[SipRequest | SipResponse, Inbound], None]
 ErrorHandler = Callable[[bytes, SipParseError, Inbound], None]
 
 
+#: ``on_unreachable(destination, errno)``: a datagram we sent to ``destination`` drew an
+#: ICMP error (port/host/network unreachable).
+UnreachableHandler = Callable[[Address, int], None]
+
+# Linux <linux/in.h>, <linux/in6.h>, <linux/errqueue.h>; the socket module lacks most names.
+_SOL_IP = getattr(socket, "SOL_IP", 0)
+_IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
+_IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
+_MSG_ERRQUEUE = getattr(socket, "MSG_ERRQUEUE", 0x2000)
+SO_EE_ORIGIN_ICMP = 2
+SO_EE_ORIGIN_ICMP6 = 3
+#: struct sock_extended_err { u32 ee_errno; u8 ee_origin, ee_type, ee_code, ee_pad; u32 ee_info, ee_data; }
+_EXTENDED_ERR = struct.Struct("=IBBBBII")
+#: The ICMP errors that say nobody will answer at that address (RFC 3261 §18.4 -> §8.1.3.1:
+#: a transport error, treated as a 503). Others (fragmentation needed...) are not failures.
+UNREACHABLE_ERRNOS = frozenset(
+    {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN}
+)
+#: Most error-queue entries read per wake-up (the queue is bounded by the socket buffer).
+_ERRQUEUE_BATCH = 64
+
+
+@dataclass(frozen=True, slots=True)
+class IcmpError:
+    """One entry of a socket's error queue: where the datagram went and what came back."""
+
+    destination: Address
+    errno: int
+    origin: int
+    icmp_type: int
+    icmp_code: int
+
+
+def parse_extended_error(
+    level: int, kind: int, data: bytes, destination: Address
+) -> IcmpError | None:
+    """The ``sock_extended_err`` of one ``IP_RECVERR``/``IPV6_RECVERR`` control message
+    (``recvmsg(..., MSG_ERRQUEUE)``), or None for another kind of ancillary data.
+    ``destination`` is the error message's ``msg_name``: the original datagram's address."""
+    if (level, kind) not in ((_SOL_IP, _IP_RECVERR), (socket.IPPROTO_IPV6, _IPV6_RECVERR)):
+        return None
+    if len(data) < _EXTENDED_ERR.size:
+        return None
+    ee_errno, origin, icmp_type, icmp_code, _, _, _ = _EXTENDED_ERR.unpack_from(data)
+    return IcmpError(destination, ee_errno, origin, icmp_type, icmp_code)
+
+
 class UdpTransport(asyncio.DatagramProtocol):
     name = "udp"
     reliable = False
 
-    def __init__(self, on_message: MessageHandler, on_error: ErrorHandler, *, max_size: int = 65535):
+    def __init__(
+        self, on_message: MessageHandler, on_error: ErrorHandler, *, max_size: int = 65535
+    ):
         self.on_message = on_message
         self.on_error = on_error
         self.max_size = max_size
         #: When set, datagrams go to it unparsed (a sans-I/O endpoint parses its own).
         self.on_datagram: Callable[[bytes, Inbound], None] | None = None
+        #: When set, ICMP errors for datagrams we sent are reported here (see the module doc).
+        self.on_unreachable: UnreachableHandler | None = None
         self.transport: asyncio.DatagramTransport | None = None
         self.local: Address = ("", 0)
+        self.icmp_errors = 0  #: error-queue entries read
+        self._sock: socket.socket | None = None
+        self._sending: tuple[bytes, Address] | None = None
 
     @classmethod
     async def listen(
@@ -69,17 +133,36 @@ class UdpTransport(asyncio.DatagramProtocol):
         self.local = (sockname[0], sockname[1])
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            import socket as _socket
-
             # SO_RCVBUFFORCE passes net.core.rmem_max when we may (root); else the kernel caps it.
-            for option in (getattr(_socket, "SO_RCVBUFFORCE", None), _socket.SO_RCVBUF):
+            for option in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
                 if option is None:
                     continue
                 try:
-                    sock.setsockopt(_socket.SOL_SOCKET, option, self.RECEIVE_BUFFER)
+                    sock.setsockopt(socket.SOL_SOCKET, option, self.RECEIVE_BUFFER)
                     break
                 except OSError:
                     continue
+            self._enable_error_queue(sock)
+
+    def _enable_error_queue(self, sock: socket.socket) -> None:
+        """Ask the kernel to queue ICMP errors on this unconnected socket (Linux only;
+        elsewhere transactions time out as before)."""
+        options = [(_SOL_IP, _IP_RECVERR)]
+        if sock.family == socket.AF_INET6:
+            options.append((socket.IPPROTO_IPV6, _IPV6_RECVERR))
+        enabled = False
+        for level, option in options:
+            try:
+                sock.setsockopt(level, option, 1)
+                enabled = True
+            except OSError:
+                continue
+        if enabled:
+            # asyncio hands out a wrapper without recvmsg(): read the queue through a
+            # duplicate descriptor of the same socket (closed with the transport).
+            dup = socket.socket(sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno()))
+            dup.setblocking(False)
+            self._sock = dup
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[override]
         source = (addr[0], addr[1])
@@ -96,27 +179,84 @@ class UdpTransport(asyncio.DatagramProtocol):
             return
         except Exception as exc:  # never let one datagram stop the process
             log.exception("unexpected parser failure from %s", source)
-            self.on_error(data, SipParseError(f"unparseable message ({type(exc).__name__})"), inbound)
+            self.on_error(
+                data, SipParseError(f"unparseable message ({type(exc).__name__})"), inbound
+            )
             return
         self.on_message(message, inbound)
 
     def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable etc. arrive here on Linux; transactions time out on their own.
+        """A pending socket error (an ICMP error was queued, IP_RECVERR) surfaced on a
+        receive or a send: read the error queue to learn which destination it was for."""
         log.debug("udp error: %s", exc)
+        self.read_error_queue()
+        pending, self._sending = self._sending, None
+        if pending is not None and self.transport is not None and not self.transport.is_closing():
+            # The send failed only because an earlier ICMP error was pending (the kernel
+            # reports it on the next socket call): it is read now, so send once more.
+            self.transport.sendto(pending[0], pending[1])
+
+    def read_error_queue(self) -> list[IcmpError]:
+        """Drain the socket's error queue (bounded per call) and report each unreachable
+        destination to :attr:`on_unreachable`."""
+        sock = self._sock
+        if sock is None:
+            return []
+        found: list[IcmpError] = []
+        for _ in range(_ERRQUEUE_BATCH):
+            try:
+                _, ancdata, _, name = sock.recvmsg(1, 512, _MSG_ERRQUEUE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                log.debug("reading the udp error queue: %s", exc)
+                break
+            if not isinstance(name, tuple) or len(name) < 2:
+                continue
+            destination = (str(name[0]), int(name[1]))
+            for level, kind, data in ancdata:
+                error = parse_extended_error(level, kind, data, destination)
+                if error is not None:
+                    found.append(error)
+        self.icmp_errors += len(found)
+        for error in found:
+            if error.errno not in UNREACHABLE_ERRNOS:
+                continue
+            log.info(
+                "udp %s:%s unreachable (%s)",
+                error.destination[0],
+                error.destination[1],
+                errno.errorcode.get(error.errno, error.errno),
+            )
+            if self.on_unreachable is not None:
+                try:
+                    self.on_unreachable(error.destination, error.errno)
+                except Exception:
+                    log.exception("unreachable handler failed")
+        return found
 
     def send(self, data: bytes, addr: Address) -> None:
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.sendto(data, addr)
+            self._sending = (data, addr)
+            try:
+                self.transport.sendto(data, addr)
+            finally:
+                self._sending = None
 
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
 
 
 class TcpConnection:
     """One TCP connection, either direction, with its Content-Length framer."""
 
-    def __init__(self, owner: TcpTransport, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+    def __init__(
+        self, owner: TcpTransport, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ):
         self.owner = owner
         self.reader = reader
         self.writer = writer
@@ -170,7 +310,9 @@ class TcpTransport:
     name = "tcp"
     reliable = True
 
-    def __init__(self, on_message: MessageHandler, on_error: ErrorHandler, *, max_size: int = 65535):
+    def __init__(
+        self, on_message: MessageHandler, on_error: ErrorHandler, *, max_size: int = 65535
+    ):
         self.on_message = on_message
         self.on_error = on_error
         self.max_size = max_size

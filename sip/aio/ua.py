@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ from sip.events import (
 )
 from sip.invite import ClientInviteSession
 from sip.message import SipParseError, SipRequest, SipResponse, new_call_id
+from sip.policy import PolicyConfig
 from sip.transaction import TimerConfig
 from sip.uri import SipUri, TelUri, parse_uri
 
@@ -107,6 +109,11 @@ class UserAgentConfig:
     linger: float = 32.0  #: how long an ended call's state absorbs retransmissions
     dns_servers: list[str] | None = None  #: resolvers to ask (default: the system's)
     dns_port: int = 53
+    #: Networks whose requests are served (:mod:`sip.policy`); empty: any source. The
+    #: gateways' addresses are always allowed.
+    allowed_peers: list[str] = field(default_factory=list)
+    out_of_dialog_rate: float = 5.0  #: out-of-dialog answers per second per source (0 = no limit)
+    out_of_dialog_burst: float = 10.0  #: ... and at once
 
 
 #: ``offer_handler(offer)``: the callee's offer in a re-INVITE/UPDATE (None: a re-INVITE
@@ -208,6 +215,11 @@ class UserAgent:
                 session_expires=cfg.session_expires,
                 max_redirects=cfg.max_redirects,
                 linger=cfg.linger,
+                policy=PolicyConfig(
+                    allowed_peers=tuple(cfg.allowed_peers),
+                    rate=cfg.out_of_dialog_rate,
+                    burst=cfg.out_of_dialog_burst,
+                ),
             )
         )
         self.udp: UdpTransport | None = None
@@ -233,6 +245,7 @@ class UserAgent:
         if "udp" in cfg.transports:
             self.udp = await UdpTransport.listen(cfg.host, cfg.port, self._on_message, self._on_parse_error)
             self.udp.on_datagram = self._on_datagram
+            self.udp.on_unreachable = self._on_unreachable
             self.local_port = self.udp.local[1]
         if "tcp" in cfg.transports:
             port = self.local_port if self.udp is not None else cfg.port
@@ -250,6 +263,30 @@ class UserAgent:
             ports["udp"] = self.local_port
         if self.tcp is not None:
             ports["tcp"] = self.tcp.local[1]
+        if self.endpoint.policy.restricted:
+            await self._allow_gateways()
+
+    #: How long start() waits for the gateways' names to resolve (the allow-list).
+    GATEWAY_LOOKUP_TIMEOUT = 5.0
+
+    async def _allow_gateways(self) -> None:
+        """The configured trunks are always allowed peers: their addresses (names resolved
+        once, at start) join the allow-list."""
+        assert self._loop is not None
+        loop = self._loop
+
+        async def addresses(host: str) -> list[str]:
+            try:
+                infos = await asyncio.wait_for(loop.getaddrinfo(host, None, type=socket.SOCK_DGRAM), self.GATEWAY_LOOKUP_TIMEOUT)
+            except (OSError, TimeoutError) as exc:
+                log.warning("gateway %s did not resolve (%s): its requests are not allowed", host, exc)
+                return []
+            return [str(info[4][0]) for info in infos]
+
+        hosts = sorted({gw.host.strip("[]") for gw in self.config.gateways})
+        for found in await asyncio.gather(*(addresses(h) for h in hosts)):
+            for address in found:
+                self.endpoint.policy.allow_host(address)
 
     async def close(self, *, grace: float = 2.0) -> None:
         """Hang up every call, give the BYEs/CANCELs a moment, close everything."""
@@ -410,6 +447,10 @@ class UserAgent:
 
     def _on_datagram(self, data: bytes, inbound: Inbound) -> None:
         self.endpoint.receive(data, Source("udp", inbound.source), self._now(), max_size=self.udp.max_size if self.udp else 65535)
+        self._pump()
+
+    def _on_unreachable(self, address: tuple[str, int], _errno: int) -> None:
+        self.endpoint.transport_error("udp", address, self._now())
         self._pump()
 
     def _on_message(self, message: SipRequest | SipResponse, inbound: Inbound) -> None:

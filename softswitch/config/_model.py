@@ -122,6 +122,20 @@ class Config:
     sip_port: int = 5060
     sip_transports: list[str] = field(default_factory=lambda: ["udp", "tcp"])
     public_host: str | None = None
+    sip_session_expires: int = 1800
+    """RFC 4028 session interval (s) every INVITE asks for, with us as refresher: refreshed
+    at half of it, a call whose refresh fails ends RECOVERY_ON_TIMER_EXPIRE. 0 = off; else at
+    least 90 (RFC 4028 §4 Min-SE)."""
+    sip_allowed_peers: list[str] = field(default_factory=list)
+    """Networks (``"10.0.0.0/8"``, ``"192.0.2.7"``) whose SIP requests are served; requests
+    from elsewhere are dropped without an answer. The gateways' addresses are always allowed;
+    responses and requests inside our own calls are matched, never filtered. Empty (the
+    default): any source, only the rate limit below applies."""
+    sip_out_of_dialog_rate: float = 5.0
+    """Answers per second per source address to SIP requests outside our calls (OPTIONS, an
+    unsolicited INVITE's 603, 400s, 481s); over it the request is dropped. 0 = no limit."""
+    sip_out_of_dialog_burst: int = 10
+    """How many such answers a source may draw at once before the rate applies."""
     rtp_port_min: int = 16384
     rtp_port_max: int = 32767
     rtp_timeout_s: float = 60.0

@@ -7,6 +7,7 @@ Case-insensitive values (transports, codecs, the log level) are normalized in pl
 
 from __future__ import annotations
 
+from sip.policy import parse_networks
 from softswitch.config._model import Config, ConfigError
 
 SIP_TRANSPORTS = ("udp", "tcp")
@@ -42,6 +43,16 @@ def _validate(cfg: Config) -> None:
             raise ConfigError("sip_transports", NOT_IMPLEMENTED["tls"])
         if t not in SIP_TRANSPORTS:
             raise ConfigError("sip_transports", f"{t!r} is not one of {', '.join(SIP_TRANSPORTS)}")
+    if cfg.sip_session_expires != 0 and not 90 <= cfg.sip_session_expires <= 86400:
+        raise ConfigError("sip_session_expires", "must be 0 (off) or 90-86400 (RFC 4028 §4: Min-SE 90)")
+    try:
+        parse_networks(cfg.sip_allowed_peers)
+    except ValueError as exc:
+        raise ConfigError("sip_allowed_peers", str(exc)) from None
+    if cfg.sip_out_of_dialog_rate < 0:
+        raise ConfigError("sip_out_of_dialog_rate", "must be >= 0 (0 = no limit)")
+    if cfg.sip_out_of_dialog_burst < 1:
+        raise ConfigError("sip_out_of_dialog_burst", "must be >= 1")
     if not 1 <= cfg.rtp_port_min < cfg.rtp_port_max <= 65535:
         raise ConfigError(
             "rtp_ports", f"need 1 <= min < max <= 65535, got {cfg.rtp_port_min}-{cfg.rtp_port_max}"

@@ -341,3 +341,23 @@ def test_example_config_loads(tmp_path: Path) -> None:
         assert re.search(rf"^#?\s*{name}\s*=", text, re.M), name
     cfg = load_config(str(example), env={}, overrides={"db_path": str(tmp_path / "ex.db")})
     assert cfg.accounts and cfg.gateways
+
+
+def test_sip_session_expires_is_0_or_at_least_the_rfc_minimum(tmp_path: Path) -> None:
+    db = {"db_path": str(tmp_path / "calls.db")}
+    assert load_config(env={}, overrides=db).sip_session_expires == 1800
+    assert load_config(env={"SOFTSWITCH_SIP_SESSION_EXPIRES": "0"}, overrides=db).sip_session_expires == 0
+    with pytest.raises(ConfigError, match="sip_session_expires"):
+        load_config(env={"SOFTSWITCH_SIP_SESSION_EXPIRES": "60"}, overrides=db)
+
+
+def test_sip_doors_settings(tmp_path: Path) -> None:
+    db = {"db_path": str(tmp_path / "calls.db")}
+    cfg = load_config(env={}, overrides=db)
+    assert (cfg.sip_allowed_peers, cfg.sip_out_of_dialog_rate, cfg.sip_out_of_dialog_burst) == ([], 5.0, 10)
+    env = {"SOFTSWITCH_SIP_ALLOWED_PEERS": "10.0.0.0/8, 192.0.2.7"}
+    assert load_config(env=env, overrides=db).sip_allowed_peers == ["10.0.0.0/8", "192.0.2.7"]
+    with pytest.raises(ConfigError, match="sip_allowed_peers.*pbx.example"):
+        load_config(env={"SOFTSWITCH_SIP_ALLOWED_PEERS": "pbx.example"}, overrides=db)
+    with pytest.raises(ConfigError, match="sip_out_of_dialog_burst"):
+        load_config(env={"SOFTSWITCH_SIP_OUT_OF_DIALOG_BURST": "0"}, overrides=db)

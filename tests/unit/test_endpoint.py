@@ -291,3 +291,72 @@ def test_dialog_from_uas():
     bye = dialog.create_request("BYE")
     assert bye.cseq == (1, "BYE") and bye.get("To") == "<sip:alice@10.0.0.1>;tag=a1"
     assert dialog.next_hop() == "sip:p1.example;lr"
+
+
+# --- transport errors: ICMP unreachable, TCP refused (RFC 3261 §8.1.3.1, §17.1.4) -----------
+
+
+def test_icmp_unreachable_ends_the_call_at_once_as_a_transport_failure():
+    net = LoopNetwork(icmp_unreachable=True)
+    client = net.add(CLIENT)
+    dial(net, client, "sip:nobody@10.0.0.9:5060")
+    net.roundtrip()  # no clock movement: the error comes back with the first INVITE
+    end = progress(net, client)[-1]
+    assert isinstance(end, Terminated)
+    assert end.cause == causes.DESTINATION_OUT_OF_ORDER == causes.TRANSPORT_FAILURE
+    assert end.sip_status == 503 and end.hangup_source == "error"
+    assert len(net.sent(CLIENT, "INVITE")) == 1  # no Timer A retransmissions after it
+
+
+def test_icmp_unreachable_fails_over_to_the_next_target_at_once():
+    net = LoopNetwork(icmp_unreachable=True)
+    client = net.add(CLIENT)
+    alive = net.add(("10.0.0.3", 5060), EndpointConfig(accept_inbound=True))
+    net.hosts["pool.example"] = [Target("10.0.0.9", 5060, "udp"), Target("10.0.0.3", 5060, "udp")]
+    dial(net, client, "sip:bob@pool.example")
+    net.roundtrip()
+    offer = incoming(net, alive)
+    alive.answer(offer.call_id, net.now, ANSWER)
+    net.roundtrip()
+    assert net.now == 0.0
+    assert [type(e) for e in progress(net, client)] == [Trying, Answered]
+    assert [d.destination for d in net.sent(CLIENT, "INVITE")] == [("10.0.0.9", 5060), ("10.0.0.3", 5060)]
+
+
+def test_transport_error_matches_the_address_in_any_spelling():
+    net = LoopNetwork()
+    client = net.add(CLIENT)
+    dial(net, client, "sip:nobody@[::ffff:10.0.0.9]:5060")
+    net.roundtrip()
+    client.transport_error("udp", ("10.0.0.9", 5060), net.now)
+    end = progress(net, client)[-1]
+    assert isinstance(end, Terminated) and end.cause == causes.TRANSPORT_FAILURE
+
+
+def test_refused_tcp_connection_is_a_transport_failure_not_a_timeout():
+    net = LoopNetwork()
+    client = net.add(CLIENT)
+    client.config.ports["tcp"] = 5060
+    dial(net, client, "sip:nobody@10.0.0.9:5060;transport=tcp")
+    net.roundtrip()
+    client.transport_error("udp", ("10.0.0.9", 5060), net.now)  # another transport: not ours
+    assert not any(isinstance(e, Terminated) for e in progress(net, client))
+    client.transport_error("tcp", ("10.0.0.9", 5060), net.now)  # the adapter's connect failed
+    end = progress(net, client)[-1]
+    assert isinstance(end, Terminated)
+    assert (end.cause, end.sip_status) == (causes.DESTINATION_OUT_OF_ORDER, 503)
+
+
+def test_transport_error_on_a_bye_still_ends_the_call_once():
+    net, client, server = client_and_server()
+    call, _ = dial(net, client)
+    net.roundtrip()
+    server.answer(incoming(net, server).call_id, net.now, ANSWER)
+    net.roundtrip()
+    del net.endpoints[SERVER]  # the callee vanishes
+    net.icmp_unreachable = True
+    client.hangup(call.session.call_id, net.now)
+    net.roundtrip()
+    ends = [e for e in progress(net, client) if isinstance(e, Terminated)]
+    assert len(ends) == 1 and ends[0].cause == causes.NORMAL_CLEARING
+    assert len(net.sent(CLIENT, "BYE")) == 1

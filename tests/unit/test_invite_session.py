@@ -52,7 +52,8 @@ def test_initial_invite_has_what_the_rfc_asks():
     assert '"Alice"' in inv.get("From") and "tag=" in inv.get("From")
     assert "tag=" not in inv.get("To")
     assert "100rel" in inv.get("Supported") and "timer" in inv.get("Supported")
-    assert inv.get("Session-Expires") == "1800" and inv.get("Max-Forwards") == "70"
+    assert inv.get("Session-Expires") == "1800;refresher=uac" and inv.get("Min-SE") == "90"
+    assert inv.get("Max-Forwards") == "70"
     assert inv.body.decode() == SDP
 
 
@@ -221,3 +222,81 @@ def test_dialog_strict_routing_moves_route_into_request_uri():
     req = d.create_request("BYE")
     assert req.uri == "sip:b@10.0.0.9" and d.next_hop() == "sip:proxy1@10.0.0.1;lr"
     assert req.cseq == (3, "BYE")
+
+
+# --- RFC 4028 session timers: always asked for, refreshed, and their failures -----------------
+
+
+def answered(headers=()) -> tuple[ClientInviteSession, list]:
+    s = new_session()
+    actions = s.on_response(s.invite, reply(s, 200, sdp=True, headers=headers), 0.0)
+    assert isinstance(events(actions)[-1], Answered)
+    return s, actions
+
+
+def sent(actions, method: str) -> list[SipRequest]:
+    return [a.request for a in actions if isinstance(a, SendRequest) and a.request.method == method]
+
+
+def answer_to(request: SipRequest, status: int, headers=()) -> SipResponse:
+    r = make_response(request, status)
+    for name, value in headers:
+        r.add(name, value)
+    return r
+
+
+def assert_timer_bye(actions) -> None:
+    (bye,) = sent(actions, "BYE")
+    assert bye.get("Reason") == 'Q.850;cause=102;text="RECOVERY_ON_TIMER_EXPIRE"'
+    (end,) = [e for e in events(actions) if isinstance(e, Terminated)]
+    assert end.cause == causes.RECOVERY_ON_TIMER_EXPIRE
+
+
+def test_422_is_retried_with_the_callees_min_se():
+    s = new_session()
+    actions = s.on_response(s.invite, reply(s, 422, headers=[("Min-SE", "3600")]), 0.1)
+    (retry,) = sent(actions, "INVITE")
+    assert retry.get("Session-Expires") == "3600;refresher=uac" and retry.get("Min-SE") == "3600"
+    assert retry.cseq == (2, "INVITE") and not events(actions)
+
+
+def test_we_refresh_even_when_the_callee_ignores_the_timer():
+    s, _ = answered()  # no Session-Expires, no Require: timer in the 2xx
+    assert s.get_timer() == 900.0  # half of the 1800 s we asked for
+    (reinvite,) = sent(s.handle_timer(900.0), "INVITE")
+    assert reinvite.get("Session-Expires") == "1800;refresher=uac" and reinvite.body
+
+
+def test_refresh_with_update_when_the_callee_allows_it():
+    s, _ = answered([("Session-Expires", "90;refresher=uac"), ("Allow", "INVITE, ACK, BYE, UPDATE")])
+    (update,) = sent(s.handle_timer(45.0), "UPDATE")
+    assert update.get("Session-Expires") == "90;refresher=uac" and update.get("Min-SE") == "90"
+    assert not update.body and update.cseq == (2, "UPDATE")
+    actions = s.on_response(update, answer_to(update, 200, [("Session-Expires", "120;refresher=uac")]), 45.1)
+    assert actions == [] and s.get_timer() == 45.1 + 60
+
+
+def test_update_refused_falls_back_to_reinvite_at_once():
+    s, _ = answered([("Session-Expires", "90;refresher=uac"), ("Allow", "UPDATE")])
+    (update,) = sent(s.handle_timer(45.0), "UPDATE")
+    assert s.on_response(update, answer_to(update, 501), 45.1) == []
+    assert s.get_timer() == 45.1
+    assert len(sent(s.handle_timer(45.1), "INVITE")) == 1
+
+
+def test_refresh_answered_481_or_408_ends_with_bye_and_reason():
+    for status in (481, 408):
+        s, _ = answered([("Session-Expires", "90;refresher=uac")])
+        (reinvite,) = sent(s.handle_timer(45.0), "INVITE")
+        assert_timer_bye(s.on_response(reinvite, answer_to(reinvite, status), 45.2))
+
+
+def test_refresh_never_answered_ends_with_bye_and_reason():
+    s, _ = answered([("Session-Expires", "90;refresher=uac"), ("Allow", "UPDATE")])
+    (update,) = sent(s.handle_timer(45.0), "UPDATE")
+    assert_timer_bye(s.on_timeout(update, 77.0))
+
+
+def test_callee_refresher_that_stops_expires_the_session_with_reason():
+    s, _ = answered([("Session-Expires", "90;refresher=uas")])
+    assert_timer_bye(s.handle_timer(s.get_timer()))

@@ -115,6 +115,7 @@ _BY_CAUSE: dict[str, HangupCause] = {
     causes.INVALID_NUMBER_FORMAT: _H.INVALID_DESTINATION,
     causes.NO_ROUTE_DESTINATION: _H.INVALID_DESTINATION,
     causes.NUMBER_CHANGED: _H.INVALID_DESTINATION,
+    causes.DESTINATION_OUT_OF_ORDER: _H.DESTINATION_OUT_OF_SERVICE,
     causes.SYSTEM_SHUTDOWN: _H.SHUTDOWN,
     causes.MACHINE_DETECTED: _H.MACHINE_DETECTED,
     # No RTP from the callee (the media watchdog): Plivo's table has no code of its own for
