@@ -530,7 +530,7 @@ async def _soak(args: argparse.Namespace, workdir: Path, budget: common.Budget) 
             "unexpected_callbacks": unexpected,
             "hangup_causes": dict(hooks.causes),
             "stuck_calls": stuck,
-        "stuck_detail": stuck_calls[:20],
+            "stuck_detail": stuck_calls[:20],
             "orphan_legs": sum(orphans.values()),
             "orphans_by_callee": orphans,
             "callee_kills": kills["callee"],

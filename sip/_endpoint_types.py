@@ -117,7 +117,9 @@ class RequestCompleted:
     status: int
 
 
-EndpointEvent = ResolveRequest | CallProgress | IncomingCall | CallReleased | DialogChanged | RequestCompleted
+EndpointEvent = (
+    ResolveRequest | CallProgress | IncomingCall | CallReleased | DialogChanged | RequestCompleted
+)
 
 #: ``on_remote_sdp(sdp, early)``: the peer's SDP, an answer (early: from a 18x) or the one an
 #: ACK carries. Raise ``ValueError`` when it is unusable: a final answer then ends the call

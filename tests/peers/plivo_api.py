@@ -203,14 +203,33 @@ async def serve_subprocess(
     returns the process, its HTTP base URL and its SIP port once it listens (at most 20 s)."""
     http_port, sip_port = free_tcp_port(), sip_port or free_tcp_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "softswitch.cli", "serve", "--http", f"127.0.0.1:{http_port}",
-         "--sip", f"127.0.0.1:{sip_port}", "--db", str(db), "--auth-id", AUTH_ID,
-         "--auth-token", AUTH_TOKEN, *extra],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=cwd,
+        [
+            sys.executable,
+            "-m",
+            "softswitch.cli",
+            "serve",
+            "--http",
+            f"127.0.0.1:{http_port}",
+            "--sip",
+            f"127.0.0.1:{sip_port}",
+            "--db",
+            str(db),
+            "--auth-id",
+            AUTH_ID,
+            "--auth-token",
+            AUTH_TOKEN,
+            *extra,
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=cwd,
     )
     assert proc.stderr is not None
     try:
-        ready = await asyncio.wait_for(asyncio.to_thread(_read_until, proc.stderr, "HTTP API on"), 20)
+        ready = await asyncio.wait_for(
+            asyncio.to_thread(_read_until, proc.stderr, "HTTP API on"), 20
+        )
     except BaseException:
         proc.kill()
         proc.wait(10)
