@@ -33,6 +33,14 @@ sdk_base = plivo_api.sdk_base
 baresip = baresip_peer.baresip
 
 
+def _delivered(store: CallStore, call_uuid: str) -> bool:
+    rows = store._db.execute(
+        "SELECT status FROM webhook_deliveries WHERE call_uuid = ? AND event = 'hangup'",
+        (call_uuid,),
+    ).fetchall()
+    return bool(rows) and all(row["status"] == "delivered" for row in rows)
+
+
 async def _answered(c: Any, receiver: WebhookReceiver, to: str) -> str:
     resp = await sdk(
         c.calls.create,
@@ -127,6 +135,10 @@ async def test_calls_that_ended_leave_no_dialog_to_bye(
         reader = CallStore(str(db), checkpoint_interval_s=0)
         try:
             assert [uuid for uuid, _ in reader.live_dialogs()] == [live]
+            # Kill only once the outbox has marked that callback delivered: killed between
+            # the receiver's 200 and that mark, the next process would send it again (the
+            # outbox is at-least-once across a crash).
+            await wait_until(lambda: _delivered(reader, ended), 5, what="hangup marked delivered")
         finally:
             reader.close()
     finally:

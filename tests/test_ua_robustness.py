@@ -154,7 +154,7 @@ _WILD = ("drop Via", "truncate", "garbage", "unicode header", "header without co
 @dataclass
 class _Datagram:
     data: bytes
-    is_request: bool
+    is_request: bool  #: False: still a response, which must not be answered
     must_400: bool
 
 
@@ -228,7 +228,10 @@ def _datagrams(draw: st.DrawFn, port: int) -> _Datagram:
     if "truncate" in mutations:
         data = data[: draw(st.integers(0, len(data)))]
     must_400 = is_request and any(m in _MALFORMING for m in mutations) and not any(m in _WILD for m in mutations)
-    return _Datagram(data, is_request, must_400)
+    # A response whose status line the mutations broke is no response any more: it may be
+    # answered (400) like any malformed request.
+    is_response = not is_request and re.match(rb"SIP/2\.0 \d{3} ", data) is not None
+    return _Datagram(data, not is_response, must_400)
 
 
 def _send_one(server_port: int, datagram: _Datagram) -> bytes | None:
