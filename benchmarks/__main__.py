@@ -5,6 +5,7 @@
     python -m benchmarks concurrency      # N concurrent calls with 20 ms G.711 both ways
     python -m benchmarks api              # calls created by HTTP POSTs (softswitch serve)
     python -m benchmarks profile          # cProfile of the setup path and the media tick
+    python -m benchmarks soak             # N calls for M minutes, callees and the server killed
     python -m benchmarks --quick ...      # seconds, tiny scale: proves the scripts work
 
 Every load is bounded in count and time. Results print as Markdown tables; ``--write``
@@ -28,7 +29,7 @@ from typing import Any
 from benchmarks import _common as common
 from benchmarks import report
 
-MODES = ("setup", "concurrency", "api", "profile")
+MODES = ("setup", "concurrency", "api", "profile", "soak")
 PEERS = ("softswitch", "sipp", "pyvoip")
 
 
@@ -76,6 +77,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--api-rates", type=_floats, default=None, help="POSTs/s (25,50,100,200,400)")
     g.add_argument("--api-seconds", type=float, default=None, help="seconds per API rate (10)")
     g.add_argument("--max-minutes", type=float, default=15.0, help="overall time bound")
+    g = p.add_argument_group("soak")
+    g.add_argument("--soak-minutes", type=float, default=None, help="how long calls are placed (3)")
+    g.add_argument("--soak-calls", type=int, default=None, help="calls kept live at once (20)")
+    g.add_argument("--soak-rate", type=float, default=20.0, help="at most this many POSTs/s (20)")
+    g.add_argument("--soak-hold", default=None, help="seconds a call is held, LOW-HIGH (1-8)")
+    g.add_argument("--soak-sipp", type=int, default=None, help="sipp callees (3)")
+    g.add_argument("--soak-baresip", type=int, default=None, help="baresip callees, if installed (1)")
+    g.add_argument("--soak-chaos-s", type=float, default=None,
+                   help="mean seconds between two callee kills (15)")
+    g.add_argument("--soak-grace", type=float, default=60.0,
+                   help="seconds after the last call for the last callbacks (60)")
+    g.add_argument("--soak-seed", type=int, default=13, help="random seed of the chaos and the holds")
     return p
 
 
@@ -101,6 +114,20 @@ def _defaults(args: argparse.Namespace) -> None:
         args.api_rates = [2.0] if quick else [25.0, 50.0, 100.0, 200.0, 400.0]
     if args.api_seconds is None:
         args.api_seconds = 1.5 if quick else 10.0
+    if args.soak_minutes is None:
+        args.soak_minutes = 0.25 if quick else 3.0
+    if args.soak_calls is None:
+        args.soak_calls = 4 if quick else 20
+    if args.soak_hold is None:
+        args.soak_hold = "1-2" if quick else "1-8"
+    if args.soak_sipp is None:
+        args.soak_sipp = 2 if quick else 3
+    if args.soak_baresip is None:
+        args.soak_baresip = 1
+    if args.soak_chaos_s is None:
+        args.soak_chaos_s = 4.0 if quick else 15.0
+    if args.soak_grace == 60.0 and quick:
+        args.soak_grace = 20.0
     args.peer_list = [x.strip() for x in args.peers.split(",") if x.strip()]
     unknown = set(args.peer_list) - set(PEERS)
     if unknown:
@@ -168,10 +195,10 @@ def main(argv: list[str]) -> int:
         "machine": machine(),
         "settings": {k: v for k, v in vars(args).items() if k not in ("modes",)},
     }
-    from benchmarks import api, concurrency, profile, setup_rate
+    from benchmarks import api, concurrency, profile, setup_rate, soak
 
     runners = {"setup": setup_rate.run, "concurrency": concurrency.run, "api": api.run,
-               "profile": profile.run}
+               "profile": profile.run, "soak": soak.run}
     for mode in args.mode_list:
         if budget.expired():
             print(f"time budget spent: skipping {mode}", file=sys.stderr)
@@ -186,6 +213,8 @@ def main(argv: list[str]) -> int:
     if args.write:
         report.write(Path(args.write), text, label=args.label)
         print(f"wrote {args.write}", file=sys.stderr)
+    if "soak" in results:
+        print(soak.summary(results["soak"]), flush=True)  # the last line: one JSON summary
     return 0 if report.healthy(results) else 1
 
 

@@ -160,6 +160,31 @@ def _api(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _soak(results: dict[str, Any]) -> list[str]:
+    s = results["soak"]
+    if s.get("error") and "placed" not in s:
+        return ["### Soak", "", f"Did not run: {s['error']}"]
+    growth = s.get("rss_growth", {})
+    mib = ", ".join(f"{name} {value / 2**20:+.1f} MiB" for name, value in growth.items()) or "–"
+    return [
+        "### Soak (calls through the API while callees and the server are killed)",
+        "",
+        "| minutes | live target | placed | hangup callbacks | missing | duplicated | stuck calls "
+        "| orphan callee legs | callee kills | server kills | calls live at the kill | restart (s) "
+        "| server RSS growth (warm → end) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        f"| {_f(s.get('minutes'), '{:g}')} | {s.get('target_live')} | {s.get('placed')} | {s.get('callbacks')} "
+        f"| {s.get('missing_callbacks')} | {s.get('duplicate_callbacks')} | {s.get('stuck_calls')} "
+        f"| {s.get('orphan_legs')} | {s.get('callee_kills')} | {s.get('server_kills')} "
+        f"| {s.get('live_at_server_kill', '–')} | {_f(s.get('restart_seconds'), '{:.1f}')} | {mib} |",
+        "",
+        f"Verdict: {'**ok**' if s.get('ok') else '**FAILED**'}"
+        + (f" ({s['error']})" if s.get("error") else "")
+        + f"; hangup causes {s.get('hangup_causes', {})}; POST statuses {s.get('post_statuses', {})}, "
+        f"{s.get('post_errors', 0)} POSTs failed (server down); callees {', '.join(s.get('callees', []))}.",
+    ]
+
+
 def markdown(results: dict[str, Any]) -> str:
     m = results["machine"]
     lines = [
@@ -184,6 +209,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines += _concurrency(results) + [""]
     if "api" in results:
         lines += _api(results) + [""]
+    if "soak" in results:
+        lines += _soak(results) + [""]
     if "profile" in results:
         prof = results["profile"]
         lines += ["### Profiles", ""]
@@ -216,4 +243,5 @@ def healthy(results: dict[str, Any]) -> bool:
         data = results.get(mode)
         if isinstance(data, dict) and data.get("error") and mode != "api":
             return False
-    return True
+    soak = results.get("soak")
+    return not (isinstance(soak, dict) and not soak.get("ok"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from sip.events import CallEvent
 from sip.invite import ClientInviteSession
@@ -49,6 +50,9 @@ class EndpointConfig:
     session_expires: int = 1800
     max_redirects: int = 3
     linger: float = 32.0  #: how long an ended session's state absorbs retransmissions
+    #: CSeq numbers a watched dialog may use before its stored state is renewed
+    #: (:meth:`sip.endpoint.Endpoint.dialog_state`)
+    dialog_seq_lease: int = 64
     #: Take out-of-dialog INVITEs as :class:`IncomingCall`; False answers them 603.
     accept_inbound: bool = False
     #: Who may make us answer: the peer allow-list and the out-of-dialog answer rate.
@@ -95,7 +99,30 @@ class CallReleased:
     call_id: str
 
 
-EndpointEvent = ResolveRequest | CallProgress | IncomingCall | CallReleased
+@dataclass(frozen=True, slots=True)
+class DialogChanged:
+    """A watched dialog (see :meth:`sip.endpoint.Endpoint.dialog_state`) changed its remote
+    target or route set, or used up its lease of CSeq numbers: ``state`` is the new
+    :meth:`~sip.endpoint.Endpoint.dialog_state` to keep in place of the old one."""
+
+    call_id: str
+    state: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestCompleted:
+    """A request sent outside any call (:meth:`sip.endpoint.Endpoint.send_bye`) is over:
+    ``status`` is its final response, 408 when it timed out (Timer F), 503 when it could not
+    be sent (unresolvable or unusable next hop, transport error)."""
+
+    call_id: str
+    method: str
+    status: int
+
+
+EndpointEvent = (
+    ResolveRequest | CallProgress | IncomingCall | CallReleased | DialogChanged | RequestCompleted
+)
 
 #: ``on_remote_sdp(sdp, early)``: the peer's SDP, an answer (early: from a 18x) or the one an
 #: ACK carries. Raise ``ValueError`` when it is unusable: a final answer then ends the call
@@ -113,6 +140,8 @@ class ClientCall:
     ring_deadline: float | None = None
     release_at: float | None = None
     ended: bool = False
+    #: (remote target, route set, CSeq lease) of the last dialog state handed out
+    dialog_watch: tuple[str, tuple[str, ...], int] | None = None
 
 
 @dataclass(eq=False)
@@ -125,6 +154,8 @@ class ServerCall:
     on_remote_sdp: AnswerHandler | None = None
     release_at: float | None = None
     ended: bool = False
+    #: (remote target, route set, CSeq lease) of the last dialog state handed out
+    dialog_watch: tuple[str, tuple[str, ...], int] | None = None
 
     @property
     def transport(self) -> str:

@@ -6,7 +6,9 @@ early dialogs (forking: one per To tag in the 1xx responses); the first 2xx conf
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from sip.headers import NameAddr
 from sip.message import SipRequest, SipResponse
@@ -55,6 +57,51 @@ class Dialog:
     @property
     def id(self) -> tuple[str, str, str]:
         return (self.call_id, self.local_tag, self.remote_tag)
+
+    def to_state(self) -> dict[str, Any]:
+        """The dialog as a plain dict (JSON-safe): what a later process needs to send a
+        request in it (:meth:`from_state`), e.g. the BYE of a call a crash left up."""
+        return {
+            "call_id": self.call_id,
+            "local_tag": self.local_tag,
+            "remote_tag": self.remote_tag,
+            "local_header": self.local_header,
+            "remote_header": self.remote_header,
+            "local_seq": self.local_seq,
+            "remote_target": self.remote_target,
+            "route_set": list(self.route_set),
+            "remote_seq": self.remote_seq,
+            "secure": self.secure,
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> Dialog:
+        """A confirmed dialog from :meth:`to_state`'s dict; ``ValueError`` names the first
+        field missing or of the wrong type (the dict comes from storage, so it is checked)."""
+        texts = ("call_id", "local_tag", "remote_tag", "local_header", "remote_header", "remote_target")
+        for name in texts:
+            if not isinstance(state.get(name), str) or not state[name]:
+                raise ValueError(f"dialog state: {name} must be a non-empty string")
+        seq = state.get("local_seq")
+        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 2**31:
+            raise ValueError("dialog state: local_seq must be an integer in [0, 2**31)")
+        routes = state.get("route_set", [])
+        if not isinstance(routes, list) or not all(isinstance(r, str) for r in routes):
+            raise ValueError("dialog state: route_set must be a list of strings")
+        remote_seq = state.get("remote_seq")
+        return cls(
+            call_id=state["call_id"],
+            local_tag=state["local_tag"],
+            remote_tag=state["remote_tag"],
+            local_header=state["local_header"],
+            remote_header=state["remote_header"],
+            local_seq=seq,
+            remote_target=state["remote_target"],
+            route_set=list(routes),
+            remote_seq=remote_seq if isinstance(remote_seq, int) else None,
+            secure=bool(state.get("secure", False)),
+            state="confirmed",
+        )
 
     @classmethod
     def from_uac_response(cls, request: SipRequest, response: SipResponse) -> Dialog:

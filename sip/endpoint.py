@@ -25,6 +25,8 @@ from __future__ import annotations
 import itertools
 import logging
 from collections import deque
+from collections.abc import Mapping
+from typing import Any
 
 from sip import causes
 from sip._endpoint_types import (
@@ -35,13 +37,16 @@ from sip._endpoint_types import (
     CallReleased,
     ClientCall,
     Datagram,
+    DialogChanged,
     EndpointConfig,
     EndpointEvent,
     IncomingCall,
+    RequestCompleted,
     ResolveRequest,
     ServerCall,
     Source,
 )
+from sip._session import reason_header
 from sip._stateless import (
     canonical_address,
     error_answer,
@@ -53,6 +58,7 @@ from sip._stateless import (
     targets_now,
 )
 from sip._timers import TimerHeap
+from sip.dialog import Dialog
 from sip.events import Answered, CallEvent, Terminated
 from sip.invite import (
     ClientInviteSession,
@@ -94,10 +100,12 @@ __all__ = [
     "CallReleased",
     "ClientCall",
     "Datagram",
+    "DialogChanged",
     "Endpoint",
     "EndpointConfig",
     "EndpointEvent",
     "IncomingCall",
+    "RequestCompleted",
     "ResolveRequest",
     "ServerCall",
     "Source",
@@ -125,6 +133,8 @@ class Endpoint:
         self._failover: dict[tuple[str, str, str], tuple[SipUri, list[Target]]] = {}
         self._calls: dict[str, Call] = {}  # Call-ID -> call (both sides)
         self._resolving: dict[int, tuple[Call | None, SipRequest, SipUri, bool]] = {}
+        #: requests sent outside any call (send_bye): (Call-ID, CSeq, method) -> transport
+        self._standalone: dict[tuple[str, int, str], str] = {}
         self._tokens = itertools.count(1)
         self._timers = TimerHeap()
         self._events: deque[EndpointEvent] = deque()
@@ -237,6 +247,102 @@ class Endpoint:
             raise LookupError(f"no inbound call {call_id!r}")
         return call
 
+    # ------------------------------------------------------------------ dialog state
+
+    def dialog_state(self, call_id: str) -> dict[str, Any] | None:
+        """What another process needs to end this answered call with a BYE (a plain,
+        JSON-safe dict: :meth:`sip.dialog.Dialog.to_state` plus ``transport``, ``address``
+        (the next hop when it is an IP literal) and ``contact``), or None when the call has
+        no confirmed dialog. The call is watched from then on: a :class:`DialogChanged`
+        event brings the state to keep in its place when the remote target or route set
+        changes, or the dialog has used half its lease of CSeq numbers.
+
+        RFC 3261 §12.2.1.1 wants CSeq to grow within a dialog, and the live dialog keeps
+        counting after its state was stored. So the stored ``local_seq`` is the top of a
+        lease (``EndpointConfig.dialog_seq_lease`` numbers above the current one): a BYE
+        built from it (the lease + 1) is above every number this process can have used,
+        however many requests it sent since, with one store write per half lease."""
+        call = self._calls.get(call_id)
+        if call is None or call.ended:
+            return None
+        dialog = call.session.dialog
+        if dialog is None or dialog.state != "confirmed":
+            return None
+        return self._lease_dialog(call, dialog)
+
+    def _lease_dialog(self, call: Call, dialog: Dialog) -> dict[str, Any]:
+        ceiling = dialog.local_seq + self.config.dialog_seq_lease
+        call.dialog_watch = (dialog.remote_target, tuple(dialog.route_set), ceiling)
+        state = dialog.to_state()
+        state["local_seq"] = ceiling
+        state["transport"] = call.transport
+        state["contact"] = call.session.config.contact
+        state["address"] = None
+        try:
+            uri = parse_uri(dialog.next_hop())
+            targets = targets_now(uri) if isinstance(uri, SipUri) else None
+        except (UriError, ValueError):
+            targets = None
+        if targets:
+            state["address"] = [targets[0].host, targets[0].port]
+        return state
+
+    def _watch_dialog(self, call: Call) -> None:
+        watch = call.dialog_watch
+        dialog = call.session.dialog
+        if watch is None or dialog is None or call.ended or dialog.state != "confirmed":
+            return
+        target, routes, ceiling = watch
+        lease = self.config.dialog_seq_lease
+        if (
+            dialog.remote_target != target
+            or tuple(dialog.route_set) != routes
+            or dialog.local_seq >= ceiling - lease // 2
+        ):
+            self._events.append(DialogChanged(call.session.call_id, self._lease_dialog(call, dialog)))
+
+    def send_bye(self, state: Mapping[str, Any], now: float, cause: str = causes.NORMAL_TEMPORARY_FAILURE) -> str:
+        """End a call this endpoint does not hold, from its stored :meth:`dialog_state`
+        (the call of a process that crashed): a BYE with an RFC 3326 Reason, in a non-INVITE
+        client transaction of its own. Returns the Call-ID; a :class:`RequestCompleted`
+        event says how it ended. ``ValueError`` for a state that cannot make a BYE."""
+        dialog = Dialog.from_state(state)
+        transport = str(state.get("transport") or "udp").lower()
+        if transport not in ("udp", "tcp"):
+            raise ValueError(f"dialog state: unsupported transport {transport!r}")
+        bye = dialog.create_request(
+            "BYE", headers=[("Reason", reason_header(cause)), ("User-Agent", self.config.user_agent)]
+        )
+        self._standalone[(dialog.call_id, dialog.local_seq, "BYE")] = transport
+        address = state.get("address")
+        next_hop = dialog.next_hop()
+        try:
+            uri = parse_uri(next_hop)
+        except (UriError, ValueError):
+            uri = None
+        if not isinstance(uri, SipUri):
+            self._complete(bye, 503)
+        elif (
+            isinstance(address, list | tuple)
+            and len(address) == 2
+            and isinstance(address[0], str)
+            and isinstance(address[1], int)
+        ):
+            # Where the live dialog sent its requests: no lookup while recovering.
+            self._start_client(None, bye, uri, [Target(address[0], address[1], transport)], now)
+        else:
+            self._send_request(None, bye, next_hop, now)
+        return dialog.call_id
+
+    def _complete(self, request: SipRequest, status: int) -> None:
+        """A request of :meth:`send_bye` got its final answer (or none)."""
+        try:
+            seq = request.cseq[0]
+        except (SipParseError, ValueError, IndexError):
+            return
+        if self._standalone.pop((request.call_id, seq, request.method), None) is not None:
+            self._events.append(RequestCompleted(request.call_id, request.method, status))
+
     def has_pending(self, methods: tuple[str, ...] = ("BYE", "CANCEL")) -> bool:
         """Is a request of these methods still waiting for its final response?"""
         return any(
@@ -262,6 +368,8 @@ class Endpoint:
                 self._remote_sdp(call, action, now)
             elif isinstance(action, Emit):
                 self._emit(call, action.event, now)
+        if call.dialog_watch is not None:
+            self._watch_dialog(call)
         self._schedule(call)
 
     def _remote_sdp(self, call: Call, action: RemoteSdp, now: float) -> None:
@@ -348,6 +456,8 @@ class Endpoint:
         if not targets:
             if call is not None:
                 self._run(call, call.session.on_unreachable(request, now), now)
+            else:
+                self._complete(request, 503)
             return
         self._start_client(call, request, uri, targets, now)
 
@@ -359,6 +469,8 @@ class Endpoint:
         except (UriError, ValueError):
             if call is not None:
                 self._run(call, call.session.on_unreachable(request, now), now)
+            else:
+                self._complete(request, 503)
             return
         targets = targets_now(uri)
         if targets is None:
@@ -371,6 +483,9 @@ class Endpoint:
         transport = pick_transport(uri, target, self.config.ports)
         if isinstance(call, ServerCall):
             transport = call.transport  # in-dialog requests of an inbound call: same transport
+        elif call is None and self._standalone:
+            # send_bye: the transport the dead process's dialog used
+            transport = self._standalone.get((request.call_id, request.cseq[0], request.method), transport)
         address = (target.host, target.port)
         if "Via" not in request:
             request.prepend("Via", self._via(transport))
@@ -461,6 +576,8 @@ class Endpoint:
                     self._failover.pop(tx.key, None)
                 if call is not None:
                     self._run(call, call.session.on_response(tx.request, event.response, now), now)
+                elif event.response.status >= 200:
+                    self._complete(tx.request, event.response.status)
             elif isinstance(event, TransactionTimeout):
                 if self._fail_over(tx, now):
                     continue
@@ -468,6 +585,8 @@ class Endpoint:
                     self._run(call, call.session.on_transport_error(tx.request, now), now)
                 elif call is not None:
                     self._run(call, call.session.on_timeout(tx.request, now), now)
+                else:
+                    self._complete(tx.request, 408)
             elif isinstance(event, TransactionTerminated):
                 self._client.pop(tx.key, None)
                 self._failover.pop(tx.key, None)

@@ -138,6 +138,8 @@ class CallManager:
         self._background: set[asyncio.Task[Any]] = set()
         self.accepting = True
         self.table = CallTable()
+        #: Calls whose SIP dialog is in the store (the next process BYEs them after a crash).
+        self._stored_dialogs: set[str] = set()
 
     # --- accounts -----------------------------------------------------------------------
 
@@ -394,6 +396,7 @@ class CallManager:
         call.answered_at = now
         call.sm.fire(CallTransition.ANSWER)
         await self.update_record(call, call_status=call.status, answer_time=record_time(now))
+        self._keep_dialog(call)
         self._notify(call, CallbackEvent.ANSWERED)
         self._timers(call).on_answer()
         if call.local_end is not None:
@@ -482,8 +485,48 @@ class CallManager:
             await self.update_record(call, **fields)
         except Exception:
             log.exception("call %s: could not store the final record", call.call_uuid)
+        self._drop_dialog(call)
         self._notify(call, CallbackEvent.HANGUP)
         self.table.forget(call)
+
+    def _keep_dialog(self, call: Call) -> None:
+        """Store the answered leg's SIP dialog, and each change of it, so that the next
+        process can BYE the callee if this one dies with the call up (``Server.start``)."""
+        leg = call.leg
+        dialog_state = getattr(leg, "dialog_state", None)
+        save = getattr(self.store, "save_dialog", None)
+        if dialog_state is None or save is None:
+            return  # a dialer without SIP dialogs (a test double), or a store without them
+        state = dialog_state()
+        if state is None:
+            return
+        call_uuid = call.call_uuid
+
+        def changed(new_state: dict[str, Any]) -> None:
+            if call_uuid in self._stored_dialogs:
+                try:
+                    save(call_uuid, new_state)
+                except Exception:
+                    log.exception("call %s: could not store its SIP dialog", call_uuid)
+
+        try:
+            save(call_uuid, state)
+        except Exception:
+            log.exception("call %s: could not store its SIP dialog", call_uuid)
+            return
+        self._stored_dialogs.add(call_uuid)
+        leg.on_dialog_change = changed  # type: ignore[union-attr]
+
+    def _drop_dialog(self, call: Call) -> None:
+        if call.call_uuid not in self._stored_dialogs:
+            return
+        self._stored_dialogs.discard(call.call_uuid)
+        if call.leg is not None:
+            call.leg.on_dialog_change = None
+        try:
+            self.store.delete_dialog(call.call_uuid)
+        except Exception:
+            log.exception("call %s: could not forget its SIP dialog", call.call_uuid)
 
     def _notify(self, call: Call, event: CallbackEvent) -> None:
         """Post ``event`` to its webhook, if the request subscribed to it."""

@@ -24,6 +24,8 @@ from typing import Any
 
 from aiohttp import web
 
+from sip import causes
+
 from .api import callapi
 from .api.http import create_app
 from .api.legacy import LegacyDialect
@@ -127,6 +129,9 @@ class Server:
     ``dialer`` replaces the SIP user agent (tests); ``None`` builds the real one.
     """
 
+    #: How long a start waits for the callees of calls a crash left up to answer our BYE.
+    recovery_bye_timeout_s = 4.0
+
     def __init__(self, config: Any, *, dialer: Any = None) -> None:
         self.config = config
         self._dialer = dialer
@@ -137,6 +142,8 @@ class Server:
         self.runner: web.AppRunner | None = None
         self.http_port: int | None = None
         self.interrupted = 0
+        #: The final status of each recovery BYE (call uuid -> status, None: no answer in time)
+        self.recovered_byes: dict[str, int | None] = {}
         self._stopped = False
 
     @property
@@ -158,11 +165,8 @@ class Server:
             for name, signer in dialect.signers.items():
                 register_signer(name, signer)
         self.store = CallStore(cfg.db_path, exclusive=True)  # one server per database
-        # Calls a previous process left live died with it (their dialogs and media are gone).
-        interrupted = self.store.mark_interrupted()
-        self.interrupted = len(interrupted)
-        if interrupted:
-            log.warning("%d call(s) left live by the previous run were closed", len(interrupted))
+        # The answered calls a crash left up: their callees are still in the call.
+        orphans = self.store.live_dialogs()
         self.outbox = WebhookOutbox(
             self.store,
             timeout_s=cfg.webhook_timeout_s,
@@ -179,6 +183,13 @@ class Server:
             dialer = self.ua
         else:
             dialer = self._dialer
+        await self._bye_orphans(dialer, orphans)
+        # Calls a previous process left live died with it (their dialogs and media are gone).
+        interrupted = self.store.mark_interrupted()
+        self.store.clear_dialogs()
+        self.interrupted = len(interrupted)
+        if interrupted:
+            log.warning("%d call(s) left live by the previous run were closed", len(interrupted))
         self.manager = CallManager(
             self.store,
             self.outbox,
@@ -216,6 +227,26 @@ class Server:
         # Recording URLs need the port really bound (http_port 0 picks one) unless the
         # public base_url is configured.
         self.manager.public_url = (cfg.base_url or self.base_url).rstrip("/")
+
+    async def _bye_orphans(self, dialer: Any, orphans: list[tuple[str, dict[str, Any]]]) -> None:
+        """Send a BYE (``Reason: Q.850;cause=41``) to the callee of each call the previous
+        process left answered, all at once, and wait for their answers at most
+        :attr:`recovery_bye_timeout_s`; the records are closed afterwards as for any call
+        a crash interrupted."""
+        send_byes = getattr(dialer, "send_byes", None)
+        if not orphans or send_byes is None:
+            return
+        statuses = await send_byes(
+            [state for _, state in orphans],
+            cause=causes.NORMAL_TEMPORARY_FAILURE,
+            timeout=self.recovery_bye_timeout_s,
+        )
+        self.recovered_byes = {uuid: status for (uuid, _), status in zip(orphans, statuses, strict=True)}
+        answered = sum(1 for status in statuses if status is not None and 200 <= status < 300)
+        log.warning(
+            "sent a BYE to the callee of %d call(s) left up by the previous run: %d answered 2xx",
+            len(orphans), answered,
+        )
 
     def _auth_token_for(self, call_uuid: str) -> str | None:
         """The current auth token of the account a call belongs to (re-signing resumed

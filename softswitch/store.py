@@ -334,6 +334,53 @@ class CallStore:
             ).fetchall()
         return [self._row(r) for r in rows]
 
+    # ----------------------------------------------------------------- SIP dialogs
+
+    def save_dialog(self, call_uuid: str, state: Mapping[str, Any]) -> None:
+        """Keep (or replace) the SIP dialog of an answered call: what the next process needs
+        to BYE its callee if this one dies (see :meth:`live_dialogs`)."""
+        text = json.dumps(state, separators=(",", ":"))
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO call_dialogs (call_uuid, state, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (call_uuid) DO UPDATE SET state = excluded.state, "
+                "updated_at = excluded.updated_at",
+                (call_uuid, text, format_time()),
+            )
+
+    def delete_dialog(self, call_uuid: str) -> None:
+        """The call ended here: its dialog is nobody's business any more."""
+        with self._lock:
+            self._db.execute("DELETE FROM call_dialogs WHERE call_uuid = ?", (call_uuid,))
+
+    def live_dialogs(self) -> list[tuple[str, dict[str, Any]]]:
+        """At startup, before :meth:`mark_interrupted`: the (call uuid, dialog state) of each
+        call a crash left live with a dialog to end. A row whose JSON is unreadable is
+        logged and left out."""
+        marks = ", ".join("?" for _ in LIVE_STATUSES)
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT d.call_uuid, d.state FROM call_dialogs d JOIN calls c USING (call_uuid) "
+                f"WHERE c.call_status IN ({marks}) ORDER BY d.rowid",
+                LIVE_STATUSES,
+            ).fetchall()
+        out = []
+        for row in rows:
+            try:
+                state = json.loads(row["state"])
+            except ValueError:
+                log.warning("call %s: unreadable stored dialog", row["call_uuid"])
+                continue
+            if isinstance(state, dict):
+                out.append((row["call_uuid"], state))
+        return out
+
+    def clear_dialogs(self) -> int:
+        """Forget every stored dialog (the recovery that used them is over); returns how many."""
+        with self._lock:
+            cur = self._db.execute("DELETE FROM call_dialogs")
+        return cur.rowcount
+
     def mark_interrupted(self, now: datetime | None = None) -> list[tuple[str, str]]:
         """At startup, end the calls a crash left live; returns their (account id, call uuid)
         pairs (the caller still owes each one its hangup callback).

@@ -112,6 +112,15 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE webhook_deliveries ADD COLUMN signature TEXT NOT NULL DEFAULT '';
     """,
+    # v3: the SIP dialog of each answered, live call (sip.endpoint.Endpoint.dialog_state as
+    # JSON), so that the next process can BYE the callees of calls a crash left up.
+    """
+    CREATE TABLE call_dialogs (
+        call_uuid TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

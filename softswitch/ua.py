@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import uuid as uuidlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from media.dtmf import DtmfStep
@@ -161,6 +161,20 @@ class OutboundCall(ObservableCall[CallEvent]):
     def duration(self) -> float:
         """Seconds from answer to end (0 if never answered)."""
         return self.sip_call.duration
+
+    def dialog_state(self) -> dict[str, object] | None:
+        """What another process needs to BYE this answered call; see
+        :meth:`sip.aio.OutboundCall.dialog_state`."""
+        return self.sip_call.dialog_state()
+
+    @property
+    def on_dialog_change(self) -> Callable[[dict[str, object]], None] | None:
+        """Called with the new :meth:`dialog_state` when the dialog changes."""
+        return self.sip_call.on_dialog_change
+
+    @on_dialog_change.setter
+    def on_dialog_change(self, callback: Callable[[dict[str, object]], None] | None) -> None:
+        self.sip_call.on_dialog_change = callback
 
     def stats(self) -> dict[str, object]:
         """Media statistics (packets, loss, jitter, RTT, codec…): live during the call, the
@@ -337,6 +351,10 @@ class UserAgent:
     def route(self, target: str, *, gateway: str | None = None) -> tuple[str, GatewayConfig | None]:
         """See :meth:`sip.aio.UserAgent.route`."""
         return self.sip.route(target, gateway=gateway)
+
+    async def send_byes(self, states: Sequence[Mapping[str, object]], *, cause: str, timeout: float) -> list[int | None]:
+        """End calls a crashed process left up; see :meth:`sip.aio.UserAgent.send_byes`."""
+        return await self.sip.send_byes(states, cause=cause, timeout=timeout)
 
     # -- placing calls
 

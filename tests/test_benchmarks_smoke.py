@@ -89,3 +89,14 @@ def test_cli_entry_points() -> None:
                 [sys.executable, "-m", "softswitch.cli", "bench", "setup", "--help"]):
         done = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0 and "--quick" in done.stdout, (cmd, done.stderr)
+
+
+def test_soak_mode(tmp_path: Path) -> None:
+    """15 s of calls through the API with callees killed and the server killed once: every
+    call accounted for (one hangup callback each, none stuck, no callee left in a call)."""
+    results = _run(tmp_path, "soak")
+    soak = results["soak"]
+    assert soak["ok"], soak
+    assert soak["server_kills"] == 1 and soak["callee_kills"] >= 1 and soak["placed"] >= 4
+    assert soak["callbacks"] == soak["placed"] and soak["stuck_calls"] == 0 and soak["orphan_legs"] == 0
+    assert "### Soak" in report.markdown(results)

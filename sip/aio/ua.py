@@ -21,9 +21,10 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from sip import causes
 from sip.auth import Credentials
 from sip.endpoint import (
     AnswerHandler,
@@ -31,10 +32,12 @@ from sip.endpoint import (
     CallReleased,
     ClientCall,
     Datagram,
+    DialogChanged,
     Endpoint,
     EndpointConfig,
     EndpointEvent,
     IncomingCall,
+    RequestCompleted,
     ResolveRequest,
     Source,
 )
@@ -135,6 +138,10 @@ class OutboundCall(ObservableCall[CallEvent]):
         self.early_at: float | None = None
         self.answered_at: float | None = None
         self.ended_at: float | None = None
+        #: Called with the new :meth:`dialog_state` when the dialog changed after a first
+        #: :meth:`dialog_state` (target refresh, CSeq lease; see
+        #: :meth:`sip.endpoint.Endpoint.dialog_state`).
+        self.on_dialog_change: Callable[[dict[str, object]], None] | None = None
 
     # -- properties
 
@@ -157,6 +164,11 @@ class OutboundCall(ObservableCall[CallEvent]):
         if self.answered_at is None:
             return 0.0
         return max(0.0, (self.ended_at or time.time()) - self.answered_at)
+
+    def dialog_state(self) -> dict[str, object] | None:
+        """What another process needs to BYE this answered call (JSON-safe), or None before
+        the answer and after the end; see :meth:`sip.endpoint.Endpoint.dialog_state`."""
+        return self.ua.endpoint.dialog_state(self.call_id)
 
     # -- control
 
@@ -231,6 +243,7 @@ class UserAgent:
         self._timer: asyncio.TimerHandle | None = None
         self._armed_at: float | None = None
         self._pumping = False
+        self._completions: dict[str, asyncio.Future[int]] = {}  # send_byes, by Call-ID
 
     @property
     def stats(self) -> dict[str, int]:
@@ -443,6 +456,45 @@ class UserAgent:
         self._pump()
         return call
 
+    async def send_byes(
+        self,
+        states: Sequence[Mapping[str, object]],
+        *,
+        cause: str = causes.NORMAL_TEMPORARY_FAILURE,
+        timeout: float = 4.0,
+    ) -> list[int | None]:
+        """End calls this user agent does not hold (a crashed process's, from their stored
+        :meth:`OutboundCall.dialog_state`): one BYE each, all at once, with an RFC 3326
+        Reason. Returns each BYE's final status in order: 408 when it timed out (Timer F),
+        503 when it could not be sent, ``None`` when no answer came within ``timeout`` s
+        (the transaction goes on retransmitting in the background) or the state was
+        unusable (logged)."""
+        if self._closing or self._loop is None:
+            raise RuntimeError("user agent is not running")
+        waits: list[asyncio.Future[int] | None] = []
+        for state in states:
+            try:
+                call_id = str(state.get("call_id"))
+                if call_id in self._completions or call_id in self._calls:
+                    raise ValueError(f"call {call_id} is already in progress here")
+                future: asyncio.Future[int] = self._loop.create_future()
+                self._completions[call_id] = future
+                try:
+                    self.endpoint.send_bye(state, self._now(), cause)
+                except BaseException:
+                    del self._completions[call_id]
+                    raise
+                waits.append(future)
+            except ValueError as exc:
+                log.warning("cannot send a BYE from a stored dialog: %s", exc)
+                waits.append(None)
+        self._pump()
+        live = [w for w in waits if w is not None]
+        if live:
+            await asyncio.wait(live, timeout=timeout)
+        # A BYE still unanswered stays in _completions until its transaction ends (Timer F).
+        return [w.result() if w is not None and w.done() else None for w in waits]
+
     # ------------------------------------------------------------------ the endpoint's I/O
 
     def _on_datagram(self, data: bytes, inbound: Inbound) -> None:
@@ -511,6 +563,14 @@ class UserAgent:
             call = self._calls.pop(event.call_id, None)
             if call is not None:
                 call._release_observers()
+        elif isinstance(event, DialogChanged):
+            call = self._calls.get(event.call_id)
+            if call is not None and call.on_dialog_change is not None:
+                call.on_dialog_change(event.state)
+        elif isinstance(event, RequestCompleted):
+            future = self._completions.pop(event.call_id, None)
+            if future is not None and not future.done():
+                future.set_result(event.status)
         elif isinstance(event, IncomingCall):
             log.warning("inbound call %s offered to a user agent that does not take them", event.call_id)
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -182,3 +184,61 @@ async def wait_record(server: Server, request_uuid: str, timeout: float = 10) ->
 
 def free_tcp_port() -> int:
     return free_port(socket.SOCK_STREAM)
+
+
+def _read_until(stream: Any, text: str, limit: int = 200) -> bool:
+    for _ in range(limit):
+        line = stream.readline()
+        if not line:
+            return False
+        if text in line.decode(errors="replace"):
+            return True
+    return False
+
+
+async def serve_subprocess(
+    cwd: Path, db: Path, *extra: str, sip_port: int | None = None
+) -> tuple[subprocess.Popen[bytes], str, int]:
+    """``softswitch serve`` as its own process on ``db`` (so that a test can ``kill -9`` it);
+    returns the process, its HTTP base URL and its SIP port once it listens (at most 20 s)."""
+    http_port, sip_port = free_tcp_port(), sip_port or free_tcp_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "softswitch.cli",
+            "serve",
+            "--http",
+            f"127.0.0.1:{http_port}",
+            "--sip",
+            f"127.0.0.1:{sip_port}",
+            "--db",
+            str(db),
+            "--auth-id",
+            AUTH_ID,
+            "--auth-token",
+            AUTH_TOKEN,
+            *extra,
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=cwd,
+    )
+    assert proc.stderr is not None
+    try:
+        ready = await asyncio.wait_for(
+            asyncio.to_thread(_read_until, proc.stderr, "HTTP API on"), 20
+        )
+    except BaseException:
+        proc.kill()
+        proc.wait(10)
+        raise
+    assert ready, "softswitch serve did not start"
+    return proc, f"http://127.0.0.1:{http_port}", sip_port
+
+
+async def kill9(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL, no shutdown: live dialogs and media die with the process."""
+    proc.kill()
+    await asyncio.to_thread(proc.wait, 10)
