@@ -341,3 +341,36 @@ def test_example_config_loads(tmp_path: Path) -> None:
         assert re.search(rf"^#?\s*{name}\s*=", text, re.M), name
     cfg = load_config(str(example), env={}, overrides={"db_path": str(tmp_path / "ex.db")})
     assert cfg.accounts and cfg.gateways
+
+
+def test_srtp_policies_per_gateway_and_for_direct_uris(tmp_path: Path) -> None:
+    text = (
+        'srtp = "Optional"\n[[gateways]]\nname = "g"\nhost = "h"\nsrtp = "MANDATORY"\n'
+        '[[gateways]]\nname = "plain"\nhost = "h2"\n'
+    )
+    cfg = load_config(write(tmp_path, 'db_path = "{db}"\n' + text), env={})
+    assert cfg.srtp == "optional"
+    assert [gw.srtp for gw in cfg.gateways] == ["mandatory", "off"]
+    from softswitch.server import build_user_agent
+
+    ua = build_user_agent(cfg)
+    assert ua.config.srtp == "optional"
+    assert ua.config.gateway_srtp == {"g": "mandatory", "plain": "off"}
+    cfg = load_config(write(tmp_path, 'db_path = "{db}"\n'), env={"SOFTSWITCH_SRTP": "mandatory"})
+    assert (
+        cfg.srtp == "mandatory"
+        and load_config(env={}, overrides={"db_path": str(tmp_path / "d.db")}).srtp == "off"
+    )
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ('srtp = "sdes"', "srtp"),
+        ('[[gateways]]\nname = "g"\nhost = "h"\nsrtp = "yes"', "gateways[0].srtp"),
+    ],
+)
+def test_a_bad_srtp_policy_names_the_key(tmp_path: Path, toml: str, key: str) -> None:
+    with pytest.raises(ConfigError, match="is not one of off, optional, mandatory") as info:
+        load_config(write(tmp_path, 'db_path = "{db}"\n' + toml), env={})
+    assert info.value.key == key
