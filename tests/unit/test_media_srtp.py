@@ -48,6 +48,16 @@ def peer() -> AsyncIterator[socket.socket]:
     sock.close()
 
 
+def collect(sock: socket.socket, into: list[bytes]) -> Callable[[], int]:
+    """A wait_until condition: how many datagrams ``sock`` has received so far."""
+
+    def count() -> int:
+        into.extend(drain(sock))
+        return len(into)
+
+    return count
+
+
 def drain(sock: socket.socket) -> list[bytes]:
     out = []
     for _ in range(10000):
@@ -200,7 +210,8 @@ async def test_what_we_send_is_srtp_and_srtcp(engine: MediaEngine, peer: socket.
     try:
         rtcp_sock.setblocking(False)
         packets: list[bytes] = []
-        await wait_until(lambda: len(packets.__iadd__(drain(peer)) or packets) >= 10)
+        count = collect(peer, packets)
+        await wait_until(lambda: count() >= 10)
         for wire in packets[:10]:
             header = parse_rtp(wire)
             assert header is not None  # the RTP header stays in clear (RFC 3711 §3.1)
@@ -208,7 +219,8 @@ async def test_what_we_send_is_srtp_and_srtcp(engine: MediaEngine, peer: socket.
             assert len(wire) == len(plain) + 10  # the 80-bit authentication tag
             assert wire[12 : len(plain)] != plain[12:]  # the payload is encrypted
         reports: list[bytes] = []
-        await wait_until(lambda: len(reports.__iadd__(drain(rtcp_sock)) or reports) >= 1)
+        count = collect(rtcp_sock, reports)
+        await wait_until(lambda: count() >= 1)
         assert is_rtcp(reports[0])
         plain_rtcp = rx.unprotect_rtcp(reports[0])
         assert plain_rtcp[1] == 200  # a sender report inside
@@ -272,7 +284,8 @@ async def test_a_reoffer_with_a_new_key_rekeys(engine: MediaEngine, peer: socket
     rx = session(my_keys[SUITE], inbound=True)
     drain(peer)
     got: list[bytes] = []
-    await wait_until(lambda: len(got.__iadd__(drain(peer)) or got) >= 2)
+    count = collect(peer, got)
+    await wait_until(lambda: count() >= 2)
     assert rx.unprotect(got[-1])
     # A re-offer that drops crypto under "mandatory" is refused (the re-INVITE gets 488).
     plain = reoffer.replace("RTP/SAVP", "RTP/AVP").split("a=crypto")[0]
