@@ -11,6 +11,11 @@ received packet that fails authentication (or replays one already seen) is dropp
 latching, statistics, DTMF and audio, and counted (``stats()["srtp_auth_failures"]``,
 ``["srtp_replays"]``).
 
+Until the keys are known, a stream whose policy is ``mandatory`` holds an *unkeyed* context
+(:meth:`SrtpContext.unkeyed`: throw-away random keys): nothing it receives authenticates, so
+early packets are dropped and counted rather than decoded as noise, and nothing can leave in
+clear.
+
 Rekeying (a new SDP exchange with another key, RFC 4568 §7.1.4): :meth:`SrtpContext.rekeyed`
 keeps a session whose key did not change (its rollover counter goes on) and starts a new one
 for a key that did.
@@ -18,9 +23,11 @@ for a key that did.
 
 from __future__ import annotations
 
+import secrets
+
 import pylibsrtp
 
-from ..sdp import SrtpParameters
+from ..sdp import SUPPORTED_SUITES, SrtpParameters
 
 # RFC 4568 §6.2 suite -> libsrtp profile (for _32 libsrtp uses the 80-bit SRTCP tag, as §6.2.2
 # requires).
@@ -40,29 +47,44 @@ def _session(suite: str, key: bytes, inbound: bool) -> pylibsrtp.Session:
 class SrtpContext:
     """The SRTP sessions of one stream (see the module docstring)."""
 
-    __slots__ = ("params", "_tx", "_rx", "auth_failures", "replays")
+    __slots__ = ("params", "keyed", "_tx", "_rx", "auth_failures", "replays")
 
     def __init__(self, params: SrtpParameters) -> None:
         if params.suite not in _PROFILES:
             raise ValueError(f"SRTP suite {params.suite} is not supported")
         self.params = params
+        self.keyed = True
         self._tx = _session(params.suite, params.send_key, inbound=False)
         self._rx = _session(params.suite, params.receive_key, inbound=True)
         self.auth_failures = 0
         self.replays = 0
 
+    @classmethod
+    def unkeyed(cls) -> SrtpContext:
+        """A context for before the SDES exchange: random keys nobody else has."""
+        suite, size = next(iter(SUPPORTED_SUITES.items()))
+        ctx = cls(SrtpParameters(suite, 0, secrets.token_bytes(size), secrets.token_bytes(size)))
+        ctx.keyed = False
+        return ctx
+
     @property
-    def suite(self) -> str:
-        return self.params.suite
+    def suite(self) -> str | None:
+        """The negotiated suite (``None`` while unkeyed)."""
+        return self.params.suite if self.keyed else None
 
     def rekeyed(self, params: SrtpParameters) -> SrtpContext:
         """This context for a new exchange: itself when nothing changed, else one that keeps
         each session whose key and suite stayed (and the counters)."""
         old = self.params
+        if not self.keyed:
+            new = SrtpContext(params)
+            new.auth_failures, new.replays = self.auth_failures, self.replays
+            return new
         if params == old:
             return self
         new = SrtpContext.__new__(SrtpContext)
         new.params = params
+        new.keyed = True
         same_suite = params.suite == old.suite
         new._tx = (
             self._tx

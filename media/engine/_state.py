@@ -86,7 +86,7 @@ class StreamState:
         # our keys (None when off) and, once an exchange agreed on crypto, the sessions.
         self.srtp = srtp
         self._crypto: LocalCrypto | None = LocalCrypto(srtp) if srtp != "off" else None
-        self._srtp: SrtpContext | None = None
+        self._srtp: SrtpContext | None = SrtpContext.unkeyed() if srtp == "mandatory" else None
 
         # Offer/answer state (RFC 3264 §8: same o= session id, version + 1 when changed).
         self._session_id = random.randint(1, 2**31)

@@ -292,3 +292,24 @@ async def test_a_reoffer_with_a_new_key_rekeys(engine: MediaEngine, peer: socket
     with pytest.raises(SdpError, match="no usable SRTP crypto"):
         stream.handle_offer(plain)
     assert stream.stats()["srtp"] == SUITE
+
+
+async def test_mandatory_drops_what_comes_before_the_keys(
+    engine: MediaEngine, peer: socket.socket
+) -> None:
+    their_key = bytes(range(30))
+    stream = engine.create_stream(srtp="mandatory")
+    stream.create_offer()
+    target = (LOOPBACK, stream.local_port)
+    tx = session(their_key, inbound=False)
+    sender = RtpSender(ssrc=5)
+    peer.sendto(tx.protect(sender.packet(0, mulaw_tone())), target)  # before the answer
+    sender.advance(160)
+    peer.sendto(sender.packet(0, mulaw_tone()), target)  # plain, before the answer
+    await wait_until(lambda: stream.stats()["srtp_auth_failures"] == 2)
+    assert stream.stats()["packets_received"] == 0 and stream.stats()["srtp"] is None
+    stream.apply_answer(crypto_answer(peer.getsockname()[1], their_key))
+    sender.advance(160)
+    peer.sendto(tx.protect(sender.packet(0, mulaw_tone())), target)
+    await wait_until(lambda: stream.stats()["packets_received"] == 1)
+    assert stream.stats()["srtp"] == SUITE and stream.stats()["srtp_auth_failures"] == 2
