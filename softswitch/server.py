@@ -115,6 +115,8 @@ def build_user_agent(config: Any) -> Any:
             gateways=gateways,
             media=media_cfg,
             gateway_codecs={gw.name: list(gw.codecs) for gw in config.gateways if gw.codecs},
+            srtp=getattr(config, "srtp", "off"),
+            gateway_srtp={gw.name: getattr(gw, "srtp", "off") for gw in config.gateways},
             gateway_ring_timeout={gw.name: float(gw.timeout_s) for gw in config.gateways},
             rtp_timeout_s=getattr(config, "rtp_timeout_s", 60.0),
             rtp_hold_timeout_s=getattr(config, "rtp_hold_timeout_s", 600.0),

@@ -74,6 +74,13 @@ class UserAgentConfig(sip_aio.UserAgentConfig):
     #: A trunk's codec preference, by gateway name: calls through that gateway offer only
     #: these (unless ``dial(codecs=...)`` says otherwise).
     gateway_codecs: dict[str, list[str]] = field(default_factory=dict)
+    #: SRTP (SDES, RFC 4568) of calls that go through no configured trunk (a SIP URI dialled
+    #: directly): ``"off"`` (plain RTP), ``"optional"`` (RTP/AVP offer with ``a=crypto``
+    #: lines, SRTP when the callee answers one) or ``"mandatory"`` (RTP/SAVP; an answer
+    #: without crypto ends the call with ``INCOMPATIBLE_DESTINATION``).
+    srtp: str = "off"
+    #: A trunk's SRTP policy, by gateway name (a trunk not listed: :attr:`srtp`).
+    gateway_srtp: dict[str, str] = field(default_factory=dict)
     #: A trunk's ring-timeout cap in seconds, by gateway name.
     gateway_ring_timeout: dict[str, float] = field(default_factory=dict)
     #: RTP inactivity timeout of an answered call, in seconds (0 = off): no RTP from the
@@ -371,6 +378,7 @@ class UserAgent:
         gateway: str | None = None,
         call_uuid: str | None = None,
         codecs: Sequence[str] | None = None,
+        srtp: str | None = None,
     ) -> OutboundCall:
         """Send an INVITE with our media offer to ``target`` and return the leg at once.
 
@@ -379,6 +387,13 @@ class UserAgent:
         goes through a configured trunk, else the media engine's configured list); an empty
         list or a codec the engine cannot encode raises
         :class:`media.engine.UnsupportedCodec` (a ``ValueError``) before any INVITE.
+
+        ``srtp`` is this leg's SRTP policy (``"off"``, ``"optional"``, ``"mandatory"``;
+        ``None``: the trunk's ``gateway_srtp``, else ``UserAgentConfig.srtp``); another value
+        raises ``ValueError`` before any INVITE. An answer the policy cannot use (no
+        ``a=crypto`` under ``"mandatory"``) ends the call with BYE and
+        ``INCOMPATIBLE_DESTINATION``; a callee that refuses RTP/SAVP answers 488, the same
+        cause.
 
         ``target`` is a SIP/SIPS URI, ``user@host``, or a number routed through a gateway.
         Raises ``ValueError`` for a malformed target and ``LookupError`` when no gateway
@@ -389,13 +404,17 @@ class UserAgent:
             raise RuntimeError("user agent is not running")
         # Refuse a bad target before taking a port; learn the trunk it goes through.
         _, trunk = self.sip.route(target, gateway=gateway)
+        if srtp is None:
+            srtp = self.config.srtp
+            if trunk is not None:
+                srtp = self.config.gateway_srtp.get(trunk.name, srtp)
         if trunk is not None:
             if codecs is None:
                 codecs = self.config.gateway_codecs.get(trunk.name)
             cap = self.config.gateway_ring_timeout.get(trunk.name)
             if cap is not None and (ring_timeout <= 0 or ring_timeout > cap):
                 ring_timeout = cap
-        media = self.media.create_stream(codecs=codecs)
+        media = self.media.create_stream(codecs=codecs, srtp=srtp)
         try:
             sip_call = await self.sip.dial(
                 target,

@@ -24,7 +24,9 @@ bridges); :mod:`._stream` (:class:`MediaStream`: offer/answer, the application A
 fields are declared once in :mod:`._state` and whose per-tick halves are its base classes in
 :mod:`._receive` (steps 1-2: symmetric RTP, RFC 4733 receivers, playout, the DTMF dedupe rule)
 and :mod:`._send` (step 3: sources, overlays, bridged audio, digits, in order of precedence);
-:mod:`._ports` (:class:`PortPool`, socket time stamps); :mod:`._config` (:class:`MediaConfig`).
+:mod:`._ports` (:class:`PortPool`, socket time stamps); :mod:`._config` (:class:`MediaConfig`);
+:mod:`._srtp` (:class:`SrtpContext`: SRTP/SRTCP protect and unprotect with libsrtp, for a
+stream created with ``create_stream(srtp="optional" | "mandatory")``).
 Import the names from here.
 """
 
@@ -38,6 +40,7 @@ from ._config import (
     codec_list,
 )
 from ._ports import PortPool, PortPoolExhausted
+from ._srtp import SrtpContext
 from ._stream import MediaStream
 
 __all__ = [
@@ -53,6 +56,7 @@ __all__ = [
     "PortPool",
     "PortPoolExhausted",
     "SUPPORTED_CODECS",
+    "SrtpContext",
     "UnsupportedCodec",
     "codec_list",
 ]

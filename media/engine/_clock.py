@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .. import dtmf as _dtmf
+from ..sdp import SRTP_POLICIES
 from ._config import CLOCK_RATE, MediaConfig, codec_list
 from ._ports import SO_TIMESTAMP, TIMESTAMP_CMSG_SPACE, PortPool, arrival_wall
 from ._stream import MediaStream
@@ -77,22 +78,31 @@ class MediaEngine:
             self._handle.cancel()
             self._handle = None
 
-    def create_stream(self, codecs: Sequence[str] | None = None) -> MediaStream:
+    def create_stream(
+        self, codecs: Sequence[str] | None = None, *, srtp: str = "off"
+    ) -> MediaStream:
         """Allocate an RTP/RTCP port pair and a stream on it (raises PortPoolExhausted).
 
         ``codecs`` (names such as ``"PCMA"``, in preference order) restricts this stream:
         its offers list only them (plus telephone-event and comfort noise as configured)
         and answers are accepted only with one of them. ``None``: the configured
         ``MediaConfig.codecs``. An empty list or a codec the engine cannot encode raises
-        :class:`UnsupportedCodec` (a ``ValueError``) before any port is taken."""
+        :class:`UnsupportedCodec` (a ``ValueError``) before any port is taken.
+
+        ``srtp``: ``"off"`` (plain RTP/AVP), ``"optional"`` (offer RTP/AVP with SDES
+        ``a=crypto`` lines, SRTP if the peer answers one) or ``"mandatory"`` (offer RTP/SAVP;
+        an answer without crypto is refused with :class:`media.sdp.SdpError`); anything else
+        raises ``ValueError`` before any port is taken (see :mod:`media.sdp._crypto`)."""
         names = None if codecs is None else codec_list(codecs)
+        if srtp not in SRTP_POLICIES:
+            raise ValueError(f"srtp must be one of {', '.join(SRTP_POLICIES)}, not {srtp!r}")
         rtp, rtcp, port = self.ports.allocate()
         if SO_TIMESTAMP is not None:
             try:  # kernel arrival time stamps for RTCP: see arrival_wall()
                 rtcp.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMP, 1)
             except OSError:
                 pass
-        stream = MediaStream(self, rtp, rtcp, port, codecs=names)
+        stream = MediaStream(self, rtp, rtcp, port, codecs=names, srtp=srtp)
         self._selector.register(rtp, selectors.EVENT_READ, (stream, False))
         self._selector.register(rtcp, selectors.EVENT_READ, (stream, True))
         self._streams[port] = stream

@@ -37,6 +37,11 @@ Receive path: no reordering jitter buffer (nothing is played out to a sound card
 audio goes through a FIFO of at most ``MAX_PLAYOUT_FRAMES`` frames and comes out one 20 ms
 frame per tick, silence-filled on underrun, so taps and recorders see wall-clock time.
 
+SRTP (``_srtp.py``): when the stream's media is SRTP, each packet is authenticated and
+decrypted first (before latching and everything above; RTCP once it passed the source check);
+one that fails is dropped and counted in ``stats()["srtp_auth_failures"]`` (or
+``["srtp_replays"]``). Plain RTP pays one ``is None`` test.
+
 A base class of :class:`~media.engine.MediaStream`; the fields it reads are declared in
 :class:`~media.engine._state.StreamState`. The methods run per packet and per tick, so they stay plain
 methods of the stream, with no object in between.
@@ -75,10 +80,18 @@ class ReceivePath(StreamState):
     # --- receive path (called by the engine on the clock tick) ----------------------------
 
     def _on_rtp(self, data: bytes, addr: tuple[Any, ...], now: float, wall: float) -> None:
+        srtp = self._srtp
         if is_rtcp(data):  # RTCP sent to the RTP port (RFC 5761 demultiplexing)
             if self._rtcp_from_source(addr):
-                self._rtcp.handle(data, wall)
+                plain = data if srtp is None else srtp.unprotect_rtcp(data)
+                if plain is not None:
+                    self._rtcp.handle(plain, wall)
             return
+        if srtp is not None:  # RFC 3711: authenticate and decrypt before anything reads it
+            plain = srtp.unprotect_rtp(data)
+            if plain is None:
+                return
+            data = plain
         packet = parse_rtp(data)
         if packet is None:
             self.packets_dropped += 1
@@ -205,6 +218,11 @@ class ReceivePath(StreamState):
     def _on_rtcp(self, data: bytes, addr: tuple[Any, ...], wall: float) -> None:
         if not self._rtcp_from_source(addr):
             return
+        if self._srtp is not None:
+            plain = self._srtp.unprotect_rtcp(data)
+            if plain is None:
+                return
+            data = plain
         if self._config.symmetric_rtp:
             self._remote_rtcp = (addr[0], addr[1])
         self._rtcp.handle(data, wall)

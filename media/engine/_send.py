@@ -219,9 +219,11 @@ class SendPath(StreamState):
                 self._pending.clear()
             elif frame is not None:
                 packets = self._audio_packets(frame, silence)
-            sock, remote = self._rtp_sock, self._remote_rtp
+            sock, remote, srtp = self._rtp_sock, self._remote_rtp, self._srtp
             assert remote is not None  # _can_send
             for packet in packets:
+                if srtp is not None:  # RFC 3711: protect the packet as built
+                    packet = srtp.protect_rtp(packet)
                 try:
                     sock.sendto(packet, remote)
                 except OSError:
@@ -265,6 +267,8 @@ class SendPath(StreamState):
             # sending, not at the tick start: RFC 3550 §6.4.1 RTT = A - LSR - DLSR at the
             # peer is off by whatever lies between the two.
             report = self._rtcp.build_report(now, time.time())
+            if self._srtp is not None:
+                report = self._srtp.protect_rtcp(report)
             try:
                 self._rtcp_sock.sendto(report, self._remote_rtcp)
             except OSError:

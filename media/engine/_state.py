@@ -22,8 +22,9 @@ import numpy as np
 
 from .. import dtmf as _dtmf
 from ..rtp import ReceiveStatistics, RtcpSession, RtpSender
-from ..sdp import Codec, NegotiatedMedia, SessionDescription
+from ..sdp import Codec, LocalCrypto, NegotiatedMedia, SessionDescription
 from ._config import CLOCK_RATE, MAX_BRIDGE_FRAMES
+from ._srtp import SrtpContext
 
 if TYPE_CHECKING:
     from ._clock import MediaEngine
@@ -62,6 +63,7 @@ class StreamState:
         port: int,
         *,
         codecs: list[str] | None = None,
+        srtp: str = "off",
     ) -> None:
         self._engine = engine
         self._config = engine.config
@@ -80,6 +82,11 @@ class StreamState:
         self._sender = RtpSender(CLOCK_RATE)
         self._rx = ReceiveStatistics(CLOCK_RATE)
         self._rtcp = RtcpSession(self._sender, self._rx, cname=f"softswitch@{port}")
+        # SRTP (RFC 3711, keyed by SDES; see _srtp.py): the policy (checked by create_stream),
+        # our keys (None when off) and, once an exchange agreed on crypto, the sessions.
+        self.srtp = srtp
+        self._crypto: LocalCrypto | None = LocalCrypto(srtp) if srtp != "off" else None
+        self._srtp: SrtpContext | None = SrtpContext.unkeyed() if srtp == "mandatory" else None
 
         # Offer/answer state (RFC 3264 §8: same o= session id, version + 1 when changed).
         self._session_id = random.randint(1, 2**31)
@@ -150,3 +157,5 @@ class StreamState:
         self.ssrc_changes = 0
         self.rtp_dropped_strays = 0
         self.rtp_source_changes = 0
+        self.srtp_auth_failures = 0  # of SRTP contexts no longer in use (see stats())
+        self.srtp_replays = 0

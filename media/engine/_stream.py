@@ -21,12 +21,14 @@ from ..sdp import (
     NegotiatedMedia,
     SdpError,
     SessionDescription,
+    SrtpParameters,
     answer_offer,
     build_offer,
     negotiate_answer,
 )
 from ._receive import ReceivePath
 from ._send import DigitsJob, PlayItem, SendPath, cancel, finish
+from ._srtp import SrtpContext
 
 
 class MediaStream(ReceivePath, SendPath):
@@ -52,7 +54,7 @@ class MediaStream(ReceivePath, SendPath):
         cfg = self._config
 
         def build(version: int) -> str:
-            return build_offer(
+            text = build_offer(
                 address=self.local_address,
                 port=self.local_port,
                 codecs=self._sdp_codecs,
@@ -62,6 +64,7 @@ class MediaStream(ReceivePath, SendPath):
                 session_id=self._session_id,
                 version=version,
             )
+            return text if self._crypto is None else self._crypto.secure_offer(text)
 
         self._local_offer = self._versioned(build)
         offer = self._local_offer_parsed = SessionDescription.parse(self._local_offer)
@@ -92,7 +95,8 @@ class MediaStream(ReceivePath, SendPath):
         """Apply the answer to our latest offer (183 early media, then 200). Applying the
         same answer twice is a no-op; a different one updates the session.
 
-        Raises :class:`SdpError` if no common codec.
+        Raises :class:`SdpError` if no common codec, or when SRTP is mandatory and the
+        answer has no usable ``a=crypto`` line (RFC 4568).
         """
         self._check_open()
         if self._local_offer is None:
@@ -103,15 +107,24 @@ class MediaStream(ReceivePath, SendPath):
         # The offer as parsed when we built it (parsing our own text again costs per call).
         offer = self._local_offer_parsed or self._local_offer
         negotiated = negotiate_answer(offer, sdp)
+        srtp: SrtpParameters | None = None
+        if self._crypto is not None:
+            if not isinstance(offer, SessionDescription):
+                offer = SessionDescription.parse(offer)
+            srtp = self._crypto.read_answer(offer, SessionDescription.parse(sdp))
         self._last_answer = key
         self._apply(negotiated)
+        self._apply_srtp(srtp)
 
     def handle_offer(self, sdp: str) -> str:
         """Answer an offer from the far end (re-INVITE: hold, resume, codec change, or an
-        INVITE we receive). Returns our answer SDP."""
+        INVITE we receive). Returns our answer SDP. With SRTP on, an offer with a usable
+        ``a=crypto`` line is answered with ours (a new key from the peer rekeys); raises
+        :class:`SdpError` when SRTP is mandatory and the offer has none."""
         self._check_open()
         cfg = self._config
-        result: list[NegotiatedMedia] = []
+        crypto = self._crypto
+        result: list[tuple[NegotiatedMedia, SrtpParameters | None]] = []
 
         def build(version: int) -> str:
             text, negotiated = answer_offer(
@@ -124,15 +137,33 @@ class MediaStream(ReceivePath, SendPath):
                 session_id=self._session_id,
                 version=version,
                 hold=self._held,
+                secure=crypto is not None,
             )
-            result.append(negotiated)
+            srtp = None
+            if crypto is not None:
+                text, srtp = crypto.secure_answer(sdp, text)
+            result.append((negotiated, srtp))
             return text
 
         text = self._versioned(build)
         self._last_answer = None
         self._unlatch_source()  # a new SDP from the peer: learn its RTP source again
-        self._apply(result[-1])
+        self._apply(result[-1][0])
+        self._apply_srtp(result[-1][1])
         return text
+
+    def _apply_srtp(self, params: SrtpParameters | None) -> None:
+        """Start, rekey or stop SRTP after an exchange (plain RTP when ``params`` is None)."""
+        current = self._srtp
+        if params is None:
+            if current is not None:
+                self.srtp_auth_failures += current.auth_failures
+                self.srtp_replays += current.replays
+            self._srtp = None
+        elif current is None:
+            self._srtp = SrtpContext(params)
+        else:
+            self._srtp = current.rekeyed(params)
 
     def _apply(self, neg: NegotiatedMedia) -> None:
         remote = (neg.remote_address, neg.remote_port)
@@ -330,6 +361,11 @@ class MediaStream(ReceivePath, SendPath):
             "dtmf_sent": self.dtmf_sent,
             "dtmf_received": self.dtmf_received,
             "send_errors": self.send_errors,
+            "srtp": self._srtp.suite if self._srtp is not None else None,
+            "srtp_auth_failures": self.srtp_auth_failures
+            + (self._srtp.auth_failures if self._srtp is not None else 0),
+            "srtp_replays": self.srtp_replays
+            + (self._srtp.replays if self._srtp is not None else 0),
         }
 
     def close(self) -> None:
@@ -339,11 +375,11 @@ class MediaStream(ReceivePath, SendPath):
             return
         if self._remote_rtcp is not None:
             try:
-                self._rtcp_sock.sendto(
-                    self._rtcp.build_report(self._engine.now(), time.time(), bye=True),
-                    self._remote_rtcp,
-                )
-            except OSError:
+                report = self._rtcp.build_report(self._engine.now(), time.time(), bye=True)
+                if self._srtp is not None:
+                    report = self._srtp.protect_rtcp(report)
+                self._rtcp_sock.sendto(report, self._remote_rtcp)
+            except (OSError, ValueError):
                 pass
         self.closed = True
         items = ([self._playing] if self._playing else []) + list(self._play_queue)

@@ -1,4 +1,5 @@
-"""SDP (RFC 4566) parsing and the offer/answer model (RFC 3264) for plain RTP/AVP audio.
+"""SDP (RFC 4566) parsing and the offer/answer model (RFC 3264) for RTP/AVP audio, with
+SDES security descriptions for SRTP (RFC 4568, :mod:`media.sdp._crypto`).
 
 Two modules along the RFCs' line: :mod:`media.sdp._description` parses and writes session
 descriptions (RFC 4566); :mod:`media.sdp._offer_answer` builds offers and answers and reads
@@ -10,6 +11,17 @@ the result of an exchange into :class:`NegotiatedMedia` (RFC 3264):
 Import the names from here.
 """
 
+from ._crypto import (
+    SRTP_POLICIES,
+    SUPPORTED_SUITES,
+    CryptoAttribute,
+    CryptoError,
+    KeyParams,
+    LocalCrypto,
+    SrtpParameters,
+    crypto_attributes,
+    is_secure_proto,
+)
 from ._description import (
     STATIC_PAYLOAD_TYPES,
     Codec,
@@ -28,7 +40,16 @@ from ._offer_answer import (
 )
 
 __all__ = [
+    "SRTP_POLICIES",
     "STATIC_PAYLOAD_TYPES",
+    "SUPPORTED_SUITES",
+    "CryptoAttribute",
+    "CryptoError",
+    "KeyParams",
+    "LocalCrypto",
+    "SrtpParameters",
+    "crypto_attributes",
+    "is_secure_proto",
     "TELEPHONE_EVENT_FMTP",
     "TELEPHONE_EVENT_PT",
     "Codec",

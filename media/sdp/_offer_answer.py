@@ -243,6 +243,7 @@ def answer_offer(
     session_id: int,
     version: int,
     hold: bool = False,
+    secure: bool = False,
 ) -> tuple[str, NegotiatedMedia]:
     """Answer an offer from the far end (RFC 3264 §6), typically a re-INVITE.
 
@@ -251,7 +252,8 @@ def answer_offer(
     its formats echoed (§6: the answer has as many m-lines as the offer). ``hold=True``
     answers ``sendonly`` (or ``inactive``) to put the far end on hold from our side.
     The caller owns ``o=``: same ``session_id``, ``version`` bumped when the body changed
-    (RFC 3264 §8).
+    (RFC 3264 §8). ``secure=True`` also accepts an RTP/SAVP m-line (SRTP, RFC 3711); the
+    caller adds the ``a=crypto`` answer (:class:`media.sdp.LocalCrypto`).
     """
     sdp = SessionDescription.parse(offer)
     wanted = [_offer_codec(name) for name in (supported or ["PCMU", "PCMA"])]
@@ -263,7 +265,10 @@ def answer_offer(
             negotiated is None
             and media.media == "audio"
             and media.port != 0
-            and media.proto.upper().startswith("RTP/AVP")
+            and (
+                media.proto.upper().startswith("RTP/AVP")
+                or (secure and media.proto.upper().startswith("RTP/SAVP"))
+            )
         ):
             chosen = next(
                 (

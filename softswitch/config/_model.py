@@ -61,6 +61,10 @@ class Gateway:
     caller_id_in_from: bool = True
     p_asserted_identity: bool = False
     register: bool = False
+    srtp: str = "off"
+    """SRTP with SDES (RFC 4568) on calls through this trunk: ``off``, ``optional`` (RTP/AVP
+    offer with ``a=crypto``, SRTP if the trunk answers one) or ``mandatory`` (RTP/SAVP; a
+    plain answer ends the call with ``INCOMPATIBLE_DESTINATION``)."""
 
     def __post_init__(self) -> None:
         # One list is the source of truth; ``prefix`` stays as the first entry for readers
@@ -143,6 +147,9 @@ class Config:
     ``MEDIA_TIMEOUT``); 0 = off."""
     rtp_hold_timeout_s: float = 600.0
     """The same while the call is on hold (SDP not ``sendrecv``, or c=0.0.0.0); 0 = off."""
+    srtp: str = "off"
+    """SRTP policy of calls dialled to a SIP URI directly, through no gateway (as
+    :attr:`Gateway.srtp`)."""
     db_path: str = "softswitch.db"
     data_dir: str = "data"
     base_url: str | None = None

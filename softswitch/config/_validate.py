@@ -24,6 +24,8 @@ NOT_IMPLEMENTED = {
     "caller_id_in_from": "only true is implemented (the caller id is the From user part)",
 }
 SHUTDOWN_MODES = ("drain", "hangup")
+SRTP_POLICIES = ("off", "optional", "mandatory")
+"""SRTP (SDES) policies of a call's media (``media.sdp.SRTP_POLICIES``)."""
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 
 
@@ -66,6 +68,7 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("base_url", f"must start with http:// or https://, got {cfg.base_url!r}")
     if cfg.shutdown_mode not in SHUTDOWN_MODES:
         raise ConfigError("shutdown_mode", f"{cfg.shutdown_mode!r} is not 'drain' or 'hangup'")
+    cfg.srtp = _srtp_policy("srtp", cfg.srtp)
     cfg.log_level = cfg.log_level.upper()
     if cfg.log_level not in LOG_LEVELS:
         raise ConfigError("log_level", f"{cfg.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
@@ -127,6 +130,7 @@ def _validate(cfg: Config) -> None:
         for p in gw.prefixes:
             if not p.lstrip("+").isdigit():
                 raise ConfigError(f"{key}.prefixes", f"{p!r} is not digits")
+        gw.srtp = _srtp_policy(f"{key}.srtp", gw.srtp)
         if gw.strip < 0:
             raise ConfigError(f"{key}.strip", "must be >= 0")
         gw.codecs = [c.upper() for c in gw.codecs]
@@ -148,3 +152,10 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"{key}.caller_id_in_from", NOT_IMPLEMENTED["caller_id_in_from"])
         if gw.password is not None and gw.username is None:
             raise ConfigError(f"{key}.username", "required when a password is set")
+
+
+def _srtp_policy(key: str, value: str) -> str:
+    policy = str(value).lower()
+    if policy not in SRTP_POLICIES:
+        raise ConfigError(key, f"{value!r} is not one of {', '.join(SRTP_POLICIES)}")
+    return policy

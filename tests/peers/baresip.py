@@ -25,6 +25,10 @@ How baresip 1.0 is driven here (all set in a private config directory, ``baresip
 * DTMF: baresip logs ``received event: 'D' (end=0|1)`` for each RFC 4733 event start and end.
   Its output goes to a pseudo-terminal (line-buffered, unlike a pipe) read by a thread that
   stamps each line with ``time.monotonic()`` on arrival: the same clock as asyncio's loop.
+* ``mediaenc="srtp"`` / ``"srtp-mand"``: SRTP with SDES keys through the ``srtp`` module,
+  the account's ``;mediaenc=`` parameter (``srtp``: RTP/AVP with ``a=crypto``, best effort;
+  ``srtp-mand``: RTP/SAVP only). ``None`` (the default) loads no SRTP module: a baresip
+  without SRTP.
 * ``telephone_event=False``: baresip 1.0 has no switch for it (it always answers an offered
   telephone-event). The fixture then puts a small UDP relay in front of baresip's SIP port
   that removes telephone-event from the SDP baresip sends; the relay is what :attr:`uri`
@@ -60,7 +64,7 @@ from tests.conftest import free_port, worker_index
 #: Each xdist worker's baresips pick RTP ports in a block of their own.
 BARESIP_RTP_BASE = 44000 + 3000 * (worker_index() % 5)
 
-__all__ = ["Baresip", "baresip", "needs_baresip"]
+__all__ = ["Baresip", "baresip", "needs_baresip", "needs_baresip_srtp"]
 
 BARESIP = shutil.which("baresip")
 MODULE_DIR = Path("/usr/lib/baresip/modules")
@@ -69,6 +73,11 @@ _NEEDED_MODULES = ("g711.so", "aufile.so", "sndfile.so", "menu.so", "ctrl_tcp.so
 needs_baresip = pytest.mark.skipif(
     BARESIP is None or not all((MODULE_DIR / m).exists() for m in _NEEDED_MODULES),
     reason="baresip (Debian baresip-core, with aufile/sndfile/ctrl_tcp modules) not installed",
+)
+
+needs_baresip_srtp = pytest.mark.skipif(
+    BARESIP is None or not (MODULE_DIR / "srtp.so").exists(),
+    reason="baresip's srtp module (/usr/lib/baresip/modules/srtp.so) not installed",
 )
 
 RATE = 8000
@@ -180,7 +189,8 @@ class Baresip:
     codecs baresip accepts (``PCMU``/``PCMA``). ``telephone_event=False``: baresip's answer
     omits telephone-event (through a relay, see the module docstring). ``max_call_s``: how
     long the microphone file lasts (aufile hangs up at its end). ``max_lifetime_s``: baresip
-    quits by itself after that long.
+    quits by itself after that long. ``mediaenc``: ``"srtp"`` or ``"srtp-mand"`` for SRTP
+    (see the module docstring).
     """
 
     def __init__(
@@ -193,7 +203,11 @@ class Baresip:
         telephone_event: bool = True,
         max_call_s: float = 120.0,
         max_lifetime_s: int = 300,
+        mediaenc: str | None = None,
     ) -> None:
+        if mediaenc not in (None, "srtp", "srtp-mand"):
+            raise ValueError(f"mediaenc must be None, srtp or srtp-mand, not {mediaenc!r}")
+        self.mediaenc = mediaenc
         unknown = [c for c in codecs if c.upper() not in ("PCMU", "PCMA")]
         if unknown or not codecs:
             raise ValueError(f"codecs must be PCMU and/or PCMA, not {codecs!r}")
@@ -252,15 +266,18 @@ class Baresip:
             f"snd_path\t\t{self.rec_dir}",
         ]
         answermode = "auto"
+        if self.mediaenc is not None:
+            lines.append("module\t\t\tsrtp.so")
         if self.answer_delay_ms > 0:
             answermode = "manual"
             self._ctrl_port = free_port(socket.SOCK_STREAM)
             lines += ["module_app\t\tctrl_tcp.so", f"ctrl_tcp_listen\t\t127.0.0.1:{self._ctrl_port}"]
         (self.workdir / "config").write_text("\n".join(lines) + "\n")
         codecs = ",".join(self.codecs)
-        (self.workdir / "accounts").write_text(
-            f"<sip:baresip@127.0.0.1>;regint=0;answermode={answermode};audio_codecs={codecs}\n"
-        )
+        params = f"regint=0;answermode={answermode};audio_codecs={codecs}"
+        if self.mediaenc is not None:
+            params += f";mediaenc={self.mediaenc}"
+        (self.workdir / "accounts").write_text(f"<sip:baresip@127.0.0.1>;{params}\n")
 
     def _spawn(self) -> bool:
         assert BARESIP is not None

@@ -361,3 +361,36 @@ def test_sip_doors_settings(tmp_path: Path) -> None:
         load_config(env={"SOFTSWITCH_SIP_ALLOWED_PEERS": "pbx.example"}, overrides=db)
     with pytest.raises(ConfigError, match="sip_out_of_dialog_burst"):
         load_config(env={"SOFTSWITCH_SIP_OUT_OF_DIALOG_BURST": "0"}, overrides=db)
+
+
+def test_srtp_policies_per_gateway_and_for_direct_uris(tmp_path: Path) -> None:
+    text = (
+        'srtp = "Optional"\n[[gateways]]\nname = "g"\nhost = "h"\nsrtp = "MANDATORY"\n'
+        '[[gateways]]\nname = "plain"\nhost = "h2"\n'
+    )
+    cfg = load_config(write(tmp_path, 'db_path = "{db}"\n' + text), env={})
+    assert cfg.srtp == "optional"
+    assert [gw.srtp for gw in cfg.gateways] == ["mandatory", "off"]
+    from softswitch.server import build_user_agent
+
+    ua = build_user_agent(cfg)
+    assert ua.config.srtp == "optional"
+    assert ua.config.gateway_srtp == {"g": "mandatory", "plain": "off"}
+    cfg = load_config(write(tmp_path, 'db_path = "{db}"\n'), env={"SOFTSWITCH_SRTP": "mandatory"})
+    assert (
+        cfg.srtp == "mandatory"
+        and load_config(env={}, overrides={"db_path": str(tmp_path / "d.db")}).srtp == "off"
+    )
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ('srtp = "sdes"', "srtp"),
+        ('[[gateways]]\nname = "g"\nhost = "h"\nsrtp = "yes"', "gateways[0].srtp"),
+    ],
+)
+def test_a_bad_srtp_policy_names_the_key(tmp_path: Path, toml: str, key: str) -> None:
+    with pytest.raises(ConfigError, match="is not one of off, optional, mandatory") as info:
+        load_config(write(tmp_path, 'db_path = "{db}"\n' + toml), env={})
+    assert info.value.key == key
