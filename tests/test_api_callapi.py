@@ -248,6 +248,23 @@ async def test_gather_receives_sipp_digits_then_redirect(sipp, server, web) -> N
 
 
 @needs_sipp
+async def test_gather_without_action_posts_digits_to_the_document(sipp, server, web) -> None:
+    peer = sipp("uas_xml_digits.xml", rtp_echo=False)
+    web.xml(
+        "/app/answer",
+        '<Response><Gather timeout="8"><Pause length="6"/></Gather></Response>',
+    )
+    tw = client(server.base_url)
+    call = await sdk(tw.calls.create, to=peer.uri, from_="+15551230000", url=web.url("/app/answer"))
+    first, again = await web.wait_for(path="/app/answer", count=2, timeout=15)
+    assert "Digits" not in first.params and again.params["Digits"] == "123"
+    assert again.method == "POST" and again.params["CallSid"] == call.sid and twilio_signed(again)
+    await sdk(tw.calls(call.sid).update, status="completed")
+    await wait_status(server, call.sid, {"completed"})
+    await sipp_done(peer)
+
+
+@needs_sipp
 async def test_redirect_interrupts_a_running_pause(sipp, server, web) -> None:
     peer = sipp("uas_answer.xml")
     web.xml("/answer", HOLD)
@@ -303,6 +320,29 @@ async def test_dial_bridges_to_a_sip_callee_and_reports_dial_call_status(sipp, s
     (dialed,) = await web.wait_for(path="/dialed", timeout=15)
     assert dialed.params["DialCallStatus"] == "completed" and dialed.params["CallSid"] == call.sid
     assert twilio_signed(dialed)
+    await wait_status(server, call.sid, {"completed"})
+    await sipp_done(a_side, b_side)
+
+
+@needs_sipp
+async def test_dial_sip_noun_with_digest_credentials_and_relative_action(sipp, server, web) -> None:
+    a_side, b_side = sipp("uas_answer.xml"), sipp("uas_auth_401.xml")  # checks alice/secret
+    web.xml(
+        "/app/answer",
+        '<Response><Dial action="dialed" timeout="10">'
+        f'<Sip username="alice" password="secret">{b_side.uri}</Sip></Dial></Response>',
+    )
+    web.xml("/app/dialed", "<Response><Hangup/></Response>")
+    tw = client(server.base_url)
+    call = await sdk(
+        tw.calls.create, to=a_side.uri, from_="+15551230000", url=web.url("/app/answer")
+    )
+    (dialed,) = await web.wait_for(path="/app/dialed", timeout=15)
+    assert dialed.params["DialCallStatus"] == "completed", dialed.params
+    assert (
+        dialed.params["DialCallSid"].startswith("CA") and dialed.params["DialCallSid"] != call.sid
+    )
+    assert int(dialed.params["DialCallDuration"]) >= 0 and twilio_signed(dialed)
     await wait_status(server, call.sid, {"completed"})
     await sipp_done(a_side, b_side)
 

@@ -18,7 +18,7 @@ from softswitch.api.callapi.shapes import call_json
 from softswitch.api.callapi.twiml import RESULT_PARAMS, parse_document
 from softswitch.api.http import HttpError
 from softswitch.app.document import CAUSE_NOT_IMPLEMENTED, XmlAppError
-from softswitch.app.verbs import DTMF, GetDigits, Hangup, Play, Redirect, Speak, Wait
+from softswitch.app.verbs import DTMF, MAX_LOOPS, GetDigits, Hangup, Play, Redirect, Speak, Wait
 from softswitch.call import AccountLimits
 from softswitch.calltable import Call
 from softswitch.model import CallbackEvent, CallEnd, EndReason, HangupSource, HttpMethod
@@ -343,11 +343,36 @@ def test_twiml_dial_and_record() -> None:
     for bad in (
         "<Response><Dial/></Response>",
         "<Response><Number>1</Number></Response>",
-        "<Response><Dial><Sip username='u'>sip:a@b</Sip></Dial></Response>",
-        "<Response><Record transcribe='true'/></Response>",
+        "<Response><Dial><Sip password='p'>sip:a@b</Sip></Dial></Response>",
+        "<Response><Dial><Sip username='a\"b'>sip:a@b</Sip></Dial></Response>",
+        "<Response><Redirect>javascript:alert(1)</Redirect></Response>",
+        "<Response><Play>ftp://a/x.wav</Play></Response>",
+        "<Response><Gather action='a b'/></Response>",
     ):
         with pytest.raises(XmlAppError):
             parse_document(bad)
+
+
+def test_twiml_sip_credentials_transcribe_loops_and_relative_urls() -> None:
+    from softswitch.app.verbs import Dial, Record, User
+
+    doc = parse_document(
+        "<Response><Dial><Sip username='alice' password='secret'>sip:a@b</Sip></Dial>"
+        "<Record transcribe='true' transcribeCallback='/t' action='rec'/>"
+        "<Say loop='0'>again</Say><Play loop='0'>/a.wav</Play>"
+        "<Gather numDigits='1'/><Redirect>../next</Redirect></Response>"
+    )
+    dial, record, say, play, gather, redirect = doc.verbs
+    assert isinstance(dial, Dial) and dial.numbers == (
+        User("sip:a@b", username="alice", password="secret"),
+    )
+    assert isinstance(record, Record) and record.action == "rec"
+    assert isinstance(say, Speak) and say.loop == MAX_LOOPS
+    assert play == Play(url="/a.wav", loop=MAX_LOOPS)
+    assert isinstance(gather, GetDigits) and gather.action == ""  # the document's own URL
+    assert redirect == Redirect(url="../next", method="POST")
+    assert doc.relative_urls
+    assert doc.result_params.dial_status == "DialCallStatus"
 
 
 def test_voicemail_and_machine_detection_parameters() -> None:

@@ -92,7 +92,9 @@ class CallApiDialect:
     signature = SIGNATURE
     signers = SIGNERS
 
-    def parse_document(self, document: str | bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Document:
+    def parse_document(
+        self, document: str | bytes, *, max_bytes: int = DEFAULT_MAX_BYTES
+    ) -> Document:
         return parse_document(document, max_bytes=max_bytes)
 
     def status_name(self, state: CallState, end: CallEnd | None) -> str:
@@ -164,7 +166,9 @@ class CallApiDialect:
             return None
         status = record.get("call_status") or CallStatus.FAILED.value
         if status in ("queued", "ringing", "in-progress"):
-            status = CallStatus.COMPLETED.value if record.get("answer_time") else CallStatus.FAILED.value
+            status = (
+                CallStatus.COMPLETED.value if record.get("answer_time") else CallStatus.FAILED.value
+            )
         params = {
             "CallSid": call_sid(record["call_uuid"]),
             "AccountSid": str(record.get("account_id") or ""),
@@ -177,4 +181,9 @@ class CallApiDialect:
             "Timestamp": rfc2822(time.time()) or "",
             "CallDuration": str(record.get("call_duration") or 0),
         }
-        return {"call_status": status}, str(url), str(params_in.get("StatusCallbackMethod") or "POST"), params
+        return (
+            {"call_status": status},
+            str(url),
+            str(params_in.get("StatusCallbackMethod") or "POST"),
+            params,
+        )

@@ -141,12 +141,18 @@ def _amd(data: Mapping[str, Any]) -> tuple[AmdSettings | None, dict[str, Any]]:
     voicemail = _bool(data, "DetectVoicemail")
     mode = _text(data, "MachineDetection")
     if mode is not None and mode not in ("Enable", "DetectMessageEnd"):
-        raise HttpError(400, f"MachineDetection must be Enable or DetectMessageEnd, got {mode[:40]!r}")
+        raise HttpError(
+            400, f"MachineDetection must be Enable or DetectMessageEnd, got {mode[:40]!r}"
+        )
     async_amd = _bool(data, "AsyncAmd")
     callback = _url(data, "AsyncAmdStatusCallback")
     callback_method = _method(data, "AsyncAmdStatusCallbackMethod")
-    kept: dict[str, Any] = {"DetectVoicemail": voicemail, "MachineDetection": mode, "AsyncAmd": async_amd,
-                            "AsyncAmdStatusCallback": callback}
+    kept: dict[str, Any] = {
+        "DetectVoicemail": voicemail,
+        "MachineDetection": mode,
+        "AsyncAmd": async_amd,
+        "AsyncAmdStatusCallback": callback,
+    }
     if not voicemail and mode is None:
         return None, kept
     if async_amd and callback is None:
@@ -157,7 +163,9 @@ def _amd(data: Mapping[str, Any]) -> tuple[AmdSettings | None, dict[str, Any]]:
         if raw is None:
             continue
         if not re.fullmatch(r"[0-9]{1,6}", raw) or not lo <= int(raw) <= hi:
-            raise HttpError(400, f"{name} must be an integer between {lo} and {hi}, got {raw[:40]!r}")
+            raise HttpError(
+                400, f"{name} must be an integer between {lo} and {hi}, got {raw[:40]!r}"
+            )
         fields[field_name] = int(raw) * scale
         kept[name] = int(raw)
     webhook = Webhook(callback, callback_method) if async_amd and callback else None
