@@ -14,13 +14,14 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from media.dtmf import DtmfStep
 from sip import causes
 
 __all__ = [
     "AmdMode",
+    "AppFailure",
     "AmdSettings",
     "CallEnd",
     "CallError",
@@ -46,6 +47,24 @@ __all__ = [
 class HttpMethod(enum.StrEnum):
     GET = "GET"
     POST = "POST"
+
+
+@dataclass(frozen=True, slots=True)
+class AppFailure:
+    """Why the answer document failed, for the fallback fetch (a dialect may report it).
+
+    ``kind``: ``http_status`` (the server answered non-2xx), ``connection`` (no answer:
+    refused, reset, timed out), ``content_type`` (a body that is not a document, by its
+    Content-Type), ``document`` (not a valid document of the dialect's vocabulary)."""
+
+    kind: str
+    url: str
+    detail: str = ""
+
+    HTTP_STATUS: ClassVar[str] = "http_status"
+    CONNECTION: ClassVar[str] = "connection"
+    CONTENT_TYPE: ClassVar[str] = "content_type"
+    DOCUMENT: ClassVar[str] = "document"
 
 
 @dataclass(frozen=True, slots=True)

@@ -301,8 +301,34 @@ async def test_unsupported_verb_goes_to_fallback_url(sipp, server, web) -> None:
     )
     (fb,) = await web.wait_for(path="/fallback")
     assert fb.method == "GET" and fb.params["CallSid"] == call.sid and twilio_signed(fb)
+    assert (fb.params["ErrorCode"], fb.params["ErrorUrl"]) == ("12100", web.url("/answer"))
     rec = await wait_status(server, call.sid, {"completed"})
     assert rec["call_status"] == "completed"
+    await sipp_done(peer)
+
+
+@needs_sipp
+async def test_fallback_url_gets_twilio_error_codes(sipp, server, web) -> None:
+    peer = sipp("uas_answer.xml", calls=2)
+    web.routes["/error"] = (500, "oops", "text/plain")
+    web.routes["/text"] = (200, "hello", "text/plain")
+    web.xml("/fallback", "<Response><Hangup/></Response>")
+    tw = client(server.base_url)
+    for path, code in (("/error", "11200"), ("/text", "12300")):
+        call = await sdk(
+            tw.calls.create,
+            to=peer.uri,
+            from_="+15551230000",
+            url=web.url(path),
+            fallback_url=web.url("/fallback"),
+        )
+        sid = call.sid
+        (fb,) = await web.wait_for(
+            lambda r, sid=sid: r.params.get("CallSid") == sid, path="/fallback"
+        )
+        assert (fb.params["ErrorCode"], fb.params["ErrorUrl"]) == (code, web.url(path))
+        assert twilio_signed(fb)
+        await wait_status(server, call.sid, {"completed"})
     await sipp_done(peer)
 
 

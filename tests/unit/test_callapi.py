@@ -162,6 +162,25 @@ def test_status_callbacks_count_from_zero_and_report_twilio_statuses() -> None:
     assert got[3]["CallDuration"] == "7" and all("CallDuration" not in p for p in got[:3])
 
 
+def test_fallback_request_carries_error_code_and_url() -> None:
+    from softswitch.model import AppFailure
+
+    d = CallApiDialect()
+    call = _call()
+    for kind, code in (
+        ("http_status", "11200"),
+        ("connection", "11205"),
+        ("content_type", "12300"),
+        ("document", "12100"),
+    ):
+        call.app_failure = AppFailure(kind, "https://app/answer", "x")
+        got = d.callback_params(call, CallbackEvent.ANSWER)
+        assert (got["ErrorCode"], got["ErrorUrl"]) == (code, "https://app/answer")
+        assert "ErrorCode" not in d.callback_params(call, CallbackEvent.APPLICATION)
+    call.app_failure = None
+    assert "ErrorCode" not in d.callback_params(call, CallbackEvent.ANSWER)
+
+
 def test_signature_is_accepted_by_the_twilio_validator() -> None:
     sign = SIGNERS[SIGNATURE]
     url = "https://app.example.com/status?x=1"

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...app.document import DEFAULT_MAX_BYTES
 from ...app.verbs import Document
-from ...model import CallbackEvent, CallEnd
+from ...model import AppFailure, CallbackEvent, CallEnd
 from ...state import CallState
 from .codes import API_VERSION, CallStatus, call_sid, final_status, live_status, rfc2822
 from .request import DIALECT_NAME
@@ -20,7 +20,7 @@ from .twiml import parse_document
 if TYPE_CHECKING:
     from ...call import Call
 
-__all__ = ["CallApiDialect", "answered_by", "base_params", "machine_params"]
+__all__ = ["ERROR_CODES", "CallApiDialect", "answered_by", "base_params", "machine_params"]
 
 #: ``Call.dialect_data`` key of the next status callback's ``SequenceNumber``.
 _SEQUENCE = "sequence_number"
@@ -38,6 +38,17 @@ _STATUS_EVENTS = (
     CallbackEvent.ANSWERED,
     CallbackEvent.HANGUP,
 )
+
+
+#: Twilio's error code of each way the ``Url`` document can fail (``ErrorCode`` of the
+#: ``FallbackUrl`` request): HTTP retrieval failure, HTTP connection failure, invalid
+#: Content-Type, document parse failure.
+ERROR_CODES: dict[str, int] = {
+    AppFailure.HTTP_STATUS: 11200,
+    AppFailure.CONNECTION: 11205,
+    AppFailure.CONTENT_TYPE: 12300,
+    AppFailure.DOCUMENT: 12100,
+}
 
 
 def base_params(call: Call, status: str) -> dict[str, str]:
@@ -120,6 +131,10 @@ class CallApiDialect:
         else:
             status = _EVENT_STATUS.get(event, CallStatus.IN_PROGRESS).value
         params = base_params(call, status)
+        failure = call.app_failure
+        if failure is not None and event is CallbackEvent.ANSWER:  # the FallbackUrl request
+            params["ErrorCode"] = str(ERROR_CODES.get(failure.kind, 11200))
+            params["ErrorUrl"] = failure.url
         if event in _STATUS_EVENTS:
             seq = int(call.dialect_data.get(_SEQUENCE, 0))
             call.dialect_data[_SEQUENCE] = seq + 1
