@@ -90,8 +90,9 @@ class AmdSettings:
 
     ``params`` is the media engine's settings object (:class:`media.amd.AmdParams`), built
     and validated by the dialect. Without ``webhook`` the answer fetch waits for the decision
-    (at most ``params.total_ms``); with it the application starts at once and the decision is
-    posted to the webhook.
+    (at most ``params.total_ms``; for a machine, and :attr:`waits_for_message_end`, for the end
+    of its greeting); with it the application starts at once and the decision is posted to the
+    webhook.
     """
 
     mode: AmdMode
@@ -101,6 +102,17 @@ class AmdSettings:
     @property
     def window_s(self) -> float:
         return float(getattr(self.params, "total_ms", 5000)) / 1000.0
+
+    @property
+    def waits_for_message_end(self) -> bool:
+        """A machine's decision is followed by the end of its greeting
+        (``params.message_end_silence_ms``): the sync answer fetch and the webhook wait for
+        it (at most ``params.beep_wait_ms`` from the answer)."""
+        return bool(getattr(self.params, "message_end_silence_ms", 0))
+
+    @property
+    def message_end_s(self) -> float:
+        return float(getattr(self.params, "beep_wait_ms", 30000)) / 1000.0
 
 
 @dataclass(frozen=True, slots=True)

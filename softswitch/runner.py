@@ -78,7 +78,7 @@ class ApplicationRunner:
         call.amd = MachineDetection(
             call.leg, amd.params,
             on_decision=lambda result: self._machine_decided(call, result),
-            on_beep=lambda result: loop.create_task(self._on_beep(call, result)),
+            on_beep=lambda result: self._beep_heard(call, result, loop),
         ).start()
 
     def _machine_decided(self, call: Call, result: Any) -> None:
@@ -102,7 +102,7 @@ class ApplicationRunner:
         amd = call.spec.amd
         assert amd is not None
         await self.m.update_record(call, extra=self._amd_extra(call, result))
-        if amd.webhook is not None:
+        if amd.webhook is not None and not (result.machine and amd.waits_for_message_end):
             params = call.dialect.callback_params(call, CallbackEvent.MACHINE_DETECTION)
             self.m.post_callback(call, "machine_detection", amd.webhook.url, amd.webhook.method, params)
         if result.machine and amd.mode is AmdMode.HANGUP:
@@ -110,16 +110,31 @@ class ApplicationRunner:
                 call.app_task.cancel()
             await self.m.hangup(call, causes.MACHINE_DETECTED, HangupSource.SYSTEM, EndReason.MACHINE_DETECTED)
 
+    def _beep_heard(self, call: Call, result: Any, loop: asyncio.AbstractEventLoop) -> None:
+        """The detector's second result: the beep, or the end of a machine's greeting (which
+        later callbacks carry, settled here before the sync answer fetch reads it)."""
+        amd = call.spec.amd
+        if amd is not None and amd.waits_for_message_end:
+            call.machine = result
+        loop.create_task(self._on_beep(call, result))
+
     async def _on_beep(self, call: Call, result: Any) -> None:
         await self.m.update_record(call, extra=self._amd_extra(call, result))
+        amd = call.spec.amd
+        if amd is not None and amd.webhook is not None and amd.waits_for_message_end:
+            params = call.dialect.callback_params(call, CallbackEvent.MACHINE_DETECTION)
+            self.m.post_callback(call, "machine_detection", amd.webhook.url, amd.webhook.method, params)
 
     async def _machine_decision(self, call: Call) -> None:
-        """Sync mode: wait (at most the detection window) for the decision."""
+        """Sync mode: wait (at most the detection window) for the decision, and for a
+        machine's end of greeting when the spec wants it (at most ``message_end_s``)."""
         amd = call.spec.amd
         if call.amd is None or amd is None or amd.webhook is not None:
             return
         try:
-            await asyncio.wait_for(asyncio.shield(call.amd.decision), amd.window_s + 2)
+            result = await asyncio.wait_for(asyncio.shield(call.amd.decision), amd.window_s + 2)
+            if result is not None and result.machine and amd.waits_for_message_end:
+                await asyncio.wait_for(asyncio.shield(call.amd.beep), amd.message_end_s + 2)
         except TimeoutError:
             return
 

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import numpy as np
 import pytest
 from twilio.base.exceptions import TwilioRestException
 from twilio.request_validator import RequestValidator
@@ -432,6 +434,42 @@ async def test_detect_voicemail_on_a_baresip_greeting(server, web, baresip, mach
         done.params["VoicemailDetector"] == "voicemail" and done.params["CallStatus"] == "completed"
     )
     assert (await sdk(tw.calls(sid).fetch)).answered_by in ("machine_start", "machine_end_beep")
+
+
+silent_end_clip = amd_clips.silent_end_clip
+
+
+@needs_baresip
+@pytest.mark.parametrize(
+    ("clip", "answered_by"),
+    [("machine_clip", "machine_end_beep"), ("silent_end_clip", "machine_end_silence")],
+)
+async def test_detect_message_end_waits_for_the_end_of_the_greeting(
+    server, web, baresip, request, clip, answered_by
+) -> None:
+    wav = request.getfixturevalue(clip)
+    with wave.open(str(wav)) as w:  # the greeting lasts until the clip's last loud sample
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+    greeting_ms = int(np.flatnonzero(np.abs(pcm) > 1000)[-1] / 8)
+    web.xml("/answer", '<Response><Pause length="1"/></Response>')
+    peer = baresip(play_wav=wav)
+    tw = client(server.base_url)
+    call = await sdk(
+        tw.calls.create,
+        to=peer.uri,
+        from_="+15551230000",
+        url=web.url("/answer"),
+        machine_detection="DetectMessageEnd",
+        status_callback=web.url("/status"),
+    )
+    (fetch,) = await web.wait_for(path="/answer", timeout=40)
+    assert fetch.params["AnsweredBy"] == answered_by, fetch.params
+    # The Url is fetched once the greeting is over, not at the (earlier) decision.
+    assert int(fetch.params["MachineDetectionDuration"]) >= greeting_ms - 500
+    assert twilio_signed(fetch)
+    (done,) = await web.wait_for(path="/status", timeout=15)
+    assert done.params["AnsweredBy"] == answered_by
+    assert (await sdk(tw.calls(call.sid).fetch)).answered_by == answered_by
 
 
 @needs_baresip

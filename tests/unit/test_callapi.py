@@ -445,12 +445,34 @@ def test_voicemail_and_machine_detection_parameters() -> None:
     assert answered_by(R(True, "MACHINE")) == "machine_start"
     assert answered_by(R(True, "MACHINE", 1000.0)) == "machine_end_beep"
     assert answered_by(R(False, "NOTSURE")) == "unknown"
-    got = machine_params(spec.record_params, R(True, "MACHINE"))
-    assert got == {
-        "VoicemailDetector": "voicemail",
+    assert machine_params({"MachineDetection": "Enable"}, R(True, "MACHINE")) == {
         "AnsweredBy": "machine_start",
         "MachineDetectionDuration": "1234",
     }
+    # DetectMessageEnd: the end of the greeting, found within MachineDetectionTimeout.
+    assert spec.amd.params.message_end_silence_ms == 1200
+    assert spec.amd.params.beep_wait_ms == 8000 and spec.amd.waits_for_message_end
+    ended = parse_create(
+        {**OK, "MachineDetection": "DetectMessageEnd", "MachineDetectionSpeechEndThreshold": "900"}
+    )
+    assert ended.amd is not None and ended.amd.params.message_end_silence_ms == 900
+    assert ended.amd.params.beep_wait_ms == 30_000
+    assert asyn.amd is not None and not asyn.amd.waits_for_message_end
+    for how, word in (
+        ("BEEP", "beep"),
+        ("SILENCE", "silence"),
+        ("TIMEOUT", "other"),
+        (None, "other"),
+    ):
+        r = R(True, "MACHINE")
+        r.message_end, r.message_end_ms = how, 5678  # type: ignore[attr-defined]
+        assert answered_by(r, "DetectMessageEnd") == f"machine_end_{word}"
+        assert machine_params(spec.record_params, r) == {
+            "VoicemailDetector": "voicemail",
+            "AnsweredBy": f"machine_end_{word}",
+            "MachineDetectionDuration": "5678",
+        }
+    assert answered_by(R(False, "HUMAN"), "DetectMessageEnd") == "human"
 
 
 def test_a_call_a_crash_ended_still_gets_its_completed_event() -> None:

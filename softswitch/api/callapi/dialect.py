@@ -74,25 +74,36 @@ def base_params(call: Call, status: str) -> dict[str, str]:
     return params
 
 
-def answered_by(result: Any) -> str:
-    """Twilio's ``AnsweredBy`` of a detector decision (``media.amd.AmdResult``): a beep heard
-    makes ``machine_end_beep``; the detector's NOTSURE is ``unknown``."""
+def answered_by(result: Any, mode: str | None = None) -> str:
+    """Twilio's ``AnsweredBy`` of a detector decision (``media.amd.AmdResult``) under
+    ``MachineDetection`` ``mode``. NOTSURE is ``unknown``. ``DetectMessageEnd``: how the
+    machine's greeting ended, a beep (``machine_end_beep``), silence (``machine_end_silence``)
+    or neither within the timeout (``machine_end_other``). ``Enable``: ``machine_start``, or
+    ``machine_end_beep`` when a beep is what decided."""
     if result.status == "NOTSURE":
         return "unknown"
     if not result.machine:
         return "human"
+    if mode == "DetectMessageEnd":
+        end = getattr(result, "message_end", None)
+        if end == "BEEP":
+            return "machine_end_beep"
+        return "machine_end_silence" if end == "SILENCE" else "machine_end_other"
     return "machine_end_beep" if result.beep_hz is not None else "machine_start"
 
 
 def machine_params(request: Mapping[str, Any], result: Any) -> dict[str, str]:
     """What the callbacks after the decision carry: ``VoicemailDetector`` (``DetectVoicemail``,
-    the seed) and ``AnsweredBy`` + ``MachineDetectionDuration`` (``MachineDetection``)."""
+    the seed) and ``AnsweredBy`` + ``MachineDetectionDuration`` (``MachineDetection``: ms from
+    the answer to the result, the end of the greeting for ``DetectMessageEnd``)."""
     out: dict[str, str] = {}
     if request.get("DetectVoicemail"):
         out["VoicemailDetector"] = "voicemail" if result.machine else "person_found"
-    if request.get("MachineDetection"):
-        out["AnsweredBy"] = answered_by(result)
-        out["MachineDetectionDuration"] = str(result.decided_at_ms)
+    mode = request.get("MachineDetection")
+    if mode:
+        out["AnsweredBy"] = answered_by(result, mode)
+        ended = getattr(result, "message_end_ms", None)
+        out["MachineDetectionDuration"] = str(ended if ended is not None else result.decided_at_ms)
     return out
 
 
@@ -151,7 +162,8 @@ class CallApiDialect:
     def machine_fields(self, call: Call, result: Any) -> dict[str, Any]:
         """Kept in the record's ``extra.machine_detection`` (the resource's ``answered_by``)."""
         return {
-            "answered_by": answered_by(result),
+            "answered_by": answered_by(result, call.spec.record_params.get("MachineDetection")),
+            "message_end": getattr(result, "message_end", None),
             "status": result.status,
             "reason": result.reason,
             "decided_at_ms": result.decided_at_ms,

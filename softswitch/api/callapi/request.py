@@ -123,6 +123,11 @@ AMD_PARAMETERS: dict[str, tuple[str, int, int, int]] = {
 }
 
 
+#: ``DetectMessageEnd`` without ``MachineDetectionTimeout``: how long after the answer the end
+#: of a machine's greeting is waited for (Twilio's default timeout, 30 s).
+MESSAGE_END_TIMEOUT_MS = 30_000
+
+
 def _bool(data: Mapping[str, Any], name: str) -> bool:
     value = data.get(name)
     if isinstance(value, bool):
@@ -168,6 +173,11 @@ def _amd(data: Mapping[str, Any]) -> tuple[AmdSettings | None, dict[str, Any]]:
             )
         fields[field_name] = int(raw) * scale
         kept[name] = int(raw)
+    if mode == "DetectMessageEnd":
+        # Wait for the end of a machine's greeting: the speech-end silence (Twilio's default
+        # 1200 ms) or the beep, within MachineDetectionTimeout (default 30 s) of the answer.
+        fields["message_end_silence_ms"] = int(kept.get("MachineDetectionSpeechEndThreshold", 1200))
+        fields["beep_wait_ms"] = fields.get("total_ms", MESSAGE_END_TIMEOUT_MS)
     webhook = Webhook(callback, callback_method) if async_amd and callback else None
     return AmdSettings(mode=AmdMode.DETECT, params=AmdParams(**fields), webhook=webhook), kept  # type: ignore[arg-type]
 
