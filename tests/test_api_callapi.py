@@ -112,6 +112,11 @@ async def test_sdk_create_fetch_list_and_end_with_all_status_events(sipp, server
     assert twilio_signed(fetch)
     live = await sdk(tw.calls(call.sid).fetch)
     assert live.status == "in-progress"
+    base = f"{server.base_url}/call/2012-04-24/Accounts/{AUTH_ID}"
+    async with aiohttp.ClientSession(headers=basic()) as s:
+        for alias in (f"Calls/{call.sid}", f"Calls.json/{call.sid}"):  # RestComm's spellings
+            async with s.get(f"{base}/{alias}") as r:
+                assert r.status == 200 and (await r.json())["sid"] == call.sid
 
     listed = await sdk(tw.calls.list, to=peer.uri)
     assert [c.sid for c in listed] == [call.sid]

@@ -5,7 +5,8 @@
     GET  {base}/Calls.json              list calls: To, From, Status, StartTime[<>], ParentCallSid;
                                         SortBy=<field>[:asc|desc]; Page (0-based) and
                                         PageSize (default 50, at most 1000)
-    GET  {base}/Calls/{CallSid}.json    one call, live or ended
+    GET  {base}/Calls/{CallSid}.json    one call, live or ended (also at Calls/{CallSid} and
+                                        Calls.json/{CallSid}, RestComm's spellings)
     POST {base}/Calls/{CallSid}.json    Url (+Method): redirect the running document;
                                         Status=completed: hang up (CANCEL while ringing);
                                         Status=canceled: end a queued or ringing call
@@ -265,6 +266,9 @@ def _routes() -> tuple[tuple[str, str, Handler], ...]:
             (f"{base}/Calls/{{call_sid}}.json", "GET", get_call),
             (f"{base}/Calls/{{call_sid}}.json", "POST", update_call),
         ]
+        # RestComm's other spellings of one call (DIALECTS.md §2.1), after the .json form.
+        for alias in (f"{base}/Calls/{{call_sid}}", f"{base}/Calls.json/{{call_sid}}"):
+            out += [(alias, "GET", get_call), (alias, "POST", update_call)]
     out.append(("/2010-04-01/Accounts/{auth_id}/Recordings/files/{name}", "GET", recording_file))
     for method in ("GET", "POST"):
         out.append(("/2010-04-01/Accounts/{auth_id}/Twiml/{token}.xml", method, inline_twiml))
