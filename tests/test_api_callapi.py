@@ -181,6 +181,28 @@ async def test_seed_path_form_body_errors_and_other_account(server, web) -> None
 
 
 @needs_sipp
+async def test_to_with_x_headers_and_caller_name_reach_the_invite(sipp, server, web) -> None:
+    peer = sipp("uas_api_headers.xml")  # checks the From display name and the X-PH- headers
+    web.xml("/answer", HOLD)
+    async with (
+        aiohttp.ClientSession(headers=basic()) as s,
+        s.post(
+            f"{server.base_url}/2010-04-01/Accounts/{AUTH_ID}/Calls.json",
+            data={
+                "To": f"{peer.uri}?X-PH-Foo=bar&X-PH-Acct=42",
+                "From": "+14155550100",
+                "Url": web.url("/answer"),
+                "CallerName": "Alice Example",
+            },
+        ) as r,
+    ):
+        body = await r.json()
+        assert r.status == 201 and body["to"] == peer.uri, body
+    await wait_status(server, body["sid"], {"completed"}, timeout=15)
+    await sipp_done(peer)
+
+
+@needs_sipp
 async def test_busy_callee(sipp, server, web) -> None:
     peer = sipp("uas_busy.xml")
     tw = client(server.base_url)

@@ -85,6 +85,21 @@ def test_bad_create_names_the_parameter(change: dict, named: str) -> None:
     assert exc.value.status == 400 and named in exc.value.error
 
 
+def test_to_may_carry_x_headers_for_the_invite() -> None:
+    spec = parse_create({**OK, "To": "sip:bob@example.com:5070?X-Acct=42&X-Tag=a%20b"})
+    assert spec.destinations == ("sip:bob@example.com:5070",)
+    assert dict(spec.sip_headers) == {"X-Acct": "42", "X-Tag": "a b"}
+    assert dict(parse_create(OK).sip_headers) == {}
+    for bad in (
+        "sip:b@h?Via=x",
+        "sip:b@h?",
+        "sip:b@h?X-A=%0d%0aVia:x",
+        "sip:b@h?" + "&".join(f"X-H{i}=1" for i in range(11)),
+    ):
+        with pytest.raises(HttpError, match="To"):
+            parse_create({**OK, "To": bad})
+
+
 def test_update_needs_url_or_a_known_status() -> None:
     assert parse_update({"Status": "completed"}).status == "completed"
     req = parse_update({"Url": "https://a/next", "Method": "GET"})

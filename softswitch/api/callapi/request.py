@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
 from media.amd import AmdParams
 
@@ -182,6 +183,34 @@ def _amd(data: Mapping[str, Any]) -> tuple[AmdSettings | None, dict[str, Any]]:
     return AmdSettings(mode=AmdMode.DETECT, params=AmdParams(**fields), webhook=webhook), kept  # type: ignore[arg-type]
 
 
+#: Most custom headers one ``To`` may carry, and the header names it may set (RestComm:
+#: custom ``X-`` headers only, so a request cannot forge Via, Route, Contact...).
+MAX_TO_HEADERS = 10
+_X_HEADER_RE = re.compile(r"X-[A-Za-z0-9][A-Za-z0-9-]{0,62}")
+
+
+def _to_headers(to: str) -> tuple[str, dict[str, str]]:
+    """RestComm's ``To``: a SIP address may end in ``?X-Name=value&...``, custom headers for
+    the INVITE (RFC 3261 §19.1.1 URI headers, here limited to ``X-`` names)."""
+    address, sep, query = to.partition("?")
+    if not sep or (address[:4].lower() not in ("sip:", "sips") and "@" not in address):
+        return to, {}
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, max_num_fields=MAX_TO_HEADERS)
+    except ValueError:
+        pairs = []
+    if not pairs:
+        raise HttpError(400, f"To: 1 to {MAX_TO_HEADERS} X- headers may follow '?'")
+    headers: dict[str, str] = {}
+    for name, value in pairs:
+        if not _X_HEADER_RE.fullmatch(name):
+            raise HttpError(400, f"To: only X- headers may be set, got {name[:40]!r}")
+        if len(value) > 256 or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+            raise HttpError(400, f"To: header {name} must be at most 256 printable characters")
+        headers[name] = value
+    return address, headers
+
+
 def parse_create(data: Mapping[str, Any], *, twiml_url: str | None = None) -> CallSpec:
     """``POST .../Calls.json`` → the call's :class:`CallSpec` (one destination).
 
@@ -190,6 +219,7 @@ def parse_create(data: Mapping[str, Any], *, twiml_url: str | None = None) -> Ca
     to = _text(data, "To")
     if to is None:
         raise HttpError(400, "No 'To' number is specified: To is required")
+    to, sip_headers = _to_headers(to)
     if not is_destination(to):
         raise HttpError(400, f"To is not a valid phone number or SIP address: {to[:100]!r}")
     from_ = _text(data, "From")
@@ -247,6 +277,7 @@ def parse_create(data: Mapping[str, Any], *, twiml_url: str | None = None) -> Ca
         notify={STATUS_EVENTS[e]: hook for e in events} if hook is not None else {},
         dialect=DIALECT_NAME,
         record_params=record_params,
+        sip_headers=sip_headers,
     )
 
 
