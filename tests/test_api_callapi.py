@@ -500,6 +500,27 @@ async def test_detect_message_end_waits_for_the_end_of_the_greeting(
 
 
 @needs_baresip
+async def test_send_digits_reach_a_baresip_callee(server, web, baresip) -> None:
+    peer = baresip()
+    web.xml("/answer", HOLD)
+    tw = client(server.base_url)
+    call = await sdk(
+        tw.calls.create,
+        to=peer.uri,
+        from_="+15551230000",
+        url=web.url("/answer"),
+        send_digits="1w2#",
+    )
+    deadline = time.monotonic() + 10
+    while len(peer.received_dtmf()) < 3:  # RFC 4733 events, as baresip logs them
+        assert time.monotonic() < deadline, peer.log()[-3000:]
+        await asyncio.sleep(0.1)
+    assert [d for d, _ in peer.received_dtmf()] == ["1", "2", "#"]
+    await sdk(tw.calls(call.sid).update, status="completed")
+    await wait_status(server, call.sid, {"completed"})
+
+
+@needs_baresip
 async def test_sdk_machine_detection_human(server, web, baresip, human_clip) -> None:
     web.xml("/answer", '<Response><Pause length="1"/></Response>')
     peer = baresip(play_wav=human_clip)

@@ -85,6 +85,15 @@ def test_bad_create_names_the_parameter(change: dict, named: str) -> None:
     assert exc.value.status == 400 and named in exc.value.error
 
 
+def test_send_digits_on_answer_and_machine_detection_ignored() -> None:
+    spec = parse_create({**OK, "SendDigits": "1w2#", "MachineDetection": "Enable"})
+    assert spec.digits is not None and spec.digits.digits == "1w2#" and not spec.digits.on_preanswer
+    assert len(spec.digits.steps) >= 4 and spec.amd is None
+    for bad in ("12x", "1" * 33, "1@100"):
+        with pytest.raises(HttpError, match="SendDigits"):
+            parse_create({**OK, "SendDigits": bad})
+
+
 def test_to_may_carry_x_headers_for_the_invite() -> None:
     spec = parse_create({**OK, "To": "sip:bob@example.com:5070?X-Acct=42&X-Tag=a%20b"})
     assert spec.destinations == ("sip:bob@example.com:5070",)

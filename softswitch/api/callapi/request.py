@@ -15,8 +15,18 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from media.amd import AmdParams
+from media.dtmf import parse_send_digits
 
-from ...model import AmdMode, AmdSettings, CallbackEvent, CallSpec, HttpMethod, Timers, Webhook
+from ...model import (
+    AmdMode,
+    AmdSettings,
+    CallbackEvent,
+    CallSpec,
+    DigitPlan,
+    HttpMethod,
+    Timers,
+    Webhook,
+)
 from ..http import HttpError
 from ..values import CALLER_ID_RE, NUMBER_RE, is_destination, is_http_url
 
@@ -183,6 +193,10 @@ def _amd(data: Mapping[str, Any]) -> tuple[AmdSettings | None, dict[str, Any]]:
     return AmdSettings(mode=AmdMode.DETECT, params=AmdParams(**fields), webhook=webhook), kept  # type: ignore[arg-type]
 
 
+#: Twilio's ``SendDigits``: keys dialled once the call is answered, ``w`` a 0.5 s pause (``W``,
+#: 1 s, is accepted too); tones of the media engine's default length.
+_SEND_DIGITS_RE = re.compile(r"[0-9*#wW]{1,32}")
+
 #: Most custom headers one ``To`` may carry, and the header names it may set (RestComm:
 #: custom ``X-`` headers only, so a request cannot forge Via, Route, Contact...).
 MAX_TO_HEADERS = 10
@@ -246,10 +260,17 @@ def parse_create(data: Mapping[str, Any], *, twiml_url: str | None = None) -> Ca
         len(caller_name) > CALLER_NAME_MAX or any(ord(c) < 0x20 or c in '"\\' for c in caller_name)
     ):
         raise HttpError(400, f"CallerName must be at most {CALLER_NAME_MAX} printable characters")
+    send_digits = _text(data, "SendDigits")
+    if send_digits is not None and not _SEND_DIGITS_RE.fullmatch(send_digits):
+        raise HttpError(
+            400, f"SendDigits must be up to 32 of 0-9, *, #, w (got {send_digits[:40]!r})"
+        )
     timeout = _seconds(data, "Timeout", TIMEOUT_DEFAULT, TIMEOUT_MAX)
     time_limit = _seconds(data, "TimeLimit", TIME_LIMIT_DEFAULT, TIME_LIMIT_DEFAULT * 6)
     hook = Webhook(status_url, status_method) if status_url else None
     amd, amd_params = _amd(data)
+    if send_digits is not None:
+        amd = None  # Twilio: with SendDigits, MachineDetection is ignored
     record_params: dict[str, Any] = {
         "To": to,
         "From": from_,
@@ -264,6 +285,7 @@ def parse_create(data: Mapping[str, Any], *, twiml_url: str | None = None) -> Ca
         "Timeout": timeout,
         "TimeLimit": time_limit,
         "CallerName": caller_name,
+        "SendDigits": send_digits,
         **amd_params,
     }
     return CallSpec(
@@ -278,6 +300,9 @@ def parse_create(data: Mapping[str, Any], *, twiml_url: str | None = None) -> Ca
         dialect=DIALECT_NAME,
         record_params=record_params,
         sip_headers=sip_headers,
+        digits=(
+            DigitPlan(send_digits, tuple(parse_send_digits(send_digits))) if send_digits else None
+        ),
     )
 
 
