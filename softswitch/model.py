@@ -172,6 +172,10 @@ class DialAttempt:
     target: str | None = None
     fail_cause: str | None = None
     codecs: tuple[str, ...] = ()
+    #: Digest credentials (RFC 3261 §22) for a 401/407 challenge to this INVITE (None: the
+    #: gateway's, if it has any).
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
 
 
 _K = TypeVar("_K")

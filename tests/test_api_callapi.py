@@ -203,6 +203,24 @@ async def test_to_with_x_headers_and_caller_name_reach_the_invite(sipp, server, 
 
 
 @needs_sipp
+async def test_sip_auth_credentials_answer_the_callee_challenge(sipp, server, web) -> None:
+    peer = sipp("uas_auth_401.xml")  # 401, then checks alice/secret; answers and BYEs
+    web.xml("/answer", HOLD)
+    tw = client(server.base_url)
+    call = await sdk(
+        tw.calls.create,
+        to=peer.uri,
+        from_="+15551230000",
+        url=web.url("/answer"),
+        sip_auth_username="alice",
+        sip_auth_password="secret",
+    )
+    await web.wait_for(path="/answer", timeout=10)  # answered: the digest was accepted
+    await wait_status(server, call.sid, {"completed"}, timeout=15)
+    await sipp_done(peer)
+
+
+@needs_sipp
 async def test_busy_callee(sipp, server, web) -> None:
     peer = sipp("uas_busy.xml")
     tw = client(server.base_url)

@@ -94,6 +94,19 @@ def test_send_digits_on_answer_and_machine_detection_ignored() -> None:
             parse_create({**OK, "SendDigits": bad})
 
 
+def test_sip_auth_credentials_go_on_the_attempt_not_the_record() -> None:
+    spec = parse_create({**OK, "SipAuthUsername": "alice", "SipAuthPassword": "secret"})
+    (attempt,) = spec.attempts
+    assert (attempt.username, attempt.password, attempt.gateway) == ("alice", "secret", None)
+    assert "secret" not in repr(spec) and "secret" not in str(spec.record_params)
+    (rc,) = parse_create({**OK, "Username": "bob", "Password": "pw"}).attempts
+    assert (rc.username, rc.password) == ("bob", "pw")
+    assert parse_create(OK).attempts == ()
+    for bad in ({"SipAuthPassword": "x"}, {"SipAuthUsername": 'a"b'}):
+        with pytest.raises(HttpError):
+            parse_create({**OK, **bad})
+
+
 def test_to_may_carry_x_headers_for_the_invite() -> None:
     spec = parse_create({**OK, "To": "sip:bob@example.com:5070?X-Acct=42&X-Tag=a%20b"})
     assert spec.destinations == ("sip:bob@example.com:5070",)

@@ -22,6 +22,7 @@ from ...model import (
     AmdSettings,
     CallbackEvent,
     CallSpec,
+    DialAttempt,
     DigitPlan,
     HttpMethod,
     Timers,
@@ -197,6 +198,26 @@ def _amd(data: Mapping[str, Any]) -> tuple[AmdSettings | None, dict[str, Any]]:
 #: 1 s, is accepted too); tones of the media engine's default length.
 _SEND_DIGITS_RE = re.compile(r"[0-9*#wW]{1,32}")
 
+
+def _credential(data: Mapping[str, Any], name: str) -> str | None:
+    value = _text(data, name)
+    if value is not None and (len(value) > 128 or any(ord(c) < 0x20 or c in '"\\' for c in value)):
+        raise HttpError(400, f"{name} must be at most 128 printable characters, no quotes")
+    return value
+
+
+def _sip_auth(data: Mapping[str, Any]) -> tuple[DialAttempt, ...]:
+    """Digest credentials for the INVITE: Twilio's ``SipAuthUsername``/``SipAuthPassword``
+    or RestComm's ``Username``/``Password`` (one attempt carrying them; none: no attempt)."""
+    username = _credential(data, "SipAuthUsername") or _credential(data, "Username")
+    password = _credential(data, "SipAuthPassword") or _credential(data, "Password")
+    if username is None:
+        if password is not None:
+            raise HttpError(400, "SipAuthPassword needs a SipAuthUsername")
+        return ()
+    return (DialAttempt(username=username, password=password),)
+
+
 #: Most custom headers one ``To`` may carry, and the header names it may set (RestComm:
 #: custom ``X-`` headers only, so a request cannot forge Via, Route, Contact...).
 MAX_TO_HEADERS = 10
@@ -260,6 +281,7 @@ def parse_create(data: Mapping[str, Any], *, twiml_url: str | None = None) -> Ca
         len(caller_name) > CALLER_NAME_MAX or any(ord(c) < 0x20 or c in '"\\' for c in caller_name)
     ):
         raise HttpError(400, f"CallerName must be at most {CALLER_NAME_MAX} printable characters")
+    attempts = _sip_auth(data)
     send_digits = _text(data, "SendDigits")
     if send_digits is not None and not _SEND_DIGITS_RE.fullmatch(send_digits):
         raise HttpError(
@@ -300,6 +322,7 @@ def parse_create(data: Mapping[str, Any], *, twiml_url: str | None = None) -> Ca
         dialect=DIALECT_NAME,
         record_params=record_params,
         sip_headers=sip_headers,
+        attempts=attempts,
         digits=(
             DigitPlan(send_digits, tuple(parse_send_digits(send_digits))) if send_digits else None
         ),
