@@ -29,7 +29,11 @@ def openapi_document() -> dict[str, Any]:
         "type": "object",
         "required": ["To", "From"],
         "properties": {
-            "To": {"type": "string", "description": "Phone number or SIP URI to call."},
+            "To": {
+                "type": "string",
+                "description": "Phone number or SIP URI to call; a SIP address may end in "
+                "?X-Name=value&... (custom X- headers on the INVITE).",
+            },
             "From": {"type": "string", "description": "Caller id."},
             "Url": {**url, "description": "TwiML fetched when the call connects (or give Twiml)."},
             "Twiml": {"type": "string", "description": "An inline TwiML document instead of Url."},
@@ -53,6 +57,17 @@ def openapi_document() -> dict[str, Any]:
             },
             "TimeLimit": {"type": "integer", "minimum": 1, "default": TIME_LIMIT_DEFAULT},
             "CallerName": {"type": "string", "maxLength": 50},
+            "SendDigits": {
+                "type": "string",
+                "pattern": "^[0-9*#wW]{1,32}$",
+                "description": "Keys sent once answered (w: 0.5 s pause); MachineDetection is "
+                "then ignored.",
+            },
+            "SipAuthUsername": {
+                "type": "string",
+                "description": "Digest user for the callee's 401/407 challenge (also Username).",
+            },
+            "SipAuthPassword": {"type": "string", "description": "Its password (also Password)."},
             "DetectVoicemail": {
                 "type": "boolean",
                 "default": False,
@@ -61,7 +76,9 @@ def openapi_document() -> dict[str, Any]:
             "MachineDetection": {
                 "type": "string",
                 "enum": ["Enable", "DetectMessageEnd"],
-                "description": "Adds AnsweredBy and MachineDetectionDuration.",
+                "description": "Adds AnsweredBy and MachineDetectionDuration. DetectMessageEnd: "
+                "a machine's result waits for the end of its greeting (machine_end_beep, "
+                "machine_end_silence, machine_end_other).",
             },
             "AsyncAmd": {"type": "boolean", "default": False},
             "AsyncAmdStatusCallback": url,
