@@ -59,7 +59,9 @@ or little-endian bytes) at ``rate`` (8000 for G.711; 16000 works for G.722).
 ``feed`` returns a result at most twice: once when the decision is made and, if the decision
 was not HUMAN and ``listen_for_beep`` is on, once more when a beep has ended (a copy of the
 decision with ``beep_hz``/``beep_ms``/``beep_at_ms`` filled). If the beep itself is what decided
-(reason ``BEEP``), the one result carries both. ``<Wait beep="true">`` without AMD uses
+(reason ``BEEP``), the one result carries both. With ``message_end_silence_ms`` set, a
+MACHINE decision is followed by exactly one more result, the end of the greeting
+(``message_end`` BEEP, SILENCE after that much quiet, or TIMEOUT at ``beep_wait_ms``). ``<Wait beep="true">`` without AMD uses
 :class:`BeepDetector` directly. Times are milliseconds since the first sample fed (the answer).
 
 Cost: per stream and frame, one energy (vectorised over the frames of a call), one 1024-point
@@ -160,6 +162,10 @@ class AmdParams:
     """Shortest tone taken for a beep."""
     beep_max_ms: int = 5000
     """Longer single tones (test tones, fax CED runs) are not beeps."""
+    message_end_silence_ms: int = 0
+    """Wait for the end of a machine's greeting: after a MACHINE decision, this much silence
+    ends the message (``message_end`` SILENCE), as does a beep (BEEP); ``beep_wait_ms`` after
+    the answer without either, it is TIMEOUT. 0 (the default): only the beep is listened for."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -216,6 +222,11 @@ class AmdResult:
     beep_ms: int | None = None
     beep_at_ms: int | None = None
     """Beep onset, ms from the answer; ``beep_at_ms + beep_ms`` is when it ended."""
+    message_end: str | None = None
+    """With ``message_end_silence_ms``: how a machine's greeting ended (BEEP, SILENCE or
+    TIMEOUT); None until then."""
+    message_end_ms: int | None = None
+    """When that end was found, ms from the answer."""
 
     @property
     def beep_end_ms(self) -> int | None:
@@ -526,6 +537,7 @@ class AnsweringMachineDetector:
         self._beep_found: Beep | None = None
         self._beeps: list[Beep] = []
         self._done = False
+        self._end_silence = 0  # silence since the last voice, after a MACHINE decision
 
     @property
     def decided(self) -> AmdResult | None:
@@ -570,17 +582,25 @@ class AnsweringMachineDetector:
                     res = self._step(self._voiced(power[i]))
                 if res is not None:
                     self._decided = out = res
-                    if res.status == HUMAN or self._beep is None or res.beep_at_ms is not None:
+                    if res.status == HUMAN or res.beep_at_ms is not None:
+                        self._done = True
+                    elif self._beep is None and not self._waits_for_end(res):
                         self._done = True
             elif beep is not None:
-                self._decided = out = dataclasses.replace(
+                with_beep = dataclasses.replace(
                     self._decided,
                     beep_hz=beep.freq_hz,
                     beep_ms=beep.duration_ms,
                     beep_at_ms=beep.onset_ms,
                 )
+                self._decided = out = self._ended(with_beep, "BEEP")
+                self._done = True
+            elif self._waits_for_end(self._decided) and self._silent_end(power[i]):
+                self._decided = out = self._ended(self._decided, "SILENCE")
                 self._done = True
             elif self._t >= self.params.beep_wait_ms:
+                if self._waits_for_end(self._decided):
+                    self._decided = out = self._ended(self._decided, "TIMEOUT")
                 self._done = True
             if self._done:
                 break
@@ -594,6 +614,26 @@ class AnsweringMachineDetector:
         return self._decided
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _waits_for_end(self, decided: AmdResult) -> bool:
+        """Is the end of this machine's greeting still to be found?"""
+        return bool(self.params.message_end_silence_ms) and decided.machine
+
+    def _ended(self, decided: AmdResult, how: str) -> AmdResult:
+        """``decided`` with the greeting's end filled in, when that end is wanted."""
+        if not self._waits_for_end(decided):
+            return decided
+        return dataclasses.replace(decided, message_end=how, message_end_ms=self._t)
+
+    def _silent_end(self, power: float) -> bool:
+        """After the decision: has the greeting been followed by enough silence?"""
+        if self._voiced(power):
+            self._in_word = True
+            self._end_silence = 0
+            return False
+        self._in_word = False
+        self._end_silence += FRAME_MS
+        return self._end_silence >= self.params.message_end_silence_ms
 
     def _voiced(self, power: float) -> bool:
         """Is this frame voice? Energy vs. adaptive floor, with hysteresis inside a word."""
@@ -623,6 +663,7 @@ class AnsweringMachineDetector:
     def _result(self, status: str, reason: str) -> AmdResult:
         b = self._beep_found
         initial = self._first_word_at if self._first_word_at is not None else self._t
+        ended = status == MACHINE and b is not None and bool(self.params.message_end_silence_ms)
         return AmdResult(
             machine=status == MACHINE,
             status=status,
@@ -634,6 +675,8 @@ class AnsweringMachineDetector:
             beep_hz=None if b is None else b.freq_hz,
             beep_ms=None if b is None else b.duration_ms,
             beep_at_ms=None if b is None else b.onset_ms,
+            message_end="BEEP" if ended else None,
+            message_end_ms=self._t if ended else None,
         )
 
     def _step(self, voiced: bool) -> AmdResult | None:

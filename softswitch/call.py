@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from media.engine import UnsupportedCodec
 from sip import causes
+from sip.auth import Credentials
 from softswitch.events import Answered, EarlyMedia, Ringing, Terminated
 
 from .admission import AccountLimits, Admission, AdmitResult, Gate
@@ -308,6 +309,8 @@ class CallManager:
             kwargs["gateway"] = attempt.gateway
         if attempt.codecs:
             kwargs["codecs"] = attempt.codecs
+        if attempt.username is not None:
+            kwargs["credentials"] = Credentials(attempt.username, attempt.password or "")
         try:
             leg = await self.dialer.dial(attempt.target or call.to, **kwargs)
         except (ValueError, LookupError) as exc:

@@ -11,7 +11,7 @@ from typing import Any
 
 from .admission import AccountLimits
 from .dialect import Dialect
-from .model import CallEnd, CallSpec
+from .model import AppFailure, CallEnd, CallSpec
 from .state import CallState, CallStateMachine
 from .timers import CallTimers
 
@@ -73,6 +73,8 @@ class Call:
     #: may still be tried when that document is invalid (only for the answer's own document).
     app_url: str | None = None
     app_may_fallback: bool = False
+    #: Why the answer document failed, while the fallback URL is fetched (else None).
+    app_failure: AppFailure | None = None
     #: The XML executor's view of the call (``softswitch.callcontrol.LiveCallControl``).
     control: Any = None
     #: B legs ``<Dial>`` placed for this call, newest last.

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sip import causes
+from sip.auth import Credentials
 from softswitch.app.control import DialResult
 from softswitch.app.verbs import Dial, Number, User
 from softswitch.events import (
@@ -307,6 +308,11 @@ class DialRun:
                 transport=defaults.transport,
                 gateway=gateway,
                 call_uuid=leg.uuid,
+                credentials=(
+                    Credentials(target.username, target.password or "")
+                    if isinstance(target, User) and target.username
+                    else None
+                ),
             )
         except ValueError as exc:
             log.warning("call %s: Dial target %r: %s", c.call_uuid, leg.to, exc)
@@ -552,7 +558,9 @@ class DialRun:
             DialBLegDuration=str(math.ceil(duration) if duration else 0),
             DialBLegBillDuration=str(math.ceil(duration) if duration else 0),
         )
-        return DialResult(DIAL_STATUS_COMPLETED, cause, leg.uuid, True)
+        return DialResult(
+            DIAL_STATUS_COMPLETED, cause, leg.uuid, True, math.ceil(duration) if duration else 0
+        )
 
     async def _end_losers(self, keep: _Leg | None, *, cause: str | None = None) -> None:
         """Cancel (or BYE) every B leg but ``keep`` and wait for them to end (bounded)."""

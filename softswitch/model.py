@@ -14,13 +14,14 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from media.dtmf import DtmfStep
 from sip import causes
 
 __all__ = [
     "AmdMode",
+    "AppFailure",
     "AmdSettings",
     "CallEnd",
     "CallError",
@@ -50,6 +51,24 @@ class HttpMethod(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class AppFailure:
+    """Why the answer document failed, for the fallback fetch (a dialect may report it).
+
+    ``kind``: ``http_status`` (the server answered non-2xx), ``connection`` (no answer:
+    refused, reset, timed out), ``content_type`` (a body that is not a document, by its
+    Content-Type), ``document`` (not a valid document of the dialect's vocabulary)."""
+
+    kind: str
+    url: str
+    detail: str = ""
+
+    HTTP_STATUS: ClassVar[str] = "http_status"
+    CONNECTION: ClassVar[str] = "connection"
+    CONTENT_TYPE: ClassVar[str] = "content_type"
+    DOCUMENT: ClassVar[str] = "document"
+
+
+@dataclass(frozen=True, slots=True)
 class Webhook:
     """A URL the call fetches or notifies, with its HTTP method."""
 
@@ -72,8 +91,9 @@ class AmdSettings:
 
     ``params`` is the media engine's settings object (:class:`media.amd.AmdParams`), built
     and validated by the dialect. Without ``webhook`` the answer fetch waits for the decision
-    (at most ``params.total_ms``); with it the application starts at once and the decision is
-    posted to the webhook.
+    (at most ``params.total_ms``; for a machine, and :attr:`waits_for_message_end`, for the end
+    of its greeting); with it the application starts at once and the decision is posted to the
+    webhook.
     """
 
     mode: AmdMode
@@ -83,6 +103,17 @@ class AmdSettings:
     @property
     def window_s(self) -> float:
         return float(getattr(self.params, "total_ms", 5000)) / 1000.0
+
+    @property
+    def waits_for_message_end(self) -> bool:
+        """A machine's decision is followed by the end of its greeting
+        (``params.message_end_silence_ms``): the sync answer fetch and the webhook wait for
+        it (at most ``params.beep_wait_ms`` from the answer)."""
+        return bool(getattr(self.params, "message_end_silence_ms", 0))
+
+    @property
+    def message_end_s(self) -> float:
+        return float(getattr(self.params, "beep_wait_ms", 30000)) / 1000.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +173,10 @@ class DialAttempt:
     target: str | None = None
     fail_cause: str | None = None
     codecs: tuple[str, ...] = ()
+    #: Digest credentials (RFC 3261 §22) for a 401/407 challenge to this INVITE (None: the
+    #: gateway's, if it has any).
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 from sip import causes
 
-from .model import CallbackEvent, CallNotAnswered, CallNotFound, EndReason, HangupSource
+from .model import (
+    AppFailure,
+    CallbackEvent,
+    CallNotAnswered,
+    CallNotFound,
+    EndReason,
+    HangupSource,
+)
 
 if TYPE_CHECKING:
     from .call import Call, CallManager
@@ -71,7 +78,7 @@ class ApplicationRunner:
         call.amd = MachineDetection(
             call.leg, amd.params,
             on_decision=lambda result: self._machine_decided(call, result),
-            on_beep=lambda result: loop.create_task(self._on_beep(call, result)),
+            on_beep=lambda result: self._beep_heard(call, result, loop),
         ).start()
 
     def _machine_decided(self, call: Call, result: Any) -> None:
@@ -95,7 +102,7 @@ class ApplicationRunner:
         amd = call.spec.amd
         assert amd is not None
         await self.m.update_record(call, extra=self._amd_extra(call, result))
-        if amd.webhook is not None:
+        if amd.webhook is not None and not (result.machine and amd.waits_for_message_end):
             params = call.dialect.callback_params(call, CallbackEvent.MACHINE_DETECTION)
             self.m.post_callback(call, "machine_detection", amd.webhook.url, amd.webhook.method, params)
         if result.machine and amd.mode is AmdMode.HANGUP:
@@ -103,16 +110,31 @@ class ApplicationRunner:
                 call.app_task.cancel()
             await self.m.hangup(call, causes.MACHINE_DETECTED, HangupSource.SYSTEM, EndReason.MACHINE_DETECTED)
 
+    def _beep_heard(self, call: Call, result: Any, loop: asyncio.AbstractEventLoop) -> None:
+        """The detector's second result: the beep, or the end of a machine's greeting (which
+        later callbacks carry, settled here before the sync answer fetch reads it)."""
+        amd = call.spec.amd
+        if amd is not None and amd.waits_for_message_end:
+            call.machine = result
+        loop.create_task(self._on_beep(call, result))
+
     async def _on_beep(self, call: Call, result: Any) -> None:
         await self.m.update_record(call, extra=self._amd_extra(call, result))
+        amd = call.spec.amd
+        if amd is not None and amd.webhook is not None and amd.waits_for_message_end:
+            params = call.dialect.callback_params(call, CallbackEvent.MACHINE_DETECTION)
+            self.m.post_callback(call, "machine_detection", amd.webhook.url, amd.webhook.method, params)
 
     async def _machine_decision(self, call: Call) -> None:
-        """Sync mode: wait (at most the detection window) for the decision."""
+        """Sync mode: wait (at most the detection window) for the decision, and for a
+        machine's end of greeting when the spec wants it (at most ``message_end_s``)."""
         amd = call.spec.amd
         if call.amd is None or amd is None or amd.webhook is not None:
             return
         try:
-            await asyncio.wait_for(asyncio.shield(call.amd.decision), amd.window_s + 2)
+            result = await asyncio.wait_for(asyncio.shield(call.amd.decision), amd.window_s + 2)
+            if result is not None and result.machine and amd.waits_for_message_end:
+                await asyncio.wait_for(asyncio.shield(call.amd.beep), amd.message_end_s + 2)
         except TimeoutError:
             return
 
@@ -135,10 +157,16 @@ class ApplicationRunner:
         params = call.dialect.callback_params(call, CallbackEvent.ANSWER)
         result = await self._fetch(call, spec.answer.url, spec.answer.method, dict(params), "answer")
         call.app_may_fallback = spec.fallback is not None
-        if not getattr(result, "ok", False) and spec.fallback is not None:
-            log.warning("call %s: answer_url failed (%s); trying fallback_url", call.call_uuid,
-                        getattr(result, "error", None) or getattr(result, "status", None))
+        failure = self._answer_failure(call, result, spec.answer.url)
+        if failure is not None and spec.fallback is not None:
+            log.warning("call %s: answer_url failed (%s: %s); trying fallback_url", call.call_uuid,
+                        failure.kind, failure.detail)
             call.app_may_fallback = False  # fallback_url is used up
+            call.app_failure = failure  # the dialect may report it in the fallback's parameters
+            try:
+                params = call.dialect.callback_params(call, CallbackEvent.ANSWER)
+            finally:
+                call.app_failure = None
             result = await self._fetch(call, spec.fallback.url, spec.fallback.method, dict(params), "fallback")
         if not getattr(result, "ok", False):
             log.warning("call %s: no call application could be fetched; hanging up", call.call_uuid)
@@ -146,6 +174,27 @@ class ApplicationRunner:
             await self.m.hangup(call, causes.NORMAL_TEMPORARY_FAILURE, HangupSource.ERROR, EndReason.ANSWER_URL_ERROR)
             return
         await self._start_document(call, result, spec.answer.url)
+
+    def _answer_failure(self, call: Call, result: Any, url: str) -> AppFailure | None:
+        """Why the fetched answer document cannot run, or None. The document is parsed here
+        (as the executor will) only when there is a fallback URL to go to instead."""
+        from .app.document import XmlAppError
+
+        if not getattr(result, "ok", False):
+            status = getattr(result, "status", None)
+            detail = str(getattr(result, "error", None) or f"HTTP {status}")
+            kind = AppFailure.CONNECTION if status is None else AppFailure.HTTP_STATUS
+            return AppFailure(kind, url, detail)
+        if call.spec.fallback is None or self.m.app_runner is None:
+            return None
+        try:
+            call.dialect.parse_document(result.body)
+        except XmlAppError as exc:
+            ctype = (getattr(result, "content_type", None) or "").lower()
+            wrong_type = bool(ctype) and "xml" not in ctype and "html" not in ctype
+            kind = AppFailure.CONTENT_TYPE if wrong_type else AppFailure.DOCUMENT
+            return AppFailure(kind, url, str(exc))
+        return None
 
     async def _start_document(self, call: Call, result: Any, default_url: str) -> None:
         """Record the fetched first document of an application and hand it to the runner."""

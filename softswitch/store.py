@@ -19,7 +19,7 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -294,11 +294,14 @@ class CallStore:
         filters: Iterable[Filter] = (),
         limit: int = 20,
         offset: int = 0,
+        order: Sequence[tuple[str, bool]] = (),
     ) -> tuple[list[dict[str, Any]], int]:
         """One page of an account's calls, newest first, and the total matching count.
 
         Every :class:`Filter` must hold (AND).  An unknown column or operator raises
         ValueError; a dialect turns its query parameters into filters and bounds the paging.
+        ``order``: ``(column, descending)`` keys sorted on first (NULLs last); newest first
+        breaks the ties (oldest first when ``initiation_time`` is a key, ascending).
         """
         where = ["account_id = ?"]
         args: list[Any] = [account_id]
@@ -311,14 +314,22 @@ class CallStore:
             args.append(f.value)
         if limit < 0 or offset < 0:
             raise ValueError("limit and offset must be >= 0")
+        keys = []
+        newest_first = True
+        for column, descending in order:
+            if column not in CALL_COLUMNS or column in JSON_FIELDS:
+                raise ValueError(f"cannot sort on {column!r}")
+            keys.append(f"{column} IS NULL, {column} {'DESC' if descending else 'ASC'}")
+            if column == "initiation_time":
+                newest_first = descending  # times are stored to the second: insertion order
+        keys.append("initiation_time DESC, rowid DESC" if newest_first else "rowid ASC")
         clause = " AND ".join(where)
         with self._lock:
             total = self._db.execute(f"SELECT count(*) FROM calls WHERE {clause}", args).fetchone()[
                 0
             ]
             rows = self._db.execute(
-                f"SELECT * FROM calls WHERE {clause} "
-                "ORDER BY initiation_time DESC, rowid DESC LIMIT ? OFFSET ?",
+                f"SELECT * FROM calls WHERE {clause} ORDER BY {', '.join(keys)} LIMIT ? OFFSET ?",
                 [*args, limit, offset],
             ).fetchall()
         return [self._row(r) for r in rows], int(total)

@@ -46,6 +46,8 @@ class DialResult:
     b_leg_uuid: str = ""
     #: Whether a B leg rang (180/183 seen).
     rang: bool = False
+    #: Whole seconds (rounded up) the answered B leg was connected; 0 when none answered.
+    duration_s: int = 0
 
 
 @runtime_checkable

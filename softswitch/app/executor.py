@@ -40,6 +40,7 @@ from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urljoin
 
 from softswitch.app.control import CallControl, CallHungUp, FetchError
 from softswitch.app.document import (
@@ -163,6 +164,8 @@ class Application:
         self._progress = False
         #: how the running document's vocabulary names verb results.
         self._names: ResultParams | None = None
+        #: the running document's URLs are references to resolve against current_url.
+        self._relative = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._dtmf_tasks: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
         self._dtmf_lock = asyncio.Lock()
@@ -259,6 +262,7 @@ class Application:
             self.current_url = url
             self._progress = False
             self._names = document.result_params
+            self._relative = document.relative_urls
             outcome = await self._run_verbs(document.verbs)
             if isinstance(outcome, _Stop) or self.call.hung_up:
                 return
@@ -319,7 +323,7 @@ class Application:
             case Hangup():
                 return await self._hangup(verb)
             case Redirect():
-                return _Goto(verb.url, verb.method, self.call.base_params())
+                return _Goto(self._ref(verb.url), verb.method, self.call.base_params())
             case Record():
                 return await self._record(verb)
             case Dial():
@@ -335,6 +339,13 @@ class Application:
             case _:  # pragma: no cover - the parser only makes the verbs above
                 raise XmlAppError(f"cannot execute {type(verb).__name__}", cause=CAUSE_INVALID_XML)
         return None
+
+    def _ref(self, url: str) -> str:
+        """A URL of the running document, resolved against the document's URL when its
+        vocabulary writes references (RFC 3986 §5.2; ``""`` is the document itself)."""
+        if self._relative and self.current_url:
+            return urljoin(self.current_url, url)
+        return url
 
     def _result_names(self) -> ResultParams:
         assert self._names is not None, "verbs run only inside a document"
@@ -357,6 +368,7 @@ class Application:
         """Report a verb's result to its ``action``: fetch and continue there, or notify."""
         if url is None:
             return None
+        url = self._ref(url)
         if redirect and not self.call.hung_up:
             return _Goto(url, method, params)
         self.call.notify(url, method, params)
@@ -381,7 +393,7 @@ class Application:
 
     async def _play(self, verb: Play) -> None:
         self._progress = True
-        path = await self.media_cache.path_for(verb.url)
+        path = await self.media_cache.path_for(self._ref(verb.url))
         for _ in range(min(verb.loop, MAX_LOOPS)):
             if self.call.hung_up:
                 raise CallHungUp
@@ -398,7 +410,8 @@ class Application:
                 pcm = await self.tts_cache.get(prompt.text, voice, self.media.tts)
                 sources, rounds = [pcm], prompt.loop
             else:
-                sources, rounds = [await self.media_cache.path_for(prompt.url)], prompt.loop
+                sources = [await self.media_cache.path_for(self._ref(prompt.url))]
+                rounds = prompt.loop
             for _ in range(min(rounds, MAX_LOOPS)):
                 if self.call.hung_up:
                     raise CallHungUp
@@ -454,7 +467,7 @@ class Application:
                 digits = got
                 break
             if got and invalid_sound is not None:
-                path = await self.media_cache.path_for(invalid_sound)
+                path = await self.media_cache.path_for(self._ref(invalid_sound))
                 await self.call.play(await self._file_source(path))
         if digits is None:
             return None  # no (valid) input: go on with the next verb
@@ -510,7 +523,7 @@ class Application:
         ):
             _put(params, key, value)
         if verb.callback_url is not None:
-            self.call.notify(verb.callback_url, verb.callback_method, dict(params))
+            self.call.notify(self._ref(verb.callback_url), verb.callback_method, dict(params))
         return self._after(verb.action, verb.method, params, verb.redirect)
 
     async def _dial(self, verb: Dial) -> _Outcome:
@@ -518,14 +531,22 @@ class Application:
         result = await self.call.dial(verb)
         names = self._result_names()
         params = self.call.base_params()
+        status = dict(names.dial_status_words).get(result.status, result.status)
         for key, value in (
-            (names.dial_status, result.status),
+            (names.dial_status, status),
             (names.dial_hangup_cause, result.hangup_cause),
             (names.dial_ring_status, "true" if result.rang else "false"),
+            (names.dial_duration_s, str(result.duration_s)),
+        ):
+            _put(params, key, value)
+        for key, uid in (
             (names.dial_a_leg_uuid, self.call.call_uuid),
             (names.dial_b_leg_uuid, result.b_leg_uuid),
         ):
-            _put(params, key, value)
+            if names.call_id is None:
+                _put(params, key, uid)
+            elif uid and key is not None:
+                _put(params, key, names.call_id(uid))
         return self._after(verb.action, verb.method, params, verb.redirect)
 
 

@@ -11,6 +11,7 @@ Times are in seconds unless the field name says ``_ms``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 #: ``loop="0"`` means "repeat until the call ends"; the runner caps it at this many rounds so
@@ -179,6 +180,9 @@ class User:
     send_digits: str = ""
     send_on_preanswer: bool = False
     sip_headers: tuple[tuple[str, str], ...] = ()
+    #: Digest credentials (RFC 3261 §22) this B leg answers a 401/407 challenge with.
+    username: str | None = None
+    password: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +271,12 @@ class ResultParams:
     """``true`` when a B leg rang, else ``false``."""
     dial_a_leg_uuid: str | None
     dial_b_leg_uuid: str | None
+    dial_duration_s: str | None = None
+    """Seconds the answered B leg was connected (``0`` when none answered)."""
+    dial_status_words: tuple[tuple[str, str], ...] = ()
+    """The vocabulary's own word for some of ``dial_status``'s (e.g. ``timeout`` → ``no-answer``)."""
+    call_id: Callable[[str], str] | None = None
+    """How the vocabulary writes a call id (the B leg's uuid); with it, no B leg posts nothing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,6 +286,10 @@ class Document:
 
     verbs: tuple[Verb, ...]
     result_params: ResultParams
+    relative_urls: bool = False
+    """URLs in the verbs (``action``, ``Redirect``, ``Play``...) are references resolved against
+    the document's own URL (RFC 3986 §5; ``""`` is the document itself). Without it an
+    absolute path in ``Play`` is a local file."""
 
 
 __all__ = [

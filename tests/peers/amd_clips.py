@@ -1,7 +1,9 @@
-"""Audio clips a callee plays to the answering-machine detector: a human "Hello?" and a
-voicemail greeting ending in a beep (espeak-ng speech, resampled to 8 kHz with sox).
+"""Audio clips a callee plays to the answering-machine detector: a human "Hello?", a
+voicemail greeting ending in a beep and one ending in silence (espeak-ng speech, resampled to
+8 kHz with sox).
 
-``human_clip`` and ``machine_clip`` are fixtures; modules that use them import them.
+``human_clip``, ``machine_clip`` and ``silent_end_clip`` are fixtures; modules that use them
+import them.
 """
 
 from __future__ import annotations
@@ -55,13 +57,22 @@ def human_clip(tmp_path: Path) -> Path:
     return _clip(tmp_path / "human.wav", _silence(0.4), _speech("Hello?", tmp_path), _silence(8))
 
 
+GREETING = (
+    "Hi, you have reached the voicemail of John Smith. I cannot take your call right now. "
+    "Please leave a message after the tone and I will call you back."
+)
+
+
+@pytest.fixture
+def silent_end_clip(tmp_path: Path) -> Path:
+    """A greeting that ends in a long silence, without a beep."""
+    greeting = _speech(GREETING.replace(" after the tone", ""), tmp_path)
+    return _clip(tmp_path / "silent-end.wav", _silence(0.3), greeting, _silence(10))
+
+
 @pytest.fixture
 def machine_clip(tmp_path: Path) -> Path:
-    greeting = _speech(
-        "Hi, you have reached the voicemail of John Smith. I cannot take your call right now. "
-        "Please leave a message after the tone and I will call you back.",
-        tmp_path,
-    )
+    greeting = _speech(GREETING, tmp_path)
     return _clip(
         tmp_path / "machine.wav", _silence(0.3), greeting, _silence(0.3), _beep(), _silence(6)
     )

@@ -412,3 +412,49 @@ def test_wideband_rate() -> None:
     amd = AnsweringMachineDetector(rate=rate)
     res = amd.feed(np.zeros(5 * rate, dtype=np.int16))
     assert res is not None and (res.reason, res.decided_at_ms) == ("INITIALSILENCE", 4500)
+
+
+# -- the end of a machine's greeting (message_end_silence_ms) -----------------------------------
+
+
+def babble(ms: int) -> np.ndarray:
+    """Speech-like bursts (500 ms of noise, 300 ms pauses): voice to the detector, never a beep,
+    and the pauses keep the noise floor low."""
+    out = []
+    while sum(x.size for x in out) < ms * RATE // 1000:
+        out += [add_noise(silence(500), -20.0), silence(300)]
+    return np.concatenate(out)[: ms * RATE // 1000]
+
+
+END = AmdParams(message_end_silence_ms=1200, beep_wait_ms=8000)
+
+
+def test_greeting_ending_in_silence() -> None:
+    x = pcm16(np.concatenate([silence(300), babble(3000), silence(3000)]))
+    final, seen, amd = run_amd(x, END)
+    (t0, decision), (t1, end) = seen
+    assert decision.machine and decision.message_end is None
+    assert end.message_end == "SILENCE" and end.machine and end.beep_at_ms is None
+    # the last burst ends at 3200 ms (babble ends in a 100 ms pause)
+    assert 3200 + 1200 <= t1 == end.message_end_ms <= 3200 + 1200 + 200 and amd.done
+
+
+def test_greeting_ending_with_a_beep() -> None:
+    x = pcm16(np.concatenate([babble(3000), silence(500), tone([1000.0], 400), silence(3000)]))
+    final, seen, _ = run_amd(x, END)
+    assert [r.message_end for _, r in seen] == [None, "BEEP"]
+    assert final.beep_hz is not None and final.message_end_ms == seen[1][0]
+
+
+def test_greeting_that_does_not_end_is_other() -> None:
+    final, seen, amd = run_amd(pcm16(babble(10_000)), END)
+    assert [r.message_end for _, r in seen] == [None, "TIMEOUT"]
+    assert seen[1][0] == END.beep_wait_ms and amd.done
+
+
+def test_without_message_end_nothing_changes() -> None:
+    x = pcm16(np.concatenate([babble(3000), silence(3000)]))
+    final, seen, amd = run_amd(x, AmdParams(beep_wait_ms=8000))
+    assert [r.message_end for _, r in seen] == [None] and not amd.done  # still waiting for a beep
+    human, _, _ = run_amd(pcm16(np.concatenate([silence(300), babble(400), silence(2000)])), END)
+    assert human.status == "HUMAN" and human.message_end is None

@@ -761,7 +761,9 @@ async def test_play_url_mp3_sniffed(server: WebhookReceiver, tmp_path: Path) -> 
     assert path.endswith(".mp3")
 
 
-async def test_play_url_wrong_content_type_or_too_big(server: WebhookReceiver, tmp_path: Path) -> None:
+async def test_play_url_wrong_content_type_or_too_big(
+    server: WebhookReceiver, tmp_path: Path
+) -> None:
     server.routes["/page"] = (200, b"<html></html>", "text/html")
     server.routes["/big.wav"] = (200, wav_bytes(1000), "audio/wav")
     server.routes["/fake.wav"] = (200, b"not audio at all", "audio/wav")
@@ -812,3 +814,70 @@ async def test_real_media_factory_speaks() -> None:
     assert len(pcm) > 1000
     assert factory.pcm(pcm) is not None
     assert factory.silence(100) is not None
+
+
+# --- a vocabulary that writes relative URLs (TwiML) -----------------------------------------
+
+
+def twiml_app(call: FakeCall, media: FakeMedia, tmp_path: Path) -> Application:
+    from softswitch.api.callapi.twiml import parse_document as parse_twiml
+
+    return Application(
+        call,
+        parse_document=parse_twiml,
+        data_dir=tmp_path,
+        recording_url_base="http://softswitch.test/2010-04-01/Recordings/",
+        media=media,
+        tts_cache=TtsCache(),
+    )
+
+
+async def test_relative_urls_resolve_against_the_document_and_gather_posts_to_it(
+    server: WebhookReceiver, session: aiohttp.ClientSession, media: FakeMedia, tmp_path: Path
+) -> None:
+    server.routes["/hello.wav"] = (200, wav_bytes(), "audio/x-wav")
+    # A Gather without action posts its digits to the document's own URL; the second time
+    # no key comes, so it goes on with the next verb (the end).
+    server.xml("/app/next", "<Response><Gather numDigits='2'/></Response>")
+    call = FakeCall(session, keys=["4", "2"])
+    await twiml_app(call, media, tmp_path).run(
+        "<Response><Play>../hello.wav</Play><Redirect method='GET'>next?x=1</Redirect></Response>",
+        server.url("/app/answer"),
+    )
+    assert len(server.params("/hello.wav")) == 1
+    first, second = (r for r in server.requests if r.path == "/app/next")
+    assert (first.method, first.params["x"]) == ("GET", "1")
+    assert second.method == "POST" and second.params["Digits"] == "42"
+    assert second.query == {"x": "1"}  # the URL of the running document, query included
+    assert call.hangups == [("NORMAL_CLEARING", "End Of XML Instructions")]
+
+
+async def test_twiml_dial_result_in_twilio_words(
+    server: WebhookReceiver, session: aiohttp.ClientSession, media: FakeMedia, tmp_path: Path
+) -> None:
+    import uuid
+
+    server.xml("/app/dialed", "<Response><Dial action='/dialed2'>+15550004</Dial></Response>")
+    server.xml("/dialed2", "<Response/>")
+    call = FakeCall(session)
+    b_leg = str(uuid.uuid4())
+    results = [
+        DialResult(status="timeout", hangup_cause="NO_USER_RESPONSE", b_leg_uuid="", rang=False),
+        DialResult("completed", "NORMAL_CLEARING", b_leg, True, duration_s=7),
+    ]
+    real_dial = call.dial
+
+    async def dial(verb: Dial) -> DialResult:
+        await real_dial(verb)
+        return results.pop(0)
+
+    call.dial = dial  # type: ignore[method-assign]
+    await twiml_app(call, media, tmp_path).run(
+        "<Response><Dial action='dialed'>+15550003</Dial></Response>", server.url("/app/answer")
+    )
+    (first,) = server.params("/app/dialed")
+    assert first["DialCallStatus"] == "no-answer" and first["DialCallDuration"] == "0"
+    assert "DialCallSid" not in first
+    (second,) = server.params("/dialed2")
+    assert second["DialCallStatus"] == "completed" and second["DialCallDuration"] == "7"
+    assert second["DialCallSid"] == "CA" + uuid.UUID(b_leg).hex

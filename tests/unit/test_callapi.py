@@ -12,13 +12,13 @@ from twilio.request_validator import RequestValidator
 from sip import causes
 from softswitch.api.callapi import SIGNATURE, SIGNERS, CallApiDialect
 from softswitch.api.callapi.codes import call_sid, call_uuid_of, final_status, rfc2822
-from softswitch.api.callapi.filters import list_filters
+from softswitch.api.callapi.filters import list_filters, sort_order
 from softswitch.api.callapi.request import parse_create, parse_update
 from softswitch.api.callapi.shapes import call_json
 from softswitch.api.callapi.twiml import RESULT_PARAMS, parse_document
 from softswitch.api.http import HttpError
 from softswitch.app.document import CAUSE_NOT_IMPLEMENTED, XmlAppError
-from softswitch.app.verbs import DTMF, GetDigits, Hangup, Play, Redirect, Speak, Wait
+from softswitch.app.verbs import DTMF, MAX_LOOPS, GetDigits, Hangup, Play, Redirect, Speak, Wait
 from softswitch.call import AccountLimits
 from softswitch.calltable import Call
 from softswitch.model import CallbackEvent, CallEnd, EndReason, HangupSource, HttpMethod
@@ -29,15 +29,27 @@ OK = {"To": "+15551112222", "From": "+15553334444", "Url": "https://app.example.
 
 
 def test_create_maps_onto_the_call_spec() -> None:
-    spec = parse_create({**OK, "Method": "get", "FallbackUrl": "https://app.example.com/f",
-                         "StatusCallback": "https://app.example.com/s", "StatusCallbackMethod": "GET",
-                         "StatusCallbackEvent": ["initiated ringing", "answered,completed"],
-                         "Timeout": "15", "CallerName": "Alice"})
+    spec = parse_create(
+        {
+            **OK,
+            "Method": "get",
+            "FallbackUrl": "https://app.example.com/f",
+            "StatusCallback": "https://app.example.com/s",
+            "StatusCallbackMethod": "GET",
+            "StatusCallbackEvent": ["initiated ringing", "answered,completed"],
+            "Timeout": "15",
+            "CallerName": "Alice",
+        }
+    )
     assert spec.destinations == ("+15551112222",) and spec.from_ == "+15553334444"
     assert spec.answer.url == OK["Url"] and spec.answer.method is HttpMethod.GET
     assert spec.fallback is not None and spec.fallback.method is HttpMethod.POST
-    assert set(spec.notify) == {CallbackEvent.INITIATED, CallbackEvent.RING,
-                                CallbackEvent.ANSWERED, CallbackEvent.HANGUP}
+    assert set(spec.notify) == {
+        CallbackEvent.INITIATED,
+        CallbackEvent.RING,
+        CallbackEvent.ANSWERED,
+        CallbackEvent.HANGUP,
+    }
     assert all(w.method is HttpMethod.GET for w in spec.notify.values())
     assert spec.timers.ring_timeout == 15 and spec.caller_name == "Alice"
     assert spec.dialect == "callapi"
@@ -71,6 +83,43 @@ def test_bad_create_names_the_parameter(change: dict, named: str) -> None:
     with pytest.raises(HttpError) as exc:
         parse_create(data)
     assert exc.value.status == 400 and named in exc.value.error
+
+
+def test_send_digits_on_answer_and_machine_detection_ignored() -> None:
+    spec = parse_create({**OK, "SendDigits": "1w2#", "MachineDetection": "Enable"})
+    assert spec.digits is not None and spec.digits.digits == "1w2#" and not spec.digits.on_preanswer
+    assert len(spec.digits.steps) >= 4 and spec.amd is None
+    for bad in ("12x", "1" * 33, "1@100"):
+        with pytest.raises(HttpError, match="SendDigits"):
+            parse_create({**OK, "SendDigits": bad})
+
+
+def test_sip_auth_credentials_go_on_the_attempt_not_the_record() -> None:
+    spec = parse_create({**OK, "SipAuthUsername": "alice", "SipAuthPassword": "secret"})
+    (attempt,) = spec.attempts
+    assert (attempt.username, attempt.password, attempt.gateway) == ("alice", "secret", None)
+    assert "secret" not in repr(spec) and "secret" not in str(spec.record_params)
+    (rc,) = parse_create({**OK, "Username": "bob", "Password": "pw"}).attempts
+    assert (rc.username, rc.password) == ("bob", "pw")
+    assert parse_create(OK).attempts == ()
+    for bad in ({"SipAuthPassword": "x"}, {"SipAuthUsername": 'a"b'}):
+        with pytest.raises(HttpError):
+            parse_create({**OK, **bad})
+
+
+def test_to_may_carry_x_headers_for_the_invite() -> None:
+    spec = parse_create({**OK, "To": "sip:bob@example.com:5070?X-Acct=42&X-Tag=a%20b"})
+    assert spec.destinations == ("sip:bob@example.com:5070",)
+    assert dict(spec.sip_headers) == {"X-Acct": "42", "X-Tag": "a b"}
+    assert dict(parse_create(OK).sip_headers) == {}
+    for bad in (
+        "sip:b@h?Via=x",
+        "sip:b@h?",
+        "sip:b@h?X-A=%0d%0aVia:x",
+        "sip:b@h?" + "&".join(f"X-H{i}=1" for i in range(11)),
+    ):
+        with pytest.raises(HttpError, match="To"):
+            parse_create({**OK, "To": bad})
 
 
 def test_update_needs_url_or_a_known_status() -> None:
@@ -108,11 +157,21 @@ def test_final_status(end: CallEnd, status: str) -> None:
 
 
 def _call() -> Call:
-    spec = parse_create({**OK, "StatusCallback": "https://app.example.com/s",
-                         "StatusCallbackEvent": "initiated ringing answered completed"})
-    return Call(call_uuid=str(uuid.uuid4()), request_uuid=str(uuid.uuid4()),
-                account=AccountLimits("AC1", "tok", cps=1, max_concurrent=1), spec=spec,
-                to=spec.destinations[0], dialect=CallApiDialect())
+    spec = parse_create(
+        {
+            **OK,
+            "StatusCallback": "https://app.example.com/s",
+            "StatusCallbackEvent": "initiated ringing answered completed",
+        }
+    )
+    return Call(
+        call_uuid=str(uuid.uuid4()),
+        request_uuid=str(uuid.uuid4()),
+        account=AccountLimits("AC1", "tok", cps=1, max_concurrent=1),
+        spec=spec,
+        to=spec.destinations[0],
+        dialect=CallApiDialect(),
+    )
 
 
 def test_status_callbacks_count_from_zero_and_report_twilio_statuses() -> None:
@@ -133,9 +192,30 @@ def test_status_callbacks_count_from_zero_and_report_twilio_statuses() -> None:
     got.append(d.callback_params(call, CallbackEvent.HANGUP))
     assert [p["CallStatus"] for p in got] == ["initiated", "ringing", "in-progress", "completed"]
     assert [p["SequenceNumber"] for p in got] == ["0", "1", "2", "3"]
-    assert all(p["CallbackSource"] == "call-progress-events" and p["Timestamp"].endswith(" +0000")
-               for p in got)
+    assert all(
+        p["CallbackSource"] == "call-progress-events" and p["Timestamp"].endswith(" +0000")
+        for p in got
+    )
     assert got[3]["CallDuration"] == "7" and all("CallDuration" not in p for p in got[:3])
+
+
+def test_fallback_request_carries_error_code_and_url() -> None:
+    from softswitch.model import AppFailure
+
+    d = CallApiDialect()
+    call = _call()
+    for kind, code in (
+        ("http_status", "11200"),
+        ("connection", "11205"),
+        ("content_type", "12300"),
+        ("document", "12100"),
+    ):
+        call.app_failure = AppFailure(kind, "https://app/answer", "x")
+        got = d.callback_params(call, CallbackEvent.ANSWER)
+        assert (got["ErrorCode"], got["ErrorUrl"]) == (code, "https://app/answer")
+        assert "ErrorCode" not in d.callback_params(call, CallbackEvent.APPLICATION)
+    call.app_failure = None
+    assert "ErrorCode" not in d.callback_params(call, CallbackEvent.ANSWER)
 
 
 def test_signature_is_accepted_by_the_twilio_validator() -> None:
@@ -165,8 +245,13 @@ def test_twiml_verbs() -> None:
     assert digits == DTMF(digits="12w#", async_=False)
     assert pause == Wait(length=4)
     assert isinstance(gather, GetDigits)
-    assert (gather.action, gather.method, gather.timeout, gather.num_digits, gather.finish_on_key) == (
-        "https://a/g", "GET", 7, 4, "*")
+    assert (
+        gather.action,
+        gather.method,
+        gather.timeout,
+        gather.num_digits,
+        gather.finish_on_key,
+    ) == ("https://a/g", "GET", 7, 4, "*")
     assert gather.children == (Speak(text="Press"), Wait(length=1))
     assert redirect == Redirect(url="https://a/r", method="GET")
     assert reject == Hangup(reason="busy") and hangup == Hangup()
@@ -198,22 +283,57 @@ def test_twiml_unsupported_verbs_are_not_implemented() -> None:
 
 
 def test_list_filters() -> None:
-    got = list_filters({"To": "+1555", "Status": "no-answer", "StartTime>": "2026-12-01",
-                        "Page": "1", "PageSize": "10"})
+    got = list_filters(
+        {
+            "To": "+1555",
+            "Status": "no-answer",
+            "StartTime>": "2026-12-01",
+            "Page": "1",
+            "PageSize": "10",
+        }
+    )
     assert Filter("dialect", "=", "callapi") in got
-    assert Filter("to_number", "=", "+1555") in got and Filter("call_status", "=", "no-answer") in got
+    assert (
+        Filter("to_number", "=", "+1555") in got and Filter("call_status", "=", "no-answer") in got
+    )
     assert Filter("initiation_time", ">=", "2026-12-01 00:00:00+00:00") in got
-    for bad in ({"Status": "live"}, {"StartTime": "yesterday"}, {"Foo": "1"}, {"ParentCallSid": "x"}):
+    for bad in (
+        {"Status": "live"},
+        {"StartTime": "yesterday"},
+        {"Foo": "1"},
+        {"ParentCallSid": "x"},
+    ):
         with pytest.raises(ValueError):
             list_filters(bad)
 
 
+def test_sort_by() -> None:
+    assert sort_order("DateCreated:asc") == [("initiation_time", False)]
+    assert sort_order("Duration:desc") == [("call_duration", True)]
+    assert sort_order("To") == [("to_number", False)] and sort_order(None) == []
+    assert sort_order("Price:desc") == []  # never set: the default order stays
+    assert Filter("dialect", "=", "callapi") in list_filters({"SortBy": "From:desc"})
+    for bad in ("Color:asc", "From:up", "from"):
+        with pytest.raises(ValueError, match="SortBy"):
+            sort_order(bad)
+
+
 def test_resource_json() -> None:
     uid = str(uuid.uuid4())
-    rec = {"call_uuid": uid, "parent_call_uuid": None, "initiation_time": "2026-12-02 05:20:02+00:00",
-           "answer_time": "2026-12-02 05:20:05+00:00", "end_time": "2026-12-02 05:20:15+00:00",
-           "to_number": "+1555", "from_number": "+1666", "caller_name": None,
-           "call_status": "completed", "call_duration": 10, "params": {}, "extra": {}}
+    rec = {
+        "call_uuid": uid,
+        "parent_call_uuid": None,
+        "initiation_time": "2026-12-02 05:20:02+00:00",
+        "answer_time": "2026-12-02 05:20:05+00:00",
+        "end_time": "2026-12-02 05:20:15+00:00",
+        "to_number": "+1555",
+        "from_number": "+1666",
+        "caller_name": None,
+        "call_status": "completed",
+        "call_duration": 10,
+        "params": {},
+        "extra": {},
+    }
     body = call_json(rec, account_sid="AC1", base="/2010-04-01/Accounts/AC1")
     assert body["sid"] == call_sid(uid) and body["duration"] == 10
     assert body["date_created"] == "Wed, 02 Dec 2026 05:20:02 +0000"
@@ -232,9 +352,14 @@ def test_get_callback_is_signed_as_sent() -> None:
 
     for name, signer in SIGNERS.items():
         register_signer(name, signer)
-    req = prepare_request("https://app.example.com/fb?a=1", "GET",
-                          {"To": "sip:bob@127.0.0.1:5060", "From": "+1555", "Timestamp": "Wed, 02 Dec"},
-                          auth_token="tok", signature=SIGNATURE, user_agent="t")
+    req = prepare_request(
+        "https://app.example.com/fb?a=1",
+        "GET",
+        {"To": "sip:bob@127.0.0.1:5060", "From": "+1555", "Timestamp": "Wed, 02 Dec"},
+        auth_token="tok",
+        signature=SIGNATURE,
+        user_agent="t",
+    )
     sent = str(yarl.URL(req.url))
     assert sent == req.url
     assert RequestValidator("tok").validate(sent, {}, req.headers["X-Twilio-Signature"])
@@ -251,57 +376,158 @@ def test_twiml_dial_and_record() -> None:
         "</Response>"
     ).verbs
     assert isinstance(dial, Dial)
-    assert dial.numbers == (Number("+15550001"), Number("+15550002", send_digits="1w2"),
-                            User("sip:bob@127.0.0.1:5070"))
+    assert dial.numbers == (
+        Number("+15550001"),
+        Number("+15550002", send_digits="1w2"),
+        User("sip:bob@127.0.0.1:5070"),
+    )
     assert (dial.action, dial.timeout, dial.time_limit, dial.caller_id, dial.hangup_on_star) == (
-        "https://a/d", 12, 60, "+1555", True)
+        "https://a/d",
+        12,
+        60,
+        "+1555",
+        True,
+    )
     assert isinstance(record, Record)
-    assert (record.action, record.max_length, record.finish_on_key, record.play_beep, record.timeout) == (
-        "https://a/r", 20, "#", False, 3)
-    for bad in ("<Response><Dial/></Response>", "<Response><Number>1</Number></Response>",
-                "<Response><Dial><Sip username='u'>sip:a@b</Sip></Dial></Response>",
-                "<Response><Record transcribe='true'/></Response>"):
+    assert (
+        record.action,
+        record.max_length,
+        record.finish_on_key,
+        record.play_beep,
+        record.timeout,
+    ) == ("https://a/r", 20, "#", False, 3)
+    for bad in (
+        "<Response><Dial/></Response>",
+        "<Response><Number>1</Number></Response>",
+        "<Response><Dial><Sip password='p'>sip:a@b</Sip></Dial></Response>",
+        "<Response><Dial><Sip username='a\"b'>sip:a@b</Sip></Dial></Response>",
+        "<Response><Redirect>javascript:alert(1)</Redirect></Response>",
+        "<Response><Play>ftp://a/x.wav</Play></Response>",
+        "<Response><Gather action='a b'/></Response>",
+    ):
         with pytest.raises(XmlAppError):
             parse_document(bad)
+
+
+def test_twiml_sip_credentials_transcribe_loops_and_relative_urls() -> None:
+    from softswitch.app.verbs import Dial, Record, User
+
+    doc = parse_document(
+        "<Response><Dial><Sip username='alice' password='secret'>sip:a@b</Sip></Dial>"
+        "<Record transcribe='true' transcribeCallback='/t' action='rec'/>"
+        "<Say loop='0'>again</Say><Play loop='0'>/a.wav</Play>"
+        "<Gather numDigits='1'/><Redirect>../next</Redirect></Response>"
+    )
+    dial, record, say, play, gather, redirect = doc.verbs
+    assert isinstance(dial, Dial) and dial.numbers == (
+        User("sip:a@b", username="alice", password="secret"),
+    )
+    assert isinstance(record, Record) and record.action == "rec"
+    assert isinstance(say, Speak) and say.loop == MAX_LOOPS
+    assert play == Play(url="/a.wav", loop=MAX_LOOPS)
+    assert isinstance(gather, GetDigits) and gather.action == ""  # the document's own URL
+    assert redirect == Redirect(url="../next", method="POST")
+    assert doc.relative_urls
+    assert doc.result_params.dial_status == "DialCallStatus"
 
 
 def test_voicemail_and_machine_detection_parameters() -> None:
     from softswitch.api.callapi.dialect import answered_by, machine_params
     from softswitch.model import AmdMode
 
-    spec = parse_create({**OK, "DetectVoicemail": "true", "MachineDetection": "DetectMessageEnd",
-                         "MachineDetectionTimeout": "8", "MachineDetectionSpeechThreshold": "2400"})
+    spec = parse_create(
+        {
+            **OK,
+            "DetectVoicemail": "true",
+            "MachineDetection": "DetectMessageEnd",
+            "MachineDetectionTimeout": "8",
+            "MachineDetectionSpeechThreshold": "2400",
+        }
+    )
     assert spec.amd is not None and spec.amd.mode is AmdMode.DETECT and spec.amd.webhook is None
     assert spec.amd.params.total_ms == 8000 and spec.amd.params.greeting_ms == 2400
-    asyn = parse_create({**OK, "MachineDetection": "Enable", "AsyncAmd": "true",
-                         "AsyncAmdStatusCallback": "https://a/amd"})
-    assert asyn.amd is not None and asyn.amd.webhook is not None and asyn.amd.webhook.url == "https://a/amd"
+    asyn = parse_create(
+        {
+            **OK,
+            "MachineDetection": "Enable",
+            "AsyncAmd": "true",
+            "AsyncAmdStatusCallback": "https://a/amd",
+        }
+    )
+    assert (
+        asyn.amd is not None
+        and asyn.amd.webhook is not None
+        and asyn.amd.webhook.url == "https://a/amd"
+    )
     assert parse_create(OK).amd is None
-    for bad in ({"MachineDetection": "Yes"}, {"DetectVoicemail": "maybe"},
-                {"MachineDetection": "Enable", "MachineDetectionTimeout": "99"},
-                {"MachineDetection": "Enable", "AsyncAmd": "true"}):
+    for bad in (
+        {"MachineDetection": "Yes"},
+        {"DetectVoicemail": "maybe"},
+        {"MachineDetection": "Enable", "MachineDetectionTimeout": "99"},
+        {"MachineDetection": "Enable", "AsyncAmd": "true"},
+    ):
         with pytest.raises(HttpError):
             parse_create({**OK, **bad})
 
     class R:
         def __init__(self, machine: bool, status: str, beep: float | None = None) -> None:
-            self.machine, self.status, self.beep_hz, self.decided_at_ms = machine, status, beep, 1234
+            self.machine, self.status, self.beep_hz, self.decided_at_ms = (
+                machine,
+                status,
+                beep,
+                1234,
+            )
 
     assert answered_by(R(False, "HUMAN")) == "human"
     assert answered_by(R(True, "MACHINE")) == "machine_start"
     assert answered_by(R(True, "MACHINE", 1000.0)) == "machine_end_beep"
     assert answered_by(R(False, "NOTSURE")) == "unknown"
-    got = machine_params(spec.record_params, R(True, "MACHINE"))
-    assert got == {"VoicemailDetector": "voicemail", "AnsweredBy": "machine_start",
-                   "MachineDetectionDuration": "1234"}
+    assert machine_params({"MachineDetection": "Enable"}, R(True, "MACHINE")) == {
+        "AnsweredBy": "machine_start",
+        "MachineDetectionDuration": "1234",
+    }
+    # DetectMessageEnd: the end of the greeting, found within MachineDetectionTimeout.
+    assert spec.amd.params.message_end_silence_ms == 1200
+    assert spec.amd.params.beep_wait_ms == 8000 and spec.amd.waits_for_message_end
+    ended = parse_create(
+        {**OK, "MachineDetection": "DetectMessageEnd", "MachineDetectionSpeechEndThreshold": "900"}
+    )
+    assert ended.amd is not None and ended.amd.params.message_end_silence_ms == 900
+    assert ended.amd.params.beep_wait_ms == 30_000
+    assert asyn.amd is not None and not asyn.amd.waits_for_message_end
+    for how, word in (
+        ("BEEP", "beep"),
+        ("SILENCE", "silence"),
+        ("TIMEOUT", "other"),
+        (None, "other"),
+    ):
+        r = R(True, "MACHINE")
+        r.message_end, r.message_end_ms = how, 5678  # type: ignore[attr-defined]
+        assert answered_by(r, "DetectMessageEnd") == f"machine_end_{word}"
+        assert machine_params(spec.record_params, r) == {
+            "VoicemailDetector": "voicemail",
+            "AnsweredBy": f"machine_end_{word}",
+            "MachineDetectionDuration": "5678",
+        }
+    assert answered_by(R(False, "HUMAN"), "DetectMessageEnd") == "human"
 
 
 def test_a_call_a_crash_ended_still_gets_its_completed_event() -> None:
     uid = str(uuid.uuid4())
-    rec = {"call_uuid": uid, "account_id": "AC1", "to_number": "+1555", "answer_time": None,
-           "call_status": "failed", "call_duration": 0,
-           "params": {"From": "+1666", "StatusCallback": "https://a/s", "StatusCallbackMethod": "GET",
-                      "StatusCallbackEvent": ["ringing", "completed"]}}
+    rec = {
+        "call_uuid": uid,
+        "account_id": "AC1",
+        "to_number": "+1555",
+        "answer_time": None,
+        "call_status": "failed",
+        "call_duration": 0,
+        "params": {
+            "From": "+1666",
+            "StatusCallback": "https://a/s",
+            "StatusCallbackMethod": "GET",
+            "StatusCallbackEvent": ["ringing", "completed"],
+        },
+    }
     built = CallApiDialect().interrupted_hangup(rec)
     assert built is not None
     fields, url, method, params = built

@@ -87,8 +87,13 @@ def test_v1_outbox_rows_upgrade_without_a_scheme(tmp_path: Any) -> None:
         [row] = s.pending_deliveries()
         assert row["signature"] == ""  # resumed with the headers it was stored with
         did = s.add_delivery(
-            call_uuid="c", event="ring", url="http://x/", method="GET", params={},
-            headers={}, signature="scheme-a",
+            call_uuid="c",
+            event="ring",
+            url="http://x/",
+            method="GET",
+            params={},
+            headers={},
+            signature="scheme-a",
         )
         assert s.get_delivery(did)["signature"] == "scheme-a"
     finally:
@@ -178,6 +183,22 @@ def test_list_paging_newest_first(store: CallStore) -> None:
     assert {r["call_uuid"] for r in rows} & {r["call_uuid"] for r in rows2} == set()
     rows3, total3 = store.list_calls(ACC, limit=20, offset=100)
     assert rows3 == [] and total3 == 32
+
+
+def test_list_order_keys_then_newest_first(store: CallStore) -> None:
+    populate(store)
+    rows, _ = store.list_calls(ACC, limit=40, order=[("call_duration", True)])
+    durations = [r["call_duration"] for r in rows]
+    assert durations[:10] == [20] * 10 and durations[-2:] == [None, None]  # NULLs last
+    assert [r["call_uuid"] for r in rows[:2]] == ["c29", "c26"]  # ties: newest first
+    rows, _ = store.list_calls(
+        ACC, limit=3, order=[("to_number", False), ("initiation_time", False)]
+    )
+    assert [r["call_uuid"] for r in rows] == ["c01", "c03", "c05"]
+    with pytest.raises(ValueError):
+        store.list_calls(ACC, order=[("params", True)])
+    with pytest.raises(ValueError):
+        store.list_calls(ACC, order=[("1; DROP TABLE calls", True)])
 
 
 @pytest.mark.parametrize(

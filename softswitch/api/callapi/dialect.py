@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...app.document import DEFAULT_MAX_BYTES
 from ...app.verbs import Document
-from ...model import CallbackEvent, CallEnd
+from ...model import AppFailure, CallbackEvent, CallEnd
 from ...state import CallState
 from .codes import API_VERSION, CallStatus, call_sid, final_status, live_status, rfc2822
 from .request import DIALECT_NAME
@@ -20,7 +20,7 @@ from .twiml import parse_document
 if TYPE_CHECKING:
     from ...call import Call
 
-__all__ = ["CallApiDialect", "answered_by", "base_params", "machine_params"]
+__all__ = ["ERROR_CODES", "CallApiDialect", "answered_by", "base_params", "machine_params"]
 
 #: ``Call.dialect_data`` key of the next status callback's ``SequenceNumber``.
 _SEQUENCE = "sequence_number"
@@ -38,6 +38,17 @@ _STATUS_EVENTS = (
     CallbackEvent.ANSWERED,
     CallbackEvent.HANGUP,
 )
+
+
+#: Twilio's error code of each way the ``Url`` document can fail (``ErrorCode`` of the
+#: ``FallbackUrl`` request): HTTP retrieval failure, HTTP connection failure, invalid
+#: Content-Type, document parse failure.
+ERROR_CODES: dict[str, int] = {
+    AppFailure.HTTP_STATUS: 11200,
+    AppFailure.CONNECTION: 11205,
+    AppFailure.CONTENT_TYPE: 12300,
+    AppFailure.DOCUMENT: 12100,
+}
 
 
 def base_params(call: Call, status: str) -> dict[str, str]:
@@ -63,25 +74,36 @@ def base_params(call: Call, status: str) -> dict[str, str]:
     return params
 
 
-def answered_by(result: Any) -> str:
-    """Twilio's ``AnsweredBy`` of a detector decision (``media.amd.AmdResult``): a beep heard
-    makes ``machine_end_beep``; the detector's NOTSURE is ``unknown``."""
+def answered_by(result: Any, mode: str | None = None) -> str:
+    """Twilio's ``AnsweredBy`` of a detector decision (``media.amd.AmdResult``) under
+    ``MachineDetection`` ``mode``. NOTSURE is ``unknown``. ``DetectMessageEnd``: how the
+    machine's greeting ended, a beep (``machine_end_beep``), silence (``machine_end_silence``)
+    or neither within the timeout (``machine_end_other``). ``Enable``: ``machine_start``, or
+    ``machine_end_beep`` when a beep is what decided."""
     if result.status == "NOTSURE":
         return "unknown"
     if not result.machine:
         return "human"
+    if mode == "DetectMessageEnd":
+        end = getattr(result, "message_end", None)
+        if end == "BEEP":
+            return "machine_end_beep"
+        return "machine_end_silence" if end == "SILENCE" else "machine_end_other"
     return "machine_end_beep" if result.beep_hz is not None else "machine_start"
 
 
 def machine_params(request: Mapping[str, Any], result: Any) -> dict[str, str]:
     """What the callbacks after the decision carry: ``VoicemailDetector`` (``DetectVoicemail``,
-    the seed) and ``AnsweredBy`` + ``MachineDetectionDuration`` (``MachineDetection``)."""
+    the seed) and ``AnsweredBy`` + ``MachineDetectionDuration`` (``MachineDetection``: ms from
+    the answer to the result, the end of the greeting for ``DetectMessageEnd``)."""
     out: dict[str, str] = {}
     if request.get("DetectVoicemail"):
         out["VoicemailDetector"] = "voicemail" if result.machine else "person_found"
-    if request.get("MachineDetection"):
-        out["AnsweredBy"] = answered_by(result)
-        out["MachineDetectionDuration"] = str(result.decided_at_ms)
+    mode = request.get("MachineDetection")
+    if mode:
+        out["AnsweredBy"] = answered_by(result, mode)
+        ended = getattr(result, "message_end_ms", None)
+        out["MachineDetectionDuration"] = str(ended if ended is not None else result.decided_at_ms)
     return out
 
 
@@ -92,7 +114,9 @@ class CallApiDialect:
     signature = SIGNATURE
     signers = SIGNERS
 
-    def parse_document(self, document: str | bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Document:
+    def parse_document(
+        self, document: str | bytes, *, max_bytes: int = DEFAULT_MAX_BYTES
+    ) -> Document:
         return parse_document(document, max_bytes=max_bytes)
 
     def status_name(self, state: CallState, end: CallEnd | None) -> str:
@@ -118,6 +142,10 @@ class CallApiDialect:
         else:
             status = _EVENT_STATUS.get(event, CallStatus.IN_PROGRESS).value
         params = base_params(call, status)
+        failure = call.app_failure
+        if failure is not None and event is CallbackEvent.ANSWER:  # the FallbackUrl request
+            params["ErrorCode"] = str(ERROR_CODES.get(failure.kind, 11200))
+            params["ErrorUrl"] = failure.url
         if event in _STATUS_EVENTS:
             seq = int(call.dialect_data.get(_SEQUENCE, 0))
             call.dialect_data[_SEQUENCE] = seq + 1
@@ -134,7 +162,8 @@ class CallApiDialect:
     def machine_fields(self, call: Call, result: Any) -> dict[str, Any]:
         """Kept in the record's ``extra.machine_detection`` (the resource's ``answered_by``)."""
         return {
-            "answered_by": answered_by(result),
+            "answered_by": answered_by(result, call.spec.record_params.get("MachineDetection")),
+            "message_end": getattr(result, "message_end", None),
             "status": result.status,
             "reason": result.reason,
             "decided_at_ms": result.decided_at_ms,
@@ -164,7 +193,9 @@ class CallApiDialect:
             return None
         status = record.get("call_status") or CallStatus.FAILED.value
         if status in ("queued", "ringing", "in-progress"):
-            status = CallStatus.COMPLETED.value if record.get("answer_time") else CallStatus.FAILED.value
+            status = (
+                CallStatus.COMPLETED.value if record.get("answer_time") else CallStatus.FAILED.value
+            )
         params = {
             "CallSid": call_sid(record["call_uuid"]),
             "AccountSid": str(record.get("account_id") or ""),
@@ -177,4 +208,9 @@ class CallApiDialect:
             "Timestamp": rfc2822(time.time()) or "",
             "CallDuration": str(record.get("call_duration") or 0),
         }
-        return {"call_status": status}, str(url), str(params_in.get("StatusCallbackMethod") or "POST"), params
+        return (
+            {"call_status": status},
+            str(url),
+            str(params_in.get("StatusCallbackMethod") or "POST"),
+            params,
+        )

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from .filters import SORT_KEYS
 from .request import AMD_PARAMETERS, STATUS_EVENTS, TIME_LIMIT_DEFAULT, TIMEOUT_DEFAULT, TIMEOUT_MAX
 
 __all__ = ["openapi_document"]
 
 _BASES = ("/call/2012-04-24/Accounts/{AccountSid}", "/2010-04-01/Accounts/{AccountSid}")
-_STATUSES = ["queued", "ringing", "in-progress", "completed", "busy", "failed", "no-answer", "canceled"]
+_STATUSES = [
+    "queued",
+    "ringing",
+    "in-progress",
+    "completed",
+    "busy",
+    "failed",
+    "no-answer",
+    "canceled",
+]
 
 
 def openapi_document() -> dict[str, Any]:
@@ -19,7 +29,11 @@ def openapi_document() -> dict[str, Any]:
         "type": "object",
         "required": ["To", "From"],
         "properties": {
-            "To": {"type": "string", "description": "Phone number or SIP URI to call."},
+            "To": {
+                "type": "string",
+                "description": "Phone number or SIP URI to call; a SIP address may end in "
+                "?X-Name=value&... (custom X- headers on the INVITE).",
+            },
             "From": {"type": "string", "description": "Caller id."},
             "Url": {**url, "description": "TwiML fetched when the call connects (or give Twiml)."},
             "Twiml": {"type": "string", "description": "An inline TwiML document instead of Url."},
@@ -29,23 +43,50 @@ def openapi_document() -> dict[str, Any]:
             "StatusCallback": {**url, "description": "Receives the status events."},
             "StatusCallbackMethod": method,
             "StatusCallbackEvent": {
-                "type": "array", "items": {"type": "string", "enum": list(STATUS_EVENTS)},
+                "type": "array",
+                "items": {"type": "string", "enum": list(STATUS_EVENTS)},
                 "description": "Events to report (comma/space separated or repeated); "
                 "default 'completed' when StatusCallback is given.",
             },
-            "Timeout": {"type": "integer", "minimum": 1, "maximum": TIMEOUT_MAX, "default": TIMEOUT_DEFAULT,
-                        "description": "Seconds to ring before no-answer (larger values are capped)."},
+            "Timeout": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": TIMEOUT_MAX,
+                "default": TIMEOUT_DEFAULT,
+                "description": "Seconds to ring before no-answer (larger values are capped).",
+            },
             "TimeLimit": {"type": "integer", "minimum": 1, "default": TIME_LIMIT_DEFAULT},
             "CallerName": {"type": "string", "maxLength": 50},
-            "DetectVoicemail": {"type": "boolean", "default": False,
-                                "description": "Adds VoicemailDetector (person_found|voicemail) to later callbacks."},
-            "MachineDetection": {"type": "string", "enum": ["Enable", "DetectMessageEnd"],
-                                 "description": "Adds AnsweredBy and MachineDetectionDuration."},
+            "SendDigits": {
+                "type": "string",
+                "pattern": "^[0-9*#wW]{1,32}$",
+                "description": "Keys sent once answered (w: 0.5 s pause); MachineDetection is "
+                "then ignored.",
+            },
+            "SipAuthUsername": {
+                "type": "string",
+                "description": "Digest user for the callee's 401/407 challenge (also Username).",
+            },
+            "SipAuthPassword": {"type": "string", "description": "Its password (also Password)."},
+            "DetectVoicemail": {
+                "type": "boolean",
+                "default": False,
+                "description": "Adds VoicemailDetector (person_found|voicemail) to later callbacks.",
+            },
+            "MachineDetection": {
+                "type": "string",
+                "enum": ["Enable", "DetectMessageEnd"],
+                "description": "Adds AnsweredBy and MachineDetectionDuration. DetectMessageEnd: "
+                "a machine's result waits for the end of its greeting (machine_end_beep, "
+                "machine_end_silence, machine_end_other).",
+            },
             "AsyncAmd": {"type": "boolean", "default": False},
             "AsyncAmdStatusCallback": url,
             "AsyncAmdStatusCallbackMethod": method,
-            **{name: {"type": "integer", "minimum": lo, "maximum": hi}
-               for name, (_, lo, hi, _) in AMD_PARAMETERS.items()},
+            **{
+                name: {"type": "integer", "minimum": lo, "maximum": hi}
+                for name, (_, lo, hi, _) in AMD_PARAMETERS.items()
+            },
         },
     }
     update: dict[str, Any] = {
@@ -60,59 +101,123 @@ def openapi_document() -> dict[str, Any]:
     call = {"$ref": "#/components/schemas/CallApiCall"}
 
     def errs(*codes: int) -> dict[str, Any]:
-        return {str(c): {"description": "Error", "content": {"application/json": {"schema": error}}} for c in codes}
+        return {
+            str(c): {"description": "Error", "content": {"application/json": {"schema": error}}}
+            for c in codes
+        }
 
     def ok(code: int, schema: dict[str, Any], text: str) -> dict[str, Any]:
-        return {str(code): {"description": text, "content": {"application/json": {"schema": schema}}}}
+        return {
+            str(code): {"description": text, "content": {"application/json": {"schema": schema}}}
+        }
 
     def form(schema: dict[str, Any]) -> dict[str, Any]:
-        return {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": schema},
-                                              "application/json": {"schema": schema}}}
+        return {
+            "required": True,
+            "content": {
+                "application/x-www-form-urlencoded": {"schema": schema},
+                "application/json": {"schema": schema},
+            },
+        }
 
     sid = {"name": "AccountSid", "in": "path", "required": True, "schema": {"type": "string"}}
-    call_sid = {"name": "CallSid", "in": "path", "required": True,
-                "schema": {"type": "string", "pattern": "^CA[0-9a-f]{32}$"}}
+    call_sid = {
+        "name": "CallSid",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^CA[0-9a-f]{32}$"},
+    }
     list_params = [
         sid,
-        *({"name": n, "in": "query", "schema": {"type": "string"}} for n in
-          ("To", "From", "ParentCallSid", "StartTime", "StartTime<", "StartTime>")),
+        *(
+            {"name": n, "in": "query", "schema": {"type": "string"}}
+            for n in ("To", "From", "ParentCallSid", "StartTime", "StartTime<", "StartTime>")
+        ),
         {"name": "Status", "in": "query", "schema": {"type": "string", "enum": _STATUSES}},
+        {
+            "name": "SortBy",
+            "in": "query",
+            "schema": {"type": "string", "pattern": f"^({'|'.join(SORT_KEYS)})(:(asc|desc))?$"},
+            "description": "Sort key and direction (ascending by default); ties newest first.",
+        },
         {"name": "Page", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}},
-        {"name": "PageSize", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000,
-                                                        "default": 50}},
+        {
+            "name": "PageSize",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50},
+        },
     ]
     paths: dict[str, Any] = {}
     for base in _BASES:
         paths[f"{base}/Calls.json"] = {
-            "post": {"summary": "Make a call (CallAPI)", "parameters": [sid], "requestBody": form(create),
-                     "responses": {**ok(201, call, "The call, queued"), **errs(400, 401, 404, 429, 503)}},
-            "get": {"summary": "List calls (CallAPI)", "parameters": list_params,
-                    "responses": {**ok(200, {"type": "object", "properties": {
-                        "calls": {"type": "array", "items": call}}}, "One page of calls"),
-                        **errs(400, 401, 404)}},
+            "post": {
+                "summary": "Make a call (CallAPI)",
+                "parameters": [sid],
+                "requestBody": form(create),
+                "responses": {**ok(201, call, "The call, queued"), **errs(400, 401, 404, 429, 503)},
+            },
+            "get": {
+                "summary": "List calls (CallAPI)",
+                "parameters": list_params,
+                "responses": {
+                    **ok(
+                        200,
+                        {
+                            "type": "object",
+                            "properties": {"calls": {"type": "array", "items": call}},
+                        },
+                        "One page of calls",
+                    ),
+                    **errs(400, 401, 404),
+                },
+            },
         }
         paths[f"{base}/Calls/{{CallSid}}.json"] = {
-            "get": {"summary": "Fetch a call (CallAPI)", "parameters": [sid, call_sid],
-                    "responses": {**ok(200, call, "The call"), **errs(401, 404)}},
-            "post": {"summary": "Redirect or end a call (CallAPI)", "parameters": [sid, call_sid],
-                     "requestBody": form(update),
-                     "responses": {**ok(200, call, "The call"), **errs(400, 401, 404)}},
+            "get": {
+                "summary": "Fetch a call (CallAPI)",
+                "parameters": [sid, call_sid],
+                "responses": {**ok(200, call, "The call"), **errs(401, 404)},
+            },
+            "post": {
+                "summary": "Redirect or end a call (CallAPI)",
+                "parameters": [sid, call_sid],
+                "requestBody": form(update),
+                "responses": {**ok(200, call, "The call"), **errs(400, 401, 404)},
+            },
         }
     schemas = {
-        "CallApiError": {"type": "object", "properties": {
-            "code": {"type": "integer"}, "message": {"type": "string"},
-            "more_info": {"type": "string"}, "status": {"type": "integer"}}},
-        "CallApiCall": {"type": "object", "properties": {
-            "sid": {"type": "string"}, "account_sid": {"type": "string"},
-            "parent_call_sid": {"type": ["string", "null"]},
-            "date_created": {"type": "string"}, "date_updated": {"type": "string"},
-            "to": {"type": "string"}, "from": {"type": "string"},
-            "status": {"type": "string", "enum": _STATUSES},
-            "start_time": {"type": ["string", "null"]}, "end_time": {"type": ["string", "null"]},
-            "duration": {"type": ["integer", "null"]},
-            "direction": {"type": "string", "enum": ["outbound-api"]},
-            "answered_by": {"type": ["string", "null"]},
-            "api_version": {"type": "string"}, "uri": {"type": "string"}}},
+        "CallApiError": {
+            "type": "object",
+            "properties": {
+                "code": {"type": "integer"},
+                "message": {"type": "string"},
+                "more_info": {"type": "string"},
+                "status": {"type": "integer"},
+            },
+        },
+        "CallApiCall": {
+            "type": "object",
+            "properties": {
+                "sid": {"type": "string"},
+                "account_sid": {"type": "string"},
+                "parent_call_sid": {"type": ["string", "null"]},
+                "date_created": {"type": "string"},
+                "date_updated": {"type": "string"},
+                "to": {"type": "string"},
+                "from": {"type": "string"},
+                "status": {"type": "string", "enum": _STATUSES},
+                "start_time": {"type": ["string", "null"]},
+                "end_time": {"type": ["string", "null"]},
+                "duration": {"type": ["integer", "null"]},
+                "direction": {"type": "string", "enum": ["outbound-api"]},
+                "answered_by": {"type": ["string", "null"]},
+                "api_version": {"type": "string"},
+                "uri": {"type": "string"},
+            },
+        },
     }
-    return {"info": {"title": "softswitch CallAPI", "version": "2012-04-24"},
-            "components": {"schemas": schemas}, "paths": paths}
+    return {
+        "info": {"title": "softswitch CallAPI", "version": "2012-04-24"},
+        "components": {"schemas": schemas},
+        "paths": paths,
+    }

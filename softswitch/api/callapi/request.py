@@ -12,10 +12,22 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
 from media.amd import AmdParams
+from media.dtmf import parse_send_digits
 
-from ...model import AmdMode, AmdSettings, CallbackEvent, CallSpec, HttpMethod, Timers, Webhook
+from ...model import (
+    AmdMode,
+    AmdSettings,
+    CallbackEvent,
+    CallSpec,
+    DialAttempt,
+    DigitPlan,
+    HttpMethod,
+    Timers,
+    Webhook,
+)
 from ..http import HttpError
 from ..values import CALLER_ID_RE, NUMBER_RE, is_destination, is_http_url
 
@@ -123,6 +135,11 @@ AMD_PARAMETERS: dict[str, tuple[str, int, int, int]] = {
 }
 
 
+#: ``DetectMessageEnd`` without ``MachineDetectionTimeout``: how long after the answer the end
+#: of a machine's greeting is waited for (Twilio's default timeout, 30 s).
+MESSAGE_END_TIMEOUT_MS = 30_000
+
+
 def _bool(data: Mapping[str, Any], name: str) -> bool:
     value = data.get(name)
     if isinstance(value, bool):
@@ -141,12 +158,18 @@ def _amd(data: Mapping[str, Any]) -> tuple[AmdSettings | None, dict[str, Any]]:
     voicemail = _bool(data, "DetectVoicemail")
     mode = _text(data, "MachineDetection")
     if mode is not None and mode not in ("Enable", "DetectMessageEnd"):
-        raise HttpError(400, f"MachineDetection must be Enable or DetectMessageEnd, got {mode[:40]!r}")
+        raise HttpError(
+            400, f"MachineDetection must be Enable or DetectMessageEnd, got {mode[:40]!r}"
+        )
     async_amd = _bool(data, "AsyncAmd")
     callback = _url(data, "AsyncAmdStatusCallback")
     callback_method = _method(data, "AsyncAmdStatusCallbackMethod")
-    kept: dict[str, Any] = {"DetectVoicemail": voicemail, "MachineDetection": mode, "AsyncAmd": async_amd,
-                            "AsyncAmdStatusCallback": callback}
+    kept: dict[str, Any] = {
+        "DetectVoicemail": voicemail,
+        "MachineDetection": mode,
+        "AsyncAmd": async_amd,
+        "AsyncAmdStatusCallback": callback,
+    }
     if not voicemail and mode is None:
         return None, kept
     if async_amd and callback is None:
@@ -157,11 +180,70 @@ def _amd(data: Mapping[str, Any]) -> tuple[AmdSettings | None, dict[str, Any]]:
         if raw is None:
             continue
         if not re.fullmatch(r"[0-9]{1,6}", raw) or not lo <= int(raw) <= hi:
-            raise HttpError(400, f"{name} must be an integer between {lo} and {hi}, got {raw[:40]!r}")
+            raise HttpError(
+                400, f"{name} must be an integer between {lo} and {hi}, got {raw[:40]!r}"
+            )
         fields[field_name] = int(raw) * scale
         kept[name] = int(raw)
+    if mode == "DetectMessageEnd":
+        # Wait for the end of a machine's greeting: the speech-end silence (Twilio's default
+        # 1200 ms) or the beep, within MachineDetectionTimeout (default 30 s) of the answer.
+        fields["message_end_silence_ms"] = int(kept.get("MachineDetectionSpeechEndThreshold", 1200))
+        fields["beep_wait_ms"] = fields.get("total_ms", MESSAGE_END_TIMEOUT_MS)
     webhook = Webhook(callback, callback_method) if async_amd and callback else None
     return AmdSettings(mode=AmdMode.DETECT, params=AmdParams(**fields), webhook=webhook), kept  # type: ignore[arg-type]
+
+
+#: Twilio's ``SendDigits``: keys dialled once the call is answered, ``w`` a 0.5 s pause (``W``,
+#: 1 s, is accepted too); tones of the media engine's default length.
+_SEND_DIGITS_RE = re.compile(r"[0-9*#wW]{1,32}")
+
+
+def _credential(data: Mapping[str, Any], name: str) -> str | None:
+    value = _text(data, name)
+    if value is not None and (len(value) > 128 or any(ord(c) < 0x20 or c in '"\\' for c in value)):
+        raise HttpError(400, f"{name} must be at most 128 printable characters, no quotes")
+    return value
+
+
+def _sip_auth(data: Mapping[str, Any]) -> tuple[DialAttempt, ...]:
+    """Digest credentials for the INVITE: Twilio's ``SipAuthUsername``/``SipAuthPassword``
+    or RestComm's ``Username``/``Password`` (one attempt carrying them; none: no attempt)."""
+    username = _credential(data, "SipAuthUsername") or _credential(data, "Username")
+    password = _credential(data, "SipAuthPassword") or _credential(data, "Password")
+    if username is None:
+        if password is not None:
+            raise HttpError(400, "SipAuthPassword needs a SipAuthUsername")
+        return ()
+    return (DialAttempt(username=username, password=password),)
+
+
+#: Most custom headers one ``To`` may carry, and the header names it may set (RestComm:
+#: custom ``X-`` headers only, so a request cannot forge Via, Route, Contact...).
+MAX_TO_HEADERS = 10
+_X_HEADER_RE = re.compile(r"X-[A-Za-z0-9][A-Za-z0-9-]{0,62}")
+
+
+def _to_headers(to: str) -> tuple[str, dict[str, str]]:
+    """RestComm's ``To``: a SIP address may end in ``?X-Name=value&...``, custom headers for
+    the INVITE (RFC 3261 §19.1.1 URI headers, here limited to ``X-`` names)."""
+    address, sep, query = to.partition("?")
+    if not sep or (address[:4].lower() not in ("sip:", "sips") and "@" not in address):
+        return to, {}
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, max_num_fields=MAX_TO_HEADERS)
+    except ValueError:
+        pairs = []
+    if not pairs:
+        raise HttpError(400, f"To: 1 to {MAX_TO_HEADERS} X- headers may follow '?'")
+    headers: dict[str, str] = {}
+    for name, value in pairs:
+        if not _X_HEADER_RE.fullmatch(name):
+            raise HttpError(400, f"To: only X- headers may be set, got {name[:40]!r}")
+        if len(value) > 256 or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+            raise HttpError(400, f"To: header {name} must be at most 256 printable characters")
+        headers[name] = value
+    return address, headers
 
 
 def parse_create(data: Mapping[str, Any], *, twiml_url: str | None = None) -> CallSpec:
@@ -172,6 +254,7 @@ def parse_create(data: Mapping[str, Any], *, twiml_url: str | None = None) -> Ca
     to = _text(data, "To")
     if to is None:
         raise HttpError(400, "No 'To' number is specified: To is required")
+    to, sip_headers = _to_headers(to)
     if not is_destination(to):
         raise HttpError(400, f"To is not a valid phone number or SIP address: {to[:100]!r}")
     from_ = _text(data, "From")
@@ -198,10 +281,18 @@ def parse_create(data: Mapping[str, Any], *, twiml_url: str | None = None) -> Ca
         len(caller_name) > CALLER_NAME_MAX or any(ord(c) < 0x20 or c in '"\\' for c in caller_name)
     ):
         raise HttpError(400, f"CallerName must be at most {CALLER_NAME_MAX} printable characters")
+    attempts = _sip_auth(data)
+    send_digits = _text(data, "SendDigits")
+    if send_digits is not None and not _SEND_DIGITS_RE.fullmatch(send_digits):
+        raise HttpError(
+            400, f"SendDigits must be up to 32 of 0-9, *, #, w (got {send_digits[:40]!r})"
+        )
     timeout = _seconds(data, "Timeout", TIMEOUT_DEFAULT, TIMEOUT_MAX)
     time_limit = _seconds(data, "TimeLimit", TIME_LIMIT_DEFAULT, TIME_LIMIT_DEFAULT * 6)
     hook = Webhook(status_url, status_method) if status_url else None
     amd, amd_params = _amd(data)
+    if send_digits is not None:
+        amd = None  # Twilio: with SendDigits, MachineDetection is ignored
     record_params: dict[str, Any] = {
         "To": to,
         "From": from_,
@@ -216,6 +307,7 @@ def parse_create(data: Mapping[str, Any], *, twiml_url: str | None = None) -> Ca
         "Timeout": timeout,
         "TimeLimit": time_limit,
         "CallerName": caller_name,
+        "SendDigits": send_digits,
         **amd_params,
     }
     return CallSpec(
@@ -229,6 +321,11 @@ def parse_create(data: Mapping[str, Any], *, twiml_url: str | None = None) -> Ca
         notify={STATUS_EVENTS[e]: hook for e in events} if hook is not None else {},
         dialect=DIALECT_NAME,
         record_params=record_params,
+        sip_headers=sip_headers,
+        attempts=attempts,
+        digits=(
+            DigitPlan(send_digits, tuple(parse_send_digits(send_digits))) if send_digits else None
+        ),
     )
 
 

@@ -3,8 +3,10 @@
 
     POST {base}/Calls.json              create a call (201 with the call resource)
     GET  {base}/Calls.json              list calls: To, From, Status, StartTime[<>], ParentCallSid;
-                                        Page (0-based) and PageSize (default 50, at most 1000)
-    GET  {base}/Calls/{CallSid}.json    one call, live or ended
+                                        SortBy=<field>[:asc|desc]; Page (0-based) and
+                                        PageSize (default 50, at most 1000)
+    GET  {base}/Calls/{CallSid}.json    one call, live or ended (also at Calls/{CallSid} and
+                                        Calls.json/{CallSid}, RestComm's spellings)
     POST {base}/Calls/{CallSid}.json    Url (+Method): redirect the running document;
                                         Status=completed: hang up (CANCEL while ringing);
                                         Status=canceled: end a queued or ringing call
@@ -48,7 +50,7 @@ from ..http import (
     recording_file,
 )
 from .codes import call_uuid_of
-from .filters import list_filters
+from .filters import list_filters, sort_order
 from .openapi import openapi_document
 from .request import DIALECT_NAME, parse_create, parse_update
 from .shapes import call_json
@@ -71,18 +73,30 @@ DOMAIN_STATUS: tuple[tuple[type[CallError], int], ...] = (
 )
 
 #: Twilio error code of each HTTP status (the body's ``code``).
-_CODES = {400: 21200, 401: 20003, 404: 20404, 405: 20004, 413: 20001, 429: 20429, 500: 20500, 503: 20503}
+_CODES = {
+    400: 21200,
+    401: 20003,
+    404: 20404,
+    405: 20004,
+    413: 20001,
+    429: 20429,
+    500: 20500,
+    503: 20503,
+}
 
 
 def error_response(status: int, message: str, request_id: str) -> web.Response:
     """Twilio's error body; the HTTP status is repeated in ``status``."""
     code = _CODES.get(status, 20001 if 400 <= status < 500 else 20500)
-    resp = json_response(status, {
-        "code": code,
-        "message": message,
-        "more_info": f"https://www.twilio.com/docs/errors/{code}",
-        "status": status,
-    })
+    resp = json_response(
+        status,
+        {
+            "code": code,
+            "message": message,
+            "more_info": f"https://www.twilio.com/docs/errors/{code}",
+            "status": status,
+        },
+    )
     if status == 401:
         resp.headers["WWW-Authenticate"] = 'Basic realm="softswitch"'
     return resp
@@ -105,7 +119,9 @@ def _record(request: web.Request, account: AccountLimits) -> dict[str, Any]:
     uid = call_uuid_of(sid)
     rec = request.app[STORE_KEY].get_call(account.auth_id, uid) if uid else None
     if rec is None or rec.get("dialect") != DIALECT_NAME:
-        raise HttpError(404, f"The requested resource {request.path} was not found: no call {sid[:40]}")
+        raise HttpError(
+            404, f"The requested resource {request.path} was not found: no call {sid[:40]}"
+        )
     return rec
 
 
@@ -164,7 +180,9 @@ def _int_query(request: web.Request, name: str, default: int, lo: int, hi: int |
         raise HttpError(400, f"{name} must be a non-negative integer")
     value = int(raw)
     if value < lo or (hi is not None and value > hi):
-        raise HttpError(400, f"{name} must be between {lo} and {hi}" if hi else f"{name} must be >= {lo}")
+        raise HttpError(
+            400, f"{name} must be between {lo} and {hi}" if hi else f"{name} must be >= {lo}"
+        )
     return value
 
 
@@ -174,8 +192,9 @@ async def list_calls(request: web.Request) -> web.Response:
     size = _int_query(request, "PageSize", PAGE_SIZE_DEFAULT, 1, PAGE_SIZE_MAX)
     try:
         filters = list_filters(request.query)
+        order = sort_order(request.query.get("SortBy"))
         rows, total = request.app[STORE_KEY].list_calls(
-            account.auth_id, filters=filters, limit=size, offset=page * size
+            account.auth_id, filters=filters, limit=size, offset=page * size, order=order
         )
     except ValueError as exc:
         raise HttpError(400, str(exc)) from None
@@ -187,26 +206,31 @@ async def list_calls(request: web.Request) -> web.Response:
         return f"{base}/Calls.json?" + urlencode([*kept, ("PageSize", str(size)), ("Page", str(n))])
 
     start = page * size
-    return json_response(200, {
-        "calls": [call_json(r, account_sid=account.auth_id, base=base) for r in rows],
-        "page": page,
-        "page_size": size,
-        "num_pages": num_pages,
-        "total": total,
-        "start": start,
-        "end": start + max(len(rows) - 1, 0),
-        "uri": page_uri(page),
-        "first_page_uri": page_uri(0),
-        "last_page_uri": page_uri(num_pages - 1),
-        "previous_page_uri": page_uri(page - 1) if page > 0 else None,
-        "next_page_uri": page_uri(page + 1) if start + size < total else None,
-    })
+    return json_response(
+        200,
+        {
+            "calls": [call_json(r, account_sid=account.auth_id, base=base) for r in rows],
+            "page": page,
+            "page_size": size,
+            "num_pages": num_pages,
+            "total": total,
+            "start": start,
+            "end": start + max(len(rows) - 1, 0),
+            "uri": page_uri(page),
+            "first_page_uri": page_uri(0),
+            "last_page_uri": page_uri(num_pages - 1),
+            "previous_page_uri": page_uri(page - 1) if page > 0 else None,
+            "next_page_uri": page_uri(page + 1) if start + size < total else None,
+        },
+    )
 
 
 async def get_call(request: web.Request) -> web.Response:
     account = _authenticate(request)
     rec = _record(request, account)
-    return json_response(200, call_json(rec, account_sid=account.auth_id, base=_base(request, account)))
+    return json_response(
+        200, call_json(rec, account_sid=account.auth_id, base=_base(request, account))
+    )
 
 
 async def update_call(request: web.Request) -> web.Response:
@@ -228,7 +252,9 @@ async def update_call(request: web.Request) -> web.Response:
             raise HttpError(400, "Call is not in-progress. Cannot redirect (Url).")
         await manager.runner.transfer(call, req.url, req.method.value)
     rec = request.app[STORE_KEY].get_call(account.auth_id, rec["call_uuid"]) or rec
-    return json_response(200, call_json(rec, account_sid=account.auth_id, base=_base(request, account)))
+    return json_response(
+        200, call_json(rec, account_sid=account.auth_id, base=_base(request, account))
+    )
 
 
 def _routes() -> tuple[tuple[str, str, Handler], ...]:
@@ -240,6 +266,9 @@ def _routes() -> tuple[tuple[str, str, Handler], ...]:
             (f"{base}/Calls/{{call_sid}}.json", "GET", get_call),
             (f"{base}/Calls/{{call_sid}}.json", "POST", update_call),
         ]
+        # RestComm's other spellings of one call (DIALECTS.md §2.1), after the .json form.
+        for alias in (f"{base}/Calls/{{call_sid}}", f"{base}/Calls.json/{{call_sid}}"):
+            out += [(alias, "GET", get_call), (alias, "POST", update_call)]
     out.append(("/2010-04-01/Accounts/{auth_id}/Recordings/files/{name}", "GET", recording_file))
     for method in ("GET", "POST"):
         out.append(("/2010-04-01/Accounts/{auth_id}/Twiml/{token}.xml", method, inline_twiml))

@@ -22,10 +22,16 @@ def call_json(rec: Mapping[str, Any], *, account_sid: str, base: str) -> dict[st
     return {
         "sid": sid,
         "account_sid": account_sid,
-        "parent_call_sid": call_sid(rec["parent_call_uuid"]) if rec.get("parent_call_uuid") else None,
+        "parent_call_sid": call_sid(rec["parent_call_uuid"])
+        if rec.get("parent_call_uuid")
+        else None,
         "date_created": rfc2822_stored(rec.get("initiation_time")),
-        "date_updated": rfc2822_stored(rec.get("end_time") or rec.get("answer_time")
-                                       or rec.get("ring_time") or rec.get("initiation_time")),
+        "date_updated": rfc2822_stored(
+            rec.get("end_time")
+            or rec.get("answer_time")
+            or rec.get("ring_time")
+            or rec.get("initiation_time")
+        ),
         "to": rec.get("to_number"),
         "to_formatted": rec.get("to_number"),
         "from": rec.get("from_number"),

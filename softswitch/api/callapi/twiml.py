@@ -9,12 +9,18 @@ Supported: ``Say`` (voice, language, loop), ``Play`` (loop, or ``digits`` to sen
 ``Pause`` (length), ``Gather`` (DTMF: ``action``, ``method``, ``timeout``, ``numDigits``,
 ``finishOnKey``, nested ``Say``/``Play``/``Pause``), ``Hangup``, ``Redirect`` (method),
 ``Reject`` (reason), ``Record`` (action, method, timeout, maxLength, finishOnKey, playBeep,
-recordingStatusCallback; WAV), ``Dial`` (a number as text, ``Number`` with sendDigits,
-``Sip``; action, method, timeout, timeLimit, callerId, hangupOnStar; the action gets
-``DialCallStatus``). The rest of TwiML's verbs (``Enqueue``, ``Conference``...) are refused with "not supported" before the first verb runs, which sends
-the call to its ``FallbackUrl`` (or ends it with the error on the record). Differences from
-Twilio: URLs must be absolute; a ``Gather`` without ``action`` goes on with the next verb
-instead of re-requesting the document; speech input is not supported.
+recordingStatusCallback; WAV; ``transcribe`` accepted, never transcribed), ``Dial`` (a
+number as text, ``Number`` with sendDigits, ``Sip`` with username/password; action, method,
+timeout, timeLimit, callerId, hangupOnStar; the action gets ``DialCallStatus`` in Twilio's
+words, ``DialCallSid``, ``DialCallDuration``). ``loop="0"`` repeats until the call ends
+(bounded by :data:`~softswitch.app.verbs.MAX_LOOPS`). The rest of TwiML's verbs
+(``Enqueue``, ``Conference``...) are refused with "not supported" before the first verb
+runs, which sends the call to its ``FallbackUrl`` (or ends it with the error on the record).
+
+URLs are references resolved against the document's URL (relative ``action``, ``Redirect``,
+``Play``...; a ``Play`` of ``/x.wav`` is a URL on the document's server, not a local file);
+a ``Gather`` without ``action`` posts its digits to the document's own URL, as Twilio does
+(without digits it goes on with the next verb). Speech input is not supported.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 from ...app import attributes as at
 from ...app.document import (
@@ -48,6 +55,7 @@ from ...app.verbs import (
     Verb,
     Wait,
 )
+from .codes import call_sid
 
 __all__ = ["MAX_SAY_CHARS", "RESULT_PARAMS", "SUPPORTED_VERBS", "parse_document", "parse_response"]
 
@@ -69,13 +77,31 @@ RESULT_PARAMS = ResultParams(
     dial_hangup_cause=None,
     dial_ring_status=None,
     dial_a_leg_uuid=None,
-    dial_b_leg_uuid=None,
+    dial_b_leg_uuid="DialCallSid",
+    dial_duration_s="DialCallDuration",
+    # Twilio's DialCallStatus: completed, busy, no-answer, failed, canceled (no "timeout").
+    dial_status_words=(("timeout", "no-answer"),),
+    call_id=call_sid,
 )
 
 #: TwiML voice verbs this softswitch does not run (refused at parse time).
 _UNSUPPORTED = {
-    "Enqueue", "Leave", "Connect", "Start", "Stop", "Refer", "Pay", "Prompt", "Sms", "Message",
-    "Echo", "Queue", "Conference", "Client", "Application", "Sim",
+    "Enqueue",
+    "Leave",
+    "Connect",
+    "Start",
+    "Stop",
+    "Refer",
+    "Pay",
+    "Prompt",
+    "Sms",
+    "Message",
+    "Echo",
+    "Queue",
+    "Conference",
+    "Client",
+    "Application",
+    "Sim",
 }
 _SSML_TAGS = {"break", "emphasis", "lang", "p", "phoneme", "prosody", "s", "say-as", "sub", "w"}
 
@@ -86,7 +112,9 @@ def parse_response(
     """Parse one TwiML document into verbs, or raise :class:`XmlAppError` naming the place."""
     root = read_document(document, root_tag="Response", max_bytes=max_bytes, max_depth=max_depth)
     if root.attrib:
-        raise XmlAppError("takes no attributes", element="Response", attribute=next(iter(root.attrib)))
+        raise XmlAppError(
+            "takes no attributes", element="Response", attribute=next(iter(root.attrib))
+        )
     at.no_text(root, "Response")
     return tuple(_verb(child) for child in root)
 
@@ -95,13 +123,41 @@ def parse_document(
     document: str | bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_depth: int = DEFAULT_MAX_DEPTH
 ) -> Document:
     """:func:`parse_response` as the executor takes it, with :data:`RESULT_PARAMS`."""
-    return Document(parse_response(document, max_bytes=max_bytes, max_depth=max_depth), RESULT_PARAMS)
+    verbs = parse_response(document, max_bytes=max_bytes, max_depth=max_depth)
+    return Document(verbs, RESULT_PARAMS, relative_urls=True)
+
+
+def _url_ref(raw: str) -> str:
+    """An absolute http(s) URL or a relative reference (RFC 3986 §4.2), resolved against the
+    document's URL when the verb runs."""
+    s = raw.strip()
+    parts = urlsplit(s)
+    if parts.scheme:
+        return at.http_url(s)
+    if any(c.isspace() for c in s) or len(s) > 2048:
+        raise ValueError("must be an http(s) URL or a URL relative to the document's")
+    return s
+
+
+def _optional_ref(raw: str) -> str | None:
+    return _url_ref(raw) if raw.strip() else None
+
+
+def _media_ref(raw: str) -> str:
+    """``Play``: an http(s) URL, a reference relative to the document, or a ``file://`` URL
+    (a local file under the media directories)."""
+    s = raw.strip()
+    if urlsplit(s).scheme.lower() == "file":
+        return at.media_url(s)
+    return _url_ref(s)
 
 
 def _refuse(tag: str, parent: str) -> None:
     if tag in _UNSUPPORTED:
         raise XmlAppError(
-            "is a TwiML verb this softswitch does not support", element=tag, cause=CAUSE_NOT_IMPLEMENTED
+            "is a TwiML verb this softswitch does not support",
+            element=tag,
+            cause=CAUSE_NOT_IMPLEMENTED,
         )
     if tag in ("Number", "Sip"):
         raise XmlAppError("must be nested inside <Dial>", element=tag)
@@ -161,12 +217,16 @@ def _play(el: ET.Element) -> Play | DTMF:
     raw = (el.text or "").strip()
     if digits:
         if raw:
-            raise XmlAppError("takes either a URL or digits, not both", element="Play", attribute="digits")
+            raise XmlAppError(
+                "takes either a URL or digits, not both", element="Play", attribute="digits"
+            )
         return DTMF(digits=digits, async_=False)
     if not raw:
-        raise XmlAppError("must contain the URL of a WAV or MP3 file (or have digits)", element="Play")
+        raise XmlAppError(
+            "must contain the URL of a WAV or MP3 file (or have digits)", element="Play"
+        )
     try:
-        url = at.media_url(raw)
+        url = _media_ref(raw)
     except ValueError as exc:
         raise XmlAppError(f"{exc} (got {raw!r})", element="Play") from None
     return Play(url=url, loop=loop)
@@ -192,10 +252,22 @@ def _input(raw: str) -> str:
 
 def _gather(el: ET.Element) -> GetDigits:
     # Speech-only attributes are accepted and unused (only DTMF is gathered).
-    a = at.Attributes(el, "Gather", ("language", "hints", "speechTimeout", "speechModel",
-                                     "profanityFilter", "enhanced", "partialResultCallback",
-                                     "partialResultCallbackMethod"))
-    action = a.get("action", at.optional_url, None)
+    a = at.Attributes(
+        el,
+        "Gather",
+        (
+            "language",
+            "hints",
+            "speechTimeout",
+            "speechModel",
+            "profanityFilter",
+            "enhanced",
+            "partialResultCallback",
+            "partialResultCallbackMethod",
+        ),
+    )
+    # No action: the digits go to the document's own URL ("" resolves to it).
+    action = a.get("action", _optional_ref, None) or ""
     method = a.get("method", at.http_method, "POST")
     timeout = a.get("timeout", at.integer(1, 600), 5)
     num_digits = a.get("numDigits", at.integer(1, 99), 99)
@@ -213,7 +285,9 @@ def _gather(el: ET.Element) -> GetDigits:
         else:
             prompt = builder(child)
             if isinstance(prompt, DTMF):
-                raise XmlAppError("digits cannot be sent inside <Gather>", element="Play", attribute="digits")
+                raise XmlAppError(
+                    "digits cannot be sent inside <Gather>", element="Play", attribute="digits"
+                )
             children.append(prompt)
     return GetDigits(
         action=action,
@@ -261,19 +335,18 @@ def _redirect(el: ET.Element) -> Redirect:
     a.done()
     raw = at.body(el, "Redirect", "the URL to fetch")
     try:
-        url = at.http_url(raw)
+        url = _url_ref(raw)
     except ValueError as exc:
         raise XmlAppError(f"{exc} (got {raw!r})", element="Redirect") from None
     return Redirect(url=url, method=method)
 
 
 def _record(el: ET.Element) -> Record:
-    a = at.Attributes(el, "Record", ("recordingStatusCallbackEvent", "trim"))
-    for attr in ("transcribe",):
-        if a.get(attr, at.boolean, False):
-            raise a.error(attr, "transcription is not supported")
+    # transcribe/transcribeCallback are accepted and ignored: nothing is ever transcribed.
+    a = at.Attributes(el, "Record", ("recordingStatusCallbackEvent", "trim", "transcribeCallback"))
+    a.get("transcribe", at.boolean, False)
     v = Record(
-        action=a.get("action", at.optional_url, None),
+        action=a.get("action", _optional_ref, None),
         method=a.get("method", at.http_method, "POST"),
         file_format="wav",
         redirect=True,
@@ -282,7 +355,7 @@ def _record(el: ET.Element) -> Record:
         play_beep=a.get("playBeep", at.boolean, True),
         finish_on_key=a.get("finishOnKey", at.key_set, "1234567890*#"),
         record_channel_type="mono",
-        callback_url=a.get("recordingStatusCallback", at.optional_url, None),
+        callback_url=a.get("recordingStatusCallback", _optional_ref, None),
         callback_method=a.get("recordingStatusCallbackMethod", at.http_method, "POST"),
     )
     a.done()
@@ -297,8 +370,18 @@ _SIP_URI_RE = re.compile(r"sips?:[^\s<>\"',|]{1,250}", re.IGNORECASE)
 
 def _dial_number(raw: str, send_digits: str = "") -> Number:
     if not _DIAL_NUMBER_RE.fullmatch(raw):
-        raise XmlAppError(f"must be a phone number such as +14155550100 (got {raw!r})", element="Number")
+        raise XmlAppError(
+            f"must be a phone number such as +14155550100 (got {raw!r})", element="Number"
+        )
     return Number(number=raw, send_digits=send_digits)
+
+
+def _credential(raw: str) -> str:
+    """A digest username or password: printable, no quotes or backslashes (they go into a
+    quoted-string of the Authorization header, RFC 3261 §25.1)."""
+    if not 0 < len(raw) <= 128 or any(ord(c) < 0x20 or c in '"\\' for c in raw):
+        raise ValueError("must be 1-128 printable characters without quotes or backslashes")
+    return raw
 
 
 def _dial(el: ET.Element) -> Dial:
@@ -306,7 +389,7 @@ def _dial(el: ET.Element) -> Dial:
     if a.get("record", lambda r: r.strip(), "do-not-record") not in ("do-not-record", "false", ""):
         raise a.error("record", "recording a dialled call is not supported")
     kwargs = dict(
-        action=a.get("action", at.optional_url, None),
+        action=a.get("action", _optional_ref, None),
         method=a.get("method", at.http_method, "POST"),
         timeout=a.get("timeout", at.integer(5, 600), 30),
         time_limit=a.get("timeLimit", at.integer(1, 14_400), 14_400),
@@ -322,22 +405,31 @@ def _dial(el: ET.Element) -> Dial:
         if (child.tail or "").strip():
             raise XmlAppError("must not mix text and nouns", element="Dial")
         if child.tag == "Number":
-            n = at.Attributes(child, "Number", ("statusCallback", "statusCallbackMethod",
-                                                 "statusCallbackEvent", "url", "method"))
+            n = at.Attributes(
+                child,
+                "Number",
+                ("statusCallback", "statusCallbackMethod", "statusCallbackEvent", "url", "method"),
+            )
             digits = n.get("sendDigits", at.send_digits, "")
             n.done()
             numbers.append(_dial_number(at.body(child, "Number", "the number to dial"), digits))
         elif child.tag == "Sip":
-            n = at.Attributes(child, "Sip", ("statusCallback", "statusCallbackMethod",
-                                              "statusCallbackEvent", "url", "method"))
-            for attr in ("username", "password"):
-                if n.opt(attr, lambda r: r) is not None:
-                    raise n.error(attr, "SIP credentials per dial are not supported")
+            n = at.Attributes(
+                child,
+                "Sip",
+                ("statusCallback", "statusCallbackMethod", "statusCallbackEvent", "url", "method"),
+            )
+            username = n.opt("username", _credential)
+            password = n.opt("password", _credential)
+            if password is not None and username is None:
+                raise n.error("password", "needs a username")
             n.done()
             raw = at.body(child, "Sip", "a SIP URI")
             if not _SIP_URI_RE.fullmatch(raw):
-                raise XmlAppError(f"must be a SIP URI such as sip:alice@example.com (got {raw!r})", element="Sip")
-            numbers.append(User(uri=raw))
+                raise XmlAppError(
+                    f"must be a SIP URI such as sip:alice@example.com (got {raw!r})", element="Sip"
+                )
+            numbers.append(User(uri=raw, username=username, password=password))
         else:
             _refuse(child.tag, "Dial")
     if not numbers:
