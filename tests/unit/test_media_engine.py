@@ -541,7 +541,9 @@ async def test_rtp_keeps_the_media_timeout_away_and_rtcp_does_not(peer: socket.s
             assert engine.now() - stopped < 2, "no media timeout"
             peer.sendto(stream._rtcp.build_report(engine.now(), time.time()), rtcp)
             await ticks(engine, 1)
-        assert 0.2 <= fired[0] - stopped < 0.7
+        # the last RTP packet was read at a tick at or before ``stopped`` (how much before
+        # depends on how late this task ran after that tick on a loaded machine)
+        assert 0.1 <= fired[0] - stopped < 0.7
         assert stream.stats()["rtcp_received"] > 0
     finally:
         await engine.stop()
