@@ -646,7 +646,7 @@ async def test_strays_are_dropped_while_the_peer_sends(
     assert stream.remote_address == peer.getsockname()
     assert not digits
     audio = np.concatenate(heard)
-    assert audio.min() > 0  # the peer's constant (or silence on underrun), never a stray's
+    assert audio.min() >= 0  # the peer's constant (or silence on underrun), never a stray's
     assert np.count_nonzero(audio > 900) >= 90 * 160
     assert stats["lost"] == 0
 
