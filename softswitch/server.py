@@ -199,8 +199,13 @@ class Server:
             self.manager, self.store, bulk_max=cfg.limits.bulk_max,
             digits_tone_ms=cfg.send_digits_default_tone_ms,
             dialects=[plivo_http(), legacy_http(), callapi.http_dialect()],
+            body_timeout_s=cfg.http.body_timeout_s,
         )
-        self.runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+        # keepalive_timeout bounds how long a connection may sit without a complete request
+        # head: aiohttp arms it when the connection opens and after each response, and data
+        # arriving does not re-arm it, so it is also the header timeout.
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0,
+                                    keepalive_timeout=cfg.http.header_timeout_s)
         await self.runner.setup()
         site = web.TCPSite(self.runner, cfg.http_host, cfg.http_port)
         await site.start()

@@ -15,21 +15,26 @@ exists; a recording still being written is a 404 until it is finished.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
 import json
 import logging
+import math
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
+from aiohttp.http_exceptions import HttpProcessingError
+from multidict import MultiDictProxy
 
 from ..call import AccountLimits, CallManager
 from ..model import CallError
+from .values import int64
 
 log = logging.getLogger("softswitch.api")
 
@@ -46,6 +51,7 @@ __all__ = [
     "json_response",
     "openapi_document",
     "read_body",
+    "read_form",
     "recording_file",
 ]
 
@@ -54,6 +60,8 @@ STORE_KEY: web.AppKey[Any] = web.AppKey("store", object)
 BULK_MAX_KEY: web.AppKey[int] = web.AppKey("bulk_max", int)
 #: The server's default DTMF tone length for digits without ``@ms`` (None: the engine's).
 DIGITS_TONE_MS_KEY: web.AppKey[int | None] = web.AppKey("digits_tone_ms", object)  # type: ignore[arg-type]
+#: ``[http] body_timeout_s``: how long a request body may take to arrive.
+BODY_TIMEOUT_KEY: web.AppKey[float] = web.AppKey("body_timeout", float)
 #: A fresh id per HTTP request (Plivo's ``api_id``), for error bodies and logs.
 API_ID_KEY: web.RequestKey[str] = web.RequestKey("api_id", str)
 
@@ -73,7 +81,9 @@ class HttpError(Exception):
 
 
 def json_response(status: int, body: dict[str, Any]) -> web.Response:
-    return web.json_response(body, status=status, dumps=lambda o: json.dumps(o, separators=(", ", ": ")))
+    return web.json_response(
+        body, status=status, dumps=lambda o: json.dumps(o, separators=(", ", ": "))
+    )
 
 
 def _default_error(status: int, message: str, request_id: str) -> web.Response:
@@ -126,6 +136,25 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     request[API_ID_KEY] = request_id
     try:
         return await handler(request)
+    except _BodyTimeout:
+        log.info(
+            "%s %s: request body not received within %.1f s; answered 408",
+            request.method,
+            request.path,
+            request.app[BODY_TIMEOUT_KEY],
+        )
+        return await _close_after(
+            request,
+            _owner(request).error_response(408, "request body not received in time", request_id),
+        )
+    except (ConnectionError, ClientPayloadError) as exc:
+        # The client went away mid-request: nothing to answer, nothing wrong here.
+        # (Re-raising would have aiohttp log it as an error with a traceback; the response
+        # returned here is never written: aiohttp sees the transport gone.)
+        log.debug("%s %s: client disconnected: %s", request.method, request.path, exc)
+        resp = web.Response(status=400)
+        resp.force_close()
+        return resp
     except HttpError as exc:
         return _owner(request).error_response(exc.status, exc.error, request_id)
     except CallError as exc:
@@ -139,10 +168,25 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             405: f"method {request.method} not allowed for this resource",
             413: "request body too large",
         }.get(exc.status, exc.reason or "error")
-        return _owner(request).error_response(exc.status, reason, request_id)
+        resp = _owner(request).error_response(exc.status, reason, request_id)
+        if isinstance(exc, web.HTTPMethodNotAllowed):
+            # RFC 9110 §15.5.6: a 405 carries Allow, the methods the resource supports.
+            resp.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
+        return resp
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return _owner(request).error_response(500, "internal server error", request_id)
+
+
+async def _close_after(request: web.Request, resp: web.StreamResponse) -> web.StreamResponse:
+    """Send ``resp`` and close the connection at once (the rest of the body is not waited
+    for: aiohttp would otherwise linger reading it)."""
+    resp.force_close()
+    await resp.prepare(request)
+    await resp.write_eof()
+    if request.transport is not None:
+        request.transport.close()
+    return resp
 
 
 def authenticate_basic(request: web.Request) -> AccountLimits:
@@ -163,36 +207,142 @@ def authenticate_basic(request: web.Request) -> AccountLimits:
     return account
 
 
+#: JSON bodies nest at most this deep: no request of any dialect needs more than a few
+#: levels, and the parser must never reach the interpreter's recursion limit.
+JSON_MAX_DEPTH = 32
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", "")
+
+
+class _BodyTimeout(Exception):
+    pass
+
+
+async def _within_body_timeout(request: web.Request, read: Awaitable[Any]) -> Any:
+    """Await a read of the request body, at most ``[http] body_timeout_s``: a client that
+    sends half a body and waits is answered 408 (and its connection closed, by the
+    middleware)."""
+    try:
+        async with asyncio.timeout(request.app[BODY_TIMEOUT_KEY]):
+            return await read
+    except TimeoutError:
+        raise _BodyTimeout() from None
+
+
+def _json_int(text: str) -> int:
+    """``json`` hook: integers past 64 bits are refused here, before they reach the store."""
+    try:
+        return int64(text)
+    except ValueError:
+        raise ValueError(f"integer {text[:24]}... out of range") from None
+
+
+def _json_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _json_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:24]} out of range")
+    return value
+
+
+def _check_depth(text: str) -> None:
+    """Refuse JSON nested deeper than :data:`JSON_MAX_DEPTH` before parsing it (brackets
+    inside strings are skipped), so no RecursionError can start in the parser or in the
+    code that walks the value."""
+    if text.count("[") + text.count("{") <= JSON_MAX_DEPTH:
+        return
+    depth = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > JSON_MAX_DEPTH:
+                raise HttpError(400, f"request body nests deeper than {JSON_MAX_DEPTH} levels")
+        elif ch in "]}":
+            depth -= 1
+
+
+async def read_form(request: web.Request) -> MultiDictProxy[Any] | None:
+    """The form fields of a urlencoded or multipart body (None for another Content-Type,
+    whose body is read and dropped), within the body timeout. A malformed form (bad
+    multipart framing, bytes not in its charset) raises :class:`HttpError` 400."""
+    if request.content_type not in _FORM_TYPES[:2]:
+        await _within_body_timeout(request, request.read())
+        return None
+    try:
+        return await _within_body_timeout(request, request.post())
+    except (
+        ValueError,
+        LookupError,
+        HttpProcessingError,
+    ) as exc:  # UnicodeDecodeError is a ValueError
+        why = exc.message if isinstance(exc, HttpProcessingError) else str(exc)
+        raise HttpError(
+            400, f"malformed form body: {why.strip()[:120] or type(exc).__name__}"
+        ) from None
+
+
 async def read_body(request: web.Request, *, repeated: bool = False) -> dict[str, Any]:
     """JSON or form body. A JSON object is accepted whatever the Content-Type says
     (``curl -d '{...}'`` sends it as a form), as Plivo does. With ``repeated``, a form key
-    given more than once maps to the list of its values (else the last one wins)."""
-    raw = await request.read()
-    text = raw.decode("utf-8", "replace").strip()
+    given more than once maps to the list of its values (else the last one wins).
+
+    Every way a body can be bad is a 400 here, at the edge: undecodable or malformed JSON,
+    JSON nested too deep, integers past 64 bits, a malformed form; a body that does not
+    arrive in time is a 408."""
     ctype = request.content_type
+    if ctype == "multipart/form-data":
+        form = await read_form(request)
+        return _form_fields(form, repeated) if form is not None else {}
+    raw = await _within_body_timeout(request, request.read())
+    text = raw.decode("utf-8", "replace").strip()
     if ctype == "application/json" or text.startswith("{"):
         if not text:
             return {}
+        _check_depth(text)
         try:
-            data = json.loads(text)
-        except ValueError:
-            raise HttpError(400, "request body is not valid JSON") from None
+            data = json.loads(
+                text, parse_int=_json_int, parse_float=_json_float, parse_constant=_json_constant
+            )
+        except RecursionError:  # pragma: no cover - _check_depth stops it first
+            raise HttpError(
+                400, f"request body nests deeper than {JSON_MAX_DEPTH} levels"
+            ) from None
+        except ValueError as exc:
+            raise HttpError(400, f"request body is not valid JSON: {str(exc)[:120]}") from None
         if not isinstance(data, dict):
             raise HttpError(400, "request body must be a JSON object")
         return data
-    if ctype in ("application/x-www-form-urlencoded", "multipart/form-data", ""):
-        form = await request.post()
-        out: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str)}
-        if repeated:
-            for key in out:
-                values = [v for v in form.getall(key) if isinstance(v, str)]
-                if len(values) > 1:
-                    out[key] = values
-        return out
-    raise HttpError(400, f"unsupported Content-Type {ctype!r}: send JSON or a form")
+    if ctype in _FORM_TYPES:
+        form = await read_form(request)
+        return _form_fields(form, repeated) if form is not None else {}
+    raise HttpError(400, f"unsupported Content-Type {ctype[:60]!r}: send JSON or a form")
 
 
-_RECORDING_NAME_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.(wav|mp3)$")
+def _form_fields(form: MultiDictProxy[Any], repeated: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str)}
+    if repeated:
+        for key in out:
+            values = [v for v in form.getall(key) if isinstance(v, str)]
+            if len(values) > 1:
+                out[key] = values
+    return out
+
+
+_RECORDING_NAME_RE = re.compile(
+    r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.(wav|mp3)$"
+)
 _RECORDING_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg"}
 
 
@@ -222,7 +372,10 @@ def openapi_document(dialects: Sequence[HttpDialect] | None = None) -> dict[str,
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "softswitch", "version": "1"},
-        "components": {"securitySchemes": {"basic": {"type": "http", "scheme": "basic"}}, "schemas": {}},
+        "components": {
+            "securitySchemes": {"basic": {"type": "http", "scheme": "basic"}},
+            "schemas": {},
+        },
         "security": [{"basic": []}],
         "paths": {},
     }
@@ -235,14 +388,25 @@ def openapi_document(dialects: Sequence[HttpDialect] | None = None) -> dict[str,
             doc["info"] = part["info"]
         doc["components"]["schemas"].update(part.get("components", {}).get("schemas", {}))
         doc["paths"].update(part.get("paths", {}))
-    doc["paths"]["/openapi.json"] = {"get": {"summary": "This document", "security": [],
-                                             "responses": {"200": {"description": "OpenAPI 3.1"}}}}
+    doc["paths"]["/openapi.json"] = {
+        "get": {
+            "summary": "This document",
+            "security": [],
+            "responses": {"200": {"description": "OpenAPI 3.1"}},
+        }
+    }
     return doc
 
 
-def create_app(manager: CallManager, store: Any, *, bulk_max: int = 1000,
-               digits_tone_ms: int | None = None,
-               dialects: Sequence[HttpDialect] | None = None) -> web.Application:
+def create_app(
+    manager: CallManager,
+    store: Any,
+    *,
+    bulk_max: int = 1000,
+    digits_tone_ms: int | None = None,
+    dialects: Sequence[HttpDialect] | None = None,
+    body_timeout_s: float = 30.0,
+) -> web.Application:
     """The aiohttp application over a :class:`CallManager` and a ``CallStore``, serving
     ``dialects`` (default: Plivo v1)."""
     mounted = tuple(dialects or _default_dialects())
@@ -251,6 +415,7 @@ def create_app(manager: CallManager, store: Any, *, bulk_max: int = 1000,
     app[STORE_KEY] = store
     app[BULK_MAX_KEY] = bulk_max
     app[DIGITS_TONE_MS_KEY] = digits_tone_ms
+    app[BODY_TIMEOUT_KEY] = body_timeout_s
     app[DIALECTS_KEY] = mounted
     document = openapi_document(mounted)
 
@@ -260,7 +425,9 @@ def create_app(manager: CallManager, store: Any, *, bulk_max: int = 1000,
     routes: list[tuple[str, str, Handler]] = [r for d in mounted for r in d.routes]
     routes.append(("/openapi.json", "GET", openapi))
     for path, method, handler in routes:
-        app.router.add_route(method, path, handler)
-        if path.endswith("/"):  # the SDK always adds the trailing slash; curl users may not
-            app.router.add_route(method, path.rstrip("/"), handler)
+        # RFC 9110 §9.3.2: HEAD wherever GET (aiohttp sends the head of the GET answer).
+        for m in (method, "HEAD") if method == "GET" else (method,):
+            app.router.add_route(m, path, handler)
+            if path.endswith("/"):  # the SDK always adds the trailing slash; curl users may not
+                app.router.add_route(m, path.rstrip("/"), handler)
     return app

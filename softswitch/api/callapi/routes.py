@@ -47,6 +47,7 @@ from ..http import (
     read_body,
     recording_file,
 )
+from ..values import INT64_MAX, int64
 from .codes import call_uuid_of
 from .filters import list_filters
 from .openapi import openapi_document
@@ -160,18 +161,18 @@ def _int_query(request: web.Request, name: str, default: int, lo: int, hi: int |
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit():
-        raise HttpError(400, f"{name} must be a non-negative integer")
-    value = int(raw)
-    if value < lo or (hi is not None and value > hi):
-        raise HttpError(400, f"{name} must be between {lo} and {hi}" if hi else f"{name} must be >= {lo}")
-    return value
+    try:
+        return int64(raw, lo=lo, hi=INT64_MAX if hi is None else hi)
+    except ValueError as exc:
+        raise HttpError(400, f"{name} {exc}") from None
 
 
 async def list_calls(request: web.Request) -> web.Response:
     account = _authenticate(request)
     page = _int_query(request, "Page", 0, 0, None)
     size = _int_query(request, "PageSize", PAGE_SIZE_DEFAULT, 1, PAGE_SIZE_MAX)
+    if page * size > INT64_MAX:
+        raise HttpError(400, f"Page must be at most {INT64_MAX // size} with PageSize {size}")
     try:
         filters = list_filters(request.query)
         rows, total = request.app[STORE_KEY].list_calls(

@@ -24,8 +24,10 @@ from ..http import (
     MANAGER_KEY,
     Handler,
     HttpDialect,
+    HttpError,
     authenticate_basic,
     json_response,
+    read_form,
     recording_file,
 )
 from ..values import is_http_url
@@ -75,10 +77,12 @@ def _time_seconds(raw: str, missing: str) -> int:
 
 async def _form(request: web.Request) -> dict[str, str]:
     """The form fields (a JSON or other body has none: the framework reads the form only)."""
-    if request.content_type not in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        await request.read()
+    try:
+        form = await read_form(request)
+    except HttpError as exc:  # past authentication, the framework answers 200 Success: false
+        raise LegacyError(exc.error) from None
+    if form is None:
         return {}
-    form = await request.post()
     return {k: v.strip() for k, v in form.items() if isinstance(v, str)}
 
 
@@ -91,8 +95,8 @@ def endpoint(fn: LegacyHandler) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         account = authenticate_basic(request)
         manager = request.app[MANAGER_KEY]
-        form = await _form(request)
         try:
+            form = await _form(request)
             return await fn(request, account, manager, form)
         except LegacyError as exc:
             return answer(False, exc.message)
