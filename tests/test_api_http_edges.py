@@ -269,3 +269,57 @@ async def test_head_answers_like_get_on_every_get_route(server: Server) -> None:
             assert r.status == get_status, (path, r.status, get_status)
             assert r.headers.get("Content-Type") == get_headers.get("Content-Type"), path
             assert await r.read() == b""
+
+
+# --- authentication throttle -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "shape"),
+    [
+        (PLIVO, plivo_shape),
+        (CALLAPI, callapi_shape),
+        (LEGACY, lambda b: isinstance(b, dict) and b.get("Success") is False),
+    ],
+)
+async def test_failed_auth_is_throttled_per_source(tmp_path: Path, path: str, shape: Any) -> None:
+    cfg = make_config(tmp_path, http=HttpSettings(auth_fail_limit=5, auth_fail_window_s=1.5))
+    srv = Server(cfg)
+    await srv.start()
+    try:
+        # a correct request is unaffected before any failure
+        method = "POST" if path == LEGACY else "GET"
+        status, _, _ = await fetch(srv, method, path)
+        assert status == 200
+        wrong = {"Authorization": basic(token="wrong-token")["Authorization"]}
+        statuses = []
+        for _ in range(8):
+            status, body, headers = await fetch(srv, method, path, headers=wrong, auth=False)
+            statuses.append(status)
+        assert statuses == [401] * 5 + [429] * 3, statuses
+        assert shape(body), body
+        retry = int(headers["Retry-After"])
+        assert 1 <= retry <= 2
+        # blocked means blocked: the right token is refused too until the window ends
+        status, _, _ = await fetch(srv, method, path)
+        assert status == 429
+        await asyncio.sleep(retry + 0.1)
+        status, _, _ = await fetch(srv, method, path)
+        assert status == 200
+    finally:
+        await srv.stop(mode="hangup", drain_timeout_s=1.0)
+
+
+def test_throttle_table_is_bounded() -> None:
+    from softswitch.api.http import AuthThrottle
+
+    now = [0.0]
+    t = AuthThrottle(limit=2, window_s=10, max_sources=100, clock=lambda: now[0])
+    for i in range(1000):
+        t.failed(f"10.0.{i // 256}.{i % 256}")
+    assert len(t._sources) == 100
+    t.failed("a")
+    t.failed("a")
+    assert t.retry_after("a") == 10
+    now[0] = 10.0
+    assert t.retry_after("a") is None

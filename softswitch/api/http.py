@@ -23,7 +23,9 @@ import json
 import logging
 import math
 import re
+import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +42,7 @@ log = logging.getLogger("softswitch.api")
 
 __all__ = [
     "API_ID_KEY",
+    "AuthThrottle",
     "BULK_MAX_KEY",
     "DIGITS_TONE_MS_KEY",
     "HttpDialect",
@@ -60,6 +63,8 @@ STORE_KEY: web.AppKey[Any] = web.AppKey("store", object)
 BULK_MAX_KEY: web.AppKey[int] = web.AppKey("bulk_max", int)
 #: The server's default DTMF tone length for digits without ``@ms`` (None: the engine's).
 DIGITS_TONE_MS_KEY: web.AppKey[int | None] = web.AppKey("digits_tone_ms", object)  # type: ignore[arg-type]
+#: Failed Basic-auth attempts per source address (:class:`AuthThrottle`).
+AUTH_THROTTLE_KEY: web.AppKey[AuthThrottle] = web.AppKey("auth_throttle", object)  # type: ignore[arg-type]
 #: ``[http] body_timeout_s``: how long a request body may take to arrive.
 BODY_TIMEOUT_KEY: web.AppKey[float] = web.AppKey("body_timeout", float)
 #: A fresh id per HTTP request (Plivo's ``api_id``), for error bodies and logs.
@@ -74,10 +79,60 @@ class HttpError(Exception):
     Carries what to answer, like h11's ``RemoteProtocolError(error_status_hint=...)``.
     """
 
-    def __init__(self, status: int, error: str) -> None:
+    def __init__(self, status: int, error: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(error)
         self.status = status
         self.error = error
+        #: Extra response headers (``Retry-After`` of a 429...).
+        self.headers = headers or {}
+
+
+class AuthThrottle:
+    """Failed Basic-auth attempts per source address, in fixed windows.
+
+    After ``limit`` failures within ``window_s`` seconds an address is refused (429 with
+    ``Retry-After``) until its window ends, *even with good credentials*: otherwise the
+    guess that hits would still be answered, which is what the throttle is there to stop.
+    Requests from an address that is not blocked cost one dict lookup: correct requests are
+    never slowed. The table is bounded (``max_sources``; the oldest windows go first).
+    """
+
+    def __init__(
+        self,
+        limit: int = 20,
+        window_s: float = 60.0,
+        *,
+        max_sources: int = 10000,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self.max_sources = max_sources
+        self._clock = clock or time.monotonic
+        #: source → [window start, failures]; insertion order = window start order.
+        self._sources: OrderedDict[str, list[float]] = OrderedDict()
+
+    def retry_after(self, source: str) -> float | None:
+        """Seconds until ``source`` may try again, or None when it is not blocked."""
+        entry = self._sources.get(source)
+        if entry is None or self.limit <= 0:
+            return None
+        left = entry[0] + self.window_s - self._clock()
+        if left <= 0:
+            del self._sources[source]
+            return None
+        return left if entry[1] >= self.limit else None
+
+    def failed(self, source: str) -> None:
+        now = self._clock()
+        entry = self._sources.get(source)
+        if entry is None or entry[0] + self.window_s <= now:
+            self._sources.pop(source, None)
+            while len(self._sources) >= self.max_sources:
+                self._sources.popitem(last=False)
+            self._sources[source] = [now, 1.0]
+        else:
+            entry[1] += 1
 
 
 def json_response(status: int, body: dict[str, Any]) -> web.Response:
@@ -156,7 +211,9 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         resp.force_close()
         return resp
     except HttpError as exc:
-        return _owner(request).error_response(exc.status, exc.error, request_id)
+        resp = _owner(request).error_response(exc.status, exc.error, request_id)
+        resp.headers.update(exc.headers)
+        return resp
     except CallError as exc:
         dialect = _owner(request)
         return dialect.error_response(dialect.status_of(exc), exc.message, request_id)
@@ -190,19 +247,33 @@ async def _close_after(request: web.Request, resp: web.StreamResponse) -> web.St
 
 
 def authenticate_basic(request: web.Request) -> AccountLimits:
-    """HTTP Basic with an account's auth id and token (raises :class:`HttpError` 401)."""
+    """HTTP Basic with an account's auth id and token (raises :class:`HttpError` 401, or
+    429 while the source address is throttled: :class:`AuthThrottle`)."""
     manager = request.app[MANAGER_KEY]
+    throttle = request.app[AUTH_THROTTLE_KEY]
+    source = request.remote or "?"
+    wait = throttle.retry_after(source)
+    if wait is not None:
+        seconds = max(1, math.ceil(wait))
+        raise HttpError(
+            429,
+            f"too many failed authentication attempts from {source}; retry in {seconds} s",
+            {"Retry-After": str(seconds)},
+        )
     header = request.headers.get("Authorization", "")
     scheme, _, encoded = header.partition(" ")
     if scheme.lower() != "basic" or not encoded:
+        # No credentials at all is not a guess: not counted.
         raise HttpError(401, "authentication required: use HTTP Basic with your auth id and token")
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError):
+        throttle.failed(source)
         raise HttpError(401, "malformed Authorization header") from None
     auth_id, sep, token = decoded.partition(":")
     account = manager.account(auth_id) if sep else None
     if account is None or not hmac.compare_digest(account.auth_token.encode(), token.encode()):
+        throttle.failed(source)
         raise HttpError(401, "authentication failed: wrong auth id or auth token")
     return account
 
@@ -406,6 +477,7 @@ def create_app(
     digits_tone_ms: int | None = None,
     dialects: Sequence[HttpDialect] | None = None,
     body_timeout_s: float = 30.0,
+    auth_throttle: AuthThrottle | None = None,
 ) -> web.Application:
     """The aiohttp application over a :class:`CallManager` and a ``CallStore``, serving
     ``dialects`` (default: Plivo v1)."""
@@ -416,6 +488,7 @@ def create_app(
     app[BULK_MAX_KEY] = bulk_max
     app[DIGITS_TONE_MS_KEY] = digits_tone_ms
     app[BODY_TIMEOUT_KEY] = body_timeout_s
+    app[AUTH_THROTTLE_KEY] = auth_throttle or AuthThrottle()
     app[DIALECTS_KEY] = mounted
     document = openapi_document(mounted)
 
