@@ -196,9 +196,7 @@ class Server:
                 self.manager.post_interrupted_hangup(record)
         Path(self.manager.data_dir, "recordings").mkdir(parents=True, exist_ok=True)
         app = create_app(
-            self.manager,
-            self.store,
-            bulk_max=cfg.limits.bulk_max,
+            self.manager, self.store, bulk_max=cfg.limits.bulk_max,
             digits_tone_ms=cfg.send_digits_default_tone_ms,
             dialects=[plivo_http(), legacy_http(), callapi.http_dialect()],
             body_timeout_s=cfg.http.body_timeout_s,
@@ -207,13 +205,8 @@ class Server:
         # keepalive_timeout bounds how long a connection may sit without a complete request
         # head: aiohttp arms it when the connection opens and after each response, and data
         # arriving does not re-arm it, so it is also the header timeout.
-        self.runner = web.AppRunner(
-            app,
-            access_log=None,
-            handle_signals=False,
-            shutdown_timeout=2.0,
-            keepalive_timeout=cfg.http.header_timeout_s,
-        )
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0,
+                                    keepalive_timeout=cfg.http.header_timeout_s)
         await self.runner.setup()
         site = web.TCPSite(self.runner, cfg.http_host, cfg.http_port)
         await site.start()
@@ -268,13 +261,8 @@ class Server:
         await self.stop()
 
 
-async def serve(
-    config: Any,
-    *,
-    stop: asyncio.Event | None = None,
-    ready: asyncio.Event | None = None,
-    dialer: Any = None,
-) -> None:
+async def serve(config: Any, *, stop: asyncio.Event | None = None, ready: asyncio.Event | None = None,
+                dialer: Any = None) -> None:
     """Run a :class:`Server` until SIGTERM/SIGINT (or ``stop`` is set), then shut down gracefully."""
     server = Server(config, dialer=dialer)
     stop = stop or asyncio.Event()
@@ -287,26 +275,15 @@ async def serve(
     try:
         await server.start()
         ua_port = getattr(server.ua, "local_port", config.sip_port)
-        print(
-            f"softswitch: HTTP API on {server.base_url} (OpenAPI at {server.base_url}/openapi.json), "
-            f"SIP on {config.sip_host}:{ua_port}",
-            file=sys.stderr,
-            flush=True,
-        )
+        print(f"softswitch: HTTP API on {server.base_url} (OpenAPI at {server.base_url}/openapi.json), "
+              f"SIP on {config.sip_host}:{ua_port}", file=sys.stderr, flush=True)
         if getattr(config, "generated", False) and config.accounts:
             # Printed once: the generated account is persisted next to the database and
             # reloaded silently by later starts (softswitch.config).
             acc = config.accounts[0]
-            print(
-                f"softswitch: generated account auth_id={acc.auth_id} auth_token={acc.auth_token}"
-                + (
-                    f" (saved in {config.account_file})"
-                    if getattr(config, "account_file", None)
-                    else ""
-                ),
-                file=sys.stderr,
-                flush=True,
-            )
+            print(f"softswitch: generated account auth_id={acc.auth_id} auth_token={acc.auth_token}"
+                  + (f" (saved in {config.account_file})" if getattr(config, "account_file", None) else ""),
+                  file=sys.stderr, flush=True)
         if ready is not None:
             ready.set()
         await stop.wait()
