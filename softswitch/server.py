@@ -32,6 +32,7 @@ from .api.plivo import PlivoDialect
 from .api.plivo.routes import http_dialect as plivo_http
 from .call import AccountLimits, CallManager
 from .dialect import Dialect
+from .netpolicy import FetchPolicy, set_default_policy
 
 log = logging.getLogger("softswitch.server")
 
@@ -157,6 +158,10 @@ class Server:
         self.interrupted = len(interrupted)
         if interrupted:
             log.warning("%d call(s) left live by the previous run were closed", len(interrupted))
+        # Every URL the server fetches or posts to is checked against this policy; the own
+        # HTTP address is added once the listening socket is bound (softswitch.netpolicy).
+        self.fetch_policy = FetchPolicy(cfg.http.fetch_deny, cfg.http.fetch_allow)
+        set_default_policy(self.fetch_policy)
         self.outbox = WebhookOutbox(
             self.store,
             timeout_s=cfg.webhook_timeout_s,
@@ -165,6 +170,7 @@ class Server:
             backoff_max_s=getattr(cfg, "webhook_backoff_max_s", 60.0),
             user_agent=cfg.user_agent,
             auth_token_for=self._auth_token_for,
+            fetch_policy=self.fetch_policy,
         )
         await self.outbox.start()
         if self._dialer is None:
@@ -201,6 +207,7 @@ class Server:
             dialects=[plivo_http(), legacy_http(), callapi.http_dialect()],
             body_timeout_s=cfg.http.body_timeout_s,
             auth_throttle=AuthThrottle(cfg.http.auth_fail_limit, cfg.http.auth_fail_window_s),
+            fetch_policy=self.fetch_policy,
         )
         # keepalive_timeout bounds how long a connection may sit without a complete request
         # head: aiohttp arms it when the connection opens and after each response, and data
@@ -213,6 +220,8 @@ class Server:
         server = getattr(site, "_server", None)
         sockets = getattr(server, "sockets", None) or []
         self.http_port = sockets[0].getsockname()[1] if sockets else cfg.http_port
+        for sock in sockets:
+            self.fetch_policy.add_own(sock.getsockname()[0], sock.getsockname()[1])
         # Recording URLs need the port really bound (http_port 0 picks one) unless the
         # public base_url is configured.
         self.manager.public_url = (cfg.base_url or self.base_url).rstrip("/")

@@ -36,6 +36,7 @@ from multidict import MultiDictProxy
 
 from ..call import AccountLimits, CallManager
 from ..model import CallError
+from ..netpolicy import FetchPolicy, default_policy
 from .values import int64
 
 log = logging.getLogger("softswitch.api")
@@ -56,6 +57,7 @@ __all__ = [
     "read_body",
     "read_form",
     "recording_file",
+    "self_fetchable",
 ]
 
 MANAGER_KEY: web.AppKey[CallManager] = web.AppKey("manager", CallManager)
@@ -65,6 +67,8 @@ BULK_MAX_KEY: web.AppKey[int] = web.AppKey("bulk_max", int)
 DIGITS_TONE_MS_KEY: web.AppKey[int | None] = web.AppKey("digits_tone_ms", object)  # type: ignore[arg-type]
 #: Failed Basic-auth attempts per source address (:class:`AuthThrottle`).
 AUTH_THROTTLE_KEY: web.AppKey[AuthThrottle] = web.AppKey("auth_throttle", object)  # type: ignore[arg-type]
+#: Where the server may connect for the URLs requests give it (:mod:`softswitch.netpolicy`).
+FETCH_POLICY_KEY: web.AppKey[FetchPolicy] = web.AppKey("fetch_policy", FetchPolicy)
 #: ``[http] body_timeout_s``: how long a request body may take to arrive.
 BODY_TIMEOUT_KEY: web.AppKey[float] = web.AppKey("body_timeout", float)
 #: A fresh id per HTTP request (Plivo's ``api_id``), for error bodies and logs.
@@ -352,16 +356,12 @@ async def read_form(request: web.Request) -> MultiDictProxy[Any] | None:
         await _within_body_timeout(request, request.read())
         return None
     try:
-        return await _within_body_timeout(request, request.post())
-    except (
-        ValueError,
-        LookupError,
-        HttpProcessingError,
-    ) as exc:  # UnicodeDecodeError is a ValueError
+        form = await _within_body_timeout(request, request.post())
+    except (ValueError, LookupError, HttpProcessingError) as exc:  # UnicodeDecodeError: a ValueError
         why = exc.message if isinstance(exc, HttpProcessingError) else str(exc)
-        raise HttpError(
-            400, f"malformed form body: {why.strip()[:120] or type(exc).__name__}"
-        ) from None
+        raise HttpError(400, f"malformed form body: {why.strip()[:120] or type(exc).__name__}") from None
+    _check_urls(request, form.items())
+    return form
 
 
 async def read_body(request: web.Request, *, repeated: bool = False) -> dict[str, Any]:
@@ -394,11 +394,31 @@ async def read_body(request: web.Request, *, repeated: bool = False) -> dict[str
             raise HttpError(400, f"request body is not valid JSON: {str(exc)[:120]}") from None
         if not isinstance(data, dict):
             raise HttpError(400, "request body must be a JSON object")
+        _check_urls(request, data.items())
         return data
     if ctype in _FORM_TYPES:
         form = await read_form(request)
         return _form_fields(form, repeated) if form is not None else {}
     raise HttpError(400, f"unsupported Content-Type {ctype[:60]!r}: send JSON or a form")
+
+
+_URL_RE = re.compile(r"https?://[^\s,<>\"']+", re.IGNORECASE)
+
+
+def _check_urls(request: web.Request, items: Any) -> None:
+    """Refuse, naming the parameter, any URL in a request value whose host is an IP literal
+    the server's network policy denies (a callback to 169.254.169.254 or to this very API):
+    a host name is checked when it is resolved, at fetch time (:mod:`softswitch.netpolicy`)."""
+    policy = request.app[FETCH_POLICY_KEY]
+    for key, value in items:
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            if not isinstance(v, str) or "://" not in v:
+                continue
+            for url in _URL_RE.findall(v):
+                why = policy.url_refusal(url)
+                if why is not None:
+                    raise HttpError(400, f"{key}: {url[:200]} is refused by the server's network policy ({why})")
 
 
 def _form_fields(form: MultiDictProxy[Any], repeated: bool) -> dict[str, Any]:
@@ -430,6 +450,16 @@ async def recording_file(request: web.Request) -> web.StreamResponse:
     if not path.is_file():
         raise HttpError(404, "recording not found")
     return web.FileResponse(path, headers={"Content-Type": _RECORDING_TYPES[m.group(1)]})
+
+
+def self_fetchable(handler: Handler) -> Handler:
+    """Mark a route the server may fetch from itself (a document or file served without
+    credentials): :mod:`softswitch.netpolicy` lets such paths through its own-API rule."""
+    handler.self_fetchable = True  # type: ignore[attr-defined]
+    return handler
+
+
+self_fetchable(recording_file)
 
 
 def _default_dialects() -> tuple[HttpDialect, ...]:
@@ -478,6 +508,7 @@ def create_app(
     dialects: Sequence[HttpDialect] | None = None,
     body_timeout_s: float = 30.0,
     auth_throttle: AuthThrottle | None = None,
+    fetch_policy: FetchPolicy | None = None,
 ) -> web.Application:
     """The aiohttp application over a :class:`CallManager` and a ``CallStore``, serving
     ``dialects`` (default: Plivo v1)."""
@@ -489,12 +520,16 @@ def create_app(
     app[DIGITS_TONE_MS_KEY] = digits_tone_ms
     app[BODY_TIMEOUT_KEY] = body_timeout_s
     app[AUTH_THROTTLE_KEY] = auth_throttle or AuthThrottle()
+    app[FETCH_POLICY_KEY] = fetch_policy or default_policy()
     app[DIALECTS_KEY] = mounted
     document = openapi_document(mounted)
 
     async def openapi(request: web.Request) -> web.Response:
         return json_response(200, document)
 
+    policy = app[FETCH_POLICY_KEY]
+    own = [path for d in mounted for path, _, h in d.routes if getattr(h, "self_fetchable", False)]
+    policy.own_paths = tuple(re.compile(re.sub(r"\\\{[A-Za-z_]+\\\}", "[^/]+", re.escape(p))) for p in own)
     routes: list[tuple[str, str, Handler]] = [r for d in mounted for r in d.routes]
     routes.append(("/openapi.json", "GET", openapi))
     for path, method, handler in routes:

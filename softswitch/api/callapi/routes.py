@@ -46,6 +46,7 @@ from ..http import (
     json_response,
     read_body,
     recording_file,
+    self_fetchable,
 )
 from ..values import INT64_MAX, int64
 from .codes import call_uuid_of
@@ -149,6 +150,7 @@ def _inline_twiml(request: web.Request, account: AccountLimits, data: dict[str, 
     return f"{public}/2010-04-01/Accounts/{account.auth_id}/Twiml/{token}.xml"
 
 
+@self_fetchable  # the call's own answer URL
 async def inline_twiml(request: web.Request) -> web.Response:
     """An inline ``Twiml`` document (no auth: the random token is the key)."""
     doc = _INLINE.get(request.match_info["token"])
