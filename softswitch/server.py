@@ -25,7 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from .api import callapi
-from .api.http import AuthThrottle, create_app
+from .api.http import AuthThrottle, create_app, recording_url_signer
 from .api.legacy import LegacyDialect
 from .api.legacy.routes import http_dialect as legacy_http
 from .api.plivo import PlivoDialect
@@ -201,6 +201,8 @@ class Server:
             if record is not None:
                 self.manager.post_interrupted_hangup(record)
         Path(self.manager.data_dir, "recordings").mkdir(parents=True, exist_ok=True)
+        if cfg.http.recording_url_ttl_s > 0:
+            self.manager.recording_url_signer = recording_url_signer(self.manager, cfg.http.recording_url_ttl_s)
         app = create_app(
             self.manager, self.store, bulk_max=cfg.limits.bulk_max,
             digits_tone_ms=cfg.send_digits_default_tone_ms,

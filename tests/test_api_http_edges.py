@@ -323,3 +323,66 @@ def test_throttle_table_is_bounded() -> None:
     assert t.retry_after("a") == 10
     now[0] = 10.0
     assert t.retry_after("a") is None
+
+
+# --- recordings: the owner's credentials, or a signed URL that expires -----------------------------
+
+REC_PATHS = [
+    "/v1/Account/{a}/Recording/files/{n}",
+    "/v0.1/Recording/{a}/{n}",
+    "/2010-04-01/Accounts/{a}/Recordings/files/{n}",
+]
+
+
+@pytest.mark.parametrize("template", REC_PATHS)
+async def test_recordings_are_served_to_their_account_only(server: Server, template: str) -> None:
+    import time
+    import uuid
+
+    from softswitch.api.http import sign_recording_url
+    from tests.peers.plivo_api import AUTH_TOKEN, OTHER_ID, OTHER_TOKEN
+
+    manager = server.manager
+    assert manager is not None
+    name = f"{uuid.uuid4()}.wav"
+    path = manager.recording_path(name, AUTH_ID)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"RIFF" + b"\0" * 100)
+    mine = template.format(a=AUTH_ID, n=name)
+    other = template.format(a=OTHER_ID, n=name)
+
+    assert (await fetch(server, "GET", mine, auth=False))[0] == 401
+    status, _, headers = await fetch(server, "GET", mine)
+    assert status == 200 and headers["Content-Type"] == "audio/wav"
+    other_auth = {"Authorization": basic(OTHER_ID, OTHER_TOKEN)["Authorization"]}
+    # another account: neither under the owner's path nor under its own
+    assert (await fetch(server, "GET", mine, headers=other_auth, auth=False))[0] == 404
+    assert (await fetch(server, "GET", other, headers=other_auth, auth=False))[0] == 404
+
+    now = int(time.time())
+    signed = sign_recording_url(mine, AUTH_TOKEN, now + 60)
+    assert (await fetch(server, "GET", signed, auth=False))[0] == 200
+    expired = sign_recording_url(mine, AUTH_TOKEN, now - 1)
+    assert (await fetch(server, "GET", expired, auth=False))[0] == 403
+    tampered = signed[:-4] + ("0000" if not signed.endswith("0000") else "1111")
+    assert (await fetch(server, "GET", tampered, auth=False))[0] == 403
+    longer = signed.replace(f"expires={now + 60}", f"expires={now + 10**6}")
+    assert (await fetch(server, "GET", longer, auth=False))[0] == 403
+    # a URL signed by another account's token does not open this account's files
+    assert (
+        await fetch(server, "GET", sign_recording_url(mine, OTHER_TOKEN, now + 60), auth=False)
+    )[0] == 403
+    assert (
+        await fetch(server, "GET", sign_recording_url(other, OTHER_TOKEN, now + 60), auth=False)
+    )[0] == 404
+
+
+async def test_recording_urls_handed_out_are_signed(server: Server) -> None:
+    from types import SimpleNamespace
+
+    manager = server.manager
+    assert manager is not None and manager.recording_url_signer is not None
+    call: Any = SimpleNamespace(account=manager.account(AUTH_ID), dialect=manager.dialect)
+    url = manager.recording_url(call, "x.wav")
+    assert url.startswith(f"{server.base_url}/v1/Account/{AUTH_ID}/Recording/files/x.wav?expires=")
+    assert "&sig=" in url

@@ -6,11 +6,21 @@ owns, how it shapes an error and which HTTP status each domain error of the core
 (:mod:`softswitch.model`) becomes there, and its part of the OpenAPI document. The
 middleware answers every error of a request in the shape of the dialect that owns its path.
 
-Recording files are served without authentication, like Plivo's recording URLs (public
-object-store links): the name holds a random UUID (122 bits), so the URL is the capability.
-This lets webhook receivers and ``<Play>`` fetch them as they are. Only names of the form
-``<uuid>.wav``/``<uuid>.mp3`` under ``<data_dir>/recordings/`` are served, for an account that
-exists; a recording still being written is a 404 until it is finished.
+Recording files live in a directory per account (``<data_dir>/recordings/<auth_id>/``) and
+are served to their account only: the bare URL needs that account's Basic credentials (401
+without, 404 for another account). The URLs the server hands out (API answers, ``RecordUrl`` /
+``RecordingUrl`` in callbacks) are signed when ``[http] recording_url_ttl_s`` > 0 (the
+default, one day): ``?expires=<unix time>&sig=<HMAC-SHA256 with the account's auth token over
+the path and the expiry>``, so webhook receivers, ``<Play>`` and third parties fetch them
+without credentials until they expire (403 after, or for a signature that does not match);
+Twilio serves recordings with authentication optional, Plivo as public links, and callbacks
+carry no credentials of ours. Only names of the form ``<uuid>.wav``/``<uuid>.mp3`` are
+served; a recording still being written is a 404 until it is finished.
+
+Bodies (:func:`read_body`, :func:`read_form`) are read within ``[http] body_timeout_s`` (408
+and the connection closed after it); anything malformed in them is a 400 at this edge, and
+so is a URL whose literal address the fetch policy refuses (:mod:`softswitch.netpolicy`).
+Failed Basic authentication is throttled per source address (:class:`AuthThrottle`).
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import hmac
 import json
 import logging
@@ -29,6 +40,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import ClientPayloadError, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -57,7 +69,9 @@ __all__ = [
     "read_body",
     "read_form",
     "recording_file",
+    "recording_url_signer",
     "self_fetchable",
+    "sign_recording_url",
 ]
 
 MANAGER_KEY: web.AppKey[CallManager] = web.AppKey("manager", CallManager)
@@ -357,9 +371,15 @@ async def read_form(request: web.Request) -> MultiDictProxy[Any] | None:
         return None
     try:
         form = await _within_body_timeout(request, request.post())
-    except (ValueError, LookupError, HttpProcessingError) as exc:  # UnicodeDecodeError: a ValueError
+    except (
+        ValueError,
+        LookupError,
+        HttpProcessingError,
+    ) as exc:  # UnicodeDecodeError: a ValueError
         why = exc.message if isinstance(exc, HttpProcessingError) else str(exc)
-        raise HttpError(400, f"malformed form body: {why.strip()[:120] or type(exc).__name__}") from None
+        raise HttpError(
+            400, f"malformed form body: {why.strip()[:120] or type(exc).__name__}"
+        ) from None
     _check_urls(request, form.items())
     return form
 
@@ -418,7 +438,9 @@ def _check_urls(request: web.Request, items: Any) -> None:
             for url in _URL_RE.findall(v):
                 why = policy.url_refusal(url)
                 if why is not None:
-                    raise HttpError(400, f"{key}: {url[:200]} is refused by the server's network policy ({why})")
+                    raise HttpError(
+                        400, f"{key}: {url[:200]} is refused by the server's network policy ({why})"
+                    )
 
 
 def _form_fields(form: MultiDictProxy[Any], repeated: bool) -> dict[str, Any]:
@@ -437,21 +459,6 @@ _RECORDING_NAME_RE = re.compile(
 _RECORDING_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg"}
 
 
-async def recording_file(request: web.Request) -> web.StreamResponse:
-    """A finished recording ``{name}`` of account ``{auth_id}`` (see the module doc)."""
-    manager = request.app[MANAGER_KEY]
-    name = request.match_info["name"]
-    m = _RECORDING_NAME_RE.match(name)
-    if manager.account(request.match_info["auth_id"]) is None or m is None:
-        raise HttpError(404, "recording not found")
-    if manager.live_ops.recording_in_progress(name):
-        raise HttpError(404, "recording is still in progress")
-    path = manager.recording_path(name)
-    if not path.is_file():
-        raise HttpError(404, "recording not found")
-    return web.FileResponse(path, headers={"Content-Type": _RECORDING_TYPES[m.group(1)]})
-
-
 def self_fetchable(handler: Handler) -> Handler:
     """Mark a route the server may fetch from itself (a document or file served without
     credentials): :mod:`softswitch.netpolicy` lets such paths through its own-API rule."""
@@ -459,7 +466,65 @@ def self_fetchable(handler: Handler) -> Handler:
     return handler
 
 
-self_fetchable(recording_file)
+def _recording_sig(token: str, path: str, expires: int) -> str:
+    """HMAC-SHA256 with the account's auth token over the URL path and the expiry."""
+    return hmac.new(token.encode(), f"{path}\n{expires}".encode(), hashlib.sha256).hexdigest()
+
+
+def sign_recording_url(url: str, token: str, expires: int) -> str:
+    """``url`` with ``?expires=<unix time>&sig=<hmac>``: fetchable without credentials until
+    ``expires`` (:func:`recording_file` checks it)."""
+    path = urlsplit(url).path
+    return f"{url}?expires={expires}&sig={_recording_sig(token, path, expires)}"
+
+
+def recording_url_signer(manager: CallManager, ttl_s: int) -> Callable[[str, str], str]:
+    """``CallManager.recording_url_signer``: URLs handed out expire ``ttl_s`` from now."""
+
+    def sign(url: str, account_id: str) -> str:
+        account = manager.account(account_id)
+        if account is None:
+            return url
+        return sign_recording_url(url, account.auth_token, int(time.time()) + ttl_s)
+
+    return sign
+
+
+@self_fetchable
+async def recording_file(request: web.Request) -> web.StreamResponse:
+    """A finished recording ``{name}`` of account ``{auth_id}`` (see the module doc).
+
+    With ``expires`` and ``sig`` in the query (the URL handed out in API answers and
+    callbacks), the signature is the credential: 403 once expired or when it does not
+    match. Without them the owning account's Basic credentials are required: 401 without
+    credentials, 404 for another account (whose directory never holds the file)."""
+    manager = request.app[MANAGER_KEY]
+    name, auth_id = request.match_info["name"], request.match_info["auth_id"]
+    m = _RECORDING_NAME_RE.match(name)
+    expires, sig = request.query.get("expires"), request.query.get("sig")
+    if expires is not None or sig is not None:
+        account = manager.account(auth_id)
+        if account is None or m is None:
+            raise HttpError(404, "recording not found")
+        try:
+            deadline = int64(expires or "")
+        except ValueError:
+            raise HttpError(403, "expires must be a unix time") from None
+        want = _recording_sig(account.auth_token, request.path, deadline)
+        if not hmac.compare_digest(want, sig or ""):
+            raise HttpError(403, "recording URL signature does not match")
+        if deadline < time.time():
+            raise HttpError(403, "recording URL has expired")
+    else:
+        account = authenticate_basic(request)
+        if account.auth_id != auth_id or m is None:
+            raise HttpError(404, "recording not found")
+    if manager.live_ops.recording_in_progress(name):
+        raise HttpError(404, "recording is still in progress")
+    path = manager.recording_path(name, account.auth_id)
+    if not path.is_file():
+        raise HttpError(404, "recording not found")
+    return web.FileResponse(path, headers={"Content-Type": _RECORDING_TYPES[m.group(1)]})
 
 
 def _default_dialects() -> tuple[HttpDialect, ...]:
@@ -529,7 +594,9 @@ def create_app(
 
     policy = app[FETCH_POLICY_KEY]
     own = [path for d in mounted for path, _, h in d.routes if getattr(h, "self_fetchable", False)]
-    policy.own_paths = tuple(re.compile(re.sub(r"\\\{[A-Za-z_]+\\\}", "[^/]+", re.escape(p))) for p in own)
+    policy.own_paths = tuple(
+        re.compile(re.sub(r"\\\{[A-Za-z_]+\\\}", "[^/]+", re.escape(p))) for p in own
+    )
     routes: list[tuple[str, str, Handler]] = [r for d in mounted for r in d.routes]
     routes.append(("/openapi.json", "GET", openapi))
     for path, method, handler in routes:

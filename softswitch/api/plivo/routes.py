@@ -10,7 +10,7 @@
     POST   /v1/Account/{auth_id}/Call/{call_uuid}/Speak/   text to speech (DELETE: stop)
     POST   /v1/Account/{auth_id}/Call/{call_uuid}/DTMF/    send digits
     POST   /v1/Account/{auth_id}/Call/{call_uuid}/Record/  record the call (DELETE: stop)
-    GET    /v1/Account/{auth_id}/Recording/files/{name}    a recording file (no auth)
+    GET    /v1/Account/{auth_id}/Recording/files/{name}    a recording file (Basic auth or a signed URL)
 
 Live call control answers 202 with Plivo's ``{"message", "api_id"}`` (Record adds ``url``
 and ``recording_id``); the DELETEs answer 204. A call that is unknown or over is a 404, a
