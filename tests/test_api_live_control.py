@@ -146,7 +146,7 @@ async def test_live_speak_play_dtmf_and_record_on_baresip(
     # Both directions are in it: baresip's 400 Hz microphone and our 1 kHz Play.
     assert band_energy(ours, 400.0) > 0.05
     assert band_energy(ours, 1000.0) > 0.02
-    assert (env.server.manager.data_dir / "recordings" / f"{rec.recording_id}.wav").is_file()  # type: ignore[union-attr]
+    assert (env.server.manager.data_dir / "recordings" / AUTH_ID / f"{rec.recording_id}.wav").is_file()  # type: ignore[union-attr]
 
     await env.sdk(env.client.calls.delete, call_uuid)
     hang = await hangup_of(env, call_uuid)
