@@ -386,3 +386,21 @@ async def test_recording_urls_handed_out_are_signed(server: Server) -> None:
     url = manager.recording_url(call, "x.wav")
     assert url.startswith(f"{server.base_url}/v1/Account/{AUTH_ID}/Recording/files/x.wav?expires=")
     assert "&sig=" in url
+
+
+def test_legacy_gateway_retries_are_capped() -> None:
+    from softswitch.api.legacy.request import GATEWAY_RETRIES_MAX, parse_call
+
+    data = {
+        "From": "1000",
+        "To": "2000",
+        "Gateways": "user/",
+        "AnswerUrl": "http://127.0.0.1:9/a",
+        "GatewayRetries": "9" * 30 + ",99999",
+        "TimeLimit": "9" * 30,
+    }
+    spec = parse_call(data, dialect="legacy", has_gateway=lambda _name: True)  # at once, not never
+    assert 1 <= len(spec.attempts) <= GATEWAY_RETRIES_MAX
+    assert (
+        spec.timers.time_limit is None
+    )  # past 64 bits: not an integer, ignored as the framework does

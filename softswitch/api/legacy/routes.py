@@ -30,7 +30,7 @@ from ..http import (
     read_form,
     recording_file,
 )
-from ..values import is_http_url
+from ..values import int64, is_http_url
 from .dialect import NAME
 from .openapi import openapi_document
 from .request import LegacyError, parse_bulk_call, parse_call
@@ -68,7 +68,7 @@ def _time_seconds(raw: str, missing: str) -> int:
     if not raw:
         raise LegacyError(missing)
     try:
-        seconds = int(raw)
+        seconds = int64(raw)
     except ValueError:
         raise LegacyError("Invalid Time Parameter !") from None
     if seconds <= 0:
@@ -307,7 +307,7 @@ def _play_order(form: dict[str, str]) -> PlayOrder:
     if legs not in PLAY_LEGS:
         raise LegacyError("Legs Parameter is Invalid")
     try:
-        length = int(form.get("Length") or PLAY_LENGTH_DEFAULT)
+        length = int64(form.get("Length") or str(PLAY_LENGTH_DEFAULT))
     except ValueError:
         length = 0
     if length <= 0:
@@ -417,7 +417,7 @@ async def record_start(request: web.Request, account: AccountLimits, manager: Ca
         raise LegacyError("FileFormat Parameter must be 'mp3' or 'wav'")
     raw = form.get("TimeLimit") or str(RECORD_TIME_LIMIT_DEFAULT)
     try:
-        time_limit = int(raw)
+        time_limit = int64(raw)
     except ValueError:
         time_limit = 0
     if time_limit <= 0:
