@@ -155,3 +155,37 @@ async def test_own_api_by_name_is_refused_at_fetch_time_without_retries(
     assert len(fetches) == 1 and fetches[0]["attempts"] == 1, fetches  # no retry storm
     assert "own HTTP API" in repr(fetches), fetches
     await sipp_done(peer)
+
+
+async def test_play_audio_urls_are_checked_too(tmp_path: Any) -> None:
+    from softswitch.app.document import XmlAppError
+    from softswitch.app.sources import MediaCache
+
+    cache = MediaCache(tmp_path)
+    with pytest.raises(XmlAppError, match="network policy"):
+        await cache.path_for(METADATA + "a.wav")
+
+
+async def test_own_credential_free_routes_stay_fetchable(env: Env) -> None:
+    """A recording of ours played back (``<Play>`` of a RecordUrl) goes to our own API: the
+    routes served without credentials are let through, the rest of the API is not."""
+    import uuid
+
+    from softswitch.netpolicy import fetching
+
+    manager = env.server.manager
+    assert manager is not None
+    name = f"{uuid.uuid4()}.wav"
+    path = manager.recording_path(name, AUTH_ID)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"RIFF" + b"\0" * 100)
+    call: Any = type("C", (), {"account": manager.account(AUTH_ID), "dialect": manager.dialect})()
+    url = manager.recording_url(call, name)
+    policy = env.server.fetch_policy
+    async with aiohttp.ClientSession(connector=policy.connector()) as s:
+        with fetching(policy, url) as headers:
+            async with s.get(url, headers=headers) as r:
+                assert r.status == 200
+        with fetching(policy, own_api(env)) as headers, pytest.raises(aiohttp.ClientConnectorError):
+            async with s.get(own_api(env), headers={**headers, **basic()}):
+                pass
