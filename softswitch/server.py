@@ -131,6 +131,8 @@ class Server:
         self.manager: CallManager | None = None
         self.runner: web.AppRunner | None = None
         self.http_port: int | None = None
+        #: Where the server may connect for users' URLs (built from ``[http]`` at start).
+        self.fetch_policy = FetchPolicy()
         self.interrupted = 0
         self._stopped = False
 
