@@ -20,10 +20,12 @@ live call control (Play/Speak/DTMF/Record) is :mod:`softswitch.liveops`.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
 import logging
 import math
 import os
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -59,6 +61,9 @@ log = logging.getLogger("softswitch.call")
 
 __all__ = ["Call", "CallManager", "AccountLimits", "AdmitResult", "Dialer", "record_time"]
 
+
+#: An account id usable as a directory name as it is (others are hashed).
+_SAFE_DIR_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 class Dialer(Protocol):
     """What the manager needs from the SIP user agent (``UserAgent``). ``codecs`` (an
@@ -136,6 +141,9 @@ class CallManager:
         self.data_dir = Path(data_dir if data_dir is not None else "data").resolve()
         #: Public URL of the HTTP API (``Config.http_base_url``), for recording URLs.
         self.public_url = (public_url or "http://127.0.0.1:8088").rstrip("/")
+        #: ``(url, account_id) -> url``: how a recording URL handed out is signed (the HTTP
+        #: layer's expiring signature); None hands out the bare URL.
+        self.recording_url_signer: Callable[[str, str], str] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self.accepting = True
         self.table = CallTable()
@@ -603,9 +611,21 @@ class CallManager:
         records from before a dialect existed)."""
         return self.dialects.get(name or "", self.dialect)
 
-    def recording_path(self, name: str) -> Path:
-        """Local file of a recording named ``<recording_id>.<format>``."""
-        return self.data_dir / "recordings" / name
+    def recording_url(self, call: Call, name: str) -> str:
+        """The URL handed out for the call's recording ``name`` (signed when configured)."""
+        url = f"{self.recording_url_base(call)}/{name}"
+        signer = self.recording_url_signer
+        return signer(url, call.account.auth_id) if signer is not None else url
+
+    def recording_dir(self, account_id: str) -> Path:
+        """Where the recordings of one account live: each account has its own directory, so
+        a file's owner is where it is (the HTTP layer serves it to that account only)."""
+        safe = account_id if _SAFE_DIR_RE.fullmatch(account_id) else hashlib.sha256(account_id.encode()).hexdigest()[:32]
+        return self.data_dir / "recordings" / safe
+
+    def recording_path(self, name: str, account_id: str) -> Path:
+        """Local file of account ``account_id``'s recording ``<recording_id>.<format>``."""
+        return self.recording_dir(account_id) / name
 
     # --- hangups ------------------------------------------------------------------------
 

@@ -257,13 +257,13 @@ class LiveOps:
             log.info("call %s: transcription requested; not available, recording only", call.call_uuid)
         recording_id = str(uuid.uuid4())
         name = f"{recording_id}.{req.file_format}"
-        path = self.m.recording_path(name)
+        path = self.m.recording_path(name, call.account.auth_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             recorder = Recorder(path, req.file_format)
         except (RecorderError, ValueError, OSError) as exc:
             raise OperationFailed(f"cannot record: {exc}") from None
-        url = f"{self.m.recording_url_base(call)}/{name}"
+        url = self.m.recording_url(call, name)
         rec = _CallRecording(recording_id, url, name, recorder, stream, req, api_id)
         call.recordings[recording_id] = rec
         rec.start()
@@ -273,7 +273,8 @@ class LiveOps:
 
     def stop_recording(self, call: Call, url: str | None = None) -> int:
         """Stop the call's API recordings (only the one at ``url`` if given); how many."""
-        recs = [r for r in call.recordings.values() if url is None or r.url == url or r.name == url]
+        bare = None if url is None else url.split("?", 1)[0]  # signed or not, the same file
+        recs = [r for r in call.recordings.values() if url is None or r.url.split("?", 1)[0] == bare or r.name == url]
         for rec in recs:
             self._finish_recording(call, rec)
         return len(recs)

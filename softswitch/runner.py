@@ -248,6 +248,8 @@ class ApplicationRunner:
             fallback_method=fallback.method if fallback else "POST",
             data_dir=m.data_dir,
             recording_url_base=m.recording_url_base(call),
+            recordings_dir=m.recording_dir(call.account.auth_id),
+            recording_url=lambda name: m.recording_url(call, name),
             parse_document=call.dialect.parse_document,
         )
         if app.error is not None and not call.finished.is_set() and call.error is None:

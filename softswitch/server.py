@@ -27,13 +27,14 @@ from aiohttp import web
 from sip import causes
 
 from .api import callapi
-from .api.http import create_app
+from .api.http import AuthThrottle, create_app, recording_url_signer
 from .api.legacy import LegacyDialect
 from .api.legacy.routes import http_dialect as legacy_http
 from .api.plivo import PlivoDialect
 from .api.plivo.routes import http_dialect as plivo_http
 from .call import AccountLimits, CallManager
 from .dialect import Dialect
+from .netpolicy import FetchPolicy, set_default_policy
 
 log = logging.getLogger("softswitch.server")
 
@@ -143,6 +144,8 @@ class Server:
         self.manager: CallManager | None = None
         self.runner: web.AppRunner | None = None
         self.http_port: int | None = None
+        #: Where the server may connect for users' URLs (built from ``[http]`` at start).
+        self.fetch_policy = FetchPolicy()
         self.interrupted = 0
         #: The final status of each recovery BYE (call uuid -> status, None: no answer in time)
         self.recovered_byes: dict[str, int | None] = {}
@@ -169,6 +172,10 @@ class Server:
         self.store = CallStore(cfg.db_path, exclusive=True)  # one server per database
         # The answered calls a crash left up: their callees are still in the call.
         orphans = self.store.live_dialogs()
+        # Every URL the server fetches or posts to is checked against this policy; the own
+        # HTTP address is added once the listening socket is bound (softswitch.netpolicy).
+        self.fetch_policy = FetchPolicy(cfg.http.fetch_deny, cfg.http.fetch_allow)
+        set_default_policy(self.fetch_policy)
         self.outbox = WebhookOutbox(
             self.store,
             timeout_s=cfg.webhook_timeout_s,
@@ -177,6 +184,7 @@ class Server:
             backoff_max_s=getattr(cfg, "webhook_backoff_max_s", 60.0),
             user_agent=cfg.user_agent,
             auth_token_for=self._auth_token_for,
+            fetch_policy=self.fetch_policy,
         )
         await self.outbox.start()
         if self._dialer is None:
@@ -214,18 +222,29 @@ class Server:
             if record is not None:
                 self.manager.post_interrupted_hangup(record)
         Path(self.manager.data_dir, "recordings").mkdir(parents=True, exist_ok=True)
+        if cfg.http.recording_url_ttl_s > 0:
+            self.manager.recording_url_signer = recording_url_signer(self.manager, cfg.http.recording_url_ttl_s)
         app = create_app(
             self.manager, self.store, bulk_max=cfg.limits.bulk_max,
             digits_tone_ms=cfg.send_digits_default_tone_ms,
             dialects=[plivo_http(), legacy_http(), callapi.http_dialect()],
+            body_timeout_s=cfg.http.body_timeout_s,
+            auth_throttle=AuthThrottle(cfg.http.auth_fail_limit, cfg.http.auth_fail_window_s),
+            fetch_policy=self.fetch_policy,
         )
-        self.runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+        # keepalive_timeout bounds how long a connection may sit without a complete request
+        # head: aiohttp arms it when the connection opens and after each response, and data
+        # arriving does not re-arm it, so it is also the header timeout.
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0,
+                                    keepalive_timeout=cfg.http.header_timeout_s)
         await self.runner.setup()
         site = web.TCPSite(self.runner, cfg.http_host, cfg.http_port)
         await site.start()
         server = getattr(site, "_server", None)
         sockets = getattr(server, "sockets", None) or []
         self.http_port = sockets[0].getsockname()[1] if sockets else cfg.http_port
+        for sock in sockets:
+            self.fetch_policy.add_own(sock.getsockname()[0], sock.getsockname()[1])
         # Recording URLs need the port really bound (http_port 0 picks one) unless the
         # public base_url is configured.
         self.manager.public_url = (cfg.base_url or self.base_url).rstrip("/")

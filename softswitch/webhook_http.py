@@ -12,7 +12,8 @@ module holds what one attempt is, so the outbox is the queue and nothing else:
   policy (``4xx``, ``5xx``, ``ct``, ``rt``, ``all``), the "callback configuration" convention
   of the hosted voice APIs).  The fragment is never sent;
 * :func:`send` makes one attempt and classifies its failure (``ct``, ``rt``, ``4xx``,
-  ``5xx``, ``429``, ``redirect``, ``body``); :func:`retryable` says whether a class is retried.
+  ``5xx``, ``429``, ``redirect``, ``body``, ``denied``: refused by :mod:`softswitch.netpolicy`,
+  never retried); :func:`retryable` says whether a class is retried.
 
 Retry classes (chosen, documented here and in the example config): success is any 2xx.
 Redirects are not followed for notifications (a 3xx is a permanent failure: the signature
@@ -34,6 +35,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import aiohttp
 import yarl
 
+from .netpolicy import FetchPolicy, denied_reason, fetching
 from .signing import ParamValue, get_signer, param_values
 
 __all__ = [
@@ -237,6 +239,7 @@ async def send(
     follow: bool,
     limit: int = DRAIN_BODY,
     keep_body: bool = False,
+    policy: FetchPolicy | None = None,
 ) -> Attempt:
     """One attempt with ``timeout_s`` in all; never raises for network trouble.
 
@@ -252,40 +255,44 @@ async def send(
     t0 = time.perf_counter()
     result = Attempt()
     try:
-        async with session.request(
-            req.method,
-            req.url,
-            data=req.body,
-            headers=req.headers,
-            timeout=timeout,
-            allow_redirects=follow,
-            max_redirects=5,
-        ) as resp:
-            result.status = resp.status
-            result.content_type = resp.headers.get("Content-Type")
-            body, too_big = await _read_limited(resp, limit)
-            if keep_body:
-                result.body = body.decode(resp.charset or "utf-8", errors="replace")
-            if 200 <= resp.status < 300:
-                if too_big and keep_body:
-                    result.error = f"response body larger than {limit} bytes"
-                    result.failure = "body"  # the answer is unusable: never retried
-                return result
-            result.failure = status_class(resp.status)
-            result.error = f"HTTP {resp.status}"
-            if result.failure == "redirect":
-                result.error += f" redirect to {resp.headers.get('Location', '?')} not followed"
-            result.retry_after = retry_after_s(resp.headers.get("Retry-After"))
+        with fetching(policy, req.url) as extra_headers:
+            async with session.request(
+                req.method,
+                req.url,
+                data=req.body,
+                headers={**req.headers, **extra_headers} if extra_headers else req.headers,
+                timeout=timeout,
+                allow_redirects=follow,
+                max_redirects=5,
+            ) as resp:
+                result.status = resp.status
+                result.content_type = resp.headers.get("Content-Type")
+                body, too_big = await _read_limited(resp, limit)
+                if keep_body:
+                    result.body = body.decode(resp.charset or "utf-8", errors="replace")
+                if 200 <= resp.status < 300:
+                    if too_big and keep_body:
+                        result.error = f"response body larger than {limit} bytes"
+                        result.failure = "body"  # the answer is unusable: never retried
+                    return result
+                result.failure = status_class(resp.status)
+                result.error = f"HTTP {resp.status}"
+                if result.failure == "redirect":
+                    result.error += f" redirect to {resp.headers.get('Location', '?')} not followed"
+                result.retry_after = retry_after_s(resp.headers.get("Retry-After"))
     except aiohttp.ConnectionTimeoutError as exc:
         result.failure, result.error = "ct", f"connect timeout: {exc}"
     except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
         result.failure, result.error = "rt", f"timeout: {exc or 'no response in time'}"
     except aiohttp.TooManyRedirects as exc:
         result.failure, result.error = "redirect", f"too many redirects: {exc}"
-    except aiohttp.ClientError as exc:
-        result.failure, result.error = "ct", f"{type(exc).__name__}: {exc}"
-    except OSError as exc:
-        result.failure, result.error = "ct", f"{type(exc).__name__}: {exc}"
+    except (aiohttp.ClientError, OSError) as exc:
+        denied = denied_reason(exc)
+        if denied is not None:
+            # softswitch.netpolicy refused the address before connecting: never retried.
+            result.failure, result.error = "denied", denied
+        else:
+            result.failure, result.error = "ct", f"{type(exc).__name__}: {exc}"
     finally:
         result.duration_ms = (time.perf_counter() - t0) * 1000.0
     return result
@@ -314,7 +321,7 @@ def status_class(status: int) -> str:
 
 def retryable(failure: str, retry_on: frozenset[str]) -> bool:
     """Whether a failure of class ``failure`` is retried under the policy ``retry_on``."""
-    if failure == "redirect":
+    if failure in ("redirect", "denied"):
         return False
     if failure == "429":
         return "429" in retry_on or "4xx" in retry_on

@@ -34,6 +34,7 @@ from typing import Any
 
 import aiohttp
 
+from .netpolicy import FetchPolicy, default_policy
 from .signing import UnknownSignature
 from .store import CallStore
 from .webhook_http import (
@@ -139,11 +140,14 @@ class WebhookOutbox:
         user_agent: str = "softswitch/0.1",
         max_concurrency: int = 100,
         auth_token_for: Callable[[str], str | None] | None = None,
+        fetch_policy: FetchPolicy | None = None,
     ) -> None:
         """``auth_token_for(call_uuid)``: the auth token to re-sign a resumed delivery of that
         call with (None: keep the headers signed when it was posted)."""
         self.store = store
         self.auth_token_for = auth_token_for
+        #: Where callbacks and fetches may connect (None: the process's default policy).
+        self.fetch_policy = fetch_policy
         self.timeout_s = timeout_s
         self.retries = retries
         self.backoff_s = backoff_s
@@ -168,8 +172,9 @@ class WebhookOutbox:
         if self._started:
             return
         if self._session is None:
+            policy = self.fetch_policy or default_policy()
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._max_concurrency),
+                connector=policy.connector(limit=self._max_concurrency),
             )
         self._started = True
         self._closed = False
@@ -343,7 +348,8 @@ class WebhookOutbox:
                 timeout = min(timeout, max(0.1, total - (loop.time() - started)))
             async with self._sem:
                 result = await send(
-                    self._session_or_fail(), p.request, p.options, timeout, follow=False
+                    self._session_or_fail(), p.request, p.options, timeout, follow=False,
+                    policy=self.fetch_policy or default_policy(),
                 )
             self.store.record_attempt(
                 p.id,
@@ -451,6 +457,7 @@ class WebhookOutbox:
                     follow=True,
                     limit=max_body,
                     keep_body=True,
+                    policy=self.fetch_policy or default_policy(),
                 )
             self.store.record_attempt(
                 delivery_id,

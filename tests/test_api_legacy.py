@@ -448,7 +448,8 @@ async def test_play_and_record(sipp: Any, legacy: Any, receiver: WebhookReceiver
     _, rec = await api.post("RecordStart", CallUUID=call_uuid, FileFormat="wav", FilePath="/tmp/evil",
                             FileName="x")
     assert rec["Success"] is True and rec["Message"] == f"RecordStart Executed with RecordFile {rec['RecordFile']}"
-    assert rec["RecordFile"].startswith(f"{api.base}/v0.1/Recording/{AUTH_ID}/") and rec["RecordFile"].endswith(".wav")
+    assert rec["RecordFile"].startswith(f"{api.base}/v0.1/Recording/{AUTH_ID}/")
+    assert rec["RecordFile"].split("?")[0].endswith(".wav")  # signed: ?expires=...&sig=...
     _, played = await api.post("Play", CallUUID=call_uuid, Sounds=receiver.url("/tone.wav"))
     assert played == {"Success": True, "Message": "Play Request Executed"}
     await asyncio.sleep(1.5)

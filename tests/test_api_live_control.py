@@ -81,8 +81,8 @@ def loud_seconds(pcm: np.ndarray, threshold: float = 500.0) -> float:
     return float((rms > threshold).sum() * 0.02)
 
 
-async def http_get(url: str) -> tuple[int, str, bytes]:
-    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+async def http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, bytes]:
+    async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as resp:
         return resp.status, resp.content_type, await resp.read()
 
 
@@ -116,7 +116,8 @@ async def test_live_speak_play_dtmf_and_record_on_baresip(
         callback_method="POST",
     )
     assert rec.message == "call recording started"
-    assert rec.url.endswith(f"/v1/Account/{AUTH_ID}/Recording/files/{rec.recording_id}.wav")
+    # the URL handed out is signed ([http] recording_url_ttl_s): fetchable without credentials
+    assert rec.url.split("?")[0].endswith(f"/v1/Account/{AUTH_ID}/Recording/files/{rec.recording_id}.wav")
     assert rec.api_id
     status, _, _ = await http_get(rec.url)
     assert status == 404, "a recording is not served while it is being written"
@@ -146,7 +147,7 @@ async def test_live_speak_play_dtmf_and_record_on_baresip(
     # Both directions are in it: baresip's 400 Hz microphone and our 1 kHz Play.
     assert band_energy(ours, 400.0) > 0.05
     assert band_energy(ours, 1000.0) > 0.02
-    assert (env.server.manager.data_dir / "recordings" / f"{rec.recording_id}.wav").is_file()  # type: ignore[union-attr]
+    assert (env.server.manager.data_dir / "recordings" / AUTH_ID / f"{rec.recording_id}.wav").is_file()  # type: ignore[union-attr]
 
     await env.sdk(env.client.calls.delete, call_uuid)
     hang = await hangup_of(env, call_uuid)
@@ -286,7 +287,7 @@ async def test_recording_ends_with_the_call_and_is_served(env: Env, uas: Any) ->
     )
     call_uuid = await env.call(uas().uri)  # sipp echoes our RTP: both directions carry speech
     rec = await env.sdk(env.client.calls.record, call_uuid, callback_url=env.web.url("/rec"))
-    assert rec.url.endswith(".mp3"), "mp3 is Plivo's default file_format"
+    assert rec.url.split("?")[0].endswith(".mp3"), "mp3 is Plivo's default file_format"
     await asyncio.sleep(2.5)
     await env.sdk(env.client.calls.delete, call_uuid)
     await hangup_of(env, call_uuid)
@@ -296,13 +297,13 @@ async def test_recording_ends_with_the_call_and_is_served(env: Env, uas: Any) ->
     status, ctype, body = await http_get(rec.url)
     assert (status, ctype) == (200, "audio/mpeg") and len(body) > 1000
     # not served for another name, another account, or a traversal attempt
-    base = rec.url.rsplit("/", 1)[0]
+    base = rec.url.split("?")[0].rsplit("/", 1)[0]
     for bad in (
         f"{base}/{'0' * 8}-0000-0000-0000-{'0' * 12}.mp3",
         f"{base}/..%2F..%2Fcalls.db",
-        rec.url.replace(AUTH_ID, "MANOSUCHACCOUNT00000"),
     ):
-        assert (await http_get(bad))[0] == 404, bad
+        assert (await http_get(bad, {"Authorization": aiohttp.encode_basic_auth(AUTH_ID, AUTH_TOKEN)}))[0] == 404, bad
+    assert (await http_get(rec.url.replace(AUTH_ID, "MANOSUCHACCOUNT00000")))[0] == 404
 
 
 async def test_errors_are_404_for_unknown_or_ended_calls_and_400_for_bad_params(

@@ -6,7 +6,24 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
-__all__ = ["CALLER_ID_RE", "NUMBER_RE", "is_destination", "is_http_url", "number_key"]
+__all__ = [
+    "CALLER_ID_RE",
+    "INT64_MAX",
+    "INT64_MIN",
+    "NUMBER_RE",
+    "int64",
+    "is_destination",
+    "is_http_url",
+    "number_key",
+]
+
+#: What the store (SQLite INTEGER) holds: every integer the API hands inward fits in it.
+INT64_MAX = 2**63 - 1
+INT64_MIN = -(2**63)
+#: Longest integer text accepted (a sign and 19 digits), checked before ``int()`` so that a
+#: megabyte of digits is not converted first (Python limits str→int to 4300 digits anyway).
+_INT_TEXT_MAX = 19
+_INT_RE = re.compile(r"^[+-]?[0-9]+$", re.ASCII)
 
 # A phone number: country code and number, optional leading '+'.
 NUMBER_RE = re.compile(r"^\+?[0-9]{2,20}$")
@@ -20,6 +37,22 @@ _SIP_URI_RE = re.compile(
 _BARE_ADDR_RE = re.compile(rf"^{_SIP_USER}@{_SIP_HOST}(?::[0-9]{{1,5}})?$")
 #: A caller id that is not a number: a SIP user part (softphone user names, "anonymous").
 CALLER_ID_RE = re.compile(r"^[A-Za-z0-9+\-_.!~*'()]{1,64}$")
+
+
+def int64(raw: str, *, lo: int = INT64_MIN, hi: int = INT64_MAX) -> int:
+    """``raw`` as an integer in ``[lo, hi]`` (at most the signed 64-bit range).
+
+    Raises ValueError saying what is wrong ("not an integer", "must be between ...");
+    each dialect words its own error around it.
+    """
+    lo, hi = max(lo, INT64_MIN), min(hi, INT64_MAX)
+    text = raw.strip()
+    if not _INT_RE.match(text):
+        raise ValueError("not an integer")
+    digits = text.lstrip("+-").lstrip("0")
+    if len(digits) > _INT_TEXT_MAX or not lo <= int(text) <= hi:
+        raise ValueError(f"must be between {lo} and {hi}")
+    return int(text)
 
 
 def is_http_url(value: str) -> bool:

@@ -36,7 +36,7 @@ import logging
 import os
 import uuid
 import weakref
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -129,6 +129,8 @@ class Application:
         parse_document: ParseDocument,
         data_dir: str | os.PathLike[str],
         recording_url_base: str,
+        recordings_dir: str | os.PathLike[str] | None = None,
+        recording_url: Callable[[str], str] | None = None,
         max_redirects: int = 10,
         max_documents: int = 1000,
         fallback_url: str | None = None,
@@ -147,6 +149,10 @@ class Application:
         self.parse_document = parse_document
         self.data_dir = Path(data_dir)
         self.recording_url_base = recording_url_base.rstrip("/")
+        #: Where ``<Record>`` writes (default ``<data_dir>/recordings``) and how the URL of a
+        #: recording named ``<id>.<format>`` is made (default ``<base>/<name>``).
+        self.recordings_dir = Path(recordings_dir) if recordings_dir is not None else self.data_dir / "recordings"
+        self.recording_url = recording_url or (lambda name: f"{self.recording_url_base}/{name}")
         self.max_redirects = max_redirects
         self.max_documents = max_documents
         self.fallback_url = fallback_url
@@ -498,7 +504,7 @@ class Application:
     async def _record(self, verb: Record) -> _Outcome:
         self._progress = True
         recording_id = str(uuid.uuid4())
-        directory = self.data_dir / "recordings"
+        directory = self.recordings_dir
         directory.mkdir(parents=True, exist_ok=True)
         name = f"{recording_id}.{verb.file_format}"
         result = await self.call.record(
@@ -512,7 +518,7 @@ class Application:
         names = self._result_names()
         params = self.call.base_params()
         for key, value in (
-            (names.record_url, f"{self.recording_url_base}/{name}"),
+            (names.record_url, self.recording_url(name)),
             (names.recording_id, recording_id),
             (names.recording_duration_s, str(round(result.duration_ms / 1000))),
             (names.recording_duration_ms, str(result.duration_ms)),

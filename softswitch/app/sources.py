@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 from softswitch.app.document import CAUSE_FETCH_FAILED, XmlAppError
+from softswitch.netpolicy import default_policy, denied_reason, fetching
 
 log = logging.getLogger(__name__)
 
@@ -240,34 +241,38 @@ class MediaCache:
         tmp = self.cache_dir / f".{digest}.{uuid.uuid4().hex}.part"
         timeout = aiohttp.ClientTimeout(total=self.timeout_s)
         try:
-            async with aiohttp.ClientSession(timeout=timeout) as session:
-                async with session.get(url) as resp:
-                    if resp.status != 200:
-                        raise XmlAppError(
-                            f"fetching {url} answered HTTP {resp.status}", element="Play"
-                        )
-                    ctype = resp.content_type.lower()
-                    if ctype not in _AUDIO_TYPES:
-                        raise XmlAppError(
-                            f"{url} has content type {ctype!r}, expected WAV or MP3 audio",
-                            element="Play",
-                        )
-                    if (resp.content_length or 0) > self.max_bytes:
-                        raise XmlAppError(
-                            f"{url} is larger than {self.max_bytes} bytes", element="Play"
-                        )
-                    size = 0
-                    head = b""
-                    with open(tmp, "wb") as out:
-                        async for chunk in resp.content.iter_chunked(64 * 1024):
-                            size += len(chunk)
-                            if size > self.max_bytes:
-                                raise XmlAppError(
-                                    f"{url} is larger than {self.max_bytes} bytes", element="Play"
-                                )
-                            if len(head) < 16:
-                                head += chunk[:16]
-                            out.write(chunk)
+            # softswitch.netpolicy: the audio URL comes from the user's XML.
+            policy = default_policy()
+            with fetching(policy, url) as headers:
+                async with aiohttp.ClientSession(
+                    timeout=timeout, connector=policy.connector()
+                ) as session, session.get(url, headers=headers) as resp:
+                        if resp.status != 200:
+                            raise XmlAppError(
+                                f"fetching {url} answered HTTP {resp.status}", element="Play"
+                            )
+                        ctype = resp.content_type.lower()
+                        if ctype not in _AUDIO_TYPES:
+                            raise XmlAppError(
+                                f"{url} has content type {ctype!r}, expected WAV or MP3 audio",
+                                element="Play",
+                            )
+                        if (resp.content_length or 0) > self.max_bytes:
+                            raise XmlAppError(
+                                f"{url} is larger than {self.max_bytes} bytes", element="Play"
+                            )
+                        size = 0
+                        head = b""
+                        with open(tmp, "wb") as out:
+                            async for chunk in resp.content.iter_chunked(64 * 1024):
+                                size += len(chunk)
+                                if size > self.max_bytes:
+                                    raise XmlAppError(
+                                        f"{url} is larger than {self.max_bytes} bytes", element="Play"
+                                    )
+                                if len(head) < 16:
+                                    head += chunk[:16]
+                                out.write(chunk)
             kind = _sniff_audio(head)
             if kind is None:
                 raise XmlAppError(f"{url} is neither WAV nor MP3", element="Play")
@@ -276,7 +281,7 @@ class MediaCache:
             return str(final)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise XmlAppError(
-                f"fetching {url} failed: {exc or type(exc).__name__}",
+                f"fetching {url} failed: {denied_reason(exc) or exc or type(exc).__name__}",
                 element="Play",
                 cause=CAUSE_FETCH_FAILED,
             ) from None

@@ -46,6 +46,7 @@ from softswitch.config._model import (
     Config,
     ConfigError,
     Gateway,
+    HttpSettings,
     Limits,
     select_gateways,
 )
@@ -72,6 +73,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "Gateway",
+    "HttpSettings",
     "Limits",
     "load_config",
     "parse_hostport",

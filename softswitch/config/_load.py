@@ -18,7 +18,7 @@ from typing import Any
 
 from softswitch.config._account import _load_or_generate_account
 from softswitch.config._hostport import parse_hostport, parse_port_range
-from softswitch.config._model import Account, Config, ConfigError, Gateway, Limits
+from softswitch.config._model import Account, Config, ConfigError, Gateway, HttpSettings, Limits
 from softswitch.config._validate import _validate
 
 ENV_PREFIX = "SOFTSWITCH_"
@@ -109,6 +109,7 @@ def _scalar_fields(cls: type) -> dict[str, str]:
 
 _CONFIG_FIELDS = _scalar_fields(Config)
 _LIMIT_FIELDS = _scalar_fields(Limits)
+_HTTP_FIELDS = _scalar_fields(HttpSettings)
 _ACCOUNT_FIELDS = _scalar_fields(Account)
 _GATEWAY_FIELDS = _scalar_fields(Gateway)
 # Derived or computed at load time, never read from a file or the environment.
@@ -143,12 +144,33 @@ class _Layers:
     def __init__(self) -> None:
         self.top: dict[str, Any] = {}
         self.limits: dict[str, Any] = {}
+        self.http: dict[str, Any] = {}
         self.accounts: list[Account] | None = None
         self.gateways: list[Gateway] | None = None
         self.default_account: tuple[str, str] | None = None
         self.unknown_env: list[str] = []
 
+    def set_http(self, key: str, table: Any) -> None:
+        """The ``[http]`` table: :class:`HttpSettings` keys, and ``host``/``port`` for
+        ``http_host``/``http_port`` (a TOML file cannot have both ``http = "HOST:PORT"`` and
+        an ``[http]`` table)."""
+        if not isinstance(table, Mapping):
+            raise ConfigError(key, "expected a table or HOST:PORT")
+        for sub, v in table.items():
+            if sub in ("host", "port"):
+                self.set_top(f"{key}.{sub}", f"http_{sub}", v)
+            elif sub in _HTTP_FIELDS:
+                self.http[sub] = _coerce(f"{key}.{sub}", v, _HTTP_FIELDS[sub])
+            else:
+                raise ConfigError(f"{key}.{sub}", "unknown key")
+
     def set_top(self, key: str, name: str, value: Any) -> None:
+        if name == "http" and isinstance(value, Mapping):
+            self.set_http(key, value)
+            return
+        if name.startswith("http_") and name[5:] in _HTTP_FIELDS:
+            self.http[name[5:]] = _coerce(key, value, _HTTP_FIELDS[name[5:]])
+            return
         if name in ("http", "sip"):
             if not isinstance(value, str):
                 raise ConfigError(key, f"expected HOST:PORT, got {value!r}")
@@ -222,7 +244,12 @@ class _Layers:
                 continue
             if name in _INTERNAL_FIELDS or name in ("accounts", "limits"):
                 raise ConfigError(var, "cannot be set from the environment")
-            if name not in _CONFIG_FIELDS and name not in ("http", "sip", "rtp_ports"):
+            known_http = name.startswith("http_") and name[5:] in _HTTP_FIELDS
+            if (
+                name not in _CONFIG_FIELDS
+                and name not in ("http", "sip", "rtp_ports")
+                and not known_http
+            ):
                 # Probably a typo, but tools around us (CI, benchmarks) may share the prefix:
                 # warn rather than refuse to start.
                 self.unknown_env.append(var)
@@ -252,6 +279,8 @@ class _Layers:
                     v if isinstance(v, Account) else _build(Account, key, v, _ACCOUNT_FIELDS)
                     for v in value
                 ]
+            elif name == "http" and isinstance(value, HttpSettings):
+                self.set_http(key, dataclasses.asdict(value))
             elif name == "limits":
                 if isinstance(value, Limits):
                     value = dataclasses.asdict(value)
@@ -326,6 +355,7 @@ def load_config(
     limits = dataclasses.asdict(cfg.limits)
     limits.update(layers.limits)
     cfg.limits = Limits(**limits)
+    cfg.http = HttpSettings(**{**dataclasses.asdict(cfg.http), **layers.http})
     if layers.accounts is not None:
         cfg.accounts = layers.accounts
     if layers.gateways is not None:

@@ -116,6 +116,39 @@ class Limits:
     """Most destinations in one bulk request (one API call to several numbers): 1000 by default."""
 
 
+#: Networks the server never fetches from or posts to unless ``fetch_allow`` names them:
+#: link-local (where cloud metadata services live, 169.254.169.254), IPv6 link-local,
+#: and the unspecified addresses. Loopback stays allowed: tests and single-host
+#: installations run their webhook servers there. The server's own HTTP listening
+#: address and port are refused as well (see :class:`HttpSettings`).
+DEFAULT_FETCH_DENY = ["169.254.0.0/16", "fe80::/10", "0.0.0.0/32", "::/128", "fd00:ec2::254/128"]
+
+
+@dataclass
+class HttpSettings:
+    """The ``[http]`` table: limits of the HTTP API and of the URLs the server fetches."""
+
+    body_timeout_s: float = 30.0
+    """A request body not received in full within this many seconds is answered 408 and its
+    connection closed."""
+    header_timeout_s: float = 15.0
+    """A connection that has not sent a complete request head within this many seconds of
+    opening (or of its previous response) is closed; also the idle keep-alive time."""
+    recording_url_ttl_s: int = 86400
+    """When > 0, the recording URLs handed out (API answers, callbacks) are signed and expire
+    after this many seconds: anyone holding one may fetch the file without credentials until
+    then (webhook receivers, ``<Play>``). 0: bare URLs, which need the owning account's Basic
+    credentials (the bare URL always does)."""
+    fetch_deny: list[str] = field(default_factory=lambda: list(DEFAULT_FETCH_DENY))
+    """Networks (CIDR) the server never connects to for a callback or a document/audio URL."""
+    fetch_allow: list[str] = field(default_factory=list)
+    """Networks allowed even if ``fetch_deny`` (or the own-address rule) covers them."""
+    auth_fail_limit: int = 20
+    """Failed Basic-auth attempts per source address within ``auth_fail_window_s`` before that
+    address is answered 429 (0: no limit)."""
+    auth_fail_window_s: float = 60.0
+
+
 @dataclass
 class Config:
     """Everything the ``serve`` process needs; see ``softswitch.example.toml`` for each key."""
@@ -156,6 +189,7 @@ class Config:
     accounts: list[Account] = field(default_factory=list)
     gateways: list[Gateway] = field(default_factory=list)
     limits: Limits = field(default_factory=Limits)
+    http: HttpSettings = field(default_factory=HttpSettings)
     shutdown_mode: str = "drain"
     drain_timeout_s: float = 30.0
     webhook_timeout_s: float = 10.0

@@ -7,6 +7,8 @@ Case-insensitive values (transports, codecs, the log level) are normalized in pl
 
 from __future__ import annotations
 
+import ipaddress
+
 from sip.policy import parse_networks
 from softswitch.config._model import Config, ConfigError
 
@@ -69,6 +71,7 @@ def _validate(cfg: Config) -> None:
     if cfg.shutdown_mode not in SHUTDOWN_MODES:
         raise ConfigError("shutdown_mode", f"{cfg.shutdown_mode!r} is not 'drain' or 'hangup'")
     cfg.srtp = _srtp_policy("srtp", cfg.srtp)
+    _validate_http(cfg)
     cfg.log_level = cfg.log_level.upper()
     if cfg.log_level not in LOG_LEVELS:
         raise ConfigError("log_level", f"{cfg.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
@@ -159,3 +162,22 @@ def _srtp_policy(key: str, value: str) -> str:
     if policy not in SRTP_POLICIES:
         raise ConfigError(key, f"{value!r} is not one of {', '.join(SRTP_POLICIES)}")
     return policy
+
+
+def _validate_http(cfg: Config) -> None:
+    http = cfg.http
+    for name in ("body_timeout_s", "header_timeout_s", "auth_fail_window_s"):
+        if not getattr(http, name) > 0:
+            raise ConfigError(f"http.{name}", f"must be > 0, got {getattr(http, name)!r}")
+    if http.recording_url_ttl_s < 0:
+        raise ConfigError("http.recording_url_ttl_s", "must be >= 0 (0: no signed URLs)")
+    if http.auth_fail_limit < 0:
+        raise ConfigError("http.auth_fail_limit", "must be >= 0 (0: no limit)")
+    for name in ("fetch_deny", "fetch_allow"):
+        for net in getattr(http, name):
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ConfigError(
+                    f"http.{name}", f"{net!r} is not a network (CIDR or address)"
+                ) from None

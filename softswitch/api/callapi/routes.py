@@ -48,7 +48,9 @@ from ..http import (
     json_response,
     read_body,
     recording_file,
+    self_fetchable,
 )
+from ..values import INT64_MAX, int64
 from .codes import call_uuid_of
 from .filters import list_filters, sort_order
 from .openapi import openapi_document
@@ -164,6 +166,7 @@ def _inline_twiml(request: web.Request, account: AccountLimits, data: dict[str, 
     return f"{public}/2010-04-01/Accounts/{account.auth_id}/Twiml/{token}.xml"
 
 
+@self_fetchable  # the call's own answer URL
 async def inline_twiml(request: web.Request) -> web.Response:
     """An inline ``Twiml`` document (no auth: the random token is the key)."""
     doc = _INLINE.get(request.match_info["token"])
@@ -176,20 +179,18 @@ def _int_query(request: web.Request, name: str, default: int, lo: int, hi: int |
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit():
-        raise HttpError(400, f"{name} must be a non-negative integer")
-    value = int(raw)
-    if value < lo or (hi is not None and value > hi):
-        raise HttpError(
-            400, f"{name} must be between {lo} and {hi}" if hi else f"{name} must be >= {lo}"
-        )
-    return value
+    try:
+        return int64(raw, lo=lo, hi=INT64_MAX if hi is None else hi)
+    except ValueError as exc:
+        raise HttpError(400, f"{name} {exc}") from None
 
 
 async def list_calls(request: web.Request) -> web.Response:
     account = _authenticate(request)
     page = _int_query(request, "Page", 0, 0, None)
     size = _int_query(request, "PageSize", PAGE_SIZE_DEFAULT, 1, PAGE_SIZE_MAX)
+    if page * size > INT64_MAX:
+        raise HttpError(400, f"Page must be at most {INT64_MAX // size} with PageSize {size}")
     try:
         filters = list_filters(request.query)
         order = sort_order(request.query.get("SortBy"))

@@ -30,7 +30,7 @@ from media.engine import SUPPORTED_CODECS
 from sip import causes
 
 from ...model import CallbackEvent, CallSpec, DialAttempt, DigitPlan, ForkGroup, Timers, Webhook
-from ..values import is_http_url
+from ..values import int64, is_http_url
 from .codes import CHAN_NOT_IMPLEMENTED, INVALID_GATEWAY, USER_NOT_REGISTERED
 
 __all__ = [
@@ -50,6 +50,9 @@ __all__ = [
 
 #: Attempts per gateway without a ``GatewayRetries`` item (the framework's default).
 GATEWAY_RETRIES_DEFAULT = 1
+#: Tries of one gateway at most: the framework has no cap, but a request must not be able to
+#: make the server build (and dial) billions of attempts.
+GATEWAY_RETRIES_MAX = 10
 #: Seconds an attempt may ring without a ``GatewayTimeouts`` item (``timeout = 60``).
 GATEWAY_TIMEOUT_DEFAULT = 60.0
 
@@ -99,7 +102,7 @@ def _int_items(value: str | None) -> list[int | None]:
     out: list[int | None] = []
     for item in value.split(","):
         try:
-            out.append(int(item.strip()))
+            out.append(int64(item))
         except ValueError:
             out.append(None)
     return out
@@ -181,9 +184,9 @@ def _text(data: Mapping[str, Any], name: str) -> str:
 
 def _optional_int(data: Mapping[str, Any], name: str) -> int | None:
     try:
-        return int(_text(data, name))
+        return int64(_text(data, name))
     except ValueError:
-        return None  # the framework ignores a value that is not an integer
+        return None  # the framework ignores a value that is not an integer (or past 64 bits)
 
 
 def _check_call(data: Mapping[str, Any], *, extra_mandatory: tuple[str, ...] = ()) -> None:
@@ -332,7 +335,7 @@ def parse_call(
         timeout = float(t) if t is not None and t > 0 else default_timeout
         gw_codecs = codecs[i] if i < len(codecs) and codecs[i].strip() else all_codecs
         attempt = _with_codecs(gateway_attempt(gw, to, timeout, has_gateway), gw_codecs, gw)
-        attempts.extend(attempt for _ in range(max(0, n or 0)))
+        attempts.extend(attempt for _ in range(min(max(0, n or 0), GATEWAY_RETRIES_MAX)))
     if not attempts:  # every gateway had 0 retries: one attempt that fails at once
         attempts.append(DialAttempt(fail_cause=CHAN_NOT_IMPLEMENTED))
 

@@ -24,11 +24,13 @@ from ..http import (
     MANAGER_KEY,
     Handler,
     HttpDialect,
+    HttpError,
     authenticate_basic,
     json_response,
+    read_form,
     recording_file,
 )
-from ..values import is_http_url
+from ..values import int64, is_http_url
 from .dialect import NAME
 from .openapi import openapi_document
 from .request import (
@@ -72,7 +74,7 @@ def _time_seconds(raw: str, missing: str) -> int:
     if not raw:
         raise LegacyError(missing)
     try:
-        seconds = int(raw)
+        seconds = int64(raw)
     except ValueError:
         raise LegacyError("Invalid Time Parameter !") from None
     if seconds <= 0:
@@ -81,10 +83,12 @@ def _time_seconds(raw: str, missing: str) -> int:
 
 async def _form(request: web.Request) -> dict[str, str]:
     """The form fields (a JSON or other body has none: the framework reads the form only)."""
-    if request.content_type not in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        await request.read()
+    try:
+        form = await read_form(request)
+    except HttpError as exc:  # past authentication, the framework answers 200 Success: false
+        raise LegacyError(exc.error) from None
+    if form is None:
         return {}
-    form = await request.post()
     return {k: v.strip() for k, v in form.items() if isinstance(v, str)}
 
 
@@ -97,8 +101,8 @@ def endpoint(fn: LegacyHandler) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         account = authenticate_basic(request)
         manager = request.app[MANAGER_KEY]
-        form = await _form(request)
         try:
+            form = await _form(request)
             return await fn(request, account, manager, form)
         except LegacyError as exc:
             return answer(False, exc.message)
@@ -334,7 +338,7 @@ def _play_order(form: dict[str, str]) -> PlayOrder:
     if legs not in PLAY_LEGS:
         raise LegacyError("Legs Parameter is Invalid")
     try:
-        length = int(form.get("Length") or PLAY_LENGTH_DEFAULT)
+        length = int64(form.get("Length") or str(PLAY_LENGTH_DEFAULT))
     except ValueError:
         length = 0
     if length <= 0:
@@ -444,7 +448,7 @@ async def record_start(request: web.Request, account: AccountLimits, manager: Ca
         raise LegacyError("FileFormat Parameter must be 'mp3' or 'wav'")
     raw = form.get("TimeLimit") or str(RECORD_TIME_LIMIT_DEFAULT)
     try:
-        time_limit = int(raw)
+        time_limit = int64(raw)
     except ValueError:
         time_limit = 0
     if time_limit <= 0:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ...store import Filter, time_interval
+from ..values import int64
 
 __all__ = ["EQ_FILTERS", "LIST_FILTERS", "RANGE_FILTERS", "list_filters"]
 
@@ -88,6 +89,6 @@ def list_filters(query: Mapping[str, str]) -> list[Filter]:
 
 def _int_filter(key: str, value: str) -> int:
     try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f"filter {key!r} needs an integer, got {value!r}") from None
+        return int64(value)
+    except ValueError as exc:
+        raise ValueError(f"filter {key!r} needs an integer ({exc}), got {value[:40]!r}") from None

@@ -228,12 +228,18 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v1/Account/{auth_id}/Recording/files/{name}": {
                 "get": {
-                    "summary": "A finished recording (no authentication: the random name is the capability)",
-                    "security": [],
+                    "summary": "A finished recording: the owning account's Basic credentials, or the "
+                               "signed URL handed out (expires, sig)",
+                    "security": [{"basic": []}, {}],
                     "parameters": [auth_path, {"name": "name", "in": "path", "required": True,
-                                               "schema": {"type": "string", "pattern": "^[0-9a-f-]{36}\\.(wav|mp3)$"}}],
+                                               "schema": {"type": "string", "pattern": "^[0-9a-f-]{36}\\.(wav|mp3)$"}},
+                                   {"name": "expires", "in": "query", "required": False, "schema": {"type": "integer"}},
+                                   {"name": "sig", "in": "query", "required": False, "schema": {"type": "string"}}],
                     "responses": {
                         "200": {"description": "the audio", "content": {"audio/wav": {}, "audio/mpeg": {}}},
+                        "401": {"description": "no credentials", "content": {"application/json": {"schema": error}}},
+                        "403": {"description": "signed URL expired or signature wrong",
+                                "content": {"application/json": {"schema": error}}},
                         "404": {"description": "no such recording, or still in progress",
                                 "content": {"application/json": {"schema": error}}},
                     },

@@ -10,7 +10,7 @@
     POST   /v1/Account/{auth_id}/Call/{call_uuid}/Speak/   text to speech (DELETE: stop)
     POST   /v1/Account/{auth_id}/Call/{call_uuid}/DTMF/    send digits
     POST   /v1/Account/{auth_id}/Call/{call_uuid}/Record/  record the call (DELETE: stop)
-    GET    /v1/Account/{auth_id}/Recording/files/{name}    a recording file (no auth)
+    GET    /v1/Account/{auth_id}/Recording/files/{name}    a recording file (Basic auth or a signed URL)
 
 Live call control answers 202 with Plivo's ``{"message", "api_id"}`` (Record adds ``url``
 and ``recording_id``); the DELETEs answer 204. A call that is unknown or over is a 404, a
@@ -52,6 +52,7 @@ from ..http import (
     read_body,
     recording_file,
 )
+from ..values import INT64_MAX, int64
 from . import (
     LIVE_MESSAGES,
     ApiError,
@@ -122,12 +123,9 @@ def _query_int(request: web.Request, name: str, default: int, lo: int, hi: int |
     if raw is None or raw == "":
         return default
     try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, f"{name} must be an integer") from None
-    if value < lo or (hi is not None and value > hi):
-        raise ApiError(400, f"{name} must be between {lo} and {hi}" if hi is not None else f"{name} must be >= {lo}")
-    return value
+        return int64(raw, lo=lo, hi=INT64_MAX if hi is None else hi)
+    except ValueError as exc:
+        raise ApiError(400, f"{name} {exc}") from None
 
 
 def _ours(call: Call) -> bool:
