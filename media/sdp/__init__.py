@@ -19,6 +19,7 @@ from ._description import (
     SessionDescription,
 )
 from ._offer_answer import (
+    TELEPHONE_EVENT_48K_PT,
     TELEPHONE_EVENT_FMTP,
     TELEPHONE_EVENT_PT,
     NegotiatedMedia,
@@ -29,6 +30,7 @@ from ._offer_answer import (
 
 __all__ = [
     "STATIC_PAYLOAD_TYPES",
+    "TELEPHONE_EVENT_48K_PT",
     "TELEPHONE_EVENT_FMTP",
     "TELEPHONE_EVENT_PT",
     "Codec",
