@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 from media.play import ToneSource
+from media.sdp import SessionDescription
 from sip import causes
-from softswitch.ua import UserAgent, UserAgentConfig
+from softswitch.ua import GatewayConfig, UserAgent, UserAgentConfig
 from tests.conftest import wait_until
 from tests.peers.baresip import needs_baresip, needs_baresip_codec, read_wav_8k
 from tests.test_media_peers import _write_wav, tone_frames
@@ -125,3 +126,32 @@ async def test_g722_leg_bridged_to_a_pcmu_leg(ua, baresip, tmp_path: Path):
     # Each side hears the other's 1.5 s tone (the calls answer a little apart: some is lost).
     assert _tone_ms(at_wide, 1000.0) >= 1200
     assert _tone_ms(at_narrow, 600.0) >= 1200
+
+
+@needs_baresip
+@needs_baresip_codec("G722")
+@needs_baresip_codec("OPUS")
+@pytest.mark.parametrize("order", [["G722", "OPUS", "PCMU"], ["OPUS", "PCMU", "G722"]])
+async def test_gateway_codec_order_is_the_offer_order(baresip, order: list[str]):
+    """A gateway's configured ``codecs`` (``UserAgentConfig.gateway_codecs``, from the server
+    configuration) orders the m-line of every call through it. (baresip answers in its own
+    preference order, here PCMU first, as RFC 3264 §6.1 lets it: the negotiated codec is
+    then its pick among ours; our order as the answerer is in tests/unit/test_wideband.py.)"""
+    peer = baresip(codecs=("PCMU", "OPUS", "G722"))
+    gw = GatewayConfig(name="trunk", host="127.0.0.1", port=peer.port)
+    config = UserAgentConfig(
+        host="127.0.0.1", port=0, gateways=[gw], gateway_codecs={"trunk": order}
+    )
+    async with UserAgent(config) as agent:
+        call = await agent.dial(peer.uri, from_user="1000", gateway="trunk")
+        offer = SessionDescription.parse(call.media._local_offer)
+        names = [c.name.upper() for c in offer.media[0].codecs if c.name != "telephone-event"]
+        assert names == order
+        assert await asyncio.wait_for(call.wait_answered(), 10), (
+            call.terminated,
+            peer.log()[-1500:],
+        )
+        print(f"offer {names}: baresip answered {call.media.stats()['codec']}")
+        assert call.media.stats()["codec"].upper() == "PCMU"
+        await call.hangup()
+        await asyncio.wait_for(call.wait_terminated(), 5)

@@ -297,3 +297,17 @@ async def test_bridge_transcodes_between_codecs(engine: MediaEngine, left: str, 
     engine.bridge(leg_a, leg_b)
     _assert_tone(await _tone_across(caller, callee, 1200.0), 1200.0)
     _assert_tone(await _tone_across(callee, caller, 800.0), 800.0)
+
+
+async def test_rfc4733_at_48000_next_to_opus(engine: MediaEngine) -> None:
+    """Both sides list telephone-event/48000 with Opus: events use that clock (RFC 4733 §2.1),
+    so a 250 ms digit lasts 12,000 timestamp units and is read back as 250 ms."""
+    a, b = engine.create_stream(codecs=["OPUS"]), engine.create_stream(codecs=["OPUS"])
+    connect(a, b)
+    assert (a.negotiated.dtmf_payload_type, a.negotiated.dtmf_clock_rate) == (102, 48000)
+    assert (b.negotiated.dtmf_payload_type, b.negotiated.dtmf_clock_rate) == (102, 48000)
+    got = []
+    b.on_dtmf = got.append
+    assert await asyncio.wait_for(a.send_digits("5", tone_ms=250), 3) == 1
+    await wait_until(lambda: len(got) == 1, 3)
+    assert got[0].digit == "5" and abs(got[0].duration_ms - 250) <= 20, got[0]
