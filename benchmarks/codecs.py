@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|")
     for name, c in costs.items():
         print(f"| {name} | {c['encode_us']:.1f} | {c['decode_us']:.1f} | {c['total_us']:.1f} |")
-    print(f"\n| codec | streams | µs per stream per tick (median) | p90 |")
+    print("\n| codec | streams | µs per stream per tick (median) | p90 |")
     print("|---|---|---|---|")
     for t in ticks_out:
         print(
