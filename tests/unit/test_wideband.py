@@ -311,3 +311,16 @@ async def test_rfc4733_at_48000_next_to_opus(engine: MediaEngine) -> None:
     assert await asyncio.wait_for(a.send_digits("5", tone_ms=250), 3) == 1
     await wait_until(lambda: len(got) == 1, 3)
     assert got[0].digit == "5" and abs(got[0].duration_ms - 250) <= 20, got[0]
+
+
+def test_codecs_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m benchmarks.codecs`` at a tiny scale: every codec measured, no timing checked."""
+    import json
+
+    from benchmarks import codecs as bench
+
+    assert bench.main(["--frames", "10", "--streams", "2", "--ticks", "10", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out["codec"]) == set(SUPPORTED_CODECS)
+    assert [t["codec"] for t in out["tick"]] == list(SUPPORTED_CODECS)
+    assert all(t["packets_received"] > 0 for t in out["tick"])
