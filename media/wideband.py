@@ -19,9 +19,9 @@ Everything per stream is stateful and keeps its history from one call to the nex
 ADPCM and Opus coder states and the resamplers' FIR delay lines, so frame boundaries do not
 click. An encoder or decoder belongs to one stream (one direction of one RTP session).
 
-Cost (``python -m benchmarks.wideband``): PyAV's per-call overhead (an ``AudioFrame`` and a
+Cost (``python -m benchmarks.codecs``): PyAV's per-call overhead (an ``AudioFrame`` and a
 ``Packet`` object per 20 ms) dominates; a wideband stream costs roughly 50-100 times what a
-G.711 stream costs per tick. See README's codec section for the measured numbers.
+G.711 stream costs per tick (benchmarks/RESULTS.md, "Wideband codecs").
 """
 
 from __future__ import annotations
@@ -168,7 +168,8 @@ class _PyAvEncoder:
                 format="s16", layout="mono", samples=pcm.size
             )
             frame.sample_rate = self._rate
-        frame.planes[0].update(np.ascontiguousarray(pcm, dtype=np.int16))
+        samples = np.ascontiguousarray(pcm, dtype=np.int16)
+        frame.planes[0].update(samples)  # type: ignore[arg-type]  # takes any buffer
         frame.pts = self._pts
         self._pts += pcm.size
         return [bytes(packet) for packet in self._ctx.encode(frame)]

@@ -199,8 +199,9 @@ class MediaStream(ReceivePath, SendPath):
         self._sender.clock_rate = self._rx.clock_rate = codec.clock_rate
 
     def _set_receive_codecs(self, codecs: dict[int, Codec]) -> None:
-        """The payload types we may receive and their decoders (a G.722/Opus decoder is
-        made once per codec for this stream, when a negotiation first lists it)."""
+        """The payload types we may receive and their decoders. A G.722/Opus decoder is made
+        once per codec for this stream, when its first packet arrives (one costs 0.2-0.3 ms
+        to set up: an offer listing both need not pay for the one the answer leaves out)."""
         self._receive_codecs = codecs
         decoders: dict[int, Callable[[bytes], np.ndarray]] = {}
         for pt, codec in codecs.items():
@@ -210,10 +211,22 @@ class MediaStream(ReceivePath, SendPath):
                 decoders[pt] = g711
             elif name in _wideband.CODECS:
                 decoder = self._wideband_decoders.get(name)
-                if decoder is None:
-                    decoder = self._wideband_decoders[name] = _wideband.CODECS[name].decoder()
-                decoders[pt] = decoder.decode
+                decoders[pt] = decoder.decode if decoder is not None else self._first_packet(name)
         self._decoders = decoders
+
+    def _first_packet(self, name: str) -> Callable[[bytes], np.ndarray]:
+        """A stand-in decoder that makes the real one on the first packet and hands over."""
+
+        def decode(payload: bytes) -> np.ndarray:
+            decoder = self._wideband_decoders.get(name)
+            if decoder is None:
+                decoder = self._wideband_decoders[name] = _wideband.CODECS[name].decoder()
+            for pt, fn in self._decoders.items():
+                if fn is decode:
+                    self._decoders[pt] = decoder.decode
+            return decoder.decode(payload)
+
+        return decode
 
     @property
     def negotiated(self) -> NegotiatedMedia | None:
