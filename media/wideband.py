@@ -15,7 +15,7 @@ The engine works in 8 kHz 20 ms frames (:data:`media.engine.CLOCK_RATE`); these 
   (RFC 7587 §6.1): the engine hears and sends 8 kHz audio, so the peer need not spend bits on
   a wider band.
 
-Everything per stream is stateful and keeps its history from one call to the next: the
+Everything per stream is stateful and keeps its history from one frame to the next: the
 ADPCM and Opus coder states and the resamplers' FIR delay lines, so frame boundaries do not
 click. An encoder or decoder belongs to one stream (one direction of one RTP session).
 
