@@ -21,6 +21,7 @@ from softswitch.ua import GatewayConfig, UserAgent, UserAgentConfig
 from tests.conftest import wait_until
 from tests.peers.baresip import needs_baresip, needs_baresip_codec, read_wav_8k
 from tests.test_media_peers import _write_wav, tone_frames
+from tests.test_xml_calls import http, webapp  # noqa: F401  (the Dial test's fixtures)
 
 pytestmark = [pytest.mark.peer]
 
@@ -134,9 +135,8 @@ async def test_g722_leg_bridged_to_a_pcmu_leg(ua, baresip, tmp_path: Path):
 @pytest.mark.parametrize("order", [["G722", "OPUS", "PCMU"], ["OPUS", "PCMU", "G722"]])
 async def test_gateway_codec_order_is_the_offer_order(baresip, order: list[str]):
     """A gateway's configured ``codecs`` (``UserAgentConfig.gateway_codecs``, from the server
-    configuration) orders the m-line of every call through it. (baresip answers in its own
-    preference order, here PCMU first, as RFC 3264 §6.1 lets it: the negotiated codec is
-    then its pick among ours; our order as the answerer is in tests/unit/test_wideband.py.)"""
+    configuration) orders the m-line of every call through it; baresip, which takes all three
+    (in another order of its own), answers with our first."""
     peer = baresip(codecs=("PCMU", "OPUS", "G722"))
     gw = GatewayConfig(name="trunk", host="127.0.0.1", port=peer.port)
     config = UserAgentConfig(
@@ -152,6 +152,45 @@ async def test_gateway_codec_order_is_the_offer_order(baresip, order: list[str])
             peer.log()[-1500:],
         )
         print(f"offer {names}: baresip answered {call.media.stats()['codec']}")
-        assert call.media.stats()["codec"].upper() == "PCMU"
+        assert call.media.stats()["codec"].upper() == order[0]
         await call.hangup()
         await asyncio.wait_for(call.wait_terminated(), 5)
+
+
+@needs_baresip
+@needs_baresip_codec("G722")
+async def test_xml_dial_bridges_a_pcmu_caller_to_a_g722_callee(http, webapp, baresip, tmp_path):  # noqa: F811
+    """The whole Dial (softswitch/dial.py): the A leg is a PCMU-only baresip, the XML dials a
+    G722-only baresip, and each hears the other's tone through the transcoding bridge."""
+    from media.engine import MediaConfig
+    from tests.conftest import media_ports
+    from tests.test_xml_calls import run_call
+
+    tones = {}
+    for name, freq in (("a", 600.0), ("b", 1000.0)):
+        t = np.arange(int(1.5 * RATE)) / RATE
+        tones[name] = tmp_path / f"{name}.wav"
+        _write_wav(tones[name], (8000 * np.sin(2 * np.pi * freq * t)).astype(np.int16))
+    a_side = baresip(codecs=("PCMU",), play_wav=tones["a"])
+    b_side = baresip(codecs=("G722",), play_wav=tones["b"], max_call_s=1.0)  # hangs up at EOF
+    media = MediaConfig(bind_host="127.0.0.1", codecs=["PCMU", "PCMA", "G722"], **media_ports())
+    agent = UserAgent(UserAgentConfig(host="127.0.0.1", port=0, media=media))
+    await agent.start()
+    try:
+        webapp.xml("/answer", f"<Response><Dial><User>{b_side.uri}</User></Dial></Response>")
+        run = await run_call(agent, http, webapp, a_side.uri, "/answer", tmp_path)
+    finally:
+        await agent.close()
+    (b_leg,) = run.b_legs
+    assert run.call.final_stats["codec"] == "PCMU" and b_leg.final_stats["codec"] == "G722"
+    a_side.stop()
+    b_side.stop()
+    at_a = read_wav_8k(a_side.recording())
+    at_b = read_wav_8k(b_side.recording())
+    print(
+        f"A (PCMU) heard 1000 Hz for {_tone_ms(at_a, 1000.0)} ms; "
+        f"B (G722) heard 600 Hz for {_tone_ms(at_b, 600.0)} ms"
+    )
+    # B answers after A: B's tone from its start; A's tone from B's answer on (some is gone).
+    assert _tone_ms(at_a, 1000.0) >= 1200
+    assert _tone_ms(at_b, 600.0) >= 600
