@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import g711 as _g711
+from .. import wideband as _wideband
 
 CLOCK_RATE = 8000
 FRAME_SAMPLES = 160  # 20 ms at 8 kHz
@@ -23,8 +24,9 @@ RELATCH_QUIET_S = 0.25  # ... while the current source has sent nothing for this
 
 SILENCE = np.zeros(FRAME_SAMPLES, dtype=np.int16)
 
-#: Audio codecs the engine encodes and decodes, by SDP encoding name.
-SUPPORTED_CODECS: tuple[str, ...] = tuple(_g711.ENCODERS)
+#: Audio codecs the engine encodes and decodes, by SDP encoding name: G.711 (stateless
+#: tables, :mod:`media.g711`), then G.722 and Opus (stateful per stream, :mod:`media.wideband`).
+SUPPORTED_CODECS: tuple[str, ...] = tuple(_g711.ENCODERS) + tuple(_wideband.CODECS)
 
 
 class UnsupportedCodec(ValueError):
@@ -40,7 +42,7 @@ def codec_list(codecs: Sequence[str]) -> list[str]:
     names = list(dict.fromkeys(str(c).strip().upper() for c in codecs))
     if not names:
         raise UnsupportedCodec(f"empty codec list; supported: {', '.join(SUPPORTED_CODECS)}")
-    unknown = [c for c in names if c not in _g711.ENCODERS]
+    unknown = [c for c in names if c not in SUPPORTED_CODECS]
     if unknown:
         raise UnsupportedCodec(
             f"cannot encode {', '.join(unknown)}; supported: {', '.join(SUPPORTED_CODECS)}"
@@ -62,7 +64,7 @@ class MediaConfig:
     ptime_ms: int = 20
     """Packetisation time we ask for and send with (a multiple of 20)."""
     codecs: list[str] = field(default_factory=lambda: ["PCMU", "PCMA"])
-    """Codecs we offer and accept, in preference order (only G.711 is encoded)."""
+    """Codecs we offer and accept, in preference order (:data:`SUPPORTED_CODECS`)."""
     telephone_event: bool = True
     """Offer/accept RFC 4733 telephone-event."""
     silence: str = "silence"
@@ -86,9 +88,9 @@ class MediaConfig:
             raise ValueError("ptime_ms must be a positive multiple of 20")
         if self.port_max - self.port_min < 1:
             raise ValueError("port range must hold at least one RTP/RTCP pair")
-        unknown = [c for c in self.codecs if c.upper() not in _g711.ENCODERS]
+        unknown = [c for c in self.codecs if c.upper() not in SUPPORTED_CODECS]
         if unknown:
-            raise ValueError(f"cannot encode {unknown}; supported: {sorted(_g711.ENCODERS)}")
+            raise ValueError(f"cannot encode {unknown}; supported: {list(SUPPORTED_CODECS)}")
 
     @property
     def sdp_address(self) -> str:

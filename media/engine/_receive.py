@@ -56,9 +56,9 @@ from typing import Any
 import numpy as np
 
 from .. import dtmf as _dtmf
-from .. import g711 as _g711
 from ..rtp import RtpHeader, is_rtcp, parse_rtp
 from ._config import (
+    CLOCK_RATE,
     FRAME_SAMPLES,
     LEARN_WINDOW_S,
     MAX_EVENT_SOURCES,
@@ -137,13 +137,15 @@ class ReceivePath(StreamState):
                     pending = self._rfc4733_rx.pop(oldest).flush(now + 10.0)
                     if pending is not None:
                         self._deliver_dtmf(pending)
-                receiver = self._rfc4733_rx[packet.ssrc] = _dtmf.Rfc4733Receiver()
+                codec = self._receive_codecs.get(pt)  # durations in its clock (Opus: 48000)
+                receiver = self._rfc4733_rx[packet.ssrc] = _dtmf.Rfc4733Receiver(
+                    clock_rate=codec.clock_rate if codec is not None else CLOCK_RATE
+                )
             event = receiver.feed(packet.payload, packet.timestamp, packet.marker, now)
             if event is not None:
                 self._deliver_dtmf(event)
             return
-        codec = self._receive_codecs.get(pt)
-        decoder = _g711.DECODERS.get(codec.name.upper()) if codec is not None else None
+        decoder = self._decoders.get(pt)
         if decoder is None:
             # CN, or a codec we cannot decode: the playout FIFO fills silence instead.
             return

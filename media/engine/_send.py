@@ -150,7 +150,9 @@ class SendPath(StreamState):
         if job.rfc4733:
             assert dtmf_pt is not None
             job.payload_type = dtmf_pt  # fixed for the job even if a re-INVITE changes it
-            job.sender = _dtmf.Rfc4733Sender(job.steps, clock_rate=CLOCK_RATE, ptime_ms=20)
+            job.sender = _dtmf.Rfc4733Sender(
+                job.steps, clock_rate=neg.dtmf_clock_rate if neg else CLOCK_RATE, ptime_ms=20
+            )
         else:
             job.sender = _dtmf.InbandDtmfGenerator(
                 job.steps, rate=CLOCK_RATE, frame_samples=FRAME_SAMPLES
@@ -189,7 +191,7 @@ class SendPath(StreamState):
             return
         sender = self._sender
         if skipped:
-            sender.advance(skipped * FRAME_SAMPLES)
+            sender.advance(skipped * self._ts_step)
             self._pending.clear()
         packets, frame, digits_active = self._digits_tick()
         silence = False
@@ -228,7 +230,7 @@ class SendPath(StreamState):
                     sock.sendto(packet, remote)
                 except OSError:
                     self.send_errors += 1
-        sender.advance(FRAME_SAMPLES)
+        sender.advance(self._ts_step)
 
     def _audio_packets(self, frame: np.ndarray, silence: bool) -> list[bytes]:
         mode = self._config.silence
@@ -242,7 +244,12 @@ class SendPath(StreamState):
                 return [sender.packet(cn, bytes([CN_LEVEL]))]  # type: ignore[arg-type]
             return []
         self._silent_ticks = 0
-        if silence and self._frames_per_packet == 1 and not self._pending:
+        if (
+            silence
+            and self._frames_per_packet == 1
+            and not self._pending
+            and self._stateless_encoder
+        ):
             # Encoded silence is the same bytes every tick: encode it once per codec.
             payload = self._silence_payloads.get(self._send_pt)
             if payload is None:
@@ -254,7 +261,7 @@ class SendPath(StreamState):
         self._pending.append(frame)
         if len(self._pending) < self._frames_per_packet:
             return []
-        first_ts = (sender.timestamp - (len(self._pending) - 1) * FRAME_SAMPLES) & 0xFFFFFFFF
+        first_ts = (sender.timestamp - (len(self._pending) - 1) * self._ts_step) & 0xFFFFFFFF
         pcm = self._pending[0] if len(self._pending) == 1 else np.concatenate(self._pending)
         self._pending = []
         payload = self._encoder(pcm)  # type: ignore[misc]

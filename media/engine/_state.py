@@ -23,7 +23,7 @@ import numpy as np
 from .. import dtmf as _dtmf
 from ..rtp import ReceiveStatistics, RtcpSession, RtpSender
 from ..sdp import Codec, LocalCrypto, NegotiatedMedia, SessionDescription
-from ._config import CLOCK_RATE, MAX_BRIDGE_FRAMES
+from ._config import CLOCK_RATE, FRAME_SAMPLES, MAX_BRIDGE_FRAMES
 from ._srtp import SrtpContext
 
 if TYPE_CHECKING:
@@ -115,6 +115,10 @@ class StreamState:
 
         # Receive path.
         self._receive_codecs: dict[int, Codec] = {}
+        # The decoder of each payload type we may receive (set with _receive_codecs): G.711's
+        # tables, or a G.722/Opus decoder of this stream (stateful, one per codec name).
+        self._decoders: dict[int, Callable[[bytes], np.ndarray]] = {}
+        self._wideband_decoders: dict[str, Any] = {}
         self._dtmf_types: frozenset[int] = frozenset()
         # One RFC 4733 receiver per SSRC sending events (see _on_rtp), oldest first.
         self._rfc4733_rx: dict[int, _dtmf.Rfc4733Receiver] = {}
@@ -136,6 +140,9 @@ class StreamState:
 
         # Send path.
         self._encoder: Callable[[np.ndarray], bytes] | None = None
+        self._wideband_encoder: tuple[str, Any] | None = None  # (codec name, its encoder)
+        self._ts_step = FRAME_SAMPLES  # RTP timestamp units per 20 ms (Opus: 960)
+        self._stateless_encoder = True  # G.711: encoded silence may be cached
         self._send_pt = 0
         self._frames_per_packet = 1
         self._pending: list[np.ndarray] = []

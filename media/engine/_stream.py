@@ -17,7 +17,9 @@ import numpy as np
 
 from .. import dtmf as _dtmf
 from .. import g711 as _g711
+from .. import wideband as _wideband
 from ..sdp import (
+    Codec,
     NegotiatedMedia,
     SdpError,
     SessionDescription,
@@ -26,6 +28,7 @@ from ..sdp import (
     build_offer,
     negotiate_answer,
 )
+from ._config import FRAME_SAMPLES
 from ._receive import ReceivePath
 from ._send import DigitsJob, PlayItem, SendPath, cancel, finish
 from ._srtp import SrtpContext
@@ -71,7 +74,7 @@ class MediaStream(ReceivePath, SendPath):
         if self._negotiated is None:
             # Until the answer arrives, accept what we offered (early RTP may beat the 183).
             _, audio = offer.first_audio()
-            self._receive_codecs = {c.payload_type: c for c in audio.codecs}
+            self._set_receive_codecs({c.payload_type: c for c in audio.codecs})
             te = audio.telephone_event
             self._dtmf_types = frozenset({te.payload_type}) if te else frozenset()
         return self._local_offer
@@ -179,18 +182,16 @@ class MediaStream(ReceivePath, SendPath):
                 if self._remote_rtp
                 else None
             )
-        codec_name = neg.codec.name.upper()
-        encoder = _g711.ENCODERS.get(codec_name)
-        if encoder is None:
-            raise SdpError(f"negotiated codec {neg.codec.name} cannot be encoded")
+        self._set_encoder(neg.codec)
         if self._negotiated is None or neg.codec != self._negotiated.codec:
             self._marker_next = True
-        self._encoder = encoder
         self._send_pt = neg.codec.payload_type
         ptime = neg.ptime if neg.ptime and neg.ptime % 20 == 0 else self._config.ptime_ms
-        self._frames_per_packet = max(1, min(ptime // 20, 6))
+        wide = _wideband.CODECS.get(neg.codec.name.upper())
+        most = wide.packet_frames if wide is not None else 6
+        self._frames_per_packet = max(1, min(ptime // 20, most))
         self._pending.clear()
-        self._receive_codecs = dict(neg.receive_codecs)
+        self._set_receive_codecs(dict(neg.receive_codecs))
         self._dtmf_types = neg.receive_dtmf_payload_types
         held = self.on_hold
         self._negotiated = neg
@@ -208,6 +209,55 @@ class MediaStream(ReceivePath, SendPath):
         elif not wanted and self._detector is not None:
             self._engine._release_detector(self._detector)
             self._detector = None
+
+    def _set_encoder(self, codec: Codec) -> None:
+        """The encoder of the codec we send: G.711's table, or this stream's G.722/Opus
+        encoder (kept across re-INVITEs that keep the codec, so its state runs on). The RTP
+        clocks follow the codec (Opus: 48000, RFC 7587 §4.1; G.722: 8000, RFC 3551 §4.5.2)."""
+        name = codec.name.upper()
+        encoder = _g711.ENCODERS.get(name)
+        if encoder is not None:
+            self._encoder, self._ts_step, self._stateless_encoder = encoder, FRAME_SAMPLES, True
+            self._wideband_encoder = None
+        else:
+            wide = _wideband.CODECS.get(name)
+            if wide is None:
+                raise SdpError(f"negotiated codec {codec.name} cannot be encoded")
+            if self._wideband_encoder is None or self._wideband_encoder[0] != name:
+                self._wideband_encoder = (name, wide.encoder())
+            self._encoder = self._wideband_encoder[1].encode
+            self._ts_step, self._stateless_encoder = wide.timestamp_step, False
+        self._sender.clock_rate = self._rx.clock_rate = codec.clock_rate
+
+    def _set_receive_codecs(self, codecs: dict[int, Codec]) -> None:
+        """The payload types we may receive and their decoders. A G.722/Opus decoder is made
+        once per codec for this stream, when its first packet arrives (one costs 0.2-0.3 ms
+        to set up: an offer listing both need not pay for the one the answer leaves out)."""
+        self._receive_codecs = codecs
+        decoders: dict[int, Callable[[bytes], np.ndarray]] = {}
+        for pt, codec in codecs.items():
+            name = codec.name.upper()
+            g711 = _g711.DECODERS.get(name)
+            if g711 is not None:
+                decoders[pt] = g711
+            elif name in _wideband.CODECS:
+                decoder = self._wideband_decoders.get(name)
+                decoders[pt] = decoder.decode if decoder is not None else self._first_packet(name)
+        self._decoders = decoders
+
+    def _first_packet(self, name: str) -> Callable[[bytes], np.ndarray]:
+        """A stand-in decoder that makes the real one on the first packet and hands over."""
+
+        def decode(payload: bytes) -> np.ndarray:
+            decoder = self._wideband_decoders.get(name)
+            if decoder is None:
+                decoder = self._wideband_decoders[name] = _wideband.CODECS[name].decoder()
+            for pt, fn in self._decoders.items():
+                if fn is decode:
+                    self._decoders[pt] = decoder.decode
+            return decoder.decode(payload)
+
+        return decode
 
     @property
     def negotiated(self) -> NegotiatedMedia | None:

@@ -31,6 +31,7 @@ from ._description import (
     SessionDescription,
 )
 from ._offer_answer import (
+    TELEPHONE_EVENT_48K_PT,
     TELEPHONE_EVENT_FMTP,
     TELEPHONE_EVENT_PT,
     NegotiatedMedia,
@@ -50,6 +51,7 @@ __all__ = [
     "SrtpParameters",
     "crypto_attributes",
     "is_secure_proto",
+    "TELEPHONE_EVENT_48K_PT",
     "TELEPHONE_EVENT_FMTP",
     "TELEPHONE_EVENT_PT",
     "Codec",

@@ -111,8 +111,12 @@ class MediaDescription:
     @property
     def telephone_event(self) -> Codec | None:
         """The RFC 4733 telephone-event codec at 8000 Hz, if listed."""
+        return self.telephone_event_at(8000)
+
+    def telephone_event_at(self, clock_rate: int) -> Codec | None:
+        """The RFC 4733 telephone-event codec at ``clock_rate`` (48000 next to Opus), if listed."""
         for codec in self.codecs:
-            if codec.name.upper() == "TELEPHONE-EVENT" and codec.clock_rate == 8000:
+            if codec.name.upper() == "TELEPHONE-EVENT" and codec.clock_rate == clock_rate:
                 return codec
         return None
 

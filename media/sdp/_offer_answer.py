@@ -32,9 +32,14 @@ _OFFER_CODECS: dict[str, tuple[int, int, int, str | None]] = {
     "G722": (9, 8000, 1, None),
     "G729": (18, 8000, 1, "annexb=no"),
     "CN": (13, 8000, 1, None),
-    "OPUS": (111, 48000, 2, "useinbandfec=1"),
+    # RFC 7587 §4, §6.1: always opus/48000/2; the engine hears and sends 8 kHz audio, so the
+    # peer may encode narrowband (maxplaybackrate) and should expect no more from us.
+    "OPUS": (111, 48000, 2, "useinbandfec=1; maxplaybackrate=8000; sprop-maxcapturerate=8000"),
 }
 TELEPHONE_EVENT_PT = 101
+# RFC 4733 §2.1: the events' clock should be the audio's; next to Opus that is 48000, offered
+# on its own payload type besides the 8000 one (peers that know only 8000 answer with that).
+TELEPHONE_EVENT_48K_PT = 102
 # RFC 4733 §7.1.1: the events for DTMF digits 0-9 * # A-D are 0-15; 16 is flash.
 TELEPHONE_EVENT_FMTP = "0-16"
 
@@ -62,6 +67,9 @@ class NegotiatedMedia:
     ptime: int
     direction: str
     """Our direction after negotiation: ``sendrecv``, ``sendonly``, ``recvonly`` or ``inactive``."""
+    dtmf_clock_rate: int = 8000
+    """The clock of the telephone-event we send (``dtmf_payload_type``): 48000 when the
+    answer paired Opus with telephone-event/48000."""
     remote_rtcp_port: int | None = None
     remote_rtcp_address: str | None = None
     receive_codecs: dict[int, Codec] = field(default_factory=dict)
@@ -141,12 +149,17 @@ def build_offer(
     """Write our SDP offer for an outbound INVITE (RFC 3264 §5).
 
     ``codecs`` is in preference order; ``"CN"`` may be listed to offer RFC 3389 comfort noise.
-    The telephone-event line follows RFC 4733 §7.1.1 (``a=fmtp:101 0-16``).
+    The telephone-event line follows RFC 4733 §7.1.1 (``a=fmtp:101 0-16``); with Opus in the
+    list, telephone-event/48000 is offered too (payload type 102).
     """
     if direction not in DIRECTIONS:
         raise ValueError(f"bad direction {direction!r}")
     offered = [_offer_codec(name) for name in (codecs or ["PCMU", "PCMA"])]
     if telephone_event:
+        if any(c.clock_rate == 48000 for c in offered):
+            offered.append(
+                Codec(TELEPHONE_EVENT_48K_PT, "telephone-event", 48000, 1, TELEPHONE_EVENT_FMTP)
+            )
         offered.append(Codec(TELEPHONE_EVENT_PT, "telephone-event", 8000, 1, TELEPHONE_EVENT_FMTP))
     media = _audio_lines(address, port, offered, ptime, direction)
     return str(_session(address, session_id, version, [media]))
@@ -169,6 +182,16 @@ def _our_direction(remote: str, desired: str = "sendrecv") -> str:
     r_send, r_recv = _BITS[remote]
     d_send, d_recv = _BITS[desired]
     return _FROM_BITS[(d_send and r_recv, d_recv and r_send)]
+
+
+def _telephone_event(media: MediaDescription, clock_rate: int) -> Codec | None:
+    """The telephone-event to pair with audio at ``clock_rate`` (RFC 4733 §2.1: the same
+    clock), else the 8000 one most peers list whatever the audio codec."""
+    return media.telephone_event_at(clock_rate) or media.telephone_event
+
+
+def _event_types(media: MediaDescription) -> set[int]:
+    return {c.payload_type for c in media.codecs if c.name.upper() == "TELEPHONE-EVENT"}
 
 
 def _remote_address(media: MediaDescription) -> str:
@@ -200,14 +223,16 @@ def negotiate_answer(offer_we_sent: str | SessionDescription, answer: str) -> Ne
             break
     if chosen is None:
         raise SdpError("no common audio codec in the answer")
-    te_send = theirs.telephone_event if ours.telephone_event else None
+    te_send = _telephone_event(theirs, chosen.clock_rate)
+    if te_send is not None and ours.telephone_event_at(te_send.clock_rate) is None:
+        te_send = None  # not a clock we offered
     receive: dict[int, Codec] = {}
     for mine in ours.codecs:
         if any(mine.matches(c) for c in theirs.codecs):
             receive[mine.payload_type] = mine
     for codec in theirs.codecs:  # tolerate peers that send with the answer's numbers
         receive.setdefault(codec.payload_type, codec)
-    dtmf_types = {c.payload_type for c in (ours.telephone_event, theirs.telephone_event) if c}
+    dtmf_types = _event_types(ours) | _event_types(theirs)
     cn = (
         13
         if (
@@ -222,12 +247,13 @@ def negotiate_answer(offer_we_sent: str | SessionDescription, answer: str) -> Ne
         remote_port=theirs.port,
         codec=chosen,
         dtmf_payload_type=te_send.payload_type if te_send else None,
+        dtmf_clock_rate=te_send.clock_rate if te_send else 8000,
         ptime=theirs.ptime or ours.ptime or 20,
         direction=_our_direction(remote_dir, ours.direction),
         remote_rtcp_port=theirs.rtcp_port if theirs.rtcp_port else theirs.port + 1,
         remote_rtcp_address=theirs.rtcp_address,
         receive_codecs=receive,
-        receive_dtmf_payload_types=frozenset(dtmf_types) if ours.telephone_event else frozenset(),
+        receive_dtmf_payload_types=frozenset(dtmf_types) if _event_types(ours) else frozenset(),
         cn_payload_type=cn,
     )
 
@@ -247,8 +273,9 @@ def answer_offer(
 ) -> tuple[str, NegotiatedMedia]:
     """Answer an offer from the far end (RFC 3264 §6), typically a re-INVITE.
 
-    The first audio m-line with a codec we support is accepted (the offerer's preference
-    order decides, §6.1); every other m-line, video included, is rejected with port 0 and
+    The first audio m-line with a codec we support is accepted, with the first codec of
+    ``supported`` (our preference order, as a gateway's ``codecs`` list orders it) that the
+    offer lists (§6.1 lets the answerer prefer its own order); every other m-line, video included, is rejected with port 0 and
     its formats echoed (§6: the answer has as many m-lines as the offer). ``hold=True``
     answers ``sendonly`` (or ``inactive``) to put the far end on hold from our side.
     The caller owns ``o=``: same ``session_id``, ``version`` bumped when the body changed
@@ -273,14 +300,16 @@ def answer_offer(
             chosen = next(
                 (
                     c
+                    for w in wanted
+                    if w.name.upper() not in _AUXILIARY
                     for c in media.codecs
-                    if c.name.upper() not in _AUXILIARY and any(c.matches(w) for w in wanted)
+                    if c.matches(w)
                 ),
                 None,
             )
             if chosen is not None:
                 codecs = [chosen]
-                te = media.telephone_event if telephone_event else None
+                te = _telephone_event(media, chosen.clock_rate) if telephone_event else None
                 if te is not None:
                     codecs.append(te)
                 cn = next(
@@ -302,6 +331,7 @@ def answer_offer(
                     remote_port=media.port,
                     codec=chosen,
                     dtmf_payload_type=te.payload_type if te else None,
+                    dtmf_clock_rate=te.clock_rate if te else 8000,
                     ptime=media.ptime or 20,
                     direction=ours,
                     remote_rtcp_port=media.rtcp_port or media.port + 1,

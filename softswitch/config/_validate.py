@@ -1,7 +1,7 @@
 """One validation pass over the merged :class:`Config`, after every layer is applied.
 
-A setting that names something not implemented (TLS, REGISTER to a trunk, codecs other than
-G.711) is refused here with a :class:`ConfigError` naming the key, never silently downgraded.
+A setting that names something not implemented (TLS, REGISTER to a trunk, a codec the media
+engine lacks) is refused here with a :class:`ConfigError` naming the key, never silently downgraded.
 Case-insensitive values (transports, codecs, the log level) are normalized in place.
 """
 
@@ -15,9 +15,10 @@ from softswitch.config._model import Config, ConfigError
 SIP_TRANSPORTS = ("udp", "tcp")
 """Transports the SIP user agent implements; TLS (RFC 3261 §26.2) is not, so ``tls`` is refused
 rather than dialled or listened on over plain TCP."""
-KNOWN_CODECS = ("PCMU", "PCMA")
-"""Codecs the media engine encodes (G.711, ``media._g711``); G722 and OPUS are refused rather than
-silently left out of the offer."""
+KNOWN_CODECS = ("PCMU", "PCMA", "G722", "OPUS")
+"""Codecs the media engine encodes (``media.engine.SUPPORTED_CODECS``: G.711, G.722, Opus; kept
+here so reading the configuration does not load the media engine); others (G729...) are refused
+rather than silently left out of the offer. A gateway's ``codecs`` list orders its offer."""
 NOT_IMPLEMENTED = {
     "tls": "TLS is not implemented (udp and tcp are)",
     "register": "REGISTER to a trunk is not implemented; the trunk must accept calls without it",

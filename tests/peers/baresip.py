@@ -11,6 +11,9 @@ How baresip 1.0 is driven here (all set in a private config directory, ``baresip
   stdin), modules ``g711``, ``aufile`` (audio source), ``sndfile`` (recorder), ``menu``
   (auto-answer) and ``ctrl_tcp`` (to answer after a delay).
 * ``accounts``: ``<sip:baresip@127.0.0.1>;regint=0;answermode=auto;audio_codecs=PCMU,PCMA``
+  (``codecs=("G722",)`` or ``("opus",)`` loads ``g722.so``/``opus.so`` and lists only those;
+  baresip resamples between the 8 kHz microphone file and the codec's rate itself, and its
+  recordings are then at the codec's rate: :func:`read_wav_8k` brings them to 8 kHz)
   (``answermode=manual`` plus a ctrl_tcp ``accept`` command when ``answer_delay_ms`` > 0).
 * Microphone: ``audio_source aufile,FILE``. aufile wants a WAV at the source rate (8 kHz mono
   16-bit here) and **hangs up the call at end of file**, so the file we hand it is
@@ -64,11 +67,32 @@ from tests.conftest import free_port, worker_index
 #: Each xdist worker's baresips pick RTP ports in a block of their own.
 BARESIP_RTP_BASE = 44000 + 3000 * (worker_index() % 5)
 
-__all__ = ["Baresip", "baresip", "needs_baresip", "needs_baresip_srtp"]
+__all__ = ["Baresip", "baresip", "needs_baresip", "needs_baresip_codec", "needs_baresip_srtp", "read_wav_8k"]
 
 BARESIP = shutil.which("baresip")
 MODULE_DIR = Path("/usr/lib/baresip/modules")
 _NEEDED_MODULES = ("g711.so", "aufile.so", "sndfile.so", "menu.so", "ctrl_tcp.so")
+#: Codecs the fixture can restrict baresip to, and the module each needs.
+CODEC_MODULES = {"PCMU": "g711.so", "PCMA": "g711.so", "G722": "g722.so", "OPUS": "opus.so"}
+#: baresip's names for them in ``audio_codecs``: ``name/srate/channels`` with baresip's own
+#: sample rate (G.722 registers as 16000 although its rtpmap says 8000); a name it does not
+#: know is skipped with "audio codec not found" and the account then takes every codec.
+_BARESIP_NAMES = {
+    "PCMU": "PCMU",
+    "PCMA": "PCMA",
+    "G722": "G722/16000/1",
+    "OPUS": "opus/48000/2",
+}
+
+
+def needs_baresip_codec(name: str) -> pytest.MarkDecorator:
+    """Skip unless baresip and its module for ``name`` (G722, OPUS...) are installed."""
+    module = CODEC_MODULES[name.upper()]
+    return pytest.mark.skipif(
+        BARESIP is None or not (MODULE_DIR / module).exists(),
+        reason=f"baresip's {module} not installed",
+    )
+
 
 needs_baresip = pytest.mark.skipif(
     BARESIP is None or not all((MODULE_DIR / m).exists() for m in _NEEDED_MODULES),
@@ -100,6 +124,24 @@ def read_wav(path: Path) -> np.ndarray:
         if w.getsampwidth() != 2 or w.getnchannels() != 1:
             raise ValueError(f"{path}: expected mono 16-bit PCM")
         return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.int16)
+
+
+def read_wav_8k(path: Path) -> np.ndarray:
+    """A 16-bit WAV at any rate, mono or stereo, as 8 kHz mono int16 samples (baresip records
+    at the codec's rate and channels: 16 kHz for G.722, 48 kHz stereo for Opus)."""
+    with wave.open(str(path), "rb") as w:
+        rate, channels = w.getframerate(), w.getnchannels()
+        if w.getsampwidth() != 2:
+            raise ValueError(f"{path}: expected 16-bit PCM")
+        raw = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+    pcm = raw.reshape(-1, channels).mean(axis=1)
+    if rate % RATE:
+        raise ValueError(f"{path}: {rate} Hz is not a multiple of {RATE}")
+    if rate != RATE:
+        from media.wideband import Downsampler
+
+        pcm = Downsampler(rate // RATE).process(pcm)
+    return np.clip(np.rint(pcm), -32768, 32767).astype(np.int16)
 
 
 def _load_8k(path: Path) -> np.ndarray:
@@ -186,7 +228,7 @@ class Baresip:
     optionally plays a WAV file as its microphone.
 
     ``answer_delay_ms``: ring that long (180 Ringing) before answering. ``codecs``: the audio
-    codecs baresip accepts (``PCMU``/``PCMA``). ``telephone_event=False``: baresip's answer
+    codecs baresip accepts (``PCMU``/``PCMA``/``G722``/``OPUS``), in its order. ``telephone_event=False``: baresip's answer
     omits telephone-event (through a relay, see the module docstring). ``max_call_s``: how
     long the microphone file lasts (aufile hangs up at its end). ``max_lifetime_s``: baresip
     quits by itself after that long. ``mediaenc``: ``"srtp"`` or ``"srtp-mand"`` for SRTP
@@ -208,9 +250,9 @@ class Baresip:
         if mediaenc not in (None, "srtp", "srtp-mand"):
             raise ValueError(f"mediaenc must be None, srtp or srtp-mand, not {mediaenc!r}")
         self.mediaenc = mediaenc
-        unknown = [c for c in codecs if c.upper() not in ("PCMU", "PCMA")]
+        unknown = [c for c in codecs if c.upper() not in CODEC_MODULES]
         if unknown or not codecs:
-            raise ValueError(f"codecs must be PCMU and/or PCMA, not {codecs!r}")
+            raise ValueError(f"codecs must be some of {', '.join(CODEC_MODULES)}, not {codecs!r}")
         self.workdir = Path(workdir) / f"baresip-{next(_counter)}"
         self.play_wav = Path(play_wav) if play_wav is not None else None
         self.answer_delay_ms = answer_delay_ms
@@ -258,7 +300,9 @@ class Baresip:
             "rtp_stats\t\tyes",
             "statmode_default\toff",
             f"module_path\t\t{MODULE_DIR}",
-            "module\t\t\tg711.so",
+            *sorted(
+                {f"module\t\t\t{CODEC_MODULES[c]}" for c in self.codecs} | {"module\t\t\tg711.so"}
+            ),
             "module\t\t\tsndfile.so",
             "module\t\t\taufile.so",
             "module_tmp\t\taccount.so",
@@ -271,9 +315,12 @@ class Baresip:
         if self.answer_delay_ms > 0:
             answermode = "manual"
             self._ctrl_port = free_port(socket.SOCK_STREAM)
-            lines += ["module_app\t\tctrl_tcp.so", f"ctrl_tcp_listen\t\t127.0.0.1:{self._ctrl_port}"]
+            lines += [
+                "module_app\t\tctrl_tcp.so",
+                f"ctrl_tcp_listen\t\t127.0.0.1:{self._ctrl_port}",
+            ]
         (self.workdir / "config").write_text("\n".join(lines) + "\n")
-        codecs = ",".join(self.codecs)
+        codecs = ",".join(_BARESIP_NAMES[c] for c in self.codecs)
         params = f"regint=0;answermode={answermode};audio_codecs={codecs}"
         if self.mediaenc is not None:
             params += f";mediaenc={self.mediaenc}"
@@ -318,6 +365,9 @@ class Baresip:
                 break
         else:
             raise RuntimeError(f"baresip did not start:\n{self.log()}")
+        if "audio codec not found" in self.log():  # it would answer with any codec
+            self._terminate()
+            raise RuntimeError(f"baresip refused the codec list {self.codecs}:\n{self.log()}")
         self.port = self.sip_port
         if not self.telephone_event:
             self._relay = _SdpRelay(("127.0.0.1", self.sip_port))

@@ -382,8 +382,12 @@ def test_answer_rejects_video_and_keeps_m_line_count() -> None:
     assert sdp.origin.session_id == 42 and sdp.origin.session_version == 3
 
 
-def test_answer_follows_offerer_preference() -> None:
-    _, neg = answer(ASTERISK_CHAN_SIP)
+def test_answer_follows_our_preference() -> None:
+    """The answerer's order decides (a gateway's codec list orders it; RFC 3264 §6.1 allows
+    it): the first of ours the offer lists, whatever the offer's order."""
+    _, neg = answer(ASTERISK_CHAN_SIP)  # offers PCMA before PCMU
+    assert neg.codec.name == "PCMU"
+    _, neg = answer(ASTERISK_CHAN_SIP, supported=["PCMA", "PCMU"])
     assert neg.codec.name == "PCMA"
     _, neg = answer(ASTERISK_CHAN_SIP, supported=["PCMU"])
     assert neg.codec.name == "PCMU"
@@ -437,7 +441,9 @@ def test_answer_comfort_noise_only_when_supported() -> None:
 
 def test_offer_answer_between_two_of_us() -> None:
     offer = our_offer(codecs=["PCMA", "PCMU"])
-    text, theirs = answer_offer(offer, address="127.0.0.2", port=50000, session_id=7, version=1)
+    text, theirs = answer_offer(
+        offer, address="127.0.0.2", port=50000, supported=["PCMA", "PCMU"], session_id=7, version=1
+    )
     assert theirs.codec.name == "PCMA" and (theirs.remote_port, theirs.ptime) == (40000, 20)
     ours = negotiate_answer(offer, text)
     assert ours.codec.name == "PCMA" and (ours.remote_address, ours.remote_port) == (
