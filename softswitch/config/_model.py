@@ -113,7 +113,7 @@ class InboundRoute:
     answer_method: str = "POST"
     hangup_url: str | None = None
     hangup_method: str = "POST"
-    dialect: str = "plivo"
+    dialect: str = ""  #: a served dialect's name; empty: the server's default dialect
     account: str = ""
 
     def match_length(self, user: str) -> int | None:

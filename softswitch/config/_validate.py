@@ -174,7 +174,5 @@ def _validate_inbound(cfg: Config) -> None:
             if method not in ("GET", "POST"):
                 raise ConfigError(f"{key}.{name}", f"must be GET or POST, got {method!r}")
             setattr(route, name, method)
-        if not route.dialect:
-            raise ConfigError(f"{key}.dialect", "empty")
         if route.account and cfg.account(route.account) is None:
             raise ConfigError(f"{key}.account", f"no account {route.account!r}")
