@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from softswitch.config import InboundRoute
@@ -133,6 +134,14 @@ async def test_inbound_call_dials_out_and_the_caller_hangs_up(
         lambda r: r.path == "/dialcb" and r.params.get("DialAction") == "answer", timeout=10
     )
     assert bridged[0].params["DialBLegTo"] == callee.uri
+    async with aiohttp.ClientSession(
+        headers={"Authorization": aiohttp.encode_basic_auth(AUTH_ID, AUTH_TOKEN)}
+    ) as http:
+        for direction, expected in (("inbound", [answer["CallUUID"]]), ("outbound", [])):
+            url = f"{server.base_url}/v1/Account/{AUTH_ID}/Call/?status=live&call_direction={direction}"
+            async with http.get(url) as resp:
+                assert resp.status == 200
+                assert (await resp.json())["calls"] == expected, direction
     hangup = (await web.wait_for(lambda r: r.path == "/hangup", timeout=15))[0].params
     assert (hangup["Direction"], hangup["HangupSource"]) == ("inbound", "Caller")
     await sipp_done(peer)  # its BYE got 200
