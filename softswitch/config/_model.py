@@ -165,7 +165,8 @@ class Config:
     least 90 (RFC 4028 §4 Min-SE)."""
     sip_allowed_peers: list[str] = field(default_factory=list)
     """Networks (``"10.0.0.0/8"``, ``"192.0.2.7"``) whose SIP requests are served; requests
-    from elsewhere are dropped without an answer. The gateways' addresses are always allowed;
+    from elsewhere are dropped without an answer (an INVITE gets 403 when ``inbound`` routes
+    exist, within the rate below). The gateways' addresses are always allowed;
     responses and requests inside our own calls are matched, never filtered. Empty (the
     default): any source, only the rate limit below applies."""
     sip_out_of_dialog_rate: float = 5.0
