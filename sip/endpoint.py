@@ -690,6 +690,10 @@ class Endpoint:
             return
         call = self._dialog_call(request)
         if call is None and not self._admitted(source):
+            if self._takes_inbound(request) and self.policy.may_answer(source.address[0], now):
+                # A caller outside the allow-list is told so (403), within its answer rate.
+                refusal = plain_response(request, 403, self.config.user_agent)
+                self._transmit(refusal.serialize(), source.transport, address, source.connection)
             return
         if call is not None or self._takes_inbound(request):
             tx = new_server_transaction(request, reliable=source.transport != "udp", timers=self.timer_config, now=now)

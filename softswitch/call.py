@@ -225,7 +225,7 @@ class CallManager:
             "request_uuid": call.request_uuid,
             "account_id": call.account.auth_id,
             "parent_call_uuid": call.parent_call_uuid,
-            "direction": "outbound",
+            "direction": call.direction,
             "from_number": spec.from_,
             "to_number": call.to,
             "caller_name": spec.caller_name,
@@ -254,7 +254,14 @@ class CallManager:
 
     async def _run(self, gate: Gate, call: Call) -> None:
         try:
-            await self._run_leg(call)
+            await self._guarded(call, self._run_leg(call))
+        finally:
+            self.admission.release(gate)
+
+    async def _guarded(self, call: Call, work: Awaitable[None]) -> None:
+        """Run one call's ``work``; whatever happens, its record is closed."""
+        try:
+            await work
         except asyncio.CancelledError:
             if not call.finished.is_set():
                 end = CallEnd(causes.SYSTEM_SHUTDOWN, HangupSource.SYSTEM, EndReason.SHUTDOWN,
@@ -267,8 +274,56 @@ class CallManager:
                 end = CallEnd(causes.NORMAL_TEMPORARY_FAILURE, HangupSource.ERROR,
                               answered=call.answered_at is not None)
                 await self._finish(call, end, error=repr(exc))
-        finally:
-            self.admission.release(gate)
+
+    # --- inbound calls --------------------------------------------------------------------
+
+    async def take_inbound(self, leg: Any, account: AccountLimits, spec: CallSpec) -> Call:
+        """A caller's INVITE that an inbound route picked (``softswitch.inbound``): the call
+        (direction inbound, uuid of the leg) is stored, rung, answered with the media engine's
+        SDP, and once the caller's ACK confirms it runs the application at ``spec.answer``
+        as an outbound call does; the hangup callback fires when it ends. Not held by the
+        per-account CPS gate (the caller sets the pace). Raises :class:`ShuttingDown` (the
+        INVITE then gets 503)."""
+        if not self.accepting or self.admission.closed:
+            leg.reject(503)
+            raise ShuttingDown("server is shutting down; not accepting calls")
+        call = Call(
+            call_uuid=leg.uuid,
+            request_uuid=str(uuid.uuid4()),
+            account=account,
+            spec=spec,
+            to=spec.destinations[0],
+            dialect=self.dialect_of(spec.dialect),
+            direction="inbound",
+        )
+        try:
+            await _maybe_await(self.store.insert_call(self._initial_record(call)))
+        except Exception:
+            leg.reject(500)
+            raise
+        self.table.add(call)
+        call.task = asyncio.get_running_loop().create_task(
+            self._guarded(call, self._run_inbound(call, leg)), name=f"call-{call.call_uuid}"
+        )
+        return call
+
+    async def _run_inbound(self, call: Call, leg: Any) -> None:
+        call.dialed_at = time.time()
+        call.sm.fire(CallTransition.DIAL)
+        call.leg = leg
+        self._notify(call, CallbackEvent.INITIATED)
+        await self.update_record(call, extra={"sip_call_id": getattr(leg, "call_id", None)})
+        leg.ring()
+        try:
+            leg.answer()
+        except ValueError as exc:  # no codec in common: the leg refused it with 488
+            call.error = f"cannot answer the caller's offer: {exc}"
+        async for ev in leg.events():
+            if isinstance(ev, Answered):
+                await self._on_answered(call)
+            elif isinstance(ev, Terminated):
+                await self._on_terminated(call, ev)
+                return
 
     async def _run_leg(self, call: Call) -> None:
         spec = call.spec

@@ -88,6 +88,9 @@ class Call:
     #: The parallel fork this call is a member of (``softswitch.fork.Fork``), if any; its
     #: members share one request uuid.
     fork: Any = None
+    #: "outbound" (placed over an API) or "inbound" (a caller's INVITE routed by
+    #: ``[[inbound]]``); each dialect names it in its callbacks.
+    direction: str = "outbound"
 
     @property
     def from_(self) -> str:

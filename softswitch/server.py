@@ -121,6 +121,7 @@ def build_user_agent(config: Any) -> Any:
             gateway_ring_timeout={gw.name: float(gw.timeout_s) for gw in config.gateways},
             rtp_timeout_s=getattr(config, "rtp_timeout_s", 60.0),
             rtp_hold_timeout_s=getattr(config, "rtp_hold_timeout_s", 600.0),
+            accept_inbound=bool(getattr(config, "inbound", None)),
         )
     )
     return UserAgent(ua_cfg)
@@ -142,6 +143,7 @@ class Server:
         self.outbox: Any = None
         self.ua: Any = None
         self.manager: CallManager | None = None
+        self.inbound: Any = None  #: the InboundRouter when ``[[inbound]]`` routes exist
         self.runner: web.AppRunner | None = None
         self.http_port: int | None = None
         #: Where the server may connect for users' URLs (built from ``[http]`` at start).
@@ -216,6 +218,13 @@ class Server:
         # Answered calls run their Plivo XML (softswitch.callcontrol); a dialer without
         # media streams (a test double) has its calls held, as before the interpreter.
         self.manager.app_runner = self.manager.run_xml
+        if getattr(cfg, "inbound", None):
+            # [[inbound]]: the user agent takes INVITEs; the router picks their application.
+            from .inbound import InboundRouter
+
+            self.inbound = InboundRouter(self.manager, cfg.inbound)
+            if hasattr(dialer, "on_incoming"):
+                dialer.on_incoming = self.inbound.on_incoming
         for account_id, call_uuid in interrupted:
             # hangup_url fires exactly once per call, however it ends: a crash included.
             record = self.store.get_call(account_id, call_uuid)

@@ -53,6 +53,7 @@ __all__ = [
     "DigitReceived",
     "EarlyMedia",
     "GatewayConfig",
+    "InboundCall",
     "OutboundCall",
     "Ringing",
     "Terminated",
@@ -99,7 +100,7 @@ class OutboundCall(ObservableCall[CallEvent]):
 
     def __init__(
         self,
-        sip_call: sip_aio.OutboundCall,
+        sip_call: sip_aio.OutboundCall | sip_aio.InboundCall,
         media: MediaStream | None,
         call_uuid: str,
         *,
@@ -115,18 +116,22 @@ class OutboundCall(ObservableCall[CallEvent]):
         self.rtp_timeouts = rtp_timeouts
         self._timeout_task: asyncio.Task[None] | None = None
         if media is not None:
-            media.on_dtmf = self._on_media_dtmf
-            media.on_media_timeout = self._on_media_timeout
+            self._attach(media)
         # The SIP call may have moved already (Trying; an unroutable target has even ended).
         for event in sip_call.history:
             self._on_sip_event(event)
         sip_call.add_listener(self._on_sip_event)
 
+    def _attach(self, media: MediaStream) -> None:
+        self.media = media
+        media.on_dtmf = self._on_media_dtmf
+        media.on_media_timeout = self._on_media_timeout
+
     # -- what the SIP call knows
 
     @property
     def session(self) -> ClientInviteSession:
-        return self.sip_call.session
+        return self.sip_call.session  # type: ignore[return-value]
 
     @property
     def call_id(self) -> str:
@@ -269,6 +274,80 @@ class OutboundCall(ObservableCall[CallEvent]):
         return f"<OutboundCall {self.uuid} {self.state} {self.session.invite.uri}>"
 
 
+class InboundCall(OutboundCall):
+    """One inbound call leg: the caller's INVITE (:class:`sip.aio.InboundCall`) and, once
+    answered, a media stream. The same events and control as an :class:`OutboundCall`
+    (``DigitReceived``, ``Answered`` at the caller's ACK, one ``Terminated``), plus
+    :meth:`ring`, :meth:`answer` and :meth:`reject`."""
+
+    def __init__(
+        self,
+        sip_call: sip_aio.InboundCall,
+        engine: MediaEngine,
+        call_uuid: str,
+        *,
+        rtp_timeouts: tuple[float, float] = (0.0, 0.0),
+    ):
+        self._engine = engine
+        self.inbound = sip_call
+        super().__init__(sip_call, None, call_uuid, rtp_timeouts=rtp_timeouts)
+
+    @property
+    def called_user(self) -> str:
+        """The number called (the Request-URI's user part)."""
+        return self.inbound.called_user
+
+    @property
+    def caller_user(self) -> str:
+        """The caller's number (the From URI's user part)."""
+        return self.inbound.caller_user
+
+    @property
+    def caller_name(self) -> str | None:
+        return self.inbound.caller_name
+
+    @property
+    def source(self) -> tuple[str, int]:
+        """The address the INVITE came from."""
+        return self.inbound.source.address
+
+    def ring(self) -> None:
+        """180 Ringing."""
+        self.inbound.ring(180)
+
+    def answer(self, codecs: Sequence[str] | None = None) -> None:
+        """200 OK with our SDP: the media engine's answer to the caller's offer (or our offer
+        when the INVITE had none). An offer the engine cannot answer (no common codec) is
+        refused with 488 and raises ``ValueError``."""
+        if self.terminated is not None or self.media is not None:
+            return
+        media = self._engine.create_stream(codecs=codecs)
+        offer = self.inbound.offer
+        try:
+            sdp = media.handle_offer(offer) if offer else media.create_offer()
+        except ValueError:
+            media.close()
+            self.inbound.reject(488)
+            raise
+        self._attach(media)
+        self.inbound.answer(sdp, on_remote_sdp=_answer_handler(media))
+
+    def reject(self, status: int = 486, reason: str | None = None) -> None:
+        """A final non-2xx response (404, 486, 603...)."""
+        self.inbound.reject(status, reason)
+
+    async def hangup(self, cause: str | None = None, source: str = "callee") -> None:
+        """BYE once answered; before that the INVITE is refused with 480."""
+        await self.inbound.hangup(cause, source)
+
+    def __repr__(self) -> str:
+        return f"<InboundCall {self.uuid} {self.state} {self.inbound.request.uri}>"
+
+
+#: ``on_incoming(leg)``: a new inbound leg; ring, answer or reject it.
+IncomingLegHandler = Callable[[InboundCall], None]
+
+
 def _offer_handler(media: MediaStream) -> sip_aio.OfferHandler:
     """Our side of an offer/answer exchange the callee starts with re-INVITE or UPDATE.
 
@@ -300,6 +379,9 @@ class UserAgent:
         self._own_media = media is None
         self._legs: dict[str, OutboundCall] = {}  # Call-ID -> leg
         self._gc_policy: GcPolicy | None = None
+        #: Given each inbound leg (``accept_inbound``); without one the INVITE gets 480.
+        self.on_incoming: IncomingLegHandler | None = None
+        self.sip.on_incoming = self._on_incoming
 
     # -- lifecycle
 
@@ -444,6 +526,20 @@ class UserAgent:
         else:
             leg.add_listener(self._on_leg_event(leg))
         return leg
+
+    def _on_incoming(self, sip_call: sip_aio.InboundCall) -> None:
+        if self.on_incoming is None or self.media is None:
+            sip_call.reject(480)
+            return
+        leg = InboundCall(
+            sip_call,
+            self.media,
+            str(uuidlib.uuid4()),
+            rtp_timeouts=(self.config.rtp_timeout_s, self.config.rtp_hold_timeout_s),
+        )
+        self._legs[leg.call_id] = leg
+        leg.add_listener(self._on_leg_event(leg))
+        self.on_incoming(leg)
 
     def _on_leg_event(self, leg: OutboundCall) -> Callable[[CallEvent], None]:
         def on_event(event: CallEvent) -> None:

@@ -39,6 +39,7 @@ from sip.endpoint import (
     IncomingCall,
     RequestCompleted,
     ResolveRequest,
+    ServerCall,
     Source,
 )
 from sip.events import (
@@ -49,6 +50,7 @@ from sip.events import (
     Terminated,
 )
 from sip.invite import ClientInviteSession
+from sip.invite_server import ServerInviteSession
 from sip.message import SipParseError, SipRequest, SipResponse, new_call_id
 from sip.policy import PolicyConfig
 from sip.transaction import TimerConfig
@@ -64,6 +66,7 @@ __all__ = [
     "AnswerHandler",
     "Credentials",
     "GatewayConfig",
+    "InboundCall",
     "OfferHandler",
     "OutboundCall",
     "UserAgent",
@@ -117,6 +120,10 @@ class UserAgentConfig:
     allowed_peers: list[str] = field(default_factory=list)
     out_of_dialog_rate: float = 5.0  #: out-of-dialog answers per second per source (0 = no limit)
     out_of_dialog_burst: float = 10.0  #: ... and at once
+    #: Take out-of-dialog INVITEs: each becomes an :class:`InboundCall` handed to
+    #: :attr:`UserAgent.on_incoming` (False: they are declined with 603). With an allow-list,
+    #: an INVITE from elsewhere is refused with 403 (within the source's answer rate).
+    accept_inbound: bool = False
 
 
 #: ``offer_handler(offer)``: the callee's offer in a re-INVITE/UPDATE (None: a re-INVITE
@@ -207,6 +214,137 @@ class OutboundCall(ObservableCall[CallEvent]):
 
 
 
+class InboundCall(ObservableCall[CallEvent]):
+    """One inbound SIP call (an out-of-dialog INVITE we took): its events and control.
+
+    The application answers it: :meth:`ring` (180/183), :meth:`answer` (200 with our SDP),
+    :meth:`reject` (a final non-2xx); :meth:`hangup` ends it (BYE once answered, 480 before).
+    It publishes the same events as an :class:`OutboundCall`: :class:`~sip.events.Answered`
+    when the caller's ACK confirms our 200, one :class:`~sip.events.Terminated` last (the
+    caller's CANCEL or BYE, our hangup, a reject)."""
+
+    def __init__(self, ua: UserAgent, session: ServerInviteSession, source: Source):
+        super().__init__()
+        self.ua = ua
+        self.session = session
+        self.source = source  #: where the INVITE came from
+        self.state = "offered"
+        self.created_at = time.time()
+        self.ringing_at: float | None = None
+        self.early_at: float | None = None
+        self.answered_at: float | None = None
+        self.ended_at: float | None = None
+        self.on_dialog_change: Callable[[dict[str, object]], None] | None = None
+
+    # -- what the INVITE says
+
+    @property
+    def call_id(self) -> str:
+        return self.session.call_id
+
+    @property
+    def request(self) -> SipRequest:
+        return self.session.invite
+
+    @property
+    def offer(self) -> str | None:
+        """The caller's SDP offer (None: an offerless INVITE; our 200 must offer)."""
+        return self.session.offer
+
+    @property
+    def called_user(self) -> str:
+        """The Request-URI's user part (the number called), '' when it has none."""
+        return _user_of(self.request.uri)
+
+    @property
+    def caller_user(self) -> str:
+        """The From URI's user part (the caller's number), '' when it has none."""
+        try:
+            return _user_of(self.request.from_addr.uri)
+        except (ValueError, SipParseError):
+            return ""
+
+    @property
+    def caller_name(self) -> str | None:
+        try:
+            return self.request.from_addr.display_name
+        except (ValueError, SipParseError):
+            return None
+
+    @property
+    def transport(self) -> str:
+        return self.source.transport
+
+    @property
+    def sip_status(self) -> int | None:
+        return self.session.final_status
+
+    @property
+    def duration(self) -> float:
+        if self.answered_at is None:
+            return 0.0
+        return max(0.0, (self.ended_at or time.time()) - self.answered_at)
+
+    def dialog_state(self) -> dict[str, object] | None:
+        """See :meth:`OutboundCall.dialog_state`."""
+        return self.ua.endpoint.dialog_state(self.call_id)
+
+    # -- control
+
+    def ring(self, status: int = 180, sdp: str | None = None) -> None:
+        """A provisional response: 180 Ringing, or 183 with early media ``sdp``."""
+        if self.terminated is not None:
+            return
+        self.ua.endpoint.ring(self.call_id, self.ua._now(), status, sdp)
+        self.ua._pump()
+        if self.state == "offered":
+            self.state = "ringing"
+            self.ringing_at = time.time()
+
+    def answer(self, sdp: str | None, *, on_remote_sdp: AnswerHandler | None = None) -> None:
+        """Accept the call: 200 with ``sdp`` (our answer, or our offer when the INVITE had
+        none: the caller's answer then reaches ``on_remote_sdp`` from the ACK)."""
+        if self.terminated is not None:
+            return
+        self.ua.endpoint.answer(self.call_id, self.ua._now(), sdp, on_remote_sdp=on_remote_sdp)
+        self.ua._pump()
+
+    def reject(self, status: int = 486, reason: str | None = None) -> None:
+        """Refuse the call with a final non-2xx response (404, 403, 486, 603...)."""
+        if self.terminated is not None:
+            return
+        self.ua.endpoint.reject(self.call_id, self.ua._now(), status, reason)
+        self.ua._pump()
+
+    async def hangup(self, cause: str | None = None, source: str = "callee") -> None:
+        """BYE once answered; before that the INVITE is refused with 480."""
+        if self.terminated is not None:
+            return
+        self.ua.endpoint.hangup(self.call_id, self.ua._now(), cause, source)
+        self.ua._pump()
+
+    # -- internals
+
+    def _emit(self, event: CallEvent) -> None:
+        if self.terminated is not None:
+            return
+        wall = time.time()
+        if isinstance(event, Answered):
+            self.state = "answered"
+            self.answered_at = wall
+        elif isinstance(event, Terminated):
+            self.state = "terminated"
+            self.ended_at = wall
+        self._publish(event)
+
+    def __repr__(self) -> str:
+        return f"<InboundCall {self.call_id} {self.state} {self.request.uri}>"
+
+
+#: ``on_incoming(call)``: a new :class:`InboundCall`; ring, answer or reject it (now or later).
+IncomingHandler = Callable[[InboundCall], None]
+
+
 class UserAgent:
     """A SIP user agent that places calls; run it inside any asyncio program."""
 
@@ -232,11 +370,14 @@ class UserAgent:
                     rate=cfg.out_of_dialog_rate,
                     burst=cfg.out_of_dialog_burst,
                 ),
+                accept_inbound=cfg.accept_inbound,
             )
         )
         self.udp: UdpTransport | None = None
         self.tcp: TcpTransport | None = None
-        self._calls: dict[str, OutboundCall] = {}  # Call-ID -> call
+        self._calls: dict[str, OutboundCall | InboundCall] = {}  # Call-ID -> call
+        #: Given each :class:`InboundCall` (``accept_inbound``); without one they get 480.
+        self.on_incoming: IncomingHandler | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
         self._resolver = None  # one dnspython resolver (with its cache) for every lookup
@@ -328,7 +469,7 @@ class UserAgent:
         await self.close()
 
     @property
-    def calls(self) -> list[OutboundCall]:
+    def calls(self) -> list[OutboundCall | InboundCall]:
         return list(self._calls.values())
 
     @property
@@ -572,7 +713,23 @@ class UserAgent:
             if future is not None and not future.done():
                 future.set_result(event.status)
         elif isinstance(event, IncomingCall):
-            log.warning("inbound call %s offered to a user agent that does not take them", event.call_id)
+            self._incoming(event)
+
+    def _incoming(self, event: IncomingCall) -> None:
+        record = self.endpoint.calls.get(event.call_id)
+        if not isinstance(record, ServerCall):
+            return
+        call = InboundCall(self, record.session, record.source)
+        self._calls[event.call_id] = call
+        handler = self.on_incoming
+        if handler is None or self._closing:
+            call.reject(480 if handler is None else 503)
+            return
+        try:
+            handler(call)
+        except Exception:
+            log.exception("inbound call %s: handler failed", event.call_id)
+            call.reject(500)
 
     def _dns(self):  # type: ignore[no-untyped-def]
         if self._resolver is None:
@@ -634,6 +791,20 @@ class UserAgent:
             log.info("TCP connect to %s:%s failed: %s", datagram.address[0], datagram.address[1], exc)
             self.endpoint.transport_error("tcp", datagram.address, self._now())
             self._pump()
+
+
+def _user_of(uri: SipUri | TelUri | str) -> str:
+    """The user part of a SIP URI, the number of a TEL URI ('' for anything else)."""
+    if isinstance(uri, str):
+        try:
+            uri = parse_uri(uri)
+        except ValueError:
+            return ""
+    if isinstance(uri, TelUri):
+        return uri.number
+    if isinstance(uri, SipUri):
+        return uri.user or ""
+    return ""
 
 
 def _escape_user(user: str) -> str:

@@ -5,7 +5,7 @@ Precedence, lowest first::
     dataclass defaults < TOML file < environment < overrides (CLI flags)
 
 The TOML file uses the dataclass field names as keys at the top level, a ``[limits]`` table,
-``[[accounts]]`` and ``[[gateways]]`` arrays of tables (see ``softswitch.example.toml`` at the
+``[[accounts]]``, ``[[gateways]]`` and ``[[inbound]]`` arrays of tables (see ``softswitch.example.toml`` at the
 repository root, which documents every key).  Unknown keys are errors, so a typo never silently
 falls back to a default.
 
@@ -47,8 +47,10 @@ from softswitch.config._model import (
     ConfigError,
     Gateway,
     HttpSettings,
+    InboundRoute,
     Limits,
     select_gateways,
+    select_inbound,
 )
 from softswitch.config._validate import (
     KNOWN_CODECS as KNOWN_CODECS,
@@ -74,9 +76,11 @@ __all__ = [
     "ConfigError",
     "Gateway",
     "HttpSettings",
+    "InboundRoute",
     "Limits",
     "load_config",
     "parse_hostport",
     "parse_port_range",
     "select_gateways",
+    "select_inbound",
 ]

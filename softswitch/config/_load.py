@@ -18,7 +18,15 @@ from typing import Any
 
 from softswitch.config._account import _load_or_generate_account
 from softswitch.config._hostport import parse_hostport, parse_port_range
-from softswitch.config._model import Account, Config, ConfigError, Gateway, HttpSettings, Limits
+from softswitch.config._model import (
+    Account,
+    Config,
+    ConfigError,
+    Gateway,
+    HttpSettings,
+    InboundRoute,
+    Limits,
+)
 from softswitch.config._validate import _validate
 
 ENV_PREFIX = "SOFTSWITCH_"
@@ -112,6 +120,7 @@ _LIMIT_FIELDS = _scalar_fields(Limits)
 _HTTP_FIELDS = _scalar_fields(HttpSettings)
 _ACCOUNT_FIELDS = _scalar_fields(Account)
 _GATEWAY_FIELDS = _scalar_fields(Gateway)
+_INBOUND_FIELDS = _scalar_fields(InboundRoute)
 # Derived or computed at load time, never read from a file or the environment.
 _INTERNAL_FIELDS = {"generated", "account_file", "ignored_env"}
 
@@ -147,6 +156,7 @@ class _Layers:
         self.http: dict[str, Any] = {}
         self.accounts: list[Account] | None = None
         self.gateways: list[Gateway] | None = None
+        self.inbound: list[InboundRoute] | None = None
         self.default_account: tuple[str, str] | None = None
         self.unknown_env: list[str] = []
 
@@ -192,7 +202,7 @@ class _Layers:
             self.top["rtp_port_min"] = low
             self.top["rtp_port_max"] = high
             return
-        if name in ("limits", "accounts", "gateways"):
+        if name in ("limits", "accounts", "gateways", "inbound"):
             raise ConfigError(key, "not a scalar setting")
         if name.startswith("limits.") or name.startswith("limits_"):
             sub = name[len("limits.") :]
@@ -222,6 +232,8 @@ class _Layers:
                 ]
             elif name == "gateways":
                 self.gateways = _gateways_from(key, value)
+            elif name == "inbound":
+                self.inbound = _inbound_from(key, value)
             else:
                 self.set_top(key, name, value)
 
@@ -238,6 +250,13 @@ class _Layers:
                 except json.JSONDecodeError as exc:
                     raise ConfigError(var, f"not JSON: {exc}") from None
                 self.gateways = _gateways_from(var, data)
+                continue
+            if name == "inbound":
+                try:
+                    data = json.loads(value)
+                except json.JSONDecodeError as exc:
+                    raise ConfigError(var, f"not JSON: {exc}") from None
+                self.inbound = _inbound_from(var, data)
                 continue
             if name.startswith("limits_"):
                 self.set_top(var, name, value)
@@ -272,6 +291,8 @@ class _Layers:
             key = f"--{name.replace('_', '-')}"
             if name == "gateways":
                 self.gateways = _gateways_from(key, value)
+            elif name == "inbound":
+                self.inbound = _inbound_from(key, value)
             elif name == "accounts":
                 if not isinstance(value, list):
                     raise ConfigError(key, "expected a list")
@@ -313,6 +334,15 @@ def _gateways_from(key: str, value: Any) -> list[Gateway]:
         raise ConfigError(key, "expected an array of tables [[gateways]]")
     return [
         v if isinstance(v, Gateway) else _build(Gateway, f"{key}[{i}]", v, _GATEWAY_FIELDS)
+        for i, v in enumerate(value)
+    ]
+
+
+def _inbound_from(key: str, value: Any) -> list[InboundRoute]:
+    if not isinstance(value, list):
+        raise ConfigError(key, "expected an array of tables [[inbound]]")
+    return [
+        v if isinstance(v, InboundRoute) else _build(InboundRoute, f"{key}[{i}]", v, _INBOUND_FIELDS)
         for i, v in enumerate(value)
     ]
 
@@ -360,6 +390,8 @@ def load_config(
         cfg.accounts = layers.accounts
     if layers.gateways is not None:
         cfg.gateways = layers.gateways
+    if layers.inbound is not None:
+        cfg.inbound = layers.inbound
     if layers.default_account is not None:
         auth_id, token = layers.default_account
         existing = cfg.account(auth_id)

@@ -105,6 +105,43 @@ class Gateway:
 
 
 @dataclass
+class InboundRoute:
+    """Where an inbound call goes: the called number (the Request-URI user) picks the
+    application. ``number`` matches exactly, else ``prefix`` by leading digits (the longest
+    wins; exact numbers first); the answer document runs in ``dialect``'s vocabulary (the name
+    of a served dialect) for ``account`` (its auth id; empty: the first account)."""
+
+    answer_url: str
+    number: str = ""
+    prefix: str = ""
+    answer_method: str = "POST"
+    hangup_url: str | None = None
+    hangup_method: str = "POST"
+    dialect: str = ""  #: a served dialect's name; empty: the server's default dialect
+    account: str = ""
+
+    def match_length(self, user: str) -> int | None:
+        """How well this route matches the called ``user``: ``len + 1000`` for the exact
+        number, the prefix length for a prefix, None for no match."""
+        if self.number:
+            return 1000 + len(self.number) if user == self.number else None
+        if self.prefix and user.startswith(self.prefix):
+            return len(self.prefix)
+        return None
+
+
+def select_inbound(routes: list[InboundRoute], user: str) -> InboundRoute | None:
+    """The route for a call to ``user``: its exact number, else the longest matching prefix
+    (config order among equals), else None."""
+    best: tuple[int, int, InboundRoute] | None = None
+    for index, route in enumerate(routes):
+        length = route.match_length(user)
+        if length is not None and (best is None or (length, -index) > (best[0], -best[1])):
+            best = (length, index, route)
+    return best[2] if best is not None else None
+
+
+@dataclass
 class Limits:
     """Global admission limits; an account may override ``cps`` and ``max_concurrent``."""
 
@@ -165,7 +202,8 @@ class Config:
     least 90 (RFC 4028 §4 Min-SE)."""
     sip_allowed_peers: list[str] = field(default_factory=list)
     """Networks (``"10.0.0.0/8"``, ``"192.0.2.7"``) whose SIP requests are served; requests
-    from elsewhere are dropped without an answer. The gateways' addresses are always allowed;
+    from elsewhere are dropped without an answer (an INVITE gets 403 when ``inbound`` routes
+    exist, within the rate below). The gateways' addresses are always allowed;
     responses and requests inside our own calls are matched, never filtered. Empty (the
     default): any source, only the rate limit below applies."""
     sip_out_of_dialog_rate: float = 5.0
@@ -209,6 +247,9 @@ class Config:
     """Path of the persisted generated account, when that is where the account came from."""
     ignored_env: list[str] = field(default_factory=list)
     """``SOFTSWITCH_*`` variables that name no setting (probably typos; ``serve`` may warn)."""
+    inbound: list[InboundRoute] = field(default_factory=list)
+    """Inbound routes (``[[inbound]]``): with any, INVITEs from the configured gateways and
+    ``sip_allowed_peers`` are taken and routed by called number (unknown numbers get 404)."""
 
     @property
     def http_base_url(self) -> str:

@@ -156,6 +156,7 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"{key}.caller_id_in_from", NOT_IMPLEMENTED["caller_id_in_from"])
         if gw.password is not None and gw.username is None:
             raise ConfigError(f"{key}.username", "required when a password is set")
+    _validate_inbound(cfg)
 
 
 def _srtp_policy(key: str, value: str) -> str:
@@ -182,3 +183,30 @@ def _validate_http(cfg: Config) -> None:
                 raise ConfigError(
                     f"http.{name}", f"{net!r} is not a network (CIDR or address)"
                 ) from None
+
+
+def _validate_inbound(cfg: Config) -> None:
+    """``[[inbound]]``: a number or a prefix each (not both), one route per number, HTTP URLs
+    and methods, an existing account. The dialect's name is checked by the server, which
+    knows the dialects it serves."""
+    numbers: set[str] = set()
+    for i, route in enumerate(cfg.inbound):
+        key = f"inbound[{i}]"
+        if bool(route.number) == bool(route.prefix):
+            raise ConfigError(f"{key}.number", "give exactly one of number or prefix")
+        if route.number:
+            if route.number in numbers:
+                raise ConfigError(f"{key}.number", f"duplicate {route.number!r}")
+            numbers.add(route.number)
+        for name in ("answer_url", "hangup_url"):
+            url = getattr(route, name)
+            if name == "answer_url" or url is not None:
+                if not str(url).startswith(("http://", "https://")):
+                    raise ConfigError(f"{key}.{name}", f"must start with http:// or https://, got {url!r}")
+        for name in ("answer_method", "hangup_method"):
+            method = getattr(route, name).upper()
+            if method not in ("GET", "POST"):
+                raise ConfigError(f"{key}.{name}", f"must be GET or POST, got {method!r}")
+            setattr(route, name, method)
+        if route.account and cfg.account(route.account) is None:
+            raise ConfigError(f"{key}.account", f"no account {route.account!r}")

@@ -15,9 +15,11 @@ from softswitch.config import (
     Config,
     ConfigError,
     Gateway,
+    InboundRoute,
     load_config,
     parse_hostport,
     select_gateways,
+    select_inbound,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -341,11 +343,15 @@ def test_example_config_loads(tmp_path: Path) -> None:
     text = example.read_text()
     # Every Config / Limits / Gateway / Account field is documented in the example.
     for name in Config.__dataclass_fields__:
-        if name in ("generated", "account_file", "ignored_env", "accounts", "gateways", "limits"):
+        if name in ("generated", "account_file", "ignored_env", "accounts", "gateways", "limits", "inbound"):
             continue
+        assert re.search(rf"^#?\s*{name}\s*=", text, re.M), name
+    assert "[[inbound]]" in text
+    for name in InboundRoute.__dataclass_fields__:
         assert re.search(rf"^#?\s*{name}\s*=", text, re.M), name
     cfg = load_config(str(example), env={}, overrides={"db_path": str(tmp_path / "ex.db")})
     assert cfg.accounts and cfg.gateways
+    assert [r.number for r in cfg.inbound] == ["5000"]
 
 
 def test_sip_session_expires_is_0_or_at_least_the_rfc_minimum(tmp_path: Path) -> None:
@@ -399,3 +405,47 @@ def test_a_bad_srtp_policy_names_the_key(tmp_path: Path, toml: str, key: str) ->
     with pytest.raises(ConfigError, match="is not one of off, optional, mandatory") as info:
         load_config(write(tmp_path, 'db_path = "{db}"\n' + toml), env={})
     assert info.value.key == key
+
+
+def test_inbound_routes_pick_exact_number_then_longest_prefix(tmp_path: Path) -> None:
+    routes = [
+        InboundRoute(answer_url="http://a/any", prefix="5"),
+        InboundRoute(answer_url="http://a/50", prefix="50"),
+        InboundRoute(answer_url="http://a/5000", number="5000"),
+        InboundRoute(answer_url="http://a/50-again", prefix="50"),
+    ]
+    assert select_inbound(routes, "5000") is routes[2]
+    assert select_inbound(routes, "5001") is routes[1]  # longest prefix, config order among equals
+    assert select_inbound(routes, "5999") is routes[0]
+    assert select_inbound(routes, "6000") is None
+    assert select_inbound(routes, "") is None
+    assert select_inbound([], "5000") is None
+
+
+def test_inbound_routes_load_and_are_checked(tmp_path: Path) -> None:
+    db = {"db_path": str(tmp_path / "calls.db")}
+    path = tmp_path / "in.toml"
+    path.write_text(
+        '[[accounts]]\nauth_id = "MAAAAAAAAAAAAAAAAAA1"\nauth_token = "t0ken"\n'
+        '[[inbound]]\nnumber = "5000"\nanswer_url = "http://127.0.0.1:1/a"\n'
+        'answer_method = "get"\ndialect = "legacy"\naccount = "MAAAAAAAAAAAAAAAAAA1"\n'
+    )
+    cfg = load_config(str(path), env={}, overrides=db)
+    (route,) = cfg.inbound
+    assert (route.number, route.answer_method, route.dialect, route.hangup_url) == ("5000", "GET", "legacy", None)
+    env = {"SOFTSWITCH_INBOUND": '[{"prefix": "7", "answer_url": "https://x/y"}]'}
+    assert load_config(env=env, overrides=db).inbound[0].prefix == "7"
+    bad = [
+        ({"answer_url": "http://x/"}, "inbound[0].number"),  # neither number nor prefix
+        ({"answer_url": "http://x/", "number": "1", "prefix": "1"}, "inbound[0].number"),
+        ({"answer_url": "ftp://x/", "number": "1"}, "inbound[0].answer_url"),
+        ({"answer_url": "http://x/", "number": "1", "hangup_url": "x"}, "inbound[0].hangup_url"),
+        ({"answer_url": "http://x/", "number": "1", "answer_method": "PUT"}, "inbound[0].answer_method"),
+        ({"answer_url": "http://x/", "number": "1", "account": "nobody"}, "inbound[0].account"),
+        ({"number": "1"}, "inbound[0].answer_url"),
+        ({"answer_url": "http://x/", "number": "1", "nope": 1}, "inbound[0].nope"),
+    ]
+    for table, key in bad:
+        with pytest.raises(ConfigError) as info:
+            load_config(env={}, overrides={**db, "inbound": [table]})
+        assert key in info.value.key, (table, info.value)

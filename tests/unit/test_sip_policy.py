@@ -126,3 +126,24 @@ def test_networks_are_checked():
     ]
     with pytest.raises(ValueError, match="not an IP network"):
         parse_networks(["pbx.example.com"])
+
+
+def test_inbound_invite_from_outside_the_allow_list_gets_403_within_its_rate():
+    ep = Endpoint(
+        EndpointConfig(
+            local_host="10.0.0.1",
+            ports={"udp": 5060},
+            accept_inbound=True,
+            policy=PolicyConfig(allowed_peers=("192.0.2.0/24",), rate=1.0, burst=2),
+        )
+    )
+    for n in range(4):  # two at once, then the bucket is empty: dropped
+        ep.receive(request("INVITE", n), Source("udp", STRANGER), 0.0)
+    assert answers(ep) == ["SIP/2.0 403 Forbidden"] * 2
+    assert ep.next_event() is None  # no IncomingCall, no state kept
+    ep.receive(request("OPTIONS", 9), Source("udp", STRANGER), 5.0)
+    assert answers(ep) == []  # other requests from strangers are still dropped silently
+    friend = ("192.0.2.5", 5060)
+    ep.receive(request("INVITE", 7, source=friend), Source("udp", friend), 5.0)
+    assert answers(ep) == ["SIP/2.0 100 Trying"]
+    assert isinstance(ep.next_event(), IncomingCall)

@@ -63,7 +63,7 @@ def base_params(call: Call, status: str) -> dict[str, str]:
         "Called": call.to,
         "CallStatus": status,
         "ApiVersion": API_VERSION,
-        "Direction": "outbound-api",
+        "Direction": "inbound" if call.direction == "inbound" else "outbound-api",
     }
     if spec.caller_name:
         params["CallerName"] = spec.caller_name

@@ -77,7 +77,7 @@ class LegacyDialect:
         params: dict[str, str] = {
             "From": _number(spec.from_),
             "To": _number(call.to),
-            "Direction": "outbound",
+            "Direction": call.direction,
             "CallUUID": call_uuid,
         }
         url: str | None

@@ -75,7 +75,7 @@ def _reason(end: CallEnd) -> str | None:
 def call_snapshot(call: Call) -> dict[str, Any]:
     """The fields the live/queued call views show (:func:`live_call_json`)."""
     return {
-        "direction": "outbound",
+        "direction": call.direction,
         "from": call.spec.from_,
         "to": call.to,
         "caller_name": call.spec.caller_name,
@@ -128,7 +128,7 @@ class PlivoDialect:
             "ALegRequestUUID": call.request_uuid,
             "CallUUID": call.call_uuid,
             "ALegUUID": call.call_uuid,
-            "Direction": "outbound",
+            "Direction": call.direction,
             "Event": _EVENTS.get(event, ""),
             "CallStatus": status,
             "SessionStart": session_time(call.session_start),
@@ -202,7 +202,7 @@ class PlivoDialect:
             "ALegRequestUUID": record["request_uuid"],
             "CallUUID": record["call_uuid"],
             "ALegUUID": record["call_uuid"],
-            "Direction": "outbound",
+            "Direction": str(record.get("direction") or "outbound"),
             "Event": "Hangup",
             "CallStatus": status,
             "SessionStart": "",

@@ -147,8 +147,8 @@ async def list_calls(request: web.Request) -> web.Response:
     if status in ("live", "queued"):
         calls = [c for c in manager.live_calls(account.auth_id, status=status) if _ours(c)]
         frm, to = request.query.get("from_number"), request.query.get("to_number")
-        if direction == "inbound":
-            calls = []
+        if direction is not None:
+            calls = [c for c in calls if c.direction == direction]
         if frm:
             calls = [c for c in calls if c.from_.lstrip("+") == frm.lstrip("+")]
         if to:
