@@ -120,7 +120,9 @@ class Endpoint:
             "dropped_rate_limited": 0,  # out-of-dialog requests over their source's rate
         }
         self.policy = PeerPolicy(cfg.policy)
-        self._client: dict[tuple[str, str, str], tuple[ClientTransaction, Call | None, str, Address]] = {}
+        self._client: dict[
+            tuple[str, str, str], tuple[ClientTransaction, Call | None, str, Address]
+        ] = {}
         self._server: dict[tuple[str, str, str], tuple[ServerTransaction, Source, Address]] = {}
         self._failover: dict[tuple[str, str, str], tuple[SipUri, list[Target]]] = {}
         self._calls: dict[str, Call] = {}  # Call-ID -> call (both sides)
@@ -155,9 +157,11 @@ class Endpoint:
 
     def session_config(self, transport: str = "udp") -> SessionConfig:
         """Contact and session settings for a call over ``transport``."""
-        contact = f"<sip:softswitch@{self._host()}:{self._port(transport)}" + (
-            ";transport=tcp" if transport == "tcp" else ""
-        ) + ">"
+        contact = (
+            f"<sip:softswitch@{self._host()}:{self._port(transport)}"
+            + (";transport=tcp" if transport == "tcp" else "")
+            + ">"
+        )
         cfg = self.config
         return SessionConfig(
             contact=contact,
@@ -169,7 +173,9 @@ class Endpoint:
         )
 
     def _via(self, transport: str) -> str:
-        return f"SIP/2.0/{transport.upper()} {self._host()}:{self._port(transport)};branch={new_branch()};rport"
+        # RFC 5923 §6: over a connection, "alias" lets the peer send its requests to us on it.
+        alias = ";alias" if transport != "udp" else ""
+        return f"SIP/2.0/{transport.upper()} {self._host()}:{self._port(transport)};branch={new_branch()};rport{alias}"
 
     # ------------------------------------------------------------------ calls
 
@@ -196,7 +202,9 @@ class Endpoint:
         self._run(call, session.start(now), now)
         return call
 
-    def hangup(self, call_id: str, now: float, cause: str | None = None, source: str | None = None) -> None:
+    def hangup(
+        self, call_id: str, now: float, cause: str | None = None, source: str | None = None
+    ) -> None:
         """CANCEL if not answered yet (§9.1), BYE if answered (either side; an inbound call
         not answered yet is refused with 480). The cause defaults to ORIGINATOR_CANCEL
         before answer and NORMAL_CLEARING after; the source to our role in the call."""
@@ -220,13 +228,23 @@ class Endpoint:
         call = self._server_call(call_id)
         self._run(call, call.session.ring(now, status, sdp), now)
 
-    def answer(self, call_id: str, now: float, sdp: str | None, *, status: int = 200, on_remote_sdp: AnswerHandler | None = None) -> None:
+    def answer(
+        self,
+        call_id: str,
+        now: float,
+        sdp: str | None,
+        *,
+        status: int = 200,
+        on_remote_sdp: AnswerHandler | None = None,
+    ) -> None:
         """UAS: accept an :class:`IncomingCall` with our SDP answer (or offer)."""
         call = self._server_call(call_id)
         call.on_remote_sdp = on_remote_sdp
         self._run(call, call.session.answer(now, sdp, status), now)
 
-    def reject(self, call_id: str, now: float, status: int = 486, reason: str | None = None) -> None:
+    def reject(
+        self, call_id: str, now: float, status: int = 486, reason: str | None = None
+    ) -> None:
         """UAS: refuse an :class:`IncomingCall` with a final non-2xx response."""
         call = self._server_call(call_id)
         self._run(call, call.session.reject(now, status, reason), now)
@@ -237,15 +255,45 @@ class Endpoint:
             raise LookupError(f"no inbound call {call_id!r}")
         return call
 
-    def has_pending(self, methods: tuple[str, ...] = ("BYE", "CANCEL")) -> bool:
-        """Is a request of these methods still waiting for its final response?"""
-        return any(
-            tx.request.method in methods and not tx.terminated and tx.state.value in ("Trying", "Proceeding")
+    def has_pending(self, methods: tuple[str, ...] | None = None) -> bool:
+        """Is a request of ours (of these methods; None: any) still waiting for its final
+        response, or a call still waiting for its BYE's?"""
+        if any(
+            (methods is None or tx.request.method in methods)
+            and not tx.terminated
+            and tx.state.value in ("Calling", "Trying", "Proceeding")
             for tx, *_ in self._client.values()
+        ):
+            return True
+        return (methods is None or "BYE" in methods) and any(
+            isinstance(call, ClientCall) and call.session.hanging_up
+            for call in self._calls.values()
         )
 
-    def close(self) -> None:
-        """Drop every timer (the adapter is shutting down)."""
+    def uses(self, transport: str, address: Address, connection: object | None = None) -> bool:
+        """Does a live transaction send to ``address`` over ``transport`` or answer on
+        ``connection``? (The adapter keeps such a connection open.)"""
+        wanted = canonical_address(address)
+        if any(
+            t == transport and not tx.terminated and canonical_address(a) == wanted
+            for tx, _, t, a in self._client.values()
+        ):
+            return True
+        return connection is not None and any(
+            source.connection is connection and not tx.terminated
+            for tx, source, _ in self._server.values()
+        )
+
+    def close(self, now: float | None = None) -> None:
+        """The adapter is shutting down: calls still waiting for their BYE's answer end
+        now (when ``now`` is given), the transactions and every timer are dropped."""
+        if now is not None:
+            for call in list(self._calls.values()):
+                if isinstance(call, ClientCall) and call.session.hanging_up:
+                    self._run(call, call.session.abandon(now), now)
+        self._client.clear()
+        self._server.clear()
+        self._failover.clear()
         self._timers.clear()
 
     # ------------------------------------------------------------------ actions
@@ -272,11 +320,15 @@ class Endpoint:
         except ValueError as exc:
             log.warning("call %s: unusable SDP answer: %s", call.session.call_id, exc)
             if not action.early:
-                self._run(call, call.session.bye(now, causes.INCOMPATIBLE_DESTINATION, "error"), now)
+                self._run(
+                    call, call.session.bye(now, causes.INCOMPATIBLE_DESTINATION, "error"), now
+                )
 
     def _emit(self, call: Call, event: CallEvent, now: float) -> None:
         if call.ended:
-            return  # e.g. the Answered that follows an unusable answer's BYE
+            return
+        if isinstance(event, Answered) and isinstance(call, ClientCall) and call.session.hanging_up:
+            return  # the Answered that follows an unusable answer's BYE
         if isinstance(event, Answered | Terminated) and isinstance(call, ClientCall):
             call.ring_deadline = None
         if isinstance(event, Terminated):
@@ -307,7 +359,11 @@ class Endpoint:
             if obj.release_at is not None and now >= obj.release_at:
                 self._release(obj)
                 return
-            if isinstance(obj, ClientCall) and obj.ring_deadline is not None and now >= obj.ring_deadline:
+            if (
+                isinstance(obj, ClientCall)
+                and obj.ring_deadline is not None
+                and now >= obj.ring_deadline
+            ):
                 obj.ring_deadline = None
                 if not obj.session.answered:
                     self._run(obj, obj.session.cancel(now, causes.NO_ANSWER, "timeout"), now)
@@ -333,7 +389,11 @@ class Endpoint:
         token = next(self._tokens)
         self._resolving[token] = (call, request, uri, ack)
         supported = tuple(t for t in ("udp", "tcp") if t in self.config.ports)
-        self._events.append(ResolveRequest(token, uri.host, uri.port, uri.transport, uri.scheme == "sips", supported))
+        self._events.append(
+            ResolveRequest(
+                token, uri.host, uri.port, uri.transport, uri.scheme == "sips", supported
+            )
+        )
 
     def resolved(self, token: int, targets: list[Target], now: float) -> None:
         """The answer to a :class:`ResolveRequest` (an empty list: the name did not resolve)."""
@@ -343,7 +403,9 @@ class Endpoint:
         call, request, uri, ack = entry
         if ack:
             if targets and call is not None:
-                self._transmit(request.serialize(), call.transport, (targets[0].host, targets[0].port))
+                self._transmit(
+                    request.serialize(), call.transport, (targets[0].host, targets[0].port)
+                )
             return
         if not targets:
             if call is not None:
@@ -351,7 +413,9 @@ class Endpoint:
             return
         self._start_client(call, request, uri, targets, now)
 
-    def _send_request(self, call: Call | None, request: SipRequest, next_hop: str, now: float) -> None:
+    def _send_request(
+        self, call: Call | None, request: SipRequest, next_hop: str, now: float
+    ) -> None:
         try:
             uri = parse_uri(next_hop)
             if not isinstance(uri, SipUri):
@@ -366,7 +430,9 @@ class Endpoint:
             return
         self._start_client(call, request, uri, targets, now)
 
-    def _start_client(self, call: Call | None, request: SipRequest, uri: SipUri, targets: list[Target], now: float) -> None:
+    def _start_client(
+        self, call: Call | None, request: SipRequest, uri: SipUri, targets: list[Target], now: float
+    ) -> None:
         target = targets[0]
         transport = pick_transport(uri, target, self.config.ports)
         if isinstance(call, ServerCall):
@@ -376,7 +442,9 @@ class Endpoint:
             request.prepend("Via", self._via(transport))
         if isinstance(call, ClientCall) and request.method == "INVITE":
             call.transport = transport
-        tx = new_client_transaction(request, reliable=transport != "udp", timers=self.timer_config, now=now)
+        tx = new_client_transaction(
+            request, reliable=transport != "udp", timers=self.timer_config, now=now
+        )
         self._client[tx.key] = (tx, call, transport, address)
         if len(targets) > 1 and request.method not in ("ACK", "CANCEL"):
             self._failover[tx.key] = (uri, targets[1:])
@@ -398,7 +466,9 @@ class Endpoint:
         retry.body = tx.request.body
         if isinstance(call, ClientCall) and tx.request is call.session.invite:
             call.session.invite = retry  # CANCEL and ACK follow the live attempt (same CSeq)
-        log.info("failing over %s to %s:%s", tx.request.method, remaining[0].host, remaining[0].port)
+        log.info(
+            "failing over %s to %s:%s", tx.request.method, remaining[0].host, remaining[0].port
+        )
         self._start_client(call, retry, uri, remaining, now)
         return True
 
@@ -427,9 +497,13 @@ class Endpoint:
             self._drain_server(entry[0], now)
             return
         if 200 <= response.status < 300:
-            self._transmit(response.serialize(), call.transport, call.address, call.source.connection)
+            self._transmit(
+                response.serialize(), call.transport, call.address, call.source.connection
+            )
 
-    def _transmit(self, data: bytes, transport: str, address: Address, connection: object | None = None) -> None:
+    def _transmit(
+        self, data: bytes, transport: str, address: Address, connection: object | None = None
+    ) -> None:
         self.stats["sent"] += 1
         self._out.append(Datagram(data, transport, address, connection))
 
@@ -440,7 +514,11 @@ class Endpoint:
         session treats it as a 503 (§8.1.3.1)."""
         wanted = canonical_address(address)
         for tx, _, tx_transport, tx_address in list(self._client.values()):
-            if tx_transport == transport and canonical_address(tx_address) == wanted and not tx.terminated:
+            if (
+                tx_transport == transport
+                and canonical_address(tx_address) == wanted
+                and not tx.terminated
+            ):
                 tx.transport_error(now)
                 self._drain_client(tx, now)
 
@@ -482,7 +560,9 @@ class Endpoint:
         _, source, address = entry
         while (event := tx.next_event()) is not None:
             if isinstance(event, SendMessage):
-                self._transmit(event.message.serialize(), source.transport, address, source.connection)
+                self._transmit(
+                    event.message.serialize(), source.transport, address, source.connection
+                )
             elif isinstance(event, TransactionTerminated):
                 self._server.pop(tx.key, None)
                 self._timers.forget(tx)
@@ -502,7 +582,9 @@ class Endpoint:
             return
         except Exception as exc:  # never let one datagram stop the process
             log.exception("unexpected parser failure from %s", source.address)
-            self.receive_error(data, SipParseError(f"unparseable message ({type(exc).__name__})"), source, now)
+            self.receive_error(
+                data, SipParseError(f"unparseable message ({type(exc).__name__})"), source, now
+            )
             return
         self.receive_message(message, source, now)
 
@@ -517,7 +599,9 @@ class Endpoint:
         if answer is not None and self._may_answer(source, now):
             self._transmit(answer[0], source.transport, answer[1], source.connection)
 
-    def receive_message(self, message: SipRequest | SipResponse, source: Source, now: float) -> None:
+    def receive_message(
+        self, message: SipRequest | SipResponse, source: Source, now: float
+    ) -> None:
         """A parsed message (a stream transport frames and parses its own)."""
         try:
             if isinstance(message, SipResponse):
@@ -573,7 +657,9 @@ class Endpoint:
         if call is None and not self._admitted(source):
             return
         if call is not None or self._takes_inbound(request):
-            tx = new_server_transaction(request, reliable=source.transport != "udp", timers=self.timer_config, now=now)
+            tx = new_server_transaction(
+                request, reliable=source.transport != "udp", timers=self.timer_config, now=now
+            )
             self._server[tx.key] = (tx, source, address)
             if call is not None:
                 response, actions = call.session.on_request(request, now)
@@ -588,7 +674,9 @@ class Endpoint:
         # again, an INVITE's final answer is not retransmitted: the caller's INVITE
         # retransmissions draw it), within the source's rate.
         if self._may_answer(source, now):
-            response = out_of_dialog_response(request, self.config.user_agent, in_dialog=_has_to_tag(request))
+            response = out_of_dialog_response(
+                request, self.config.user_agent, in_dialog=_has_to_tag(request)
+            )
             self._transmit(response.serialize(), source.transport, address, source.connection)
 
     def _dialog_call(self, request: SipRequest) -> Call | None:
@@ -623,7 +711,14 @@ class Endpoint:
         self.stats["dropped_rate_limited"] += 1
         return False
 
-    def _on_cancel(self, request: SipRequest, key: tuple[str, str, str], source: Source, address: Address, now: float) -> None:
+    def _on_cancel(
+        self,
+        request: SipRequest,
+        key: tuple[str, str, str],
+        source: Source,
+        address: Address,
+        now: float,
+    ) -> None:
         """§9.2: 200 to a CANCEL that matches a server INVITE transaction (the session then
         answers 487 to the INVITE), 481 otherwise (out of dialog: within the source's rate).
         Stateless: a retransmitted CANCEL is answered again the same way."""
@@ -638,7 +733,9 @@ class Endpoint:
             if isinstance(call, ServerCall) and call.session.invite is invite_entry[0].request:
                 self._run(call, call.session.on_cancel(now), now)
 
-    def _incoming(self, request: SipRequest, source: Source, address: Address, now: float) -> SipResponse | None:
+    def _incoming(
+        self, request: SipRequest, source: Source, address: Address, now: float
+    ) -> SipResponse | None:
         session = ServerInviteSession(request, self.session_config(source.transport))
         self._calls[request.call_id] = ServerCall(session, source, address)
         self._events.append(IncomingCall(request.call_id, request, session.offer))

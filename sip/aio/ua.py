@@ -53,7 +53,7 @@ from sip.uri import SipUri, TelUri, parse_uri
 
 from .observe import ObservableCall
 from .resolver import resolve
-from .transport import Inbound, TcpTransport, UdpTransport
+from .transport import Inbound, TcpConnection, TcpTransport, UdpTransport
 
 log = logging.getLogger("sip.ua")
 
@@ -114,6 +114,8 @@ class UserAgentConfig:
     allowed_peers: list[str] = field(default_factory=list)
     out_of_dialog_rate: float = 5.0  #: out-of-dialog answers per second per source (0 = no limit)
     out_of_dialog_burst: float = 10.0  #: ... and at once
+    #: Seconds a TCP connection no transaction uses stays open without traffic.
+    tcp_idle_timeout: float = 120.0
 
 
 #: ``offer_handler(offer)``: the callee's offer in a re-INVITE/UPDATE (None: a re-INVITE
@@ -193,8 +195,6 @@ class OutboundCall(ObservableCall[CallEvent]):
         return f"<OutboundCall {self.call_id} {self.state} {self.session.invite.uri}>"
 
 
-
-
 class UserAgent:
     """A SIP user agent that places calls; run it inside any asyncio program."""
 
@@ -231,6 +231,7 @@ class UserAgent:
         self._timer: asyncio.TimerHandle | None = None
         self._armed_at: float | None = None
         self._pumping = False
+        self._idle_waiters: list[asyncio.Event] = []  #: wait_idle() callers
 
     @property
     def stats(self) -> dict[str, int]:
@@ -243,19 +244,27 @@ class UserAgent:
         self._loop = asyncio.get_running_loop()
         cfg = self.config
         if "udp" in cfg.transports:
-            self.udp = await UdpTransport.listen(cfg.host, cfg.port, self._on_message, self._on_parse_error)
+            self.udp = await UdpTransport.listen(
+                cfg.host, cfg.port, self._on_message, self._on_parse_error
+            )
             self.udp.on_datagram = self._on_datagram
             self.udp.on_unreachable = self._on_unreachable
             self.local_port = self.udp.local[1]
         if "tcp" in cfg.transports:
             port = self.local_port if self.udp is not None else cfg.port
             try:
-                self.tcp = await TcpTransport.listen(cfg.host, port, self._on_message, self._on_parse_error)
+                self.tcp = await TcpTransport.listen(
+                    cfg.host, port, self._on_message, self._on_parse_error
+                )
             except OSError:
                 if self.udp is None:
                     raise
                 log.warning("TCP port %s busy; TCP listens elsewhere", port)
-                self.tcp = await TcpTransport.listen(cfg.host, 0, self._on_message, self._on_parse_error)
+                self.tcp = await TcpTransport.listen(
+                    cfg.host, 0, self._on_message, self._on_parse_error
+                )
+            self.tcp.idle_timeout = cfg.tcp_idle_timeout
+            self.tcp.in_use = self._connection_in_use
             if self.udp is None:
                 self.local_port = self.tcp.local[1]
         ports = self.endpoint.config.ports
@@ -277,9 +286,14 @@ class UserAgent:
 
         async def addresses(host: str) -> list[str]:
             try:
-                infos = await asyncio.wait_for(loop.getaddrinfo(host, None, type=socket.SOCK_DGRAM), self.GATEWAY_LOOKUP_TIMEOUT)
+                infos = await asyncio.wait_for(
+                    loop.getaddrinfo(host, None, type=socket.SOCK_DGRAM),
+                    self.GATEWAY_LOOKUP_TIMEOUT,
+                )
             except (OSError, TimeoutError) as exc:
-                log.warning("gateway %s did not resolve (%s): its requests are not allowed", host, exc)
+                log.warning(
+                    "gateway %s did not resolve (%s): its requests are not allowed", host, exc
+                )
                 return []
             return [str(info[4][0]) for info in infos]
 
@@ -289,23 +303,43 @@ class UserAgent:
                 self.endpoint.policy.allow_host(address)
 
     async def close(self, *, grace: float = 2.0) -> None:
-        """Hang up every call, give the BYEs/CANCELs a moment, close everything."""
+        """Hang up every call, wait (at most ``grace`` seconds) until every client
+        transaction is over (a BYE challenged by a proxy is sent again and answered, a
+        CANCEL gets its 200), then close everything; a call whose BYE is still unanswered
+        then ends."""
         self._closing = True
         calls = [c for c in self._calls.values() if c.terminated is None]
         for call in calls:
             await call.hangup(None, "caller")
-        if calls:
-            deadline = self._now() + grace
-            while self._now() < deadline and self.endpoint.has_pending(("BYE", "CANCEL")):
-                await asyncio.sleep(0.02)
+        await self.wait_idle(grace)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self.endpoint.close()
+        self.endpoint.close(self._now())
+        self._pump()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self.udp is not None:
             self.udp.close()
         if self.tcp is not None:
             self.tcp.close()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until no client transaction of ours is pending (and no call waits for its
+        BYE's answer); False if some still are after ``timeout`` seconds."""
+        if not self.endpoint.has_pending():
+            return True
+        idle = asyncio.Event()
+        self._idle_waiters.append(idle)
+        try:
+            await asyncio.wait_for(idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        finally:
+            if idle in self._idle_waiters:
+                self._idle_waiters.remove(idle)
+        return True
 
     async def __aenter__(self) -> UserAgent:
         await self.start()
@@ -355,7 +389,13 @@ class UserAgent:
         elif "@" in text:
             uri = parse_uri("sip:" + text)
             return str(uri), gw
-        number = text.replace("-", "").replace(" ", "").replace("(", "").replace(")", "").replace(".", "")
+        number = (
+            text.replace("-", "")
+            .replace(" ", "")
+            .replace("(", "")
+            .replace(")", "")
+            .replace(".", "")
+        )
         digits = number[1:] if number.startswith("+") else number
         if not digits or not all(c.isdigit() or c in "*#" for c in digits):
             raise ValueError(f"invalid destination {target!r}: not a SIP URI or a phone number")
@@ -368,7 +408,7 @@ class UserAgent:
             if not candidates:
                 raise LookupError(f"no gateway routes the number {target!r}")
             gw = max(candidates, key=lambda c: (c[0], -c[1]))[2]
-        dialled = gw.add_prefix + digits[gw.strip:]
+        dialled = gw.add_prefix + digits[gw.strip :]
         if gw.keep_plus and number.startswith("+"):
             dialled = "+" + dialled
         host = f"[{gw.host}]" if ":" in gw.host and not gw.host.startswith("[") else gw.host
@@ -415,7 +455,11 @@ class UserAgent:
             request_uri = str(uri)
         if gw is not None and credentials is None and gw.username:
             credentials = Credentials(gw.username, gw.password or "", gw.realm)
-        from_host = (gw.from_domain if gw and gw.from_domain else None) or self.config.from_domain or self.local_host
+        from_host = (
+            (gw.from_domain if gw and gw.from_domain else None)
+            or self.config.from_domain
+            or self.local_host
+        )
         if ":" in from_host and not from_host.startswith("["):
             from_host = f"[{from_host}]"  # RFC 3261 §25.1: IPv6reference in a URI
         from_uri = f"sip:{_escape_user(from_user)}@{from_host}"
@@ -439,26 +483,55 @@ class UserAgent:
         )
         call = OutboundCall(self, session)
         self._calls[session.call_id] = call
-        call.record = self.endpoint.invite(session, self._now(), ring_timeout=ring_timeout, on_remote_sdp=on_remote_sdp)
+        call.record = self.endpoint.invite(
+            session, self._now(), ring_timeout=ring_timeout, on_remote_sdp=on_remote_sdp
+        )
         self._pump()
         return call
 
     # ------------------------------------------------------------------ the endpoint's I/O
 
     def _on_datagram(self, data: bytes, inbound: Inbound) -> None:
-        self.endpoint.receive(data, Source("udp", inbound.source), self._now(), max_size=self.udp.max_size if self.udp else 65535)
+        self.endpoint.receive(
+            data,
+            Source("udp", inbound.source),
+            self._now(),
+            max_size=self.udp.max_size if self.udp else 65535,
+        )
         self._pump()
 
     def _on_unreachable(self, address: tuple[str, int], _errno: int) -> None:
         self.endpoint.transport_error("udp", address, self._now())
         self._pump()
 
+    def _connection_in_use(self, conn: TcpConnection) -> bool:
+        return any(
+            self.endpoint.uses("tcp", address, conn) for address in (conn.peer, *conn.aliases)
+        )
+
     def _on_message(self, message: SipRequest | SipResponse, inbound: Inbound) -> None:
-        self.endpoint.receive_message(message, Source(inbound.transport, inbound.source, inbound.connection), self._now())
+        if (
+            inbound.connection is not None
+            and isinstance(message, SipRequest)
+            and self.tcp is not None
+        ):
+            # RFC 5923 §5: "alias" in the top Via lets us send our requests for the
+            # source address and the Via's port on this connection.
+            try:
+                via = message.top_via
+            except (SipParseError, ValueError, IndexError):
+                via = None
+            if via is not None and "alias" in via.params:
+                self.tcp.alias(inbound.connection, (inbound.source[0], via.port or 5060))
+        self.endpoint.receive_message(
+            message, Source(inbound.transport, inbound.source, inbound.connection), self._now()
+        )
         self._pump()
 
     def _on_parse_error(self, data: bytes, error: SipParseError, inbound: Inbound) -> None:
-        self.endpoint.receive_error(data, error, Source(inbound.transport, inbound.source, inbound.connection), self._now())
+        self.endpoint.receive_error(
+            data, error, Source(inbound.transport, inbound.source, inbound.connection), self._now()
+        )
         self._pump()
 
     def _pump(self) -> None:
@@ -481,6 +554,9 @@ class UserAgent:
         finally:
             self._pumping = False
         self._arm()
+        if self._idle_waiters and not self.endpoint.has_pending():
+            for idle in self._idle_waiters:
+                idle.set()
 
     def _arm(self) -> None:
         deadline = self.endpoint.get_timer()
@@ -512,7 +588,9 @@ class UserAgent:
             if call is not None:
                 call._release_observers()
         elif isinstance(event, IncomingCall):
-            log.warning("inbound call %s offered to a user agent that does not take them", event.call_id)
+            log.warning(
+                "inbound call %s offered to a user agent that does not take them", event.call_id
+            )
 
     def _dns(self):  # type: ignore[no-untyped-def]
         if self._resolver is None:
@@ -571,7 +649,9 @@ class UserAgent:
             conn = await self.tcp.connect(datagram.address)
             conn.send(datagram.data)
         except (TimeoutError, OSError) as exc:
-            log.info("TCP connect to %s:%s failed: %s", datagram.address[0], datagram.address[1], exc)
+            log.info(
+                "TCP connect to %s:%s failed: %s", datagram.address[0], datagram.address[1], exc
+            )
             self.endpoint.transport_error("tcp", datagram.address, self._now())
             self._pump()
 
