@@ -271,11 +271,15 @@ class Endpoint:
         )
 
     def uses(self, transport: str, address: Address, connection: object | None = None) -> bool:
-        """Does a live transaction send to ``address`` over ``transport`` or answer on
-        ``connection``? (The adapter keeps such a connection open.)"""
+        """Does a transaction of ours await its final response from ``address`` over
+        ``transport``, or one of the peer's await our answer on ``connection``? (The adapter
+        keeps such a connection open.)"""
         wanted = canonical_address(address)
         if any(
-            t == transport and not tx.terminated and canonical_address(a) == wanted
+            t == transport
+            and tx.state.value
+            in ("Calling", "Trying", "Proceeding")  # still awaiting a final response
+            and canonical_address(a) == wanted
             for tx, _, t, a in self._client.values()
         ):
             return True
