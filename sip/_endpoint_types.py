@@ -11,6 +11,7 @@ from sip.invite import ClientInviteSession
 from sip.invite_server import ServerInviteSession
 from sip.message import SipRequest
 from sip.policy import PolicyConfig
+from sip.register import RegistrationChanged
 
 Address = tuple[str, int]
 
@@ -95,7 +96,7 @@ class CallReleased:
     call_id: str
 
 
-EndpointEvent = ResolveRequest | CallProgress | IncomingCall | CallReleased
+EndpointEvent = ResolveRequest | CallProgress | IncomingCall | CallReleased | RegistrationChanged
 
 #: ``on_remote_sdp(sdp, early)``: the peer's SDP, an answer (early: from a 18x) or the one an
 #: ACK carries. Raise ``ValueError`` when it is unusable: a final answer then ends the call

@@ -66,6 +66,7 @@ from sip.invite_server import SendResponse, ServerInviteSession
 from sip.locate import Target
 from sip.message import SipParseError, SipRequest, SipResponse, new_branch, parse_message
 from sip.policy import PeerPolicy
+from sip.register import Registration, RegistrationChanged
 from sip.transaction import (
     ClientInviteTransaction,
     ClientNonInviteTransaction,
@@ -98,6 +99,7 @@ __all__ = [
     "EndpointConfig",
     "EndpointEvent",
     "IncomingCall",
+    "RegistrationChanged",
     "ResolveRequest",
     "ServerCall",
     "Source",
@@ -120,13 +122,15 @@ class Endpoint:
             "dropped_rate_limited": 0,  # out-of-dialog requests over their source's rate
         }
         self.policy = PeerPolicy(cfg.policy)
+        # The owner of a client transaction: a call, a registration, or nobody.
         self._client: dict[
-            tuple[str, str, str], tuple[ClientTransaction, Call | None, str, Address]
+            tuple[str, str, str], tuple[ClientTransaction, Call | Registration | None, str, Address]
         ] = {}
         self._server: dict[tuple[str, str, str], tuple[ServerTransaction, Source, Address]] = {}
         self._failover: dict[tuple[str, str, str], tuple[SipUri, list[Target]]] = {}
         self._calls: dict[str, Call] = {}  # Call-ID -> call (both sides)
-        self._resolving: dict[int, tuple[Call | None, SipRequest, SipUri, bool]] = {}
+        self._resolving: dict[int, tuple[Call | Registration | None, SipRequest, SipUri, bool]] = {}
+        self._registrations: dict[str, Registration] = {}  # by name
         self._tokens = itertools.count(1)
         self._timers = TimerHeap()
         self._events: deque[EndpointEvent] = deque()
@@ -300,6 +304,35 @@ class Endpoint:
         self._failover.clear()
         self._timers.clear()
 
+    # ------------------------------------------------------------------ registrations
+
+    @property
+    def registrations(self) -> dict[str, Registration]:
+        return self._registrations
+
+    def register(self, registration: Registration, now: float) -> None:
+        """Keep ``registration``'s binding (:mod:`sip.register`): REGISTER now, refresh,
+        retry; its :class:`RegistrationChanged` events come out of :meth:`next_event`."""
+        old = self._registrations.get(registration.name)
+        if old is not None and old is not registration:
+            raise ValueError(f"a registration named {registration.name!r} exists")
+        self._registrations[registration.name] = registration
+        self._run_registration(registration, registration.start(now), now)
+
+    def unregister(self, name: str, now: float) -> None:
+        """Remove the binding (``Expires: 0``); the registration stays, ``unregistered``."""
+        registration = self._registrations.get(name)
+        if registration is not None:
+            self._run_registration(registration, registration.stop(now), now)
+
+    def _run_registration(self, registration: Registration, actions: list, now: float) -> None:
+        for action in actions:
+            if isinstance(action, SendRequest):
+                self._send_request(registration, action.request, action.next_hop, now)
+            elif isinstance(action, RegistrationChanged):
+                self._events.append(action)
+        self._timers.schedule(registration, registration.get_timer())
+
     # ------------------------------------------------------------------ actions
 
     def _run(self, call: Call, actions: list, now: float) -> None:
@@ -372,6 +405,8 @@ class Endpoint:
                 if not obj.session.answered:
                     self._run(obj, obj.session.cancel(now, causes.NO_ANSWER, "timeout"), now)
             self._run(obj, obj.session.handle_timer(now), now)
+        elif isinstance(obj, Registration):
+            self._run_registration(obj, obj.handle_timer(now), now)
         elif isinstance(obj, ClientInviteTransaction | ClientNonInviteTransaction):
             obj.handle_timer(now)
             self._drain_client(obj, now)
@@ -389,7 +424,9 @@ class Endpoint:
 
     # ------------------------------------------------------------------ sending
 
-    def _resolve(self, call: Call | None, request: SipRequest, uri: SipUri, ack: bool) -> None:
+    def _resolve(
+        self, call: Call | Registration | None, request: SipRequest, uri: SipUri, ack: bool
+    ) -> None:
         token = next(self._tokens)
         self._resolving[token] = (call, request, uri, ack)
         supported = tuple(t for t in ("udp", "tcp") if t in self.config.ports)
@@ -406,27 +443,33 @@ class Endpoint:
             return
         call, request, uri, ack = entry
         if ack:
-            if targets and call is not None:
+            if targets and isinstance(call, ClientCall | ServerCall):
                 self._transmit(
                     request.serialize(), call.transport, (targets[0].host, targets[0].port)
                 )
             return
         if not targets:
-            if call is not None:
-                self._run(call, call.session.on_unreachable(request, now), now)
+            self._unreachable(call, request, now)
             return
         self._start_client(call, request, uri, targets, now)
 
+    def _unreachable(
+        self, owner: Call | Registration | None, request: SipRequest, now: float
+    ) -> None:
+        if isinstance(owner, Registration):
+            self._run_registration(owner, owner.on_unreachable(request, now), now)
+        elif owner is not None:
+            self._run(owner, owner.session.on_unreachable(request, now), now)
+
     def _send_request(
-        self, call: Call | None, request: SipRequest, next_hop: str, now: float
+        self, call: Call | Registration | None, request: SipRequest, next_hop: str, now: float
     ) -> None:
         try:
             uri = parse_uri(next_hop)
             if not isinstance(uri, SipUri):
                 raise UriError(f"cannot route to {next_hop}")
         except (UriError, ValueError):
-            if call is not None:
-                self._run(call, call.session.on_unreachable(request, now), now)
+            self._unreachable(call, request, now)
             return
         targets = targets_now(uri)
         if targets is None:
@@ -435,7 +478,12 @@ class Endpoint:
         self._start_client(call, request, uri, targets, now)
 
     def _start_client(
-        self, call: Call | None, request: SipRequest, uri: SipUri, targets: list[Target], now: float
+        self,
+        call: Call | Registration | None,
+        request: SipRequest,
+        uri: SipUri,
+        targets: list[Target],
+        now: float,
     ) -> None:
         target = targets[0]
         transport = pick_transport(uri, target, self.config.ports)
@@ -463,7 +511,11 @@ class Endpoint:
             return False
         uri, remaining = entry
         _, call, _, _ = self._client.get(tx.key, (None, None, None, None))
-        if call is not None and call.ended and tx.request.method == "INVITE":
+        if (
+            isinstance(call, ClientCall | ServerCall)
+            and call.ended
+            and tx.request.method == "INVITE"
+        ):
             return False
         retry = SipRequest(tx.request.method, tx.request.uri)
         retry.headers = [(n, v) for n, v in tx.request.headers if n.lower() != "via"]
@@ -541,12 +593,21 @@ class Endpoint:
                     continue
                 if event.response.status >= 200:
                     self._failover.pop(tx.key, None)
-                if call is not None:
+                if isinstance(call, Registration):
+                    self._run_registration(
+                        call, call.on_response(tx.request, event.response, now), now
+                    )
+                elif call is not None:
                     self._run(call, call.session.on_response(tx.request, event.response, now), now)
             elif isinstance(event, TransactionTimeout):
                 if self._fail_over(tx, now):
                     continue
-                if call is not None and event.timer == "transport":
+                if isinstance(call, Registration):
+                    failed = (
+                        call.on_transport_error if event.timer == "transport" else call.on_timeout
+                    )
+                    self._run_registration(call, failed(tx.request, now), now)
+                elif call is not None and event.timer == "transport":
                     self._run(call, call.session.on_transport_error(tx.request, now), now)
                 elif call is not None:
                     self._run(call, call.session.on_timeout(tx.request, now), now)
