@@ -95,6 +95,8 @@ def build_user_agent(config: Any) -> Any:
                     add_prefix=gw.add_prefix,
                     from_domain=gw.from_domain,
                     p_asserted_identity=gw.p_asserted_identity,
+                    register=gw.register,
+                    register_expires=gw.register_expires,
                 )
             )
         )
@@ -206,6 +208,7 @@ class Server:
             digits_tone_ms=cfg.send_digits_default_tone_ms,
             dialects=[plivo_http(), legacy_http(), callapi.http_dialect()],
         )
+        app.router.add_get("/health", self._health)
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self.runner.setup()
         site = web.TCPSite(self.runner, cfg.http_host, cfg.http_port)
@@ -216,6 +219,13 @@ class Server:
         # Recording URLs need the port really bound (http_port 0 picks one) unless the
         # public base_url is configured.
         self.manager.public_url = (cfg.base_url or self.base_url).rstrip("/")
+
+    async def _health(self, request: web.Request) -> web.Response:
+        """``GET /health``: dialect-neutral liveness and the gateways' registrations
+        (``state``: registered, registering, failed, unregistering, unregistered)."""
+        registrations = getattr(self.ua, "registrations", None)
+        gateways = registrations() if callable(registrations) else []
+        return web.json_response({"status": "ok", "registrations": gateways})
 
     def _auth_token_for(self, call_uuid: str) -> str | None:
         """The current auth token of the account a call belongs to (re-signing resumed

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from sip import causes
 from sip.auth import Credentials
 from sip.endpoint import (
     AnswerHandler,
@@ -48,6 +49,7 @@ from sip.events import (
 from sip.invite import ClientInviteSession
 from sip.message import SipParseError, SipRequest, SipResponse, new_call_id
 from sip.policy import PolicyConfig
+from sip.register import Registration, RegistrationChanged, RegistrationConfig
 from sip.transaction import TimerConfig
 from sip.uri import SipUri, TelUri, parse_uri
 
@@ -85,6 +87,11 @@ class GatewayConfig:
     from_domain: str | None = None
     p_asserted_identity: bool = False
     keep_plus: bool = False  # send "+1415..." rather than "1415..."
+    #: Keep a registration with the trunk (RFC 3261 §10, :mod:`sip.register`): the AoR is
+    #: ``sip:username@(from_domain or host)``; calls through the trunk fail at once with
+    #: NETWORK_OUT_OF_ORDER while it is not registered.
+    register: bool = False
+    register_expires: int = 3600  #: the interval asked for, seconds
 
     def prefixes(self) -> list[str]:
         return [self.prefix] if isinstance(self.prefix, str) else list(self.prefix)
@@ -274,6 +281,54 @@ class UserAgent:
             ports["tcp"] = self.tcp.local[1]
         if self.endpoint.policy.restricted:
             await self._allow_gateways()
+        for gw in cfg.gateways:
+            if gw.register:
+                self.endpoint.register(Registration(self._registration_config(gw)), self._now())
+        self._pump()
+
+    def _registration_config(self, gw: GatewayConfig) -> RegistrationConfig:
+        transport = (gw.transport or "udp").lower()
+        host = f"[{gw.host}]" if ":" in gw.host and not gw.host.startswith("[") else gw.host
+        suffix = f";transport={transport}" if transport != "udp" else ""
+        registrar = f"sip:{host}" + (f":{gw.port}" if gw.port else "") + suffix
+        user = _escape_user(gw.username or "softswitch")
+        domain = gw.from_domain or host
+        local = (
+            f"[{self.local_host}]"
+            if ":" in self.local_host and not self.local_host.startswith("[")
+            else self.local_host
+        )
+        port = self.endpoint.config.ports.get(transport) or self.local_port
+        credentials = Credentials(gw.username, gw.password or "", gw.realm) if gw.username else None
+        return RegistrationConfig(
+            name=gw.name,
+            registrar=registrar,
+            aor=f"sip:{user}@{domain}",
+            contact=f"sip:{user}@{local}:{port}{suffix}",
+            call_id=new_call_id(self.local_host),
+            credentials=credentials,
+            expires=gw.register_expires,
+            user_agent=self.config.user_agent,
+        )
+
+    def registration(self, gateway: str) -> Registration | None:
+        """The registration kept with this gateway (None: it does not register)."""
+        return self.endpoint.registrations.get(gateway)
+
+    def registrations(self) -> list[dict[str, object]]:
+        """Each registration's state, for status pages and logs."""
+        now = self._now() if self._loop is not None else 0.0
+        return [
+            {
+                "gateway": r.name,
+                "state": r.state,
+                "last_error": r.last_error,
+                "expires_in": round(r.expires_at - now, 1) if r.expires_at is not None else None,
+                "retry_in": round(r.retry_at - now, 1) if r.retry_at is not None else None,
+                "registrations": r.registered_count,
+            }
+            for r in self.endpoint.registrations.values()
+        ]
 
     #: How long start() waits for the gateways' names to resolve (the allow-list).
     GATEWAY_LOOKUP_TIMEOUT = 5.0
@@ -311,6 +366,10 @@ class UserAgent:
         calls = [c for c in self._calls.values() if c.terminated is None]
         for call in calls:
             await call.hangup(None, "caller")
+        if self._loop is not None:
+            for name in list(self.endpoint.registrations):
+                self.endpoint.unregister(name, self._now())  # Expires: 0 (RFC 3261 §10.2.2)
+            self._pump()
         await self.wait_idle(grace)
         if self._timer is not None:
             self._timer.cancel()
@@ -482,6 +541,15 @@ class UserAgent:
             offer_handler=offer_handler,
         )
         call = OutboundCall(self, session)
+        registration = self.registration(gw.name) if gw is not None and gw.register else None
+        if registration is not None and not registration.up:
+            # The trunk takes calls only from registered users: no INVITE, the call fails
+            # now (the next gateway of a failover is tried at once).
+            why = f"gateway {registration.name} not registered ({registration.state}"
+            why += f": {registration.last_error})" if registration.last_error else ")"
+            log.info("call %s: %s", session.call_id, why)
+            call._emit(Terminated(self._now(), causes.NETWORK_OUT_OF_ORDER, None, why, "error"))
+            return call
         self._calls[session.call_id] = call
         call.record = self.endpoint.invite(
             session, self._now(), ring_timeout=ring_timeout, on_remote_sdp=on_remote_sdp
@@ -587,6 +655,15 @@ class UserAgent:
             call = self._calls.pop(event.call_id, None)
             if call is not None:
                 call._release_observers()
+        elif isinstance(event, RegistrationChanged):
+            level = logging.WARNING if event.state == "failed" else logging.INFO
+            log.log(
+                level,
+                "gateway %s registration %s%s",
+                event.name,
+                event.state,
+                f" ({event.error})" if event.error else "",
+            )
         elif isinstance(event, IncomingCall):
             log.warning(
                 "inbound call %s offered to a user agent that does not take them", event.call_id

@@ -61,6 +61,10 @@ class Gateway:
     caller_id_in_from: bool = True
     p_asserted_identity: bool = False
     register: bool = False
+    """Keep a registration with the trunk (REGISTER with ``username``/``password``, refreshed
+    before it lapses); calls through it fail at once while it is not registered."""
+    register_expires: int = 3600
+    """The registration interval asked for, in seconds (the registrar may grant less)."""
 
     def __post_init__(self) -> None:
         # One list is the source of truth; ``prefix`` stays as the first entry for readers
