@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from sip.events import CallEvent
 from sip.invite import ClientInviteSession
 from sip.invite_server import ServerInviteSession
+from sip.keepalive import GatewayHealthChanged
 from sip.message import SipRequest
 from sip.policy import PolicyConfig
 from sip.register import RegistrationChanged
@@ -96,7 +97,14 @@ class CallReleased:
     call_id: str
 
 
-EndpointEvent = ResolveRequest | CallProgress | IncomingCall | CallReleased | RegistrationChanged
+EndpointEvent = (
+    ResolveRequest
+    | CallProgress
+    | IncomingCall
+    | CallReleased
+    | RegistrationChanged
+    | GatewayHealthChanged
+)
 
 #: ``on_remote_sdp(sdp, early)``: the peer's SDP, an answer (early: from a 18x) or the one an
 #: ACK carries. Raise ``ValueError`` when it is unusable: a final answer then ends the call

@@ -63,6 +63,7 @@ from sip.invite import (
     SessionConfig,
 )
 from sip.invite_server import SendResponse, ServerInviteSession
+from sip.keepalive import GatewayHealthChanged, OptionsProbe
 from sip.locate import Target
 from sip.message import SipParseError, SipRequest, SipResponse, new_branch, parse_message
 from sip.policy import PeerPolicy
@@ -87,6 +88,9 @@ from sip.uri import SipUri, UriError, parse_uri
 
 log = logging.getLogger("sip.endpoint")
 
+#: What owns client transactions besides calls: gateway registrations and OPTIONS probes.
+_Agent = Registration | OptionsProbe
+
 
 __all__ = [
     "Address",
@@ -99,6 +103,7 @@ __all__ = [
     "EndpointConfig",
     "EndpointEvent",
     "IncomingCall",
+    "GatewayHealthChanged",
     "RegistrationChanged",
     "ResolveRequest",
     "ServerCall",
@@ -124,13 +129,14 @@ class Endpoint:
         self.policy = PeerPolicy(cfg.policy)
         # The owner of a client transaction: a call, a registration, or nobody.
         self._client: dict[
-            tuple[str, str, str], tuple[ClientTransaction, Call | Registration | None, str, Address]
+            tuple[str, str, str], tuple[ClientTransaction, Call | _Agent | None, str, Address]
         ] = {}
         self._server: dict[tuple[str, str, str], tuple[ServerTransaction, Source, Address]] = {}
         self._failover: dict[tuple[str, str, str], tuple[SipUri, list[Target]]] = {}
         self._calls: dict[str, Call] = {}  # Call-ID -> call (both sides)
-        self._resolving: dict[int, tuple[Call | Registration | None, SipRequest, SipUri, bool]] = {}
+        self._resolving: dict[int, tuple[Call | _Agent | None, SipRequest, SipUri, bool]] = {}
         self._registrations: dict[str, Registration] = {}  # by name
+        self._probes: dict[str, OptionsProbe] = {}  # by gateway name
         self._tokens = itertools.count(1)
         self._timers = TimerHeap()
         self._events: deque[EndpointEvent] = deque()
@@ -317,21 +323,40 @@ class Endpoint:
         if old is not None and old is not registration:
             raise ValueError(f"a registration named {registration.name!r} exists")
         self._registrations[registration.name] = registration
-        self._run_registration(registration, registration.start(now), now)
+        self._run_agent(registration, registration.start(now), now)
 
     def unregister(self, name: str, now: float) -> None:
         """Remove the binding (``Expires: 0``); the registration stays, ``unregistered``."""
         registration = self._registrations.get(name)
         if registration is not None:
-            self._run_registration(registration, registration.stop(now), now)
+            self._run_agent(registration, registration.stop(now), now)
 
-    def _run_registration(self, registration: Registration, actions: list, now: float) -> None:
+    @property
+    def probes(self) -> dict[str, OptionsProbe]:
+        return self._probes
+
+    def probe(self, probe: OptionsProbe, now: float) -> None:
+        """Ping a gateway with OPTIONS (:mod:`sip.keepalive`); its
+        :class:`GatewayHealthChanged` events come out of :meth:`next_event`."""
+        old = self._probes.get(probe.name)
+        if old is not None and old is not probe:
+            raise ValueError(f"a probe named {probe.name!r} exists")
+        self._probes[probe.name] = probe
+        self._run_agent(probe, probe.start(now), now)
+
+    def stop_probe(self, name: str, now: float) -> None:
+        probe = self._probes.get(name)
+        if probe is not None:
+            self._run_agent(probe, probe.stop(now), now)
+
+    def _run_agent(self, agent: _Agent, actions: list, now: float) -> None:
+        """Carry out what a registration or a probe asks: requests out, events up."""
         for action in actions:
             if isinstance(action, SendRequest):
-                self._send_request(registration, action.request, action.next_hop, now)
-            elif isinstance(action, RegistrationChanged):
+                self._send_request(agent, action.request, action.next_hop, now)
+            elif isinstance(action, RegistrationChanged | GatewayHealthChanged):
                 self._events.append(action)
-        self._timers.schedule(registration, registration.get_timer())
+        self._timers.schedule(agent, agent.get_timer())
 
     # ------------------------------------------------------------------ actions
 
@@ -405,8 +430,8 @@ class Endpoint:
                 if not obj.session.answered:
                     self._run(obj, obj.session.cancel(now, causes.NO_ANSWER, "timeout"), now)
             self._run(obj, obj.session.handle_timer(now), now)
-        elif isinstance(obj, Registration):
-            self._run_registration(obj, obj.handle_timer(now), now)
+        elif isinstance(obj, _Agent):
+            self._run_agent(obj, obj.handle_timer(now), now)
         elif isinstance(obj, ClientInviteTransaction | ClientNonInviteTransaction):
             obj.handle_timer(now)
             self._drain_client(obj, now)
@@ -425,7 +450,7 @@ class Endpoint:
     # ------------------------------------------------------------------ sending
 
     def _resolve(
-        self, call: Call | Registration | None, request: SipRequest, uri: SipUri, ack: bool
+        self, call: Call | _Agent | None, request: SipRequest, uri: SipUri, ack: bool
     ) -> None:
         token = next(self._tokens)
         self._resolving[token] = (call, request, uri, ack)
@@ -453,16 +478,14 @@ class Endpoint:
             return
         self._start_client(call, request, uri, targets, now)
 
-    def _unreachable(
-        self, owner: Call | Registration | None, request: SipRequest, now: float
-    ) -> None:
-        if isinstance(owner, Registration):
-            self._run_registration(owner, owner.on_unreachable(request, now), now)
+    def _unreachable(self, owner: Call | _Agent | None, request: SipRequest, now: float) -> None:
+        if isinstance(owner, _Agent):
+            self._run_agent(owner, owner.on_unreachable(request, now), now)
         elif owner is not None:
             self._run(owner, owner.session.on_unreachable(request, now), now)
 
     def _send_request(
-        self, call: Call | Registration | None, request: SipRequest, next_hop: str, now: float
+        self, call: Call | _Agent | None, request: SipRequest, next_hop: str, now: float
     ) -> None:
         try:
             uri = parse_uri(next_hop)
@@ -479,7 +502,7 @@ class Endpoint:
 
     def _start_client(
         self,
-        call: Call | Registration | None,
+        call: Call | _Agent | None,
         request: SipRequest,
         uri: SipUri,
         targets: list[Target],
@@ -593,20 +616,18 @@ class Endpoint:
                     continue
                 if event.response.status >= 200:
                     self._failover.pop(tx.key, None)
-                if isinstance(call, Registration):
-                    self._run_registration(
-                        call, call.on_response(tx.request, event.response, now), now
-                    )
+                if isinstance(call, _Agent):
+                    self._run_agent(call, call.on_response(tx.request, event.response, now), now)
                 elif call is not None:
                     self._run(call, call.session.on_response(tx.request, event.response, now), now)
             elif isinstance(event, TransactionTimeout):
                 if self._fail_over(tx, now):
                     continue
-                if isinstance(call, Registration):
+                if isinstance(call, _Agent):
                     failed = (
                         call.on_transport_error if event.timer == "transport" else call.on_timeout
                     )
-                    self._run_registration(call, failed(tx.request, now), now)
+                    self._run_agent(call, failed(tx.request, now), now)
                 elif call is not None and event.timer == "transport":
                     self._run(call, call.session.on_transport_error(tx.request, now), now)
                 elif call is not None:
