@@ -97,6 +97,7 @@ def build_user_agent(config: Any) -> Any:
                     p_asserted_identity=gw.p_asserted_identity,
                     register=gw.register,
                     register_expires=gw.register_expires,
+                    ping=gw.ping,
                 )
             )
         )
@@ -221,11 +222,16 @@ class Server:
         self.manager.public_url = (cfg.base_url or self.base_url).rstrip("/")
 
     async def _health(self, request: web.Request) -> web.Response:
-        """``GET /health``: dialect-neutral liveness and the gateways' registrations
-        (``state``: registered, registering, failed, unregistering, unregistered)."""
+        """``GET /health``: dialect-neutral liveness, the gateways' registrations (``state``:
+        registered, registering, failed, unregistering, unregistered) and the health their
+        OPTIONS pings see (``up``)."""
         registrations = getattr(self.ua, "registrations", None)
-        gateways = registrations() if callable(registrations) else []
-        return web.json_response({"status": "ok", "registrations": gateways})
+        pings = getattr(self.ua, "gateways", None)
+        return web.json_response({
+            "status": "ok",
+            "registrations": registrations() if callable(registrations) else [],
+            "gateways": pings() if callable(pings) else [],
+        })
 
     def _auth_token_for(self, call_uuid: str) -> str | None:
         """The current auth token of the account a call belongs to (re-signing resumed

@@ -117,3 +117,47 @@ async def test_tcp_connection_outlives_the_bye_then_closes_when_idle(kamailio, s
         await ua.close()
     await asyncio.to_thread(peer.assert_ok, 10)
     assert "tcp_send failed" not in proxy.log()
+
+
+@needs_sipp
+async def test_gateway_that_stops_answering_options_is_skipped_until_it_answers_again(
+    kamailio, sipp
+):
+    peer = sipp("uas_answer_rr.xml")
+    proxy = kamailio(routes={CALLEE: f"sip:127.0.0.1:{peer.port}"})
+    primary = GatewayConfig(
+        name="primary",
+        host="127.0.0.1",
+        port=proxy.port,
+        username=proxy.user,
+        password=proxy.password,
+        ping=0.2,
+    )
+    fallback = GatewayConfig(name="fallback", host="127.0.0.1", port=peer.port)
+    ua = UserAgent(UserAgentConfig(host="127.0.0.1", port=0, gateways=[primary, fallback]))
+    await ua.start()
+    try:
+        await wait_until(
+            lambda: ua.sip.endpoint.probes["primary"].last_answer_at is not None, 3, what="a pong"
+        )
+        assert ua.route(CALLEE)[1] is primary  # up: the first of equals
+        proxy.stop()  # the proxy is gone: the next ping draws an ICMP port unreachable
+        await wait_until(lambda: ua.sip.gateway_down(primary) is not None, 3, what="primary down")
+        [health] = ua.gateways()
+        assert health["up"] is False and "transport error" in str(health["last_error"])
+        assert ua.route(CALLEE)[1] is fallback  # failover skips it
+        call = await ua.dial(CALLEE, from_user="alice", gateway="primary")  # asked for by name
+        end = await asyncio.wait_for(call.wait_terminated(), 1)
+        assert end.cause == causes.NETWORK_OUT_OF_ORDER and "down" in end.reason
+        # The proxy comes back on the same port: the next ping is answered, the call goes through.
+        again = kamailio(routes={CALLEE: f"sip:127.0.0.1:{peer.port}"}, port=proxy.port)
+        await wait_until(lambda: ua.sip.gateway_down(primary) is None, 3, what="primary up again")
+        assert ua.route(CALLEE)[1] is primary
+        call = await ua.dial(CALLEE, from_user=proxy.user)
+        assert await asyncio.wait_for(call.wait_answered(), 10), call.terminated
+        await call.hangup()
+        await asyncio.wait_for(call.wait_terminated(), 10)
+    finally:
+        await ua.close()
+    await asyncio.to_thread(peer.assert_ok, 10)
+    assert "OPTIONS" in again.log()

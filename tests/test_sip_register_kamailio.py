@@ -115,6 +115,7 @@ async def test_server_shows_the_registration_at_health(kamailio, tmp_path: Path)
         [state] = body["registrations"]
         assert state["gateway"] == "trunk" and state["state"] == "registered", body
         assert 0 < state["expires_in"] <= 60
+        assert body["status"] == "ok" and body["gateways"] == []  # no OPTIONS pings configured
     finally:
         await server.stop(mode="hangup", drain_timeout_s=1.0)
     assert await asyncio.to_thread(proxy.contacts) == []

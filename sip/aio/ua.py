@@ -47,6 +47,7 @@ from sip.events import (
     Terminated,
 )
 from sip.invite import ClientInviteSession
+from sip.keepalive import GatewayHealthChanged, OptionsProbe, ProbeConfig
 from sip.message import SipParseError, SipRequest, SipResponse, new_call_id
 from sip.policy import PolicyConfig
 from sip.register import Registration, RegistrationChanged, RegistrationConfig
@@ -92,6 +93,9 @@ class GatewayConfig:
     #: NETWORK_OUT_OF_ORDER while it is not registered.
     register: bool = False
     register_expires: int = 3600  #: the interval asked for, seconds
+    #: Seconds between OPTIONS pings (:mod:`sip.keepalive`; 0 = none): a gateway that stops
+    #: answering is down, and calls through it fail at once, until it answers again.
+    ping: float = 0.0
 
     def prefixes(self) -> list[str]:
         return [self.prefix] if isinstance(self.prefix, str) else list(self.prefix)
@@ -284,20 +288,37 @@ class UserAgent:
         for gw in cfg.gateways:
             if gw.register:
                 self.endpoint.register(Registration(self._registration_config(gw)), self._now())
+            if gw.ping > 0:
+                probe = ProbeConfig(
+                    name=gw.name,
+                    target=self._gateway_uri(gw),
+                    from_uri=f"sip:softswitch@{self._local_uri_host()}",
+                    interval=gw.ping,
+                    user_agent=cfg.user_agent,
+                )
+                self.endpoint.probe(OptionsProbe(probe), self._now())
         self._pump()
+
+    def _local_uri_host(self) -> str:
+        host = self.local_host
+        return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+    @staticmethod
+    def _gateway_uri(gw: GatewayConfig) -> str:
+        """``sip:host[:port][;transport=tcp]``: where a gateway's REGISTER and OPTIONS go."""
+        transport = (gw.transport or "udp").lower()
+        host = f"[{gw.host}]" if ":" in gw.host and not gw.host.startswith("[") else gw.host
+        suffix = f";transport={transport}" if transport != "udp" else ""
+        return f"sip:{host}" + (f":{gw.port}" if gw.port else "") + suffix
 
     def _registration_config(self, gw: GatewayConfig) -> RegistrationConfig:
         transport = (gw.transport or "udp").lower()
         host = f"[{gw.host}]" if ":" in gw.host and not gw.host.startswith("[") else gw.host
         suffix = f";transport={transport}" if transport != "udp" else ""
-        registrar = f"sip:{host}" + (f":{gw.port}" if gw.port else "") + suffix
+        registrar = self._gateway_uri(gw)
         user = _escape_user(gw.username or "softswitch")
         domain = gw.from_domain or host
-        local = (
-            f"[{self.local_host}]"
-            if ":" in self.local_host and not self.local_host.startswith("[")
-            else self.local_host
-        )
+        local = self._local_uri_host()
         port = self.endpoint.config.ports.get(transport) or self.local_port
         credentials = Credentials(gw.username, gw.password or "", gw.realm) if gw.username else None
         return RegistrationConfig(
@@ -310,6 +331,25 @@ class UserAgent:
             expires=gw.register_expires,
             user_agent=self.config.user_agent,
         )
+
+    def gateway_down(self, gateway: GatewayConfig) -> str | None:
+        """Why calls through ``gateway`` cannot be placed now (not registered, not
+        answering its OPTIONS pings), or None when they can."""
+        registration = self.endpoint.registrations.get(gateway.name) if gateway.register else None
+        if registration is not None and not registration.up:
+            why = f"gateway {gateway.name} not registered ({registration.state}"
+            return why + (f": {registration.last_error})" if registration.last_error else ")")
+        probe = self.endpoint.probes.get(gateway.name) if gateway.ping > 0 else None
+        if probe is not None and not probe.up:
+            return f"gateway {gateway.name} down ({probe.last_error})"
+        return None
+
+    def gateways(self) -> list[dict[str, object]]:
+        """Each gateway's health as its OPTIONS pings see it (those with ``ping`` set)."""
+        return [
+            {"gateway": p.name, "up": p.up, "last_error": p.last_error, "pings": p.pings}
+            for p in self.endpoint.probes.values()
+        ]
 
     def registration(self, gateway: str) -> Registration | None:
         """The registration kept with this gateway (None: it does not register)."""
@@ -367,6 +407,8 @@ class UserAgent:
         for call in calls:
             await call.hangup(None, "caller")
         if self._loop is not None:
+            for name in list(self.endpoint.probes):
+                self.endpoint.stop_probe(name, self._now())
             for name in list(self.endpoint.registrations):
                 self.endpoint.unregister(name, self._now())  # Expires: 0 (RFC 3261 §10.2.2)
             self._pump()
@@ -466,6 +508,8 @@ class UserAgent:
             candidates = [c for c in candidates if c[0] >= 0]
             if not candidates:
                 raise LookupError(f"no gateway routes the number {target!r}")
+            usable = [c for c in candidates if self.gateway_down(c[2]) is None]
+            candidates = usable or candidates  # skip those down; all down: the call fails
             gw = max(candidates, key=lambda c: (c[0], -c[1]))[2]
         dialled = gw.add_prefix + digits[gw.strip :]
         if gw.keep_plus and number.startswith("+"):
@@ -541,12 +585,10 @@ class UserAgent:
             offer_handler=offer_handler,
         )
         call = OutboundCall(self, session)
-        registration = self.registration(gw.name) if gw is not None and gw.register else None
-        if registration is not None and not registration.up:
-            # The trunk takes calls only from registered users: no INVITE, the call fails
-            # now (the next gateway of a failover is tried at once).
-            why = f"gateway {registration.name} not registered ({registration.state}"
-            why += f": {registration.last_error})" if registration.last_error else ")"
+        why = self.gateway_down(gw) if gw is not None else None
+        if why is not None:
+            # Not registered with a trunk that wants it, or not answering its pings: no
+            # INVITE, the call fails now (the next gateway of a failover is tried at once).
             log.info("call %s: %s", session.call_id, why)
             call._emit(Terminated(self._now(), causes.NETWORK_OUT_OF_ORDER, None, why, "error"))
             return call
@@ -664,6 +706,11 @@ class UserAgent:
                 event.state,
                 f" ({event.error})" if event.error else "",
             )
+        elif isinstance(event, GatewayHealthChanged):
+            if event.up:
+                log.info("gateway %s answers its OPTIONS again: up", event.name)
+            else:
+                log.warning("gateway %s down: %s", event.name, event.error)
         elif isinstance(event, IncomingCall):
             log.warning(
                 "inbound call %s offered to a user agent that does not take them", event.call_id

@@ -65,6 +65,9 @@ class Gateway:
     before it lapses); calls through it fail at once while it is not registered."""
     register_expires: int = 3600
     """The registration interval asked for, in seconds (the registrar may grant less)."""
+    ping: float = 0.0
+    """Seconds between OPTIONS pings to the gateway (0 = none): while it does not answer, calls
+    through it fail at once (NETWORK_OUT_OF_ORDER) and failover moves on."""
 
     def __post_init__(self) -> None:
         # One list is the source of truth; ``prefix`` stays as the first entry for readers

@@ -122,6 +122,8 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"{key}.transport", f"{gw.transport!r} is not udp or tcp")
         if gw.register and not gw.username:
             raise ConfigError(f"{key}.username", "required when register = true")
+        if not 0 <= gw.ping <= 3600:
+            raise ConfigError(f"{key}.ping", f"{gw.ping} out of range 0-3600 (0 = no pings)")
         if not 1 <= gw.register_expires <= 86400:
             raise ConfigError(f"{key}.register_expires", f"{gw.register_expires} out of range 1-86400")
         for p in gw.prefixes:

@@ -199,10 +199,11 @@ class Kamailio:
         default_expires: int = 3600,
         min_expires: int = 1,
         max_expires: int = 3600,
+        port: int | None = None,
     ):
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = port or free_port()
         self.user = user
         self.password = password
         self.realm = REALM
@@ -229,7 +230,7 @@ class Kamailio:
         }.items():
             text = text.replace(key, value)
         self.config_path.write_text(text)
-        self._log = self.log_path.open("wb")
+        self._log = self.log_path.open("ab")
         assert KAMAILIO is not None
         self.args = [
             KAMAILIO, "-DD", "-E", "-f", str(self.config_path), "-Y", str(self.dir),

@@ -284,7 +284,16 @@ def test_unimplemented_features_are_refused(
 def test_gateway_register_with_username_is_accepted(tmp_path: Path) -> None:
     text = '[[gateways]]\nname = "g"\nhost = "h"\nusername = "u"\npassword = "p"\nregister = true\nregister_expires = 600'
     [gw] = load_config(write(tmp_path, 'db_path = "{db}"\n' + text), env={}).gateways
-    assert gw.register is True and gw.register_expires == 600
+    assert gw.register is True and gw.register_expires == 600 and gw.ping == 0
+
+
+def test_gateway_ping_is_checked(tmp_path: Path) -> None:
+    good = '[[gateways]]\nname = "g"\nhost = "h"\nping = 30'
+    [gw] = load_config(write(tmp_path, 'db_path = "{db}"\n' + good), env={}).gateways
+    assert gw.ping == 30
+    with pytest.raises(ConfigError) as exc_info:
+        load_config(write(tmp_path, 'db_path = "{db}"\n' + good.replace("30", "-1")), env={})
+    assert exc_info.value.key.endswith("gateways[0].ping")
 
 
 def test_gateway_register_false_and_g711_codecs_are_accepted(tmp_path: Path) -> None:
