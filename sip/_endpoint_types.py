@@ -10,8 +10,10 @@ from typing import Any
 from sip.events import CallEvent
 from sip.invite import ClientInviteSession
 from sip.invite_server import ServerInviteSession
+from sip.keepalive import GatewayHealthChanged
 from sip.message import SipRequest
 from sip.policy import PolicyConfig
+from sip.register import RegistrationChanged
 
 Address = tuple[str, int]
 
@@ -121,7 +123,14 @@ class RequestCompleted:
 
 
 EndpointEvent = (
-    ResolveRequest | CallProgress | IncomingCall | CallReleased | DialogChanged | RequestCompleted
+    ResolveRequest
+    | CallProgress
+    | IncomingCall
+    | CallReleased
+    | RegistrationChanged
+    | GatewayHealthChanged
+    | DialogChanged
+    | RequestCompleted
 )
 
 #: ``on_remote_sdp(sdp, early)``: the peer's SDP, an answer (early: from a 18x) or the one an

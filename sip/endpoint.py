@@ -69,9 +69,11 @@ from sip.invite import (
     SessionConfig,
 )
 from sip.invite_server import SendResponse, ServerInviteSession
+from sip.keepalive import GatewayHealthChanged, OptionsProbe
 from sip.locate import Target
 from sip.message import SipParseError, SipRequest, SipResponse, new_branch, parse_message
 from sip.policy import PeerPolicy
+from sip.register import Registration, RegistrationChanged
 from sip.transaction import (
     ClientInviteTransaction,
     ClientNonInviteTransaction,
@@ -92,6 +94,9 @@ from sip.uri import SipUri, UriError, parse_uri
 
 log = logging.getLogger("sip.endpoint")
 
+#: What owns client transactions besides calls: gateway registrations and OPTIONS probes.
+_Agent = Registration | OptionsProbe
+
 
 __all__ = [
     "Address",
@@ -106,6 +111,8 @@ __all__ = [
     "EndpointEvent",
     "IncomingCall",
     "RequestCompleted",
+    "GatewayHealthChanged",
+    "RegistrationChanged",
     "ResolveRequest",
     "ServerCall",
     "Source",
@@ -128,13 +135,18 @@ class Endpoint:
             "dropped_rate_limited": 0,  # out-of-dialog requests over their source's rate
         }
         self.policy = PeerPolicy(cfg.policy)
-        self._client: dict[tuple[str, str, str], tuple[ClientTransaction, Call | None, str, Address]] = {}
+        # The owner of a client transaction: a call, a registration, or nobody.
+        self._client: dict[
+            tuple[str, str, str], tuple[ClientTransaction, Call | _Agent | None, str, Address]
+        ] = {}
         self._server: dict[tuple[str, str, str], tuple[ServerTransaction, Source, Address]] = {}
         self._failover: dict[tuple[str, str, str], tuple[SipUri, list[Target]]] = {}
         self._calls: dict[str, Call] = {}  # Call-ID -> call (both sides)
-        self._resolving: dict[int, tuple[Call | None, SipRequest, SipUri, bool]] = {}
+        self._resolving: dict[int, tuple[Call | _Agent | None, SipRequest, SipUri, bool]] = {}
         #: requests sent outside any call (send_bye): (Call-ID, CSeq, method) -> transport
         self._standalone: dict[tuple[str, int, str], str] = {}
+        self._registrations: dict[str, Registration] = {}  # by name
+        self._probes: dict[str, OptionsProbe] = {}  # by gateway name
         self._tokens = itertools.count(1)
         self._timers = TimerHeap()
         self._events: deque[EndpointEvent] = deque()
@@ -165,9 +177,11 @@ class Endpoint:
 
     def session_config(self, transport: str = "udp") -> SessionConfig:
         """Contact and session settings for a call over ``transport``."""
-        contact = f"<sip:softswitch@{self._host()}:{self._port(transport)}" + (
-            ";transport=tcp" if transport == "tcp" else ""
-        ) + ">"
+        contact = (
+            f"<sip:softswitch@{self._host()}:{self._port(transport)}"
+            + (";transport=tcp" if transport == "tcp" else "")
+            + ">"
+        )
         cfg = self.config
         return SessionConfig(
             contact=contact,
@@ -179,7 +193,9 @@ class Endpoint:
         )
 
     def _via(self, transport: str) -> str:
-        return f"SIP/2.0/{transport.upper()} {self._host()}:{self._port(transport)};branch={new_branch()};rport"
+        # RFC 5923 §6: over a connection, "alias" lets the peer send its requests to us on it.
+        alias = ";alias" if transport != "udp" else ""
+        return f"SIP/2.0/{transport.upper()} {self._host()}:{self._port(transport)};branch={new_branch()};rport{alias}"
 
     # ------------------------------------------------------------------ calls
 
@@ -206,7 +222,9 @@ class Endpoint:
         self._run(call, session.start(now), now)
         return call
 
-    def hangup(self, call_id: str, now: float, cause: str | None = None, source: str | None = None) -> None:
+    def hangup(
+        self, call_id: str, now: float, cause: str | None = None, source: str | None = None
+    ) -> None:
         """CANCEL if not answered yet (§9.1), BYE if answered (either side; an inbound call
         not answered yet is refused with 480). The cause defaults to ORIGINATOR_CANCEL
         before answer and NORMAL_CLEARING after; the source to our role in the call."""
@@ -230,13 +248,23 @@ class Endpoint:
         call = self._server_call(call_id)
         self._run(call, call.session.ring(now, status, sdp), now)
 
-    def answer(self, call_id: str, now: float, sdp: str | None, *, status: int = 200, on_remote_sdp: AnswerHandler | None = None) -> None:
+    def answer(
+        self,
+        call_id: str,
+        now: float,
+        sdp: str | None,
+        *,
+        status: int = 200,
+        on_remote_sdp: AnswerHandler | None = None,
+    ) -> None:
         """UAS: accept an :class:`IncomingCall` with our SDP answer (or offer)."""
         call = self._server_call(call_id)
         call.on_remote_sdp = on_remote_sdp
         self._run(call, call.session.answer(now, sdp, status), now)
 
-    def reject(self, call_id: str, now: float, status: int = 486, reason: str | None = None) -> None:
+    def reject(
+        self, call_id: str, now: float, status: int = 486, reason: str | None = None
+    ) -> None:
         """UAS: refuse an :class:`IncomingCall` with a final non-2xx response."""
         call = self._server_call(call_id)
         self._run(call, call.session.reject(now, status, reason), now)
@@ -343,16 +371,98 @@ class Endpoint:
         if self._standalone.pop((request.call_id, seq, request.method), None) is not None:
             self._events.append(RequestCompleted(request.call_id, request.method, status))
 
-    def has_pending(self, methods: tuple[str, ...] = ("BYE", "CANCEL")) -> bool:
-        """Is a request of these methods still waiting for its final response?"""
-        return any(
-            tx.request.method in methods and not tx.terminated and tx.state.value in ("Trying", "Proceeding")
+    def has_pending(self, methods: tuple[str, ...] | None = None) -> bool:
+        """Is a request of ours (of these methods; None: any) still waiting for its final
+        response, or a call still waiting for its BYE's?"""
+        if any(
+            (methods is None or tx.request.method in methods)
+            and not tx.terminated
+            and tx.state.value in ("Calling", "Trying", "Proceeding")
             for tx, *_ in self._client.values()
+        ):
+            return True
+        return (methods is None or "BYE" in methods) and any(
+            isinstance(call, ClientCall) and call.session.hanging_up
+            for call in self._calls.values()
         )
 
-    def close(self) -> None:
-        """Drop every timer (the adapter is shutting down)."""
+    def uses(self, transport: str, address: Address, connection: object | None = None) -> bool:
+        """Does a transaction of ours await its final response from ``address`` over
+        ``transport``, or one of the peer's await our answer on ``connection``? (The adapter
+        keeps such a connection open.)"""
+        wanted = canonical_address(address)
+        if any(
+            t == transport
+            and tx.state.value
+            in ("Calling", "Trying", "Proceeding")  # still awaiting a final response
+            and canonical_address(a) == wanted
+            for tx, _, t, a in self._client.values()
+        ):
+            return True
+        return connection is not None and any(
+            source.connection is connection and not tx.terminated
+            for tx, source, _ in self._server.values()
+        )
+
+    def close(self, now: float | None = None) -> None:
+        """The adapter is shutting down: calls still waiting for their BYE's answer end
+        now (when ``now`` is given), the transactions and every timer are dropped."""
+        if now is not None:
+            for call in list(self._calls.values()):
+                if isinstance(call, ClientCall) and call.session.hanging_up:
+                    self._run(call, call.session.abandon(now), now)
+        self._client.clear()
+        self._server.clear()
+        self._failover.clear()
         self._timers.clear()
+
+    # ------------------------------------------------------------------ registrations
+
+    @property
+    def registrations(self) -> dict[str, Registration]:
+        return self._registrations
+
+    def register(self, registration: Registration, now: float) -> None:
+        """Keep ``registration``'s binding (:mod:`sip.register`): REGISTER now, refresh,
+        retry; its :class:`RegistrationChanged` events come out of :meth:`next_event`."""
+        old = self._registrations.get(registration.name)
+        if old is not None and old is not registration:
+            raise ValueError(f"a registration named {registration.name!r} exists")
+        self._registrations[registration.name] = registration
+        self._run_agent(registration, registration.start(now), now)
+
+    def unregister(self, name: str, now: float) -> None:
+        """Remove the binding (``Expires: 0``); the registration stays, ``unregistered``."""
+        registration = self._registrations.get(name)
+        if registration is not None:
+            self._run_agent(registration, registration.stop(now), now)
+
+    @property
+    def probes(self) -> dict[str, OptionsProbe]:
+        return self._probes
+
+    def probe(self, probe: OptionsProbe, now: float) -> None:
+        """Ping a gateway with OPTIONS (:mod:`sip.keepalive`); its
+        :class:`GatewayHealthChanged` events come out of :meth:`next_event`."""
+        old = self._probes.get(probe.name)
+        if old is not None and old is not probe:
+            raise ValueError(f"a probe named {probe.name!r} exists")
+        self._probes[probe.name] = probe
+        self._run_agent(probe, probe.start(now), now)
+
+    def stop_probe(self, name: str, now: float) -> None:
+        probe = self._probes.get(name)
+        if probe is not None:
+            self._run_agent(probe, probe.stop(now), now)
+
+    def _run_agent(self, agent: _Agent, actions: list, now: float) -> None:
+        """Carry out what a registration or a probe asks: requests out, events up."""
+        for action in actions:
+            if isinstance(action, SendRequest):
+                self._send_request(agent, action.request, action.next_hop, now)
+            elif isinstance(action, RegistrationChanged | GatewayHealthChanged):
+                self._events.append(action)
+        self._timers.schedule(agent, agent.get_timer())
 
     # ------------------------------------------------------------------ actions
 
@@ -380,11 +490,15 @@ class Endpoint:
         except ValueError as exc:
             log.warning("call %s: unusable SDP answer: %s", call.session.call_id, exc)
             if not action.early:
-                self._run(call, call.session.bye(now, causes.INCOMPATIBLE_DESTINATION, "error"), now)
+                self._run(
+                    call, call.session.bye(now, causes.INCOMPATIBLE_DESTINATION, "error"), now
+                )
 
     def _emit(self, call: Call, event: CallEvent, now: float) -> None:
         if call.ended:
-            return  # e.g. the Answered that follows an unusable answer's BYE
+            return
+        if isinstance(event, Answered) and isinstance(call, ClientCall) and call.session.hanging_up:
+            return  # the Answered that follows an unusable answer's BYE
         if isinstance(event, Answered | Terminated) and isinstance(call, ClientCall):
             call.ring_deadline = None
         if isinstance(event, Terminated):
@@ -415,11 +529,17 @@ class Endpoint:
             if obj.release_at is not None and now >= obj.release_at:
                 self._release(obj)
                 return
-            if isinstance(obj, ClientCall) and obj.ring_deadline is not None and now >= obj.ring_deadline:
+            if (
+                isinstance(obj, ClientCall)
+                and obj.ring_deadline is not None
+                and now >= obj.ring_deadline
+            ):
                 obj.ring_deadline = None
                 if not obj.session.answered:
                     self._run(obj, obj.session.cancel(now, causes.NO_ANSWER, "timeout"), now)
             self._run(obj, obj.session.handle_timer(now), now)
+        elif isinstance(obj, _Agent):
+            self._run_agent(obj, obj.handle_timer(now), now)
         elif isinstance(obj, ClientInviteTransaction | ClientNonInviteTransaction):
             obj.handle_timer(now)
             self._drain_client(obj, now)
@@ -437,11 +557,17 @@ class Endpoint:
 
     # ------------------------------------------------------------------ sending
 
-    def _resolve(self, call: Call | None, request: SipRequest, uri: SipUri, ack: bool) -> None:
+    def _resolve(
+        self, call: Call | _Agent | None, request: SipRequest, uri: SipUri, ack: bool
+    ) -> None:
         token = next(self._tokens)
         self._resolving[token] = (call, request, uri, ack)
         supported = tuple(t for t in ("udp", "tcp") if t in self.config.ports)
-        self._events.append(ResolveRequest(token, uri.host, uri.port, uri.transport, uri.scheme == "sips", supported))
+        self._events.append(
+            ResolveRequest(
+                token, uri.host, uri.port, uri.transport, uri.scheme == "sips", supported
+            )
+        )
 
     def resolved(self, token: int, targets: list[Target], now: float) -> None:
         """The answer to a :class:`ResolveRequest` (an empty list: the name did not resolve)."""
@@ -450,27 +576,33 @@ class Endpoint:
             return
         call, request, uri, ack = entry
         if ack:
-            if targets and call is not None:
-                self._transmit(request.serialize(), call.transport, (targets[0].host, targets[0].port))
+            if targets and isinstance(call, ClientCall | ServerCall):
+                self._transmit(
+                    request.serialize(), call.transport, (targets[0].host, targets[0].port)
+                )
             return
         if not targets:
-            if call is not None:
-                self._run(call, call.session.on_unreachable(request, now), now)
-            else:
-                self._complete(request, 503)
+            self._unreachable(call, request, now)
             return
         self._start_client(call, request, uri, targets, now)
 
-    def _send_request(self, call: Call | None, request: SipRequest, next_hop: str, now: float) -> None:
+    def _unreachable(self, owner: Call | _Agent | None, request: SipRequest, now: float) -> None:
+        if isinstance(owner, _Agent):
+            self._run_agent(owner, owner.on_unreachable(request, now), now)
+        elif owner is not None:
+            self._run(owner, owner.session.on_unreachable(request, now), now)
+        else:  # a request outside any call (send_bye)
+            self._complete(request, 503)
+
+    def _send_request(
+        self, call: Call | _Agent | None, request: SipRequest, next_hop: str, now: float
+    ) -> None:
         try:
             uri = parse_uri(next_hop)
             if not isinstance(uri, SipUri):
                 raise UriError(f"cannot route to {next_hop}")
         except (UriError, ValueError):
-            if call is not None:
-                self._run(call, call.session.on_unreachable(request, now), now)
-            else:
-                self._complete(request, 503)
+            self._unreachable(call, request, now)
             return
         targets = targets_now(uri)
         if targets is None:
@@ -478,7 +610,14 @@ class Endpoint:
             return
         self._start_client(call, request, uri, targets, now)
 
-    def _start_client(self, call: Call | None, request: SipRequest, uri: SipUri, targets: list[Target], now: float) -> None:
+    def _start_client(
+        self,
+        call: Call | _Agent | None,
+        request: SipRequest,
+        uri: SipUri,
+        targets: list[Target],
+        now: float,
+    ) -> None:
         target = targets[0]
         transport = pick_transport(uri, target, self.config.ports)
         if isinstance(call, ServerCall):
@@ -491,7 +630,9 @@ class Endpoint:
             request.prepend("Via", self._via(transport))
         if isinstance(call, ClientCall) and request.method == "INVITE":
             call.transport = transport
-        tx = new_client_transaction(request, reliable=transport != "udp", timers=self.timer_config, now=now)
+        tx = new_client_transaction(
+            request, reliable=transport != "udp", timers=self.timer_config, now=now
+        )
         self._client[tx.key] = (tx, call, transport, address)
         if len(targets) > 1 and request.method not in ("ACK", "CANCEL"):
             self._failover[tx.key] = (uri, targets[1:])
@@ -506,14 +647,20 @@ class Endpoint:
             return False
         uri, remaining = entry
         _, call, _, _ = self._client.get(tx.key, (None, None, None, None))
-        if call is not None and call.ended and tx.request.method == "INVITE":
+        if (
+            isinstance(call, ClientCall | ServerCall)
+            and call.ended
+            and tx.request.method == "INVITE"
+        ):
             return False
         retry = SipRequest(tx.request.method, tx.request.uri)
         retry.headers = [(n, v) for n, v in tx.request.headers if n.lower() != "via"]
         retry.body = tx.request.body
         if isinstance(call, ClientCall) and tx.request is call.session.invite:
             call.session.invite = retry  # CANCEL and ACK follow the live attempt (same CSeq)
-        log.info("failing over %s to %s:%s", tx.request.method, remaining[0].host, remaining[0].port)
+        log.info(
+            "failing over %s to %s:%s", tx.request.method, remaining[0].host, remaining[0].port
+        )
         self._start_client(call, retry, uri, remaining, now)
         return True
 
@@ -542,9 +689,13 @@ class Endpoint:
             self._drain_server(entry[0], now)
             return
         if 200 <= response.status < 300:
-            self._transmit(response.serialize(), call.transport, call.address, call.source.connection)
+            self._transmit(
+                response.serialize(), call.transport, call.address, call.source.connection
+            )
 
-    def _transmit(self, data: bytes, transport: str, address: Address, connection: object | None = None) -> None:
+    def _transmit(
+        self, data: bytes, transport: str, address: Address, connection: object | None = None
+    ) -> None:
         self.stats["sent"] += 1
         self._out.append(Datagram(data, transport, address, connection))
 
@@ -555,7 +706,11 @@ class Endpoint:
         session treats it as a 503 (§8.1.3.1)."""
         wanted = canonical_address(address)
         for tx, _, tx_transport, tx_address in list(self._client.values()):
-            if tx_transport == transport and canonical_address(tx_address) == wanted and not tx.terminated:
+            if (
+                tx_transport == transport
+                and canonical_address(tx_address) == wanted
+                and not tx.terminated
+            ):
                 tx.transport_error(now)
                 self._drain_client(tx, now)
 
@@ -574,14 +729,21 @@ class Endpoint:
                     continue
                 if event.response.status >= 200:
                     self._failover.pop(tx.key, None)
-                if call is not None:
+                if isinstance(call, _Agent):
+                    self._run_agent(call, call.on_response(tx.request, event.response, now), now)
+                elif call is not None:
                     self._run(call, call.session.on_response(tx.request, event.response, now), now)
                 elif event.response.status >= 200:
                     self._complete(tx.request, event.response.status)
             elif isinstance(event, TransactionTimeout):
                 if self._fail_over(tx, now):
                     continue
-                if call is not None and event.timer == "transport":
+                if isinstance(call, _Agent):
+                    failed = (
+                        call.on_transport_error if event.timer == "transport" else call.on_timeout
+                    )
+                    self._run_agent(call, failed(tx.request, now), now)
+                elif call is not None and event.timer == "transport":
                     self._run(call, call.session.on_transport_error(tx.request, now), now)
                 elif call is not None:
                     self._run(call, call.session.on_timeout(tx.request, now), now)
@@ -601,7 +763,9 @@ class Endpoint:
         _, source, address = entry
         while (event := tx.next_event()) is not None:
             if isinstance(event, SendMessage):
-                self._transmit(event.message.serialize(), source.transport, address, source.connection)
+                self._transmit(
+                    event.message.serialize(), source.transport, address, source.connection
+                )
             elif isinstance(event, TransactionTerminated):
                 self._server.pop(tx.key, None)
                 self._timers.forget(tx)
@@ -621,7 +785,9 @@ class Endpoint:
             return
         except Exception as exc:  # never let one datagram stop the process
             log.exception("unexpected parser failure from %s", source.address)
-            self.receive_error(data, SipParseError(f"unparseable message ({type(exc).__name__})"), source, now)
+            self.receive_error(
+                data, SipParseError(f"unparseable message ({type(exc).__name__})"), source, now
+            )
             return
         self.receive_message(message, source, now)
 
@@ -636,7 +802,9 @@ class Endpoint:
         if answer is not None and self._may_answer(source, now):
             self._transmit(answer[0], source.transport, answer[1], source.connection)
 
-    def receive_message(self, message: SipRequest | SipResponse, source: Source, now: float) -> None:
+    def receive_message(
+        self, message: SipRequest | SipResponse, source: Source, now: float
+    ) -> None:
         """A parsed message (a stream transport frames and parses its own)."""
         try:
             if isinstance(message, SipResponse):
@@ -696,7 +864,9 @@ class Endpoint:
                 self._transmit(refusal.serialize(), source.transport, address, source.connection)
             return
         if call is not None or self._takes_inbound(request):
-            tx = new_server_transaction(request, reliable=source.transport != "udp", timers=self.timer_config, now=now)
+            tx = new_server_transaction(
+                request, reliable=source.transport != "udp", timers=self.timer_config, now=now
+            )
             self._server[tx.key] = (tx, source, address)
             if call is not None:
                 response, actions = call.session.on_request(request, now)
@@ -711,7 +881,9 @@ class Endpoint:
         # again, an INVITE's final answer is not retransmitted: the caller's INVITE
         # retransmissions draw it), within the source's rate.
         if self._may_answer(source, now):
-            response = out_of_dialog_response(request, self.config.user_agent, in_dialog=_has_to_tag(request))
+            response = out_of_dialog_response(
+                request, self.config.user_agent, in_dialog=_has_to_tag(request)
+            )
             self._transmit(response.serialize(), source.transport, address, source.connection)
 
     def _dialog_call(self, request: SipRequest) -> Call | None:
@@ -746,7 +918,14 @@ class Endpoint:
         self.stats["dropped_rate_limited"] += 1
         return False
 
-    def _on_cancel(self, request: SipRequest, key: tuple[str, str, str], source: Source, address: Address, now: float) -> None:
+    def _on_cancel(
+        self,
+        request: SipRequest,
+        key: tuple[str, str, str],
+        source: Source,
+        address: Address,
+        now: float,
+    ) -> None:
         """§9.2: 200 to a CANCEL that matches a server INVITE transaction (the session then
         answers 487 to the INVITE), 481 otherwise (out of dialog: within the source's rate).
         Stateless: a retransmitted CANCEL is answered again the same way."""
@@ -761,7 +940,9 @@ class Endpoint:
             if isinstance(call, ServerCall) and call.session.invite is invite_entry[0].request:
                 self._run(call, call.session.on_cancel(now), now)
 
-    def _incoming(self, request: SipRequest, source: Source, address: Address, now: float) -> SipResponse | None:
+    def _incoming(
+        self, request: SipRequest, source: Source, address: Address, now: float
+    ) -> SipResponse | None:
         session = ServerInviteSession(request, self.session_config(source.transport))
         self._calls[request.call_id] = ServerCall(session, source, address)
         self._events.append(IncomingCall(request.call_id, request, session.offer))

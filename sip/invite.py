@@ -66,7 +66,16 @@ from sip.events import (
 from sip.headers import NameAddr
 from sip.message import SipRequest, SipResponse, make_response, new_tag
 
-__all__ = ["Action", "ClientInviteSession", "Emit", "RemoteSdp", "SendAck", "SendRequest", "SessionConfig"]
+__all__ = [
+    "Action",
+    "ClientInviteSession",
+    "Emit",
+    "RemoteSdp",
+    "SendAck",
+    "SendRequest",
+    "SessionConfig",
+]
+
 
 @dataclass
 class _Pending:
@@ -97,7 +106,9 @@ class ClientInviteSession:
     _cancel_pending: tuple[str, str] | None = None  # (cause, source) waiting for a 1xx
     _cancel_sent_at: float | None = None
     _cancel_cause: tuple[str, str] | None = None
-    _acks: dict[str, SendAck] = field(default_factory=dict)  # remote tag -> ACK (re-sent on 2xx retx)
+    _acks: dict[str, SendAck] = field(
+        default_factory=dict
+    )  # remote tag -> ACK (re-sent on 2xx retx)
     _prack_seen: set[tuple[str, int]] = field(default_factory=set)
     _pending: dict[tuple[int, str], _Pending] = field(default_factory=dict)
     _refresh_at: float | None = None
@@ -109,6 +120,8 @@ class ClientInviteSession:
     _peer_allows_update: bool = False
     _local_sdp: str | None = None
     _bye_sent: bool = False
+    _bye_ending: tuple[float, str, str] | None = None  # (when, cause, source) of our BYE
+    _bye_cseq: int | None = None  # CSeq of our live BYE (a challenge moves it on)
 
     # ------------------------------------------------------------------ construction
 
@@ -193,12 +206,19 @@ class ClientInviteSession:
         if response.status >= 200:
             self._pending.pop(key, None)
         if response.status in (401, 407) and pending is not None:
-            retry = self._authenticated_retry(pending.request, response)
+            retry = self._authenticated_retry(pending.request, response, tries=pending.auth_tries)
             if retry is not None:
+                self._pending[(retry.request.cseq[0], retry.request.method)].auth_tries = (
+                    pending.auth_tries + 1
+                )
+                if self._is_our_bye(request):
+                    self._bye_cseq = retry.request.cseq[0]
                 return [retry]
         if request.method in ("INVITE", "UPDATE"):  # our session refresh
             return self._on_refresh_response(request, response, now)
-        return []  # BYE, CANCEL, PRACK, ...: nothing further to do with the answer
+        if response.status >= 200 and self._is_our_bye(request):
+            return self._bye_done(f"hangup ({response.status} to BYE)")
+        return []  # CANCEL, PRACK, a released fork's BYE...: nothing further to do
 
     def on_timeout(self, request: SipRequest, now: float) -> list[Action]:
         """Timer B/F fired, or the transport failed, for one of our requests."""
@@ -212,6 +232,8 @@ class ClientInviteSession:
                     now, causes.RECOVERY_ON_TIMER_EXPIRE, 408, "no response", "error"
                 )
             return []
+        if self._is_our_bye(request):
+            return self._bye_done("hangup (BYE not answered)")
         if request.method in ("INVITE", "UPDATE") and self.dialog is not None:
             # RFC 4028 §10 / RFC 5057: a refresh that gets no answer ends the session.
             self._reinvite_in_progress = self._update_in_progress = False
@@ -227,7 +249,9 @@ class ClientInviteSession:
             cancelled = self._cancel_cause is not None or self._cancel_pending is not None
             if self.state in ("calling", "proceeding", "early") and not cancelled:
                 self._pending.pop((request.cseq[0], request.method), None)
-                return self._terminate(now, causes.TRANSPORT_FAILURE, 503, "transport error", "error")
+                return self._terminate(
+                    now, causes.TRANSPORT_FAILURE, 503, "transport error", "error"
+                )
         return self.on_timeout(request, now)
 
     def on_unreachable(self, request: SipRequest, now: float) -> list[Action]:
@@ -238,7 +262,9 @@ class ClientInviteSession:
             )
         return self.on_timeout(request, now)
 
-    def cancel(self, now: float, cause: str = causes.ORIGINATOR_CANCEL, source: str = "caller") -> list[Action]:
+    def cancel(
+        self, now: float, cause: str = causes.ORIGINATOR_CANCEL, source: str = "caller"
+    ) -> list[Action]:
         """Abandon the call before it is answered (§9.1), or hang up if it already was."""
         if self.state == "terminated":
             return []
@@ -272,17 +298,48 @@ class ClientInviteSession:
         self._cancel_pending = None
         return [self._send(cancel, self._next_hop_for(inv))]
 
-    def bye(self, now: float, cause: str = causes.NORMAL_CLEARING, source: str = "caller") -> list[Action]:
-        """End an answered call (§15.1.1); the call is over for us as soon as BYE leaves."""
+    def bye(
+        self, now: float, cause: str = causes.NORMAL_CLEARING, source: str = "caller"
+    ) -> list[Action]:
+        """End an answered call (§15.1.1). The call ends (:class:`Terminated`, dated now)
+        when the BYE transaction does: its final response (after a 401/407 the BYE is sent
+        again with our credentials), its timeout or a transport error."""
         if self.dialog is None:
             return self.cancel(now, cause, source)
         if self._bye_sent:
             return []
         self._bye_sent = True
-        actions: list[Action] = [self._bye_for(self.dialog, cause)]
-        if self.state != "terminated":
-            actions += self._terminate(now, cause, None, "hangup", source)
-        return actions
+        self._refresh_at = self._expire_at = None
+        send = self._bye_for(self.dialog, cause)
+        if self.state == "terminated":
+            return [send]
+        self._bye_ending = (now, cause, source)
+        self._bye_cseq = send.request.cseq[0]
+        return [send]
+
+    @property
+    def hanging_up(self) -> bool:
+        """Our BYE is out and its transaction not over: the call ends when it is."""
+        return self._bye_ending is not None and self.state != "terminated"
+
+    def abandon(self, now: float) -> list[Action]:
+        """The user agent is closing: a call still waiting for its BYE's answer ends now."""
+        return self._bye_done("hangup (BYE abandoned at close)") if self.hanging_up else []
+
+    def _is_our_bye(self, request: SipRequest) -> bool:
+        return (
+            self._bye_ending is not None
+            and request.method == "BYE"
+            and request.cseq[0] == self._bye_cseq
+            and self.dialog is not None
+            and safe_tag(request, "to") == self.dialog.remote_tag
+        )
+
+    def _bye_done(self, reason: str) -> list[Action]:
+        """Our BYE's transaction is over: the call ends, dated when we hung up."""
+        assert self._bye_ending is not None
+        at, cause, source = self._bye_ending
+        return self._terminate(at, cause, None, reason, source)
 
     def _bye_for(self, dialog: Dialog, cause: str) -> SendRequest:
         bye = dialog.create_request(
@@ -380,7 +437,9 @@ class ClientInviteSession:
                 dialog = Dialog.from_uac_response(self.invite, response)
             except DialogError:
                 # A 2xx without To tag is broken; ACK it as best we can and give up.
-                return self._terminate(now, causes.PROTOCOL_ERROR, response.status, "2xx without To tag", "error")
+                return self._terminate(
+                    now, causes.PROTOCOL_ERROR, response.status, "2xx without To tag", "error"
+                )
             self.dialogs[tag] = dialog
         dialog.update_from_response(response)
         ack = SendAck(
@@ -421,7 +480,7 @@ class ClientInviteSession:
         return actions
 
     def _authenticated_retry(
-        self, request: SipRequest, response: SipResponse, *, is_invite: bool = False
+        self, request: SipRequest, response: SipResponse, *, is_invite: bool = False, tries: int = 0
     ) -> SendRequest | None:
         """Re-send ``request`` with credentials for the 401/407 challenge (RFC 3261 §22.2).
 
@@ -433,11 +492,14 @@ class ClientInviteSession:
         challenge = choose_challenge(response.get_all(header), realm=self.credentials.realm)
         if challenge is None:
             return None
-        tries = self._auth_tries if is_invite else 0
+        if is_invite:
+            tries = self._auth_tries
         if tries >= 1 and not challenge.stale or tries >= 3:
             return None
         retry = copy_request(request, drop=("Via", "Authorization", "Proxy-Authorization"))
-        seq = (self.dialog.local_seq + 1) if (self.dialog and not is_invite) else request.cseq[0] + 1
+        seq = (
+            (self.dialog.local_seq + 1) if (self.dialog and not is_invite) else request.cseq[0] + 1
+        )
         if self.dialog and not is_invite:
             self.dialog.local_seq = seq
         retry.set("CSeq", f"{seq} {request.method}")
@@ -472,7 +534,9 @@ class ClientInviteSession:
                 continue
             self._redirects += 1
             self._tried_targets.add(uri)
-            retry = copy_request(self.invite, drop=("Via", "Authorization", "Proxy-Authorization", "Route"))
+            retry = copy_request(
+                self.invite, drop=("Via", "Authorization", "Proxy-Authorization", "Route")
+            )
             retry.uri = uri
             retry.set("CSeq", f"{self.invite.cseq[0] + 1} INVITE")
             self.invite = retry
@@ -584,7 +648,9 @@ class ClientInviteSession:
         self._reinvite_in_progress = True
         return self._send(reinvite, self.dialog.next_hop())
 
-    def _on_refresh_response(self, request: SipRequest, response: SipResponse, now: float) -> list[Action]:
+    def _on_refresh_response(
+        self, request: SipRequest, response: SipResponse, now: float
+    ) -> list[Action]:
         """The answer to our session refresh (re-INVITE or UPDATE)."""
         if response.status < 200 or self.dialog is None or self.state == "terminated":
             return []
@@ -597,7 +663,9 @@ class ClientInviteSession:
             actions: list[Action] = []
             if request.method == "INVITE":
                 self.dialog.update_from_response(response, method="INVITE")
-                ack = self.dialog.create_ack(request.cseq[0], headers=[("User-Agent", self.config.user_agent)])
+                ack = self.dialog.create_ack(
+                    request.cseq[0], headers=[("User-Agent", self.config.user_agent)]
+                )
                 actions.append(SendAck(ack, self.dialog.next_hop()))
             se = session_expires(response)
             if se is not None:
@@ -633,7 +701,9 @@ class ClientInviteSession:
             and to_tag == self.dialogs[tag].local_tag
         )
 
-    def on_request(self, request: SipRequest, now: float) -> tuple[SipResponse | None, list[Action]]:
+    def on_request(
+        self, request: SipRequest, now: float
+    ) -> tuple[SipResponse | None, list[Action]]:
         """An in-dialog request from the callee; returns our response (None for ACK)."""
         method = request.method
         tag = safe_tag(request, "from") or ""
@@ -666,7 +736,9 @@ class ClientInviteSession:
         response.add("Allow", self.config.allow)
         return response, []
 
-    def _on_bye(self, request: SipRequest, dialog: Dialog, now: float) -> tuple[SipResponse, list[Action]]:
+    def _on_bye(
+        self, request: SipRequest, dialog: Dialog, now: float
+    ) -> tuple[SipResponse, list[Action]]:
         response = self._response(request, 200)
         dialog.state = "terminated"
         if self.state == "terminated":
@@ -677,10 +749,14 @@ class ClientInviteSession:
             if any(d.state != "terminated" for d in self.dialogs.values()):
                 return response, []
             return response, self._terminate(now, causes.NORMAL_CLEARING, None, "BYE", "callee")
+        if self._bye_ending is not None:
+            return response, self._bye_done("hangup (BYEs crossed)")  # ours came first
         cause = reason_cause(request) or causes.NORMAL_CLEARING
         return response, self._terminate(now, cause, None, "BYE", "callee")
 
-    def _on_offer(self, request: SipRequest, dialog: Dialog, now: float) -> tuple[SipResponse, list[Action]]:
+    def _on_offer(
+        self, request: SipRequest, dialog: Dialog, now: float
+    ) -> tuple[SipResponse, list[Action]]:
         """A re-INVITE or UPDATE from the callee: hold/resume, codec change, refresh (§14.2)."""
         if request.method == "INVITE" and self._reinvite_in_progress:
             return self._response(request, 491), []  # §14.2 glare
@@ -747,7 +823,7 @@ class ClientInviteSession:
             return []
         self.state = "terminated"
         self._refresh_at = self._expire_at = None
-        self.terminated = Terminated(now, cause, status if status is not None else self.final_status, reason, source)
+        self.terminated = Terminated(
+            now, cause, status if status is not None else self.final_status, reason, source
+        )
         return [Emit(self.terminated)]
-
-

@@ -98,6 +98,9 @@ def build_user_agent(config: Any) -> Any:
                     add_prefix=gw.add_prefix,
                     from_domain=gw.from_domain,
                     p_asserted_identity=gw.p_asserted_identity,
+                    register=gw.register,
+                    register_expires=gw.register_expires,
+                    ping=gw.ping,
                 )
             )
         )
@@ -241,6 +244,7 @@ class Server:
             auth_throttle=AuthThrottle(cfg.http.auth_fail_limit, cfg.http.auth_fail_window_s),
             fetch_policy=self.fetch_policy,
         )
+        app.router.add_get("/health", self._health)
         # keepalive_timeout bounds how long a connection may sit without a complete request
         # head: aiohttp arms it when the connection opens and after each response, and data
         # arriving does not re-arm it, so it is also the header timeout.
@@ -277,6 +281,18 @@ class Server:
             "sent a BYE to the callee of %d call(s) left up by the previous run: %d answered 2xx",
             len(orphans), answered,
         )
+
+    async def _health(self, request: web.Request) -> web.Response:
+        """``GET /health``: dialect-neutral liveness, the gateways' registrations (``state``:
+        registered, registering, failed, unregistering, unregistered) and the health their
+        OPTIONS pings see (``up``)."""
+        registrations = getattr(self.ua, "registrations", None)
+        pings = getattr(self.ua, "gateways", None)
+        return web.json_response({
+            "status": "ok",
+            "registrations": registrations() if callable(registrations) else [],
+            "gateways": pings() if callable(pings) else [],
+        })
 
     def _auth_token_for(self, call_uuid: str) -> str | None:
         """The current auth token of the account a call belongs to (re-signing resumed

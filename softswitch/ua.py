@@ -437,6 +437,14 @@ class UserAgent:
     def stats(self) -> dict[str, int]:
         return self.sip.stats
 
+    def gateways(self) -> list[dict[str, object]]:
+        """Each pinged gateway's health (see :meth:`sip.aio.UserAgent.gateways`)."""
+        return self.sip.gateways()
+
+    def registrations(self) -> list[dict[str, object]]:
+        """The state of each gateway registration (see :meth:`sip.aio.UserAgent.registrations`)."""
+        return self.sip.registrations()
+
     def route(self, target: str, *, gateway: str | None = None) -> tuple[str, GatewayConfig | None]:
         """See :meth:`sip.aio.UserAgent.route`."""
         return self.sip.route(target, gateway=gateway)

@@ -4,7 +4,9 @@ Each transport hands every complete message, with its source address and the con
 it came on, to one callback; parsing errors are reported to the same place so the user
 agent can answer 400 (requests) or drop (responses). Streams are framed by Content-Length
 (:class:`sip.message.StreamFramer`); TCP connections are reused in both directions
-(RFC 3261 §18.3 / RFC 5923 style: a response goes back on the connection the request came on).
+(RFC 3261 §18.3: a response goes back on the connection the request came on; RFC 5923: a
+peer whose Via carries ``alias`` is reached on its connection for our requests too), kept
+while a transaction uses them and closed after an idle timeout.
 
 An unconnected UDP socket hears nothing of ICMP errors unless asked: the UDP transport sets
 ``IP_RECVERR``/``IPV6_RECVERR`` (Linux) and reads the socket's error queue, so a datagram to
@@ -265,6 +267,8 @@ class TcpConnection:
         self.framer = StreamFramer(max_message_size=owner.max_size)
         self.task: asyncio.Task[None] | None = None
         self.closed = False
+        self.last_active = asyncio.get_running_loop().time()  #: last byte in or out
+        self.aliases: set[Address] = set()  #: other addresses it serves (RFC 5923 alias)
 
     async def run(self) -> None:
         inbound = Inbound("tcp", self.peer, self)
@@ -273,6 +277,7 @@ class TcpConnection:
                 data = await self.reader.read(65536)
                 if not data:
                     break
+                self.last_active = asyncio.get_running_loop().time()
                 while True:
                     try:
                         messages = self.framer.feed(data)
@@ -295,6 +300,7 @@ class TcpConnection:
 
     def send(self, data: bytes) -> None:
         if not self.closed:
+            self.last_active = asyncio.get_running_loop().time()
             self.writer.write(data)
 
     def close(self) -> None:
@@ -307,19 +313,35 @@ class TcpConnection:
 
 
 class TcpTransport:
+    """TCP connections both ways, by peer address. A connection lives while a transaction
+    uses it (:attr:`in_use`) and then until it has been idle for :attr:`idle_timeout`
+    seconds (either side may close it first; the next request opens a new one)."""
+
     name = "tcp"
     reliable = True
 
+    #: Seconds without a byte either way after which an unused connection is closed.
+    IDLE_TIMEOUT = 120.0
+
     def __init__(
-        self, on_message: MessageHandler, on_error: ErrorHandler, *, max_size: int = 65535
+        self,
+        on_message: MessageHandler,
+        on_error: ErrorHandler,
+        *,
+        max_size: int = 65535,
+        idle_timeout: float | None = None,
     ):
         self.on_message = on_message
         self.on_error = on_error
         self.max_size = max_size
+        self.idle_timeout = self.IDLE_TIMEOUT if idle_timeout is None else idle_timeout
+        #: ``in_use(connection)``: does a transaction still need it? (kept open if so)
+        self.in_use: Callable[[TcpConnection], bool] = lambda conn: False
         self.server: asyncio.base_events.Server | None = None
         self.local: Address = ("", 0)
         self._connections: dict[Address, TcpConnection] = {}
         self._connecting: dict[Address, asyncio.Task[TcpConnection]] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
 
     @classmethod
     async def listen(
@@ -333,12 +355,50 @@ class TcpTransport:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = TcpConnection(self, reader, writer)
-        self._connections[conn.peer] = conn
+        self._add(conn.peer, conn)
         await conn.run()
 
+    def _add(self, addr: Address, conn: TcpConnection) -> None:
+        self._connections[addr] = conn
+        self._arm_sweeper()
+
+    def alias(self, conn: TcpConnection, addr: Address) -> None:
+        """RFC 5923: the peer lets us reach ``addr`` (its Via sent-by) on ``conn``."""
+        if conn.closed or addr == conn.peer or self._connections.get(addr) is conn:
+            return
+        conn.aliases.add(addr)
+        self._connections[addr] = conn
+
     def _forget(self, conn: TcpConnection) -> None:
-        if self._connections.get(conn.peer) is conn:
-            del self._connections[conn.peer]
+        for addr in (conn.peer, *conn.aliases):
+            if self._connections.get(addr) is conn:
+                del self._connections[addr]
+
+    def _arm_sweeper(self) -> None:
+        if self._sweeper is not None or self.idle_timeout <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        # A quarter of the timeout between sweeps: an idle connection goes within 1.25x.
+        self._sweeper = loop.call_later(max(0.05, self.idle_timeout / 4), self._sweep)
+
+    def _sweep(self) -> None:
+        """Close the connections idle for the timeout that no transaction uses."""
+        self._sweeper = None
+        now = asyncio.get_running_loop().time()
+        for conn in list({id(c): c for c in self._connections.values()}.values()):
+            if conn.closed or now - conn.last_active < self.idle_timeout:
+                continue
+            try:
+                busy = self.in_use(conn)
+            except Exception:
+                log.exception("tcp in_use check failed")
+                busy = False
+            if busy:
+                continue
+            log.debug("tcp connection to %s:%s idle: closed", *conn.peer)
+            conn.close()
+        if self._connections:
+            self._arm_sweeper()
 
     async def connect(self, addr: Address) -> TcpConnection:
         conn = self._connections.get(addr)
@@ -356,7 +416,7 @@ class TcpTransport:
     async def _open(self, addr: Address) -> TcpConnection:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(addr[0], addr[1]), 10)
         conn = TcpConnection(self, reader, writer)
-        self._connections[addr] = conn
+        self._add(addr, conn)
         conn.task = asyncio.ensure_future(conn.run())
         return conn
 
@@ -364,7 +424,15 @@ class TcpTransport:
         conn = self._connections.get(addr)
         return conn if conn is not None and not conn.closed else None
 
+    @property
+    def connections(self) -> list[TcpConnection]:
+        """The open connections (each once, aliases aside)."""
+        return list({id(c): c for c in self._connections.values() if not c.closed}.values())
+
     def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         if self.server is not None:
             self.server.close()
         for conn in list(self._connections.values()):

@@ -51,14 +51,16 @@ from sip.events import (
 )
 from sip.invite import ClientInviteSession
 from sip.invite_server import ServerInviteSession
+from sip.keepalive import GatewayHealthChanged, OptionsProbe, ProbeConfig
 from sip.message import SipParseError, SipRequest, SipResponse, new_call_id
 from sip.policy import PolicyConfig
+from sip.register import Registration, RegistrationChanged, RegistrationConfig
 from sip.transaction import TimerConfig
 from sip.uri import SipUri, TelUri, parse_uri
 
 from .observe import ObservableCall
 from .resolver import resolve
-from .transport import Inbound, TcpTransport, UdpTransport
+from .transport import Inbound, TcpConnection, TcpTransport, UdpTransport
 
 log = logging.getLogger("sip.ua")
 
@@ -91,6 +93,14 @@ class GatewayConfig:
     from_domain: str | None = None
     p_asserted_identity: bool = False
     keep_plus: bool = False  # send "+1415..." rather than "1415..."
+    #: Keep a registration with the trunk (RFC 3261 §10, :mod:`sip.register`): the AoR is
+    #: ``sip:username@(from_domain or host)``; calls through the trunk fail at once with
+    #: NETWORK_OUT_OF_ORDER while it is not registered.
+    register: bool = False
+    register_expires: int = 3600  #: the interval asked for, seconds
+    #: Seconds between OPTIONS pings (:mod:`sip.keepalive`; 0 = none): a gateway that stops
+    #: answering is down, and calls through it fail at once, until it answers again.
+    ping: float = 0.0
 
     def prefixes(self) -> list[str]:
         return [self.prefix] if isinstance(self.prefix, str) else list(self.prefix)
@@ -124,6 +134,8 @@ class UserAgentConfig:
     #: :attr:`UserAgent.on_incoming` (False: they are declined with 603). With an allow-list,
     #: an INVITE from elsewhere is refused with 403 (within the source's answer rate).
     accept_inbound: bool = False
+    #: Seconds a TCP connection no transaction uses stays open without traffic.
+    tcp_idle_timeout: float = 120.0
 
 
 #: ``offer_handler(offer)``: the callee's offer in a re-INVITE/UPDATE (None: a re-INVITE
@@ -385,6 +397,7 @@ class UserAgent:
         self._armed_at: float | None = None
         self._pumping = False
         self._completions: dict[str, asyncio.Future[int]] = {}  # send_byes, by Call-ID
+        self._idle_waiters: list[asyncio.Event] = []  #: wait_idle() callers
 
     @property
     def stats(self) -> dict[str, int]:
@@ -397,19 +410,27 @@ class UserAgent:
         self._loop = asyncio.get_running_loop()
         cfg = self.config
         if "udp" in cfg.transports:
-            self.udp = await UdpTransport.listen(cfg.host, cfg.port, self._on_message, self._on_parse_error)
+            self.udp = await UdpTransport.listen(
+                cfg.host, cfg.port, self._on_message, self._on_parse_error
+            )
             self.udp.on_datagram = self._on_datagram
             self.udp.on_unreachable = self._on_unreachable
             self.local_port = self.udp.local[1]
         if "tcp" in cfg.transports:
             port = self.local_port if self.udp is not None else cfg.port
             try:
-                self.tcp = await TcpTransport.listen(cfg.host, port, self._on_message, self._on_parse_error)
+                self.tcp = await TcpTransport.listen(
+                    cfg.host, port, self._on_message, self._on_parse_error
+                )
             except OSError:
                 if self.udp is None:
                     raise
                 log.warning("TCP port %s busy; TCP listens elsewhere", port)
-                self.tcp = await TcpTransport.listen(cfg.host, 0, self._on_message, self._on_parse_error)
+                self.tcp = await TcpTransport.listen(
+                    cfg.host, 0, self._on_message, self._on_parse_error
+                )
+            self.tcp.idle_timeout = cfg.tcp_idle_timeout
+            self.tcp.in_use = self._connection_in_use
             if self.udp is None:
                 self.local_port = self.tcp.local[1]
         ports = self.endpoint.config.ports
@@ -419,6 +440,90 @@ class UserAgent:
             ports["tcp"] = self.tcp.local[1]
         if self.endpoint.policy.restricted:
             await self._allow_gateways()
+        for gw in cfg.gateways:
+            if gw.register:
+                self.endpoint.register(Registration(self._registration_config(gw)), self._now())
+            if gw.ping > 0:
+                probe = ProbeConfig(
+                    name=gw.name,
+                    target=self._gateway_uri(gw),
+                    from_uri=f"sip:softswitch@{self._local_uri_host()}",
+                    interval=gw.ping,
+                    user_agent=cfg.user_agent,
+                )
+                self.endpoint.probe(OptionsProbe(probe), self._now())
+        self._pump()
+
+    def _local_uri_host(self) -> str:
+        host = self.local_host
+        return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+    @staticmethod
+    def _gateway_uri(gw: GatewayConfig) -> str:
+        """``sip:host[:port][;transport=tcp]``: where a gateway's REGISTER and OPTIONS go."""
+        transport = (gw.transport or "udp").lower()
+        host = f"[{gw.host}]" if ":" in gw.host and not gw.host.startswith("[") else gw.host
+        suffix = f";transport={transport}" if transport != "udp" else ""
+        return f"sip:{host}" + (f":{gw.port}" if gw.port else "") + suffix
+
+    def _registration_config(self, gw: GatewayConfig) -> RegistrationConfig:
+        transport = (gw.transport or "udp").lower()
+        host = f"[{gw.host}]" if ":" in gw.host and not gw.host.startswith("[") else gw.host
+        suffix = f";transport={transport}" if transport != "udp" else ""
+        registrar = self._gateway_uri(gw)
+        user = _escape_user(gw.username or "softswitch")
+        domain = gw.from_domain or host
+        local = self._local_uri_host()
+        port = self.endpoint.config.ports.get(transport) or self.local_port
+        credentials = Credentials(gw.username, gw.password or "", gw.realm) if gw.username else None
+        return RegistrationConfig(
+            name=gw.name,
+            registrar=registrar,
+            aor=f"sip:{user}@{domain}",
+            contact=f"sip:{user}@{local}:{port}{suffix}",
+            call_id=new_call_id(self.local_host),
+            credentials=credentials,
+            expires=gw.register_expires,
+            user_agent=self.config.user_agent,
+        )
+
+    def gateway_down(self, gateway: GatewayConfig) -> str | None:
+        """Why calls through ``gateway`` cannot be placed now (not registered, not
+        answering its OPTIONS pings), or None when they can."""
+        registration = self.endpoint.registrations.get(gateway.name) if gateway.register else None
+        if registration is not None and not registration.up:
+            why = f"gateway {gateway.name} not registered ({registration.state}"
+            return why + (f": {registration.last_error})" if registration.last_error else ")")
+        probe = self.endpoint.probes.get(gateway.name) if gateway.ping > 0 else None
+        if probe is not None and not probe.up:
+            return f"gateway {gateway.name} down ({probe.last_error})"
+        return None
+
+    def gateways(self) -> list[dict[str, object]]:
+        """Each gateway's health as its OPTIONS pings see it (those with ``ping`` set)."""
+        return [
+            {"gateway": p.name, "up": p.up, "last_error": p.last_error, "pings": p.pings}
+            for p in self.endpoint.probes.values()
+        ]
+
+    def registration(self, gateway: str) -> Registration | None:
+        """The registration kept with this gateway (None: it does not register)."""
+        return self.endpoint.registrations.get(gateway)
+
+    def registrations(self) -> list[dict[str, object]]:
+        """Each registration's state, for status pages and logs."""
+        now = self._now() if self._loop is not None else 0.0
+        return [
+            {
+                "gateway": r.name,
+                "state": r.state,
+                "last_error": r.last_error,
+                "expires_in": round(r.expires_at - now, 1) if r.expires_at is not None else None,
+                "retry_in": round(r.retry_at - now, 1) if r.retry_at is not None else None,
+                "registrations": r.registered_count,
+            }
+            for r in self.endpoint.registrations.values()
+        ]
 
     #: How long start() waits for the gateways' names to resolve (the allow-list).
     GATEWAY_LOOKUP_TIMEOUT = 5.0
@@ -431,9 +536,14 @@ class UserAgent:
 
         async def addresses(host: str) -> list[str]:
             try:
-                infos = await asyncio.wait_for(loop.getaddrinfo(host, None, type=socket.SOCK_DGRAM), self.GATEWAY_LOOKUP_TIMEOUT)
+                infos = await asyncio.wait_for(
+                    loop.getaddrinfo(host, None, type=socket.SOCK_DGRAM),
+                    self.GATEWAY_LOOKUP_TIMEOUT,
+                )
             except (OSError, TimeoutError) as exc:
-                log.warning("gateway %s did not resolve (%s): its requests are not allowed", host, exc)
+                log.warning(
+                    "gateway %s did not resolve (%s): its requests are not allowed", host, exc
+                )
                 return []
             return [str(info[4][0]) for info in infos]
 
@@ -443,23 +553,49 @@ class UserAgent:
                 self.endpoint.policy.allow_host(address)
 
     async def close(self, *, grace: float = 2.0) -> None:
-        """Hang up every call, give the BYEs/CANCELs a moment, close everything."""
+        """Hang up every call, wait (at most ``grace`` seconds) until every client
+        transaction is over (a BYE challenged by a proxy is sent again and answered, a
+        CANCEL gets its 200), then close everything; a call whose BYE is still unanswered
+        then ends."""
         self._closing = True
         calls = [c for c in self._calls.values() if c.terminated is None]
         for call in calls:
             await call.hangup(None, "caller")
-        if calls:
-            deadline = self._now() + grace
-            while self._now() < deadline and self.endpoint.has_pending(("BYE", "CANCEL")):
-                await asyncio.sleep(0.02)
+        if self._loop is not None:
+            for name in list(self.endpoint.probes):
+                self.endpoint.stop_probe(name, self._now())
+            for name in list(self.endpoint.registrations):
+                self.endpoint.unregister(name, self._now())  # Expires: 0 (RFC 3261 §10.2.2)
+            self._pump()
+        await self.wait_idle(grace)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self.endpoint.close()
+        self.endpoint.close(self._now())
+        self._pump()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self.udp is not None:
             self.udp.close()
         if self.tcp is not None:
             self.tcp.close()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until no client transaction of ours is pending (and no call waits for its
+        BYE's answer); False if some still are after ``timeout`` seconds."""
+        if not self.endpoint.has_pending():
+            return True
+        idle = asyncio.Event()
+        self._idle_waiters.append(idle)
+        try:
+            await asyncio.wait_for(idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        finally:
+            if idle in self._idle_waiters:
+                self._idle_waiters.remove(idle)
+        return True
 
     async def __aenter__(self) -> UserAgent:
         await self.start()
@@ -509,7 +645,13 @@ class UserAgent:
         elif "@" in text:
             uri = parse_uri("sip:" + text)
             return str(uri), gw
-        number = text.replace("-", "").replace(" ", "").replace("(", "").replace(")", "").replace(".", "")
+        number = (
+            text.replace("-", "")
+            .replace(" ", "")
+            .replace("(", "")
+            .replace(")", "")
+            .replace(".", "")
+        )
         digits = number[1:] if number.startswith("+") else number
         if not digits or not all(c.isdigit() or c in "*#" for c in digits):
             raise ValueError(f"invalid destination {target!r}: not a SIP URI or a phone number")
@@ -521,8 +663,10 @@ class UserAgent:
             candidates = [c for c in candidates if c[0] >= 0]
             if not candidates:
                 raise LookupError(f"no gateway routes the number {target!r}")
+            usable = [c for c in candidates if self.gateway_down(c[2]) is None]
+            candidates = usable or candidates  # skip those down; all down: the call fails
             gw = max(candidates, key=lambda c: (c[0], -c[1]))[2]
-        dialled = gw.add_prefix + digits[gw.strip:]
+        dialled = gw.add_prefix + digits[gw.strip :]
         if gw.keep_plus and number.startswith("+"):
             dialled = "+" + dialled
         host = f"[{gw.host}]" if ":" in gw.host and not gw.host.startswith("[") else gw.host
@@ -569,7 +713,11 @@ class UserAgent:
             request_uri = str(uri)
         if gw is not None and credentials is None and gw.username:
             credentials = Credentials(gw.username, gw.password or "", gw.realm)
-        from_host = (gw.from_domain if gw and gw.from_domain else None) or self.config.from_domain or self.local_host
+        from_host = (
+            (gw.from_domain if gw and gw.from_domain else None)
+            or self.config.from_domain
+            or self.local_host
+        )
         if ":" in from_host and not from_host.startswith("["):
             from_host = f"[{from_host}]"  # RFC 3261 §25.1: IPv6reference in a URI
         from_uri = f"sip:{_escape_user(from_user)}@{from_host}"
@@ -592,8 +740,17 @@ class UserAgent:
             offer_handler=offer_handler,
         )
         call = OutboundCall(self, session)
+        why = self.gateway_down(gw) if gw is not None else None
+        if why is not None:
+            # Not registered with a trunk that wants it, or not answering its pings: no
+            # INVITE, the call fails now (the next gateway of a failover is tried at once).
+            log.info("call %s: %s", session.call_id, why)
+            call._emit(Terminated(self._now(), causes.NETWORK_OUT_OF_ORDER, None, why, "error"))
+            return call
         self._calls[session.call_id] = call
-        call.record = self.endpoint.invite(session, self._now(), ring_timeout=ring_timeout, on_remote_sdp=on_remote_sdp)
+        call.record = self.endpoint.invite(
+            session, self._now(), ring_timeout=ring_timeout, on_remote_sdp=on_remote_sdp
+        )
         self._pump()
         return call
 
@@ -639,19 +796,46 @@ class UserAgent:
     # ------------------------------------------------------------------ the endpoint's I/O
 
     def _on_datagram(self, data: bytes, inbound: Inbound) -> None:
-        self.endpoint.receive(data, Source("udp", inbound.source), self._now(), max_size=self.udp.max_size if self.udp else 65535)
+        self.endpoint.receive(
+            data,
+            Source("udp", inbound.source),
+            self._now(),
+            max_size=self.udp.max_size if self.udp else 65535,
+        )
         self._pump()
 
     def _on_unreachable(self, address: tuple[str, int], _errno: int) -> None:
         self.endpoint.transport_error("udp", address, self._now())
         self._pump()
 
+    def _connection_in_use(self, conn: TcpConnection) -> bool:
+        return any(
+            self.endpoint.uses("tcp", address, conn) for address in (conn.peer, *conn.aliases)
+        )
+
     def _on_message(self, message: SipRequest | SipResponse, inbound: Inbound) -> None:
-        self.endpoint.receive_message(message, Source(inbound.transport, inbound.source, inbound.connection), self._now())
+        if (
+            inbound.connection is not None
+            and isinstance(message, SipRequest)
+            and self.tcp is not None
+        ):
+            # RFC 5923 §5: "alias" in the top Via lets us send our requests for the
+            # source address and the Via's port on this connection.
+            try:
+                via = message.top_via
+            except (SipParseError, ValueError, IndexError):
+                via = None
+            if via is not None and "alias" in via.params:
+                self.tcp.alias(inbound.connection, (inbound.source[0], via.port or 5060))
+        self.endpoint.receive_message(
+            message, Source(inbound.transport, inbound.source, inbound.connection), self._now()
+        )
         self._pump()
 
     def _on_parse_error(self, data: bytes, error: SipParseError, inbound: Inbound) -> None:
-        self.endpoint.receive_error(data, error, Source(inbound.transport, inbound.source, inbound.connection), self._now())
+        self.endpoint.receive_error(
+            data, error, Source(inbound.transport, inbound.source, inbound.connection), self._now()
+        )
         self._pump()
 
     def _pump(self) -> None:
@@ -674,6 +858,9 @@ class UserAgent:
         finally:
             self._pumping = False
         self._arm()
+        if self._idle_waiters and not self.endpoint.has_pending():
+            for idle in self._idle_waiters:
+                idle.set()
 
     def _arm(self) -> None:
         deadline = self.endpoint.get_timer()
@@ -712,6 +899,20 @@ class UserAgent:
             future = self._completions.pop(event.call_id, None)
             if future is not None and not future.done():
                 future.set_result(event.status)
+        elif isinstance(event, RegistrationChanged):
+            level = logging.WARNING if event.state == "failed" else logging.INFO
+            log.log(
+                level,
+                "gateway %s registration %s%s",
+                event.name,
+                event.state,
+                f" ({event.error})" if event.error else "",
+            )
+        elif isinstance(event, GatewayHealthChanged):
+            if event.up:
+                log.info("gateway %s answers its OPTIONS again: up", event.name)
+            else:
+                log.warning("gateway %s down: %s", event.name, event.error)
         elif isinstance(event, IncomingCall):
             self._incoming(event)
 
@@ -788,7 +989,9 @@ class UserAgent:
             conn = await self.tcp.connect(datagram.address)
             conn.send(datagram.data)
         except (TimeoutError, OSError) as exc:
-            log.info("TCP connect to %s:%s failed: %s", datagram.address[0], datagram.address[1], exc)
+            log.info(
+                "TCP connect to %s:%s failed: %s", datagram.address[0], datagram.address[1], exc
+            )
             self.endpoint.transport_error("tcp", datagram.address, self._now())
             self._pump()
 

@@ -61,6 +61,13 @@ class Gateway:
     caller_id_in_from: bool = True
     p_asserted_identity: bool = False
     register: bool = False
+    """Keep a registration with the trunk (REGISTER with ``username``/``password``, refreshed
+    before it lapses); calls through it fail at once while it is not registered."""
+    register_expires: int = 3600
+    """The registration interval asked for, in seconds (the registrar may grant less)."""
+    ping: float = 0.0
+    """Seconds between OPTIONS pings to the gateway (0 = none): while it does not answer, calls
+    through it fail at once (NETWORK_OUT_OF_ORDER) and failover moves on."""
     srtp: str = "off"
     """SRTP with SDES (RFC 4568) on calls through this trunk: ``off``, ``optional`` (RTP/AVP
     offer with ``a=crypto``, SRTP if the trunk answers one) or ``mandatory`` (RTP/SAVP; a

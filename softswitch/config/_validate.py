@@ -1,7 +1,7 @@
 """One validation pass over the merged :class:`Config`, after every layer is applied.
 
-A setting that names something not implemented (TLS, REGISTER to a trunk, a codec the media
-engine lacks) is refused here with a :class:`ConfigError` naming the key, never silently downgraded.
+A setting that names something not implemented (TLS, a codec the media engine lacks) is refused
+here with a :class:`ConfigError` naming the key, never silently downgraded.
 Case-insensitive values (transports, codecs, the log level) are normalized in place.
 """
 
@@ -21,7 +21,6 @@ here so reading the configuration does not load the media engine); others (G729.
 rather than silently left out of the offer. A gateway's ``codecs`` list orders its offer."""
 NOT_IMPLEMENTED = {
     "tls": "TLS is not implemented (udp and tcp are)",
-    "register": "REGISTER to a trunk is not implemented; the trunk must accept calls without it",
     "retries": "retrying a configured trunk is not implemented (1 = one try); the legacy API's "
     "GatewayRetries retries per request",
     "caller_id_in_from": "only true is implemented (the caller id is the From user part)",
@@ -129,8 +128,12 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"{key}.transport", NOT_IMPLEMENTED["tls"])
         if gw.transport not in SIP_TRANSPORTS:
             raise ConfigError(f"{key}.transport", f"{gw.transport!r} is not udp or tcp")
-        if gw.register:
-            raise ConfigError(f"{key}.register", NOT_IMPLEMENTED["register"])
+        if gw.register and not gw.username:
+            raise ConfigError(f"{key}.username", "required when register = true")
+        if not 0 <= gw.ping <= 3600:
+            raise ConfigError(f"{key}.ping", f"{gw.ping} out of range 0-3600 (0 = no pings)")
+        if not 1 <= gw.register_expires <= 86400:
+            raise ConfigError(f"{key}.register_expires", f"{gw.register_expires} out of range 1-86400")
         for p in gw.prefixes:
             if not p.lstrip("+").isdigit():
                 raise ConfigError(f"{key}.prefixes", f"{p!r} is not digits")

@@ -236,8 +236,8 @@ def test_errors_name_the_key(
         (
             '[[gateways]]\nname = "g"\nhost = "h"\nregister = true',
             {},
-            "gateways[0].register",
-            "REGISTER to a trunk is not implemented",
+            "gateways[0].username",
+            "required when register = true",
         ),
         (
             '[[gateways]]\nname = "g"\nhost = "h"\ncodecs = ["OPUS", "G729"]',
@@ -247,9 +247,9 @@ def test_errors_name_the_key(
         ),
         (
             "",
-            {"SOFTSWITCH_GATEWAYS": '[{"name": "g", "host": "h", "register": true}]'},
-            "gateways[0].register",
-            "REGISTER",
+            {"SOFTSWITCH_GATEWAYS": '[{"name": "g", "host": "h", "register": true, "username": "u", "register_expires": 0}]'},
+            "gateways[0].register_expires",
+            "out of range",
         ),
         (
             '[[gateways]]\nname = "g"\nhost = "h"\nretries = 3',
@@ -275,6 +275,21 @@ def test_unimplemented_features_are_refused(
         load_config(path, env=env)
     assert exc_info.value.key.endswith(key), exc_info.value.key
     assert why in exc_info.value.reason
+
+
+def test_gateway_register_with_username_is_accepted(tmp_path: Path) -> None:
+    text = '[[gateways]]\nname = "g"\nhost = "h"\nusername = "u"\npassword = "p"\nregister = true\nregister_expires = 600'
+    [gw] = load_config(write(tmp_path, 'db_path = "{db}"\n' + text), env={}).gateways
+    assert gw.register is True and gw.register_expires == 600 and gw.ping == 0
+
+
+def test_gateway_ping_is_checked(tmp_path: Path) -> None:
+    good = '[[gateways]]\nname = "g"\nhost = "h"\nping = 30'
+    [gw] = load_config(write(tmp_path, 'db_path = "{db}"\n' + good), env={}).gateways
+    assert gw.ping == 30
+    with pytest.raises(ConfigError) as exc_info:
+        load_config(write(tmp_path, 'db_path = "{db}"\n' + good.replace("30", "-1")), env={})
+    assert exc_info.value.key.endswith("gateways[0].ping")
 
 
 def test_gateway_register_false_and_g711_codecs_are_accepted(tmp_path: Path) -> None:

@@ -28,7 +28,9 @@ def incoming(net: LoopNetwork, endpoint) -> IncomingCall:
 def dial(net: LoopNetwork, client, target: str = BOB, **kw):
     answers: list[tuple[str, bool]] = []
     session = make_client_session(client, target, sdp=OFFER)
-    call = client.invite(session, net.now, on_remote_sdp=lambda sdp, early: answers.append((sdp, early)), **kw)
+    call = client.invite(
+        session, net.now, on_remote_sdp=lambda sdp, early: answers.append((sdp, early)), **kw
+    )
     return call, answers
 
 
@@ -55,7 +57,11 @@ def test_call_answered_then_bye_from_the_uas():
     server.hangup(offer.call_id, net.now)
     net.roundtrip()
     (end,) = progress(net, client)
-    assert isinstance(end, Terminated) and end.cause == causes.NORMAL_CLEARING and end.hangup_source == "callee"
+    assert (
+        isinstance(end, Terminated)
+        and end.cause == causes.NORMAL_CLEARING
+        and end.hangup_source == "callee"
+    )
     (mine,) = progress(net, server)
     assert isinstance(mine, Terminated) and mine.hangup_source == "callee"
     assert [d.first_line for d in net.sent(CLIENT, "SIP/2.0 200")]  # 200 to the BYE
@@ -81,7 +87,11 @@ def test_cancel_before_answer_gets_487():
     events = progress(net, client)
     assert isinstance(events[-1], Terminated) and events[-1].cause == causes.ORIGINATOR_CANCEL
     (end,) = progress(net, server)
-    assert isinstance(end, Terminated) and end.sip_status == 487 and end.cause == causes.ORIGINATOR_CANCEL
+    assert (
+        isinstance(end, Terminated)
+        and end.sip_status == 487
+        and end.cause == causes.ORIGINATOR_CANCEL
+    )
     assert net.sent(CLIENT, "ACK")  # the transaction ACKs the 487
 
 
@@ -119,7 +129,11 @@ def test_timer_b_ends_the_call_without_answer():
     assert not any(isinstance(e, Terminated) for e in progress(net, client))
     net.advance(1.5)  # 64*T1 = 32 s
     end = progress(net, client)[-1]
-    assert isinstance(end, Terminated) and end.cause == causes.RECOVERY_ON_TIMER_EXPIRE and end.sip_status == 408
+    assert (
+        isinstance(end, Terminated)
+        and end.cause == causes.RECOVERY_ON_TIMER_EXPIRE
+        and end.sip_status == 408
+    )
     # Timer A doubled each time: sends at 0, .5, 1.5, 3.5, 7.5, 15.5, 31.5
     assert len(net.sent(CLIENT, "INVITE")) == 7
 
@@ -186,7 +200,10 @@ def _answer(endpoint, data: bytes):
 def test_malformed_request_gets_400():
     _, _, server = client_and_server()
     response = _answer_bytes(server, _raw("OPTIONS", drop="Call-ID"))
-    assert response.startswith(b"SIP/2.0 400 Bad Request") and b"Call-ID" in response.split(b"\r\n", 1)[0]
+    assert (
+        response.startswith(b"SIP/2.0 400 Bad Request")
+        and b"Call-ID" in response.split(b"\r\n", 1)[0]
+    )
     assert server.stats["parse_errors"] == 1
 
 
@@ -219,7 +236,11 @@ def test_bye_from_the_uac_ends_the_uas_session():
     client.hangup(call.session.call_id, net.now)
     net.roundtrip()
     (end,) = progress(net, server)
-    assert isinstance(end, Terminated) and end.cause == causes.NORMAL_CLEARING and end.hangup_source == "caller"
+    assert (
+        isinstance(end, Terminated)
+        and end.cause == causes.NORMAL_CLEARING
+        and end.hangup_source == "caller"
+    )
     assert net.sent(SERVER, "SIP/2.0 200")[-1].data.find(b"CSeq: 2 BYE") > 0
 
 
@@ -246,7 +267,11 @@ def test_ring_timeout_cancels_with_no_answer():
     net.advance(5.0)
     assert net.sent(CLIENT, "CANCEL")
     end = progress(net, client)[-1]
-    assert isinstance(end, Terminated) and end.cause == causes.NO_ANSWER and end.hangup_source == "timeout"
+    assert (
+        isinstance(end, Terminated)
+        and end.cause == causes.NO_ANSWER
+        and end.hangup_source == "timeout"
+    )
     assert net.sent(SERVER, "SIP/2.0 487")
 
 
@@ -320,7 +345,10 @@ def test_icmp_unreachable_fails_over_to_the_next_target_at_once():
     net.roundtrip()
     assert net.now == 0.0
     assert [type(e) for e in progress(net, client)] == [Trying, Answered]
-    assert [d.destination for d in net.sent(CLIENT, "INVITE")] == [("10.0.0.9", 5060), ("10.0.0.3", 5060)]
+    assert [d.destination for d in net.sent(CLIENT, "INVITE")] == [
+        ("10.0.0.9", 5060),
+        ("10.0.0.3", 5060),
+    ]
 
 
 def test_transport_error_matches_the_address_in_any_spelling():
@@ -360,3 +388,50 @@ def test_transport_error_on_a_bye_still_ends_the_call_once():
     ends = [e for e in progress(net, client) if isinstance(e, Terminated)]
     assert len(ends) == 1 and ends[0].cause == causes.NORMAL_CLEARING
     assert len(net.sent(CLIENT, "BYE")) == 1
+
+
+def test_call_ends_when_its_bye_is_answered_and_has_pending_until_then():
+    net, client, server = client_and_server()
+    call, _ = dial(net, client)
+    net.roundtrip()
+    server.answer(incoming(net, server).call_id, net.now, ANSWER)
+    net.roundtrip()
+    progress(net, client)
+    net.drop = lambda d: (
+        d.first_line.startswith("SIP/2.0 200") and b"BYE" in d.data.split(b"CSeq:")[1][:20]
+    )
+    net.now = 3.0
+    client.hangup(call.session.call_id, net.now)
+    net.roundtrip()
+    assert (
+        client.has_pending()
+        and client.has_pending(("BYE",))
+        and not client.has_pending(("CANCEL",))
+    )
+    assert not progress(net, client)  # the BYE is not answered yet
+    net.drop = None
+    net.advance(0.6)  # Timer E: the BYE again, now answered
+    (end,) = progress(net, client)
+    assert isinstance(end, Terminated) and end.at == 3.0 and end.cause == causes.NORMAL_CLEARING
+    assert len(net.sent(CLIENT, "BYE")) == 2 and not client.has_pending()
+
+
+def test_unanswered_bye_ends_the_call_at_timer_f_or_at_close():
+    for closing in (False, True):
+        net, client, server = client_and_server()
+        call, _ = dial(net, client)
+        net.roundtrip()
+        server.answer(incoming(net, server).call_id, net.now, ANSWER)
+        net.roundtrip()
+        progress(net, client)
+        del net.endpoints[SERVER]  # gone without a trace (no ICMP)
+        client.hangup(call.session.call_id, net.now)
+        net.advance(10.0)
+        assert not progress(net, client) and client.has_pending()
+        if closing:
+            client.close(net.now)
+        else:
+            net.advance(25.0)  # Timer F: 64*T1
+        (end,) = progress(net, client)
+        assert isinstance(end, Terminated) and end.at == 0.0
+        assert not client.has_pending()

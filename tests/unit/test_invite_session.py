@@ -30,7 +30,9 @@ def new_session(**kw) -> ClientInviteSession:
     return s
 
 
-def reply(s: ClientInviteSession, status: int, tag: str | None = "t1", *, sdp: bool = False, headers=()) -> SipResponse:
+def reply(
+    s: ClientInviteSession, status: int, tag: str | None = "t1", *, sdp: bool = False, headers=()
+) -> SipResponse:
     r = make_response(s.invite, status, to_tag=tag)
     r.add("Contact", f"<sip:bob@127.0.0.1:5062;tag={tag}>" if tag else "<sip:bob@127.0.0.1:5062>")
     for name, value in headers:
@@ -65,7 +67,11 @@ def test_ringing_then_answer_acks_and_confirms():
     acks = [a for a in actions if isinstance(a, SendAck)]
     assert len(acks) == 1
     ack = acks[0].request
-    assert ack.method == "ACK" and ack.cseq == (1, "ACK") and ack.uri == "sip:bob@127.0.0.1:5062;tag=t1"
+    assert (
+        ack.method == "ACK"
+        and ack.cseq == (1, "ACK")
+        and ack.uri == "sip:bob@127.0.0.1:5062;tag=t1"
+    )
     assert any(isinstance(a, RemoteSdp) and not a.early for a in actions)
     assert any(isinstance(e, Answered) for e in events(actions))
     assert s.state == "confirmed" and s.dialog is not None
@@ -91,7 +97,9 @@ def test_cancel_waits_for_a_provisional_response():
     s = new_session()
     early = s.cancel(0.05)  # §9.1: nothing received yet, so no CANCEL on the wire...
     assert not [a for a in early if isinstance(a, SendRequest)]
-    assert events(early)[0].cause == causes.ORIGINATOR_CANCEL  # ...but the call is over for the user
+    assert (
+        events(early)[0].cause == causes.ORIGINATOR_CANCEL
+    )  # ...but the call is over for the user
     actions = s.on_response(s.invite, reply(s, 100, tag=None), 0.1)
     cancels = [a.request for a in actions if isinstance(a, SendRequest)]
     assert cancels and cancels[0].method == "CANCEL"
@@ -105,7 +113,9 @@ def test_2xx_crossing_cancel_is_acked_then_byed():
     s.on_response(s.invite, reply(s, 180), 0.1)
     s.cancel(0.2, causes.NO_ANSWER, "timeout")
     actions = s.on_response(s.invite, reply(s, 200, sdp=True), 0.3)
-    kinds = [(type(a).__name__, getattr(getattr(a, "request", None), "method", None)) for a in actions]
+    kinds = [
+        (type(a).__name__, getattr(getattr(a, "request", None), "method", None)) for a in actions
+    ]
     assert ("SendAck", "ACK") in kinds and ("SendRequest", "BYE") in kinds
     end = events(actions)[-1]
     assert end.cause == causes.NO_ANSWER and end.hangup_source == "timeout"
@@ -127,21 +137,35 @@ def test_forking_second_2xx_is_acked_and_released():
 
 def test_digest_retry_increments_cseq_and_adds_authorization():
     s = new_session(credentials=Credentials("alice", "secret"))
-    challenge = reply(s, 401, headers=[("WWW-Authenticate", 'Digest realm="r", nonce="n1", qop="auth", algorithm=MD5')])
+    challenge = reply(
+        s,
+        401,
+        headers=[("WWW-Authenticate", 'Digest realm="r", nonce="n1", qop="auth", algorithm=MD5')],
+    )
     actions = s.on_response(s.invite, challenge, 0.1)
     retry = actions[0].request
     assert retry.cseq == (2, "INVITE") and "Via" not in retry
-    assert retry.get("Authorization").startswith("Digest ") and 'username="alice"' in retry.get("Authorization")
+    assert retry.get("Authorization").startswith("Digest ") and 'username="alice"' in retry.get(
+        "Authorization"
+    )
     assert retry.get("Call-ID") == "c1@test" and retry.get("From") == s.invite.get("From")
     # A second challenge (not stale) means the password is wrong: give up.
     retry.prepend("Via", "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-2")
-    ev = events(s.on_response(retry, reply(s, 401, headers=[("WWW-Authenticate", 'Digest realm="r", nonce="n2"')]), 0.2))
+    ev = events(
+        s.on_response(
+            retry,
+            reply(s, 401, headers=[("WWW-Authenticate", 'Digest realm="r", nonce="n2"')]),
+            0.2,
+        )
+    )
     assert ev[0].cause == causes.CALL_REJECTED and ev[0].sip_status == 401
 
 
 def test_redirect_is_bounded_and_tries_each_contact_once():
     s = new_session()
-    r = reply(s, 302, headers=[("Contact", "<sip:x@127.0.0.1:6000>;q=0.5, <sip:y@127.0.0.1:6001>;q=0.9")])
+    r = reply(
+        s, 302, headers=[("Contact", "<sip:x@127.0.0.1:6000>;q=0.5, <sip:y@127.0.0.1:6001>;q=0.9")]
+    )
     r.remove("Contact")
     r.add("Contact", "<sip:x@127.0.0.1:6000>;q=0.5, <sip:y@127.0.0.1:6001>;q=0.9")
     retry = s.on_response(s.invite, r, 0.1)[0]
@@ -181,7 +205,9 @@ def test_in_dialog_info_dtmf_and_unknown_method():
             r.body = body.encode()
         return r
 
-    response, actions = s.on_request(req("INFO", 2, "Signal=5\r\nDuration=160\r\n", "application/dtmf-relay"), 1.0)
+    response, actions = s.on_request(
+        req("INFO", 2, "Signal=5\r\nDuration=160\r\n", "application/dtmf-relay"), 1.0
+    )
     assert response.status == 200
     assert events(actions) == [InfoDigit(1.0, "5", 160)]
     response, _ = s.on_request(req("MESSAGE", 3), 1.0)
@@ -192,7 +218,9 @@ def test_in_dialog_info_dtmf_and_unknown_method():
 
 def test_session_timer_refresh_when_we_are_refresher():
     s = new_session()
-    s.on_response(s.invite, reply(s, 200, sdp=True, headers=[("Session-Expires", "90;refresher=uac")]), 0.0)
+    s.on_response(
+        s.invite, reply(s, 200, sdp=True, headers=[("Session-Expires", "90;refresher=uac")]), 0.0
+    )
     assert s.get_timer() == 45.0
     actions = s.handle_timer(45.0)
     reinvite = actions[0].request
@@ -202,17 +230,22 @@ def test_session_timer_refresh_when_we_are_refresher():
 
 def test_session_expiry_when_peer_refreshes_and_does_not():
     s = new_session()
-    s.on_response(s.invite, reply(s, 200, sdp=True, headers=[("Session-Expires", "90;refresher=uas")]), 0.0)
+    s.on_response(
+        s.invite, reply(s, 200, sdp=True, headers=[("Session-Expires", "90;refresher=uas")]), 0.0
+    )
     assert s.get_timer() == 60.0  # 90 - min(32, 90/3)
-    actions = s.handle_timer(60.0)
-    assert [a.request.method for a in actions if isinstance(a, SendRequest)] == ["BYE"]
-    assert events(actions)[0].cause == causes.RECOVERY_ON_TIMER_EXPIRE
+    assert_timer_bye(s, s.handle_timer(60.0))
 
 
 def test_dialog_strict_routing_moves_route_into_request_uri():
     d = Dialog(
-        call_id="c", local_tag="l", remote_tag="r", local_header="<sip:a@x>;tag=l",
-        remote_header="<sip:b@y>;tag=r", local_seq=1, remote_target="sip:b@10.0.0.9",
+        call_id="c",
+        local_tag="l",
+        remote_tag="r",
+        local_header="<sip:a@x>;tag=l",
+        remote_header="<sip:b@y>;tag=r",
+        local_seq=1,
+        remote_target="sip:b@10.0.0.9",
         route_set=["<sip:proxy1@10.0.0.1>", "<sip:proxy2@10.0.0.2;lr>"],
     )
     req = d.create_request("BYE")
@@ -245,11 +278,12 @@ def answer_to(request: SipRequest, status: int, headers=()) -> SipResponse:
     return r
 
 
-def assert_timer_bye(actions) -> None:
+def assert_timer_bye(s: ClientInviteSession, actions) -> None:
     (bye,) = sent(actions, "BYE")
     assert bye.get("Reason") == 'Q.850;cause=102;text="RECOVERY_ON_TIMER_EXPIRE"'
-    (end,) = [e for e in events(actions) if isinstance(e, Terminated)]
-    assert end.cause == causes.RECOVERY_ON_TIMER_EXPIRE
+    assert not [e for e in events(actions) if isinstance(e, Terminated)]  # the BYE's answer ends it
+    (end,) = events(s.on_response(bye, answer_to(bye, 200), 100.0))
+    assert isinstance(end, Terminated) and end.cause == causes.RECOVERY_ON_TIMER_EXPIRE
 
 
 def test_422_is_retried_with_the_callees_min_se():
@@ -268,11 +302,15 @@ def test_we_refresh_even_when_the_callee_ignores_the_timer():
 
 
 def test_refresh_with_update_when_the_callee_allows_it():
-    s, _ = answered([("Session-Expires", "90;refresher=uac"), ("Allow", "INVITE, ACK, BYE, UPDATE")])
+    s, _ = answered(
+        [("Session-Expires", "90;refresher=uac"), ("Allow", "INVITE, ACK, BYE, UPDATE")]
+    )
     (update,) = sent(s.handle_timer(45.0), "UPDATE")
     assert update.get("Session-Expires") == "90;refresher=uac" and update.get("Min-SE") == "90"
     assert not update.body and update.cseq == (2, "UPDATE")
-    actions = s.on_response(update, answer_to(update, 200, [("Session-Expires", "120;refresher=uac")]), 45.1)
+    actions = s.on_response(
+        update, answer_to(update, 200, [("Session-Expires", "120;refresher=uac")]), 45.1
+    )
     assert actions == [] and s.get_timer() == 45.1 + 60
 
 
@@ -288,15 +326,92 @@ def test_refresh_answered_481_or_408_ends_with_bye_and_reason():
     for status in (481, 408):
         s, _ = answered([("Session-Expires", "90;refresher=uac")])
         (reinvite,) = sent(s.handle_timer(45.0), "INVITE")
-        assert_timer_bye(s.on_response(reinvite, answer_to(reinvite, status), 45.2))
+        assert_timer_bye(s, s.on_response(reinvite, answer_to(reinvite, status), 45.2))
 
 
 def test_refresh_never_answered_ends_with_bye_and_reason():
     s, _ = answered([("Session-Expires", "90;refresher=uac"), ("Allow", "UPDATE")])
     (update,) = sent(s.handle_timer(45.0), "UPDATE")
-    assert_timer_bye(s.on_timeout(update, 77.0))
+    assert_timer_bye(s, s.on_timeout(update, 77.0))
 
 
 def test_callee_refresher_that_stops_expires_the_session_with_reason():
     s, _ = answered([("Session-Expires", "90;refresher=uas")])
-    assert_timer_bye(s.handle_timer(s.get_timer()))
+    assert_timer_bye(s, s.handle_timer(s.get_timer()))
+
+
+# --- BYE: the call ends with its transaction; a challenged BYE is sent again ---------------
+
+PROXY_CHALLENGE = (
+    "Proxy-Authenticate",
+    'Digest realm="proxy", nonce="n1", qop="auth", algorithm=MD5',
+)
+
+
+def test_call_ends_when_the_bye_is_answered_dated_at_the_hangup():
+    s, _ = answered()
+    (bye,) = sent(s.bye(10.0), "BYE")
+    assert s.hanging_up and s.state != "terminated"
+    (end,) = events(s.on_response(bye, answer_to(bye, 200), 10.3))
+    assert isinstance(end, Terminated) and end.at == 10.0 and end.hangup_source == "caller"
+    assert not s.hanging_up and s.bye(11.0) == []
+
+
+def test_bye_challenged_by_the_proxy_is_sent_again_with_the_invites_credentials():
+    s, _ = answered()
+    s.credentials = Credentials("alice", "secret", None)
+    (bye,) = sent(s.bye(10.0), "BYE")
+    actions = s.on_response(bye, answer_to(bye, 407, [PROXY_CHALLENGE]), 10.1)
+    (again,) = sent(actions, "BYE")
+    assert not events(actions)  # still ending
+    assert again.cseq == (bye.cseq[0] + 1, "BYE") and 'username="alice"' in again.get(
+        "Proxy-Authorization"
+    )
+    assert again.get("Reason") == bye.get("Reason") and "Via" not in again
+    (end,) = events(s.on_response(again, answer_to(again, 200), 10.2))
+    assert isinstance(end, Terminated) and end.cause == causes.NORMAL_CLEARING
+
+
+def test_bye_challenged_again_and_again_ends_after_one_retry():
+    s, _ = answered()
+    s.credentials = Credentials("alice", "wrong", None)
+    (bye,) = sent(s.bye(10.0), "BYE")
+    (again,) = sent(s.on_response(bye, answer_to(bye, 407, [PROXY_CHALLENGE]), 10.1), "BYE")
+    actions = s.on_response(again, answer_to(again, 407, [PROXY_CHALLENGE]), 10.2)
+    assert not sent(actions, "BYE")
+    (end,) = events(actions)
+    assert isinstance(end, Terminated)
+
+
+def test_bye_without_credentials_challenged_ends_the_call():
+    s, _ = answered()
+    (bye,) = sent(s.bye(10.0), "BYE")
+    (end,) = events(
+        s.on_response(
+            bye, answer_to(bye, 401, [("WWW-Authenticate", 'Digest realm="r", nonce="n"')]), 10.1
+        )
+    )
+    assert isinstance(end, Terminated)
+
+
+def test_bye_never_answered_ends_the_call_on_its_timeout():
+    s, _ = answered()
+    (bye,) = sent(s.bye(10.0, causes.MEDIA_TIMEOUT, "timeout"), "BYE")
+    assert events(s.on_response(bye, answer_to(bye, 100), 10.1)) == []
+    (end,) = events(s.on_timeout(bye, 42.0))
+    assert (end.cause, end.hangup_source, end.at) == (causes.MEDIA_TIMEOUT, "timeout", 10.0)
+
+
+def test_bye_crossing_the_callees_keeps_our_cause():
+    s, _ = answered()
+    sent(s.bye(10.0), "BYE")
+    theirs = SipRequest("BYE", "sip:softswitch@127.0.0.1:5060")
+    theirs.add("From", reply(s, 200).get("To"))  # the callee's side, with its tag
+    theirs.add("To", s.invite.get("From"))
+    theirs.add("Via", "SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK-x")
+    theirs.add("Call-ID", s.call_id)
+    theirs.add("CSeq", "7 BYE")
+    response, actions = s.on_request(theirs, 10.05)
+    assert response is not None and response.status == 200
+    (end,) = events(actions)
+    assert end.hangup_source == "caller"
