@@ -6,6 +6,7 @@
     python -m benchmarks api              # calls created by HTTP POSTs (softswitch serve)
     python -m benchmarks profile          # cProfile of the setup path and the media tick
     python -m benchmarks soak             # N calls for M minutes, callees and the server killed
+    python -m benchmarks parse            # µs per SIP message parsed (no peers; --help)
     python -m benchmarks --quick ...      # seconds, tiny scale: proves the scripts work
 
 Every load is bounded in count and time. Results print as Markdown tables; ``--write``
@@ -174,6 +175,10 @@ def machine() -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     """Entry point of ``softswitch bench ARGS...`` and ``python -m benchmarks ARGS...``."""
+    if argv[:1] == ["parse"]:
+        from benchmarks import parse
+
+        return parse.main(list(argv[1:]))
     args = build_parser().parse_args(list(argv))
     _defaults(args)
     if not common.have_sipp():

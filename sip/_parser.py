@@ -21,7 +21,8 @@ from itertools import islice
 
 from sip._abnf import CANON, KNOWN_METHODS, SINGLE_HEADERS, SIP_VERSION_RE
 from sip._message import SipParseError, SipRequest, SipResponse
-from sip.headers import is_token
+from sip.headers import is_token, simple_name_addr, simple_via
+from sip.uri import simple_sip_uri
 
 __all__ = ["parse_head", "parse_content_length", "parse_message"]
 
@@ -161,21 +162,31 @@ def parse_head(head: bytes) -> tuple[SipRequest | SipResponse, int | None]:
         if len(call_id.split()) != 1:
             raise SipParseError("Bad Request - bad Call-ID")
         seq_method = msg.cseq[1]
-        msg.top_via  # noqa: B018 - parse (and cache) now: transactions need it
-        msg.from_addr  # noqa: B018
-        msg.to_addr  # noqa: B018
+        # Via, From, To (and a request's Contact and Request-URI) are checked here but their
+        # typed views are built only when read. A value of the common shape passes a one-regex
+        # check (``simple_*``: a subset of the grammar, so it cannot fail later); any other
+        # value is parsed in full now (and cached), which raises what it always raised.
+        if not simple_via(msg.get("Via")):  # type: ignore[arg-type]
+            msg.top_via  # noqa: B018
+        if not simple_name_addr(msg.get("From")):  # type: ignore[arg-type]
+            msg.from_addr  # noqa: B018
+        if not simple_name_addr(msg.get("To")):  # type: ignore[arg-type]
+            msg.to_addr  # noqa: B018
         if isinstance(msg, SipRequest):
             # A bad Contact in a request is answered with 400. In a response it is left for
             # the dialog layer to judge (``contacts`` raises then): dropping a carrier's 200
             # over an odd Contact parameter would fail the whole call.
             if "Contact" in names:
-                msg.contacts  # noqa: B018
+                contact = msg._lines("Contact")
+                if len(contact) != 1 or not simple_name_addr(contact[0]):
+                    msg.contacts  # noqa: B018
             if seq_method != msg.method:
                 # §8.1.1.5 (RFC 4475 "mismatch01/02"): the CSeq method matches the request.
                 raise SipParseError("Bad Request - CSeq method does not match")
             if "Max-Forwards" in names:
                 msg.max_forwards  # noqa: B018
-            msg.request_uri  # noqa: B018
+            if not simple_sip_uri(msg.uri):
+                msg.request_uri  # noqa: B018
     except SipParseError as exc:
         exc.partial = msg
         raise
