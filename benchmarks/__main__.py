@@ -78,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--api-rates", type=_floats, default=None, help="POSTs/s (25,50,100,200,400)")
     g.add_argument("--api-seconds", type=float, default=None, help="seconds per API rate (10)")
     g.add_argument("--max-minutes", type=float, default=15.0, help="overall time bound")
+    g = p.add_argument_group("profile")
+    g.add_argument("--profile-rate", type=float, default=None,
+                   help="calls/s of the profiled setup path (300; --quick 20)")
+    g.add_argument("--profile-seconds", type=float, default=None,
+                   help="seconds of the profiled setup path (6; --quick 1)")
+    g.add_argument("--profile-level", type=int, default=None,
+                   help="calls held in the profiled media tick (1000; --quick 10)")
     g = p.add_argument_group("soak")
     g.add_argument("--soak-minutes", type=float, default=None, help="how long calls are placed (3)")
     g.add_argument("--soak-calls", type=int, default=None, help="calls kept live at once (20)")

@@ -270,10 +270,11 @@ class SipMessage:
         return value
 
     def _required(self, name: str) -> str:
-        raw = self.get(name)
-        if raw is None:
-            raise SipParseError(f"Bad Request - missing {name}")
-        return raw
+        # ``name`` is canonical (the typed views' own names): no CANON lookup, just the scan.
+        for n, v in self.headers:
+            if n == name:
+                return v
+        raise SipParseError(f"Bad Request - missing {name}")
 
     @property
     def call_id(self) -> str:
@@ -283,8 +284,8 @@ class SipMessage:
     @property
     def cseq(self) -> tuple[int, str]:
         """``(sequence number, method)`` from CSeq (§20.16)."""
-        c: CSeq = self._view("CSeq", self._required("CSeq"), CSeq.parse)  # type: ignore[assignment]
-        return c.seq, c.method
+        # Read many times per transaction: the tuple itself is what is cached.
+        return self._view("CSeq", self._required("CSeq"), _parse_cseq)  # type: ignore[return-value]
 
     @property
     def top_via(self) -> Via:
@@ -465,6 +466,11 @@ def is_request(msg: object) -> bool:
 
 
 # ----------------------------------------------------------------- typed-view parsers
+
+
+def _parse_cseq(raw: str) -> tuple[int, str]:
+    c = CSeq.parse(raw)
+    return c.seq, c.method
 
 
 def _parse_first_via(raw: str) -> Via:
