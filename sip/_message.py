@@ -141,10 +141,14 @@ REASON_PHRASES: dict[int, str] = {
 _CLASS_REASONS = {1: "Trying", 2: "OK", 3: "Redirection", 4: "Client Error", 5: "Server Error", 6: "Global Failure"}  # fmt: skip
 
 
+#: The canonical names of the headers we know: all tokens, so they skip the token check.
+_KNOWN_NAMES = frozenset(CANON.values())
+
+
 def _check_header(name: str, value: str) -> None:
     """Refuse names that are not tokens and values that would break the framing (header
     injection through application-supplied values such as X- headers)."""
-    if not is_token(name):
+    if name not in _KNOWN_NAMES and not is_token(name):
         raise ValueError(f"header name is not a token: {name!r}")
     if "\r" in value or "\n" in value or "\x00" in value:
         raise ValueError(f"CR, LF or NUL in the value of {name}")
