@@ -6,6 +6,7 @@
     python -m benchmarks api              # calls created by HTTP POSTs (softswitch serve)
     python -m benchmarks profile          # cProfile of the setup path and the media tick
     python -m benchmarks soak             # N calls for M minutes, callees and the server killed
+    python -m benchmarks parse            # µs per SIP message parsed (no peers; --help)
     python -m benchmarks --quick ...      # seconds, tiny scale: proves the scripts work
 
 Every load is bounded in count and time. Results print as Markdown tables; ``--write``
@@ -77,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--api-rates", type=_floats, default=None, help="POSTs/s (25,50,100,200,400)")
     g.add_argument("--api-seconds", type=float, default=None, help="seconds per API rate (10)")
     g.add_argument("--max-minutes", type=float, default=15.0, help="overall time bound")
+    g = p.add_argument_group("profile")
+    g.add_argument("--profile-rate", type=float, default=None,
+                   help="calls/s of the profiled setup path (300; --quick 20)")
+    g.add_argument("--profile-seconds", type=float, default=None,
+                   help="seconds of the profiled setup path (6; --quick 1)")
+    g.add_argument("--profile-level", type=int, default=None,
+                   help="calls held in the profiled media tick (1000; --quick 10)")
     g = p.add_argument_group("soak")
     g.add_argument("--soak-minutes", type=float, default=None, help="how long calls are placed (3)")
     g.add_argument("--soak-calls", type=int, default=None, help="calls kept live at once (20)")
@@ -174,6 +182,10 @@ def machine() -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     """Entry point of ``softswitch bench ARGS...`` and ``python -m benchmarks ARGS...``."""
+    if argv[:1] == ["parse"]:
+        from benchmarks import parse
+
+        return parse.main(list(argv[1:]))
     args = build_parser().parse_args(list(argv))
     _defaults(args)
     if not common.have_sipp():

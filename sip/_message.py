@@ -141,10 +141,14 @@ REASON_PHRASES: dict[int, str] = {
 _CLASS_REASONS = {1: "Trying", 2: "OK", 3: "Redirection", 4: "Client Error", 5: "Server Error", 6: "Global Failure"}  # fmt: skip
 
 
+#: The canonical names of the headers we know: all tokens, so they skip the token check.
+_KNOWN_NAMES = frozenset(CANON.values())
+
+
 def _check_header(name: str, value: str) -> None:
     """Refuse names that are not tokens and values that would break the framing (header
     injection through application-supplied values such as X- headers)."""
-    if not is_token(name):
+    if name not in _KNOWN_NAMES and not is_token(name):
         raise ValueError(f"header name is not a token: {name!r}")
     if "\r" in value or "\n" in value or "\x00" in value:
         raise ValueError(f"CR, LF or NUL in the value of {name}")
@@ -270,10 +274,11 @@ class SipMessage:
         return value
 
     def _required(self, name: str) -> str:
-        raw = self.get(name)
-        if raw is None:
-            raise SipParseError(f"Bad Request - missing {name}")
-        return raw
+        # ``name`` is canonical (the typed views' own names): no CANON lookup, just the scan.
+        for n, v in self.headers:
+            if n == name:
+                return v
+        raise SipParseError(f"Bad Request - missing {name}")
 
     @property
     def call_id(self) -> str:
@@ -283,8 +288,8 @@ class SipMessage:
     @property
     def cseq(self) -> tuple[int, str]:
         """``(sequence number, method)`` from CSeq (§20.16)."""
-        c: CSeq = self._view("CSeq", self._required("CSeq"), CSeq.parse)  # type: ignore[assignment]
-        return c.seq, c.method
+        # Read many times per transaction: the tuple itself is what is cached.
+        return self._view("CSeq", self._required("CSeq"), _parse_cseq)  # type: ignore[return-value]
 
     @property
     def top_via(self) -> Via:
@@ -465,6 +470,11 @@ def is_request(msg: object) -> bool:
 
 
 # ----------------------------------------------------------------- typed-view parsers
+
+
+def _parse_cseq(raw: str) -> tuple[int, str]:
+    c = CSeq.parse(raw)
+    return c.seq, c.method
 
 
 def _parse_first_via(raw: str) -> Via:

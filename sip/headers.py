@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from sip.uri import SipUri, TelUri, UriError, split_scheme
+from sip.uri import _SIP_URI_FAST_RE, SipUri, TelUri, UriError, _from_fast_match, split_scheme
 
 __all__ = [
     "HeaderError",
@@ -32,6 +32,8 @@ __all__ = [
     "split_list",
     "quote_string",
     "unquote_string",
+    "simple_name_addr",
+    "simple_via",
 ]
 
 
@@ -289,6 +291,16 @@ class Via:
     @classmethod
     def parse(cls, text: str) -> Via:
         """Parse one Via element (not a comma list: split those with :func:`split_list`)."""
+        m = _VIA_FAST_RE.match(text)
+        if m is not None:
+            via = _via_from_fast_match(m)
+            if via is not None:
+                return via
+        return cls._parse_general(text)
+
+    @classmethod
+    def _parse_general(cls, text: str) -> Via:
+        """The general parser: every via-parm of the grammar (and its errors)."""
         m = _VIA_RE.match(text.strip())
         if m is None:
             raise HeaderError(f"bad Via {text[:80]!r}")
@@ -398,6 +410,16 @@ class NameAddr:
     @classmethod
     def parse(cls, text: str) -> NameAddr:
         """Parse one element (split Contact/Route lists with :func:`split_list` first)."""
+        m = _NAME_ADDR_FAST_RE.match(text)
+        if m is not None:
+            addr = _name_addr_from_fast_match(m)
+            if addr is not None:
+                return addr
+        return cls._parse_general(text)
+
+    @classmethod
+    def _parse_general(cls, text: str) -> NameAddr:
+        """The general parser: every name-addr / addr-spec of the grammar (and its errors)."""
         text = text.strip()
         if not text:
             raise HeaderError("empty address")
@@ -483,6 +505,97 @@ class NameAddr:
     def copy(self) -> NameAddr:
         uri = self.uri if isinstance(self.uri, str) else self.uri.copy()
         return NameAddr(uri, self.display_name, dict(self.params))
+
+
+# ----------------------------------------------------------------- the fast paths
+
+# What real peers send nearly always, each in one regex that matches only a *subset* of what
+# the general parsers above accept, so that a match is always valid and gives the same value
+# (tests/unit/test_sip_uri_headers.py checks both): no LWS but single spaces where shown, no
+# quoted parameter values, no backslash in a display name, no comma (one list element), a
+# SIP URI of the fast subset of :mod:`sip.uri`. Anything else takes the general parser.
+#
+#   name-addr      =  [ display-name ] LAQUOT addr-spec RAQUOT
+#   display-name   =  *(token LWS)/ quoted-string
+#   from-param     =  tag-param / generic-param
+_TOKEN_FAST = r"[A-Za-z0-9\-.!%*_+`'~]+"
+_VALUE_FAST = r"[A-Za-z0-9\-.!%*_+`'~:\[\]]+"
+_PARAMS_FAST = rf"((?:;{_TOKEN_FAST}(?:={_VALUE_FAST})?)*)"
+_NAME_ADDR_FAST_RE = re.compile(
+    # 1: quoted display name, 2: token display name, 3: the URI in <...>; or 4: the URI of
+    # an addr-spec (the fast SIP URI without parameters: they belong to the header); 5: params
+    rf'(?:(?:"([^"\\]*)"[ \t]*|({_TOKEN_FAST}(?: {_TOKEN_FAST})*)[ \t]*)?<([^<>"\s]+)>'
+    rf"|(sips?:[^<>\";,?\s]+)){_PARAMS_FAST}\Z"
+)
+
+#   via-parm          =  sent-protocol LWS sent-by *( SEMI via-params )
+#   sent-by           =  host [ COLON port ]
+_VIA_FAST_RE = re.compile(
+    rf"SIP/2\.0/([A-Za-z]+) ([A-Za-z0-9_](?:[A-Za-z0-9_\-.]*[A-Za-z0-9_])?\.?)"
+    rf"(?::([0-9]{{1,5}}))?{_PARAMS_FAST}\Z"
+)
+
+
+def _fast_params(text: str) -> dict[str, str | None]:
+    params: dict[str, str | None] = {}
+    if text:
+        for part in text[1:].split(";"):
+            name, eq, value = part.partition("=")
+            params[name.lower()] = value if eq else None
+    return params
+
+
+def _name_addr_from_fast_match(m: re.Match[str]) -> NameAddr | None:
+    """The :class:`NameAddr` of a fast-path match; None when its URI is not of the fast
+    subset (the general parser then decides)."""
+    quoted, words, bracketed, bare, param_text = m.groups()
+    if bracketed is not None:
+        u = _SIP_URI_FAST_RE.match(bracketed)
+    else:
+        u = _SIP_URI_FAST_RE.match(bare)
+        if u is not None and u.group(5):
+            return None
+    if u is None:
+        return None
+    uri = _from_fast_match(u)
+    if uri is None:
+        return None
+    return NameAddr(uri, quoted if quoted is not None else words, _fast_params(param_text))
+
+
+def _via_from_fast_match(m: re.Match[str]) -> Via | None:
+    transport, host, port_text, param_text = m.groups()
+    port: int | None = None
+    if port_text is not None:
+        port = int(port_text)
+        if port > 65535:
+            return None
+    return Via(transport.upper(), host, port, _fast_params(param_text), "SIP/2.0")
+
+
+def simple_name_addr(text: str) -> bool:
+    """True when ``text`` is one name-addr/addr-spec of the fast path's subset (so
+    :meth:`NameAddr.parse` accepts it); False says nothing either way. The message parser
+    checks From, To and Contact with this and builds the :class:`NameAddr` when read."""
+    m = _NAME_ADDR_FAST_RE.match(text)
+    if m is None:
+        return False
+    bracketed = m.group(3)
+    u = _SIP_URI_FAST_RE.match(bracketed if bracketed is not None else m.group(4))
+    if u is None or (bracketed is None and u.group(5)):
+        return False
+    port = u.group(4)
+    return port is None or int(port) <= 65535
+
+
+def simple_via(text: str) -> bool:
+    """True when ``text`` is one via-parm of the fast path's subset (so :meth:`Via.parse`
+    accepts it); False says nothing either way."""
+    m = _VIA_FAST_RE.match(text)
+    if m is None:
+        return False
+    port = m.group(3)
+    return port is None or int(port) <= 65535
 
 
 # ----------------------------------------------------------------- CSeq

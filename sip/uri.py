@@ -46,7 +46,7 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
-__all__ = ["UriError", "SipUri", "TelUri", "parse_uri", "split_scheme"]
+__all__ = ["UriError", "SipUri", "TelUri", "parse_uri", "split_scheme", "simple_sip_uri"]
 
 
 class UriError(ValueError):
@@ -82,6 +82,20 @@ _IPV6_RE = re.compile(r"[0-9A-Fa-f:.]+(?:%[A-Za-z0-9_.\-]+)?\Z")
 _PARAMCHARS_RE = re.compile(r"[A-Za-z0-9\[\]/:&+$\-_.!~*'()%]+\Z")
 
 _DEFAULT_PORTS = {"sip": 5060, "sips": 5061}
+
+# The fast path: the URIs real peers send nearly always (``sip:user@host:port;a=b;lr``), in
+# one regex that matches only a *subset* of what the general parser below accepts (lower-case
+# scheme, no password, no IPv6 reference, no ``?headers``, user and parameters of plain
+# characters), so a match is always a valid URI and gives the fields the general parser
+# would. Anything else takes the general parser. tests/unit/test_sip_uri_headers.py checks
+# the two agree.
+_USER_FAST = r"[A-Za-z0-9\-_.!~*'()%&=+$]+"
+_HOST_FAST = r"[A-Za-z0-9_][A-Za-z0-9_.\-]*"
+_PARAM_FAST = r"[A-Za-z0-9\[\]/:&+$\-_.!~*'()%]+"
+_SIP_URI_FAST_RE = re.compile(
+    rf"(sips?):(?:({_USER_FAST})@)?({_HOST_FAST})(?::([0-9]{{1,5}}))?"
+    rf"((?:;{_PARAM_FAST}(?:={_PARAM_FAST})?)*)\Z"
+)
 
 
 def split_scheme(text: str) -> tuple[str, str]:
@@ -139,6 +153,16 @@ class SipUri:
     def parse(cls, text: str) -> SipUri:
         """Parse a SIP/SIPS URI; raises :class:`UriError` (``unsupported_scheme`` set for a
         valid non-SIP scheme)."""
+        m = _SIP_URI_FAST_RE.match(text)
+        if m is not None:
+            uri = _from_fast_match(m)
+            if uri is not None:
+                return uri
+        return cls._parse_general(text)
+
+    @classmethod
+    def _parse_general(cls, text: str) -> SipUri:
+        """The general parser: every URI of the grammar (and its errors)."""
         head = text[:4]
         if head == "sip:" or head == "SIP:":
             scheme, rest = "sip", text[4:]
@@ -263,6 +287,34 @@ class SipUri:
         mine_h = {k.lower(): _unescape(v) for k, v in self.headers.items()}
         theirs_h = {k.lower(): _unescape(v) for k, v in other.headers.items()}
         return mine_h == theirs_h
+
+
+def simple_sip_uri(text: str) -> bool:
+    """True when ``text`` is a SIP URI of the fast path's subset (so it parses without
+    error); False says nothing either way. The message parser checks Request-URIs with this
+    and builds the :class:`SipUri` only when it is read."""
+    m = _SIP_URI_FAST_RE.match(text)
+    if m is None:
+        return False
+    port = m.group(4)
+    return port is None or int(port) <= 65535
+
+
+def _from_fast_match(m: re.Match[str]) -> SipUri | None:
+    """The :class:`SipUri` of a fast-path match; None when the port is out of range (the
+    general parser then says so)."""
+    scheme, user, host, port_text, param_text = m.groups()
+    port: int | None = None
+    if port_text is not None:
+        port = int(port_text)
+        if port > 65535:
+            return None
+    params: dict[str, str | None] = {}
+    if param_text:
+        for part in param_text[1:].split(";"):
+            name, eq, value = part.partition("=")
+            params[name.lower()] = value if eq else None
+    return SipUri(scheme, user, None, host, port, params, {})
 
 
 def _unescape(value: str | None) -> str | None:

@@ -1549,3 +1549,76 @@ def test_tel_request_uri() -> None:
     )
     assert isinstance(msg, SipRequest)
     assert msg.request_uri == TelUri("+1-201-555-0123")
+
+
+# ----------------------------------------------------------------- lazy parsing, same answers
+
+# parse_message checks Via/From/To/Contact/Request-URI of the common shapes with one regex
+# each, building their views only when read. With that shortcut switched off it parses every
+# view at once; both must give the same message, or the same error (status, reason, partial).
+
+
+def _eager(data: bytes, monkeypatch: pytest.MonkeyPatch) -> object:
+    import sip._parser as parser
+
+    with monkeypatch.context() as m:
+        m.setattr(parser, "simple_via", lambda text: False)
+        m.setattr(parser, "simple_name_addr", lambda text: False)
+        m.setattr(parser, "simple_sip_uri", lambda text: False)
+        return _outcome(data)
+
+
+def _outcome(data: bytes) -> object:
+    try:
+        msg = parse_message(data)
+    except SipParseError as exc:
+        partial = None if exc.partial is None else (exc.partial.headers, exc.partial.serialize())
+        return ("error", exc.status, exc.reason, partial)
+    views = []
+    for attr in ("cseq", "top_via", "from_addr", "to_addr", "contacts", "vias", "max_forwards"):
+        try:
+            views.append(getattr(msg, attr))
+        except SipParseError as exc:
+            views.append(("error", exc.reason))
+    if isinstance(msg, SipRequest):
+        views.append(msg.request_uri)
+    return ("ok", msg.headers, msg.serialize(), views)
+
+
+_EDIT_CHUNKS = [b" ", b"\t", b"\r\n", b"\r\n ", b"\r\n\t", b":", b";", b",", b"<", b">", b'"', b"x",
+                b"\\", b"@", b"5", b"Via", b"v:", b"To:", b"sip:", b"\x00", b"X-A: b\r\n", b"l: 0\r\n",
+                b";tag=1", b"SIP/2.0/UDP h", b"\r\nContact: <sip:a@b>", b"i:x\r\n"]  # fmt: skip
+
+
+@settings(
+    max_examples=600, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    seed=st.sampled_from(_SEEDS),
+    edits=st.lists(
+        st.tuples(st.integers(0, 40), st.sampled_from(["start", "colon", "end", "cut"]),
+                  st.sampled_from(_EDIT_CHUNKS)),
+        max_size=3,
+    ),
+)  # fmt: skip
+def test_property_lazy_parse_answers_like_eager_parse(
+    seed: bytes, edits: list[tuple[int, str, bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Edits where the parser looks: at a line's start, after its colon, at its end.
+    head, sep, body = seed.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    for index, where, chunk in edits:
+        i = index % len(lines)
+        line = lines[i]
+        if where == "start":
+            lines[i] = chunk + line
+        elif where == "colon":
+            c = line.find(b":") + 1
+            lines[i] = line[:c] + chunk + line[c:]
+        elif where == "end":
+            lines[i] = line + chunk
+        else:
+            c = len(chunk) % max(1, len(line))
+            lines[i] = line[:c] + chunk + line[c + len(chunk) :]
+    data = b"\r\n".join(lines) + sep + body
+    assert _outcome(data) == _eager(data, monkeypatch)

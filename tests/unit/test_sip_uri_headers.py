@@ -555,3 +555,110 @@ def test_property_parsers_raise_only_value_errors(text: str) -> None:
             parser(text)
         except ValueError:
             pass
+
+
+# ----------------------------------------------------------------- fast paths agree
+
+# SipUri.parse, NameAddr.parse and Via.parse try a one-regex fast path for the common shapes
+# first; it must give exactly what the general parser gives, and ``simple_*`` (the message
+# parser's lazy check) must only say True of values the general parser accepts.
+_PIECES = [
+    "sip:", "sips:", "SIP:", "tel:", "http:", "SIP/2.0/", "UDP", "tcp", " ", "  ", "\t", "<", ">",
+    '"', "\\", "@", ":", ";", "=", ",", "?", "&", "[", "]", "5060", "65535", "65536", "99999",
+    "0", "alice", "Bob", "127.0.0.1", "a.example.com", "host-", "-", ".", "_", "%41", "tag",
+    "branch", "z9hG4bK1", "lr", "transport", "rport", "received", "é", "*", "+", "(", "'",
+]  # fmt: skip
+_soup = st.lists(st.sampled_from(_PIECES), max_size=14).map("".join)
+
+
+# Per component of a value: the shapes the fast path takes, then shapes it must leave to the
+# general parser (some valid, some not). At most one component of a drawn value is "off".
+_SHAPES = {
+    "scheme": (["sip:", "sips:"], ["SIP:", "tel:", "sip"]),
+    "user": (["", "alice@", "+1555@", "a%20b@", "x(1)'~*@"], ["u:pw@", "@", "é@", "a b@", "a?b@"]),
+    "host": (["127.0.0.1", "a.example.com", "h_1", "x."], ["[::1]", "[::1", "a,b", "", "-"]),
+    "port": (["", ":5060", ":65535", ":0", ":00001"], [":65536", ":", ":123456", ": 5", ":x"]),
+    "uparams": (["", ";lr", ";transport=udp", ";a=b;c"], [";=x", ";a=", ";", "?h=v", ";a b"]),
+    "params": (["", ";tag=abc", ";tag=1;x", ";Tag=Q", ";received=[::1]"],
+               [";a=", ';a="q"', " ;a=b", ";", ";a b", ";a=b c", ";,"]),
+    "display": (['"Alice" ', '""', '"A b"\t', "Bob ", "Bob Smith", ""],
+                ['"A\\"b" ', "Bob  Smith ", '"open ', "a:b ", "é "]),
+    "transport": (["UDP", "tcp", "WSS"], ["T-1", "", "U DP"]),
+    "end": ([""], [" ", ",", ">", "\n"]),
+}  # fmt: skip
+
+
+@st.composite
+def _common_shapes(draw: st.DrawFn) -> str:
+    """Mostly fast-path From/To/Contact/Via/URI values, now and then one component off."""
+    off = draw(st.sampled_from([*_SHAPES, None, None, None]))
+
+    def pick(name: str) -> str:
+        good, bad = _SHAPES[name]
+        return draw(st.sampled_from(bad if name == off else good))
+
+    uri = pick("scheme") + pick("user") + pick("host") + pick("port")
+    kind = draw(st.integers(0, 3))
+    if kind == 0:
+        return f"{pick('display')}<{uri}{pick('uparams')}>{pick('params')}{pick('end')}"
+    if kind == 1:
+        return f"{uri}{pick('params')}{pick('end')}"
+    if kind == 2:
+        return (
+            f"SIP/2.0/{pick('transport')} {pick('host')}{pick('port')}{pick('params')}{pick('end')}"
+        )
+    return f"{uri}{pick('uparams')}{pick('end')}"
+
+
+def _outcome(parse: object, text: str) -> object:
+    try:
+        return parse(text)  # type: ignore[operator]
+    except ValueError as exc:
+        return type(exc)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_common_shapes())
+def test_property_fast_paths_agree_with_general_parsers(text: str) -> None:
+    _check_fast_paths(text)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_soup)
+def test_property_fast_paths_agree_on_arbitrary_pieces(text: str) -> None:
+    _check_fast_paths(text)
+
+
+def _check_fast_paths(text: str) -> None:
+    from sip.headers import simple_name_addr, simple_via
+    from sip.uri import simple_sip_uri
+
+    assert _outcome(SipUri.parse, text) == _outcome(SipUri._parse_general, text)
+    assert _outcome(NameAddr.parse, text) == _outcome(NameAddr._parse_general, text)
+    assert _outcome(Via.parse, text) == _outcome(Via._parse_general, text)
+    if simple_sip_uri(text):
+        assert isinstance(SipUri._parse_general(text), SipUri)
+    if simple_name_addr(text):
+        assert isinstance(NameAddr._parse_general(text), NameAddr)
+    if simple_via(text):
+        assert isinstance(Via._parse_general(text), Via)
+
+
+@pytest.mark.parametrize(
+    ("text", "simple"),
+    [
+        ('"Alice" <sip:alice@127.0.0.1:5070>;tag=8a7c', True),
+        ("<sip:1000@127.0.0.1:5080;transport=UDP>", True),
+        ("Bob Smith <sips:bob@b.example.com>", True),
+        ("sip:alice@a.example.com;tag=1", True),
+        ("<sip:alice@a.example.com?subject=x>", False),  # URI headers: the general parser
+        ("<sip:[::1]:5060>", False),  # IPv6: the general parser
+        ("<sip:a@h:65536>", False),  # out of range: the general parser raises
+        ('<sip:a@h>;p="quoted"', False),
+    ],
+)
+def test_simple_name_addr_shapes(text: str, simple: bool) -> None:
+    from sip.headers import simple_name_addr
+
+    assert simple_name_addr(text) is simple
+    assert _outcome(NameAddr.parse, text) == _outcome(NameAddr._parse_general, text)
