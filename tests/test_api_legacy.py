@@ -283,6 +283,13 @@ async def test_eqivo_extensions_admin_endpoints_and_index(
     async with api.session.get(f"{api.base}/") as resp:
         assert resp.status == 200 and resp.content_type == "text/html"
         assert "/v0.1/" in await resp.text()
+    async with api.session.get(f"{api.base}/openapi.json") as resp:
+        doc = await resp.json()
+    call = doc["paths"]["/v0.1/Call/"]["post"]["requestBody"]["content"]
+    props = call["application/x-www-form-urlencoded"]["schema"]["properties"]
+    assert props["MachineDetection"]["enum"] == ["Enable", "DetectMessageEnd"]
+    assert props["MachineDetectionTimeout"]["maximum"] == 59 and "CoreUUID" in props
+    assert {"get", "post"} <= set(doc["paths"]["/v0.1/ReloadConfig/"]) and "/" in doc["paths"]
 
 
 # --- calls against sipp -----------------------------------------------------------------------

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from .request import (
+    AMD_MODES,
+    AMD_PARAMETERS,
     GATEWAY_RETRIES_DEFAULT,
     GATEWAY_TIMEOUT_DEFAULT,
     GROUP_CONFIRM_TIMEOUT_S,
@@ -110,6 +112,35 @@ def openapi_document() -> dict[str, Any]:
             "description": "Seconds after the first 18x (integer >= 0; ORIGINATOR_CANCEL).",
         },
         "AccountSID": {**s, "description": "Echoed in every callback."},
+        "CoreUUID": {
+            **s,
+            "description": "Eqivo: the core to run the call on; this server is one core (its id is "
+            "the CoreUUID of its callbacks), another id gets 'Unknown Core UUID'.",
+        },
+        "MachineDetection": {
+            **s,
+            "enum": list(AMD_MODES),
+            "description": "Eqivo's answering-machine detection; ignored with SendDigits. "
+            "Callbacks then carry AnsweredBy and MachineDetectionDuration.",
+        },
+        "AsyncAMD": {
+            **s,
+            "enum": ["true", "false"],
+            "description": "true (with AsyncAmdStatusCallback): the answer fetch does not wait; "
+            "the decision is posted to the callback.",
+        },
+        "AsyncAmdStatusCallback": _URL,
+        "AsyncAmdStatusCallbackMethod": {**s, "enum": ["GET", "POST"], "default": "POST"},
+        **{
+            name: {
+                "type": "integer",
+                "minimum": lo,
+                "maximum": hi,
+                "default": default,
+                "description": "Seconds." if scale == 1000 else "Milliseconds.",
+            }
+            for name, (_, lo, hi, default, scale) in AMD_PARAMETERS.items()
+        },
     }
     p = "/v0.1/"
     paths: dict[str, Any] = {
@@ -117,7 +148,7 @@ def openapi_document() -> dict[str, Any]:
             "Originate a call (gateway failover)",
             call_props,
             ["From", "To", "Gateways", "AnswerUrl"],
-            {"RequestUUID": s},
+            {"RequestUUID": s, "RestApiServer": s},
         ),
         f"{p}BulkCall/": _post(
             "Several calls: To, Gateways and per-call values split by Delimiter",
@@ -228,5 +259,23 @@ def openapi_document() -> dict[str, Any]:
             {"CallUUID": uuid, "RecordFile": s},
             ["CallUUID", "RecordFile"],
         ),
+        **{
+            f"{p}{name}/": {
+                m: _post(f"Not supported: answers Success false ({why})", {}, [])["post"]
+                for m in ("get", "post")
+            }
+            for name, why in (
+                ("ReloadConfig", "the configuration is read at start"),
+                ("ReloadCacheConfig", "there is no cache server"),
+            )
+        },
+        "/": {
+            "get": {
+                "summary": "The framework's index page (HTML)",
+                "tags": ["v0.1"],
+                "security": [],
+                "responses": {"200": {"description": "text/html"}},
+            }
+        },
     }
     return {"info": {"title": "softswitch: legacy framework API", "version": "0.1"}, "paths": paths}
