@@ -3,6 +3,7 @@ names and the callback parameters of DIALECTS.md §1.6, signed ``X-Plivo-Signatu
 
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -21,13 +22,57 @@ from .codes import STATUSES
 if TYPE_CHECKING:
     from ...call import Call
 
-__all__ = ["NAME", "SIGNATURE", "SIGNERS", "LegacyDialect"]
+__all__ = [
+    "CORE_UUID",
+    "NAME",
+    "REST_API_SERVER",
+    "SIGNATURE",
+    "SIGNERS",
+    "LegacyDialect",
+    "answered_by",
+]
 
 NAME = "legacy"
 #: The framework's callback signature: base64 HMAC-SHA1 of the URL and the sorted
 #: parameters, keyed by the account's auth token, in ``X-Plivo-Signature``.
 SIGNATURE = "x-plivo-signature"
 SIGNERS: Mapping[str, Signer] = {SIGNATURE: url_params_signer("X-Plivo-Signature")}
+#: Eqivo's ``CoreUUID`` (the FreeSWITCH core a call runs on): this process is the one core,
+#: named by an id drawn at start. Sent in every callback; a ``Call`` naming another core is
+#: refused ("Unknown Core UUID").
+CORE_UUID = str(uuid.uuid4())
+#: Eqivo's ``RestApiServer`` (the API server that handled the request): this host's name.
+REST_API_SERVER = socket.gethostname() or "localhost"
+
+
+def answered_by(result: Any, mode: str | None) -> str:
+    """Eqivo's ``AnsweredBy`` (Twilio's vocabulary) of a decision (``media.amd.AmdResult``):
+    ``human``, ``unknown`` (NOTSURE); for a machine under ``Enable``, ``machine_start`` (or
+    ``machine_end_beep`` when a beep decided); under ``DetectMessageEnd`` how its greeting
+    ended: ``machine_end_beep``, ``machine_end_silence`` or ``machine_end_other``."""
+    if result.status == "NOTSURE":
+        return "unknown"
+    if not result.machine:
+        return "human"
+    if mode == "DetectMessageEnd":
+        end = getattr(result, "message_end", None)
+        if end == "BEEP":
+            return "machine_end_beep"
+        return "machine_end_silence" if end == "SILENCE" else "machine_end_other"
+    return "machine_end_beep" if result.beep_hz is not None else "machine_start"
+
+
+def _machine_params(call: Call) -> dict[str, str]:
+    """``AnsweredBy`` and ``MachineDetectionDuration`` (ms from the answer to the result;
+    for ``DetectMessageEnd``, to the end of the greeting) once the detector decided."""
+    result = call.machine
+    if result is None:
+        return {}
+    ended = getattr(result, "message_end_ms", None)
+    return {
+        "AnsweredBy": answered_by(result, call.spec.record_params.get("machine_detection")),
+        "MachineDetectionDuration": str(ended if ended is not None else result.decided_at_ms),
+    }
 
 
 def _number(value: str) -> str:
@@ -56,7 +101,9 @@ class LegacyDialect:
     signature = SIGNATURE
     signers = SIGNERS
 
-    def parse_document(self, document: str | bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Document:
+    def parse_document(
+        self, document: str | bytes, *, max_bytes: int = DEFAULT_MAX_BYTES
+    ) -> Document:
         return parse_document(document, max_bytes=max_bytes, legacy=True)
 
     def status_name(self, state: CallState, end: CallEnd | None) -> str:
@@ -79,6 +126,8 @@ class LegacyDialect:
             "To": _number(call.to),
             "Direction": call.direction,
             "CallUUID": call_uuid,
+            "RestApiServer": REST_API_SERVER,
+            "CoreUUID": CORE_UUID,
         }
         url: str | None
         if event is CallbackEvent.RING:
@@ -101,7 +150,17 @@ class LegacyDialect:
                 ALegUUID=call_uuid,
                 ALegRequestUUID=call.request_uuid,
             )
-            url = spec.answer.url if event is CallbackEvent.ANSWER else None
+            if event is CallbackEvent.ANSWER:
+                url = spec.answer.url
+            elif (
+                event is CallbackEvent.MACHINE_DETECTION
+                and spec.amd is not None
+                and spec.amd.webhook
+            ):
+                url = spec.amd.webhook.url
+            else:
+                url = None
+        params.update(_machine_params(call))
         sched = scheduled_hangup_id(call)
         if sched is not None and event is not CallbackEvent.RING:
             params["ScheduledHangupId"] = sched
@@ -111,7 +170,15 @@ class LegacyDialect:
         return {**_url_query(url), **params}
 
     def machine_fields(self, call: Call, result: Any) -> dict[str, Any]:
-        return {}
+        """Kept in the record's ``extra.machine_detection``."""
+        mode = call.spec.record_params.get("machine_detection")
+        return {
+            "AnsweredBy": answered_by(result, mode),
+            "mode": mode,
+            "status": result.status,
+            "reason": result.reason,
+            "decided_at_ms": result.decided_at_ms,
+        }
 
     def recording_params(self, call: Call, recording: Mapping[str, Any]) -> dict[str, str]:
         return {
@@ -143,9 +210,13 @@ class LegacyDialect:
             "ALegRequestUUID": str(record["request_uuid"]),
             "CallStatus": "completed",
             "HangupCause": causes.SYSTEM_SHUTDOWN,
+            "RestApiServer": REST_API_SERVER,
+            "CoreUUID": CORE_UUID,
         }
         if stored.get("account_sid"):
             params["AccountSID"] = str(stored["account_sid"])
-        fields = {"hangup_cause_name": causes.SYSTEM_SHUTDOWN,
-                  "hangup_cause_code": causes.Q850_CODES.get(causes.SYSTEM_SHUTDOWN)}
+        fields = {
+            "hangup_cause_name": causes.SYSTEM_SHUTDOWN,
+            "hangup_cause_code": causes.Q850_CODES.get(causes.SYSTEM_SHUTDOWN),
+        }
         return fields, str(url), "POST", params

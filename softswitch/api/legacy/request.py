@@ -13,6 +13,9 @@ its exact messages, and its FreeSWITCH dial-string fragments read without FreeSW
 * Codec lists (:func:`attempt_codecs`, DIALECTS.md §1.5 and A10): a codec the media engine
   cannot encode (G729, OPUS...) is dropped with a log line; an attempt left with none fails
   at once with ``INCOMPATIBLE_DESTINATION``, without an INVITE.
+* Eqivo's extensions (DIALECTS.md §1.3): ``CoreUUID`` (this server is one core) and the
+  Twilio-style ``MachineDetection`` family (:func:`parse_amd`) onto the core's
+  :class:`~softswitch.model.AmdSettings`, with Eqivo's messages.
 
 No I/O here: whether a configured trunk exists is asked through ``has_gateway``.
 """
@@ -25,15 +28,28 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
+from media.amd import AmdParams
 from media.dtmf import parse_send_digits
 from media.engine import SUPPORTED_CODECS
 from sip import causes
 
-from ...model import CallbackEvent, CallSpec, DialAttempt, DigitPlan, ForkGroup, Timers, Webhook
+from ...model import (
+    AmdMode,
+    AmdSettings,
+    CallbackEvent,
+    CallSpec,
+    DialAttempt,
+    DigitPlan,
+    ForkGroup,
+    HttpMethod,
+    Timers,
+    Webhook,
+)
 from ..values import int64, is_http_url
 from .codes import CHAN_NOT_IMPLEMENTED, INVALID_GATEWAY, USER_NOT_REGISTERED
 
 __all__ = [
+    "AMD_PARAMETERS",
     "GATEWAY_RETRIES_DEFAULT",
     "GATEWAY_TIMEOUT_DEFAULT",
     "LegacyError",
@@ -41,6 +57,7 @@ __all__ = [
     "gateway_attempt",
     "GROUP_CONFIRM_TIMEOUT_S",
     "GROUP_REJECT_CAUSES_DEFAULT",
+    "parse_amd",
     "parse_bulk_call",
     "parse_call",
     "parse_group_call",
@@ -142,8 +159,12 @@ def _with_codecs(attempt: DialAttempt, codecs: str, gateway: str) -> DialAttempt
         return attempt
     kept, dropped = attempt_codecs(codecs)
     if dropped:
-        log.info("gateway %s: codecs %s dropped (the media engine has %s)",
-                 gateway, ", ".join(dropped), ", ".join(SUPPORTED_CODECS))
+        log.info(
+            "gateway %s: codecs %s dropped (the media engine has %s)",
+            gateway,
+            ", ".join(dropped),
+            ", ".join(SUPPORTED_CODECS),
+        )
     if attempt.fail_cause is not None:
         return attempt
     if not kept:
@@ -189,9 +210,66 @@ def _optional_int(data: Mapping[str, Any], name: str) -> int | None:
         return None  # the framework ignores a value that is not an integer (or past 64 bits)
 
 
+#: Eqivo's machine-detection tuning (an FiCore extension, Twilio's names): parameter →
+#: (``AmdParams`` field, min, max, Eqivo's default, scale to ms). Eqivo checks each only when
+#: ``MachineDetection`` is given, in this order, with the messages of :func:`parse_amd`.
+AMD_PARAMETERS: dict[str, tuple[str, int, int, int, int]] = {
+    "MachineDetectionTimeout": ("total_ms", 3, 59, 30, 1000),
+    "MachineDetectionSpeechThreshold": ("greeting_ms", 1000, 6000, 2400, 1),
+    "MachineDetectionSpeechEndThreshold": ("after_greeting_silence_ms", 500, 5000, 1200, 1),
+    "MachineDetectionSilenceTimeout": ("initial_silence_ms", 2000, 10000, 5000, 1),
+}
+AMD_MODES = ("Enable", "DetectMessageEnd")
+
+
+def parse_amd(data: Mapping[str, Any]) -> AmdSettings | None:
+    """Eqivo's ``MachineDetection`` (``Enable`` | ``DetectMessageEnd``), ``AsyncAMD``,
+    ``AsyncAmdStatusCallback[Method]`` and the tuning of :data:`AMD_PARAMETERS`, with its
+    checks in its order. ``SendDigits`` present: detection is ignored (Eqivo, after Twilio).
+    ``AsyncAMD=true`` with a callback: the application starts at once and the decision is
+    posted there; otherwise the answer fetch waits for it (``AsyncAMD`` without a callback
+    has nowhere to post, so it waits too). ``DetectMessageEnd`` also waits, for a machine, for
+    the end of its greeting (the speech-end silence or the beep) within the timeout."""
+    mode = _text(data, "MachineDetection")
+    if not mode:
+        return None
+    if mode not in AMD_MODES:
+        raise LegacyError("MachineDetection is not Valid")
+    if _text(data, "SendDigits"):
+        return None
+    method = _text(data, "AsyncAmdStatusCallbackMethod") or "POST"
+    if method not in ("GET", "POST"):
+        raise LegacyError("AsyncAmdStatusCallbackMethod must be 'GET' or 'POST'")
+    callback = _text(data, "AsyncAmdStatusCallback")
+    if callback and not is_http_url(callback):
+        raise LegacyError("AsyncAmdStatusCallback is not Valid")
+    fields: dict[str, int] = {}
+    for name, (field_name, lo, hi, default, scale) in AMD_PARAMETERS.items():
+        raw = _text(data, name)
+        if raw:
+            try:
+                value = int64(raw)
+            except ValueError:
+                raise LegacyError(f"{name} must be an integer") from None
+            if not lo <= value <= hi:
+                raise LegacyError(f"{name} Parameter must be between {lo} and {hi}")
+        else:
+            value = default
+        fields[field_name] = value * scale
+    if mode == "DetectMessageEnd":
+        fields["message_end_silence_ms"] = fields["after_greeting_silence_ms"]
+        fields["beep_wait_ms"] = fields["total_ms"]
+    webhook = None
+    if _text(data, "AsyncAMD") == "true" and callback:
+        webhook = Webhook(callback, HttpMethod(method))
+    return AmdSettings(mode=AmdMode.DETECT, params=AmdParams(**fields), webhook=webhook)  # type: ignore[arg-type]
+
+
 def _check_call(data: Mapping[str, Any], *, extra_mandatory: tuple[str, ...] = ()) -> None:
     """The framework's first checks, in its order (the first failure wins)."""
-    if not all(_text(data, name) for name in ("From", "To", "Gateways", "AnswerUrl", *extra_mandatory)):
+    if not all(
+        _text(data, name) for name in ("From", "To", "Gateways", "AnswerUrl", *extra_mandatory)
+    ):
         raise LegacyError("Mandatory Parameters Missing")
     if not is_http_url(_text(data, "AnswerUrl")):
         raise LegacyError("AnswerUrl is not Valid")
@@ -202,8 +280,18 @@ def _check_call(data: Mapping[str, Any], *, extra_mandatory: tuple[str, ...] = (
 
 
 #: ``BulkCall`` parameters split by ``Delimiter``: one item per call, or one for all.
-BULK_SPLIT = ("To", "Gateways", "GatewayCodecs", "GatewayTimeouts", "GatewayRetries", "SendDigits",
-              "TimeLimit", "HangupOnRing", "CallerName", "ExtraDialString")
+BULK_SPLIT = (
+    "To",
+    "Gateways",
+    "GatewayCodecs",
+    "GatewayTimeouts",
+    "GatewayRetries",
+    "SendDigits",
+    "TimeLimit",
+    "HangupOnRing",
+    "CallerName",
+    "ExtraDialString",
+)
 
 
 def parse_bulk_call(
@@ -231,17 +319,30 @@ def parse_bulk_call(
         for name in BULK_SPLIT:
             items = _text(data, name).split(delimiter)
             one[name] = items[i] if len(items) == len(to_list) else items[0]
-        specs.append(parse_call(one, dialect=dialect, has_gateway=has_gateway, digits_tone_ms=digits_tone_ms))
+        specs.append(
+            parse_call(one, dialect=dialect, has_gateway=has_gateway, digits_tone_ms=digits_tone_ms)
+        )
     return specs
 
 
 #: ``GroupCall`` parameters split by ``Delimiter``, item *i* for member *i* (a missing item
 #: is empty, as the framework's ``pop(0)``); ``ExtraDialString`` is shared by every member.
-GROUP_SPLIT = ("To", "Gateways", "GatewayCodecs", "GatewayTimeouts", "GatewayRetries", "SendDigits",
-               "SendOnPreanswer", "TimeLimit", "HangupOnRing", "CallerName")
+GROUP_SPLIT = (
+    "To",
+    "Gateways",
+    "GatewayCodecs",
+    "GatewayTimeouts",
+    "GatewayRetries",
+    "SendDigits",
+    "SendOnPreanswer",
+    "TimeLimit",
+    "HangupOnRing",
+    "CallerName",
+)
 #: ``RejectCauses`` when not given (Eqivo's default; the framework defines the same list).
 GROUP_REJECT_CAUSES_DEFAULT = frozenset(
-    {"NO_ANSWER", "ORIGINATOR_CANCEL", "ALLOTTED_TIMEOUT", "NO_USER_RESPONSE", "CALL_REJECTED"})
+    {"NO_ANSWER", "ORIGINATOR_CANCEL", "ALLOTTED_TIMEOUT", "NO_USER_RESPONSE", "CALL_REJECTED"}
+)
 #: Seconds an answering member has to press ``ConfirmKey`` (FreeSWITCH waits without end
 #: once answered; softswitch bounds it).
 GROUP_CONFIRM_TIMEOUT_S = 20.0
@@ -277,12 +378,21 @@ def parse_group_call(
         for name in GROUP_SPLIT:
             items = _text(data, name).split(delimiter)
             one[name] = items[i] if i < len(items) else ""
-        specs.append(parse_call(one, dialect=dialect, has_gateway=has_gateway, digits_tone_ms=digits_tone_ms))
+        specs.append(
+            parse_call(one, dialect=dialect, has_gateway=has_gateway, digits_tone_ms=digits_tone_ms)
+        )
     raw_causes = _text(data, "RejectCauses")
-    reject = (frozenset(c.strip().upper() for c in raw_causes.split(",") if c.strip())
-              if raw_causes else GROUP_REJECT_CAUSES_DEFAULT)
-    group = ForkGroup(confirm_sounds=sounds, confirm_key=_text(data, "ConfirmKey") or None,
-                      confirm_timeout=confirm_timeout, reject_causes=reject)
+    reject = (
+        frozenset(c.strip().upper() for c in raw_causes.split(",") if c.strip())
+        if raw_causes
+        else GROUP_REJECT_CAUSES_DEFAULT
+    )
+    group = ForkGroup(
+        confirm_sounds=sounds,
+        confirm_key=_text(data, "ConfirmKey") or None,
+        confirm_timeout=confirm_timeout,
+        reject_causes=reject,
+    )
     return specs, group
 
 
@@ -292,12 +402,21 @@ def parse_call(
     dialect: str,
     has_gateway: Callable[[str], bool],
     digits_tone_ms: int | None = None,
+    core_uuid: str | None = None,
 ) -> CallSpec:
     """Validate a ``Call`` form in the framework's order (the first failure wins, its exact
-    message in :class:`LegacyError`) and build the spec."""
+    message in :class:`LegacyError`) and build the spec. ``core_uuid``: this server's
+    ``CoreUUID``; a request naming another is refused (Eqivo's "Unknown Core UUID")."""
     _check_call(data)
+    requested_core = _text(data, "CoreUUID")
+    if core_uuid is not None and requested_core and requested_core != core_uuid:
+        raise LegacyError("Unknown Core UUID")
+    amd = parse_amd(data)
     frm, to_raw, gateways_raw, answer_url = (
-        _text(data, "From"), _text(data, "To"), _text(data, "Gateways"), _text(data, "AnswerUrl"),
+        _text(data, "From"),
+        _text(data, "To"),
+        _text(data, "Gateways"),
+        _text(data, "AnswerUrl"),
     )
     ring_url = _text(data, "RingUrl")
     hangup_url = _text(data, "HangupUrl") or answer_url  # the framework's default
@@ -318,13 +437,20 @@ def parse_call(
         pass
     headers: dict[str, str] = {}
     for key, value in extra.items():
-        if key.startswith("sip_h_") and _HEADER_NAME_RE.match(key[6:]) and "\r" not in value and "\n" not in value:
+        if (
+            key.startswith("sip_h_")
+            and _HEADER_NAME_RE.match(key[6:])
+            and "\r" not in value
+            and "\n" not in value
+        ):
             headers[key[6:]] = value
 
     gateways = [g.strip() for g in gateways_raw.split(",") if g.strip()]
     retries = _int_items(_text(data, "GatewayRetries"))
     timeouts = _int_items(_text(data, "GatewayTimeouts"))
-    codecs = split_outside_quotes(_text(data, "GatewayCodecs")) if _text(data, "GatewayCodecs") else []
+    codecs = (
+        split_outside_quotes(_text(data, "GatewayCodecs")) if _text(data, "GatewayCodecs") else []
+    )
     # A gateway's own GatewayCodecs item wins over absolute_codec_string (the framework
     # writes it after ExtraDialString in the same {...} of the originate string).
     all_codecs = extra.get("absolute_codec_string", "")
@@ -346,14 +472,18 @@ def parse_call(
             steps = parse_send_digits(send_digits, default_tone_ms=digits_tone_ms)
         except ValueError:
             raise LegacyError("SendDigits is not Valid") from None
-        digits = DigitPlan(send_digits, tuple(steps), on_preanswer=_text(data, "SendOnPreanswer") == "true")
+        digits = DigitPlan(
+            send_digits, tuple(steps), on_preanswer=_text(data, "SendOnPreanswer") == "true"
+        )
 
     time_limit = _optional_int(data, "TimeLimit")
     hangup_on_ring = _optional_int(data, "HangupOnRing")
     timers = Timers(
         ring_timeout=attempts[0].ring_timeout or default_timeout,
         time_limit=float(time_limit) if time_limit is not None and time_limit > 0 else None,
-        hangup_on_ring=float(hangup_on_ring) if hangup_on_ring is not None and hangup_on_ring >= 0 else None,
+        hangup_on_ring=float(hangup_on_ring)
+        if hangup_on_ring is not None and hangup_on_ring >= 0
+        else None,
         hangup_on_ring_cause=causes.ORIGINATOR_CANCEL,
     )
     notify: dict[CallbackEvent, Webhook] = {CallbackEvent.HANGUP: Webhook(hangup_url)}
@@ -369,6 +499,7 @@ def parse_call(
         "hangup_url": hangup_url,
         "ring_url": ring_url or None,
         "account_sid": account_sid,
+        "machine_detection": _text(data, "MachineDetection") if amd is not None else None,
         "extra_dial_string": {k: v for k, v in extra.items() if not k.startswith("sip_h_")},
     }
     return CallSpec(
@@ -380,6 +511,7 @@ def parse_call(
         sip_headers=headers,
         attempts=tuple(attempts),
         digits=digits,
+        amd=amd,
         notify=notify,
         dialect=dialect,
         record_params=record,

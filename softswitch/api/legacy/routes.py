@@ -31,7 +31,7 @@ from ..http import (
     recording_file,
 )
 from ..values import int64, is_http_url
-from .dialect import NAME
+from .dialect import CORE_UUID, NAME, REST_API_SERVER
 from .openapi import openapi_document
 from .request import (
     GROUP_CONFIRM_TIMEOUT_S,
@@ -49,9 +49,20 @@ PREFIX = "/v0.1/"
 
 #: Endpoints answered ``Success: false`` (no conference bridge, no sound effects).
 UNSUPPORTED: tuple[str, ...] = (
-    "ConferenceMute", "ConferenceUnmute", "ConferenceKick", "ConferenceHangup", "ConferenceDeaf",
-    "ConferenceUndeaf", "ConferenceRecordStart", "ConferenceRecordStop", "ConferencePlay",
-    "ConferenceSpeak", "ConferenceListMembers", "ConferenceList", "SoundTouch", "SoundTouchStop",
+    "ConferenceMute",
+    "ConferenceUnmute",
+    "ConferenceKick",
+    "ConferenceHangup",
+    "ConferenceDeaf",
+    "ConferenceUndeaf",
+    "ConferenceRecordStart",
+    "ConferenceRecordStop",
+    "ConferencePlay",
+    "ConferenceSpeak",
+    "ConferenceListMembers",
+    "ConferenceList",
+    "SoundTouch",
+    "SoundTouchStop",
 )
 
 
@@ -67,7 +78,6 @@ def answer(success: bool, message: str, **extra: Any) -> web.Response:
     return json_response(200, {"Success": success, "Message": message, **extra})
 
 
-
 def _time_seconds(raw: str, missing: str) -> int:
     """The ``Time`` parameter of ScheduleHangup/SchedulePlay: whole seconds > 0, with the
     framework's messages (``missing`` differs between the two endpoints)."""
@@ -81,6 +91,7 @@ def _time_seconds(raw: str, missing: str) -> int:
         raise LegacyError("Time Parameter must be > 0 !")
     return seconds
 
+
 async def _form(request: web.Request) -> dict[str, str]:
     """The form fields (a JSON or other body has none: the framework reads the form only)."""
     try:
@@ -92,7 +103,9 @@ async def _form(request: web.Request) -> dict[str, str]:
     return {k: v.strip() for k, v in form.items() if isinstance(v, str)}
 
 
-LegacyHandler = Callable[[web.Request, AccountLimits, CallManager, dict[str, str]], Awaitable[web.Response]]
+LegacyHandler = Callable[
+    [web.Request, AccountLimits, CallManager, dict[str, str]], Awaitable[web.Response]
+]
 
 
 def endpoint(fn: LegacyHandler) -> Handler:
@@ -131,29 +144,45 @@ def _has_gateway(manager: CallManager) -> Callable[[str], bool]:
 
 
 @endpoint
-async def call(request: web.Request, account: AccountLimits, manager: CallManager,
-               form: dict[str, str]) -> web.Response:
+async def call(
+    request: web.Request, account: AccountLimits, manager: CallManager, form: dict[str, str]
+) -> web.Response:
     """``Call``: originate one call with gateway failover."""
     try:
-        spec = parse_call(form, dialect=NAME, has_gateway=_has_gateway(manager),
-                          digits_tone_ms=request.app[DIGITS_TONE_MS_KEY])
+        spec = parse_call(
+            form,
+            dialect=NAME,
+            has_gateway=_has_gateway(manager),
+            digits_tone_ms=request.app[DIGITS_TONE_MS_KEY],
+            core_uuid=CORE_UUID,
+        )
     except LegacyError as exc:
-        return answer(False, exc.message, RequestUUID="")
+        return answer(False, exc.message, RequestUUID="", RestApiServer=REST_API_SERVER)
     try:
         result = await manager.admit(account, spec)
     except CallError as exc:
         log.info("Call refused: %s", exc.message)
-        return answer(False, "Call Request Failed", RequestUUID="")
-    return answer(True, "Call Request Executed", RequestUUID=result.request_uuids[0])
+        return answer(False, "Call Request Failed", RequestUUID="", RestApiServer=REST_API_SERVER)
+    return answer(
+        True,
+        "Call Request Executed",
+        RequestUUID=result.request_uuids[0],
+        RestApiServer=REST_API_SERVER,
+    )
 
 
 @endpoint
-async def bulk_call(request: web.Request, account: AccountLimits, manager: CallManager,
-                    form: dict[str, str]) -> web.Response:
+async def bulk_call(
+    request: web.Request, account: AccountLimits, manager: CallManager, form: dict[str, str]
+) -> web.Response:
     """``BulkCall``: several ``Call``s at once, values split by ``Delimiter``."""
     try:
-        specs = parse_bulk_call(form, dialect=NAME, has_gateway=_has_gateway(manager),
-                                digits_tone_ms=request.app[DIGITS_TONE_MS_KEY])
+        specs = parse_bulk_call(
+            form,
+            dialect=NAME,
+            has_gateway=_has_gateway(manager),
+            digits_tone_ms=request.app[DIGITS_TONE_MS_KEY],
+        )
     except LegacyError as exc:
         return answer(False, exc.message, RequestUUID=[])
     uuids: list[str] = []
@@ -170,14 +199,19 @@ async def bulk_call(request: web.Request, account: AccountLimits, manager: CallM
 
 
 @endpoint
-async def group_call(request: web.Request, account: AccountLimits, manager: CallManager,
-                     form: dict[str, str]) -> web.Response:
+async def group_call(
+    request: web.Request, account: AccountLimits, manager: CallManager, form: dict[str, str]
+) -> web.Response:
     """``GroupCall``: ring every member at once (a parallel fork); the first to answer (and
     to press ``ConfirmKey``) wins, the others are cancelled. One ``RequestUUID``."""
     try:
         specs, group = parse_group_call(
-            form, dialect=NAME, has_gateway=_has_gateway(manager), digits_tone_ms=request.app[DIGITS_TONE_MS_KEY],
-            confirm_timeout=GROUP_CONFIRM_TIMEOUT_S)
+            form,
+            dialect=NAME,
+            has_gateway=_has_gateway(manager),
+            digits_tone_ms=request.app[DIGITS_TONE_MS_KEY],
+            confirm_timeout=GROUP_CONFIRM_TIMEOUT_S,
+        )
         result = await manager.admit_fork(account, specs, group)
     except CallError as exc:
         log.info("GroupCall refused: %s", exc.message)
@@ -194,8 +228,9 @@ def _fork_members(found: Any) -> list[Any]:
 
 
 @endpoint
-async def hangup_call(request: web.Request, account: AccountLimits, manager: CallManager,
-                      form: dict[str, str]) -> web.Response:
+async def hangup_call(
+    request: web.Request, account: AccountLimits, manager: CallManager, form: dict[str, str]
+) -> web.Response:
     """``HangupCall``: by ``CallUUID``, or by ``RequestUUID`` (also ringing or queued)."""
     call_uuid, request_uuid = form.get("CallUUID", ""), form.get("RequestUUID", "")
     if not call_uuid and not request_uuid:
@@ -208,23 +243,29 @@ async def hangup_call(request: web.Request, account: AccountLimits, manager: Cal
         found = manager.live_by_request(account.auth_id, request_uuid)
     if found is None:
         raise LegacyError("Hangup Call Failed")
-    for target in _fork_members(found) if request_uuid else [found]:  # a group's RequestUUID: every member
+    for target in (
+        _fork_members(found) if request_uuid else [found]
+    ):  # a group's RequestUUID: every member
         await manager.hangup(target)
     return answer(True, "Hangup Call Executed")
 
 
 @endpoint
-async def hangup_all_calls(request: web.Request, account: AccountLimits, manager: CallManager,
-                           form: dict[str, str]) -> web.Response:
+async def hangup_all_calls(
+    request: web.Request, account: AccountLimits, manager: CallManager, form: dict[str, str]
+) -> web.Response:
     """``HangupAllCalls``: every live or queued call of the account."""
-    for found in manager.live_calls(account.auth_id) + manager.live_calls(account.auth_id, status="queued"):
+    for found in manager.live_calls(account.auth_id) + manager.live_calls(
+        account.auth_id, status="queued"
+    ):
         await manager.hangup(found)
     return answer(True, "All Calls Hungup")
 
 
 @endpoint
-async def transfer_call(request: web.Request, account: AccountLimits, manager: CallManager,
-                        form: dict[str, str]) -> web.Response:
+async def transfer_call(
+    request: web.Request, account: AccountLimits, manager: CallManager, form: dict[str, str]
+) -> web.Response:
     """``TransferCall``: the call stops its document and runs the one at ``Url``."""
     call_uuid, url = form.get("CallUUID", ""), form.get("Url", "")
     if not call_uuid:
@@ -244,8 +285,9 @@ async def transfer_call(request: web.Request, account: AccountLimits, manager: C
 
 
 @endpoint
-async def schedule_hangup(request: web.Request, account: AccountLimits, manager: CallManager,
-                          form: dict[str, str]) -> web.Response:
+async def schedule_hangup(
+    request: web.Request, account: AccountLimits, manager: CallManager, form: dict[str, str]
+) -> web.Response:
     """``ScheduleHangup``: end the call ``Time`` seconds from now (``ALLOTTED_TIMEOUT``)."""
     call_uuid, raw = form.get("CallUUID", ""), form.get("Time", "")
     try:
@@ -261,29 +303,43 @@ async def schedule_hangup(request: web.Request, account: AccountLimits, manager:
             raise LegacyError(f"ScheduleHangup Failed: {exc.message}") from None
     except LegacyError as exc:
         return answer(False, exc.message, SchedHangupId="")
-    return answer(True, f"ScheduleHangup Done with SchedHangupId {sched_id}", SchedHangupId=sched_id)
+    return answer(
+        True, f"ScheduleHangup Done with SchedHangupId {sched_id}", SchedHangupId=sched_id
+    )
 
 
 @endpoint
-async def cancel_scheduled_hangup(request: web.Request, account: AccountLimits, manager: CallManager,
-                                  form: dict[str, str]) -> web.Response:
+async def cancel_scheduled_hangup(
+    request: web.Request, account: AccountLimits, manager: CallManager, form: dict[str, str]
+) -> web.Response:
     """``CancelScheduledHangup``: ``SchedHangupId`` from ``ScheduleHangup``."""
     sched_id = form.get("SchedHangupId", "")
     if not sched_id:
         raise LegacyError("SchedHangupId Parameter must be present")
-    mine = [c for c in manager.live_calls(account.auth_id) if c.timers is not None and sched_id in c.timers.scheduled]
+    mine = [
+        c
+        for c in manager.live_calls(account.auth_id)
+        if c.timers is not None and sched_id in c.timers.scheduled
+    ]
     if not mine or not manager.cancel_scheduled_hangup(sched_id):
-        raise LegacyError(f"Scheduled Hangup Cancelation Failed: SchedHangupId {sched_id} not found")
+        raise LegacyError(
+            f"Scheduled Hangup Cancelation Failed: SchedHangupId {sched_id} not found"
+        )
     return answer(True, "Scheduled Hangup Canceled")
 
 
 @endpoint
-async def send_digits(request: web.Request, account: AccountLimits, manager: CallManager,
-                      form: dict[str, str]) -> web.Response:
+async def send_digits(
+    request: web.Request, account: AccountLimits, manager: CallManager, form: dict[str, str]
+) -> web.Response:
     """``SendDigits``: DTMF on the A leg (``Leg=aleg``, default) or the bridged B leg."""
     from media.dtmf import parse_send_digits
 
-    call_uuid, digits, leg = form.get("CallUUID", ""), form.get("Digits", ""), form.get("Leg", "") or "aleg"
+    call_uuid, digits, leg = (
+        form.get("CallUUID", ""),
+        form.get("Digits", ""),
+        form.get("Leg", "") or "aleg",
+    )
     if not call_uuid:
         raise LegacyError("CallUUID Parameter Missing")
     if not digits:
@@ -346,7 +402,9 @@ def _play_order(form: dict[str, str]) -> PlayOrder:
     urls = tuple(u.strip() for u in sounds.split(form.get("Delimiter") or ",") if u.strip())
     if not urls or not all(is_http_url(u) for u in urls):  # softswitch plays URLs, not server paths
         raise LegacyError("Sounds Parameter is Invalid")
-    return PlayOrder(urls, length, legs, form.get("Loop") == "true", form.get("Mix", "true") != "false")
+    return PlayOrder(
+        urls, length, legs, form.get("Loop") == "true", form.get("Mix", "true") != "false"
+    )
 
 
 def _play_checks(form: dict[str, str]) -> tuple[str, PlayOrder]:
@@ -359,8 +417,9 @@ def _play_checks(form: dict[str, str]) -> tuple[str, PlayOrder]:
 
 
 @endpoint
-async def play(request: web.Request, account: AccountLimits, manager: CallManager,
-               form: dict[str, str]) -> web.Response:
+async def play(
+    request: web.Request, account: AccountLimits, manager: CallManager, form: dict[str, str]
+) -> web.Response:
     """``Play``: audio URLs (``Sounds``, split by ``Delimiter``) on the call's leg(s)."""
     call_uuid, order = _play_checks(form)
     found = manager.live_call(account.auth_id, call_uuid)
@@ -377,8 +436,9 @@ _SCHED_PLAYS = "scheduled_plays"
 
 
 @endpoint
-async def schedule_play(request: web.Request, account: AccountLimits, manager: CallManager,
-                        form: dict[str, str]) -> web.Response:
+async def schedule_play(
+    request: web.Request, account: AccountLimits, manager: CallManager, form: dict[str, str]
+) -> web.Response:
     """``SchedulePlay``: ``Play`` in ``Time`` seconds; answers a ``SchedPlayId``."""
     try:
         call_uuid, order = _play_checks(form)
@@ -396,7 +456,9 @@ async def schedule_play(request: web.Request, account: AccountLimits, manager: C
         try:
             await manager.live_ops.play(found, order)
         except CallError as exc:
-            log.info("call %s: scheduled play %s not started: %s", found.call_uuid, sched_id, exc.message)
+            log.info(
+                "call %s: scheduled play %s not started: %s", found.call_uuid, sched_id, exc.message
+            )
 
     def fire() -> None:
         plays.pop(sched_id, None)
@@ -404,12 +466,15 @@ async def schedule_play(request: web.Request, account: AccountLimits, manager: C
             manager.spawn(start(), f"sched-play-{sched_id}")
 
     plays[sched_id] = manager.scheduler.call_later(float(seconds), fire)
-    return answer(True, f"SchedulePlay Request Done with SchedPlayId {sched_id}", SchedPlayId=sched_id)
+    return answer(
+        True, f"SchedulePlay Request Done with SchedPlayId {sched_id}", SchedPlayId=sched_id
+    )
 
 
 @endpoint
-async def cancel_scheduled_play(request: web.Request, account: AccountLimits, manager: CallManager,
-                                form: dict[str, str]) -> web.Response:
+async def cancel_scheduled_play(
+    request: web.Request, account: AccountLimits, manager: CallManager, form: dict[str, str]
+) -> web.Response:
     """``CancelScheduledPlay``: ``SchedPlayId`` from ``SchedulePlay``."""
     sched_id = form.get("SchedPlayId", "")
     if not sched_id:
@@ -423,8 +488,9 @@ async def cancel_scheduled_play(request: web.Request, account: AccountLimits, ma
 
 
 @endpoint
-async def play_stop(request: web.Request, account: AccountLimits, manager: CallManager,
-                    form: dict[str, str]) -> web.Response:
+async def play_stop(
+    request: web.Request, account: AccountLimits, manager: CallManager, form: dict[str, str]
+) -> web.Response:
     """``PlayStop``: stop what ``Play`` started."""
     call_uuid = form.get("CallUUID", "")
     if not call_uuid:
@@ -437,8 +503,9 @@ async def play_stop(request: web.Request, account: AccountLimits, manager: CallM
 
 
 @endpoint
-async def record_start(request: web.Request, account: AccountLimits, manager: CallManager,
-                       form: dict[str, str]) -> web.Response:
+async def record_start(
+    request: web.Request, account: AccountLimits, manager: CallManager, form: dict[str, str]
+) -> web.Response:
     """``RecordStart``: record the call; ``RecordFile`` is the recording's URL."""
     call_uuid = form.get("CallUUID", "")
     if not call_uuid:
@@ -464,8 +531,9 @@ async def record_start(request: web.Request, account: AccountLimits, manager: Ca
 
 
 @endpoint
-async def record_stop(request: web.Request, account: AccountLimits, manager: CallManager,
-                      form: dict[str, str]) -> web.Response:
+async def record_stop(
+    request: web.Request, account: AccountLimits, manager: CallManager, form: dict[str, str]
+) -> web.Response:
     """``RecordStop``: the recording at ``RecordFile``, or ``all``."""
     call_uuid, record_file = form.get("CallUUID", ""), form.get("RecordFile", "")
     if not call_uuid:
@@ -480,9 +548,43 @@ async def record_stop(request: web.Request, account: AccountLimits, manager: Cal
     return answer(True, "RecordStop Executed")
 
 
+@endpoint
+async def reload_config(
+    request: web.Request, account: AccountLimits, manager: CallManager, form: dict[str, str]
+) -> web.Response:
+    """``ReloadConfig``: softswitch reads its configuration once, at start (restart it, or
+    drain and restart, to change it); answered as the framework's failure."""
+    return answer(
+        False, "ReloadConfig Failed -- not supported: softswitch reads its configuration at start"
+    )
+
+
+@endpoint
+async def reload_cache_config(
+    request: web.Request, account: AccountLimits, manager: CallManager, form: dict[str, str]
+) -> web.Response:
+    """``ReloadCacheConfig``: there is no cache server to reconfigure."""
+    return answer(
+        False, "ReloadCacheConfig Failed -- not supported: softswitch has no cache server"
+    )
+
+
+INDEX_PAGE = (
+    "<html><head><title>softswitch</title></head><body>"
+    "<p>softswitch: the legacy Plivo framework REST API is served under /v0.1/ "
+    "(its description: /openapi.json).</p></body></html>"
+)
+
+
+async def index(request: web.Request) -> web.Response:
+    """``GET /``: the framework's welcome page (no authentication, no server details)."""
+    return web.Response(text=INDEX_PAGE, content_type="text/html")
+
+
 def _unsupported(name: str) -> Handler:
-    async def handle(request: web.Request, account: AccountLimits, manager: CallManager,
-                     form: dict[str, str]) -> web.Response:
+    async def handle(
+        request: web.Request, account: AccountLimits, manager: CallManager, form: dict[str, str]
+    ) -> web.Response:
         return answer(False, f"{name} is not supported by this server")
 
     handle.__name__ = f"unsupported_{name}"
@@ -506,6 +608,9 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     (f"{PREFIX}RecordStart/", "POST", record_start),
     (f"{PREFIX}RecordStop/", "POST", record_stop),
     *((f"{PREFIX}{name}/", "POST", _unsupported(name)) for name in UNSUPPORTED),
+    *((f"{PREFIX}ReloadConfig/", m, reload_config) for m in ("POST", "GET")),
+    *((f"{PREFIX}ReloadCacheConfig/", m, reload_cache_config) for m in ("POST", "GET")),
+    ("/", "GET", index),
     (f"{PREFIX}Recording/{{auth_id}}/{{name}}", "GET", recording_file),
 )
 
