@@ -442,6 +442,27 @@ async def test_record_stops_on_a_sipp_digit_and_serves_the_file(sipp, server, we
     await sipp_done(peer)
 
 
+@needs_sipp
+async def test_record_without_action_posts_the_recording_to_the_document(sipp, server, web) -> None:
+    peer = sipp("uas_xml_digits.xml", rtp_echo=False)
+    web.xml(
+        "/app/answer",
+        '<Response><Record maxLength="20" playBeep="false" finishOnKey="#"/></Response>',
+    )
+    tw = client(server.base_url)
+    call = await sdk(tw.calls.create, to=peer.uri, from_="+15551230000", url=web.url("/app/answer"))
+    first, again = await web.wait_for(path="/app/answer", count=2, timeout=15)
+    assert "RecordingUrl" not in first.params
+    assert again.method == "POST" and again.params["CallSid"] == call.sid and twilio_signed(again)
+    assert again.params["Digits"] == "#"
+    assert again.params["RecordingUrl"].startswith(
+        f"{server.base_url}/2010-04-01/Accounts/{AUTH_ID}/Recordings/files/"
+    )
+    await sdk(tw.calls(call.sid).update, status="completed")
+    await wait_status(server, call.sid, {"completed"})
+    await sipp_done(peer)
+
+
 # --- voicemail detection: baresip answers with a recorded greeting --------------------------
 
 human_clip = amd_clips.human_clip

@@ -431,6 +431,14 @@ def test_twiml_sip_credentials_transcribe_loops_and_relative_urls() -> None:
     assert doc.result_params.dial_status == "DialCallStatus"
 
 
+def test_twiml_record_without_action_goes_to_the_document() -> None:
+    from softswitch.app.verbs import Record
+
+    (record,) = parse_document("<Response><Record maxLength='5'/></Response>").verbs
+    assert isinstance(record, Record) and record.action == "" and record.redirect
+    assert record.method == "POST"
+
+
 def test_voicemail_and_machine_detection_parameters() -> None:
     from softswitch.api.callapi.dialect import answered_by, machine_params
     from softswitch.model import AmdMode
