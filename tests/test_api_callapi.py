@@ -20,6 +20,7 @@ from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
 from softswitch.api.callapi.codes import call_uuid_of
+from softswitch.config import InboundRoute
 from softswitch.server import Server
 from tests.conftest import needs_sipp
 from tests.peers import amd_clips
@@ -677,3 +678,35 @@ async def test_list_pages_through_the_sdk(sipp, server, web) -> None:
         async with s.get(base, params={"SortBy": "Colour:asc"}) as r:
             assert r.status == 400 and "SortBy" in (await r.json())["message"]
     await sipp_done(busy)
+
+
+@needs_sipp
+async def test_inbound_call_runs_twiml_and_is_an_inbound_resource(sipp, tmp_path, web) -> None:
+    route = InboundRoute(
+        number="5000",
+        answer_url=web.url("/voice"),
+        hangup_url=web.url("/status"),
+        dialect="callapi",
+        account=AUTH_ID,
+    )
+    srv = Server(make_config(tmp_path, inbound=[route]))
+    await srv.start()
+    try:
+        web.xml("/voice", '<Response><Pause length="1"/><Hangup/></Response>')
+        extra = ["-s", "5000", f"127.0.0.1:{srv.ua.local_port}"]
+        peer = sipp("uac_inbound.xml", extra=extra)
+        (voice,) = await web.wait_for(path="/voice", timeout=10)
+        assert (voice.params["Direction"], voice.params["To"]) == ("inbound", "5000")
+        assert twilio_signed(voice)
+        sid = voice.params["CallSid"]
+        (done,) = await web.wait_for(path="/status", timeout=15)
+        assert done.params["Direction"] == "inbound" and done.params["CallSid"] == sid
+        assert done.params["CallStatus"] == "completed" and twilio_signed(done)
+        await sipp_done(peer)
+        tw = client(srv.base_url)
+        call = await sdk(tw.calls(sid).fetch)
+        assert (call.direction, call.status, call.to) == ("inbound", "completed", "5000")
+        listed = await sdk(tw.calls.list, to="5000")
+        assert [c.direction for c in listed] == ["inbound"]
+    finally:
+        await srv.stop(mode="hangup", drain_timeout_s=2.0)

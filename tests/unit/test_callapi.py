@@ -339,6 +339,11 @@ def test_resource_json() -> None:
     assert body["date_created"] == "Wed, 02 Dec 2026 05:20:02 +0000"
     assert body["start_time"] == "Wed, 02 Dec 2026 05:20:05 +0000"
     assert body["uri"] == f"/2010-04-01/Accounts/AC1/Calls/{call_sid(uid)}.json"
+    assert body["direction"] == "outbound-api"  # a record from before the column: the API's
+    rec["direction"] = "inbound"  # a caller's INVITE routed by [[inbound]]
+    assert call_json(rec, account_sid="AC1", base="")["direction"] == "inbound"
+    rec["direction"] = "outbound"
+    assert call_json(rec, account_sid="AC1", base="")["direction"] == "outbound-api"
     assert rfc2822(0) == "Thu, 01 Jan 1970 00:00:00 +0000"
 
 
@@ -542,5 +547,8 @@ def test_a_call_a_crash_ended_still_gets_its_completed_event() -> None:
     assert (url, method) == ("https://a/s", "GET")
     assert params["CallSid"] == call_sid(uid) and params["CallStatus"] == "failed"
     assert params["CallbackSource"] == "call-progress-events" and params["CallDuration"] == "0"
+    assert params["Direction"] == "outbound-api"
+    built = CallApiDialect().interrupted_hangup({**rec, "direction": "inbound"})
+    assert built is not None and built[3]["Direction"] == "inbound"
     rec["params"] = {**rec["params"], "StatusCallbackEvent": ["ringing"]}
     assert CallApiDialect().interrupted_hangup(rec) is None

@@ -209,7 +209,7 @@ def openapi_document() -> dict[str, Any]:
                 "start_time": {"type": ["string", "null"]},
                 "end_time": {"type": ["string", "null"]},
                 "duration": {"type": ["integer", "null"]},
-                "direction": {"type": "string", "enum": ["outbound-api"]},
+                "direction": {"type": "string", "enum": ["outbound-api", "inbound"]},
                 "answered_by": {"type": ["string", "null"]},
                 "api_version": {"type": "string"},
                 "uri": {"type": "string"},
