@@ -334,6 +334,52 @@ async def test_redirect_interrupts_a_running_pause(sipp, server, web) -> None:
 
 
 @needs_sipp
+async def test_update_sets_fallback_and_status_callback_then_redirects_to_twiml(
+    sipp, server, web
+) -> None:
+    peer = sipp("uas_answer.xml")
+    web.xml("/answer", HOLD)
+    web.routes["/broken"] = (500, "oops", "text/plain")
+    web.xml("/fallback", HOLD)
+    tw = client(server.base_url)
+    call = await sdk(
+        tw.calls.create,
+        to=peer.uri,
+        from_="+15551230000",
+        url=web.url("/answer"),
+        status_callback=web.url("/status"),
+        status_callback_event=["answered", "completed"],
+    )
+    await web.wait_for(path="/answer")
+    await wait_status(server, call.sid, {"in-progress"})
+    # The new webhooks apply from now on: the redirect fails over to the new FallbackUrl.
+    await sdk(
+        tw.calls(call.sid).update,
+        url=web.url("/broken"),
+        fallback_url=web.url("/fallback"),
+        status_callback=web.url("/status2"),
+        status_callback_method="GET",
+    )
+    (fb,) = await web.wait_for(path="/fallback", timeout=15)
+    assert (fb.params["ErrorCode"], fb.params["ErrorUrl"]) == ("11200", web.url("/broken"))
+    assert fb.params["CallSid"] == call.sid and twilio_signed(fb)
+    started = time.monotonic()
+    updated = await sdk(
+        tw.calls(call.sid).update, twiml='<Response><Pause length="1"/><Hangup/></Response>'
+    )
+    assert updated.sid == call.sid
+    (done,) = await web.wait_for(path="/status2", timeout=15)
+    assert time.monotonic() - started < 10  # the fallback's 30 s Pause did not run out
+    assert done.method == "GET" and twilio_signed(done)
+    assert (done.params["CallStatus"], done.params["SequenceNumber"]) == ("completed", "1")
+    assert [r.params["CallStatus"] for r in web.of("/status")] == ["in-progress"]
+    rec = await wait_status(server, call.sid, {"completed"})
+    assert rec["params"]["StatusCallback"] == web.url("/status2")
+    assert rec["params"]["FallbackUrl"] == web.url("/fallback")
+    await sipp_done(peer)
+
+
+@needs_sipp
 async def test_unsupported_verb_goes_to_fallback_url(sipp, server, web) -> None:
     peer = sipp("uas_answer.xml")
     web.xml("/answer", "<Response><Enqueue>support</Enqueue></Response>")

@@ -126,10 +126,25 @@ def test_update_needs_url_or_a_known_status() -> None:
     assert parse_update({"Status": "completed"}).status == "completed"
     req = parse_update({"Url": "https://a/next", "Method": "GET"})
     assert req.url == "https://a/next" and req.method is HttpMethod.GET
-    for bad in ({}, {"Status": "paused"}):
+    for bad in ({}, {"Status": "paused"}, {"Method": "GET"}, {"FallbackUrl": "ftp://a"}):
         with pytest.raises(HttpError) as exc:
             parse_update(bad)
         assert exc.value.status == 400
+    req = parse_update(
+        {
+            "StatusCallback": "https://a/s",
+            "StatusCallbackMethod": "GET",
+            "FallbackUrl": "https://a/f",
+        }
+    )
+    assert (req.url, req.status) == (None, None)
+    assert req.status_callback is not None and req.status_callback.method is HttpMethod.GET
+    assert req.fallback is not None and req.fallback.url == "https://a/f"
+    assert req.fallback.method is HttpMethod.POST
+    inline = parse_update({"Twiml": "<Response/>"}, twiml_url="http://me/t.xml")
+    assert (inline.url, inline.method) == ("http://me/t.xml", HttpMethod.POST)
+    with pytest.raises(HttpError, match="Twiml"):
+        parse_update({"Twiml": "<Response/>", "Url": "https://a/x"}, twiml_url="http://me/t")
 
 
 def test_sids_round_trip() -> None:

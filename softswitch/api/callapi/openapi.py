@@ -94,7 +94,19 @@ def openapi_document() -> dict[str, Any]:
         "properties": {
             "Url": {**url, "description": "Redirect the running call to this TwiML at once."},
             "Method": method,
+            "Twiml": {"type": "string", "description": "Redirect to an inline TwiML document."},
             "Status": {"type": "string", "enum": ["completed", "canceled"]},
+            "FallbackUrl": {
+                **url,
+                "description": "Requested when the new Url (or a later document) fails.",
+            },
+            "FallbackMethod": method,
+            "StatusCallback": {
+                **url,
+                "description": "Where the call's status events go from now on (the "
+                "subscribed events stay; none yet: completed).",
+            },
+            "StatusCallbackMethod": method,
         },
     }
     error = {"$ref": "#/components/schemas/CallApiError"}
