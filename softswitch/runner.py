@@ -311,13 +311,15 @@ class ApplicationRunner:
 
     # --- transfer ----------------------------------------------------------------------------
 
-    async def transfer(self, call: Call, url: str, method: str = "POST") -> None:
+    async def transfer(self, call: Call, url: str, method: str = "POST", *, with_fallback: bool = False) -> None:
         """Run the XML at ``url`` on the A leg instead of its current application.
 
         The running application is cancelled first (what it plays stops; a ``<Dial>`` in
         progress hangs up its B leg), then ``url`` is fetched (signed, with retries) and
         run; if it cannot be fetched the call is hung up (EndReason.ACTION_URL_ERROR).
-        Returns once the new application task is started."""
+        ``with_fallback``: a ``url`` that cannot be fetched or run goes to the spec's
+        fallback URL first, as the answer URL does. Returns once the new application task
+        is started."""
         if call.answered_at is None:
             raise CallNotAnswered(f"call {call.call_uuid} is not answered yet")
         old = call.app_task
@@ -327,14 +329,27 @@ class ApplicationRunner:
         if call.finished.is_set() or call.local_end is not None:
             raise CallNotFound(f"call {call.call_uuid} has ended")
         call.app_task = asyncio.get_running_loop().create_task(
-            self._run_transfer(call, url, method), name=f"app-{call.call_uuid}"
+            self._run_transfer(call, url, method, with_fallback), name=f"app-{call.call_uuid}"
         )
 
-    async def _run_transfer(self, call: Call, url: str, method: str) -> None:
+    async def _run_transfer(self, call: Call, url: str, method: str, with_fallback: bool) -> None:
         result = await self._fetch(call, url, method, self.xml_params(call), "transfer")
+        fallback = call.spec.fallback if with_fallback else None
+        call.app_may_fallback = False
+        if fallback is not None:
+            failure = self._answer_failure(call, result, url)
+            if failure is not None:
+                log.warning("call %s: transfer URL failed (%s: %s); trying the fallback URL",
+                            call.call_uuid, failure.kind, failure.detail)
+                call.app_failure = failure  # the dialect may report it in the fallback's parameters
+                try:
+                    params = call.dialect.callback_params(call, CallbackEvent.ANSWER)
+                finally:
+                    call.app_failure = None
+                url, method = fallback.url, fallback.method
+                result = await self._fetch(call, url, method, dict(params), "fallback")
         if not getattr(result, "ok", False):
             call.error = f"transfer: fetching XML from {method} {url} failed: {getattr(result, 'error', None)}"
             await self.m.hangup(call, causes.NORMAL_TEMPORARY_FAILURE, HangupSource.ERROR, EndReason.ACTION_URL_ERROR)
             return
-        call.app_may_fallback = False
         await self._start_document(call, result, url)

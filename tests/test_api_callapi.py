@@ -20,6 +20,7 @@ from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
 from softswitch.api.callapi.codes import call_uuid_of
+from softswitch.config import InboundRoute
 from softswitch.server import Server
 from tests.conftest import needs_sipp
 from tests.peers import amd_clips
@@ -333,6 +334,52 @@ async def test_redirect_interrupts_a_running_pause(sipp, server, web) -> None:
 
 
 @needs_sipp
+async def test_update_sets_fallback_and_status_callback_then_redirects_to_twiml(
+    sipp, server, web
+) -> None:
+    peer = sipp("uas_answer.xml")
+    web.xml("/answer", HOLD)
+    web.routes["/broken"] = (500, "oops", "text/plain")
+    web.xml("/fallback", HOLD)
+    tw = client(server.base_url)
+    call = await sdk(
+        tw.calls.create,
+        to=peer.uri,
+        from_="+15551230000",
+        url=web.url("/answer"),
+        status_callback=web.url("/status"),
+        status_callback_event=["answered", "completed"],
+    )
+    await web.wait_for(path="/answer")
+    await wait_status(server, call.sid, {"in-progress"})
+    # The new webhooks apply from now on: the redirect fails over to the new FallbackUrl.
+    await sdk(
+        tw.calls(call.sid).update,
+        url=web.url("/broken"),
+        fallback_url=web.url("/fallback"),
+        status_callback=web.url("/status2"),
+        status_callback_method="GET",
+    )
+    (fb,) = await web.wait_for(path="/fallback", timeout=15)
+    assert (fb.params["ErrorCode"], fb.params["ErrorUrl"]) == ("11200", web.url("/broken"))
+    assert fb.params["CallSid"] == call.sid and twilio_signed(fb)
+    started = time.monotonic()
+    updated = await sdk(
+        tw.calls(call.sid).update, twiml='<Response><Pause length="1"/><Hangup/></Response>'
+    )
+    assert updated.sid == call.sid
+    (done,) = await web.wait_for(path="/status2", timeout=15)
+    assert time.monotonic() - started < 10  # the fallback's 30 s Pause did not run out
+    assert done.method == "GET" and twilio_signed(done)
+    assert (done.params["CallStatus"], done.params["SequenceNumber"]) == ("completed", "1")
+    assert [r.params["CallStatus"] for r in web.of("/status")] == ["in-progress"]
+    rec = await wait_status(server, call.sid, {"completed"})
+    assert rec["params"]["StatusCallback"] == web.url("/status2")
+    assert rec["params"]["FallbackUrl"] == web.url("/fallback")
+    await sipp_done(peer)
+
+
+@needs_sipp
 async def test_unsupported_verb_goes_to_fallback_url(sipp, server, web) -> None:
     peer = sipp("uas_answer.xml")
     web.xml("/answer", "<Response><Enqueue>support</Enqueue></Response>")
@@ -439,6 +486,27 @@ async def test_record_stops_on_a_sipp_digit_and_serves_the_file(sipp, server, we
     await wait_status(server, call.sid, {"completed"})
     async with aiohttp.ClientSession() as s, s.get(url) as r:
         assert r.status == 200 and (await r.read())[:4] == b"RIFF"
+    await sipp_done(peer)
+
+
+@needs_sipp
+async def test_record_without_action_posts_the_recording_to_the_document(sipp, server, web) -> None:
+    peer = sipp("uas_xml_digits.xml", rtp_echo=False)
+    web.xml(
+        "/app/answer",
+        '<Response><Record maxLength="20" playBeep="false" finishOnKey="#"/></Response>',
+    )
+    tw = client(server.base_url)
+    call = await sdk(tw.calls.create, to=peer.uri, from_="+15551230000", url=web.url("/app/answer"))
+    first, again = await web.wait_for(path="/app/answer", count=2, timeout=15)
+    assert "RecordingUrl" not in first.params
+    assert again.method == "POST" and again.params["CallSid"] == call.sid and twilio_signed(again)
+    assert again.params["Digits"] == "#"
+    assert again.params["RecordingUrl"].startswith(
+        f"{server.base_url}/2010-04-01/Accounts/{AUTH_ID}/Recordings/files/"
+    )
+    await sdk(tw.calls(call.sid).update, status="completed")
+    await wait_status(server, call.sid, {"completed"})
     await sipp_done(peer)
 
 
@@ -656,3 +724,35 @@ async def test_list_pages_through_the_sdk(sipp, server, web) -> None:
         async with s.get(base, params={"SortBy": "Colour:asc"}) as r:
             assert r.status == 400 and "SortBy" in (await r.json())["message"]
     await sipp_done(busy)
+
+
+@needs_sipp
+async def test_inbound_call_runs_twiml_and_is_an_inbound_resource(sipp, tmp_path, web) -> None:
+    route = InboundRoute(
+        number="5000",
+        answer_url=web.url("/voice"),
+        hangup_url=web.url("/status"),
+        dialect="callapi",
+        account=AUTH_ID,
+    )
+    srv = Server(make_config(tmp_path, inbound=[route]))
+    await srv.start()
+    try:
+        web.xml("/voice", '<Response><Pause length="1"/><Hangup/></Response>')
+        extra = ["-s", "5000", f"127.0.0.1:{srv.ua.local_port}"]
+        peer = sipp("uac_inbound.xml", extra=extra)
+        (voice,) = await web.wait_for(path="/voice", timeout=10)
+        assert (voice.params["Direction"], voice.params["To"]) == ("inbound", "5000")
+        assert twilio_signed(voice)
+        sid = voice.params["CallSid"]
+        (done,) = await web.wait_for(path="/status", timeout=15)
+        assert done.params["Direction"] == "inbound" and done.params["CallSid"] == sid
+        assert done.params["CallStatus"] == "completed" and twilio_signed(done)
+        await sipp_done(peer)
+        tw = client(srv.base_url)
+        call = await sdk(tw.calls(sid).fetch)
+        assert (call.direction, call.status, call.to) == ("inbound", "completed", "5000")
+        listed = await sdk(tw.calls.list, to="5000")
+        assert [c.direction for c in listed] == ["inbound"]
+    finally:
+        await srv.stop(mode="hangup", drain_timeout_s=2.0)

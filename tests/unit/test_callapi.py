@@ -126,10 +126,25 @@ def test_update_needs_url_or_a_known_status() -> None:
     assert parse_update({"Status": "completed"}).status == "completed"
     req = parse_update({"Url": "https://a/next", "Method": "GET"})
     assert req.url == "https://a/next" and req.method is HttpMethod.GET
-    for bad in ({}, {"Status": "paused"}):
+    for bad in ({}, {"Status": "paused"}, {"Method": "GET"}, {"FallbackUrl": "ftp://a"}):
         with pytest.raises(HttpError) as exc:
             parse_update(bad)
         assert exc.value.status == 400
+    req = parse_update(
+        {
+            "StatusCallback": "https://a/s",
+            "StatusCallbackMethod": "GET",
+            "FallbackUrl": "https://a/f",
+        }
+    )
+    assert (req.url, req.status) == (None, None)
+    assert req.status_callback is not None and req.status_callback.method is HttpMethod.GET
+    assert req.fallback is not None and req.fallback.url == "https://a/f"
+    assert req.fallback.method is HttpMethod.POST
+    inline = parse_update({"Twiml": "<Response/>"}, twiml_url="http://me/t.xml")
+    assert (inline.url, inline.method) == ("http://me/t.xml", HttpMethod.POST)
+    with pytest.raises(HttpError, match="Twiml"):
+        parse_update({"Twiml": "<Response/>", "Url": "https://a/x"}, twiml_url="http://me/t")
 
 
 def test_sids_round_trip() -> None:
@@ -339,6 +354,11 @@ def test_resource_json() -> None:
     assert body["date_created"] == "Wed, 02 Dec 2026 05:20:02 +0000"
     assert body["start_time"] == "Wed, 02 Dec 2026 05:20:05 +0000"
     assert body["uri"] == f"/2010-04-01/Accounts/AC1/Calls/{call_sid(uid)}.json"
+    assert body["direction"] == "outbound-api"  # a record from before the column: the API's
+    rec["direction"] = "inbound"  # a caller's INVITE routed by [[inbound]]
+    assert call_json(rec, account_sid="AC1", base="")["direction"] == "inbound"
+    rec["direction"] = "outbound"
+    assert call_json(rec, account_sid="AC1", base="")["direction"] == "outbound-api"
     assert rfc2822(0) == "Thu, 01 Jan 1970 00:00:00 +0000"
 
 
@@ -429,6 +449,14 @@ def test_twiml_sip_credentials_transcribe_loops_and_relative_urls() -> None:
     assert redirect == Redirect(url="../next", method="POST")
     assert doc.relative_urls
     assert doc.result_params.dial_status == "DialCallStatus"
+
+
+def test_twiml_record_without_action_goes_to_the_document() -> None:
+    from softswitch.app.verbs import Record
+
+    (record,) = parse_document("<Response><Record maxLength='5'/></Response>").verbs
+    assert isinstance(record, Record) and record.action == "" and record.redirect
+    assert record.method == "POST"
 
 
 def test_voicemail_and_machine_detection_parameters() -> None:
@@ -534,5 +562,8 @@ def test_a_call_a_crash_ended_still_gets_its_completed_event() -> None:
     assert (url, method) == ("https://a/s", "GET")
     assert params["CallSid"] == call_sid(uid) and params["CallStatus"] == "failed"
     assert params["CallbackSource"] == "call-progress-events" and params["CallDuration"] == "0"
+    assert params["Direction"] == "outbound-api"
+    built = CallApiDialect().interrupted_hangup({**rec, "direction": "inbound"})
+    assert built is not None and built[3]["Direction"] == "inbound"
     rec["params"] = {**rec["params"], "StatusCallbackEvent": ["ringing"]}
     assert CallApiDialect().interrupted_hangup(rec) is None

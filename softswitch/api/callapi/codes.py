@@ -18,6 +18,7 @@ __all__ = [
     "CallStatus",
     "call_sid",
     "call_uuid_of",
+    "direction",
     "final_status",
     "live_status",
     "rfc2822",
@@ -68,6 +69,12 @@ def final_status(end: CallEnd) -> CallStatus:
     if end.cause in (causes.NO_ANSWER, causes.NO_USER_RESPONSE):
         return CallStatus.NO_ANSWER
     return CallStatus.FAILED
+
+
+def direction(core_direction: str | None) -> str:
+    """Twilio's ``direction`` of a call the core calls ``inbound`` or ``outbound``: a
+    caller's INVITE is ``inbound``, a call placed over this API ``outbound-api``."""
+    return "inbound" if core_direction == "inbound" else "outbound-api"
 
 
 def call_sid(call_uuid: str) -> str:

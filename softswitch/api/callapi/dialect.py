@@ -12,7 +12,15 @@ from ...app.document import DEFAULT_MAX_BYTES
 from ...app.verbs import Document
 from ...model import AppFailure, CallbackEvent, CallEnd
 from ...state import CallState
-from .codes import API_VERSION, CallStatus, call_sid, final_status, live_status, rfc2822
+from .codes import (
+    API_VERSION,
+    CallStatus,
+    call_sid,
+    direction,
+    final_status,
+    live_status,
+    rfc2822,
+)
 from .request import DIALECT_NAME
 from .signing import SIGNATURE, SIGNERS
 from .twiml import parse_document
@@ -63,7 +71,7 @@ def base_params(call: Call, status: str) -> dict[str, str]:
         "Called": call.to,
         "CallStatus": status,
         "ApiVersion": API_VERSION,
-        "Direction": "inbound" if call.direction == "inbound" else "outbound-api",
+        "Direction": direction(call.direction),
     }
     if spec.caller_name:
         params["CallerName"] = spec.caller_name
@@ -203,7 +211,7 @@ class CallApiDialect:
             "To": str(record.get("to_number") or ""),
             "CallStatus": status,
             "ApiVersion": API_VERSION,
-            "Direction": "outbound-api",
+            "Direction": direction(record.get("direction")),
             "CallbackSource": "call-progress-events",
             "Timestamp": rfc2822(time.time()) or "",
             "CallDuration": str(record.get("call_duration") or 0),

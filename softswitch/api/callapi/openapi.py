@@ -94,7 +94,19 @@ def openapi_document() -> dict[str, Any]:
         "properties": {
             "Url": {**url, "description": "Redirect the running call to this TwiML at once."},
             "Method": method,
+            "Twiml": {"type": "string", "description": "Redirect to an inline TwiML document."},
             "Status": {"type": "string", "enum": ["completed", "canceled"]},
+            "FallbackUrl": {
+                **url,
+                "description": "Requested when the new Url (or a later document) fails.",
+            },
+            "FallbackMethod": method,
+            "StatusCallback": {
+                **url,
+                "description": "Where the call's status events go from now on (the "
+                "subscribed events stay; none yet: completed).",
+            },
+            "StatusCallbackMethod": method,
         },
     }
     error = {"$ref": "#/components/schemas/CallApiError"}
@@ -209,7 +221,7 @@ def openapi_document() -> dict[str, Any]:
                 "start_time": {"type": ["string", "null"]},
                 "end_time": {"type": ["string", "null"]},
                 "duration": {"type": ["integer", "null"]},
-                "direction": {"type": "string", "enum": ["outbound-api"]},
+                "direction": {"type": "string", "enum": ["outbound-api", "inbound"]},
                 "answered_by": {"type": ["string", "null"]},
                 "api_version": {"type": "string"},
                 "uri": {"type": "string"},

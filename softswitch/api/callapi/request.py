@@ -331,22 +331,43 @@ def parse_create(data: Mapping[str, Any], *, twiml_url: str | None = None) -> Ca
 
 @dataclass(frozen=True, slots=True)
 class UpdateRequest:
-    """``POST .../Calls/{CallSid}.json``: a redirect (``url``) or a status change."""
+    """``POST .../Calls/{CallSid}.json``: a redirect (``url``, or an inline ``Twiml`` the
+    route serves), a status change, and the webhooks the call uses from now on."""
 
     url: str | None = None
     method: HttpMethod = HttpMethod.POST
     status: str | None = None
+    #: ``FallbackUrl`` (+``FallbackMethod``): for the redirected document and later ones.
+    fallback: Webhook | None = None
+    #: ``StatusCallback`` (+``StatusCallbackMethod``): where the call's status events go now.
+    status_callback: Webhook | None = None
 
 
-def parse_update(data: Mapping[str, Any]) -> UpdateRequest:
-    url = _url(data, "Url")
+def parse_update(data: Mapping[str, Any], *, twiml_url: str | None = None) -> UpdateRequest:
+    """``twiml_url``: where the server serves the request's inline ``Twiml`` (the route
+    checks the document first); it is the redirect's URL."""
+    if twiml_url is not None and _text(data, "Url") is not None:
+        raise HttpError(400, "Url and Twiml cannot be given together")
+    url = twiml_url or _url(data, "Url")
     status = _text(data, "Status")
     if status is not None:
         status = status.lower()
         if status not in ("completed", "canceled"):
             raise HttpError(400, f"Status must be completed or canceled, got {status[:40]!r}")
-    if url is None and status is None:
+    fallback = _url(data, "FallbackUrl")
+    status_url = _url(data, "StatusCallback")
+    if url is None and status is None and fallback is None and status_url is None:
         raise HttpError(
-            400, "Url or Status is required: redirect the call with Url, or end it with Status"
+            400,
+            "Url, Twiml or Status is required: redirect the call with Url or Twiml, end it "
+            "with Status (or change its FallbackUrl or StatusCallback)",
         )
-    return UpdateRequest(url=url, method=_method(data, "Method"), status=status)
+    return UpdateRequest(
+        url=url,
+        method=HttpMethod.POST if twiml_url else _method(data, "Method"),
+        status=status,
+        fallback=Webhook(fallback, _method(data, "FallbackMethod")) if fallback else None,
+        status_callback=(
+            Webhook(status_url, _method(data, "StatusCallbackMethod")) if status_url else None
+        ),
+    )

@@ -7,9 +7,11 @@
                                         PageSize (default 50, at most 1000)
     GET  {base}/Calls/{CallSid}.json    one call, live or ended (also at Calls/{CallSid} and
                                         Calls.json/{CallSid}, RestComm's spellings)
-    POST {base}/Calls/{CallSid}.json    Url (+Method): redirect the running document;
+    POST {base}/Calls/{CallSid}.json    Url (+Method) or Twiml: redirect the running document;
                                         Status=completed: hang up (CANCEL while ringing);
-                                        Status=canceled: end a queued or ringing call
+                                        Status=canceled: end a queued or ringing call;
+                                        FallbackUrl, StatusCallback (+Method): the call's
+                                        webhooks from now on
 
 with ``{base}`` = ``/call/2012-04-24/Accounts/{AccountSid}`` or
 ``/2010-04-01/Accounts/{AccountSid}``. HTTP Basic with the account's id (its AccountSid) and
@@ -19,6 +21,8 @@ token; another account's SID in the path is a 404. Errors are Twilio's JSON
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import math
 import uuid
 from collections import OrderedDict
@@ -28,7 +32,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from ...app.document import XmlAppError
-from ...call import AccountLimits
+from ...call import AccountLimits, Call
 from ...model import (
     CallError,
     CallNotAnswered,
@@ -54,7 +58,7 @@ from ..values import INT64_MAX, int64
 from .codes import call_uuid_of
 from .filters import list_filters, sort_order
 from .openapi import openapi_document
-from .request import DIALECT_NAME, parse_create, parse_update
+from .request import DIALECT_NAME, STATUS_EVENTS, UpdateRequest, parse_create, parse_update
 from .shapes import call_json
 from .twiml import parse_document
 
@@ -235,27 +239,69 @@ async def get_call(request: web.Request) -> web.Response:
 
 
 async def update_call(request: web.Request) -> web.Response:
-    """Redirect (``Url``) or end (``Status``) a call; an ended call answers its final
+    """Redirect (``Url`` or ``Twiml``) or end (``Status``) a call, and change the webhooks it
+    uses from now on (``FallbackUrl``, ``StatusCallback``); an ended call answers its final
     resource for a Status change, 400 for a redirect (DIALECTS.md §2.5)."""
     account = _authenticate(request)
     rec = _record(request, account)
-    req = parse_update(await read_body(request))
+    data = await read_body(request)
+    req = parse_update(data, twiml_url=_inline_twiml(request, account, data))
     manager = request.app[MANAGER_KEY]
     call = manager.calls.get(rec["call_uuid"])
     if call is not None and call.finished.is_set():
         call = None
+    if req.url is not None and req.status is None:
+        if call is None or call.answered_at is None:
+            raise HttpError(400, "Call is not in-progress. Cannot redirect (Url).")
+    if call is not None and (req.fallback is not None or req.status_callback is not None):
+        await _retarget(request, call, rec, req)
     if req.status is not None and call is not None:
         if req.status == "completed" or call.answered_at is None:
             await manager.hangup(call)
             await manager.wait_finished(call, timeout=5.0)
-    elif req.url is not None:
-        if call is None or call.answered_at is None:
-            raise HttpError(400, "Call is not in-progress. Cannot redirect (Url).")
-        await manager.runner.transfer(call, req.url, req.method.value)
+    elif req.url is not None and call is not None:
+        await manager.runner.transfer(
+            call, req.url, req.method.value, with_fallback=call.spec.fallback is not None
+        )
     rec = request.app[STORE_KEY].get_call(account.auth_id, rec["call_uuid"]) or rec
     return json_response(
         200, call_json(rec, account_sid=account.auth_id, base=_base(request, account))
     )
+
+
+async def _retarget(
+    request: web.Request, call: Call, rec: dict[str, Any], req: UpdateRequest
+) -> None:
+    """Twilio's update applies ``FallbackUrl`` and ``StatusCallback`` to the call from now
+    on: the spec's webhooks (the events subscribed stay; none yet: ``completed``) and the
+    record's request parameters (the crash-time ``completed`` event reads them)."""
+    spec = call.spec
+    params = dict(spec.record_params)
+    notify = dict(spec.notify)
+    if req.status_callback is not None:
+        hook = req.status_callback
+        events = list(params.get("StatusCallbackEvent") or []) or ["completed"]
+        notify = {STATUS_EVENTS[e]: hook for e in events}
+        params.update(
+            StatusCallback=hook.url,
+            StatusCallbackMethod=hook.method.value,
+            StatusCallbackEvent=events,
+        )
+    if req.fallback is not None:
+        params.update(FallbackUrl=req.fallback.url, FallbackMethod=req.fallback.method.value)
+    call.spec = dataclasses.replace(
+        spec,
+        notify=notify,
+        fallback=req.fallback or spec.fallback,
+        record_params=params,
+    )
+    stored = {**(rec.get("params") or {}), **params}
+    await _maybe_await(request.app[STORE_KEY].update_call(call.call_uuid, params=stored))
+
+
+async def _maybe_await(value: Any) -> None:
+    if inspect.isawaitable(value):
+        await value
 
 
 def _routes() -> tuple[tuple[str, str, Handler], ...]:

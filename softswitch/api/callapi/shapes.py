@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .codes import API_VERSION, call_sid, rfc2822_stored
+from .codes import API_VERSION, call_sid, direction, rfc2822_stored
 
 __all__ = ["call_json"]
 
@@ -48,7 +48,7 @@ def call_json(rec: Mapping[str, Any], *, account_sid: str, base: str) -> dict[st
         "duration": duration,
         "price": None,
         "price_unit": "USD",
-        "direction": "outbound-api",
+        "direction": direction(rec.get("direction")),
         "answered_by": machine.get("answered_by"),
         "annotation": None,
         "api_version": API_VERSION,

@@ -20,7 +20,8 @@ runs, which sends the call to its ``FallbackUrl`` (or ends it with the error on 
 URLs are references resolved against the document's URL (relative ``action``, ``Redirect``,
 ``Play``...; a ``Play`` of ``/x.wav`` is a URL on the document's server, not a local file);
 a ``Gather`` without ``action`` posts its digits to the document's own URL, as Twilio does
-(without digits it goes on with the next verb). Speech input is not supported.
+(without digits it goes on with the next verb), and a ``Record`` without ``action`` its
+``RecordingUrl`` (Twilio re-requests the document). Speech input is not supported.
 """
 
 from __future__ import annotations
@@ -346,7 +347,8 @@ def _record(el: ET.Element) -> Record:
     a = at.Attributes(el, "Record", ("recordingStatusCallbackEvent", "trim", "transcribeCallback"))
     a.get("transcribe", at.boolean, False)
     v = Record(
-        action=a.get("action", _optional_ref, None),
+        # No action: the recording goes to the document's own URL ("" resolves to it).
+        action=a.get("action", _optional_ref, None) or "",
         method=a.get("method", at.http_method, "POST"),
         file_format="wav",
         redirect=True,
