@@ -140,9 +140,10 @@ async def test_gateway_over_tls_with_its_server_name(ca: TestCA, callee, make_ca
 
 @pytest.mark.parametrize("mismatch", ["wrong CA", "wrong host name"])
 async def test_certificate_failure_fails_the_call_without_plaintext(
-    tmp_path: Path, ca: TestCA, callee, make_caller, mismatch: str
+    tmp_path: Path, ca: TestCA, callee, make_caller, mismatch: str, caplog
 ) -> None:
     ua, offered = callee
+    caplog.set_level("WARNING", logger="sip.ua")
     if mismatch == "wrong CA":
         other = TestCA(tmp_path, "another CA")
         caller = await make_caller(tls_ca=str(other.cert))
@@ -167,7 +168,11 @@ async def test_certificate_failure_fails_the_call_without_plaintext(
     assert ended.sip_status == 503
     assert offered.empty() and ua.stats["requests_in"] == received_before
     assert caller.tcp is not None and caller.tcp.connections == []  # no fallback to TCP
-    assert caller.udp is not None
+    # The log says why, with the name the certificate was checked for.
+    (record,) = [r for r in caplog.records if "TLS connect" in r.getMessage()]
+    assert "certificate verify failed" in record.getMessage()
+    if mismatch == "wrong host name":
+        assert "somebody-else.test" in record.getMessage()
 
 
 async def test_sips_without_a_tls_transport_is_not_sent_in_clear(callee, make_caller) -> None:
@@ -194,3 +199,25 @@ async def test_listener_refuses_a_client_that_does_not_trust_it(callee) -> None:
             5,
         )
         writer.close()
+
+
+async def test_callee_bye_comes_back_on_the_callers_tls_connection(
+    ca: TestCA, callee, make_caller
+) -> None:
+    """The caller has no certificate (no listener): the callee's BYE can only come back on
+    the connection the caller opened (RFC 5923 alias in our Via)."""
+    ua, offered = callee
+    caller = await make_caller(tls_ca=str(ca.cert))
+    assert caller.tls is not None and caller.tls.server is None
+    call = await caller.dial(
+        f"sip:5004@127.0.0.1:{tls_port(ua)};transport=tls", from_user="100", sdp=OFFER
+    )
+    inbound = await asyncio.wait_for(offered.get(), 5)
+    inbound.answer(ANSWER)
+    assert await asyncio.wait_for(call.wait_answered(), 5)
+    assert await asyncio.wait_for(inbound.wait_answered(), 5)
+    await inbound.hangup()
+    ended = await asyncio.wait_for(call.wait_terminated(), 5)
+    assert (ended.cause, ended.hangup_source) == (causes.NORMAL_CLEARING, "callee")
+    assert (await asyncio.wait_for(inbound.wait_terminated(), 5)).hangup_source == "callee"
+    assert ua.tls is not None and len(ua.tls.connections) == 1
