@@ -80,8 +80,8 @@ async def test_call_over_tls_answered_and_bye_on_the_same_connection(proxy, ca: 
         await call.hangup()
         end = await asyncio.wait_for(call.wait_terminated(), 10)
         assert (end.cause, end.hangup_source) == (causes.NORMAL_CLEARING, "caller")
-        assert ua.sip.tls is not None and len(ua.sip.tls.connections) == 1
-        assert ua.sip.tcp is not None and ua.sip.tcp.connections == []
+        assert ua.tls is not None and len(ua.tls.connections) == 1
+        assert ua.tcp is not None and ua.tcp.connections == []
     finally:
         await ua.close()
     await asyncio.to_thread(peer.assert_ok, 10)
@@ -127,7 +127,7 @@ async def test_certificate_that_does_not_verify_fails_the_call(
         assert end.cause == causes.DESTINATION_OUT_OF_ORDER and end.sip_status == 503
         assert call.answered_at is None
         # Nothing went in clear instead: no TCP or UDP traffic to the proxy.
-        assert ua.sip.tcp is not None and ua.sip.tcp.connections == []
+        assert ua.tcp is not None and ua.tcp.connections == []
     finally:
         await ua.close()
     peer.stop()
