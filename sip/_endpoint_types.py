@@ -30,12 +30,15 @@ class Source:
 
 @dataclass(frozen=True, slots=True)
 class Datagram:
-    """Bytes to send: over ``transport`` to ``address``, on ``connection`` if given."""
+    """Bytes to send: over ``transport`` to ``address``, on ``connection`` if given.
+    ``server_name``: for TLS, the host name of the URI the address was resolved from (the
+    certificate must match it and it goes in SNI, RFC 5922 §4; None: the address itself)."""
 
     data: bytes
     transport: str
     address: Address
     connection: object | None = None
+    server_name: str | None = None
 
 
 @dataclass

@@ -115,11 +115,17 @@ def error_answer(
 
 
 def pick_transport(uri: SipUri, target: Target | None, ports: dict[str, int]) -> str:
-    """The transport for a request to ``target`` of ``uri``, among those we listen on."""
-    name = (target.transport if target else None) or uri.transport or "udp"
+    """The transport for a request to ``target`` of ``uri``, among those we listen on.
+
+    TLS is never traded for another transport: a ``sips:`` URI (RFC 5630 §3: TLS on every
+    hop, whatever its ``transport`` parameter says) or ``transport=tls`` gives ``tls`` even
+    when we have no TLS transport, so that the request fails rather than going out in clear.
+    """
     if uri.scheme == "sips":
-        name = "tcp" if name == "udp" else name
-    name = name.lower()
+        return "tls"
+    name = ((target.transport if target else None) or uri.transport or "udp").lower()
+    if name == "tls":
+        return name
     if name == "tcp" and "tcp" not in ports:
         name = "udp"
     if name == "udp" and "udp" not in ports:
@@ -145,8 +151,8 @@ def targets_now(uri: SipUri) -> list[Target] | None:
         ipaddress.ip_address(uri.host.strip("[]"))
     except ValueError:
         return None
-    transport = (uri.transport or ("tcp" if uri.scheme == "sips" else "udp")).lower()
-    port = uri.port or (5061 if uri.scheme == "sips" else 5060)
+    transport = "tls" if uri.scheme == "sips" else (uri.transport or "udp").lower()
+    port = uri.port or (5061 if transport == "tls" else 5060)
     return [Target(uri.host.strip("[]"), port, transport)]
 
 

@@ -22,6 +22,7 @@ retransmissions for a while, then :class:`CallReleased`).
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import logging
 from collections import deque
@@ -145,6 +146,8 @@ class Endpoint:
         self._resolving: dict[int, tuple[Call | _Agent | None, SipRequest, SipUri, bool]] = {}
         #: requests sent outside any call (send_bye): (Call-ID, CSeq, method) -> transport
         self._standalone: dict[tuple[str, int, str], str] = {}
+        #: TLS peer address -> the host name its certificate must match (insertion order)
+        self._tls_names: dict[Address, str] = {}
         self._registrations: dict[str, Registration] = {}  # by name
         self._probes: dict[str, OptionsProbe] = {}  # by gateway name
         self._tokens = itertools.count(1)
@@ -175,13 +178,17 @@ class Endpoint:
         ports = self.config.ports
         return ports.get(transport) or ports.get("udp") or next(iter(ports.values()), 5060)
 
-    def session_config(self, transport: str = "udp") -> SessionConfig:
-        """Contact and session settings for a call over ``transport``."""
-        contact = (
-            f"<sip:softswitch@{self._host()}:{self._port(transport)}"
-            + (";transport=tcp" if transport == "tcp" else "")
-            + ">"
-        )
+    def session_config(self, transport: str = "udp", secure: bool = False) -> SessionConfig:
+        """Contact and session settings for a call over ``transport``; ``secure``: the
+        request URI is ``sips:``, so is our Contact (RFC 5630 §4.1: TLS on every hop back)."""
+        if secure:
+            contact = f"<sips:softswitch@{self._host()}:{self._port('tls')}>"
+        else:
+            contact = (
+                f"<sip:softswitch@{self._host()}:{self._port(transport)}"
+                + (f";transport={transport}" if transport in ("tcp", "tls") else "")
+                + ">"
+            )
         cfg = self.config
         return SessionConfig(
             contact=contact,
@@ -336,7 +343,7 @@ class Endpoint:
         event says how it ended. ``ValueError`` for a state that cannot make a BYE."""
         dialog = Dialog.from_state(state)
         transport = str(state.get("transport") or "udp").lower()
-        if transport not in ("udp", "tcp"):
+        if transport not in ("udp", "tcp", "tls"):
             raise ValueError(f"dialog state: unsupported transport {transport!r}")
         bye = dialog.create_request(
             "BYE", headers=[("Reason", reason_header(cause)), ("User-Agent", self.config.user_agent)]
@@ -562,7 +569,7 @@ class Endpoint:
     ) -> None:
         token = next(self._tokens)
         self._resolving[token] = (call, request, uri, ack)
-        supported = tuple(t for t in ("udp", "tcp") if t in self.config.ports)
+        supported = tuple(t for t in ("udp", "tcp", "tls") if t in self.config.ports)
         self._events.append(
             ResolveRequest(
                 token, uri.host, uri.port, uri.transport, uri.scheme == "sips", supported
@@ -626,6 +633,8 @@ class Endpoint:
             # send_bye: the transport the dead process's dialog used
             transport = self._standalone.get((request.call_id, request.cseq[0], request.method), transport)
         address = (target.host, target.port)
+        if transport == "tls":
+            self._name_tls_peer(address, uri.host)
         if "Via" not in request:
             request.prepend("Via", self._via(transport))
         if isinstance(call, ClientCall) and request.method == "INVITE":
@@ -697,7 +706,22 @@ class Endpoint:
         self, data: bytes, transport: str, address: Address, connection: object | None = None
     ) -> None:
         self.stats["sent"] += 1
-        self._out.append(Datagram(data, transport, address, connection))
+        server_name = self._tls_names.get(address) if transport == "tls" else None
+        self._out.append(Datagram(data, transport, address, connection, server_name))
+
+    #: Most TLS peer names remembered (the oldest go first).
+    MAX_TLS_NAMES = 1024
+
+    def _name_tls_peer(self, address: Address, host: str) -> None:
+        """Remember the URI host a TLS peer's address came from: its certificate must match
+        that name (RFC 5922 §4), not the address (kept for IP literals too: None in SNI)."""
+        name = host.strip("[]")
+        if address in self._tls_names and _is_ip_literal(name):
+            return  # an in-dialog Contact by address: keep the name the peer was reached by
+        self._tls_names.pop(address, None)
+        self._tls_names[address] = name
+        while len(self._tls_names) > self.MAX_TLS_NAMES:
+            del self._tls_names[next(iter(self._tls_names))]
 
     def transport_error(self, transport: str, address: Address, now: float) -> None:
         """Sending to ``address`` over ``transport`` failed (a TCP connect was refused, an
@@ -943,11 +967,20 @@ class Endpoint:
     def _incoming(
         self, request: SipRequest, source: Source, address: Address, now: float
     ) -> SipResponse | None:
-        session = ServerInviteSession(request, self.session_config(source.transport))
+        secure = request.uri.lower().startswith("sips:")
+        session = ServerInviteSession(request, self.session_config(source.transport, secure))
         self._calls[request.call_id] = ServerCall(session, source, address)
         self._events.append(IncomingCall(request.call_id, request, session.offer))
         # §17.2.1: a 100 Trying at once, so the caller stops retransmitting.
         return plain_response(request, 100, self.config.user_agent)
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
 
 
 def _has_to_tag(request: SipRequest) -> bool:

@@ -101,6 +101,7 @@ def build_user_agent(config: Any) -> Any:
                     register=gw.register,
                     register_expires=gw.register_expires,
                     ping=gw.ping,
+                    tls_server_name=getattr(gw, "tls_server_name", None),
                 )
             )
         )
@@ -109,7 +110,8 @@ def build_user_agent(config: Any) -> Any:
             UserAgentConfig,
             host=config.sip_host,
             port=config.sip_port,
-            transports=tuple(t for t in config.sip_transports if t in ("udp", "tcp")) or ("udp",),
+            transports=tuple(t for t in config.sip_transports if t in ("udp", "tcp", "tls"))
+            or ("udp",),
             public_host=config.public_host,
             user_agent=config.user_agent,
             session_expires=config.sip_session_expires,
@@ -125,6 +127,11 @@ def build_user_agent(config: Any) -> Any:
             rtp_timeout_s=getattr(config, "rtp_timeout_s", 60.0),
             rtp_hold_timeout_s=getattr(config, "rtp_hold_timeout_s", 600.0),
             accept_inbound=bool(getattr(config, "inbound", None)),
+            tls_port=getattr(config, "sip_tls_port", 5061),
+            tls_cert=getattr(config, "tls_cert", None),
+            tls_key=getattr(config, "tls_key", None),
+            tls_ca=getattr(config, "tls_ca", None),
+            tls_verify=getattr(config, "tls_verify", True),
         )
     )
     return UserAgent(ua_cfg)

@@ -29,7 +29,7 @@ from media.engine import MediaConfig, MediaEngine, MediaStream
 from sip import aio as sip_aio
 from sip import causes
 from sip.aio.observe import ObservableCall
-from sip.aio.transport import TcpTransport, UdpTransport
+from sip.aio.transport import TcpTransport, TlsTransport, UdpTransport
 from sip.aio.ua import Credentials, GatewayConfig
 from sip.events import InfoDigit
 from sip.invite import ClientInviteSession
@@ -432,6 +432,10 @@ class UserAgent:
     @property
     def tcp(self) -> TcpTransport | None:
         return self.sip.tcp
+
+    @property
+    def tls(self) -> TlsTransport | None:
+        return self.sip.tls
 
     @property
     def stats(self) -> dict[str, int]:

@@ -1,4 +1,4 @@
-"""UDP and TCP transports (RFC 3261 §18): they move bytes, nothing more.
+"""UDP, TCP and TLS transports (RFC 3261 §18, §26.2): they move bytes, nothing more.
 
 Each transport hands every complete message, with its source address and the connection
 it came on, to one callback; parsing errors are reported to the same place so the user
@@ -13,6 +13,13 @@ An unconnected UDP socket hears nothing of ICMP errors unless asked: the UDP tra
 a port nobody listens on is reported (:attr:`UdpTransport.on_unreachable`) with the address
 it was sent to, and the transaction behind it fails at once instead of after Timer B
 (RFC 3261 §8.1.3.1, §17.1.4).
+
+TLS (:class:`TlsTransport`) is TCP with an :class:`ssl.SSLContext` on each connection: the
+same framing, reuse and lifetime. A connection we open verifies the peer's certificate
+(against the system store or a configured CA file) for the host name of the URI the address
+came from, which also goes in SNI (RFC 5922 §4); a failed handshake is an ``ssl.SSLError``,
+an ``OSError`` like a refused connect, so the transaction fails the same way and nothing
+is ever sent in clear instead.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import errno
 import logging
 import os
 import socket
+import ssl
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,7 +46,7 @@ Address = tuple[str, int]
 class Inbound:
     """Where a message came from: the transport name, source address and (TCP) connection."""
 
-    transport: str  # "udp" | "tcp"
+    transport: str  # "udp" | "tcp" | "tls"
     source: Address
     connection: TcpConnection | None = None
 
@@ -271,7 +279,7 @@ class TcpConnection:
         self.aliases: set[Address] = set()  #: other addresses it serves (RFC 5923 alias)
 
     async def run(self) -> None:
-        inbound = Inbound("tcp", self.peer, self)
+        inbound = Inbound(self.owner.name, self.peer, self)
         try:
             while True:
                 data = await self.reader.read(65536)
@@ -330,7 +338,7 @@ class TcpTransport:
         *,
         max_size: int = 65535,
         idle_timeout: float | None = None,
-    ):
+    ) -> None:
         self.on_message = on_message
         self.on_error = on_error
         self.max_size = max_size
@@ -345,13 +353,24 @@ class TcpTransport:
 
     @classmethod
     async def listen(
-        cls, host: str, port: int, on_message: MessageHandler, on_error: ErrorHandler
+        cls,
+        host: str,
+        port: int,
+        on_message: MessageHandler,
+        on_error: ErrorHandler,
+        **options: object,
     ) -> TcpTransport:
-        self = cls(on_message, on_error)
-        self.server = await asyncio.start_server(self._accept, host, port)
+        self = cls(on_message, on_error, **options)  # type: ignore[arg-type]
+        self.server = await asyncio.start_server(self._accept, host, port, ssl=self._server_ssl())
         sock = self.server.sockets[0].getsockname()
         self.local = (sock[0], sock[1])
         return self
+
+    def _server_ssl(self) -> ssl.SSLContext | None:
+        return None
+
+    def _client_ssl(self) -> ssl.SSLContext | None:
+        return None
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = TcpConnection(self, reader, writer)
@@ -400,21 +419,34 @@ class TcpTransport:
         if self._connections:
             self._arm_sweeper()
 
-    async def connect(self, addr: Address) -> TcpConnection:
+    #: Seconds a connect (and, for TLS, its handshake) may take.
+    CONNECT_TIMEOUT = 10.0
+
+    async def connect(self, addr: Address, server_name: str | None = None) -> TcpConnection:
+        """The open connection to ``addr``, else a new one. ``server_name`` (TLS): the name
+        the peer's certificate must carry (None: ``addr``'s host)."""
         conn = self._connections.get(addr)
         if conn is not None and not conn.closed:
             return conn
         pending = self._connecting.get(addr)
         if pending is None:
-            pending = asyncio.ensure_future(self._open(addr))
+            pending = asyncio.ensure_future(self._open(addr, server_name))
             self._connecting[addr] = pending
         try:
             return await pending
         finally:
             self._connecting.pop(addr, None)
 
-    async def _open(self, addr: Address) -> TcpConnection:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(addr[0], addr[1]), 10)
+    async def _open(self, addr: Address, server_name: str | None = None) -> TcpConnection:
+        context = self._client_ssl()
+        opening = asyncio.open_connection(
+            addr[0],
+            addr[1],
+            ssl=context,
+            server_hostname=(server_name or addr[0]) if context is not None else None,
+            ssl_handshake_timeout=self.CONNECT_TIMEOUT if context is not None else None,
+        )
+        reader, writer = await asyncio.wait_for(opening, self.CONNECT_TIMEOUT)
         conn = TcpConnection(self, reader, writer)
         self._add(addr, conn)
         conn.task = asyncio.ensure_future(conn.run())
@@ -437,3 +469,65 @@ class TcpTransport:
             self.server.close()
         for conn in list(self._connections.values()):
             conn.close()
+
+
+class TlsTransport(TcpTransport):
+    """TLS connections both ways (RFC 3261 §26.2.1), otherwise exactly :class:`TcpTransport`.
+
+    ``client_context`` verifies the servers we connect to (:func:`client_context`);
+    ``server_context`` (our certificate and key, :func:`server_context`) serves the
+    connections peers open to our listener, e.g. for their in-dialog requests."""
+
+    name = "tls"
+
+    def __init__(
+        self,
+        on_message: MessageHandler,
+        on_error: ErrorHandler,
+        *,
+        client_context: ssl.SSLContext,
+        server_context: ssl.SSLContext | None = None,
+        max_size: int = 65535,
+        idle_timeout: float | None = None,
+    ) -> None:
+        super().__init__(on_message, on_error, max_size=max_size, idle_timeout=idle_timeout)
+        self.client_context = client_context
+        self.server_context = server_context
+
+    def _server_ssl(self) -> ssl.SSLContext | None:
+        if self.server_context is None:
+            raise ValueError("a TLS listener needs a certificate and key (server_context)")
+        return self.server_context
+
+    def _client_ssl(self) -> ssl.SSLContext | None:
+        return self.client_context
+
+
+def client_context(
+    *,
+    ca_file: str | None = None,
+    verify: bool = True,
+    cert_file: str | None = None,
+    key_file: str | None = None,
+) -> ssl.SSLContext:
+    """The context of the TLS connections we open: the server's certificate checked against
+    ``ca_file`` (PEM; None: the system store) and the host name we connect for (RFC 5922
+    §7.2), unless ``verify`` is off; our own certificate if ``cert_file`` is given (for
+    peers that ask for one). ``OSError``/``ssl.SSLError`` for files that cannot be read."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if cert_file:
+        context.load_cert_chain(cert_file, key_file or None)
+    return context
+
+
+def server_context(cert_file: str, key_file: str | None = None) -> ssl.SSLContext:
+    """The context of our TLS listener: our certificate chain and key (PEM). Peers are not
+    asked for a certificate."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_file, key_file or None)
+    return context

@@ -60,7 +60,15 @@ from sip.uri import SipUri, TelUri, parse_uri
 
 from .observe import ObservableCall
 from .resolver import resolve
-from .transport import Inbound, TcpConnection, TcpTransport, UdpTransport
+from .transport import (
+    Inbound,
+    TcpConnection,
+    TcpTransport,
+    TlsTransport,
+    UdpTransport,
+    client_context,
+    server_context,
+)
 
 log = logging.getLogger("sip.ua")
 
@@ -101,6 +109,9 @@ class GatewayConfig:
     #: Seconds between OPTIONS pings (:mod:`sip.keepalive`; 0 = none): a gateway that stops
     #: answering is down, and calls through it fail at once, until it answers again.
     ping: float = 0.0
+    #: ``transport = "tls"``: the name the trunk's certificate must carry and that goes in
+    #: SNI, when it is not ``host`` (e.g. ``host`` is an address).
+    tls_server_name: str | None = None
 
     def prefixes(self) -> list[str]:
         return [self.prefix] if isinstance(self.prefix, str) else list(self.prefix)
@@ -136,6 +147,14 @@ class UserAgentConfig:
     accept_inbound: bool = False
     #: Seconds a TCP connection no transaction uses stays open without traffic.
     tcp_idle_timeout: float = 120.0
+    #: TLS (``"tls"`` in ``transports``; RFC 3261 §26.2): our certificate chain and key (PEM
+    #: files). With them a TLS listener runs on ``tls_port`` (peers' in-dialog requests) and
+    #: the certificate is shown to servers that ask for one; without, TLS is outbound only.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None  #: CA certificates (PEM) servers are verified by (None: the system's)
+    tls_verify: bool = True  #: verify servers' certificates and names (off: tests only)
+    tls_port: int = 5061  #: TLS listen port (0 = any free port)
 
 
 #: ``offer_handler(offer)``: the callee's offer in a re-INVITE/UPDATE (None: a re-INVITE
@@ -387,6 +406,7 @@ class UserAgent:
         )
         self.udp: UdpTransport | None = None
         self.tcp: TcpTransport | None = None
+        self.tls: TlsTransport | None = None
         self._calls: dict[str, OutboundCall | InboundCall] = {}  # Call-ID -> call
         #: Given each :class:`InboundCall` (``accept_inbound``); without one they get 480.
         self.on_incoming: IncomingHandler | None = None
@@ -433,11 +453,17 @@ class UserAgent:
             self.tcp.in_use = self._connection_in_use
             if self.udp is None:
                 self.local_port = self.tcp.local[1]
+        if "tls" in cfg.transports:
+            self.tls = await self._start_tls()
+            if self.udp is None and self.tcp is None:
+                self.local_port = self.tls.local[1]
         ports = self.endpoint.config.ports
         if self.udp is not None:
             ports["udp"] = self.local_port
         if self.tcp is not None:
             ports["tcp"] = self.tcp.local[1]
+        if self.tls is not None:
+            ports["tls"] = self.tls.local[1]
         if self.endpoint.policy.restricted:
             await self._allow_gateways()
         for gw in cfg.gateways:
@@ -453,6 +479,32 @@ class UserAgent:
                 )
                 self.endpoint.probe(OptionsProbe(probe), self._now())
         self._pump()
+
+    async def _start_tls(self) -> TlsTransport:
+        """The TLS transport: a listener when we have a certificate, else outbound only
+        (its Via port is then ``tls_port``, where nobody listens: peers answer on the
+        connection, RFC 3261 §18.2.2, and reuse it for their requests, RFC 5923)."""
+        cfg = self.config
+        client = client_context(
+            ca_file=cfg.tls_ca, verify=cfg.tls_verify, cert_file=cfg.tls_cert, key_file=cfg.tls_key
+        )
+        if cfg.tls_cert:
+            tls = await TlsTransport.listen(
+                cfg.host,
+                cfg.tls_port,
+                self._on_message,
+                self._on_parse_error,
+                client_context=client,
+                server_context=server_context(cfg.tls_cert, cfg.tls_key),
+            )
+            assert isinstance(tls, TlsTransport)
+        else:
+            tls = TlsTransport(self._on_message, self._on_parse_error, client_context=client)
+            tls.local = (cfg.host, cfg.tls_port)
+            log.warning("TLS without a certificate (tls_cert): outbound only, no listener")
+        tls.idle_timeout = cfg.tcp_idle_timeout
+        tls.in_use = self._connection_in_use
+        return tls
 
     def _local_uri_host(self) -> str:
         host = self.local_host
@@ -580,6 +632,8 @@ class UserAgent:
             self.udp.close()
         if self.tcp is not None:
             self.tcp.close()
+        if self.tls is not None:
+            self.tls.close()
 
     async def wait_idle(self, timeout: float) -> bool:
         """Wait until no client transaction of ours is pending (and no call waits for its
@@ -707,8 +761,10 @@ class UserAgent:
         assert isinstance(uri, SipUri)
         if transport:
             transport = transport.lower()
-            if transport not in ("udp", "tcp"):
+            if transport not in ("udp", "tcp", "tls"):
                 raise ValueError(f"unsupported transport {transport!r}")
+            if uri.scheme == "sips" and transport != "tls":
+                raise ValueError(f"a sips: URI goes over TLS only, not {transport}")
             uri.params["transport"] = transport
             request_uri = str(uri)
         if gw is not None and credentials is None and gw.username:
@@ -726,13 +782,14 @@ class UserAgent:
         if gw is not None and gw.p_asserted_identity:
             name = f'"{caller_name}" ' if caller_name else ""
             extra.append(("P-Asserted-Identity", f"{name}<{from_uri}>"))
-        wanted = transport or (uri.transport or None)
+        secure = uri.scheme == "sips"  # RFC 5630: TLS on every hop, our Contact sips too
+        wanted = "tls" if secure else (transport or uri.transport or "udp").lower()
         session = ClientInviteSession.create(
             request_uri=request_uri,
             from_uri=from_uri,
             to_uri=to_uri,
             call_id=new_call_id(self.local_host),
-            config=self.endpoint.session_config(wanted or "udp"),
+            config=self.endpoint.session_config(wanted, secure),
             caller_name=caller_name,
             sdp=sdp,
             headers=extra,
@@ -810,15 +867,12 @@ class UserAgent:
 
     def _connection_in_use(self, conn: TcpConnection) -> bool:
         return any(
-            self.endpoint.uses("tcp", address, conn) for address in (conn.peer, *conn.aliases)
+            self.endpoint.uses(conn.owner.name, address, conn)
+            for address in (conn.peer, *conn.aliases)
         )
 
     def _on_message(self, message: SipRequest | SipResponse, inbound: Inbound) -> None:
-        if (
-            inbound.connection is not None
-            and isinstance(message, SipRequest)
-            and self.tcp is not None
-        ):
+        if inbound.connection is not None and isinstance(message, SipRequest):
             # RFC 5923 §5: "alias" in the top Via lets us send our requests for the
             # source address and the Via's port on this connection.
             try:
@@ -826,7 +880,10 @@ class UserAgent:
             except (SipParseError, ValueError, IndexError):
                 via = None
             if via is not None and "alias" in via.params:
-                self.tcp.alias(inbound.connection, (inbound.source[0], via.port or 5060))
+                default = 5061 if inbound.transport == "tls" else 5060
+                inbound.connection.owner.alias(
+                    inbound.connection, (inbound.source[0], via.port or default)
+                )
         self.endpoint.receive_message(
             message, Source(inbound.transport, inbound.source, inbound.connection), self._now()
         )
@@ -970,30 +1027,53 @@ class UserAgent:
             if self.udp is not None:
                 self.udp.send(datagram.data, datagram.address)
             return
-        if self.tcp is None:
+        stream = self.tls if datagram.transport == "tls" else self.tcp
+        assert self._loop is not None
+        if stream is None:
+            # No such transport here (a sips: URI without TLS configured): the request
+            # fails; it is never sent over another transport (RFC 5630 §3.1.3).
+            log.info("no %s transport: not sent to %s:%s", datagram.transport, *datagram.address)
+            self._loop.call_soon(self._transport_failed, datagram.transport, datagram.address)
             return
         conn = datagram.connection
         if conn is not None and not conn.closed:  # type: ignore[attr-defined]
             conn.send(datagram.data)  # type: ignore[attr-defined]
             return
-        conn = self.tcp.connection_to(datagram.address)
+        conn = stream.connection_to(datagram.address)
         if conn is not None:
             conn.send(datagram.data)
             return
-        assert self._loop is not None
-        self._loop.create_task(self._connect_and_send(datagram))
+        self._loop.create_task(self._connect_and_send(stream, datagram))
 
-    async def _connect_and_send(self, datagram: Datagram) -> None:
-        assert self.tcp is not None
+    def _transport_failed(self, transport: str, address: tuple[str, int]) -> None:
+        self.endpoint.transport_error(transport, address, self._now())
+        self._pump()
+
+    def _tls_server_name(self, datagram: Datagram) -> str | None:
+        """The name a TLS peer's certificate must match: a gateway's ``tls_server_name``
+        when the URI named the gateway's host, else the URI's host."""
+        name = datagram.server_name
+        for gw in self.config.gateways:
+            if gw.tls_server_name and name is not None and name == gw.host.strip("[]"):
+                return gw.tls_server_name
+        return name
+
+    async def _connect_and_send(self, stream: TcpTransport, datagram: Datagram) -> None:
+        name = self._tls_server_name(datagram) if datagram.transport == "tls" else None
         try:
-            conn = await self.tcp.connect(datagram.address)
+            conn = await stream.connect(datagram.address, name)
             conn.send(datagram.data)
         except (TimeoutError, OSError) as exc:
-            log.info(
-                "TCP connect to %s:%s failed: %s", datagram.address[0], datagram.address[1], exc
+            # ssl.SSLError (a certificate that does not verify...) is an OSError too.
+            log.warning(
+                "%s connect to %s:%s%s failed: %s",
+                datagram.transport.upper(),
+                datagram.address[0],
+                datagram.address[1],
+                f" ({name})" if name and name != datagram.address[0] else "",
+                exc,
             )
-            self.endpoint.transport_error("tcp", datagram.address, self._now())
-            self._pump()
+            self._transport_failed(datagram.transport, datagram.address)
 
 
 def _user_of(uri: SipUri | TelUri | str) -> str:

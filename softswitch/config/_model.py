@@ -72,6 +72,9 @@ class Gateway:
     """SRTP with SDES (RFC 4568) on calls through this trunk: ``off``, ``optional`` (RTP/AVP
     offer with ``a=crypto``, SRTP if the trunk answers one) or ``mandatory`` (RTP/SAVP; a
     plain answer ends the call with ``INCOMPATIBLE_DESTINATION``)."""
+    tls_server_name: str | None = None
+    """With ``transport = "tls"``: the name the trunk's certificate must carry (and SNI), when
+    it is not ``host`` (e.g. ``host`` is an address). Default: ``host``."""
 
     def __post_init__(self) -> None:
         # One list is the source of truth; ``prefix`` stays as the first entry for readers
@@ -257,6 +260,18 @@ class Config:
     inbound: list[InboundRoute] = field(default_factory=list)
     """Inbound routes (``[[inbound]]``): with any, INVITEs from the configured gateways and
     ``sip_allowed_peers`` are taken and routed by called number (unknown numbers get 404)."""
+    sip_tls_port: int = 5061
+    """Port of the TLS listener (``"tls"`` in ``sip_transports`` and a ``tls_cert``); 0 = any."""
+    tls_cert: str | None = None
+    """Our certificate chain (PEM file): served by the TLS listener, and shown to servers
+    that ask for a client certificate. Without it TLS is outbound only (no listener)."""
+    tls_key: str | None = None
+    """The private key of ``tls_cert`` (PEM file; default: in ``tls_cert``)."""
+    tls_ca: str | None = None
+    """CA certificates (PEM file) that servers' certificates are verified by; default: the
+    system's store."""
+    tls_verify: bool = True
+    """Verify servers' certificates and names (false: anyone is trusted; for tests only)."""
 
     @property
     def http_base_url(self) -> str:

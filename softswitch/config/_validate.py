@@ -1,6 +1,6 @@
 """One validation pass over the merged :class:`Config`, after every layer is applied.
 
-A setting that names something not implemented (TLS, a codec the media engine lacks) is refused
+A setting that names something not implemented (a codec the media engine lacks...) is refused
 here with a :class:`ConfigError` naming the key, never silently downgraded.
 Case-insensitive values (transports, codecs, the log level) are normalized in place.
 """
@@ -8,19 +8,18 @@ Case-insensitive values (transports, codecs, the log level) are normalized in pl
 from __future__ import annotations
 
 import ipaddress
+import ssl
 
 from sip.policy import parse_networks
 from softswitch.config._model import Config, ConfigError
 
-SIP_TRANSPORTS = ("udp", "tcp")
-"""Transports the SIP user agent implements; TLS (RFC 3261 §26.2) is not, so ``tls`` is refused
-rather than dialled or listened on over plain TCP."""
+SIP_TRANSPORTS = ("udp", "tcp", "tls")
+"""Transports the SIP user agent implements (TLS: RFC 3261 §26.2, never replaced by TCP)."""
 KNOWN_CODECS = ("PCMU", "PCMA", "G722", "OPUS")
 """Codecs the media engine encodes (``media.engine.SUPPORTED_CODECS``: G.711, G.722, Opus; kept
 here so reading the configuration does not load the media engine); others (G729...) are refused
 rather than silently left out of the offer. A gateway's ``codecs`` list orders its offer."""
 NOT_IMPLEMENTED = {
-    "tls": "TLS is not implemented (udp and tcp are)",
     "retries": "retrying a configured trunk is not implemented (1 = one try); the legacy API's "
     "GatewayRetries retries per request",
     "caller_id_in_from": "only true is implemented (the caller id is the From user part)",
@@ -43,10 +42,9 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("sip_transports", "at least one transport is needed")
     cfg.sip_transports = [t.lower() for t in cfg.sip_transports]
     for t in cfg.sip_transports:
-        if t == "tls":
-            raise ConfigError("sip_transports", NOT_IMPLEMENTED["tls"])
         if t not in SIP_TRANSPORTS:
             raise ConfigError("sip_transports", f"{t!r} is not one of {', '.join(SIP_TRANSPORTS)}")
+    _validate_tls(cfg)
     if cfg.sip_session_expires != 0 and not 90 <= cfg.sip_session_expires <= 86400:
         raise ConfigError("sip_session_expires", "must be 0 (off) or 90-86400 (RFC 4028 §4: Min-SE 90)")
     try:
@@ -124,10 +122,12 @@ def _validate(cfg: Config) -> None:
         if not 1 <= gw.port <= 65535:
             raise ConfigError(f"{key}.port", f"{gw.port} out of range 1-65535")
         gw.transport = gw.transport.lower()
-        if gw.transport == "tls":
-            raise ConfigError(f"{key}.transport", NOT_IMPLEMENTED["tls"])
         if gw.transport not in SIP_TRANSPORTS:
-            raise ConfigError(f"{key}.transport", f"{gw.transport!r} is not udp or tcp")
+            raise ConfigError(f"{key}.transport", f"{gw.transport!r} is not udp, tcp or tls")
+        if gw.transport == "tls" and "tls" not in cfg.sip_transports:
+            raise ConfigError(f"{key}.transport", 'tls needs "tls" in sip_transports')
+        if gw.tls_server_name is not None and gw.transport != "tls":
+            raise ConfigError(f"{key}.tls_server_name", 'only with transport = "tls"')
         if gw.register and not gw.username:
             raise ConfigError(f"{key}.username", "required when register = true")
         if not 0 <= gw.ping <= 3600:
@@ -213,3 +213,30 @@ def _validate_inbound(cfg: Config) -> None:
             setattr(route, name, method)
         if route.account and cfg.account(route.account) is None:
             raise ConfigError(f"{key}.account", f"no account {route.account!r}")
+
+
+def _validate_tls(cfg: Config) -> None:
+    """The TLS settings: a port in range, files that load (a bad path or PEM is refused here,
+    naming the key, not at the first call), and none of them without ``tls`` to use them."""
+    if not 0 <= cfg.sip_tls_port <= 65535:
+        raise ConfigError("sip_tls_port", f"{cfg.sip_tls_port} out of range 0-65535")
+    given = [k for k in ("tls_cert", "tls_key", "tls_ca") if getattr(cfg, k)]
+    if "tls" not in cfg.sip_transports:
+        if given:
+            raise ConfigError(given[0], 'set, but "tls" is not in sip_transports')
+        return
+    if cfg.tls_key and not cfg.tls_cert:
+        raise ConfigError("tls_key", "set without tls_cert")
+    if cfg.tls_cert:
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                cfg.tls_cert, cfg.tls_key or None
+            )
+        except (OSError, ssl.SSLError) as exc:
+            key = "tls_cert" if isinstance(exc, FileNotFoundError) or not cfg.tls_key else "tls_key"
+            raise ConfigError(key, f"cannot load the certificate and key: {exc}") from None
+    if cfg.tls_ca:
+        try:
+            ssl.create_default_context(cafile=cfg.tls_ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError("tls_ca", f"cannot load the CA certificates: {exc}") from None

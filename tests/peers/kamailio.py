@@ -17,6 +17,8 @@ UDP and TCP. What the configuration does:
   (over the ``ctl`` socket in the private directory) shows the bindings
   (:meth:`Kamailio.contacts`).
 * TCP with ``tcp_accept_aliases=yes`` (RFC 5923-style reuse when our Via says ``alias``).
+* TLS (``tls=(cert, key)``): the ``tls`` module on a second port (:attr:`Kamailio.tls_port`)
+  with that certificate (``tls.cfg`` in the private directory); it verifies nobody.
 
 Bounded: start-up waits at most 10 s for both ports, :meth:`stop` sends SIGTERM and kills
 after 5 s; every ``kamcmd`` call has a timeout.
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,6 +64,7 @@ auto_aliases=no
 listen=udp:127.0.0.1:@PORT@
 listen=tcp:127.0.0.1:@PORT@
 alias="127.0.0.1:@PORT@"
+@TLS_CORE@
 tcp_accept_aliases=yes
 tcp_connection_lifetime=120
 dns=no
@@ -84,6 +88,7 @@ loadmodule "xlog.so"
 loadmodule "sanity.so"
 loadmodule "ctl.so"
 loadmodule "auth.so"
+@TLS_MODULE@
 
 modparam("ctl", "binrpc", "unix:@DIR@/kamailio_ctl")
 modparam("usrloc", "db_mode", 0)
@@ -200,6 +205,7 @@ class Kamailio:
         min_expires: int = 1,
         max_expires: int = 3600,
         port: int | None = None,
+        tls: tuple[Path, Path] | None = None,
     ):
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -208,6 +214,20 @@ class Kamailio:
         self.password = password
         self.realm = REALM
         self.routes = dict(routes or {})
+        self.tls_port = free_port(socket.SOCK_STREAM) if tls is not None else None
+        tls_core = tls_module = ""
+        if tls is not None:
+            (self.dir / "tls.cfg").write_text(
+                "[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\n"
+                f"require_certificate = no\ncertificate = {tls[0]}\nprivate_key = {tls[1]}\n\n"
+                "[client:default]\nmethod = TLSv1.2+\nverify_certificate = no\n"
+                "require_certificate = no\n"
+            )
+            tls_core = (
+                f"enable_tls=yes\nlisten=tls:127.0.0.1:{self.tls_port}\n"
+                f'alias="127.0.0.1:{self.tls_port}"\nalias="localhost:{self.tls_port}"'
+            )
+            tls_module = f'loadmodule "tls.so"\nmodparam("tls", "config", "{self.dir}/tls.cfg")'
         self.log_path = self.dir / "kamailio.log"
         self.config_path = self.dir / "kamailio.cfg"
         route_lines = []
@@ -227,6 +247,8 @@ class Kamailio:
             "@DEFAULT_EXPIRES@": str(default_expires),
             "@MIN_EXPIRES@": str(min_expires),
             "@MAX_EXPIRES@": str(max_expires),
+            "@TLS_CORE@": tls_core,
+            "@TLS_MODULE@": tls_module,
         }.items():
             text = text.replace(key, value)
         self.config_path.write_text(text)
@@ -240,6 +262,8 @@ class Kamailio:
         try:
             wait_bound(self.port, proc=self.proc)
             wait_bound(self.port, tcp=True, proc=self.proc)
+            if self.tls_port is not None:
+                wait_bound(self.tls_port, tcp=True, proc=self.proc)
         except AssertionError:
             self.stop()
             raise

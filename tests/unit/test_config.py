@@ -225,13 +225,30 @@ def test_errors_name_the_key(
 @pytest.mark.parametrize(
     ("toml", "env", "key", "why"),
     [
-        ('sip_transports = ["udp", "tls"]', {}, "sip_transports", "TLS is not implemented"),
-        ("", {"SOFTSWITCH_SIP_TRANSPORTS": "tls"}, "sip_transports", "TLS is not implemented"),
         (
             '[[gateways]]\nname = "g"\nhost = "h"\ntransport = "TLS"',
             {},
             "gateways[0].transport",
-            "TLS is not implemented",
+            'tls needs "tls" in sip_transports',
+        ),
+        ('tls_ca = "/nonexistent/ca.pem"', {}, "tls_ca", '"tls" is not in sip_transports'),
+        (
+            'sip_transports = ["udp", "tls"]\ntls_cert = "/nonexistent/cert.pem"',
+            {},
+            "tls_cert",
+            "cannot load the certificate and key",
+        ),
+        (
+            'sip_transports = ["tls"]\ntls_ca = "/nonexistent/ca.pem"',
+            {},
+            "tls_ca",
+            "cannot load the CA certificates",
+        ),
+        (
+            'sip_transports = ["tls"]\n[[gateways]]\nname = "g"\nhost = "h"\ntls_server_name = "x"',
+            {},
+            "gateways[0].tls_server_name",
+            'only with transport = "tls"',
         ),
         (
             '[[gateways]]\nname = "g"\nhost = "h"\nregister = true',
@@ -268,7 +285,7 @@ def test_errors_name_the_key(
 def test_unimplemented_features_are_refused(
     tmp_path: Path, toml: str, env: dict[str, str], key: str, why: str
 ) -> None:
-    """Never silently downgraded: TLS is not dialled over TCP, register is not ignored, a codec
+    """Never silently downgraded: TLS settings that cannot work, register is not ignored, a codec
     the media engine lacks is not left out of the offer. The error names the key."""
     path = write(tmp_path, 'db_path = "{db}"\n' + toml)
     with pytest.raises(ConfigError) as exc_info:
@@ -464,3 +481,37 @@ def test_inbound_routes_load_and_are_checked(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as info:
             load_config(env={}, overrides={**db, "inbound": [table]})
         assert key in info.value.key, (table, info.value)
+
+
+def test_tls_settings_are_read_and_checked(tmp_path: Path) -> None:
+    from tests.peers.tls_certs import TestCA
+
+    ca = TestCA(tmp_path)
+    issued = ca.issue("softswitch", dns=("localhost",))
+    text = (
+        'sip_transports = ["udp", "TLS"]\nsip_tls_port = 5071\n'
+        f'tls_cert = "{issued.cert}"\ntls_key = "{issued.key}"\ntls_ca = "{ca.cert}"\n'
+        'tls_verify = true\n[[gateways]]\nname = "g"\nhost = "192.0.2.7"\nport = 5061\n'
+        'transport = "tls"\ntls_server_name = "pbx.example.com"'
+    )
+    cfg = load_config(write(tmp_path, 'db_path = "{db}"\n' + text), env={})
+    assert cfg.sip_transports == ["udp", "tls"] and cfg.sip_tls_port == 5071
+    assert (cfg.tls_cert, cfg.tls_key, cfg.tls_ca) == (str(issued.cert), str(issued.key), str(ca.cert))
+    [gw] = cfg.gateways
+    assert (gw.transport, gw.tls_server_name) == ("tls", "pbx.example.com")
+    from softswitch.server import build_user_agent
+
+    ua = build_user_agent(cfg).config
+    assert ua.transports == ("udp", "tls") and ua.tls_port == 5071 and ua.tls_verify
+    assert (ua.tls_cert, ua.tls_key, ua.tls_ca) == (str(issued.cert), str(issued.key), str(ca.cert))
+    assert ua.gateways[0].tls_server_name == "pbx.example.com"
+    # The key of another certificate does not load: refused at start-up, naming the key.
+    other = ca.issue("other")
+    bad = text.replace(str(issued.key), str(other.key))
+    with pytest.raises(ConfigError) as exc_info:
+        load_config(write(tmp_path, 'db_path = "{db}"\n' + bad), env={})
+    assert exc_info.value.key == "tls_key"
+    # From the environment too.
+    env = {"SOFTSWITCH_SIP_TRANSPORTS": "udp,tls", "SOFTSWITCH_TLS_VERIFY": "false"}
+    cfg = load_config(write(tmp_path, 'db_path = "{db}"\n'), env=env)
+    assert cfg.sip_transports == ["udp", "tls"] and cfg.tls_verify is False
