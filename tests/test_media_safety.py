@@ -113,13 +113,15 @@ async def test_callee_killed_after_answer_is_hung_up_with_media_timeout(ua, bare
     call, _ = await _answered(ua, peer.uri)
     await wait_until(lambda: call.stats()["packets_received"] > 10, 5, what="baresip's RTP")
     assert peer.proc is not None
+    killed = asyncio.get_running_loop().time()
     peer.proc.kill()  # SIGKILL: no BYE, no more RTP
     peer.proc.wait(5)
-    killed = asyncio.get_running_loop().time()
     end = await asyncio.wait_for(call.wait_terminated(), ACTIVE_S + 5)
     elapsed = asyncio.get_running_loop().time() - killed
     assert (end.cause, end.hangup_source) == (causes.MEDIA_TIMEOUT, "timeout")
-    assert ACTIVE_S - 0.1 <= elapsed < ACTIVE_S + 1.0, elapsed
+    # the last packet may have been read a tick before the kill; the upper bound leaves room
+    # for a loaded machine (the BYE to the dead port ends at once on its ICMP unreachable)
+    assert ACTIVE_S - 0.2 <= elapsed < ACTIVE_S + 2.5, elapsed
 
 
 @needs_sipp
