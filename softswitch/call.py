@@ -554,6 +554,12 @@ class CallManager:
         self._drop_dialog(call)
         self._notify(call, CallbackEvent.HANGUP)
         self.table.forget(call)
+        # The application may still be unwinding from its cancellation: release after it.
+        app = call.app_task
+        if app is None or app.done():
+            call.release()
+        else:
+            app.add_done_callback(lambda _task: call.release())
 
     def _keep_dialog(self, call: Call) -> None:
         """Store the answered leg's SIP dialog, and each change of it, so that the next

@@ -123,6 +123,15 @@ class Call:
     def session_start(self) -> float | None:
         return self.early_at or self.answered_at or self.ring_at
 
+    def release(self) -> None:
+        """Break the call's reference cycles once it is over: its XML control (whose hooks,
+        B-leg hook and media cache point back at it) and its timers (whose expiry closure
+        does). Reference counting then frees the call, its leg and its media stream at once;
+        left to the cyclic collector they would be frozen with the live heap by
+        :class:`softswitch.process.GcPolicy` while other calls are up, and never freed."""
+        self.control = None
+        self.timers = None
+
 
 class CallTable:
     """The calls admitted and not over yet, by call uuid and by request uuid."""
