@@ -136,6 +136,9 @@ class UserAgentConfig:
     accept_inbound: bool = False
     #: Seconds a TCP connection no transaction uses stays open without traffic.
     tcp_idle_timeout: float = 120.0
+    #: Per transport (``{"tcp": "198.51.100.4"}``), the address put in Via/Contact of that
+    #: transport instead of ``public_host`` (a NAT that maps UDP and TCP apart).
+    public_hosts: dict[str, str] = field(default_factory=dict)
 
 
 #: ``offer_handler(offer)``: the callee's offer in a re-INVITE/UPDATE (None: a re-INVITE
@@ -369,6 +372,7 @@ class UserAgent:
         self.endpoint = Endpoint(
             EndpointConfig(
                 local_host=self.local_host,
+                advertised_hosts=dict(cfg.public_hosts),
                 ports={},
                 user_agent=cfg.user_agent,
                 t1=cfg.t1,
@@ -454,8 +458,8 @@ class UserAgent:
                 self.endpoint.probe(OptionsProbe(probe), self._now())
         self._pump()
 
-    def _local_uri_host(self) -> str:
-        host = self.local_host
+    def _local_uri_host(self, transport: str | None = None) -> str:
+        host = self.endpoint.advertised_host(transport) if transport else self.local_host
         return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
     @staticmethod
@@ -473,7 +477,7 @@ class UserAgent:
         registrar = self._gateway_uri(gw)
         user = _escape_user(gw.username or "softswitch")
         domain = gw.from_domain or host
-        local = self._local_uri_host()
+        local = self._local_uri_host(transport)
         port = self.endpoint.config.ports.get(transport) or self.local_port
         credentials = Credentials(gw.username, gw.password or "", gw.realm) if gw.username else None
         return RegistrationConfig(

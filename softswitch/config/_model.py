@@ -257,6 +257,11 @@ class Config:
     inbound: list[InboundRoute] = field(default_factory=list)
     """Inbound routes (``[[inbound]]``): with any, INVITEs from the configured gateways and
     ``sip_allowed_peers`` are taken and routed by called number (unknown numbers get 404)."""
+    public_host_udp: str | None = None
+    """Address written in Via/Contact of SIP over UDP instead of ``public_host`` (a NAT that
+    maps each transport to its own public address). SDP still carries ``public_host``."""
+    public_host_tcp: str | None = None
+    """The same for SIP over TCP."""
 
     @property
     def http_base_url(self) -> str:
