@@ -54,7 +54,7 @@ from sip.invite_server import ServerInviteSession
 from sip.keepalive import GatewayHealthChanged, OptionsProbe, ProbeConfig
 from sip.message import SipParseError, SipRequest, SipResponse, new_call_id
 from sip.policy import PolicyConfig
-from sip.register import Registration, RegistrationChanged, RegistrationConfig
+from sip.register import Registration, RegistrationChanged, RegistrationConfig, contact_address
 from sip.transaction import TimerConfig
 from sip.uri import SipUri, TelUri, parse_uri
 
@@ -402,6 +402,7 @@ class UserAgent:
         self._pumping = False
         self._completions: dict[str, asyncio.Future[int]] = {}  # send_byes, by Call-ID
         self._idle_waiters: list[asyncio.Event] = []  #: wait_idle() callers
+        self._nat_warned: dict[str, tuple[str, int]] = {}  #: gateway -> address warned about
 
     @property
     def stats(self) -> dict[str, int]:
@@ -514,6 +515,25 @@ class UserAgent:
         """The registration kept with this gateway (None: it does not register)."""
         return self.endpoint.registrations.get(gateway)
 
+    def _check_seen_as(self, name: str) -> None:
+        """Warn (once per gateway and address) when the registrar saw our REGISTER come from
+        another address than our Contact says (RFC 3581 ``received``/``rport``): behind a NAT,
+        requests to that Contact may not reach us; ``public_host`` says what to advertise."""
+        registration = self.endpoint.registrations.get(name)
+        if registration is None or registration.seen_as is None:
+            return
+        contact = contact_address(registration.config.contact)
+        if contact is None or contact == registration.seen_as or self._nat_warned.get(name) == registration.seen_as:
+            return
+        self._nat_warned[name] = registration.seen_as
+        log.warning(
+            "gateway %s saw our REGISTER come from %s, not from our Contact's %s: behind a NAT? "
+            "(set public_host to the public address)",
+            name,
+            _hostport(registration.seen_as),
+            _hostport(contact),
+        )
+
     def registrations(self) -> list[dict[str, object]]:
         """Each registration's state, for status pages and logs."""
         now = self._now() if self._loop is not None else 0.0
@@ -525,6 +545,7 @@ class UserAgent:
                 "expires_in": round(r.expires_at - now, 1) if r.expires_at is not None else None,
                 "retry_in": round(r.retry_at - now, 1) if r.retry_at is not None else None,
                 "registrations": r.registered_count,
+                "seen_as": _hostport(r.seen_as) if r.seen_as is not None else None,
             }
             for r in self.endpoint.registrations.values()
         ]
@@ -912,6 +933,8 @@ class UserAgent:
                 event.state,
                 f" ({event.error})" if event.error else "",
             )
+            if event.state == "registered":
+                self._check_seen_as(event.name)
         elif isinstance(event, GatewayHealthChanged):
             if event.up:
                 log.info("gateway %s answers its OPTIONS again: up", event.name)
@@ -1018,3 +1041,8 @@ def _escape_user(user: str) -> str:
     """RFC 3261 §25.1 user part: unreserved and a few marks pass, the rest is %-escaped."""
     allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.!~*'()&=+$,;?/")
     return "".join(c if c in allowed else f"%{ord(c):02X}" for c in user) or "anonymous"
+
+
+def _hostport(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
