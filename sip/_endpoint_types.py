@@ -47,6 +47,9 @@ class EndpointConfig:
     once its sockets are bound."""
 
     local_host: str = "127.0.0.1"  #: address put in Via/Contact
+    #: Per transport (``"udp"``, ``"tcp"``), the address put in Via/Contact instead of
+    #: ``local_host``: behind a NAT that maps each transport to its own public address.
+    advertised_hosts: dict[str, str] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=lambda: {"udp": 5060})  #: transport -> port
     user_agent: str = "softswitch/0.1"
     t1: float = 0.5

@@ -170,8 +170,13 @@ class Endpoint:
 
     # ------------------------------------------------------------------ local identity
 
-    def _host(self) -> str:
-        host = self.config.local_host
+    def advertised_host(self, transport: str = "udp") -> str:
+        """The address our Via sent-by and Contact carry over ``transport`` (RFC 3261 §18.1.1,
+        §8.1.1.8): the transport's advertised host if one is configured, else ``local_host``."""
+        return self.config.advertised_hosts.get(transport) or self.config.local_host
+
+    def _host(self, transport: str = "udp") -> str:
+        host = self.advertised_host(transport)
         return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
     def _port(self, transport: str) -> int:
@@ -182,10 +187,10 @@ class Endpoint:
         """Contact and session settings for a call over ``transport``; ``secure``: the
         request URI is ``sips:``, so is our Contact (RFC 5630 §4.1: TLS on every hop back)."""
         if secure:
-            contact = f"<sips:softswitch@{self._host()}:{self._port('tls')}>"
+            contact = f"<sips:softswitch@{self._host('tls')}:{self._port('tls')}>"
         else:
             contact = (
-                f"<sip:softswitch@{self._host()}:{self._port(transport)}"
+                f"<sip:softswitch@{self._host(transport)}:{self._port(transport)}"
                 + (f";transport={transport}" if transport in ("tcp", "tls") else "")
                 + ">"
             )
@@ -202,7 +207,7 @@ class Endpoint:
     def _via(self, transport: str) -> str:
         # RFC 5923 §6: over a connection, "alias" lets the peer send its requests to us on it.
         alias = ";alias" if transport != "udp" else ""
-        return f"SIP/2.0/{transport.upper()} {self._host()}:{self._port(transport)};branch={new_branch()};rport{alias}"
+        return f"SIP/2.0/{transport.upper()} {self._host(transport)}:{self._port(transport)};branch={new_branch()};rport{alias}"
 
     # ------------------------------------------------------------------ calls
 

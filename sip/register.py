@@ -94,6 +94,9 @@ class Registration:
     retry_at: float | None = None
     failures: int = 0  #: consecutive failures (the back-off's exponent)
     registered_count: int = 0  #: 2xx to a REGISTER with a binding, so far
+    #: Where the registrar saw our last registered REGISTER come from (RFC 3581 §4: the top
+    #: Via's ``received`` and ``rport`` in its 2xx); not our Contact's address behind a NAT.
+    seen_as: tuple[str, int] | None = None
     _expires: int = 0  #: the interval asked for next (423 raises it)
     _cseq: int = 0
     _from_tag: str = field(default_factory=new_tag)
@@ -243,6 +246,7 @@ class Registration:
             return self._failed(now, "registrar kept no binding for our Contact", None)
         self.failures = 0
         self.registered_count += 1
+        self.seen_as = _seen_as(response)
         self.expires_at = now + granted
         self.refresh_at = now + granted / 2  # §10.2.4: refresh well before it lapses
         self.retry_at = None
@@ -285,6 +289,24 @@ class Registration:
         return [
             RegistrationChanged(self.name, state, self.last_error, self.expires_at, self.retry_at)
         ]
+
+
+def _seen_as(response: SipResponse) -> tuple[str, int] | None:
+    """Our address as the registrar saw it: ``received`` (§18.2.1, else the sent-by host) and
+    the ``rport`` value (RFC 3581 §4, else the sent-by port) of the top Via."""
+    try:
+        via = response.top_via
+        rport = via.rport
+    except (ValueError, LookupError):
+        return None
+    port = rport if isinstance(rport, int) and not isinstance(rport, bool) else via.port
+    return (via.received or via.host, port or 5060)
+
+
+def contact_address(contact: str) -> tuple[str, int] | None:
+    """The host and port (5060 when absent) of a Contact URI, or ``None``."""
+    key = _uri_key(contact)
+    return (key[1], key[2] or 5060) if isinstance(key, tuple) else None
 
 
 def _uri_key(text: str) -> tuple[str, str, int | None] | str:

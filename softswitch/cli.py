@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -45,6 +46,45 @@ def _hostport(text: str, default_port: int) -> tuple[str, int]:
         host, port = text.split(":")
         return host, int(port)
     return text, default_port
+
+
+def local_address_for(host: str, port: int = 5060) -> str:
+    """The address this machine would send from to reach ``host``: the source address the
+    kernel picks for a UDP socket connected there (``connect`` on UDP only selects a route;
+    no packet leaves). A loopback target gives a loopback address. A name is resolved first;
+    when that or the route fails, ``127.0.0.1``."""
+    host = host.strip("[]")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except (OSError, UnicodeError):
+        return "127.0.0.1"
+    for family, kind, proto, _, address in infos:
+        try:
+            with socket.socket(family, kind, proto) as probe:
+                probe.connect(address)
+                return str(probe.getsockname()[0])
+        except OSError:  # no route to it in this family
+            continue
+    return "127.0.0.1"
+
+
+def _target_host(target: str, gateway: tuple[str, int] | None) -> tuple[str, int] | None:
+    """Where a call goes first: the trunk, else the target URI's host (none for a number)."""
+    if gateway is not None:
+        return gateway
+    from sip.uri import SipUri, UriError
+
+    if target.lower().startswith(("sip:", "sips:")):
+        text = target
+    elif "@" in target:
+        text = f"sip:{target}"
+    else:
+        return None  # a bare number: routed through --gateway, nowhere by itself
+    try:
+        uri = SipUri.parse(text)
+    except UriError:
+        return None
+    return uri.host, uri.port or 5060
 
 
 def _header(text: str) -> tuple[str, str]:
@@ -89,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--username")
     call.add_argument("--password")
     call.add_argument("--gateway", metavar="HOST[:PORT]", help="route numbers through this trunk")
-    call.add_argument("--sip", default="127.0.0.1:0", metavar="HOST:PORT", help="local SIP address (default: any free port on 127.0.0.1)")
+    call.add_argument("--sip", default=None, metavar="HOST[:PORT]", help="local SIP address (default: any free port on the address this machine would use to reach the target or --gateway; 127.0.0.1 for loopback targets)")
     call.add_argument("--rtp-ports", default=None, metavar="LOW-HIGH")
     call.add_argument("--send-digits", metavar="DIGITS", help="DTMF to send: 0-9*#A-D, w=0.5 s, W=1 s, trailing @ms tone length")
     call.add_argument("--send-on-preanswer", action="store_true", help="send the digits on early media")
@@ -184,9 +224,13 @@ def _run_call(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.machine_detection and not 2000 <= args.machine_detection_time <= 10000:
         parser.error("--machine-detection-time must be 2000..10000 ms")
     try:
-        host, port = _hostport(args.sip, 0)
-        rtp = tuple(int(x) for x in args.rtp_ports.split("-")) if args.rtp_ports else None
         gateway = _hostport(args.gateway, 5060) if args.gateway else None
+        if args.sip is not None:
+            host, port = _hostport(args.sip, 0)
+        else:
+            first_hop = _target_host(args.target, gateway)
+            host, port = (local_address_for(*first_hop) if first_hop else "127.0.0.1"), 0
+        rtp = tuple(int(x) for x in args.rtp_ports.split("-")) if args.rtp_ports else None
     except ValueError:
         parser.error("bad HOST:PORT or LOW-HIGH value")
         return EXIT_USAGE

@@ -113,6 +113,11 @@ def build_user_agent(config: Any) -> Any:
             transports=tuple(t for t in config.sip_transports if t in ("udp", "tcp", "tls"))
             or ("udp",),
             public_host=config.public_host,
+            public_hosts={
+                transport: host
+                for transport, host in (("udp", config.public_host_udp), ("tcp", config.public_host_tcp))
+                if host
+            },
             user_agent=config.user_agent,
             session_expires=config.sip_session_expires,
             allowed_peers=list(config.sip_allowed_peers),

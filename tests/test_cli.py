@@ -60,3 +60,26 @@ def test_machine_detection_summary_uses_the_detectors_names():
                      beep_at_ms=9000)
     view = json.loads(json.dumps(_amd_summary(beep)))
     assert view["Machine"] == "true" and view["beep_hz"] == 1000.0 and view["beep_at_ms"] == 9000
+
+
+def test_default_local_address_is_the_route_to_the_target():
+    """No ``--sip``: the source address the kernel would pick for the first hop (a connected
+    UDP socket's name; nothing is sent). Loopback targets stay on loopback."""
+    import socket
+
+    from softswitch.cli import _target_host, local_address_for
+
+    assert local_address_for("127.0.0.1") == "127.0.0.1"
+    assert local_address_for("127.0.0.9", 5080) == "127.0.0.1"
+    assert local_address_for("localhost") in ("127.0.0.1", "::1")
+    if socket.has_ipv6:
+        assert local_address_for("[::1]") in ("::1", "127.0.0.1")
+    # Any other target: one of this machine's addresses (it can be bound), or the fallback.
+    picked = local_address_for("203.0.113.1")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((picked, 0))
+    assert _target_host("sip:bob@127.0.0.5:5070;transport=tcp", None) == ("127.0.0.5", 5070)
+    assert _target_host("bob@[::1]", None) == ("::1", 5060)
+    assert _target_host("sip:127.0.0.1", None) == ("127.0.0.1", 5060)
+    assert _target_host("14155550100", None) is None  # a number goes where --gateway says
+    assert _target_host("14155550100", ("127.0.0.2", 5062)) == ("127.0.0.2", 5062)

@@ -119,3 +119,35 @@ async def test_server_shows_the_registration_at_health(kamailio, tmp_path: Path)
     finally:
         await server.stop(mode="hangup", drain_timeout_s=1.0)
     assert await asyncio.to_thread(proxy.contacts) == []
+
+
+async def test_registrar_sees_another_address_than_our_contact(kamailio, caplog):
+    """Advertising 127.0.0.3 while bound to 127.0.0.1 (as behind a NAT): the registrar's
+    2xx comes back to our source (we asked for rport), its Via says where it saw us
+    (``received``/``rport``, RFC 3581), and we warn that the Contact differs from that."""
+    proxy = kamailio()
+    gateway = GatewayConfig(
+        name="trunk",
+        host="127.0.0.1",
+        port=proxy.port,
+        username=proxy.user,
+        password=proxy.password,
+        register=True,
+        register_expires=60,
+    )
+    ua = UserAgent(
+        UserAgentConfig(host="127.0.0.1", port=0, public_host="127.0.0.3", transports=("udp",), gateways=[gateway])
+    )
+    await ua.start()
+    try:
+        registration = ua.sip.registration("trunk")
+        assert registration is not None
+        await wait_until(lambda: registration.up, 5, what="registered")
+        port = ua.sip.endpoint.config.ports["udp"]
+        assert await asyncio.to_thread(proxy.contacts) == [f"sip:alice@127.0.0.3:{port}"]
+        assert registration.seen_as == ("127.0.0.1", port)
+        [state] = ua.registrations()
+        assert state["seen_as"] == f"127.0.0.1:{port}"
+        assert f"saw our REGISTER come from 127.0.0.1:{port}, not from our Contact's 127.0.0.3:{port}" in caplog.text
+    finally:
+        await ua.close()

@@ -54,7 +54,7 @@ from sip.invite_server import ServerInviteSession
 from sip.keepalive import GatewayHealthChanged, OptionsProbe, ProbeConfig
 from sip.message import SipParseError, SipRequest, SipResponse, new_call_id
 from sip.policy import PolicyConfig
-from sip.register import Registration, RegistrationChanged, RegistrationConfig
+from sip.register import Registration, RegistrationChanged, RegistrationConfig, contact_address
 from sip.transaction import TimerConfig
 from sip.uri import SipUri, TelUri, parse_uri
 
@@ -155,6 +155,9 @@ class UserAgentConfig:
     tls_ca: str | None = None  #: CA certificates (PEM) servers are verified by (None: the system's)
     tls_verify: bool = True  #: verify servers' certificates and names (off: tests only)
     tls_port: int = 5061  #: TLS listen port (0 = any free port)
+    #: Per transport (``{"tcp": "198.51.100.4"}``), the address put in Via/Contact of that
+    #: transport instead of ``public_host`` (a NAT that maps UDP and TCP apart).
+    public_hosts: dict[str, str] = field(default_factory=dict)
 
 
 #: ``offer_handler(offer)``: the callee's offer in a re-INVITE/UPDATE (None: a re-INVITE
@@ -388,6 +391,7 @@ class UserAgent:
         self.endpoint = Endpoint(
             EndpointConfig(
                 local_host=self.local_host,
+                advertised_hosts=dict(cfg.public_hosts),
                 ports={},
                 user_agent=cfg.user_agent,
                 t1=cfg.t1,
@@ -418,6 +422,7 @@ class UserAgent:
         self._pumping = False
         self._completions: dict[str, asyncio.Future[int]] = {}  # send_byes, by Call-ID
         self._idle_waiters: list[asyncio.Event] = []  #: wait_idle() callers
+        self._nat_warned: dict[str, tuple[str, int]] = {}  #: gateway -> address warned about
 
     @property
     def stats(self) -> dict[str, int]:
@@ -506,8 +511,8 @@ class UserAgent:
         tls.in_use = self._connection_in_use
         return tls
 
-    def _local_uri_host(self) -> str:
-        host = self.local_host
+    def _local_uri_host(self, transport: str | None = None) -> str:
+        host = self.endpoint.advertised_host(transport) if transport else self.local_host
         return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
     @staticmethod
@@ -525,7 +530,7 @@ class UserAgent:
         registrar = self._gateway_uri(gw)
         user = _escape_user(gw.username or "softswitch")
         domain = gw.from_domain or host
-        local = self._local_uri_host()
+        local = self._local_uri_host(transport)
         port = self.endpoint.config.ports.get(transport) or self.local_port
         credentials = Credentials(gw.username, gw.password or "", gw.realm) if gw.username else None
         return RegistrationConfig(
@@ -562,6 +567,25 @@ class UserAgent:
         """The registration kept with this gateway (None: it does not register)."""
         return self.endpoint.registrations.get(gateway)
 
+    def _check_seen_as(self, name: str) -> None:
+        """Warn (once per gateway and address) when the registrar saw our REGISTER come from
+        another address than our Contact says (RFC 3581 ``received``/``rport``): behind a NAT,
+        requests to that Contact may not reach us; ``public_host`` says what to advertise."""
+        registration = self.endpoint.registrations.get(name)
+        if registration is None or registration.seen_as is None:
+            return
+        contact = contact_address(registration.config.contact)
+        if contact is None or contact == registration.seen_as or self._nat_warned.get(name) == registration.seen_as:
+            return
+        self._nat_warned[name] = registration.seen_as
+        log.warning(
+            "gateway %s saw our REGISTER come from %s, not from our Contact's %s: behind a NAT? "
+            "(set public_host to the public address)",
+            name,
+            _hostport(registration.seen_as),
+            _hostport(contact),
+        )
+
     def registrations(self) -> list[dict[str, object]]:
         """Each registration's state, for status pages and logs."""
         now = self._now() if self._loop is not None else 0.0
@@ -573,6 +597,7 @@ class UserAgent:
                 "expires_in": round(r.expires_at - now, 1) if r.expires_at is not None else None,
                 "retry_in": round(r.retry_at - now, 1) if r.retry_at is not None else None,
                 "registrations": r.registered_count,
+                "seen_as": _hostport(r.seen_as) if r.seen_as is not None else None,
             }
             for r in self.endpoint.registrations.values()
         ]
@@ -965,6 +990,8 @@ class UserAgent:
                 event.state,
                 f" ({event.error})" if event.error else "",
             )
+            if event.state == "registered":
+                self._check_seen_as(event.name)
         elif isinstance(event, GatewayHealthChanged):
             if event.up:
                 log.info("gateway %s answers its OPTIONS again: up", event.name)
@@ -1094,3 +1121,8 @@ def _escape_user(user: str) -> str:
     """RFC 3261 §25.1 user part: unreserved and a few marks pass, the rest is %-escaped."""
     allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.!~*'()&=+$,;?/")
     return "".join(c if c in allowed else f"%{ord(c):02X}" for c in user) or "anonymous"
+
+
+def _hostport(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -272,6 +272,11 @@ class Config:
     system's store."""
     tls_verify: bool = True
     """Verify servers' certificates and names (false: anyone is trusted; for tests only)."""
+    public_host_udp: str | None = None
+    """Address written in Via/Contact of SIP over UDP instead of ``public_host`` (a NAT that
+    maps each transport to its own public address). SDP still carries ``public_host``."""
+    public_host_tcp: str | None = None
+    """The same for SIP over TCP."""
 
     @property
     def http_base_url(self) -> str:

@@ -8,6 +8,7 @@ Case-insensitive values (transports, codecs, the log level) are normalized in pl
 from __future__ import annotations
 
 import ipaddress
+import re
 import ssl
 
 from sip.policy import parse_networks
@@ -38,6 +39,10 @@ def _validate(cfg: Config) -> None:
     for name in ("http_host", "sip_host"):
         if not getattr(cfg, name):
             raise ConfigError(name, "empty")
+    for name in ("public_host", "public_host_udp", "public_host_tcp"):
+        host = getattr(cfg, name)
+        if host is not None and not _is_host(host):
+            raise ConfigError(name, f"{host!r} is not an IP address or a host name (no port, no scheme)")
     if not cfg.sip_transports:
         raise ConfigError("sip_transports", "at least one transport is needed")
     cfg.sip_transports = [t.lower() for t in cfg.sip_transports]
@@ -240,3 +245,16 @@ def _validate_tls(cfg: Config) -> None:
             ssl.create_default_context(cafile=cfg.tls_ca)
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError("tls_ca", f"cannot load the CA certificates: {exc}") from None
+
+
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
+
+
+def _is_host(text: str) -> bool:
+    """An address Via sent-by and a SIP URI can carry (RFC 3261 §25.1 ``host``), IPv6 without
+    brackets: ``203.0.113.5``, ``2001:db8::5``, ``sip.example.com``."""
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return bool(_HOSTNAME.match(text))

@@ -515,3 +515,22 @@ def test_tls_settings_are_read_and_checked(tmp_path: Path) -> None:
     env = {"SOFTSWITCH_SIP_TRANSPORTS": "udp,tls", "SOFTSWITCH_TLS_VERIFY": "false"}
     cfg = load_config(write(tmp_path, 'db_path = "{db}"\n'), env=env)
     assert cfg.sip_transports == ["udp", "tls"] and cfg.tls_verify is False
+
+
+def test_public_host_per_transport(tmp_path: Path) -> None:
+    db = {"db_path": str(tmp_path / "calls.db")}
+    cfg = load_config(env={}, overrides=db)
+    assert (cfg.public_host, cfg.public_host_udp, cfg.public_host_tcp) == (None, None, None)
+    env = {"SOFTSWITCH_PUBLIC_HOST": "203.0.113.7", "SOFTSWITCH_PUBLIC_HOST_TCP": "sip.example.com"}
+    cfg = load_config(env=env, overrides=db)
+    assert (cfg.public_host, cfg.public_host_udp, cfg.public_host_tcp) == ("203.0.113.7", None, "sip.example.com")
+    from softswitch.server import build_user_agent
+
+    ua = build_user_agent(cfg)
+    assert ua.config.public_host == "203.0.113.7" and ua.config.public_hosts == {"tcp": "sip.example.com"}
+    assert ua.sip.endpoint.advertised_host("udp") == "203.0.113.7"
+    assert ua.sip.endpoint.advertised_host("tcp") == "sip.example.com"
+    assert ua.config.media.sdp_address == "203.0.113.7"  # SDP c=/o=
+    for bad in ("203.0.113.7:5060", "sip:203.0.113.7", "a b", "-x.example"):
+        with pytest.raises(ConfigError, match="public_host_udp"):
+            load_config(env={"SOFTSWITCH_PUBLIC_HOST_UDP": bad}, overrides=db)

@@ -435,3 +435,27 @@ def test_unanswered_bye_ends_the_call_at_timer_f_or_at_close():
         (end,) = progress(net, client)
         assert isinstance(end, Terminated) and end.at == 0.0
         assert not client.has_pending()
+
+
+def test_advertised_host_goes_in_via_and_contact_and_answers_still_reach_us():
+    """Behind a NAT (issue 17): the INVITE's Via sent-by and Contact carry the configured
+    public address of its transport, not the bound one; the callee answers to the source
+    (RFC 3581: our Via asks for rport), so the call is still set up."""
+    net = LoopNetwork()
+    client = net.add(CLIENT, EndpointConfig(advertised_hosts={"udp": "198.51.100.4", "tcp": "198.51.100.5"}))
+    server = net.add(SERVER, EndpointConfig(accept_inbound=True))
+    assert client.advertised_host("udp") == "198.51.100.4"
+    assert client.advertised_host("tcp") == "198.51.100.5"
+    assert client.advertised_host("tls") == CLIENT[0]  # none configured: the local host
+    assert client.session_config("tcp").contact == "<sip:softswitch@198.51.100.5:5060;transport=tcp>"
+    dial(net, client)
+    net.roundtrip()
+    offer = incoming(net, server)
+    (invite,) = net.sent(CLIENT, "INVITE")
+    request = parse_message(invite.data)
+    via = request.get("Via") or ""
+    assert via.startswith(f"SIP/2.0/UDP 198.51.100.4:{CLIENT[1]};") and ";rport" in via
+    assert request.get("Contact") == f"<sip:softswitch@198.51.100.4:{CLIENT[1]}>"
+    server.answer(offer.call_id, net.now, ANSWER)
+    net.roundtrip()
+    assert [type(e) for e in progress(net, client)] == [Trying, Answered]

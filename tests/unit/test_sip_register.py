@@ -186,3 +186,21 @@ def test_config_refuses_nonsense():
         RegistrationConfig(
             name="x", registrar="sip:h", aor="sip:a@h", contact="sip:a@h", call_id="c", expires=0
         )
+
+
+def test_the_address_the_registrar_saw_is_kept_from_received_and_rport():
+    """RFC 3581 §4: the 2xx's top Via tells where the REGISTER came from (a NAT's public
+    side); without received/rport it is our own sent-by."""
+    r = Registrar(expires=600)
+    first = r.one()
+    assert ";rport" in (first.get("Via") or "")  # we ask for it
+    via = first.get("Via") or ""
+    response = make_response(first, 200, to_tag="reg-tag")
+    response.set("Via", via.replace(";rport", ";received=198.51.100.9;rport=40123"))
+    response.add("Contact", f"<{CONTACT}>;expires=300")
+    r.endpoint.receive(response.serialize(), Source("udp", REGISTRAR), r.now)
+    assert r.registration.up and r.registration.seen_as == ("198.51.100.9", 40123)
+    r.advance_to(150.0)  # the refresh, answered without received/rport this time
+    again = r.one()
+    r.answer(again, 200, [("Contact", f"<{CONTACT}>;expires=300")])
+    assert r.registration.seen_as == ("10.0.0.1", 5060)
