@@ -20,7 +20,7 @@ from tests.peers.baresip import read_wav_8k
 from tests.peers.linphone import needs_linphone
 from tests.test_media_peers import _write_wav, tone_frames
 
-pytestmark = [pytest.mark.peer, needs_linphone]
+pytestmark = [pytest.mark.peer, needs_linphone, pytest.mark.xdist_group("timing")]
 
 RATE = 8000
 OUR_TONE_HZ = 1000.0

@@ -36,6 +36,11 @@ from tests.peers.baresip import needs_baresip, read_wav
 
 pytestmark = [pytest.mark.peer]
 
+#: Tests that judge timing within a few milliseconds (DTMF gaps at baresip, RTCP jitter/RTT)
+#: share an xdist group with the peers that start many processes at once (Kamailio and its
+#: children, linphonec): never on the two cores at the same time as those.
+timing = pytest.mark.xdist_group("timing")
+
 REPO = Path(__file__).resolve().parent.parent
 RATE = 8000
 GAP_TOLERANCE_MS = 20.0
@@ -113,6 +118,7 @@ def best_correlation(sent: np.ndarray, received: np.ndarray) -> float:
 
 
 @needs_baresip
+@timing
 @pytest.mark.parametrize(("digits", "tone_ms"), [("1w2W3", 250), ("1w2W3@300", 300)])
 async def test_rfc4733_digits_reach_baresip_with_gaps(ua, baresip, digits, tone_ms):
     """The gaps are measured at baresip (its log's arrival times). On a loaded shared machine
@@ -152,6 +158,7 @@ async def test_rfc4733_digits_reach_baresip_with_gaps(ua, baresip, digits, tone_
 
 
 @needs_baresip
+@timing
 @pytest.mark.parametrize("how", ["peer-without-telephone-event", "forced-inband"])
 async def test_inband_digits_reach_baresip_with_gaps(ua, baresip, how):
     peer = baresip(telephone_event=how != "peer-without-telephone-event")
@@ -331,6 +338,7 @@ async def test_sipp_captures_with_rtp_echo_all_digits(ua, sipp, tmp_path):
 
 
 @needs_baresip
+@timing
 async def test_rtcp_statistics_with_baresip(ua, baresip):
     peer = baresip()
     call = await _answered_call(ua, peer.uri)

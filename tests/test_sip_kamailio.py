@@ -15,7 +15,7 @@ from tests.peers.baresip import needs_baresip
 from tests.peers.kamailio import Kamailio, needs_kamailio
 from tests.peers.plivo_api import sipp_messages
 
-pytestmark = [needs_kamailio, pytest.mark.peer]
+pytestmark = [needs_kamailio, pytest.mark.peer, pytest.mark.xdist_group("timing")]
 
 CALLEE = "2000"
 

@@ -20,7 +20,7 @@ from tests.conftest import wait_until
 from tests.peers.kamailio import Kamailio, needs_kamailio
 from tests.peers.xml_app import make_config
 
-pytestmark = [needs_kamailio, pytest.mark.peer]
+pytestmark = [needs_kamailio, pytest.mark.peer, pytest.mark.xdist_group("timing")]
 
 
 async def _ua(

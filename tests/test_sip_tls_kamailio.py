@@ -19,7 +19,7 @@ from tests.peers.kamailio import Kamailio, needs_kamailio
 from tests.peers.plivo_api import sipp_messages
 from tests.peers.tls_certs import TestCA
 
-pytestmark = [needs_kamailio, needs_sipp, pytest.mark.peer]
+pytestmark = [needs_kamailio, needs_sipp, pytest.mark.peer, pytest.mark.xdist_group("timing")]
 
 CALLEE = "2000"
 
