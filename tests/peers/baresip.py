@@ -63,6 +63,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import free_port, worker_index
+from tests.peers._console import StampedLines
 
 #: Each xdist worker's baresips pick RTP ports in a block of their own.
 BARESIP_RTP_BASE = 44000 + 3000 * (worker_index() % 5)
@@ -223,7 +224,7 @@ class _SdpRelay:
         self.sock.close()
 
 
-class Baresip:
+class Baresip(StampedLines):
     """A real baresip callee on 127.0.0.1: auto-answers, records what it hears to a WAV file,
     optionally plays a WAV file as its microphone.
 
@@ -478,26 +479,6 @@ class Baresip:
             else:
                 open_digit = None
         return out
-
-    def log(self) -> str:
-        with self._lock:
-            return "\n".join(line for _, line in self._lines)
-
-    def lines(self) -> list[tuple[float, str]]:
-        """Log lines with their ``time.monotonic()`` arrival stamps."""
-        with self._lock:
-            return list(self._lines)
-
-    def wait_for(self, text: str, timeout: float = 5.0) -> float | None:
-        """Block until a log line contains ``text``; its time stamp, or ``None`` on timeout."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for t, line in self.lines():
-                if text in line:
-                    return t
-            if time.monotonic() >= deadline:
-                return None
-            time.sleep(0.02)
 
     def __repr__(self) -> str:
         return f"<Baresip {self.uri or 'not started'} in {self.workdir}>"

@@ -41,6 +41,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import _bound_ports, free_port
+from tests.peers._console import StampedLines
 
 __all__ = ["Linphone", "linphone", "needs_linphone"]
 
@@ -56,7 +57,7 @@ _TONE = re.compile(r"Receiving tone (\S)")
 _counter = iter(range(1_000_000))
 
 
-class Linphone:
+class Linphone(StampedLines):
     """One linphonec, auto-answering on ``sip:linphone@127.0.0.1:<port>``.
 
     ``codecs``: the audio codecs it may answer with (linphone's names: ``PCMU``, ``PCMA``,
@@ -248,29 +249,9 @@ class Linphone:
 
     # ------------------------------------------------------------------ results
 
-    def log(self) -> str:
-        with self._lock:
-            return "\n".join(line for _, line in self._lines)
-
-    def lines(self) -> list[tuple[float, str]]:
-        """Console lines with their ``time.monotonic()`` arrival stamps."""
-        with self._lock:
-            return list(self._lines)
-
     def received_dtmf(self) -> list[str]:
         """RFC 4733 digits linphonec reported (``Receiving tone X``), in order."""
         return [m.group(1) for _, line in self.lines() if (m := _TONE.search(line))]
-
-    def wait_for(self, text: str, timeout: float = 5.0) -> float | None:
-        """Block until a console line contains ``text``; its time stamp, or ``None``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for t, line in self.lines():
-                if text in line:
-                    return t
-            if time.monotonic() >= deadline:
-                return None
-            time.sleep(0.02)
 
     def __repr__(self) -> str:
         return f"<Linphone {self.uri or 'not started'} in {self.workdir}>"
