@@ -80,6 +80,7 @@ import dataclasses
 import math
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -162,6 +163,10 @@ class AmdParams:
     """Shortest tone taken for a beep."""
     beep_max_ms: int = 5000
     """Longer single tones (test tones, fax CED runs) are not beeps."""
+    detect_tones: bool = True
+    """Listen for fax tones (CED/ANSam 2100 Hz, CNG 1100 Hz) and special information tones
+    (:mod:`media.tones`) while a tone is the first thing heard: status FAX (a machine) or SIT (a
+    carrier's intercept: not a machine, not a person), decided before any greeting rule."""
     message_end_silence_ms: int = 0
     """Wait for the end of a machine's greeting: after a MACHINE decision, this much silence
     ends the message (``message_end`` SILENCE), as does a beep (BEEP); ``beep_wait_ms`` after
@@ -170,7 +175,7 @@ class AmdParams:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name == "listen_for_beep":
+            if f.name in ("listen_for_beep", "detect_tones"):
                 continue
             if f.name in ("voice_min_dbfs",):
                 if not -96.0 <= float(value) <= 0.0:
@@ -201,12 +206,18 @@ class Beep:
 MACHINE = "MACHINE"
 HUMAN = "HUMAN"
 NOTSURE = "NOTSURE"
+FAX = "FAX"
+"""A fax machine answered (CED/ANSam or CNG): ``machine`` is true, ``reason`` the tone."""
+SIT = "SIT"
+"""A special information tone (the network's intercept/reorder/no-circuit announcement):
+``machine`` is false (not a person either), ``reason`` its code (SIT_IC, SIT_VC, ...)."""
 
 
 @dataclass(frozen=True)
 class AmdResult:
     """A decision with its timing and the features it was made on (for the call record and the
-    callbacks). ``status`` is app_amd's AMDSTATUS, ``reason`` its AMDCAUSE (plus ``BEEP``)."""
+    callbacks). ``status`` is app_amd's AMDSTATUS (plus FAX and SIT), ``reason`` its AMDCAUSE
+    (plus ``BEEP``, and for a tone its code: CED, ANSAM, CNG, SIT_IC...)."""
 
     machine: bool
     status: str
@@ -227,6 +238,10 @@ class AmdResult:
     TIMEOUT); None until then."""
     message_end_ms: int | None = None
     """When that end was found, ms from the answer."""
+    tone_hz: tuple[float, ...] | None = None
+    """For FAX and SIT: the tone's frequencies (one, or the SIT's three segments)."""
+    tone_at_ms: int | None = None
+    """For FAX and SIT: when the tone started, ms from the answer."""
 
     @property
     def beep_end_ms(self) -> int | None:
@@ -326,6 +341,13 @@ class BeepDetector:
     @property
     def elapsed_ms(self) -> int:
         return self._frames_done * FRAME_MS
+
+    def current_tone(self) -> tuple[float, int, int] | None:
+        """The tone sounding now: (median Hz so far, onset ms, ms sounded so far), or None."""
+        if self._f0 is None:
+            return None
+        onset_ms = int(round(self._onset_sample * 1000 / self.rate))
+        return float(np.median(self._freqs)), onset_ms, max(0, self.elapsed_ms - onset_ms)
 
     def feed(self, pcm: np.ndarray | bytes) -> Beep | None:
         """Consume audio; return a beep that has ended, else None. Beeps found in one batch are
@@ -538,6 +560,12 @@ class AnsweringMachineDetector:
         self._beeps: list[Beep] = []
         self._done = False
         self._end_silence = 0  # silence since the last voice, after a MACHINE decision
+        # Fax and SIT (media.tones), listened for while a tone is the first thing heard.
+        from .tones import ToneClassifier, ToneVerdict  # media.tones builds on BeepDetector
+
+        self._tones: ToneClassifier | None = ToneClassifier(rate=rate) if p.detect_tones else None
+        self._tone_verdict: ToneVerdict | None = None
+        self._first_word_checked = False
 
     @property
     def decided(self) -> AmdResult | None:
@@ -568,11 +596,21 @@ class AnsweringMachineDetector:
             self._beep._process(x, power)
             self._beeps.extend(self._beep._pending)
             self._beep._pending.clear()
+        if self._tones is not None and self._tone_verdict is None and self._decided is None:
+            self._tone_verdict = self._tones.feed(x)
 
         out: AmdResult | None = None
         for i in range(n):
             self._t += FRAME_MS
-            beep = self._take_beep()
+            tone = self._tone_verdict
+            if self._decided is None and tone is not None and self._t >= tone.decided_at_ms:
+                self._decided = out = self._tone_result(tone)
+                self._done = True
+                break
+            # While a tone could still be a SIT's first segment or a fax tone, its end is not a
+            # voicemail beep yet.
+            holding = self._decided is None and self._tones is not None and self._tones.candidate()
+            beep = None if holding else self._take_beep()
             if self._decided is None:
                 if beep is not None:
                     # A beep before any other rule: a machine, and the drop can start now.
@@ -580,6 +618,7 @@ class AnsweringMachineDetector:
                     res: AmdResult | None = self._result(MACHINE, "BEEP")
                 else:
                     res = self._step(self._voiced(power[i]))
+                    self._check_first_word()
                 if res is not None:
                     self._decided = out = res
                     if res.status == HUMAN or res.beep_at_ms is not None:
@@ -614,6 +653,30 @@ class AnsweringMachineDetector:
         return self._decided
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _check_first_word(self) -> None:
+        """Fax and SIT tones count only as the first thing heard: once a word starts that is not
+        a tone sounding since its start, stop listening for them."""
+        if self._tones is None or self._first_word_at is None or self._first_word_checked:
+            return
+        self._first_word_checked = True
+        onset = self._tones.in_tone_since()
+        if onset is None or abs(onset - self._first_word_at) > 150:
+            self._tones = None
+
+    def _tone_result(self, tone: Any) -> AmdResult:
+        initial = self._first_word_at if self._first_word_at is not None else tone.onset_ms
+        return AmdResult(
+            machine=tone.kind == FAX,
+            status=tone.kind,
+            reason=tone.code,
+            decided_at_ms=self._t,
+            initial_silence_ms=min(initial, tone.onset_ms),
+            greeting_ms=0,
+            words=0,
+            tone_hz=tone.freqs_hz,
+            tone_at_ms=tone.onset_ms,
+        )
 
     def _waits_for_end(self, decided: AmdResult) -> bool:
         """Is the end of this machine's greeting still to be found?"""

@@ -76,3 +76,31 @@ def machine_clip(tmp_path: Path) -> Path:
     return _clip(
         tmp_path / "machine.wav", _silence(0.3), greeting, _silence(0.3), _beep(), _silence(6)
     )
+
+
+def _tone(hz: float, seconds: float, amplitude: float = 4000.0) -> np.ndarray:
+    t = np.arange(int(seconds * RATE)) / RATE
+    return (amplitude * np.sin(2 * np.pi * hz * t)).astype(np.int16)
+
+
+@pytest.fixture
+def sit_clip(tmp_path: Path) -> Path:
+    """A carrier intercept: the SIT (913.8 Hz 274 ms, 1370.6 Hz 274 ms, 1776.7 Hz 380 ms, about
+    -21 dBm0) and the recorded announcement after it."""
+    announcement = _speech("The number you have dialed is not in service. Please check the number.", tmp_path)
+    return _clip(
+        tmp_path / "sit.wav",
+        _silence(0.3),
+        _tone(913.8, 0.274),
+        _tone(1370.6, 0.274),
+        _tone(1776.7, 0.380),
+        _silence(0.2),
+        announcement,
+        _silence(6),
+    )
+
+
+@pytest.fixture
+def fax_clip(tmp_path: Path) -> Path:
+    """A fax machine answering (T.30): 1.8 s of silence, then CED, 2100 Hz for 3.3 s."""
+    return _clip(tmp_path / "fax.wav", _silence(1.8), _tone(2100.0, 3.3), _silence(8))

@@ -88,7 +88,9 @@ def answered_by(result: Any, mode: str | None = None) -> str:
     machine's greeting ended, a beep (``machine_end_beep``), silence (``machine_end_silence``)
     or neither within the timeout (``machine_end_other``). ``Enable``: ``machine_start``, or
     ``machine_end_beep`` when a beep is what decided."""
-    if result.status == "NOTSURE":
+    if result.status == "FAX":
+        return "fax"
+    if result.status in ("NOTSURE", "SIT"):  # a SIT is the network's announcement: unknown
         return "unknown"
     if not result.machine:
         return "human"

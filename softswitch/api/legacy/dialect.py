@@ -50,7 +50,9 @@ def answered_by(result: Any, mode: str | None) -> str:
     ``human``, ``unknown`` (NOTSURE); for a machine under ``Enable``, ``machine_start`` (or
     ``machine_end_beep`` when a beep decided); under ``DetectMessageEnd`` how its greeting
     ended: ``machine_end_beep``, ``machine_end_silence`` or ``machine_end_other``."""
-    if result.status == "NOTSURE":
+    if result.status == "FAX":
+        return "fax"
+    if result.status in ("NOTSURE", "SIT"):  # a SIT is the network's announcement: unknown
         return "unknown"
     if not result.machine:
         return "human"

@@ -84,6 +84,9 @@ def callback_params(result: AmdResult) -> dict[str, str]:
         "AmdGreetingMs": str(result.greeting_ms),
         "AmdWords": str(result.words),
     }
+    tone_hz = getattr(result, "tone_hz", None)
+    if tone_hz:
+        out["AmdToneHz"] = ",".join(f"{hz:.0f}" for hz in tone_hz)
     if result.beep_hz is not None:
         out["AmdBeepHz"] = f"{result.beep_hz:.0f}"
         out["AmdBeepMs"] = str(result.beep_ms)
