@@ -76,6 +76,7 @@ tuned together on the one ``benchmarks/amd`` corpus.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import math
 from collections import deque
@@ -155,6 +156,23 @@ class AmdParams:
     or line noise keeps a word open and the HUMAN decision comes late."""
     noise_window_ms: int = 2000
     """Minimum-statistics window of the noise floor."""
+    background_quantile: float = 0.5
+    """The background level is this quantile of the levels of the frames that were not voice
+    over the last ``background_window_ms`` (lost packets left out): in a room (babble, music,
+    traffic) the minimum lies far under the background's typical level, a low quantile does
+    not, and frames of voice never raise it."""
+    background_window_ms: int = 3000
+    background_span_db: float = 20.0
+    """The background level is at most this far above the quietest of those frames."""
+    background_margin_db: float = 6.5
+    """A frame is voice only this far above the background level too (the room's loud moments
+    stay under it; the foreground talker, 10 dB and more above the room, does not)."""
+    preemphasis: float = 0.6
+    """Levels are measured after ``y[n] = x[n] - a x[n-1]`` (a first-order high-pass: rumble,
+    traffic and brown noise sit under 300 Hz, where speech carries little of its energy)."""
+    beep_over_background_db: float = 10.0
+    """A beep heard before any word decides MACHINE only this far above the background (a
+    note of the music playing in the room is not a voicemail beep)."""
     listen_for_beep: bool = True
     """Detect the voicemail beep, before the decision (reason BEEP) and after it."""
     beep_wait_ms: int = 30000
@@ -177,6 +195,10 @@ class AmdParams:
             value = getattr(self, f.name)
             if f.name in ("listen_for_beep", "detect_tones"):
                 continue
+            if f.name == "background_quantile":
+                if not 0.0 <= float(value) <= 1.0:
+                    raise AmdParamError(f.name, value, 0, 1)
+                continue
             if f.name in ("voice_min_dbfs",):
                 if not -96.0 <= float(value) <= 0.0:
                     raise AmdParamError(f.name, value, -96, 0)
@@ -196,6 +218,8 @@ class Beep:
     freq_hz: float
     onset_ms: int
     duration_ms: int
+    level_dbfs: float = 0.0
+    """The tone's level (its strongest 20 ms), dB relative to a full-scale sine."""
 
     @property
     def end_ms(self) -> int:
@@ -480,6 +504,7 @@ class BeepDetector:
                         freq_hz=round(float(np.median(self._freqs)), 1),
                         onset_ms=int(round(self._onset_sample * 1000 / self.rate)),
                         duration_ms=int(round(dur_ms)),
+                        level_dbfs=round(10.0 * math.log10(2.0 * self._level / _FULL_SCALE_POWER + _EPS_POWER), 1),
                     )
                 )
         self._reset_tone()
@@ -543,6 +568,11 @@ class AnsweringMachineDetector:
         self._block_min = math.inf
         self._block_count = 0
         self._blocks_min = math.inf
+        # The background level: a quantile of the last frames' levels (sorted copy + order).
+        self._levels: deque[float] = deque()
+        self._sorted_levels: list[float] = []
+        self._levels_max = max(1, p.background_window_ms // FRAME_MS)
+        self._pre_last = 0.0  # the last sample, for the pre-emphasis of the next batch
         self._beep = (
             BeepDetector(rate, min_ms=p.beep_min_ms, max_ms=p.beep_max_ms)
             if p.listen_for_beep
@@ -552,6 +582,8 @@ class AnsweringMachineDetector:
         self._in_word = False
         self._consec_voice = 0
         self._consec_silence = 0
+        self._quiet_run = 0  # consecutive frames without voice
+        self._zero_run = 0  # consecutive frames of digital silence
         self._words = 0
         self._greeting_voice = 0
         self._first_word_at: int | None = None
@@ -592,6 +624,13 @@ class AnsweringMachineDetector:
             return None
         frames = x.reshape(n, self.frame)
         power = (np.einsum("ij,ij->i", frames, frames) / self.frame).tolist()
+        a = self.params.preemphasis
+        hp = x.copy()
+        hp[1:] -= a * x[:-1]
+        hp[0] -= a * self._pre_last
+        self._pre_last = float(x[-1])
+        hpf = hp.reshape(n, self.frame)
+        hp_power = (np.einsum("ij,ij->i", hpf, hpf) / self.frame).tolist()
         if self._beep is not None:
             self._beep._process(x, power)
             self._beeps.extend(self._beep._pending)
@@ -612,12 +651,12 @@ class AnsweringMachineDetector:
             holding = self._decided is None and self._tones is not None and self._tones.candidate()
             beep = None if holding else self._take_beep()
             if self._decided is None:
-                if beep is not None:
+                if beep is not None and self._beep_stands_out(beep):
                     # A beep before any other rule: a machine, and the drop can start now.
                     self._beep_found = beep
                     res: AmdResult | None = self._result(MACHINE, "BEEP")
                 else:
-                    res = self._step(self._voiced(power[i]))
+                    res = self._step(self._voiced(hp_power[i], power[i]))
                     self._check_first_word()
                 if res is not None:
                     self._decided = out = res
@@ -634,7 +673,7 @@ class AnsweringMachineDetector:
                 )
                 self._decided = out = self._ended(with_beep, "BEEP")
                 self._done = True
-            elif self._waits_for_end(self._decided) and self._silent_end(power[i]):
+            elif self._waits_for_end(self._decided) and self._silent_end(hp_power[i], power[i]):
                 self._decided = out = self._ended(self._decided, "SILENCE")
                 self._done = True
             elif self._t >= self.params.beep_wait_ms:
@@ -688,9 +727,9 @@ class AnsweringMachineDetector:
             return decided
         return dataclasses.replace(decided, message_end=how, message_end_ms=self._t)
 
-    def _silent_end(self, power: float) -> bool:
+    def _silent_end(self, power: float, raw_power: float) -> bool:
         """After the decision: has the greeting been followed by enough silence?"""
-        if self._voiced(power):
+        if self._voiced(power, raw_power):
             self._in_word = True
             self._end_silence = 0
             return False
@@ -698,10 +737,21 @@ class AnsweringMachineDetector:
         self._end_silence += FRAME_MS
         return self._end_silence >= self.params.message_end_silence_ms
 
-    def _voiced(self, power: float) -> bool:
-        """Is this frame voice? Energy vs. adaptive floor, with hysteresis inside a word."""
+    def _voiced(self, power: float, raw_power: float) -> bool:
+        """Is this frame voice? Two tests, both with hysteresis inside a word: its level
+        against the adaptive floor (minimum statistics) and an absolute minimum, as app_amd
+        does; and its level after the pre-emphasis (``power``) against the room's background
+        level (a low quantile of the last seconds). A lost packet (digital silence, which the
+        media engine puts in its place) says nothing about the room: up to two keep the current
+        word going; longer digital silence is silence."""
         p = self.params
-        e = 10.0 * math.log10(power / _FULL_SCALE_POWER + _EPS_POWER)
+        if raw_power <= 0.0:
+            self._zero_run += 1
+            if self._zero_run <= 2:
+                return self._in_word
+        else:
+            self._zero_run = 0
+        e = 10.0 * math.log10(raw_power / _FULL_SCALE_POWER + _EPS_POWER)
         if e < self._block_min:
             self._block_min = e
         floor = min(self._block_min, self._blocks_min)  # current frame included
@@ -711,10 +761,51 @@ class AnsweringMachineDetector:
             self._blocks_min = min(self._blocks)
             self._block_min = math.inf
             self._block_count = 0
-        thr = max(floor + p.voice_margin_db, p.voice_min_dbfs)
-        if self._in_word:
-            thr -= p.voice_hangover_db
-        return e > thr
+        e_hp = 10.0 * math.log10(power / _FULL_SCALE_POWER + _EPS_POWER)
+        hangover = p.voice_hangover_db if self._in_word else 0.0
+        voiced = e > max(floor + p.voice_margin_db, p.voice_min_dbfs) - hangover
+        if voiced and len(self._levels) >= 10:
+            background = self.background_dbfs()
+            assert background is not None
+            voiced = e_hp > background + p.background_margin_db - hangover
+        if not voiced:
+            # Only what is not voice is the room: a greeting that starts at the answer, or a
+            # long loud one, never raises it. (Until 10 such frames are known the floor test
+            # decides alone.)
+            self._add_level(e_hp)
+        return voiced
+
+    def _beep_stands_out(self, beep: Beep) -> bool:
+        """Is this tone far enough above the room to be a voicemail beep? (Levels compared
+        after the pre-emphasis, whose gain at the tone's frequency is applied to it.)"""
+        background = self.background_dbfs()
+        if background is None:
+            return True
+        a = self.params.preemphasis
+        w = 2.0 * math.pi * beep.freq_hz / self.rate
+        gain_db = 10.0 * math.log10(max(1e-6, 1.0 + a * a - 2.0 * a * math.cos(w)))
+        # A sine's power is half its squared amplitude: level_dbfs (re a full-scale sine) is
+        # 3 dB over the frame-power scale the background uses.
+        return beep.level_dbfs - 3.01 + gain_db >= background + self.params.beep_over_background_db
+
+    def _add_level(self, e: float) -> None:
+        """One more frame of the room (the last ``background_window_ms`` of them are kept)."""
+        levels, srt = self._levels, self._sorted_levels
+        levels.append(e)
+        bisect.insort(srt, e)
+        if len(levels) > self._levels_max:
+            old = levels.popleft()
+            del srt[bisect.bisect_left(srt, old)]
+
+    def background_dbfs(self) -> float | None:
+        """The background level now (after pre-emphasis), or None before the first frame."""
+        srt = self._sorted_levels
+        if not srt:
+            return None
+        # Never more than background_span_db over the quietest of them: a greeting that
+        # starts at the answer is not the room, its pauses show where the room is.
+        p = self.params
+        return min(srt[int(p.background_quantile * (len(srt) - 1))], srt[0] + p.background_span_db)
 
     def _take_beep(self) -> Beep | None:
         """The first beep that has ended by the end of the current frame (batches are analysed
@@ -743,35 +834,52 @@ class AnsweringMachineDetector:
         )
 
     def _step(self, voiced: bool) -> AmdResult | None:
-        """app_amd's per-frame rules on one 20 ms frame (self._t is the frame's end)."""
+        """app_amd's per-frame rules on one 20 ms frame (self._t is the frame's end). A run of
+        voice shorter than ``min_word_length_ms`` is not a word: until it becomes one, the
+        silence around it goes on (a click, or a loud moment of the room, does not restart the
+        wait for the end of a person's "hello")."""
         p = self.params
         if voiced:
-            self._consec_silence = 0
+            self._quiet_run = 0
             self._consec_voice += FRAME_MS
-            if self._first_word_at is not None:
-                self._greeting_voice += FRAME_MS
-            if not self._in_word and self._consec_voice >= p.min_word_length_ms:
+            if not self._in_word and self._consec_voice < p.min_word_length_ms:
+                self._consec_silence += FRAME_MS
+                return self._silence_rules()
+            self._consec_silence = 0
+            if not self._in_word:
                 self._in_word = True
                 self._words += 1
                 if self._first_word_at is None:
                     self._first_word_at = self._t - self._consec_voice
                     self._greeting_voice = self._consec_voice
+                else:
+                    self._greeting_voice += self._consec_voice
+            elif self._first_word_at is not None:
+                self._greeting_voice += FRAME_MS
             if self._consec_voice >= p.max_word_length_ms:
                 return self._result(MACHINE, "MAXWORDLENGTH")
             if self._words > p.max_words:
                 return self._result(MACHINE, "MAXWORDS")
             if self._first_word_at is not None and self._greeting_voice >= p.greeting_ms:
                 return self._result(MACHINE, "LONGGREETING")
-        else:
-            self._consec_silence += FRAME_MS
-            if self._consec_silence >= p.between_words_silence_ms:
-                self._in_word = False
-                self._consec_voice = 0
-            if self._first_word_at is not None:
-                if self._consec_silence >= p.after_greeting_silence_ms:
-                    return self._result(HUMAN, "HUMAN")
-            elif self._t >= p.initial_silence_ms:
-                return self._result(NOTSURE, "INITIALSILENCE")
-        if self._t >= p.total_ms:
+            return self._window_rule()
+        self._quiet_run += FRAME_MS
+        self._consec_silence += FRAME_MS
+        if self._quiet_run >= p.between_words_silence_ms:
+            self._in_word = False
+            self._consec_voice = 0
+        return self._silence_rules()
+
+    def _silence_rules(self) -> AmdResult | None:
+        p = self.params
+        if self._first_word_at is not None:
+            if self._consec_silence >= p.after_greeting_silence_ms:
+                return self._result(HUMAN, "HUMAN")
+        elif self._t >= p.initial_silence_ms:
+            return self._result(NOTSURE, "INITIALSILENCE")
+        return self._window_rule()
+
+    def _window_rule(self) -> AmdResult | None:
+        if self._t >= self.params.total_ms:
             return self._result(NOTSURE, "TOOLONG")
         return None

@@ -20,6 +20,10 @@ beep_hz, beep_ms, greeting_start_ms). Times are ms from the start of the clip (=
 Usage::
 
     python benchmarks/amd/corpus.py [OUTDIR] [--count 200] [--seed 1] [--jobs 2]
+    python benchmarks/amd/corpus.py --recordings OUTDIR [--count 450]   # recorded voices
+
+``--recordings`` builds the second corpus, of people's recordings in rooms and on lines
+(``benchmarks/amd/recorded.py`` says how).
 
 OUTDIR defaults to ``benchmarks/amd/corpus/`` (git-ignored). The same seed and count give the
 same corpus (espeak-ng and sox are deterministic; sox noise is generated with ``-R``).
@@ -471,9 +475,21 @@ def main(argv: list[str] | None = None) -> int:
         help="speech-to-noise ratio range in dB for noisy clips (default 12:35)",
     )
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument(
+        "--recordings",
+        action="store_true",
+        help="the recorded-voice corpus (Asterisk prompt sets, rooms, lines: benchmarks/amd/recorded.py) "
+        "instead of espeak-ng speech",
+    )
     args = ap.parse_args(argv)
     if not 1 <= args.count <= 5000:
         ap.error("--count must be between 1 and 5000")
+    if args.recordings:
+        from benchmarks.amd import recorded
+
+        rec_rows = recorded.build(args.out, args.count, args.seed, not args.no_progress)
+        print(f"wrote {len(rec_rows)} recorded clips to {args.out}", file=sys.stderr)
+        return 0
     try:
         lo, hi = (float(v) for v in args.snr.split(":"))
     except ValueError:

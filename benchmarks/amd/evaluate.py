@@ -88,6 +88,8 @@ class ClipOutcome:
     beep_freq_err_hz: float | None
     false_beep: bool
     result: dict[str, str]
+    room: str = ""
+    line: str = ""
 
 
 def _read_clip(path: Path) -> np.ndarray:
@@ -102,8 +104,9 @@ def _int(v: str) -> int | None:
 
 
 def run_clip(path: Path, row: dict[str, str], params: AmdParams) -> ClipOutcome:
-    """Feed one clip frame by frame (after µ-law) and collect decision and beep."""
-    x = ulaw_roundtrip(_read_clip(path))
+    """Feed one clip frame by frame (after µ-law, unless the corpus coded it already: the
+    recorded corpus applies its line's law itself) and collect decision and beep."""
+    x = _read_clip(path) if row.get("coded") == "1" else ulaw_roundtrip(_read_clip(path))
     amd = AnsweringMachineDetector(params)
     decision: AmdResult | None = None
     beep_res: AmdResult | None = None
@@ -157,6 +160,8 @@ def outcome(
         beep_freq_err_hz=None,
         false_beep=false_beep or (not has_beep and beep_res is not None),
         result=callback_params(beep_res or decision),
+        room=row.get("room", ""),
+        line=row.get("line", ""),
     )
     if beep_res is not None and onset is not None and beep_res.beep_at_ms is not None:
         out.beep_onset_err_ms = float(beep_res.beep_at_ms - onset)
@@ -207,8 +212,33 @@ def summarise(outcomes: Sequence[ClipOutcome]) -> dict[str, object]:
     kinds: dict[str, list[ClipOutcome]] = {}
     for o in outcomes:
         kinds.setdefault(f"{o.cls}/{o.kind}", []).append(o)
+    def accuracy_by(key) -> dict[str, dict[str, float | int]]:  # type: ignore[no-untyped-def]
+        groups: dict[str, list[ClipOutcome]] = {}
+        for o in outcomes:
+            k = key(o)
+            if k:
+                groups.setdefault(k, []).append(o)
+        return {
+            k: {
+                "clips": len(v),
+                "accuracy": sum(o.status == EXPECTED[o.cls] for o in v) / len(v),
+                "humans_called_machines": sum(o.cls == "human" and o.status == "MACHINE" for o in v),
+                "humans": sum(o.cls == "human" for o in v),
+            }
+            for k, v in sorted(groups.items())
+        }
+
+    def level_bucket(o: ClipOutcome) -> str:
+        parts = o.line.split()
+        if len(parts) < 3:
+            return ""
+        level = int(parts[1].removesuffix("dBm0"))
+        return f"{parts[0]} {'-10..-20' if level >= -20 else '-21..-35'} dBm0 {parts[2]}"
+
     return {
         "clips": total,
+        "accuracy_by_room": accuracy_by(lambda o: o.room),
+        "accuracy_by_line": accuracy_by(level_bucket),
         "accuracy": correct / total if total else None,
         "false_machine_rate": (sum(o.status == "MACHINE" for o in humans) / len(humans))
         if humans
@@ -290,6 +320,14 @@ def print_report(s: dict[str, object], out=sys.stdout) -> None:  # type: ignore[
     assert isinstance(acc_kind, dict)
     for k, v in acc_kind.items():
         p(f"  {k:28} {_fmt(v, '%')}", file=out)
+    for title, key in (("room", "accuracy_by_room"), ("line", "accuracy_by_line")):
+        groups = s.get(key)
+        if isinstance(groups, dict) and groups:
+            p("", file=out)
+            p(f"  {title:28} {'clips':>6} {'accuracy':>9} {'humans->machine':>16}", file=out)
+            for k, v in groups.items():
+                p(f"  {k:28} {v['clips']:6d} {_fmt(v['accuracy'], '%'):>9} "
+                  f"{v['humans_called_machines']:>9d}/{v['humans']}", file=out)
     h = s["human_after_greeting_ms"]
     assert isinstance(h, dict)
     p("", file=out)
