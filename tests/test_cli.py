@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import signal
+import socket
 import subprocess
 import sys
 
-from tests.conftest import needs_sipp
+import pytest
+
+from tests.conftest import free_port, needs_sipp
 
 
 def run_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -83,3 +87,139 @@ def test_default_local_address_is_the_route_to_the_target():
     assert _target_host("sip:127.0.0.1", None) == ("127.0.0.1", 5060)
     assert _target_host("14155550100", None) is None  # a number goes where --gateway says
     assert _target_host("14155550100", ("127.0.0.2", 5062)) == ("127.0.0.2", 5062)
+
+
+# ---------------------------------------------------------------------------- rough edges
+
+
+def start_cli(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "softswitch.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_line(proc: subprocess.Popen[str], text: str, timeout: float = 20) -> list[str]:
+    """Lines of ``proc``'s stdout up to the first one containing ``text`` (bounded in time)."""
+    import select
+    import time
+
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+        if not ready:
+            continue
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if text in line:
+            return lines
+    raise AssertionError(f"{text!r} not printed; got {lines}")
+
+
+@needs_sipp
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_hangs_up_the_answered_call_and_reports_it(sipp, sig):
+    """SIGTERM (``timeout``) and SIGINT (Ctrl-C) hang up with a BYE (the sipp UAS scenario
+    waits for it and exits 0 only then), print the terminated line and the JSON summary, and
+    exit by the call's outcome: answered, 0."""
+    peer = sipp("uas_answer.xml")
+    proc = start_cli("call", peer.uri, "--from", "1000")
+    try:
+        wait_line(proc, "answered 200")
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    lines = out.strip().splitlines()
+    assert any(f"{sig.name}: hanging up" in ln for ln in lines), out
+    assert any("terminated NORMAL_CLEARING" in ln and "by caller" in ln for ln in lines), out
+    summary = json.loads(lines[-1])
+    assert summary["answered"] is True and summary["hangup_source"] == "caller"
+    assert proc.returncode == 0, err
+    peer.assert_ok()
+
+
+@needs_sipp
+def test_sigterm_while_ringing_cancels_and_exits_1(sipp):
+    peer = sipp("uas_ring_cancel.xml")
+    proc = start_cli("call", peer.uri, "--from", "1000")
+    try:
+        wait_line(proc, "ringing 180")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["answered"] is False and summary["hangup_cause"] == "ORIGINATOR_CANCEL"
+    assert proc.returncode == 1, err
+    peer.assert_ok()
+
+
+def test_port_in_use_is_one_line_naming_the_flag():
+    """``call --sip`` and a second ``serve`` on a bound port: one line naming the flag, exit 2,
+    no traceback."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("127.0.0.1", 0))
+        port = udp.getsockname()[1]
+        out = run_cli("call", "sip:x@127.0.0.1:9", "--from", "1", "--sip", f"127.0.0.1:{port}")
+        assert out.returncode == 2
+        assert "Traceback" not in out.stderr and f"--sip 127.0.0.1:{port}" in out.stderr, out.stderr
+        assert "in use" in out.stderr
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+        tcp.bind(("127.0.0.1", 0))
+        tcp.listen()
+        port = tcp.getsockname()[1]
+        sip_port = free_port()
+        out = run_cli("serve", "--http", f"127.0.0.1:{port}", "--sip", f"127.0.0.1:{sip_port}", "--db", ":memory:")
+        assert out.returncode == 2
+        assert "Traceback" not in out.stderr and f"--http 127.0.0.1:{port}" in out.stderr, out.stderr
+
+
+def test_usage_errors_name_the_flag_and_show_the_subcommand_usage(tmp_path):
+    cases = [
+        (["--hangup-after", "-1"], "--hangup-after"),
+        (["--sip", "127.0.0.1:abc"], "--sip"),
+        (["--gateway", "gw.example:99999"], "--gateway"),
+        (["--rtp-ports", "40000"], "--rtp-ports"),
+        (["--play", str(tmp_path / "missing.wav")], "--play"),
+        (["--username", "u"], "--username"),
+    ]
+    for extra, flag in cases:
+        out = run_cli("call", "sip:x@127.0.0.1:9", "--from", "1", *extra)
+        assert out.returncode == 2, (extra, out.stdout)
+        assert out.stderr.startswith("usage: softswitch call"), out.stderr
+        assert flag in out.stderr.splitlines()[-1], out.stderr
+        assert "trying" not in out.stdout  # nothing was dialled
+    out = run_cli("call", "+14155550100", "--from", "1")  # a number with no gateway
+    assert out.returncode == 2 and out.stderr.startswith("usage: softswitch call"), out.stderr
+
+
+def test_version_and_logging_flags_after_the_subcommand():
+    from softswitch import __version__
+
+    out = run_cli("--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"softswitch {__version__}"
+    out = run_cli("call", "sip:x@127.0.0.1:9", "--from", "1", "-q", "--log-format", "json", "--hangup-after", "x")
+    assert out.returncode == 2 and "--hangup-after" in out.stderr
+
+
+def test_dns_failure_reports_the_reason():
+    out = run_cli("call", "sip:bob@no-such-host.invalid", "--from", "1000")
+    assert out.returncode == 1
+    lines = out.stdout.strip().splitlines()
+    assert any("terminated NO_ROUTE_DESTINATION" in ln and "no-such-host.invalid did not resolve" in ln
+               for ln in lines), out.stdout
+    summary = json.loads(lines[-1])
+    assert "did not resolve" in summary["reason"]
+
+
+def test_tcp_refusal_is_503_not_408():
+    port = free_port(socket.SOCK_STREAM)  # nothing listens there
+    out = run_cli("call", f"sip:bob@127.0.0.1:{port};transport=tcp", "--from", "1000")
+    assert out.returncode == 1
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["sip_status"] == 503 and summary["hangup_cause"] == "DESTINATION_OUT_OF_ORDER"
