@@ -233,11 +233,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(args: argparse.Namespace) -> None:
-    """``serve`` logs INFO (one line per call event); ``call`` and ``campaign`` print their own
-    progress and log WARNING. ``-v``/``-q`` move that, before or after the subcommand."""
+    """WARNING and up, and at ``serve`` one INFO line per call event (``softswitch.call.events``:
+    dialing, ringing, answered, hangup with its cause). Each ``-v`` logs one level more (``-v``
+    every INFO line, ``-vv`` DEBUG with SIP traces), each ``-q`` one less (``-q`` at ``serve``:
+    no call events); before or after the subcommand."""
     verbosity = (args.verbose + getattr(args, "sub_verbose", 0)) - (args.quiet + getattr(args, "sub_quiet", 0))
     fmt = getattr(args, "sub_log_format", None) or args.log_format or "text"
-    logs.setup(verbosity, fmt, base=logging.INFO if args.command == "serve" else logging.WARNING)
+    logs.setup(verbosity, fmt)
+    events = logging.getLogger("softswitch.call.events")
+    events.setLevel(logs.level_for(logging.INFO, verbosity) if args.command == "serve" else logging.NOTSET)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -539,7 +539,7 @@ async def _serve_subprocess(tmp_path: Path, db: Path, sdk_base: Any) -> tuple[su
     """``softswitch serve`` as its own process (so it can be killed), the SDK pointed at it."""
     http_port, sip_port = free_tcp_port(), free_tcp_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "softswitch.cli", "serve", "--http", f"127.0.0.1:{http_port}",
+        [sys.executable, "-m", "softswitch.cli", "serve", "-q", "--http", f"127.0.0.1:{http_port}",
          "--sip", f"127.0.0.1:{sip_port}", "--db", str(db), "--auth-id", AUTH_ID, "--auth-token", AUTH_TOKEN],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path,
     )

@@ -223,3 +223,54 @@ def test_tcp_refusal_is_503_not_408():
     assert out.returncode == 1
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert summary["sip_status"] == 503 and summary["hangup_cause"] == "DESTINATION_OUT_OF_ORDER"
+
+
+# ---------------------------------------------------------------------------- serve's logs
+
+
+@needs_sipp
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_serve_logs_one_info_line_per_call_event(tmp_path, sipp, fmt):
+    """``softswitch serve`` (flags after the subcommand) logs each call event once (here, a
+    busy callee: dialing, then hangup with its cause), as text or one JSON object per line."""
+    import base64
+    import time
+    import urllib.request
+
+    peer = sipp("uas_busy.xml")
+    http_port, sip_port = free_port(socket.SOCK_STREAM), free_port()
+    auth_id, token = "MALOGTEST00000000001", "log-test-token"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "softswitch.cli", "serve", "--http", f"127.0.0.1:{http_port}", "--sip",
+         f"127.0.0.1:{sip_port}", "--db", str(tmp_path / "c.db"), "--auth-id", auth_id, "--auth-token", token,
+         "--log-format", fmt],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        assert proc.stderr is not None
+        assert "HTTP API on" in proc.stderr.readline()
+        body = json.dumps({"from": "1000", "to": peer.uri, "answer_url": "http://127.0.0.1:9/a"}).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{http_port}/v1/Account/{auth_id}/Call/", data=body, method="POST",
+            headers={"Content-Type": "application/json",
+                     "Authorization": "Basic " + base64.b64encode(f"{auth_id}:{token}".encode()).decode()})
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            assert resp.status == 201
+        lines: list[str] = []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any("hangup" in ln for ln in lines):
+            lines.append(proc.stderr.readline())
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    events = [ln for ln in lines if "softswitch.call.events" in ln]
+    if fmt == "json":
+        records = [json.loads(ln) for ln in events]
+        assert [r["event"] for r in records] == ["dialing", "hangup"], lines
+        end = records[-1]
+        assert end["level"] == "INFO" and end["to"] == peer.uri and end["from"] == "1000"
+        assert end["cause"] == "USER_BUSY" and end["sip_status"] == 486 and end["call_uuid"]
+    else:
+        assert len(events) == 2 and " INFO softswitch.call.events: call " in events[0], lines
+        assert "dialing" in events[0] and f"to={peer.uri}" in events[0]
+        assert "hangup" in events[1] and "cause=USER_BUSY" in events[1] and "sip_status=486" in events[1]
+    peer.assert_ok()
