@@ -489,7 +489,12 @@ async def _run_dialled(ua: Any, args: argparse.Namespace, start: float, summary:
     digits_sent = False
 
     async def send_digits() -> None:
-        await call.send_digits(args.send_digits, mode=args.dtmf_mode)
+        try:
+            await call.send_digits(args.send_digits, mode=args.dtmf_mode)
+        except Exception as exc:  # e.g. rfc4733 asked for and the callee's answer has no telephone-event
+            _emit_line(start, f"digits not sent: {exc}")
+            summary["digits_error"] = str(exc)
+            return
         _emit_line(start, f"digits sent {args.send_digits}")
 
     async for event in call.events():
