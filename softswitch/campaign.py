@@ -545,7 +545,7 @@ class Campaign:
         return EXIT_DONE if complete else EXIT_INTERRUPTED
 
     def _progress(self) -> Any:
-        from tqdm import tqdm
+        from tqdm import tqdm  # type: ignore[import-untyped]
 
         disable = True if self.args.no_progress else None  # None: only on a terminal
         bar = tqdm(
@@ -594,8 +594,8 @@ class Campaign:
             next_at = max(next_at + interval, time.monotonic())
             try:
                 spec = parse_call_request(self._request(row)).to_spec()
-            except ApiError as exc:
-                self._record(results, row, "invalid", None, exc.message)
+            except (ApiError, ValueError) as exc:  # the row's to/from, or a value the API refuses
+                self._record(results, row, "invalid", None, getattr(exc, "error", None) or str(exc))
                 slots.release()
                 continue
             journal.line(

@@ -138,8 +138,9 @@ def test_usage_errors(tmp_path):
 @needs_sipp
 async def test_campaign_mixes_answer_busy_and_no_answer(tmp_path, sipp, webhook_receiver):
     """Three rows to three sipp callees: answered (the answer URL's XML ends the call), 486
-    busy, ringing until the ring timeout. The answer URL gets the row's variables; the
-    results CSV has one line per row; the JSON summary counts them."""
+    busy, ringing until the ring timeout; a fourth row the API refuses is recorded, not
+    dialled. The answer URL gets the row's variables; the results CSV has one line per row;
+    the JSON summary counts them."""
     web = await webhook_receiver(routes={"/answer": SHORT})
     answer, busy, ring = sipp("uas_answer.xml"), sipp("uas_busy.xml"), sipp("uas_ring_cancel.xml")
     listed = write_list(
@@ -148,6 +149,7 @@ async def test_campaign_mixes_answer_busy_and_no_answer(tmp_path, sipp, webhook_
             {"to": answer.uri, "from": "1000", "name": "Ann"},
             {"to": busy.uri, "from": "1001", "name": "Bob"},
             {"to": ring.uri, "from": "1002", "name": "Cy"},
+            {"to": "not a destination", "from": "1003", "name": "Di"},  # refused before dialling
         ],
     )
     proc = await start_campaign(
@@ -165,7 +167,8 @@ async def test_campaign_mixes_answer_busy_and_no_answer(tmp_path, sipp, webhook_
     )
     code, summary, err = await finish(proc)
     assert code == 0, err
-    assert summary["rows"] == 3 and summary["called"] == 3 and summary["complete"] is True
+    assert summary["rows"] == 4 and summary["called"] == 3 and summary["complete"] is True
+    assert summary["invalid"] == 1
     assert (summary["answered"], summary["busy"], summary["no_answer"], summary["failed"]) == (
         1,
         1,
@@ -173,7 +176,13 @@ async def test_campaign_mixes_answer_busy_and_no_answer(tmp_path, sipp, webhook_
         0,
     )
     rows = {r["row"]: r for r in results_of(tmp_path / "list.results.csv")}
-    assert [rows[n]["outcome"] for n in ("1", "2", "3")] == ["answered", "busy", "no-answer"]
+    assert [rows[n]["outcome"] for n in ("1", "2", "3", "4")] == [
+        "answered",
+        "busy",
+        "no-answer",
+        "invalid",
+    ]
+    assert "to" in rows["4"]["error"] and not rows["4"]["call_uuid"]
     assert rows["1"]["hangup_cause"] == "NORMAL_CLEARING" and rows["1"]["answer_time"]
     assert rows["2"]["sip_status"] == "486" and rows["2"]["hangup_cause"] == "USER_BUSY"
     assert rows["3"]["hangup_cause"] == "NO_ANSWER"
