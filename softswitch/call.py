@@ -551,9 +551,8 @@ class CallManager:
         call.ended_at = now
         if end.answered and call.answered_at is not None:
             span = max(0.0, now - call.answered_at)
-            # Plivo's rule: call_duration and bill_duration are the same whole seconds, a
-            # started second counting (its CDRs show them equal; billed_duration, the billing
-            # interval's rounding, is the same here: no interval).
+            # One rule for both: whole seconds from answer, a started second counting (the
+            # hosted API's records show the two equal; README, hangup callback).
             call.duration = call.bill_duration = int(math.ceil(span - 1e-6)) if span > 0 else 0
         call.sm.end(end)
         log_call_event(call, "hangup", cause=end.cause, sip_status=end.sip_status, hangup_source=end.source.value,
