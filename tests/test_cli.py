@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -97,25 +98,53 @@ def start_cli(*args: str) -> subprocess.Popen[str]:
                             stderr=subprocess.PIPE, text=True)
 
 
-def wait_line(proc: subprocess.Popen[str], text: str, timeout: float = 20) -> list[str]:
-    """Lines of ``proc``'s stdout up to the first one containing ``text`` (bounded in time)."""
-    import select
-    import time
+class Lines:
+    """``proc``'s stdout lines, read by a thread (a select() on the pipe misses lines already
+    in the reader's buffer)."""
 
-    assert proc.stdout is not None
-    lines: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 0.5)
-        if not ready:
-            continue
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if text in line:
-            return lines
-    raise AssertionError(f"{text!r} not printed; got {lines}")
+    def __init__(self, proc: subprocess.Popen[str], stream: Any = None) -> None:
+        import queue
+        import threading
+
+        self.proc = proc
+        self.stream = stream if stream is not None else proc.stdout
+        self.lines: list[str] = []
+        self.queue: queue.Queue[str | None] = queue.Queue()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        assert self.stream is not None
+        for line in self.stream:
+            self.queue.put(line)
+        self.queue.put(None)
+
+    def wait_for(self, text: str, timeout: float = 20) -> None:
+        import queue
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            self.lines.append(line)
+            if text in line:
+                return
+        raise AssertionError(f"{text!r} not printed; got {self.lines}")
+
+    def rest(self, timeout: float = 20) -> str:
+        """Everything up to the end of the output, once the process has exited."""
+        self.proc.wait(timeout)
+        self.thread.join(timeout)
+        while not self.queue.empty():
+            line = self.queue.get()
+            if line is not None:
+                self.lines.append(line)
+        return "".join(self.lines)
 
 
 @needs_sipp
@@ -127,12 +156,14 @@ def test_signal_hangs_up_the_answered_call_and_reports_it(sipp, sig):
     peer = sipp("uas_answer.xml")
     proc = start_cli("call", peer.uri, "--from", "1000")
     try:
-        wait_line(proc, "answered 200")
+        output = Lines(proc)
+        output.wait_for("answered 200")
         proc.send_signal(sig)
-        out, err = proc.communicate(timeout=20)
+        out = output.rest()
     finally:
         if proc.poll() is None:
             proc.kill()
+    err = proc.stderr.read() if proc.stderr else ""
     lines = out.strip().splitlines()
     assert any(f"{sig.name}: hanging up" in ln for ln in lines), out
     assert any("terminated NORMAL_CLEARING" in ln and "by caller" in ln for ln in lines), out
@@ -147,12 +178,14 @@ def test_sigterm_while_ringing_cancels_and_exits_1(sipp):
     peer = sipp("uas_ring_cancel.xml")
     proc = start_cli("call", peer.uri, "--from", "1000")
     try:
-        wait_line(proc, "ringing 180")
+        output = Lines(proc)
+        output.wait_for("ringing 180")
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=20)
+        out = output.rest()
     finally:
         if proc.poll() is None:
             proc.kill()
+    err = proc.stderr.read() if proc.stderr else ""
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["answered"] is False and summary["hangup_cause"] == "ORIGINATOR_CANCEL"
     assert proc.returncode == 1, err
@@ -234,7 +267,6 @@ def test_serve_logs_one_info_line_per_call_event(tmp_path, sipp, fmt):
     """``softswitch serve`` (flags after the subcommand) logs each call event once (here, a
     busy callee: dialing, then hangup with its cause), as text or one JSON object per line."""
     import base64
-    import time
     import urllib.request
 
     peer = sipp("uas_busy.xml")
@@ -246,8 +278,8 @@ def test_serve_logs_one_info_line_per_call_event(tmp_path, sipp, fmt):
          "--log-format", fmt],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     try:
-        assert proc.stderr is not None
-        assert "HTTP API on" in proc.stderr.readline()
+        logged = Lines(proc, proc.stderr)
+        logged.wait_for("HTTP API on")
         body = json.dumps({"from": "1000", "to": peer.uri, "answer_url": "http://127.0.0.1:9/a"}).encode()
         request = urllib.request.Request(
             f"http://127.0.0.1:{http_port}/v1/Account/{auth_id}/Call/", data=body, method="POST",
@@ -255,10 +287,8 @@ def test_serve_logs_one_info_line_per_call_event(tmp_path, sipp, fmt):
                      "Authorization": "Basic " + base64.b64encode(f"{auth_id}:{token}".encode()).decode()})
         with urllib.request.urlopen(request, timeout=10) as resp:
             assert resp.status == 201
-        lines: list[str] = []
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not any("hangup" in ln for ln in lines):
-            lines.append(proc.stderr.readline())
+        logged.wait_for("hangup")
+        lines = logged.lines
     finally:
         proc.terminate()
         proc.wait(20)
