@@ -210,6 +210,13 @@ def test_port_in_use_is_one_line_naming_the_flag():
         out = run_cli("serve", "--http", f"127.0.0.1:{port}", "--sip", f"127.0.0.1:{sip_port}", "--db", ":memory:")
         assert out.returncode == 2
         assert "Traceback" not in out.stderr and f"--http 127.0.0.1:{port}" in out.stderr, out.stderr
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("127.0.0.1", 0))
+        port = udp.getsockname()[1]
+        http_port = free_port(socket.SOCK_STREAM)
+        out = run_cli("serve", "--http", f"127.0.0.1:{http_port}", "--sip", f"127.0.0.1:{port}", "--db", ":memory:")
+        assert out.returncode == 2
+        assert "Traceback" not in out.stderr and f"--sip 127.0.0.1:{port}" in out.stderr, out.stderr
 
 
 def test_usage_errors_name_the_flag_and_show_the_subcommand_usage(tmp_path):
