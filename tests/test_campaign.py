@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -15,6 +16,8 @@ import pytest
 
 from softswitch.campaign import Row, classify, read_rows, with_variables
 from tests.conftest import media_ports, needs_sipp
+from tests.peers import amd_clips
+from tests.peers.baresip import needs_baresip
 
 HOLD = '<Response><Wait length="30"/></Response>'
 SHORT = '<Response><Wait length="1"/></Response>'
@@ -259,3 +262,38 @@ async def test_campaign_resumes_and_calls_each_row_once(tmp_path, sipp, webhook_
     else:
         assert outcomes == ["answered", "answered", "interrupted", "interrupted"]
         callee.stop()  # the two calls the kill left up never get a BYE: sipp times them out
+
+
+# ------------------------------------------------------------------------------ machine detection
+
+machine_clip = amd_clips.machine_clip  # the callee's voicemail greeting (espeak-ng and sox)
+
+
+@needs_baresip
+@pytest.mark.peer
+@pytest.mark.skipif(
+    shutil.which("espeak-ng") is None or shutil.which("sox") is None,
+    reason="espeak-ng and sox make the clips",
+)
+async def test_campaign_machine_detection_hangup(tmp_path, baresip, machine_clip, webhook_receiver):
+    """``--machine-detection hangup``: baresip answers with a voicemail greeting; the row's
+    outcome is ``machine`` and the call ends MACHINE_DETECTED before any document runs."""
+    web = await webhook_receiver(routes={"/answer": HOLD})
+    peer = baresip(play_wav=machine_clip)
+    listed = write_list(tmp_path / "list.csv", [{"to": peer.uri, "from": "1000"}])
+    code, summary, err = await finish(
+        await start_campaign(
+            listed,
+            web.url("/answer"),
+            "--machine-detection",
+            "hangup",
+            "--machine-detection-time",
+            "5000",
+            "--no-progress",
+        )
+    )
+    assert code == 0, err
+    assert summary["machine"] == 1 and summary["answered"] == 0, summary
+    (row,) = results_of(tmp_path / "list.results.csv")
+    assert row["outcome"] == "machine" and row["machine"] == "true"
+    assert row["hangup_cause"] == "MACHINE_DETECTED", row
