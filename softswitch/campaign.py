@@ -368,7 +368,7 @@ def run_campaign(args: argparse.Namespace, usage: Callable[[str], NoReturn]) -> 
     except CampaignError as exc:
         usage(str(exc))
     try:
-        config = _config(args)
+        config = _config(args, rows)
     except Exception as exc:  # ConfigError, OSError: the configuration file
         usage(str(exc))
     try:
@@ -379,8 +379,8 @@ def run_campaign(args: argparse.Namespace, usage: Callable[[str], NoReturn]) -> 
         raise
 
 
-def _config(args: argparse.Namespace) -> Any:
-    from softswitch.cli import local_address_for
+def _config(args: argparse.Namespace, rows: list[Row]) -> Any:
+    from softswitch.cli import _target_host, local_address_for
     from softswitch.config import Gateway, load_config
 
     overrides: dict[str, object] = {"db_path": ":memory:"}
@@ -404,8 +404,11 @@ def _config(args: argparse.Namespace) -> Any:
         config.sip_host, config.sip_port = args.sip
     else:
         config.sip_port = 0  # any free port: a campaign takes no calls
-        if args.gateway is not None:
-            config.sip_host = local_address_for(*args.gateway)
+        # Without --config, the address this machine would send from to the first hop (the
+        # gateway, else the first row's SIP URI), as ``softswitch call`` does.
+        first_hop = _target_host(rows[0].to, args.gateway) if rows else None
+        if args.config is None and first_hop is not None:
+            config.sip_host = local_address_for(*first_hop)
     config.inbound = []
     return config
 
