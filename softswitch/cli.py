@@ -185,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="TOML configuration file")
     serve.add_argument("--http", help="HOST:PORT for the HTTP API (default 127.0.0.1:8088)")
     serve.add_argument("--sip", help="HOST:PORT for SIP (default 127.0.0.1:5060)")
-    serve.add_argument("--rtp-ports", help="LOW-HIGH RTP port range (default 16384-32767)")
+    serve.add_argument("--rtp-ports", type=_port_range, metavar="LOW-HIGH",
+                       help="RTP port range (default 16384-32767)")
     serve.add_argument("--db", help="SQLite file for call records (default ./softswitch.db)")
     serve.add_argument("--auth-id", help="auth id of the default account")
     serve.add_argument("--auth-token", help="auth token of the default account")
@@ -281,10 +282,12 @@ def _run_serve(args: argparse.Namespace) -> int:
     from softswitch.config import ConfigError, load_config
 
     overrides: dict[str, object] = {}
-    for key in ("http", "sip", "rtp_ports", "auth_id", "auth_token"):
+    for key in ("http", "sip", "auth_id", "auth_token"):
         value = getattr(args, key)
         if value is not None:
             overrides[key] = value
+    if args.rtp_ports is not None:
+        overrides["rtp_ports"] = f"{args.rtp_ports[0]}-{args.rtp_ports[1]}"
     if args.db is not None:
         overrides["db_path"] = args.db
     for flag, key in (("shutdown_mode", "shutdown_mode"), ("drain_timeout", "drain_timeout_s"),
