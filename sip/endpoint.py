@@ -594,15 +594,17 @@ class Endpoint:
                 )
             return
         if not targets:
-            self._unreachable(call, request, now)
+            self._unreachable(call, request, now, f"{uri.host} did not resolve (DNS)")
             return
         self._start_client(call, request, uri, targets, now)
 
-    def _unreachable(self, owner: Call | _Agent | None, request: SipRequest, now: float) -> None:
+    def _unreachable(
+        self, owner: Call | _Agent | None, request: SipRequest, now: float, reason: str
+    ) -> None:
         if isinstance(owner, _Agent):
             self._run_agent(owner, owner.on_unreachable(request, now), now)
         elif owner is not None:
-            self._run(owner, owner.session.on_unreachable(request, now), now)
+            self._run(owner, owner.session.on_unreachable(request, now, reason), now)
         else:  # a request outside any call (send_bye)
             self._complete(request, 503)
 
@@ -614,7 +616,7 @@ class Endpoint:
             if not isinstance(uri, SipUri):
                 raise UriError(f"cannot route to {next_hop}")
         except (UriError, ValueError):
-            self._unreachable(call, request, now)
+            self._unreachable(call, request, now, f"cannot route to {next_hop}")
             return
         targets = targets_now(uri)
         if targets is None:

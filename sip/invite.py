@@ -254,12 +254,13 @@ class ClientInviteSession:
                 )
         return self.on_timeout(request, now)
 
-    def on_unreachable(self, request: SipRequest, now: float) -> list[Action]:
-        """The next hop of ``request`` could not be resolved or reached."""
+    def on_unreachable(
+        self, request: SipRequest, now: float, reason: str = "destination unreachable"
+    ) -> list[Action]:
+        """The next hop of ``request`` could not be resolved or reached (``reason`` says
+        why: the name that did not resolve...; it becomes the ``Terminated`` reason)."""
         if request is self.invite and self.dialog is None:
-            return self._terminate(
-                now, causes.NO_ROUTE_DESTINATION, None, "destination unreachable", "error"
-            )
+            return self._terminate(now, causes.NO_ROUTE_DESTINATION, None, reason, "error")
         return self.on_timeout(request, now)
 
     def cancel(

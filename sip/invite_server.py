@@ -187,7 +187,9 @@ class ServerInviteSession:
     def on_timeout(self, request: SipRequest, now: float) -> list[ServerAction]:
         return []
 
-    def on_unreachable(self, request: SipRequest, now: float) -> list[ServerAction]:
+    def on_unreachable(
+        self, request: SipRequest, now: float, reason: str = ""
+    ) -> list[ServerAction]:
         return []
 
     def on_transport_error(self, request: SipRequest, now: float) -> list[ServerAction]:

@@ -58,6 +58,21 @@ from .state import CallTransition
 from .timers import CallTimers, LoopScheduler, Scheduler
 
 log = logging.getLogger("softswitch.call")
+#: One INFO line per call event (``softswitch serve`` logs INFO; ``--log-format json`` puts
+#: the fields of ``extra["call"]`` at the top level of each line, ``softswitch.logs``).
+events_log = logging.getLogger("softswitch.call.events")
+
+
+def log_call_event(call: Call, event: str, **more: Any) -> None:
+    """Log ``event`` of ``call``: its uuid, direction, from, to, status and ``more``."""
+    if not events_log.isEnabledFor(logging.INFO):
+        return
+    fields: dict[str, Any] = {"event": event, "call_uuid": call.call_uuid, "direction": call.direction,
+                              "from": call.from_, "to": call.to, "status": call.status}
+    fields.update((k, v) for k, v in more.items() if v is not None)
+    text = " ".join(f"{k}={v}" for k, v in fields.items() if k not in ("event", "call_uuid"))
+    events_log.info("call %s %s: %s", call.call_uuid, event, text, extra={"call": fields})
+
 
 __all__ = ["Call", "CallManager", "AccountLimits", "AdmitResult", "Dialer", "record_time"]
 
@@ -311,6 +326,7 @@ class CallManager:
         call.dialed_at = time.time()
         call.sm.fire(CallTransition.DIAL)
         call.leg = leg
+        log_call_event(call, "incoming", sip_call_id=getattr(leg, "call_id", None))
         self._notify(call, CallbackEvent.INITIATED)
         await self.update_record(call, extra={"sip_call_id": getattr(leg, "call_id", None)})
         leg.ring()
@@ -391,6 +407,8 @@ class CallManager:
             return True
         first_leg = call.leg is None
         call.leg = leg
+        log_call_event(call, "dialing", gateway=attempt.gateway, target=attempt.target,
+                       sip_call_id=getattr(leg, "call_id", None))
         if first_leg:
             self._notify(call, CallbackEvent.INITIATED)
         await self.update_record(call, extra={"sip_call_id": getattr(leg, "call_id", None)})
@@ -443,6 +461,8 @@ class CallManager:
         fields: dict[str, Any] = {}
         if call.state is not before:
             fields["call_status"] = call.status
+            log_call_event(call, "early_media" if isinstance(ev, EarlyMedia) else "ringing",
+                           sip_status=getattr(ev, "status", None))
         if first:
             fields["ring_time"] = record_time(now)
             self._timers(call).on_ring()
@@ -461,6 +481,7 @@ class CallManager:
         now = time.time()
         call.answered_at = now
         call.sm.fire(CallTransition.ANSWER)
+        log_call_event(call, "answered")
         await self.update_record(call, call_status=call.status, answer_time=record_time(now))
         self._keep_dialog(call)
         self._notify(call, CallbackEvent.ANSWERED)
@@ -530,9 +551,13 @@ class CallManager:
         call.ended_at = now
         if end.answered and call.answered_at is not None:
             span = max(0.0, now - call.answered_at)
-            call.duration = int(span + 0.5)
-            call.bill_duration = int(math.ceil(span - 1e-6)) if span > 0 else 0
+            # One rule for both: whole seconds from answer, a started second counting (the
+            # hosted API's records show the two equal; README, hangup callback).
+            call.duration = call.bill_duration = int(math.ceil(span - 1e-6)) if span > 0 else 0
         call.sm.end(end)
+        log_call_event(call, "hangup", cause=end.cause, sip_status=end.sip_status, hangup_source=end.source.value,
+                       reason=end.reason.value if end.reason is not None else None, duration=call.duration,
+                       error=error[:200] if error else None)
         extra: dict[str, Any] = {"hangup_cause": end.cause}
         if ua_extra:
             extra["ua"] = {k: v for k, v in ua_extra.items() if isinstance(v, str | int | float | bool | None)}

@@ -51,7 +51,8 @@ class Call:
     early_at: float | None = None
     answered_at: float | None = None
     ended_at: float | None = None
-    #: Whole seconds answered (rounded) and billed (rounded up), set when the call ends.
+    #: Whole seconds answered and billed, both rounded up (a started second counts; the
+    #: two are equal), set when the call ends.
     duration: int = 0
     bill_duration: int = 0
     leg: Any = None

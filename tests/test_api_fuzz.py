@@ -72,7 +72,8 @@ port = {dead_sip}
 timeout_s = 2
 """)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "softswitch.cli", "serve", "--config", str(tmp / "fuzz.toml")],
+        # -q: no call-event lines (stderr is not read after start-up: a full pipe would block)
+        [sys.executable, "-m", "softswitch.cli", "serve", "-q", "--config", str(tmp / "fuzz.toml")],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

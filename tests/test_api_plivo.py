@@ -209,8 +209,8 @@ async def test_bad_requests_status_and_error(env: Env, receiver: WebhookReceiver
     for headers in (basic(AUTH_ID, "wrong"), basic("MAZZZZZZZZZZZZZZZZZZ", AUTH_TOKEN),
                     basic(OTHER_ID, OTHER_TOKEN), {"Authorization": "Basic !!!"}, {}):
         async with aiohttp.ClientSession(headers=headers) as s, s.post(url, json=ok) as r:
-            assert r.status == 401
-            assert set(await r.json()) == {"api_id", "error"}
+            assert r.status == 401 and r.headers["WWW-Authenticate"].startswith("Basic")
+            assert (await r.text()).startswith("Could not verify your access level")
     # nothing was dialed, nothing was recorded
     assert env.server.ua.calls == []
     assert (await env.sdk(env.client.calls.list)).meta.total_count == 0
@@ -231,6 +231,11 @@ async def test_bad_requests_through_sdk(env: Env, receiver: WebhookReceiver) -> 
     wrong = plivo.RestClient(AUTH_ID, "not-the-token")
     with pytest.raises(plivo_exc.AuthenticationError):
         await env.sdk(wrong.calls.create, from_="1000", to_="sip:bob@127.0.0.1", answer_url=receiver.url("/a"))
+    # Every resource, lists included (a JSON 401 made calls.list() an AttributeError).
+    for fn, args in ((wrong.calls.list, ()), (wrong.calls.get, ("11111111-2222-3333-4444-555555555555",)),
+                     (wrong.live_calls.list_ids, ())):
+        with pytest.raises(plivo_exc.AuthenticationError):
+            await env.sdk(fn, *args)
     with pytest.raises(plivo_exc.ResourceNotFoundError):
         await env.sdk(c.calls.get, "11111111-2222-3333-4444-555555555555")
     with pytest.raises(plivo_exc.ResourceNotFoundError):
@@ -534,7 +539,7 @@ async def _serve_subprocess(tmp_path: Path, db: Path, sdk_base: Any) -> tuple[su
     """``softswitch serve`` as its own process (so it can be killed), the SDK pointed at it."""
     http_port, sip_port = free_tcp_port(), free_tcp_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "softswitch.cli", "serve", "--http", f"127.0.0.1:{http_port}",
+        [sys.executable, "-m", "softswitch.cli", "serve", "-q", "--http", f"127.0.0.1:{http_port}",
          "--sip", f"127.0.0.1:{sip_port}", "--db", str(db), "--auth-id", AUTH_ID, "--auth-token", AUTH_TOKEN],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path,
     )
@@ -718,6 +723,11 @@ async def test_openapi_document(env: Env) -> None:
         assert name in props
     assert props["time_limit"]["default"] == 14400 and props["ring_timeout"]["default"] == 120
     assert props["caller_name"]["maxLength"] == 50
+    # Every machine_detection_* tuning parameter the server accepts, with its range.
+    from softswitch.api.plivo.amd import PLIVO_PARAMETERS
+
+    for name, (_, lo, hi, default) in PLIVO_PARAMETERS.items():
+        assert (props[name]["minimum"], props[name]["maximum"], props[name]["default"]) == (lo, hi, default), name
     paths = doc["paths"]
     assert {"post", "get"} <= set(paths["/v1/Account/{auth_id}/Call/"])
     assert {"get", "delete"} <= set(paths["/v1/Account/{auth_id}/Call/{call_uuid}/"])

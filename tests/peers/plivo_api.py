@@ -208,6 +208,7 @@ async def serve_subprocess(
             "-m",
             "softswitch.cli",
             "serve",
+            "-q",  # no call-event lines: stderr is not read after start-up (a full pipe blocks)
             "--http",
             f"127.0.0.1:{http_port}",
             "--sip",

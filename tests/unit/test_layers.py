@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 #: The shell around the core: they choose which dialects to serve, so they may name them.
-COMPOSITION_ROOTS = {"server", "cli"}
+COMPOSITION_ROOTS = {"server", "cli", "campaign"}
 
 #: Dialect names that must stay inside ``softswitch/api/``.
 DIALECT_WORDS = re.compile(r"plivo|twilio|twiml|callapi", re.IGNORECASE)

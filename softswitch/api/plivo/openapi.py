@@ -20,6 +20,7 @@ from . import (
     TIME_LIMIT_CAP,
     TIME_LIMIT_DEFAULT,
 )
+from .amd import PLIVO_PARAMETERS
 
 __all__ = ["openapi_document"]
 
@@ -60,6 +61,14 @@ def openapi_document() -> dict[str, Any]:
                                    "default": MACHINE_DETECTION_TIME_DEFAULT},
         "machine_detection_url": url,
         "machine_detection_method": method,
+        # The tuning parameters the request accepts, with Plivo's ranges and defaults (amd.py).
+        **{
+            name: {"type": "integer", "minimum": lo, "maximum": hi, "default": default,
+                   "description": f"Answering-machine detection tuning ({unit}, {lo}..{hi})."}
+            for name, (field_name, lo, hi, default) in PLIVO_PARAMETERS.items()
+            if name != "machine_detection_time"
+            for unit in ("words" if field_name == "max_words" else "ms",)
+        },
         "sip_headers": {"type": "string", "description": "key=value,... sent as X-PH-key SIP headers; letters and digits."},
         "ring_timeout": {"type": "integer", "minimum": 1, "maximum": RING_TIMEOUT_MAX,
                          "default": RING_TIMEOUT_DEFAULT},
@@ -79,6 +88,9 @@ def openapi_document() -> dict[str, Any]:
             (503, "Shutting down"),
         )
     }
+    unauthorized = {"description": "Wrong or missing auth id or token (Plivo's plain-text body)",
+                    "content": {"text/plain": {"schema": {"type": "string"}}}}
+    err_responses["401"] = unauthorized
     auth_path = {"name": "auth_id", "in": "path", "required": True, "schema": {"type": "string"}}
     call_path = {"name": "call_uuid", "in": "path", "required": True, "schema": {"type": "string"}}
     list_params = [
@@ -237,7 +249,7 @@ def openapi_document() -> dict[str, Any]:
                                    {"name": "sig", "in": "query", "required": False, "schema": {"type": "string"}}],
                     "responses": {
                         "200": {"description": "the audio", "content": {"audio/wav": {}, "audio/mpeg": {}}},
-                        "401": {"description": "no credentials", "content": {"application/json": {"schema": error}}},
+                        "401": unauthorized,
                         "403": {"description": "signed URL expired or signature wrong",
                                 "content": {"application/json": {"schema": error}}},
                         "404": {"description": "no such recording, or still in progress",

@@ -16,9 +16,10 @@ Live call control answers 202 with Plivo's ``{"message", "api_id"}`` (Record add
 and ``recording_id``); the DELETEs answer 204. A call that is unknown or over is a 404, a
 call not answered yet or a bad parameter a 400.
 
-Errors are ``{"api_id": ..., "error": ...}`` with 400/401/404/405/429/500/503, as the
-``plivo`` SDK expects (``plivo.rest.client.Client.process_response``); the core's domain
-errors map onto them by :data:`DOMAIN_STATUS`.
+Errors are ``{"api_id": ..., "error": ...}`` with 400/404/405/429/500/503, as the
+``plivo`` SDK expects (``plivo.rest.client.Client.process_response``); a 401 is Plivo's plain
+text (:data:`UNAUTHORIZED_TEXT`); the core's domain errors map onto them by
+:data:`DOMAIN_STATUS`.
 """
 
 from __future__ import annotations
@@ -85,12 +86,19 @@ DOMAIN_STATUS: tuple[tuple[type[CallError], int], ...] = (
 )
 
 
+#: The body of Plivo's 401, plain text: the ``plivo`` SDK then raises its
+#: ``AuthenticationError`` ("Failed to authenticate while accessing resource at: <url>") for
+#: every resource. A JSON body would be parsed into the resource's response type first, and
+#: a list's (``calls.list()``) fails on a body without ``objects`` with an AttributeError.
+UNAUTHORIZED_TEXT = "Could not verify your access level for that URL.\nYou have to login with proper credentials"
+
+
 def error_response(status: int, message: str, api_id: str) -> web.Response:
-    """Plivo's error body: ``{"api_id", "error"}``."""
-    resp = json_response(status, {"api_id": api_id, "error": message})
+    """Plivo's error body: ``{"api_id", "error"}``; a 401 is Plivo's plain text."""
     if status == 401:
-        resp.headers["WWW-Authenticate"] = 'Basic realm="softswitch"'
-    return resp
+        return web.Response(status=401, text=UNAUTHORIZED_TEXT, content_type="text/plain",
+                            headers={"WWW-Authenticate": 'Basic realm="softswitch"'})
+    return json_response(status, {"api_id": api_id, "error": message})
 
 
 def _authenticate(request: web.Request) -> AccountLimits:
