@@ -149,6 +149,20 @@ class CallManager:
         self.table = CallTable()
         #: Calls whose SIP dialog is in the store (the next process BYEs them after a crash).
         self._stored_dialogs: set[str] = set()
+        #: Told as calls move (``softswitch.ops.Operations``: traces, metrics, live pages):
+        #: ``call_dialed``, ``leg_started``, ``call_progress``, ``call_answered``,
+        #: ``document_fetched``, ``call_ended``; a failing observer never stops a call.
+        self.observers: list[Any] = []
+
+    def observe(self, event: str, *args: Any) -> None:
+        """Tell each observer that has a method named ``event``."""
+        for observer in self.observers:
+            method = getattr(observer, event, None)
+            if method is not None:
+                try:
+                    method(*args)
+                except Exception:
+                    log.exception("observer %s failed on %s", type(observer).__name__, event)
 
     # --- accounts -----------------------------------------------------------------------
 
@@ -310,7 +324,9 @@ class CallManager:
     async def _run_inbound(self, call: Call, leg: Any) -> None:
         call.dialed_at = time.time()
         call.sm.fire(CallTransition.DIAL)
+        self.observe("call_dialed", call)
         call.leg = leg
+        self.observe("leg_started", call, leg)
         self._notify(call, CallbackEvent.INITIATED)
         await self.update_record(call, extra={"sip_call_id": getattr(leg, "call_id", None)})
         leg.ring()
@@ -336,6 +352,7 @@ class CallManager:
             return
         call.dialed_at = time.time()
         call.sm.fire(CallTransition.DIAL)
+        self.observe("call_dialed", call)
         attempts = spec.attempts or (DialAttempt(spec.gateway, spec.timers.ring_timeout),)
         for i, attempt in enumerate(attempts):
             last = i == len(attempts) - 1
@@ -391,6 +408,7 @@ class CallManager:
             return True
         first_leg = call.leg is None
         call.leg = leg
+        self.observe("leg_started", call, leg)
         if first_leg:
             self._notify(call, CallbackEvent.INITIATED)
         await self.update_record(call, extra={"sip_call_id": getattr(leg, "call_id", None)})
@@ -451,6 +469,7 @@ class CallManager:
         if first and not call.ring_notified:
             call.ring_notified = True
             self._notify(call, CallbackEvent.RING)
+        self.observe("call_progress", call)
         digits = call.spec.digits
         if isinstance(ev, EarlyMedia) and digits is not None and digits.on_preanswer:
             self._send_digits(call)
@@ -461,6 +480,7 @@ class CallManager:
         now = time.time()
         call.answered_at = now
         call.sm.fire(CallTransition.ANSWER)
+        self.observe("call_answered", call)
         await self.update_record(call, call_status=call.status, answer_time=record_time(now))
         self._keep_dialog(call)
         self._notify(call, CallbackEvent.ANSWERED)
@@ -554,6 +574,7 @@ class CallManager:
         self._drop_dialog(call)
         self._notify(call, CallbackEvent.HANGUP)
         self.table.forget(call)
+        self.observe("call_ended", call, end)
         # The application may still be unwinding from its cancellation: release after it.
         app = call.app_task
         if app is None or app.done():

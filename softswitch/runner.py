@@ -142,11 +142,13 @@ class ApplicationRunner:
 
     async def _fetch(self, call: Call, url: str, method: str, params: dict[str, str], event: str) -> Any:
         m = self.m
-        return await m.outbox.fetch(
+        result = await m.outbox.fetch(
             url, str(method), params, auth_token=call.account.auth_token, signature=call.dialect.signature,
             attempts=m.answer_url_attempts, deadline_s=m.answer_url_deadline_s,
             call_uuid=call.call_uuid, event=event,
         )
+        m.observe("document_fetched", call, event, url, result)
+        return result
 
     async def run_app(self, call: Call) -> None:
         """Fetch the answer URL (retries, then the fallback URL) and run or hold the call."""
