@@ -881,6 +881,8 @@ class UserAgent:
     # ------------------------------------------------------------------ the endpoint's I/O
 
     def _on_datagram(self, data: bytes, inbound: Inbound) -> None:
+        if self.tracer is not None and data.strip(b"\r\n\t "):
+            self._trace("in", "udp", inbound.source, data)
         self.endpoint.receive(
             data,
             Source("udp", inbound.source),

@@ -1,0 +1,149 @@
+"""The operators' API against sipp callees: a call's SIP trace (live and stored), the failure
+reason in the Plivo record, ``/metrics`` in Prometheus format and ``/ready``."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import needs_sipp
+from tests.peers import plivo_api as api
+from tests.peers.plivo_api import AUTH_ID, OTHER_ID, OTHER_TOKEN, Env, basic, sipp_done, wait_record
+from tests.peers.webhooks import WebhookReceiver
+
+pytestmark = [pytest.mark.peer, needs_sipp]
+
+env = api.env
+receiver = api.receiver
+sdk_base = api.sdk_base
+
+
+async def _get(env: Env, path: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as http, http.get(env.base + path, headers=headers) as resp:
+        if resp.content_type == "application/json":
+            return resp.status, await resp.json()
+        return resp.status, await resp.text()
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def _firsts(trace: dict[str, Any]) -> list[str]:
+    return [
+        m["first_line"].split(" ")[0]
+        if not m["first_line"].startswith("SIP/")
+        else m["first_line"][8:11]
+        for m in trace["messages"]
+    ]
+
+
+async def test_trace_live_and_stored_metrics_and_failure_reason(
+    sipp: Any, env: Env, receiver: WebhookReceiver
+) -> None:
+    answer, busy = sipp("uas_answer.xml"), sipp("uas_busy.xml")
+    common = {
+        "from_": "1000",
+        "answer_url": receiver.url("/answer"),
+        "hangup_url": receiver.url("/hangup"),
+    }
+    ok = await env.sdk(env.client.calls.create, to_=answer.uri, **common)
+    bad = await env.sdk(env.client.calls.create, to_=busy.uri, **common)
+
+    # the answered call, live: INVITE 100 180 200 ACK, sent and received on UDP
+    ans = await receiver.wait_for(lambda h: h.path == "/answer", timeout=10)
+    uid = ans[0].params["CallUUID"]
+    path = f"/v1/Account/{AUTH_ID}/Call/{uid}/Trace/"
+    status, trace = await _get(env, path, basic())
+    assert status == 200 and trace["live"] is True
+    for _ in range(50):
+        if "ACK" in _firsts(trace):
+            break
+        await asyncio.sleep(0.1)
+        trace = (await _get(env, path, basic()))[1]
+    assert _firsts(trace)[:5] == ["INVITE", "100", "180", "200", "ACK"]
+    invite = trace["messages"][0]
+    assert invite["direction"] == "out" and invite["transport"] == "udp"
+    assert invite["destination"] == f"127.0.0.1:{answer.port}" and invite["text"].startswith(
+        "INVITE "
+    )
+    assert (
+        trace["messages"][1]["direction"] == "in"
+        and trace["messages"][1]["source"] == f"127.0.0.1:{answer.port}"
+    )
+    assert all(m["call_id"] == invite["call_id"] for m in trace["messages"])
+    monos = [m["monotonic"] for m in trace["messages"]]
+    assert monos == sorted(monos)
+
+    # /metrics while it is up
+    status, text = await _get(env, "/metrics")
+    assert status == 200
+    live = _samples(text)
+    assert live[("softswitch_live_calls", (("direction", "outbound"),))] == 1
+    assert live[("softswitch_call_setups_total", (("direction", "outbound"),))] == 2
+    assert live[("softswitch_call_setup_seconds_count", ())] == 1
+    assert live[("softswitch_media_clock_lateness_seconds_gcount", ())] > 0
+
+    # another account sees nothing of it
+    status, body = await _get(
+        env, f"/v1/Account/{OTHER_ID}/Call/{uid}/Trace/", basic(OTHER_ID, OTHER_TOKEN)
+    )
+    assert status == 404
+
+    await env.sdk(env.client.calls.delete, uid)
+    rec = await wait_record(env.server, ok.request_uuid)
+    status, trace = await _get(env, path, basic())
+    assert status == 200 and trace["live"] is False
+    assert _firsts(trace) == ["INVITE", "100", "180", "200", "ACK", "BYE", "200"]
+    assert (
+        trace["media"]["stats"]["codec"] == "PCMU"
+        and trace["media"]["stats"]["packets_received"] > 0
+    )
+    assert [d["event"] for d in trace["media"]["documents"]] == ["answer"]
+    status, cdr = await _get(env, f"/v1/Account/{AUTH_ID}/Call/{rec['call_uuid']}/", basic())
+    assert cdr["call_status"] == "completed" and cdr["failure_reason"] is None
+
+    # the busy callee: the reason in the record and the 486 in the ladder
+    rec = await wait_record(env.server, bad.request_uuid)
+    status, cdr = await _get(env, f"/v1/Account/{AUTH_ID}/Call/{rec['call_uuid']}/", basic())
+    assert status == 200 and cdr["call_status"] == "busy"
+    assert cdr["failure_reason"].startswith("SIP 486"), cdr["failure_reason"]
+    status, trace = await _get(
+        env, f"/v1/Account/{AUTH_ID}/Call/{rec['call_uuid']}/Trace/", basic()
+    )
+    assert "486" in _firsts(trace) and _firsts(trace)[-1] == "ACK"
+
+    status, text = await _get(env, "/metrics")
+    after = _samples(text)
+    assert after[("softswitch_live_calls", (("direction", "outbound"),))] == 0
+    assert after[("softswitch_calls_answered_total", (("direction", "outbound"),))] == 1
+    assert after[("softswitch_calls_failed_total", (("cause", "USER_BUSY"),))] == 1
+    assert (
+        after[
+            ("softswitch_calls_ended_total", (("answered", "true"), ("cause", "NORMAL_CLEARING")))
+        ]
+        == 1
+    )
+    assert after[("softswitch_rtp_packets_received_total", ())] > 0
+    await sipp_done(answer, busy)
+
+
+async def test_ready_is_503_once_the_server_stops_taking_calls(env: Env) -> None:
+    status, body = await _get(env, "/ready")
+    assert (status, body["status"], body["accepting"]) == (200, "ready", True)
+    status, body = await _get(env, "/health")
+    assert status == 200 and body["status"] == "ok"
+    assert env.server.manager is not None
+    env.server.manager.accepting = False  # what a drain does first
+    status, body = await _get(env, "/ready")
+    assert status == 503 and body["accepting"] is False and body["reasons"]
+    status, _ = await _get(env, f"/v1/Account/{AUTH_ID}/Call/nope/Trace/", basic())
+    assert status == 404
