@@ -177,6 +177,7 @@ async def list_calls(request: web.Request) -> web.Response:
             "from_number",
             "to_number",
             "hangup_cause_name",
+            "hangup_cause",
             "reason",
             "sip_call_id",
             "call_status",

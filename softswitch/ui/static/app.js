@@ -105,7 +105,7 @@ async function loadRecent() {
     el("td", {}, c.from_number),
     el("td", {}, c.to_number),
     el("td", {}, c.call_status),
-    el("td", {}, c.hangup_cause_name || ""),
+    el("td", { title: c.hangup_cause_name || "" }, c.hangup_cause || c.hangup_cause_name || ""),
     el("td", {}, c.sip_status ?? ""),
     el("td", {}, c.call_duration ?? ""),
     el("td", { class: "reason" }, c.reason || "")));
@@ -182,8 +182,8 @@ function drawPlot(media) {
   const line = (idx, max, color) => series.map((p) => `${sx(p[0]).toFixed(1)},${(H - pad - (H - 2 * pad) * (p[idx] || 0) / max).toFixed(1)}`).join(" ");
   root.append(svg("polyline", { points: line(2, maxJ, "#1f6feb"), fill: "none", stroke: "#1f6feb", class: "jitter-line" }));
   root.append(svg("polyline", { points: line(1, maxL, "#c62828"), fill: "none", stroke: "#c62828", class: "loss-line" }));
-  root.append(svg("text", { x: pad, y: 12, fill: "#1f6feb" }, `jitter (max ${maxJ.toFixed(1)} ms)`));
-  root.append(svg("text", { x: W / 2 + 10, y: 12, fill: "#c62828" }, `loss (max ${(100 * maxL).toFixed(1)} %)`));
+  root.append(svg("text", { x: pad, y: 12, fill: "#1f6feb" }, `jitter (0–${maxJ.toFixed(1)} ms)`));
+  root.append(svg("text", { x: W / 2 + 10, y: 12, fill: "#c62828" }, `loss (0–${(100 * maxL).toFixed(1)} %)`));
   root.append(svg("text", { x: pad, y: H - 10, fill: "#6b7280" }, `${(t1 - t0).toFixed(0)} s`));
   box.replaceChildren(el("div", { class: "plot" }, root));
 }
@@ -206,7 +206,8 @@ async function loadCall(uuid) {
     ["status", data.live ? data.live.state : r.call_status], ["direction", r.direction],
     ["from", r.from_number], ["to", r.to_number], ["started", r.initiation_time], ["rang", r.ring_time],
     ["answered", r.answer_time], ["ended", r.end_time], ["duration", r.call_duration],
-    ["cause", r.hangup_cause_name], ["cause code", r.hangup_cause_code], ["hangup source", r.hangup_source],
+    ["cause", r.hangup_cause], ["API cause", r.hangup_cause_name], ["API cause code", r.hangup_cause_code],
+    ["hangup source", r.hangup_source],
     ["SIP status", r.sip_status], ["reason", r.reason], ["Call-ID", r.sip_call_id], ["request", r.request_uuid],
     ["API", r.dialect],
   ]);
