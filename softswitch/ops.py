@@ -32,6 +32,8 @@ __all__ = ["Operations"]
 #: Documents (answer, fallback, action URLs) kept per call, and bytes kept of each.
 MAX_DOCUMENTS = 20
 MAX_DOCUMENT_BYTES = 64 * 1024
+#: How long an ended call's trace waits for its other legs to end (their BYE transactions).
+LINGER_S = 5.0
 #: Media statistics kept for the live view and the plot.
 _MEDIA_KEYS = (
     "codec",
@@ -95,6 +97,7 @@ class Operations:
         self.version = 0
         self._changed: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
+        self._lingering: set[asyncio.Task[None]] = set()
 
     # --- wiring -------------------------------------------------------------------------------
 
@@ -116,11 +119,13 @@ class Operations:
             )
 
     async def stop(self) -> None:
+        """Stop sampling; traces waiting for their last legs are stored as they are."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for t in [task, *self._lingering]:
+            if t is not None:
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
         self._changed_event().set()
 
     def _changed_event(self) -> asyncio.Event:
@@ -190,23 +195,55 @@ class Operations:
         )
 
     def call_ended(self, call: Any, end: Any) -> None:
-        """Count the end, store the call's SIP messages and media figures, forget them here."""
+        """Count the end, store the call's SIP messages and media figures. Legs still
+        ending (a B leg's BYE goes out after the A leg's end) keep their Call-IDs here until
+        they are over (at most :data:`LINGER_S`); the trace is then stored again, whole."""
         leg = call.leg
         stats = _leg_stats(leg) if leg is not None else {}
         self.metrics.on_ended(end.cause, bool(end.answered), stats)
-        messages, dropped = self.traces.take(self._call_ids(call))
+        ids = self._call_ids(call)
         self._sample(call)  # the last point: the figures at the end
         media = self._media(call, stats)
         self._sip_call_ids.pop(call.call_uuid, None)
         self._series.pop(call.call_uuid, None)
         self._documents.pop(call.call_uuid, None)
-        save = getattr(self.store, "save_trace", None)
-        if save is not None:
-            try:
-                save(call.call_uuid, messages, dropped=dropped, media=media)
-            except Exception:
-                log.exception("call %s: could not store its SIP trace", call.call_uuid)
+        legs = [x for x in (leg, *getattr(call, "b_legs", ())) if x is not None]
+        ending = [
+            x
+            for x in legs
+            if getattr(x, "terminated", True) is None and hasattr(x, "wait_terminated")
+        ]
+        if ending:
+            self._save(call.call_uuid, *self.traces.messages(ids), media)
+            task = asyncio.get_running_loop().create_task(
+                self._linger(call.call_uuid, ids, ending, media)
+            )
+            self._lingering.add(task)
+            task.add_done_callback(self._lingering.discard)
+        else:
+            self._save(call.call_uuid, *self.traces.take(ids), media)
         self.changed()
+
+    async def _linger(
+        self, call_uuid: str, ids: list[str], legs: list[Any], media: dict[str, Any]
+    ) -> None:
+        try:
+            await asyncio.wait(
+                [asyncio.ensure_future(x.wait_terminated()) for x in legs], timeout=LINGER_S
+            )
+        finally:
+            self._save(call_uuid, *self.traces.take(ids), media)
+
+    def _save(
+        self, call_uuid: str, messages: list[dict[str, Any]], dropped: int, media: dict[str, Any]
+    ) -> None:
+        save = getattr(self.store, "save_trace", None)
+        if save is None:
+            return
+        try:
+            save(call_uuid, messages, dropped=dropped, media=media)
+        except Exception:
+            log.exception("call %s: could not store its SIP trace", call_uuid)
 
     # --- what the pages and routes read -------------------------------------------------------
 

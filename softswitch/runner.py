@@ -263,6 +263,7 @@ class ApplicationRunner:
         def on_b_leg(b_leg: Any, to: str) -> None:
             call.b_legs.append(b_leg)
             del call.b_legs[:-8]  # bounded: only the newest B legs can be live
+            self.m.observe("leg_started", call, b_leg)  # its SIP messages join the call's trace
 
         return DialDefaults(on_b_leg=on_b_leg, sip_header_prefix="X-PH-")
 

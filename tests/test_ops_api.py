@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import needs_sipp
 from tests.peers import plivo_api as api
+from tests.peers.baresip import needs_baresip
 from tests.peers.plivo_api import AUTH_ID, OTHER_ID, OTHER_TOKEN, Env, basic, sipp_done, wait_record
 from tests.peers.webhooks import WebhookReceiver
 
@@ -147,3 +148,73 @@ async def test_ready_is_503_once_the_server_stops_taking_calls(env: Env) -> None
     assert status == 503 and body["accepting"] is False and body["reasons"]
     status, _ = await _get(env, f"/v1/Account/{AUTH_ID}/Call/nope/Trace/", basic())
     assert status == 404
+
+
+@pytest.fixture
+async def inbound_server(tmp_path: Any, webhook_receiver: Any) -> Any:
+    from softswitch.config import InboundRoute
+    from softswitch.server import Server
+    from tests.peers.plivo_api import AUTH_TOKEN, make_config
+
+    web = await webhook_receiver(auth_token=AUTH_TOKEN)
+    cfg = make_config(
+        tmp_path,
+        inbound=[
+            InboundRoute(
+                prefix="6",
+                answer_url=web.url("/answer"),
+                hangup_url=web.url("/hangup"),
+                account=AUTH_ID,
+            )
+        ],
+    )
+    srv = Server(cfg)
+    await srv.start()
+    try:
+        yield srv, web
+    finally:
+        await srv.stop("hangup", 2.0)
+
+
+@needs_baresip
+async def test_inbound_call_trace_holds_the_caller_and_the_dialed_b_leg(
+    sipp: Any, baresip: Any, inbound_server: Any
+) -> None:
+    """The inbound INVITE arrives before its call exists; the Dial's B leg is another
+    Call-ID: both are in the call's ladder, in order."""
+    server, web = inbound_server
+    callee = baresip()
+    web.xml(
+        "/answer",
+        f'<?xml version="1.0"?><Response><Dial><User>{callee.uri}</User></Dial></Response>',
+    )
+    peer = sipp(
+        "uac_inbound_bye.xml",
+        extra=["-s", "6123", "-d", "3000", f"127.0.0.1:{server.ua.local_port}"],
+    )
+    uid = (await web.wait_for(lambda r: r.path == "/answer", timeout=10))[0].params["CallUUID"]
+    await web.wait_for(lambda r: r.path == "/hangup", timeout=15)
+    await sipp_done(peer)
+    env = Env(server, None, server.base_url)  # type: ignore[arg-type]
+    status, trace = await _get(env, f"/v1/Account/{AUTH_ID}/Call/{uid}/Trace/", basic())
+    assert status == 200 and trace["live"] is False
+    messages = trace["messages"]
+    ids = list(dict.fromkeys(m["call_id"] for m in messages))
+    assert len(ids) == 2, ids  # the caller's and the B leg's
+    a = [
+        (
+            m["direction"],
+            m["first_line"].split(" ")[0 if not m["first_line"].startswith("SIP/") else 1],
+        )
+        for m in messages
+        if m["call_id"] == ids[0]
+    ]
+    assert (
+        a[0] == ("in", "INVITE")
+        and ("out", "200") in a
+        and ("in", "ACK") in a
+        and ("in", "BYE") in a
+    )
+    b = [m for m in messages if m["call_id"] == ids[1]]
+    assert b[0]["direction"] == "out" and b[0]["first_line"].startswith("INVITE sip:baresip@")
+    assert any(m["first_line"].startswith("BYE ") for m in b)
