@@ -5,6 +5,7 @@ credentials as the APIs; each account sees its own calls)::
     GET  /ui/static/{name}                 its script and style sheet
     GET  /ui/api/live                      live and queued calls with media figures
     GET  /ui/api/events                    the same as server-sent events, on each change
+                                           (``Accept: text/event-stream``; else one snapshot)
     GET  /ui/api/calls                     recent records (?status=, ?direction=, ?q=, ?limit=)
     GET  /ui/api/calls/{call_uuid}         one call: record, SIP messages, media series,
                                            callbacks and fetches with their attempts
@@ -94,9 +95,7 @@ def _ops(request: web.Request) -> Any:
 
 async def page(request: web.Request) -> web.Response:
     authenticate_basic(request)
-    if not request.path.endswith("/"):
-        raise web.HTTPFound("/ui/")  # the page's URLs are relative to /ui/
-    return _static("index.html")
+    return _static("index.html")  # its <base href="/ui/"> serves /ui as well
 
 
 async def static_file(request: web.Request) -> web.Response:
@@ -117,6 +116,11 @@ async def events(request: web.Request) -> web.StreamResponse:
     account = authenticate_basic(request)
     ops = _ops(request)
     manager = request.app[MANAGER_KEY]
+    if "text/event-stream" not in request.headers.get("Accept", ""):
+        # Not an EventSource (they always send this Accept): one snapshot, as /ui/api/live.
+        return await live(request)
+    if request.method == "HEAD":
+        return web.Response(content_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     resp = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
