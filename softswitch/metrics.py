@@ -97,7 +97,8 @@ class Metrics:
     """The counters and histograms of one server, and its scrape (:meth:`exposition`)."""
 
     def __init__(self, read: Callable[[], dict[str, Any]] | None = None) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        # No auto_describe: the snapshot is read at scrapes only, never at registration.
+        self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
         self.setups = Counter(
             "softswitch_call_setups",

@@ -148,6 +148,18 @@ async def test_ready_is_503_once_the_server_stops_taking_calls(env: Env) -> None
     assert status == 503 and body["accepting"] is False and body["reasons"]
     status, _ = await _get(env, f"/v1/Account/{AUTH_ID}/Call/nope/Trace/", basic())
     assert status == 404
+    # the page's JSON: a snapshot unless asked for an event stream; hangup needs the page's header
+    status, body = await _get(env, "/ui/api/events", basic())
+    assert status == 200 and body == {"time": body["time"], "total": 0, "calls": []}
+    status, body = await _get(env, "/ui/api/live")
+    assert status == 401
+    async with aiohttp.ClientSession(headers=basic()) as http:
+        async with http.post(env.base + "/ui/api/calls/nope/hangup") as resp:
+            assert resp.status == 403
+        async with http.post(
+            env.base + "/ui/api/calls/nope/hangup", headers={"X-Softswitch-UI": "1"}
+        ) as resp:
+            assert resp.status == 404
 
 
 @pytest.fixture

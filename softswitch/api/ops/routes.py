@@ -38,6 +38,10 @@ from ..http import (
 
 __all__ = ["http_dialect"]
 
+#: The header the page's state-changing requests carry (cross-site request forgery guard).
+UI_HEADER = "X-Softswitch-UI"
+#: Live calls one table snapshot lists at most (the count says how many there are).
+MAX_LIVE_ROWS = 500
 #: How long one event stream lasts before the browser reconnects (EventSource does it itself).
 STREAM_LIFETIME_S = 300.0
 #: The longest wait between two events of a stream (durations move even when nothing else does).
@@ -103,10 +107,15 @@ async def static_file(request: web.Request) -> web.Response:
     return _static(request.match_info["name"])
 
 
+def _live_snapshot(ops: Any, account_id: str) -> dict[str, Any]:
+    calls = ops.live_calls(account_id)
+    return {"time": time.time(), "total": len(calls), "calls": calls[:MAX_LIVE_ROWS]}
+
+
 async def live(request: web.Request) -> web.Response:
     account = authenticate_basic(request)
     ops = _ops(request)
-    return json_response(200, {"time": time.time(), "calls": ops.live_calls(account.auth_id)})
+    return json_response(200, _live_snapshot(ops, account.auth_id))
 
 
 async def events(request: web.Request) -> web.StreamResponse:
@@ -133,9 +142,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     deadline = loop.time() + STREAM_LIFETIME_S
     await resp.write(b"retry: 1000\n\n")
     while loop.time() < deadline and manager.accepting:
-        body = json.dumps(
-            {"time": time.time(), "calls": ops.live_calls(account.auth_id)}, separators=(",", ":")
-        )
+        body = json.dumps(_live_snapshot(ops, account.auth_id), separators=(",", ":"))
         try:
             await resp.write(f"event: live\ndata: {body}\n\n".encode())
         except (ConnectionError, RuntimeError):
@@ -243,6 +250,10 @@ async def call_detail(request: web.Request) -> web.Response:
 
 async def hangup(request: web.Request) -> web.Response:
     account = authenticate_basic(request)
+    # A browser sends cached Basic credentials with a cross-site form post too; a custom
+    # header needs a CORS preflight nobody answers, so only the page itself can send it.
+    if request.headers.get(UI_HEADER) != "1":
+        raise HttpError(403, f"the {UI_HEADER} header is required")
     manager = request.app[MANAGER_KEY]
     uid = request.match_info["call_uuid"]
     call = manager.live_call(account.auth_id, uid)

@@ -43,7 +43,7 @@ async function api(path, options) {
 
 async function hangup(uuid) {
   try {
-    await api(`api/calls/${encodeURIComponent(uuid)}/hangup`, { method: "POST" });
+    await api(`api/calls/${encodeURIComponent(uuid)}/hangup`, { method: "POST", headers: { "X-Softswitch-UI": "1" } });
   } catch (err) {
     alert(`Hangup failed: ${err.message}`);
   }
@@ -52,6 +52,7 @@ async function hangup(uuid) {
 // --- live calls -------------------------------------------------------------------------------
 
 let liveCalls = [];
+let liveTotal = 0;
 
 function renderLive() {
   const body = $("#live-table tbody");
@@ -70,7 +71,7 @@ function renderLive() {
     return row;
   });
   body.replaceChildren(...rows);
-  $("#live-count").textContent = String(liveCalls.length);
+  $("#live-count").textContent = String(liveTotal);
   $("#live-empty").hidden = liveCalls.length > 0;
 }
 
@@ -82,6 +83,7 @@ function connect() {
     const data = JSON.parse(ev.data);
     const wasLive = current && liveCalls.some((c) => c.call_uuid === current);
     liveCalls = data.calls;
+    liveTotal = data.total;
     document.body.dataset.liveUpdated = String(data.time);
     $("#stream-state").textContent = `live · ${new Date(data.time * 1000).toLocaleTimeString()}`;
     renderLive();
