@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
+from array import array
 from typing import Any
 
 from .events import DigitReceived
@@ -30,8 +30,8 @@ log = logging.getLogger("softswitch.ops")
 __all__ = ["Operations"]
 
 #: Documents (answer, fallback, action URLs) kept per call, and bytes kept of each.
-MAX_DOCUMENTS = 20
-MAX_DOCUMENT_BYTES = 64 * 1024
+MAX_DOCUMENTS = 10
+MAX_DOCUMENT_BYTES = 16 * 1024
 #: How long an ended call's trace waits for its other legs to end (their BYE transactions).
 LINGER_S = 5.0
 #: Media statistics kept for the live view and the plot.
@@ -49,6 +49,77 @@ _MEDIA_KEYS = (
     "dtmf_sent",
     "dtmf_received",
 )
+
+
+class MediaSeries:
+    """One call's media figures over time in a few KiB: rows of float32 (seconds since the
+    first row, loss fraction, jitter ms, RTT ms or -1, packets received, packets lost). When
+    ``max_points`` rows are kept, every other one is dropped and the sampling stride doubles,
+    so the series spans the whole call at a coarser step."""
+
+    COLUMNS = 6
+
+    def __init__(self, max_points: int) -> None:
+        self.max_points = max(2, max_points)
+        self.start: float | None = None
+        self.rows = array("f")
+        self.stride = 1
+        self._ticks = 0
+
+    def due(self, force: bool = False) -> bool:
+        """Whether this sampling tick takes a row (every ``stride``-th; always when forced)."""
+        self._ticks += 1
+        if force or self._ticks >= self.stride:
+            self._ticks = 0
+            return True
+        return False
+
+    def add(self, now: float, stats: dict[str, Any]) -> None:
+        if self.start is None:
+            self.start = now
+        n = self.COLUMNS
+        if len(self.rows) >= self.max_points * n:
+            kept = array("f")
+            for i in range(0, len(self.rows), 2 * n):
+                kept.extend(self.rows[i : i + n])
+            self.rows = kept
+            self.stride *= 2
+        rtt = stats.get("rtt_ms")
+        self.rows.extend(
+            [
+                now - self.start,
+                float(stats.get("loss_fraction") or 0.0),
+                float(stats.get("jitter_ms") or 0.0),
+                -1.0 if rtt is None else float(rtt),
+                float(stats.get("packets_received") or 0),
+                float(stats.get("lost") or 0),
+            ]
+        )
+
+    def points(self) -> list[list[Any]]:
+        """``[time, loss_fraction, jitter_ms, rtt_ms | None, packets_received, lost]`` rows."""
+        start = self.start or 0.0
+        n = self.COLUMNS
+        out = []
+        for i in range(0, len(self.rows), n):
+            t, loss, jitter, rtt, received, lost = self.rows[i : i + n]
+            out.append(
+                [
+                    round(start + t, 3),
+                    round(loss, 4),
+                    round(jitter, 2),
+                    None if rtt < 0 else round(rtt, 2),
+                    int(received),
+                    int(lost),
+                ]
+            )
+        return out
+
+
+def _over(call: Any) -> bool:
+    """The call has ended (what is filed under it now would never be taken)."""
+    finished = getattr(call, "finished", None)
+    return finished is not None and finished.is_set()
 
 
 def _leg_stats(leg: Any) -> dict[str, Any]:
@@ -80,7 +151,7 @@ class Operations:
         media: Any = None,
         traces: TraceBook | None = None,
         sample_interval_s: float = 1.0,
-        series_points: int = 900,
+        series_points: int = 120,
     ) -> None:
         self.manager = manager
         self.store = store
@@ -90,7 +161,7 @@ class Operations:
         self.metrics = Metrics(self._snapshot)
         self.sample_interval_s = sample_interval_s
         self.series_points = series_points
-        self._series: dict[str, deque[list[Any]]] = {}
+        self._series: dict[str, MediaSeries] = {}
         self._sip_call_ids: dict[str, list[str]] = {}
         self._documents: dict[str, list[dict[str, Any]]] = {}
         #: Bumped at every change a live page shows; :meth:`wait_change` waits for the next.
@@ -157,7 +228,7 @@ class Operations:
 
     def leg_started(self, call: Any, leg: Any) -> None:
         call_id = getattr(leg, "call_id", None)
-        if isinstance(call_id, str):
+        if isinstance(call_id, str) and not _over(call):
             self.traces.claim(call_id)
             ids = self._sip_call_ids.setdefault(call.call_uuid, [])
             if call_id not in ids:
@@ -174,6 +245,8 @@ class Operations:
         self.changed()
 
     def document_fetched(self, call: Any, event: str, url: str, result: Any) -> None:
+        if _over(call):
+            return  # fetched as the call ended: nobody would take it from here
         docs = self._documents.setdefault(call.call_uuid, [])
         if len(docs) >= MAX_DOCUMENTS:
             return
@@ -202,7 +275,7 @@ class Operations:
         stats = _leg_stats(leg) if leg is not None else {}
         self.metrics.on_ended(end.cause, bool(end.answered), stats)
         ids = self._call_ids(call)
-        self._sample(call)  # the last point: the figures at the end
+        self._sample(call, last=True)  # the last point: the figures at the end
         media = self._media(call, stats)
         self._sip_call_ids.pop(call.call_uuid, None)
         self._series.pop(call.call_uuid, None)
@@ -288,7 +361,7 @@ class Operations:
             }
         return {
             "stats": {k: _round(v) for k, v in stats.items()},
-            "series": list(self._series.get(call.call_uuid, ())),
+            "series": series.points() if (series := self._series.get(call.call_uuid)) else [],
             "series_columns": [
                 "time",
                 "loss_fraction",
@@ -342,7 +415,6 @@ class Operations:
         call = self.manager.table.live_call(account_id, call_uuid)
         if call is not None:
             messages, dropped = self.traces.messages(self._call_ids(call))
-            self._sample(call)
             return {
                 "call_uuid": call_uuid,
                 "live": True,
@@ -366,37 +438,33 @@ class Operations:
 
     # --- sampling and scraping ----------------------------------------------------------------
 
-    def _sample(self, call: Any) -> None:
+    def _sample(self, call: Any, *, last: bool = False) -> None:
         if call.leg is None or call.answered_at is None:
-            return
-        stats = _leg_stats(call.leg)
-        if not stats:
             return
         series = self._series.get(call.call_uuid)
         if series is None:
-            series = self._series[call.call_uuid] = deque(maxlen=self.series_points)
-        series.append(
-            [
-                round(time.time(), 3),
-                _round(stats.get("loss_fraction")),
-                _round(stats.get("jitter_ms"), 2),
-                _round(stats.get("rtt_ms"), 2),
-                stats.get("packets_received"),
-                stats.get("lost"),
-            ]
-        )
+            series = self._series[call.call_uuid] = MediaSeries(self.series_points)
+        if not series.due(last):
+            return
+        stats = _leg_stats(call.leg)
+        if stats:
+            series.add(time.time(), stats)
 
     async def _sample_loop(self) -> None:
         while True:
             await asyncio.sleep(self.sample_interval_s)
             try:
-                live = [c for c in self.manager.table.calls.values() if c.is_live]
-                for call in live:
-                    self._sample(call)
-                if live:
-                    self.changed()  # durations and media figures moved
+                self._sample_live()
             except Exception:
                 log.exception("ops sampler failed")
+
+    def _sample_live(self) -> None:
+        # Its own frame: no call stays referenced from the loop's frame between two ticks.
+        live = [c for c in self.manager.table.calls.values() if c.is_live]
+        for call in live:
+            self._sample(call)
+        if live:
+            self.changed()  # durations and media figures moved
 
     def _snapshot(self) -> dict[str, Any]:
         live: dict[str, int] = {"inbound": 0, "outbound": 0}

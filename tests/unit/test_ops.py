@@ -134,3 +134,29 @@ async def test_wait_change_wakes_on_a_change_and_times_out_without() -> None:
     await asyncio.sleep(0)
     ops.changed()
     assert await waiter is True
+
+
+def test_media_series_stays_bounded_and_spans_the_whole_call() -> None:
+    from softswitch.ops import MediaSeries
+
+    series = MediaSeries(10)
+    t0 = 1_000_000.0
+    taken = 0
+    for second in range(100):
+        if series.due():
+            series.add(
+                t0 + second,
+                {
+                    "loss_fraction": 0.01,
+                    "jitter_ms": second / 10,
+                    "rtt_ms": None,
+                    "packets_received": second * 50,
+                    "lost": 1,
+                },
+            )
+            taken += 1
+    points = series.points()
+    assert len(points) <= 10 and series.stride == 16
+    assert points[0][0] == t0 and points[-1][0] > t0 + 60  # first and recent seconds both there
+    assert points[-1][3] is None and points[-1][4] > 3000
+    assert len(series.rows) * 4 <= 10 * 6 * 4  # float32 rows: a few hundred bytes
