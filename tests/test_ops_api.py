@@ -230,3 +230,31 @@ async def test_inbound_call_trace_holds_the_caller_and_the_dialed_b_leg(
     b = [m for m in messages if m["call_id"] == ids[1]]
     assert b[0]["direction"] == "out" and b[0]["first_line"].startswith("INVITE sip:baresip@")
     assert any(m["first_line"].startswith("BYE ") for m in b)
+
+
+async def test_callapi_trace_of_a_busy_call(sipp: Any, env: Env) -> None:
+    busy = sipp("uas_busy.xml")
+    base = f"{env.base}/2010-04-01/Accounts/{AUTH_ID}"
+    async with aiohttp.ClientSession(headers=basic()) as http:
+        form = {"From": "1000", "To": busy.uri, "Url": "http://127.0.0.1:9/answer"}
+        async with http.post(f"{base}/Calls.json", data=form) as resp:
+            assert resp.status == 201
+            sid = (await resp.json())["sid"]
+        for _ in range(100):
+            async with http.get(f"{base}/Calls/{sid}.json") as resp:
+                if (await resp.json())["status"] == "busy":
+                    break
+            await asyncio.sleep(0.1)
+        async with http.get(f"{base}/Calls/{sid}/Trace.json") as resp:
+            assert resp.status == 200
+            trace = await resp.json()
+        async with http.get(f"{base}/Calls/CA{'0' * 32}/Trace.json") as resp:
+            assert resp.status == 404
+    assert trace["sid"] == sid and trace["live"] is False
+    firsts = [m["first_line"] for m in trace["messages"]]
+    assert (
+        firsts[0].startswith("INVITE ")
+        and "SIP/2.0 486 Busy Here" in firsts
+        and firsts[-1].startswith("ACK ")
+    )
+    await sipp_done(busy)
