@@ -155,10 +155,8 @@ async def test_live_table_ladder_and_hangup_in_chromium(
     assert later["duration"] > first["duration"]
     shot2 = await asyncio.to_thread(browser.get_screenshot_as_png)
     for shot in (shot1, shot2):
-        assert (
-            _png_size(shot) == (1400, browser.get_window_size()["height"])
-            or _png_size(shot)[0] >= 800
-        )
+        width, height = _png_size(shot)
+        assert width >= 800 and height >= 500
         assert len(shot) > 5000  # a page, not a blank image
     assert shot1 != shot2  # the table changed between them
     (tmp_path / "live.png").write_bytes(shot2)
@@ -231,3 +229,4 @@ async def test_live_table_ladder_and_hangup_in_chromium(
         what="the call in the recent list",
     )
     assert "completed" in row and "NORMAL_CLEARING" in row
+    (tmp_path / "recent.png").write_bytes(await asyncio.to_thread(browser.get_screenshot_as_png))

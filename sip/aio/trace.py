@@ -2,9 +2,10 @@
 :class:`TracedMessage` handed to ``UserAgent.tracer`` (None: nothing is built).
 
 The hook sits where bytes meet the endpoint (:meth:`sip.aio.ua.UserAgent._send` and the
-transports' message callbacks), so the trace is what went on the wire: a received message
-is the parsed one serialized again (its header order and values as received), an
-unparseable one its raw bytes. Keeping, bounding and storing traces is the tracer's business.
+transports' callbacks), so the trace is what went on the wire: a UDP datagram as received, a
+message framed from a TCP/TLS stream serialized again from its parse (header order and values
+as received), an unparseable one its raw bytes; CRLF keep-alives are left out. Keeping,
+bounding and storing traces is the tracer's business.
 """
 
 from __future__ import annotations
