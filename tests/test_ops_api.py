@@ -57,7 +57,13 @@ async def test_trace_live_and_stored_metrics_and_failure_reason(
         "hangup_url": receiver.url("/hangup"),
     }
     ok = await env.sdk(env.client.calls.create, to_=answer.uri, **common)
-    bad = await env.sdk(env.client.calls.create, to_=busy.uri, **common)
+    # the busy call's hangup callback is refused (a 4xx is not retried): a delivery failure
+    receiver.routes["/hangup-refused"] = (403, "no", "text/plain")
+    bad = await env.sdk(
+        env.client.calls.create,
+        to_=busy.uri,
+        **{**common, "hangup_url": receiver.url("/hangup-refused")},
+    )
 
     # the answered call, live: INVITE 100 180 200 ACK, sent and received on UDP
     ans = await receiver.wait_for(lambda h: h.path == "/answer", timeout=10)
@@ -134,6 +140,11 @@ async def test_trace_live_and_stored_metrics_and_failure_reason(
         == 1
     )
     assert after[("softswitch_rtp_packets_received_total", ())] > 0
+    await receiver.wait_for(lambda h: h.path == "/hangup-refused", timeout=10)
+    assert await env.server.outbox.wait_idle(timeout=10)
+    status, text = await _get(env, "/metrics")
+    assert _samples(text)[("softswitch_webhook_delivery_failures_total", ())] == 1
+    assert _samples(text)[("softswitch_webhook_queue_depth", ())] == 0
     await sipp_done(answer, busy)
 
 
