@@ -164,6 +164,20 @@ class CallManager:
         self.table = CallTable()
         #: Calls whose SIP dialog is in the store (the next process BYEs them after a crash).
         self._stored_dialogs: set[str] = set()
+        #: Told as calls move (``softswitch.ops.Operations``: traces, metrics, live pages):
+        #: ``call_dialed``, ``leg_started``, ``call_progress``, ``call_answered``,
+        #: ``document_fetched``, ``call_ended``; a failing observer never stops a call.
+        self.observers: list[Any] = []
+
+    def observe(self, event: str, *args: Any) -> None:
+        """Tell each observer that has a method named ``event``."""
+        for observer in self.observers:
+            method = getattr(observer, event, None)
+            if method is not None:
+                try:
+                    method(*args)
+                except Exception:
+                    log.exception("observer %s failed on %s", type(observer).__name__, event)
 
     # --- accounts -----------------------------------------------------------------------
 
@@ -325,8 +339,10 @@ class CallManager:
     async def _run_inbound(self, call: Call, leg: Any) -> None:
         call.dialed_at = time.time()
         call.sm.fire(CallTransition.DIAL)
+        self.observe("call_dialed", call)
         call.leg = leg
         log_call_event(call, "incoming", sip_call_id=getattr(leg, "call_id", None))
+        self.observe("leg_started", call, leg)
         self._notify(call, CallbackEvent.INITIATED)
         await self.update_record(call, extra={"sip_call_id": getattr(leg, "call_id", None)})
         leg.ring()
@@ -352,6 +368,7 @@ class CallManager:
             return
         call.dialed_at = time.time()
         call.sm.fire(CallTransition.DIAL)
+        self.observe("call_dialed", call)
         attempts = spec.attempts or (DialAttempt(spec.gateway, spec.timers.ring_timeout),)
         for i, attempt in enumerate(attempts):
             last = i == len(attempts) - 1
@@ -409,6 +426,7 @@ class CallManager:
         call.leg = leg
         log_call_event(call, "dialing", gateway=attempt.gateway, target=attempt.target,
                        sip_call_id=getattr(leg, "call_id", None))
+        self.observe("leg_started", call, leg)
         if first_leg:
             self._notify(call, CallbackEvent.INITIATED)
         await self.update_record(call, extra={"sip_call_id": getattr(leg, "call_id", None)})
@@ -471,6 +489,7 @@ class CallManager:
         if first and not call.ring_notified:
             call.ring_notified = True
             self._notify(call, CallbackEvent.RING)
+        self.observe("call_progress", call)
         digits = call.spec.digits
         if isinstance(ev, EarlyMedia) and digits is not None and digits.on_preanswer:
             self._send_digits(call)
@@ -482,6 +501,7 @@ class CallManager:
         call.answered_at = now
         call.sm.fire(CallTransition.ANSWER)
         log_call_event(call, "answered")
+        self.observe("call_answered", call)
         await self.update_record(call, call_status=call.status, answer_time=record_time(now))
         self._keep_dialog(call)
         self._notify(call, CallbackEvent.ANSWERED)
@@ -579,6 +599,7 @@ class CallManager:
         self._drop_dialog(call)
         self._notify(call, CallbackEvent.HANGUP)
         self.table.forget(call)
+        self.observe("call_ended", call, end)
         # The application may still be unwinding from its cancellation: release after it.
         app = call.app_task
         if app is None or app.done():

@@ -142,11 +142,13 @@ class ApplicationRunner:
 
     async def _fetch(self, call: Call, url: str, method: str, params: dict[str, str], event: str) -> Any:
         m = self.m
-        return await m.outbox.fetch(
+        result = await m.outbox.fetch(
             url, str(method), params, auth_token=call.account.auth_token, signature=call.dialect.signature,
             attempts=m.answer_url_attempts, deadline_s=m.answer_url_deadline_s,
             call_uuid=call.call_uuid, event=event,
         )
+        m.observe("document_fetched", call, event, url, result)
+        return result
 
     async def run_app(self, call: Call) -> None:
         """Fetch the answer URL (retries, then the fallback URL) and run or hold the call."""
@@ -261,6 +263,7 @@ class ApplicationRunner:
         def on_b_leg(b_leg: Any, to: str) -> None:
             call.b_legs.append(b_leg)
             del call.b_legs[:-8]  # bounded: only the newest B legs can be live
+            self.m.observe("leg_started", call, b_leg)  # its SIP messages join the call's trace
 
         return DialDefaults(on_b_leg=on_b_leg, sip_header_prefix="X-PH-")
 

@@ -27,14 +27,17 @@ from aiohttp import web
 from sip import causes
 
 from .api import callapi
-from .api.http import AuthThrottle, create_app, recording_url_signer
+from .api import ops as ops_page
+from .api.http import OPS_KEY, AuthThrottle, create_app, recording_url_signer
 from .api.legacy import LegacyDialect
 from .api.legacy.routes import http_dialect as legacy_http
 from .api.plivo import PlivoDialect
 from .api.plivo.routes import http_dialect as plivo_http
 from .call import AccountLimits, CallManager
 from .dialect import Dialect
+from .metrics import CONTENT_TYPE_LATEST
 from .netpolicy import FetchPolicy, set_default_policy
+from .ops import Operations
 
 log = logging.getLogger("softswitch.server")
 
@@ -159,6 +162,8 @@ class Server:
         self.ua: Any = None
         self.manager: CallManager | None = None
         self.inbound: Any = None  #: the InboundRouter when ``[[inbound]]`` routes exist
+        #: The operators' view: SIP traces, metrics, the web page's live data (softswitch.ops).
+        self.ops: Operations | None = None
         self.runner: web.AppRunner | None = None
         self.http_port: int | None = None
         #: Where the server may connect for users' URLs (built from ``[http]`` at start).
@@ -230,6 +235,10 @@ class Server:
             data_dir=cfg.data_dir,
             public_url=cfg.base_url,
         )
+        self.ops = Operations(self.manager, store=self.store, outbox=self.outbox)
+        self.ops.attach(dialer)
+        self.manager.observers.append(self.ops)
+        self.ops.start()
         # Answered calls run their Plivo XML (softswitch.callcontrol); a dialer without
         # media streams (a test double) has its calls held, as before the interpreter.
         self.manager.app_runner = self.manager.run_xml
@@ -251,12 +260,15 @@ class Server:
         app = create_app(
             self.manager, self.store, bulk_max=cfg.limits.bulk_max,
             digits_tone_ms=cfg.send_digits_default_tone_ms,
-            dialects=[plivo_http(), legacy_http(), callapi.http_dialect()],
+            dialects=[plivo_http(), legacy_http(), callapi.http_dialect(), ops_page.http_dialect()],
             body_timeout_s=cfg.http.body_timeout_s,
             auth_throttle=AuthThrottle(cfg.http.auth_fail_limit, cfg.http.auth_fail_window_s),
             fetch_policy=self.fetch_policy,
         )
+        app[OPS_KEY] = self.ops
         app.router.add_get("/health", self._health)
+        app.router.add_get("/ready", self._ready)
+        app.router.add_get("/metrics", self._metrics)
         # keepalive_timeout bounds how long a connection may sit without a complete request
         # head: aiohttp arms it when the connection opens and after each response, and data
         # arriving does not re-arm it, so it is also the header timeout.
@@ -306,6 +318,29 @@ class Server:
             "gateways": pings() if callable(pings) else [],
         })
 
+    async def _ready(self, request: web.Request) -> web.Response:
+        """``GET /ready``: 200 while the server takes calls and its store answers; 503 while
+        it drains or shuts down, or when the store does not answer (readiness, for a load
+        balancer; ``/health`` is liveness)."""
+        reasons = []
+        manager = self.manager
+        accepting = not self._stopped and manager is not None and manager.accepting
+        if not accepting:
+            reasons.append("not accepting calls (shutting down)")
+        try:
+            self.store.call_account("")  # one query
+        except Exception as exc:
+            reasons.append(f"store unreachable: {exc}")
+        body = {"status": "unavailable" if reasons else "ready", "accepting": accepting, "reasons": reasons}
+        return web.json_response(body, status=200 if not reasons else 503)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        """``GET /metrics``: the Prometheus text format (:mod:`softswitch.metrics`)."""
+        if self.ops is None:
+            return web.Response(status=503, text="not started\n")
+        body = self.ops.metrics.exposition()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
     def _auth_token_for(self, call_uuid: str) -> str | None:
         """The current auth token of the account a call belongs to (re-signing resumed
         webhooks), or None when the call or its account is gone."""
@@ -329,6 +364,8 @@ class Server:
                 await self.manager.shutdown(mode, drain)
             except Exception:
                 log.exception("call manager shutdown failed")
+        if self.ops is not None:
+            await self.ops.stop()  # also ends the page's event streams
         if self.runner is not None:
             await self.runner.cleanup()
         if self.outbox is not None:

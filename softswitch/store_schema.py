@@ -121,6 +121,17 @@ MIGRATIONS: list[str] = [
         updated_at TEXT NOT NULL
     );
     """,
+    # v4: each ended call's SIP messages (softswitch.trace) and media quality over time
+    # (softswitch.ops), as JSON, for the API's trace and the web page's call view.
+    """
+    CREATE TABLE call_traces (
+        call_uuid TEXT PRIMARY KEY,
+        messages TEXT NOT NULL,
+        dropped INTEGER NOT NULL DEFAULT 0,
+        media TEXT NOT NULL DEFAULT '{}',
+        created_at TEXT NOT NULL
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -161,6 +161,8 @@ class WebhookOutbox:
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._started = False
         self._closed = False
+        #: Called each time a delivery is given up (metrics).
+        self.on_delivery_failed: Callable[[], None] | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -366,6 +368,8 @@ class WebhookOutbox:
             out_of_time = total is not None and elapsed >= total
             if not can_retry or p.attempts >= max_attempts or out_of_time:
                 self.store.finish_delivery(p.id, "failed")
+                if self.on_delivery_failed is not None:
+                    self.on_delivery_failed()
                 log.warning(
                     "webhook %d (%s) to %s failed after %d attempt(s): %s",
                     p.id,

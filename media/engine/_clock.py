@@ -241,6 +241,11 @@ class MediaEngine:
             except Exception:
                 log.exception("media stream %d: send tick failed", stream.local_port)
 
+    def lateness_window(self) -> np.ndarray:
+        """The lateness (seconds, >= 0) of the last ``LATENESS_WINDOW`` ticks, a copy (for
+        a metrics scrape; unordered once the window has wrapped)."""
+        return self._lateness[: min(self._ticks, LATENESS_WINDOW)].copy()
+
     def clock_stats(self) -> dict[str, float | int]:
         """Tick lateness (actual - deadline) over the last ``LATENESS_WINDOW`` ticks."""
         n = min(self._ticks, LATENESS_WINDOW)

@@ -60,6 +60,7 @@ from sip.uri import SipUri, TelUri, parse_uri
 
 from .observe import ObservableCall
 from .resolver import resolve
+from .trace import TracedMessage
 from .transport import (
     Inbound,
     TcpConnection,
@@ -423,6 +424,8 @@ class UserAgent:
         self._completions: dict[str, asyncio.Future[int]] = {}  # send_byes, by Call-ID
         self._idle_waiters: list[asyncio.Event] = []  #: wait_idle() callers
         self._nat_warned: dict[str, tuple[str, int]] = {}  #: gateway -> address warned about
+        #: Given every SIP message sent or received (:mod:`sip.aio.trace`); None: no tracing.
+        self.tracer: Callable[[TracedMessage], None] | None = None
 
     @property
     def stats(self) -> dict[str, int]:
@@ -878,6 +881,8 @@ class UserAgent:
     # ------------------------------------------------------------------ the endpoint's I/O
 
     def _on_datagram(self, data: bytes, inbound: Inbound) -> None:
+        if self.tracer is not None and data.strip(b"\r\n\t "):
+            self._trace("in", "udp", inbound.source, data)
         self.endpoint.receive(
             data,
             Source("udp", inbound.source),
@@ -896,7 +901,23 @@ class UserAgent:
             for address in (conn.peer, *conn.aliases)
         )
 
+    def _trace(self, direction: str, transport: str, remote: tuple[str, int], data: bytes,
+               connection: object | None = None) -> None:
+        tracer = self.tracer
+        if tracer is None:
+            return
+        local = getattr(connection, "local", None)
+        if local is None:
+            owner = {"udp": self.udp, "tcp": self.tcp, "tls": self.tls}.get(transport)
+            local = getattr(owner, "local", None) or (self.local_host, self.local_port)
+        try:
+            tracer(TracedMessage.now(direction, transport, local, remote, data))
+        except Exception:
+            log.exception("SIP tracer failed")
+
     def _on_message(self, message: SipRequest | SipResponse, inbound: Inbound) -> None:
+        if self.tracer is not None:
+            self._trace("in", inbound.transport, inbound.source, bytes(message), inbound.connection)
         if inbound.connection is not None and isinstance(message, SipRequest):
             # RFC 5923 §5: "alias" in the top Via lets us send our requests for the
             # source address and the Via's port on this connection.
@@ -915,6 +936,8 @@ class UserAgent:
         self._pump()
 
     def _on_parse_error(self, data: bytes, error: SipParseError, inbound: Inbound) -> None:
+        if self.tracer is not None:
+            self._trace("in", inbound.transport, inbound.source, data, inbound.connection)
         self.endpoint.receive_error(
             data, error, Source(inbound.transport, inbound.source, inbound.connection), self._now()
         )
@@ -1050,6 +1073,8 @@ class UserAgent:
         self._pump()
 
     def _send(self, datagram: Datagram) -> None:
+        if self.tracer is not None:
+            self._trace("out", datagram.transport, datagram.address, datagram.data, datagram.connection)
         if datagram.transport == "udp":
             if self.udp is not None:
                 self.udp.send(datagram.data, datagram.address)

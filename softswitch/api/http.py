@@ -61,6 +61,7 @@ __all__ = [
     "HttpDialect",
     "HttpError",
     "MANAGER_KEY",
+    "OPS_KEY",
     "STORE_KEY",
     "authenticate_basic",
     "create_app",
@@ -76,6 +77,8 @@ __all__ = [
 
 MANAGER_KEY: web.AppKey[CallManager] = web.AppKey("manager", CallManager)
 STORE_KEY: web.AppKey[Any] = web.AppKey("store", object)
+#: The operators' view (``softswitch.ops.Operations``: traces, metrics), when the server runs one.
+OPS_KEY: web.AppKey[Any] = web.AppKey("ops", object)
 BULK_MAX_KEY: web.AppKey[int] = web.AppKey("bulk_max", int)
 #: The server's default DTMF tone length for digits without ``@ms`` (None: the engine's).
 DIGITS_TONE_MS_KEY: web.AppKey[int | None] = web.AppKey("digits_tone_ms", object)  # type: ignore[arg-type]

@@ -197,6 +197,18 @@ def openapi_document() -> dict[str, Any]:
                 "responses": {**ok(200, call, "The call"), **errs(400, 401, 404)},
             },
         }
+        paths[f"{base}/Calls/{{CallSid}}/Trace.json"] = {
+            "get": {
+                "summary": "The call's SIP messages, sent and received, with times (bounded per call)",
+                "parameters": [sid, call_sid],
+                "responses": {
+                    **ok(
+                        200, {"type": "object"}, "{sid, call_uuid, live, messages, dropped, media}"
+                    ),
+                    **errs(401, 404),
+                },
+            },
+        }
     schemas = {
         "CallApiError": {
             "type": "object",

@@ -12,6 +12,7 @@
                                         Status=canceled: end a queued or ringing call;
                                         FallbackUrl, StatusCallback (+Method): the call's
                                         webhooks from now on
+    GET  {base}/Calls/{CallSid}/Trace.json  its SIP messages, sent and received (live or ended)
 
 with ``{base}`` = ``/call/2012-04-24/Accounts/{AccountSid}`` or
 ``/2010-04-01/Accounts/{AccountSid}``. HTTP Basic with the account's id (its AccountSid) and
@@ -44,6 +45,7 @@ from ...model import (
 )
 from ..http import (
     MANAGER_KEY,
+    OPS_KEY,
     STORE_KEY,
     Handler,
     HttpDialect,
@@ -238,6 +240,17 @@ async def get_call(request: web.Request) -> web.Response:
     )
 
 
+async def get_trace(request: web.Request) -> web.Response:
+    """``GET .../Calls/{CallSid}/Trace.json``: the call's SIP messages (``softswitch.ops``)."""
+    account = _authenticate(request)
+    rec = _record(request, account)
+    ops = request.app.get(OPS_KEY)
+    trace = ops.trace(account.auth_id, rec["call_uuid"]) if ops is not None else None
+    if trace is None:
+        raise HttpError(404, f"The requested resource {request.path} was not found")
+    return json_response(200, {"sid": request.match_info["call_sid"], **trace})
+
+
 async def update_call(request: web.Request) -> web.Response:
     """Redirect (``Url`` or ``Twiml``) or end (``Status``) a call, and change the webhooks it
     uses from now on (``FallbackUrl``, ``StatusCallback``); an ended call answers its final
@@ -312,6 +325,7 @@ def _routes() -> tuple[tuple[str, str, Handler], ...]:
             (f"{base}/Calls.json", "GET", list_calls),
             (f"{base}/Calls/{{call_sid}}.json", "GET", get_call),
             (f"{base}/Calls/{{call_sid}}.json", "POST", update_call),
+            (f"{base}/Calls/{{call_sid}}/Trace.json", "GET", get_trace),
         ]
         # RestComm's other spellings of one call (DIALECTS.md §2.1), after the .json form.
         for alias in (f"{base}/Calls/{{call_sid}}", f"{base}/Calls.json/{{call_sid}}"):

@@ -238,6 +238,14 @@ def openapi_document() -> dict[str, Any]:
                            "requestBody": {"required": False, "content": {"application/json": {"schema": {
                                "type": "object", "properties": {"URL": {"type": "string", "format": "uri"}}}}}}},
             },
+            "/v1/Account/{auth_id}/Call/{call_uuid}/Trace/": {
+                "get": {
+                    "summary": "The call's SIP messages, sent and received, with times (bounded per call)",
+                    "parameters": [auth_path, call_path],
+                    "responses": {"200": {"description": "{api_id, call_uuid, live, messages, dropped, media}"},
+                                  **err_responses},
+                },
+            },
             "/v1/Account/{auth_id}/Recording/files/{name}": {
                 "get": {
                     "summary": "A finished recording: the owning account's Basic credentials, or the "

@@ -10,6 +10,7 @@
     POST   /v1/Account/{auth_id}/Call/{call_uuid}/Speak/   text to speech (DELETE: stop)
     POST   /v1/Account/{auth_id}/Call/{call_uuid}/DTMF/    send digits
     POST   /v1/Account/{auth_id}/Call/{call_uuid}/Record/  record the call (DELETE: stop)
+    GET    /v1/Account/{auth_id}/Call/{call_uuid}/Trace/   the SIP messages (live or ended)
     GET    /v1/Account/{auth_id}/Recording/files/{name}    a recording file (Basic auth or a signed URL)
 
 Live call control answers 202 with Plivo's ``{"message", "api_id"}`` (Record adds ``url``
@@ -45,6 +46,7 @@ from ..http import (
     BULK_MAX_KEY,
     DIGITS_TONE_MS_KEY,
     MANAGER_KEY,
+    OPS_KEY,
     STORE_KEY,
     Handler,
     HttpDialect,
@@ -219,6 +221,17 @@ async def get_call(request: web.Request) -> web.Response:
     return json_response(200, cdr_json(rec, auth_id=account.auth_id, api_id=api_id))
 
 
+async def get_trace(request: web.Request) -> web.Response:
+    """GET .../Call/{call_uuid}/Trace/: every SIP message of the call (``softswitch.ops``)."""
+    account = _authenticate(request)
+    uid = request.match_info["call_uuid"]
+    ops = request.app.get(OPS_KEY)
+    trace = ops.trace(account.auth_id, uid) if ops is not None else None
+    if trace is None:
+        raise ApiError(404, f"call {uid} not found")
+    return json_response(200, {"api_id": request[API_ID_KEY], **trace})
+
+
 async def hangup_call(request: web.Request) -> web.Response:
     """DELETE /v1/Account/{auth_id}/Call/{call_uuid}/: hang up a live call (CANCEL if ringing)."""
     account = _authenticate(request)
@@ -354,6 +367,7 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("/v1/Account/{auth_id}/Call/{call_uuid}/DTMF/", "POST", dtmf_call),
     ("/v1/Account/{auth_id}/Call/{call_uuid}/Record/", "POST", record_call),
     ("/v1/Account/{auth_id}/Call/{call_uuid}/Record/", "DELETE", stop_record_call),
+    ("/v1/Account/{auth_id}/Call/{call_uuid}/Trace/", "GET", get_trace),
     ("/v1/Account/{auth_id}/Recording/files/{name}", "GET", recording_file),
 )
 

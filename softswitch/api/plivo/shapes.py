@@ -17,6 +17,20 @@ def plivo_time(value: str | None) -> str:
     return value[:19]
 
 
+def failure_reason(rec: Mapping[str, Any]) -> str | None:
+    """Why a call failed, in words (an extra CDR field: the SDK keeps unknown keys as
+    attributes): what went wrong on this side (the record's ``error``), else the callee's
+    final SIP answer when it refused the call; None for a call that did not fail."""
+    if rec.get("error"):
+        return str(rec["error"])
+    status = rec.get("sip_status")
+    ua = (rec.get("extra") or {}).get("ua") or {}
+    if isinstance(status, int) and status >= 300:
+        reason = ua.get("reason") if isinstance(ua, Mapping) else None
+        return f"SIP {status} {reason}".strip() if reason else f"SIP {status}"
+    return None
+
+
 def cdr_json(rec: Mapping[str, Any], *, auth_id: str, api_id: str | None = None) -> dict[str, Any]:
     """A call record in the shape of Plivo's "Retrieve a call" (``calls.get``) response."""
     params = rec.get("params") or {}
@@ -44,6 +58,7 @@ def cdr_json(rec: Mapping[str, Any], *, auth_id: str, api_id: str | None = None)
         "answer_url": rec.get("answer_url") or params.get("answer_url"),
         "hangup_cause": extra.get("hangup_cause"),
         "sip_status": rec.get("sip_status"),
+        "failure_reason": failure_reason(rec),
         "stir_attestation": "",
         "stir_verification": "Not Applicable",
         "total_amount": "0.00000",

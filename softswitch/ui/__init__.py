@@ -1,0 +1,1 @@
+"""The operators' web page: static files (``static/``) served by ``softswitch.api.ops``."""
