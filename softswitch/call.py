@@ -112,6 +112,7 @@ class CallManager:
         scheduler: Scheduler | None = None,
         data_dir: str | os.PathLike[str] | None = None,
         public_url: str | None = None,
+        cluster: Any = None,
     ) -> None:
         self.store = store
         self.outbox = outbox
@@ -129,8 +130,12 @@ class CallManager:
         self.clock = clock
         #: Runs the per-call timers (time_limit, hangup_on_ring); a fake one in unit tests.
         self.scheduler: Scheduler = scheduler or LoopScheduler()
+        #: The workers' shared state (``softswitch.cluster.Cluster``; None: one process):
+        #: the account limits count across workers and every live call is owned there.
+        self.cluster = cluster
         self.admission = Admission(self._start, max_concurrent=max_concurrent,
-                                   max_queue=max_queue, clock=clock)
+                                   max_queue=max_queue, clock=clock,
+                                   shared=self._take_shared if cluster is not None else None)
         self.runner = ApplicationRunner(self)
         self.live_ops = LiveOps(self)
         #: The call application hook: the XML interpreter (:meth:`run_xml`) plugs in here.
@@ -189,9 +194,10 @@ class CallManager:
             )
             for dest in spec.destinations
         ]
+        immediate = await self.admission.check_shared(account, calls, immediate)
         for call in calls:
             await _maybe_await(self.store.insert_call(self._initial_record(call)))
-            self.table.add(call)
+            await self._track(call)
         self.admission.admit(account, calls, immediate)
         return AdmitResult(
             request_uuids=tuple(c.request_uuid for c in calls),
@@ -211,12 +217,49 @@ class CallManager:
                         to=spec.destinations[0], dialect=self.dialect_of(spec.dialect))
             call.fork = fork
             fork.members.append(call)
+        immediate = await self.admission.check_shared(account, fork.members, immediate)
         for call in fork.members:
             await _maybe_await(self.store.insert_call(self._initial_record(call)))
-            self.table.add(call)
+            await self._track(call)
         self.admission.admit(account, fork.members, immediate)
         return AdmitResult(request_uuids=(fork.request_uuid,), call_uuids=tuple(c.call_uuid for c in fork.members),
                            queued=not immediate)
+
+    async def _track(self, call: Call) -> None:
+        """A new live call: in the table, and owned by this worker in the cluster (so that a
+        control request reaching another worker is forwarded here)."""
+        self.table.add(call)
+        if self.cluster is not None:
+            try:
+                await self.cluster.own(call.call_uuid, call.request_uuid)
+            except Exception as exc:  # Redis away: the call still runs here
+                log.warning("call %s: could not record its ownership: %s", call.call_uuid, exc)
+
+    def _untrack(self, call: Call) -> None:
+        self.table.forget(call)
+        if self.cluster is not None:
+            uids = [call.call_uuid]
+            if self.live_by_request(call.account.auth_id, call.request_uuid) is None:
+                uids.append(call.request_uuid)  # a fork's other members still hold it
+            self.spawn(self._disown(uids), f"disown-{call.call_uuid}")
+
+    async def _disown(self, uids: Sequence[str]) -> None:
+        try:
+            await self.cluster.disown(*uids)
+        except Exception as exc:  # the lease runs out by itself
+            log.warning("could not release calls %s in the cluster: %s", ", ".join(uids), exc)
+
+    async def _take_shared(self, account: AccountLimits, calls: Sequence[Call]) -> float:
+        """The account's limits across workers (:class:`softswitch.cluster.Slot`)."""
+        from .cluster import Slot
+
+        slot = Slot(f"account:{account.auth_id}", float(account.cps), int(account.max_concurrent))
+        try:
+            wait: float = await self.cluster.take([slot], [c.call_uuid for c in calls])
+        except Exception as exc:  # Redis away: this worker's own limits only
+            log.warning("shared limits unavailable (%s); admitting on local limits", exc)
+            return 0.0
+        return wait
 
     def _initial_record(self, call: Call) -> dict[str, Any]:
         spec = call.spec
@@ -301,7 +344,7 @@ class CallManager:
         except Exception:
             leg.reject(500)
             raise
-        self.table.add(call)
+        await self._track(call)
         call.task = asyncio.get_running_loop().create_task(
             self._guarded(call, self._run_inbound(call, leg)), name=f"call-{call.call_uuid}"
         )
@@ -553,7 +596,7 @@ class CallManager:
             log.exception("call %s: could not store the final record", call.call_uuid)
         self._drop_dialog(call)
         self._notify(call, CallbackEvent.HANGUP)
-        self.table.forget(call)
+        self._untrack(call)
         # The application may still be unwinding from its cancellation: release after it.
         app = call.app_task
         if app is None or app.done():

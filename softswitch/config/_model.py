@@ -277,6 +277,15 @@ class Config:
     maps each transport to its own public address). SDP still carries ``public_host``."""
     public_host_tcp: str | None = None
     """The same for SIP over TCP."""
+    workers: int = 0
+    """Worker processes of ``serve`` (``--workers``): worker ``i`` takes SIP port
+    ``sip_port + i`` and the ``i``-th slice of the RTP range, all share the HTTP port
+    (``SO_REUSEPORT``). 0 = one per core with a ``redis_url``, else 1."""
+    redis_url: str | None = None
+    """Redis shared by the workers (``redis://host:6379/0``, ``unix:///run/redis.sock``):
+    per-account calls-per-second and concurrency limits across workers, live-call ownership,
+    and live-call control forwarded to the worker that holds the call. None: one process,
+    everything in memory."""
 
     @property
     def http_base_url(self) -> str:

@@ -69,6 +69,10 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("rtp_ports", "the range must hold at least one RTP/RTCP pair")
     if not cfg.db_path:
         raise ConfigError("db_path", "empty")
+    if cfg.workers < 0:
+        raise ConfigError("workers", "must be >= 0 (0 = automatic)")
+    if cfg.redis_url is not None and not cfg.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("redis_url", f"must start with redis://, rediss:// or unix://, got {cfg.redis_url!r}")
     if cfg.base_url is not None and not cfg.base_url.startswith(("http://", "https://")):
         raise ConfigError("base_url", f"must start with http:// or https://, got {cfg.base_url!r}")
     if cfg.shutdown_mode not in SHUTDOWN_MODES:
