@@ -280,7 +280,7 @@ class Config:
     workers: int = 0
     """Worker processes of ``serve`` (``--workers``): worker ``i`` takes SIP port
     ``sip_port + i`` and the ``i``-th slice of the RTP range, all share the HTTP port
-    (``SO_REUSEPORT``). 0 = one per core with a ``redis_url``, else 1."""
+    (``SO_REUSEPORT``). 0 = one per core with a shared store and a ``redis_url``, else 1."""
     redis_url: str | None = None
     """Redis shared by the workers (``redis://host:6379/0``, ``unix:///run/redis.sock``):
     per-account calls-per-second and concurrency limits across workers, live-call ownership,
