@@ -262,6 +262,12 @@ class Cluster:
             for key in slots:
                 await self.release(key, [uid])
 
+    async def forget(self, key: str, uid: str) -> None:
+        """A call this worker's previous run held is over (closed at start-up): its slot of
+        ``key`` and its ownership go, if still ours."""
+        await self.release(key, [uid])
+        await self._release_if(keys=[self._k("call", uid)], args=[self.worker_id])
+
     async def owner(self, uid: str) -> str | None:
         """The worker holding call ``uid`` (call or request uuid), None when no one does."""
         value = await self.redis.get(self._k("call", uid))

@@ -11,13 +11,13 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from softswitch.cluster import Cluster, ControlTimeout, RequestQueue, Slot
-from tests.peers.redis import RedisServer, needs_redis, redis_server  # noqa: F401
+from tests.peers.redis import RedisServer, needs_redis
 
 pytestmark = needs_redis
 
 
 @pytest.fixture
-async def workers(redis_server: RedisServer) -> AsyncIterator[Callable[..., Cluster]]:  # noqa: F811
+async def workers(redis_server: RedisServer) -> AsyncIterator[Callable[..., Cluster]]:
     started: list[Cluster] = []
 
     async def start(worker_id: str, **kw: float) -> Cluster:

@@ -31,7 +31,7 @@ import pytest
 from tests.conftest import free_port, media_ports, needs_sipp
 from tests.peers import plivo_api
 from tests.peers.plivo_api import AUTH_ID, AUTH_TOKEN, sipp_messages
-from tests.peers.redis import RedisServer, needs_redis, redis_server  # noqa: F401
+from tests.peers.redis import RedisServer, needs_redis
 from tests.peers.webhooks import WebhookReceiver
 
 receiver = plivo_api.receiver
@@ -196,7 +196,7 @@ async def test_two_workers_share_the_http_port_and_sip_goes_out_from_each(
     tmp_path: Path,
     redis_server: RedisServer,
     sipp: Any,
-    receiver: WebhookReceiver,  # noqa: F811
+    receiver: WebhookReceiver,
 ) -> None:
     http_port = free_port(socket.SOCK_STREAM)
     config = write_config(tmp_path, redis_server)
@@ -241,7 +241,7 @@ async def test_two_workers_share_the_http_port_and_sip_goes_out_from_each(
 
 
 @pytest.fixture
-async def two_workers(tmp_path: Path, redis_server: RedisServer) -> Any:  # noqa: F811
+async def two_workers(tmp_path: Path, redis_server: RedisServer) -> Any:
     """Workers 0 and 1 of 2 started by hand, each on an HTTP port of its own (so a test
     picks the worker a request reaches), sharing the redis-server."""
     config = write_config(tmp_path, redis_server, shutdown_mode='"hangup"')
@@ -310,7 +310,7 @@ async def test_an_accounts_cps_limit_holds_across_workers(
     tmp_path: Path,
     redis_server: RedisServer,
     sipp: Any,
-    receiver: WebhookReceiver,  # noqa: F811
+    receiver: WebhookReceiver,
 ) -> None:
     # One call per two seconds for the account, burst 1, whichever worker takes the request.
     config = write_config(tmp_path, redis_server, shutdown_mode='"hangup"')
@@ -413,3 +413,69 @@ def test_worker_config_slices() -> None:
     with pytest.raises(ValueError):
         worker_config(cfg, 2, 2)
     assert os.cpu_count()
+
+
+async def test_kill_9_of_a_worker_during_live_calls(
+    tmp_path: Path, redis_server: RedisServer, sipp: Any, receiver: WebhookReceiver
+) -> None:
+    """SIGKILL one of two workers while both hold answered calls: the supervisor logs it and
+    starts it again; the new process BYEs the callees of the dead one's calls and posts their
+    hangup callbacks (once each); the other worker's calls and new calls go on."""
+    http_port = free_port(socket.SOCK_STREAM)
+    config = write_config(tmp_path, redis_server)
+    sip_port = int(re.search(r"sip_port = (\d+)", config.read_text()).group(1))  # type: ignore[union-attr]
+    n = 10
+    callee = sipp("uas_answer.xml", calls=n + 1)
+    sup = Serve(
+        tmp_path,
+        "supervisor",
+        "--config",
+        str(config),
+        "--workers",
+        "2",
+        "--http",
+        f"127.0.0.1:{http_port}",
+    )
+    base = f"http://127.0.0.1:{http_port}"
+    try:
+        await sup.wait_for(r"SIP on 127\.0\.0\.1:\d+\n", 2)
+        pids = dict(re.findall(r"worker (\d) started \(pid (\d+)\)", sup.text()))
+        for _ in range(n):
+            status, body = await create_call(base, receiver, callee.uri)
+            assert status == 201, body
+        answers = await receiver.wait_for(lambda h: h.path == "/answer", count=n, timeout=20)
+        uuids = {a.params["CallUUID"] for a in answers}
+        # Which worker holds which call: its SIP port in the INVITE's Via.
+        held: dict[int, set[str]] = {sip_port: set(), sip_port + 1: set()}
+        for message in sipp_messages(callee).split("\n\n"):
+            m = re.search(r"^Via: SIP/2\.0/UDP 127\.0\.0\.1:(\d+)", message, re.M)
+            if "INVITE sip:" in message and m:
+                held[int(m.group(1))].add(message)
+        assert held[sip_port] and held[sip_port + 1], "both workers hold calls"
+        os.kill(int(pids["0"]), signal.SIGKILL)
+        await sup.wait_for(r"worker 0 \(pid \d+\) died with status -9")
+        await sup.wait_for(r"worker 0 started \(pid \d+\)", 2)
+        # The dead worker's callees get their BYE from its next run, and their hangup
+        # callbacks come, once each.
+        await sup.wait_for(r"SIP on 127\.0\.0\.1:\d+\n", 3, timeout=40)
+        dead = len(held[sip_port])
+        await receiver.wait_for(lambda h: h.path == "/hangup", count=dead, timeout=30)
+        # Worker 1 still serves: a new call, and hanging up every call still live.
+        status, body = await create_call(base, receiver, callee.uri)
+        assert status == 201, body
+        await receiver.wait_for(lambda h: h.path == "/answer", count=n + 1, timeout=20)
+        live = {a.params["CallUUID"] for a in receiver.of("/answer")} - {
+            h.params["CallUUID"] for h in receiver.of("/hangup")
+        }
+        assert len(live) == n + 1 - dead
+        for call_uuid in live:
+            status, _, _ = await api("DELETE", base, f"{CALLS}{call_uuid}/")
+            assert status == 204
+        await receiver.wait_for(lambda h: h.path == "/hangup", count=n + 1, timeout=20)
+        await asyncio.to_thread(callee.assert_ok, 20)  # every callee got a BYE
+        await asyncio.sleep(0.5)  # a duplicate callback would come now
+        hangups = [h.params["CallUUID"] for h in receiver.of("/hangup")]
+        assert len(hangups) == len(set(hangups)) == n + 1
+        assert uuids <= set(hangups)
+    finally:
+        sup.stop()
