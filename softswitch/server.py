@@ -125,10 +125,7 @@ def build_user_agent(config: Any) -> Any:
             public_host=config.public_host,
             public_hosts={
                 transport: host
-                for transport, host in (
-                    ("udp", config.public_host_udp),
-                    ("tcp", config.public_host_tcp),
-                )
+                for transport, host in (("udp", config.public_host_udp), ("tcp", config.public_host_tcp))
                 if host
             },
             user_agent=config.user_agent,
@@ -167,9 +164,7 @@ class Server:
     #: Header marking a request forwarded from another worker (never forwarded again).
     forwarded_header = "X-Softswitch-Forwarded"
 
-    def __init__(
-        self, config: Any, *, dialer: Any = None, worker: tuple[int, int] | None = None
-    ) -> None:
+    def __init__(self, config: Any, *, dialer: Any = None, worker: tuple[int, int] | None = None) -> None:
         self.config = config
         self._dialer = dialer
         #: ``(index, count)`` as one of ``serve --workers``; None: the only process.
@@ -244,9 +239,7 @@ class Server:
             from .cluster import Cluster
             from .workers import worker_id
 
-            self.cluster = Cluster(
-                cfg.redis_url, worker_id(cfg, self.worker[0] if self.worker else 0)
-            )
+            self.cluster = Cluster(cfg.redis_url, worker_id(cfg, self.worker[0] if self.worker else 0))
             await self.cluster.start()
             self.cluster.on_control = self._run_forwarded
             # The calls this worker's previous run left live are over: their ownership and
@@ -284,13 +277,9 @@ class Server:
                 self.manager.post_interrupted_hangup(record)
         Path(self.manager.data_dir, "recordings").mkdir(parents=True, exist_ok=True)
         if cfg.http.recording_url_ttl_s > 0:
-            self.manager.recording_url_signer = recording_url_signer(
-                self.manager, cfg.http.recording_url_ttl_s
-            )
+            self.manager.recording_url_signer = recording_url_signer(self.manager, cfg.http.recording_url_ttl_s)
         app = create_app(
-            self.manager,
-            self.store,
-            bulk_max=cfg.limits.bulk_max,
+            self.manager, self.store, bulk_max=cfg.limits.bulk_max,
             digits_tone_ms=cfg.send_digits_default_tone_ms,
             dialects=[plivo_http(), legacy_http(), callapi.http_dialect()],
             body_timeout_s=cfg.http.body_timeout_s,
@@ -302,21 +291,11 @@ class Server:
         # keepalive_timeout bounds how long a connection may sit without a complete request
         # head: aiohttp arms it when the connection opens and after each response, and data
         # arriving does not re-arm it, so it is also the header timeout.
-        self.runner = web.AppRunner(
-            app,
-            access_log=None,
-            handle_signals=False,
-            shutdown_timeout=2.0,
-            keepalive_timeout=cfg.http.header_timeout_s,
-        )
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0,
+                                    keepalive_timeout=cfg.http.header_timeout_s)
         await self.runner.setup()
         # Workers share the port: the kernel spreads connections over them (SO_REUSEPORT).
-        site = web.TCPSite(
-            self.runner,
-            cfg.http_host,
-            cfg.http_port,
-            reuse_port=True if self.worker is not None else None,
-        )
+        site = web.TCPSite(self.runner, cfg.http_host, cfg.http_port, reuse_port=True if self.worker is not None else None)
         await site.start()
         if self.cluster is not None:
             import aiohttp
@@ -324,9 +303,7 @@ class Server:
             private = web.TCPSite(self.runner, "127.0.0.1", 0)
             await private.start()
             private_server = getattr(private, "_server", None)
-            self.private_port = (
-                private_server.sockets[0].getsockname()[1] if private_server else None
-            )
+            self.private_port = private_server.sockets[0].getsockname()[1] if private_server else None
             self._client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         server = getattr(site, "_server", None)
         sockets = getattr(server, "sockets", None) or []
@@ -350,14 +327,11 @@ class Server:
             cause=causes.NORMAL_TEMPORARY_FAILURE,
             timeout=self.recovery_bye_timeout_s,
         )
-        self.recovered_byes = {
-            uuid: status for (uuid, _), status in zip(orphans, statuses, strict=True)
-        }
+        self.recovered_byes = {uuid: status for (uuid, _), status in zip(orphans, statuses, strict=True)}
         answered = sum(1 for status in statuses if status is not None and 200 <= status < 300)
         log.warning(
             "sent a BYE to the callee of %d call(s) left up by the previous run: %d answered 2xx",
-            len(orphans),
-            answered,
+            len(orphans), answered,
         )
 
     # --- several workers: live-call requests run where the call lives ------------------
@@ -397,11 +371,8 @@ class Server:
         payload = {
             "method": request.method,
             "path": request.path_qs,
-            "headers": {
-                k: v
-                for k, v in request.headers.items()
-                if k.lower() in ("authorization", "content-type", "accept")
-            },
+            "headers": {k: v for k, v in request.headers.items()
+                        if k.lower() in ("authorization", "content-type", "accept")},
             "body": base64.b64encode(body).decode(),
         }
         from .cluster import ControlTimeout
@@ -409,21 +380,12 @@ class Server:
         try:
             answer = await self.cluster.forward(owner, payload)
         except ControlTimeout:
-            log.warning(
-                "%s %s: worker %s holding call %s did not answer",
-                request.method,
-                request.path,
-                owner,
-                uid,
-            )
+            log.warning("%s %s: worker %s holding call %s did not answer", request.method, request.path, owner, uid)
             return None  # answered here: the call is not live on this worker (404)
         if "error" in answer:
             return None
-        return web.Response(
-            status=int(answer["status"]),
-            body=base64.b64decode(answer["body"]),
-            headers={k: v for k, v in answer.get("headers", {}).items()},
-        )
+        return web.Response(status=int(answer["status"]), body=base64.b64decode(answer["body"]),
+                            headers={k: v for k, v in answer.get("headers", {}).items()})
 
     async def _run_forwarded(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Run a request another worker forwarded, on the private loopback listener."""
@@ -434,17 +396,11 @@ class Server:
         headers = dict(payload.get("headers", {}))
         headers[self.forwarded_header] = self.cluster.worker_id
         async with self._client.request(
-            payload["method"],
-            f"http://127.0.0.1:{self.private_port}{payload['path']}",
-            headers=headers,
-            data=base64.b64decode(payload.get("body", "")),
+            payload["method"], f"http://127.0.0.1:{self.private_port}{payload['path']}",
+            headers=headers, data=base64.b64decode(payload.get("body", "")),
         ) as resp:
             body = await resp.read()
-            kept = {
-                k: v
-                for k, v in resp.headers.items()
-                if k.lower() in ("content-type", "allow", "retry-after")
-            }
+            kept = {k: v for k, v in resp.headers.items() if k.lower() in ("content-type", "allow", "retry-after")}
             return {"status": resp.status, "headers": kept, "body": base64.b64encode(body).decode()}
 
     async def _health(self, request: web.Request) -> web.Response:
@@ -453,14 +409,12 @@ class Server:
         OPTIONS pings see (``up``)."""
         registrations = getattr(self.ua, "registrations", None)
         pings = getattr(self.ua, "gateways", None)
-        return web.json_response(
-            {
-                "status": "draining" if self._stopped else "ok",
-                "worker": self.cluster.worker_id if self.cluster is not None else None,
-                "registrations": registrations() if callable(registrations) else [],
-                "gateways": pings() if callable(pings) else [],
-            }
-        )
+        return web.json_response({
+            "status": "draining" if self._stopped else "ok",
+            "worker": self.cluster.worker_id if self.cluster is not None else None,
+            "registrations": registrations() if callable(registrations) else [],
+            "gateways": pings() if callable(pings) else [],
+        })
 
     def _auth_token_for(self, call_uuid: str) -> str | None:
         """The current auth token of the account a call belongs to (re-signing resumed
@@ -523,14 +477,8 @@ class Server:
         await self.stop()
 
 
-async def serve(
-    config: Any,
-    *,
-    stop: asyncio.Event | None = None,
-    ready: asyncio.Event | None = None,
-    dialer: Any = None,
-    worker: tuple[int, int] | None = None,
-) -> None:
+async def serve(config: Any, *, stop: asyncio.Event | None = None, ready: asyncio.Event | None = None,
+                dialer: Any = None, worker: tuple[int, int] | None = None) -> None:
     """Run a :class:`Server` until SIGTERM/SIGINT (or ``stop`` is set), then shut down
     gracefully; SIGUSR1 drains (:meth:`Server.drain`)."""
     server = Server(config, dialer=dialer, worker=worker)
@@ -544,45 +492,26 @@ async def serve(
         server.set_unavailable()  # at once: the next OPTIONS probe already gets 503
         stop.set()
 
-    for sig, action in (
-        (signal.SIGTERM, stop.set),
-        (signal.SIGINT, stop.set),
-        (signal.SIGUSR1, drain),
-    ):
+    for sig, action in ((signal.SIGTERM, stop.set), (signal.SIGINT, stop.set), (signal.SIGUSR1, drain)):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, action)
             installed.append(sig)
     try:
         await server.start()
         ua_port = getattr(server.ua, "local_port", config.sip_port)
-        print(
-            f"softswitch: HTTP API on {server.base_url} (OpenAPI at {server.base_url}/openapi.json), "
-            f"SIP on {config.sip_host}:{ua_port}",
-            file=sys.stderr,
-            flush=True,
-        )
+        print(f"softswitch: HTTP API on {server.base_url} (OpenAPI at {server.base_url}/openapi.json), "
+              f"SIP on {config.sip_host}:{ua_port}", file=sys.stderr, flush=True)
         if getattr(config, "generated", False) and config.accounts:
             # Printed once: the generated account is persisted next to the database and
             # reloaded silently by later starts (softswitch.config).
             acc = config.accounts[0]
-            print(
-                f"softswitch: generated account auth_id={acc.auth_id} auth_token={acc.auth_token}"
-                + (
-                    f" (saved in {config.account_file})"
-                    if getattr(config, "account_file", None)
-                    else ""
-                ),
-                file=sys.stderr,
-                flush=True,
-            )
+            print(f"softswitch: generated account auth_id={acc.auth_id} auth_token={acc.auth_token}"
+                  + (f" (saved in {config.account_file})" if getattr(config, "account_file", None) else ""),
+                  file=sys.stderr, flush=True)
         if ready is not None:
             ready.set()
         await stop.wait()
-        print(
-            "softswitch: draining" if draining else "softswitch: shutting down",
-            file=sys.stderr,
-            flush=True,
-        )
+        print("softswitch: draining" if draining else "softswitch: shutting down", file=sys.stderr, flush=True)
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
