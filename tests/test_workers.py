@@ -306,6 +306,28 @@ async def test_a_hangup_sent_to_the_other_worker_ends_the_call(
     assert len(receiver.of("/hangup")) == 1
 
 
+async def test_the_legacy_api_names_the_call_in_its_form_and_is_forwarded_too(
+    two_workers: Any, sipp: Any, receiver: WebhookReceiver
+) -> None:
+    a, b = two_workers
+    callee = sipp("uas_answer.xml")
+    status, _ = await create_call(a.base, receiver, callee.uri)
+    assert status == 201
+    [answer] = await receiver.wait_for(lambda h: h.path == "/answer", timeout=15)
+    call_uuid = answer.params["CallUUID"]
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{b.base}/v0.1/HangupCall/",
+            data={"CallUUID": call_uuid},
+            headers={"Authorization": AUTH},
+        ) as resp:
+            body = await resp.json(content_type=None)
+    assert resp.status == 200 and body["Success"] is True, body
+    [hangup] = await receiver.wait_for(lambda h: h.path == "/hangup", timeout=10)
+    assert hangup.params["CallUUID"] == call_uuid
+    await asyncio.to_thread(callee.assert_ok, 10)
+
+
 async def test_an_accounts_cps_limit_holds_across_workers(
     tmp_path: Path,
     redis_server: RedisServer,
@@ -477,5 +499,31 @@ async def test_kill_9_of_a_worker_during_live_calls(
         hangups = [h.params["CallUUID"] for h in receiver.of("/hangup")]
         assert len(hangups) == len(set(hangups)) == n + 1
         assert uuids <= set(hangups)
+    finally:
+        sup.stop()
+
+
+async def test_sigusr1_to_the_supervisor_drains_every_worker(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    config = write_config(tmp_path, redis_server)
+    http_port = free_port(socket.SOCK_STREAM)
+    sup = Serve(
+        tmp_path,
+        "supervisor",
+        "--config",
+        str(config),
+        "--workers",
+        "2",
+        "--http",
+        f"127.0.0.1:{http_port}",
+    )
+    try:
+        await sup.wait_for(r"SIP on 127\.0\.0\.1:\d+\n", 2)
+        sup.proc.send_signal(signal.SIGUSR1)
+        assert await sup.exit_status() == 0
+        assert sup.text().count("softswitch: draining") == 2
+        assert sup.text().count("exited with status 0") == 2
+        assert "restart" not in sup.text()
     finally:
         sup.stop()
