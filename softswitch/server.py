@@ -362,8 +362,13 @@ class Server:
         uid = self._call_in_path(request) or await self._call_in_form(request)
         if uid is None or uid in self.manager.calls or uid in self.manager.by_request:
             return None
-        owner = await self.cluster.owner(uid)
-        if owner is None or owner == self.cluster.worker_id:
+        try:
+            owner = await self.cluster.owner(uid)
+            # A dead owner (its lease gone) cannot answer: answered here (not live: 404).
+            if owner is None or owner == self.cluster.worker_id or not await self.cluster.alive(owner):
+                return None
+        except Exception as exc:  # Redis away: this worker answers for what it holds
+            log.warning("%s %s: cluster lookup failed: %s", request.method, request.path, exc)
             return None
         import base64
 
@@ -375,12 +380,11 @@ class Server:
                         if k.lower() in ("authorization", "content-type", "accept")},
             "body": base64.b64encode(body).decode(),
         }
-        from .cluster import ControlTimeout
-
         try:
             answer = await self.cluster.forward(owner, payload)
-        except ControlTimeout:
-            log.warning("%s %s: worker %s holding call %s did not answer", request.method, request.path, owner, uid)
+        except Exception as exc:  # ControlTimeout, or Redis away
+            log.warning("%s %s: worker %s holding call %s did not answer: %s",
+                        request.method, request.path, owner, uid, exc)
             return None  # answered here: the call is not live on this worker (404)
         if "error" in answer:
             return None
