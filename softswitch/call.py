@@ -28,7 +28,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -113,6 +113,7 @@ class CallManager:
         data_dir: str | os.PathLike[str] | None = None,
         public_url: str | None = None,
         cluster: Any = None,
+        gateway_limits: Mapping[str, tuple[float, int]] | None = None,
     ) -> None:
         self.store = store
         self.outbox = outbox
@@ -130,6 +131,11 @@ class CallManager:
         self.clock = clock
         #: Runs the per-call timers (time_limit, hangup_on_ring); a fake one in unit tests.
         self.scheduler: Scheduler = scheduler or LoopScheduler()
+        #: Per gateway name: (calls per second, calls at once), 0 = no limit (``Gateway.cps``,
+        #: ``Gateway.max_concurrent``); shared across workers through ``cluster``.
+        self.gateway_limits: dict[str, tuple[float, int]] = dict(gateway_limits or {})
+        self._gateway_gates: dict[str, Gate] = {}
+        self._gateway_held: dict[str, str] = {}  #: call uuid -> gateway whose slot it holds
         #: The workers' shared state (``softswitch.cluster.Cluster``; None: one process):
         #: the account limits count across workers and every live call is owned there.
         self.cluster = cluster
@@ -387,6 +393,7 @@ class CallManager:
                 return
             if await self._attempt(call, attempt, last=last):
                 break
+            self._release_gateway(call)
         if not call.finished.is_set():  # the stream ended without Terminated: close the record
             end = CallEnd(causes.NORMAL_UNSPECIFIED, HangupSource.UNKNOWN, answered=call.answered_at is not None)
             await self._finish(call, end)
@@ -403,6 +410,15 @@ class CallManager:
                 return False
             await self._finish(call, CallEnd(attempt.fail_cause, HangupSource.ERROR, EndReason.INVALID_DESTINATION),
                                error=f"attempt not placed: {attempt.fail_cause}")
+            return True
+        ring_timeout = attempt.ring_timeout if attempt.ring_timeout is not None else spec.timers.ring_timeout
+        if attempt.gateway in self.gateway_limits and not await self._take_gateway(call, attempt.gateway, ring_timeout):
+            cause = causes.SWITCH_CONGESTION
+            if not last and not self._failover_stops(call, cause):
+                log.info("call %s: gateway %s at its limit; next attempt", call.call_uuid, attempt.gateway)
+                return False
+            await self._finish(call, CallEnd(cause, HangupSource.ERROR),
+                               error=f"gateway {attempt.gateway} at its limit")
             return True
         kwargs: dict[str, Any] = {
             "from_user": spec.from_,
@@ -455,6 +471,55 @@ class CallManager:
                 await self._on_terminated(call, ev)
                 return True
         return True
+
+    async def _take_gateway(self, call: Call, name: str, within: float) -> bool:
+        """A slot of gateway ``name`` for ``call``: a token of its calls-per-second bucket,
+        waited for at most ``within`` seconds, and one of its concurrent calls (none free:
+        False at once). Across workers through the cluster, else in this process."""
+        cps, most = self.gateway_limits[name]
+        deadline = self.clock() + within
+        while True:
+            if self.cluster is not None:
+                from .cluster import Slot
+
+                try:
+                    wait = await self.cluster.take([Slot(f"gateway:{name}", cps, most if most > 0 else -1)],
+                                                   [call.call_uuid])
+                except Exception as exc:  # Redis away: the trunk is not held back
+                    log.warning("gateway %s: shared limits unavailable (%s)", name, exc)
+                    wait = 0.0
+            else:
+                gate = self._gateway_gates.get(name)
+                if gate is None:
+                    gate = self._gateway_gates[name] = Gate(AccountLimits(name, "", cps, most), self.clock())
+                if most > 0 and gate.active >= most:
+                    wait = math.inf
+                else:
+                    wait = gate.take(self.clock())
+                    if wait == 0.0:
+                        gate.active += 1
+            if wait == 0.0:
+                self._gateway_held[call.call_uuid] = name
+                return True
+            if math.isinf(wait) or self.clock() + wait > deadline or call.local_end is not None:
+                return False
+            await asyncio.sleep(wait)  # until the bucket holds a token again
+
+    def _release_gateway(self, call: Call) -> None:
+        """The gateway slot ``call`` holds, if any, is free again (attempt over, call over)."""
+        name = self._gateway_held.pop(call.call_uuid, None)
+        if name is None:
+            return
+        if self.cluster is not None:
+            self.spawn(self._release_shared(f"gateway:{name}", call.call_uuid), f"gateway-release-{call.call_uuid}")
+        else:
+            self._gateway_gates[name].active -= 1
+
+    async def _release_shared(self, key: str, uid: str) -> None:
+        try:
+            await self.cluster.release(key, [uid])
+        except Exception as exc:  # its lease runs out by itself
+            log.warning("could not release %s of call %s: %s", key, uid, exc)
 
     @staticmethod
     def _failover_stops(call: Call, cause: str) -> bool:
@@ -595,6 +660,7 @@ class CallManager:
         except Exception:
             log.exception("call %s: could not store the final record", call.call_uuid)
         self._drop_dialog(call)
+        self._release_gateway(call)
         self._notify(call, CallbackEvent.HANGUP)
         self._untrack(call)
         # The application may still be unwinding from its cancellation: release after it.

@@ -224,12 +224,15 @@ class Cluster:
             taken.append(slot)
         keys = tuple(s.key for s in taken)
         for uid in members:
-            self.owned[uid] = keys
+            self.owned[uid] = tuple(dict.fromkeys((*self.owned.get(uid, ()), *keys)))
         return 0.0
 
     async def release(self, key: str, members: Iterable[str]) -> None:
         """Give back the concurrency slots of ``members`` (calls over)."""
         members = list(members)
+        for uid in members:
+            if key in self.owned.get(uid, ()):
+                self.owned[uid] = tuple(k for k in self.owned[uid] if k != key)
         if members:
             await self.redis.zrem(self._k("slots", key), *members)
 

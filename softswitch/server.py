@@ -259,6 +259,8 @@ class Server:
             data_dir=cfg.data_dir,
             public_url=cfg.base_url,
             cluster=self.cluster,
+            gateway_limits={gw.name: (float(gw.cps), int(gw.max_concurrent)) for gw in cfg.gateways
+                            if gw.cps > 0 or gw.max_concurrent > 0},
         )
         # Answered calls run their Plivo XML (softswitch.callcontrol); a dialer without
         # media streams (a test double) has its calls held, as before the interpreter.

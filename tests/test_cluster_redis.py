@@ -109,3 +109,19 @@ async def test_ownership_and_control_reach_the_owner(workers) -> None:
     assert await b.owner("call-1") is None
     with pytest.raises(ControlTimeout):
         await a.forward("w-gone", {"op": "hangup"}, timeout=1)
+
+
+async def test_a_call_holds_its_account_and_gateway_slots_apart(workers) -> None:
+    a, b = await workers("w0"), await workers("w1")
+    account = [Slot("account:A", cps=0, max_concurrent=10)]
+    gateway = [Slot("gateway:trunk", cps=0, max_concurrent=1)]
+    assert await a.take(account, ["c1"]) == 0.0
+    assert await a.take(gateway, ["c1"]) == 0.0
+    assert a.owned["c1"] == ("account:A", "gateway:trunk")
+    assert math.isinf(await b.take(gateway, ["c2"]))  # the trunk is full across workers
+    await a.release("gateway:trunk", ["c1"])  # the attempt failed over: the trunk slot only
+    assert a.owned["c1"] == ("account:A",)
+    assert await b.take(gateway, ["c2"]) == 0.0
+    assert await a.in_use("account:A") == 1
+    await a.disown("c1")
+    assert await a.in_use("account:A") == 0

@@ -75,6 +75,13 @@ class Gateway:
     tls_server_name: str | None = None
     """With ``transport = "tls"``: the name the trunk's certificate must carry (and SNI), when
     it is not ``host`` (e.g. ``host`` is an address). Default: ``host``."""
+    cps: float = 0.0
+    """New calls per second through this trunk (0 = no limit); across workers with a
+    ``redis_url``. A call over it waits for a token (within its ring timeout)."""
+    max_concurrent: int = 0
+    """Calls up at once through this trunk (0 = no limit); across workers with a
+    ``redis_url``. A call over it fails over to its next gateway, else ends
+    SWITCH_CONGESTION."""
 
     def __post_init__(self) -> None:
         # One list is the source of truth; ``prefix`` stays as the first entry for readers

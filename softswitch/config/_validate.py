@@ -141,6 +141,10 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"{key}.username", "required when register = true")
         if not 0 <= gw.ping <= 3600:
             raise ConfigError(f"{key}.ping", f"{gw.ping} out of range 0-3600 (0 = no pings)")
+        if gw.cps < 0:
+            raise ConfigError(f"{key}.cps", "must be >= 0 (0 = no limit)")
+        if gw.max_concurrent < 0:
+            raise ConfigError(f"{key}.max_concurrent", "must be >= 0 (0 = no limit)")
         if not 1 <= gw.register_expires <= 86400:
             raise ConfigError(f"{key}.register_expires", f"{gw.register_expires} out of range 1-86400")
         for p in gw.prefixes:
