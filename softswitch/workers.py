@@ -165,4 +165,21 @@ def supervise(argv: Sequence[str], config: Any, count: int) -> int:
         file=sys.stderr,
         flush=True,
     )
+    if getattr(config, "generated", False) and config.accounts:
+        # Generated (and saved next to the database) here, once: every worker loads that file.
+        acc = config.accounts[0]
+        saved = (
+            f" (saved in {config.account_file})" if getattr(config, "account_file", None) else ""
+        )
+        print(
+            f"softswitch: generated account auth_id={acc.auth_id} auth_token={acc.auth_token}{saved}",
+            file=sys.stderr,
+            flush=True,
+        )
+    if not config.redis_url:
+        log.warning(
+            "%d workers without redis_url: CPS and concurrency limits count per worker, and an "
+            "API request reaches only the live calls of the worker that takes it",
+            count,
+        )
     return asyncio.run(_supervise(list(argv), count, http))
