@@ -38,6 +38,10 @@ receiver = plivo_api.receiver
 
 pytestmark = [needs_redis, needs_sipp, pytest.mark.xdist_group("timing")]
 
+#: Live calls when one worker is killed (the issue asks for 100; SOFTSWITCH_TEST_KILL_CALLS
+#: lowers it on a small machine).
+KILL_CALLS = int(os.environ.get("SOFTSWITCH_TEST_KILL_CALLS", "100"))
+
 AUTH = "Basic " + base64.b64encode(f"{AUTH_ID}:{AUTH_TOKEN}".encode()).decode()
 CALLS = f"/v1/Account/{AUTH_ID}/Call/"
 
@@ -61,7 +65,7 @@ def write_config(tmp_path: Path, redis: RedisServer, **extra: Any) -> Path:
     lines = {
         "sip_port": free_port_pair(),
         "rtp_port_min": ports["port_min"],
-        "rtp_port_max": ports["port_min"] + 399,
+        "rtp_port_max": ports["port_min"] + 999,
         "redis_url": f'"{redis.url}"',
         "db_path": f'"{tmp_path / "calls.db"}"',
         "data_dir": f'"{tmp_path / "data"}"',
@@ -446,7 +450,9 @@ async def test_kill_9_of_a_worker_during_live_calls(
     http_port = free_port(socket.SOCK_STREAM)
     config = write_config(tmp_path, redis_server)
     sip_port = int(re.search(r"sip_port = (\d+)", config.read_text()).group(1))  # type: ignore[union-attr]
-    n = 10
+    receiver.xml("/answer", '<?xml version="1.0"?><Response><Wait length="300"/></Response>')
+    config.write_text(config.read_text() + "\n[limits]\ncps = 0\n")  # 100 calls at once
+    n = KILL_CALLS
     callee = sipp("uas_answer.xml", calls=n + 1)
     sup = Serve(
         tmp_path,
@@ -465,7 +471,7 @@ async def test_kill_9_of_a_worker_during_live_calls(
         for _ in range(n):
             status, body = await create_call(base, receiver, callee.uri)
             assert status == 201, body
-        answers = await receiver.wait_for(lambda h: h.path == "/answer", count=n, timeout=20)
+        answers = await receiver.wait_for(lambda h: h.path == "/answer", count=n, timeout=60)
         uuids = {a.params["CallUUID"] for a in answers}
         # Which worker holds which call: its SIP port in the INVITE's Via.
         held: dict[int, set[str]] = {sip_port: set(), sip_port + 1: set()}
@@ -481,11 +487,11 @@ async def test_kill_9_of_a_worker_during_live_calls(
         # callbacks come, once each.
         await sup.wait_for(r"SIP on 127\.0\.0\.1:\d+\n", 3, timeout=40)
         dead = len(held[sip_port])
-        await receiver.wait_for(lambda h: h.path == "/hangup", count=dead, timeout=30)
+        await receiver.wait_for(lambda h: h.path == "/hangup", count=dead, timeout=60)
         # Worker 1 still serves: a new call, and hanging up every call still live.
         status, body = await create_call(base, receiver, callee.uri)
         assert status == 201, body
-        await receiver.wait_for(lambda h: h.path == "/answer", count=n + 1, timeout=20)
+        await receiver.wait_for(lambda h: h.path == "/answer", count=n + 1, timeout=60)
         live = {a.params["CallUUID"] for a in receiver.of("/answer")} - {
             h.params["CallUUID"] for h in receiver.of("/hangup")
         }
@@ -493,8 +499,8 @@ async def test_kill_9_of_a_worker_during_live_calls(
         for call_uuid in live:
             status, _, _ = await api("DELETE", base, f"{CALLS}{call_uuid}/")
             assert status == 204
-        await receiver.wait_for(lambda h: h.path == "/hangup", count=n + 1, timeout=20)
-        await asyncio.to_thread(callee.assert_ok, 20)  # every callee got a BYE
+        await receiver.wait_for(lambda h: h.path == "/hangup", count=n + 1, timeout=60)
+        await asyncio.to_thread(callee.assert_ok, 60)  # every callee got a BYE
         await asyncio.sleep(0.5)  # a duplicate callback would come now
         hangups = [h.params["CallUUID"] for h in receiver.of("/hangup")]
         assert len(hangups) == len(set(hangups)) == n + 1
