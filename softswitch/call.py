@@ -262,6 +262,11 @@ class CallManager:
         slot = Slot(f"account:{account.auth_id}", float(account.cps), int(account.max_concurrent))
         try:
             wait: float = await self.cluster.take([slot], [c.call_uuid for c in calls])
+            # A queued call cancelled while its slot was being taken: give the slot back now
+            # (its own end may have released before the take landed).
+            over = [c.call_uuid for c in calls if c.finished.is_set()]
+            if wait == 0.0 and over:
+                await self.cluster.disown(*over)
         except Exception as exc:  # Redis away: this worker's own limits only
             log.warning("shared limits unavailable (%s); admitting on local limits", exc)
             return 0.0
