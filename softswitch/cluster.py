@@ -156,7 +156,11 @@ class Cluster:
                 await task
         with contextlib.suppress(Exception):
             if self.owned:
+                # What this worker still holds goes with it (not left to the lease).
                 await self.redis.delete(*(self._k("call", u) for u in self.owned))
+                for uid, keys in list(self.owned.items()):
+                    for key in keys:
+                        await self.release(key, [uid])
             await self.redis.delete(self._k("worker", self.worker_id))
         for client in (self.redis, self._blocking):
             with contextlib.suppress(Exception):
