@@ -38,14 +38,18 @@ async def _run(calls: int, clients: int, workdir: Path) -> None:
     try:
         cpu0 = common.proc_cpu(redis.proc.pid)
         t0 = time.perf_counter()
-        await asyncio.gather(*(_client(redis.url, f"bench-{i}", calls // clients) for i in range(clients)))
+        await asyncio.gather(
+            *(_client(redis.url, f"bench-{i}", calls // clients) for i in range(clients))
+        )
         wall = time.perf_counter() - t0
         cpu = common.proc_cpu(redis.proc.pid) - cpu0
     finally:
         redis.stop()
     total = calls // clients * clients
-    print(f"{total} calls by {clients} clients in {wall:.2f} s: {total / wall:.0f} calls/s; "
-          f"redis-server CPU {cpu / total * 1e6:.0f} us/call (=> {total / cpu if cpu else float('inf'):.0f} calls/s per Redis core)")
+    print(
+        f"{total} calls by {clients} clients in {wall:.2f} s: {total / wall:.0f} calls/s; "
+        f"redis-server CPU {cpu / total * 1e6:.0f} us/call (=> {total / cpu if cpu else float('inf'):.0f} calls/s per Redis core)"
+    )
 
 
 def main() -> None:
