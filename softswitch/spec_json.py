@@ -76,10 +76,10 @@ def _decode(value: Any) -> Any:
     if not isinstance(value, dict):
         return value
     if "$dc" in value:
-        cls = _class(value["$dc"])
-        if not dataclasses.is_dataclass(cls):
+        factory: Any = _class(value["$dc"])
+        if not (isinstance(factory, type) and dataclasses.is_dataclass(factory)):
             raise SpecDecodeError(f"{value['$dc']}: not a dataclass")
-        return cls(**{k: _decode(v) for k, v in value["f"].items()})
+        return factory(**{k: _decode(v) for k, v in value["f"].items()})
     if "$en" in value:
         cls = _class(value["$en"])
         if not (isinstance(cls, type) and issubclass(cls, enum.Enum)):
