@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("api")
     g.add_argument("--api-rates", type=_floats, default=None, help="POSTs/s (25,50,100,200,400)")
     g.add_argument("--api-seconds", type=float, default=None, help="seconds per API rate (10)")
+    g.add_argument("--workers", dest="api_workers", type=_ints, default=[1], metavar="N[,M]",
+                   help="serve --workers for the api mode, each measured in turn (1); N > 1 starts a "
+                        "redis-server for the workers' shared limits and call ownership")
     g.add_argument("--max-minutes", type=float, default=15.0, help="overall time bound")
     g = p.add_argument_group("profile")
     g.add_argument("--profile-rate", type=float, default=None,

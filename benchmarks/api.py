@@ -6,6 +6,11 @@ hold, runs right after, so the difference in CPU per call is what the API layer 
 (HTTP, validation, the call record in SQLite, answer_url fetch, XML, webhooks).
 
 Needs ``python -m softswitch.cli serve`` to work; if it does not start, the mode reports why.
+
+``--workers 1,2`` measures the same ladder with ``serve --workers N`` (one HTTP port shared with
+SO_REUSEPORT, a SIP port and RTP slice per worker, a redis-server started here for the shared
+limits and call ownership, each worker on its own SQLite file until a shared store exists);
+CPU is then the sum over the supervisor and its workers.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -64,23 +71,103 @@ class _Hooks:
             await self.runner.cleanup()
 
 
-def _start_server(workdir: Path, sip_port: int, http_port: int, rtp: tuple[int, int]) -> subprocess.Popen[bytes]:
+def _start_server(workdir: Path, sip_port: int, http_port: int, rtp: tuple[int, int], *,
+                  workers: int = 1, redis_url: str | None = None) -> subprocess.Popen[bytes]:
     env = common.worker_env()
     env.update({"SOFTSWITCH_LIMITS_CPS": "0", "SOFTSWITCH_LIMITS_MAX_CONCURRENT": "100000",
                 "SOFTSWITCH_LIMITS_MAX_QUEUE": "100000"})
+    if redis_url:
+        env["SOFTSWITCH_REDIS_URL"] = redis_url
     db = workdir / f"api_{http_port}.db"
     args = [sys.executable, "-m", "softswitch.cli", "serve", "--http", f"127.0.0.1:{http_port}",
             "--sip", f"127.0.0.1:{sip_port}", "--rtp-ports", f"{rtp[0]}-{rtp[1]}", "--db", str(db),
-            "--auth-id", AUTH_ID, "--auth-token", AUTH_TOKEN]
+            "--auth-id", AUTH_ID, "--auth-token", AUTH_TOKEN, "--workers", str(workers)]
     log = open(workdir / f"serve_{http_port}.log", "wb")  # noqa: SIM115
     return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env=env)
 
 
-async def _wait_ready(session: Any, base: str, proc: subprocess.Popen[bytes], timeout: float) -> str | None:
+def _descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (the workers of ``serve --workers``)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return out
+
+
+def _tree_cpu(pid: int) -> float:
+    total = 0.0
+    for p in _descendants(pid):
+        try:
+            total += common.proc_cpu(p)
+        except OSError:
+            continue
+    return total
+
+
+def _port_run(count: int) -> int:
+    """A UDP/TCP port p with p .. p + count - 1 all free: the workers' SIP ports."""
+    for _ in range(200):
+        base = common.free_port()
+        try:
+            for p in range(base, base + count):
+                for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+                    with socket.socket(socket.AF_INET, kind) as s:
+                        s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
+class _Redis:
+    """A throw-away redis-server on a unix socket in the work directory."""
+
+    def __init__(self, workdir: Path) -> None:
+        server = shutil.which("redis-server")
+        if server is None:
+            raise RuntimeError("redis-server (Debian redis-server) not installed")
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.socket = workdir / "redis.sock"
+        self.proc = subprocess.Popen(
+            [server, "--port", "0", "--unixsocket", str(self.socket), "--save", "", "--appendonly", "no",
+             "--dir", str(workdir), "--logfile", str(workdir / "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while not self.socket.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.01)
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+async def _wait_ready(session: Any, base: str, proc: subprocess.Popen[bytes], timeout: float,
+                      workers: int = 1) -> str | None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return f"softswitch serve exited with {proc.returncode}"
+        if workers > 1 and len(_descendants(proc.pid)) < workers + 1:
+            await asyncio.sleep(0.2)
+            continue
         try:
             async with session.get(f"{base}/v1/Account/{AUTH_ID}/Call/") as resp:
                 if resp.status < 500:
@@ -115,7 +202,7 @@ async def _api_step(session: Any, base: str, hooks: _Hooks, uas: common.SippUas,
             statuses[0] = statuses.get(0, 0) + 1
         latencies.append(loop.time() - t0)
 
-    cpu0 = common.proc_cpu(pid)
+    cpu0 = _tree_cpu(pid)
     t_start = loop.time()
     tasks = []
     max_lag = 0.0
@@ -133,7 +220,7 @@ async def _api_step(session: Any, base: str, hooks: _Hooks, uas: common.SippUas,
     while loop.time() < deadline and len(hooks.hangups) - hangups0 < count:
         await asyncio.sleep(0.2)
         bar.update_to(count, answered=hooks.answered - answered0, hangups=len(hooks.hangups) - hangups0)
-    cpu = common.proc_cpu(pid) - cpu0
+    cpu = _tree_cpu(pid) - cpu0
     wall = loop.time() - t_start
     after = await asyncio.to_thread(uas.settle, base_uas, count, 8.0)
     hangups = hooks.hangups[hangups0:]
@@ -166,16 +253,45 @@ async def _api_step(session: Any, base: str, hooks: _Hooks, uas: common.SippUas,
 
 
 async def _run(args: argparse.Namespace, workdir: Path, budget: common.Budget) -> dict[str, Any]:
+    counts = list(getattr(args, "api_workers", None) or [1])
+    first: dict[str, Any] | None = None
+    by_workers = []
+    for workers in counts:
+        redis = None
+        try:
+            if workers > 1:
+                redis = _Redis(workdir / f"redis_{workers}")
+            result = await _run_one(args, workdir, budget, workers, redis.url if redis else None,
+                                    compare_ua=first is None)
+        except Exception as exc:
+            result = {"error": f"{type(exc).__name__}: {exc}", "seconds": args.api_seconds,
+                      "hold": args.hold, "steps": []}
+        finally:
+            if redis is not None:
+                redis.stop()
+        result["workers"] = workers
+        by_workers.append(result)
+        if first is None:
+            first = result
+    assert first is not None
+    if len(counts) > 1:
+        first["by_workers"] = [{"workers": r["workers"], "steps": r.get("steps", []), "error": r.get("error"),
+                                "redis": r["workers"] > 1} for r in by_workers]
+    return first
+
+
+async def _run_one(args: argparse.Namespace, workdir: Path, budget: common.Budget, workers: int,
+                   redis_url: str | None, *, compare_ua: bool) -> dict[str, Any]:
     import aiohttp
 
     hold = max(1.0, round(args.hold))
     out: dict[str, Any] = {"seconds": args.api_seconds, "hold": hold, "steps": [], "ua_steps": []}
     hooks = _Hooks(hold)
     await hooks.start()
-    sip_port, http_port = common.free_port(), common.free_port()
+    sip_port, http_port = _port_run(workers), common.free_port()
     top = max(args.api_rates)
-    rtp = common.free_range(min(12000, 2 * int(top * (hold + 3)) + 64), 20000, 32768)
-    proc = _start_server(workdir, sip_port, http_port, rtp)
+    rtp = common.free_range(min(12000, 2 * int(top * (hold + 3)) + 64 * workers), 20000, 32768)
+    proc = _start_server(workdir, sip_port, http_port, rtp, workers=workers, redis_url=redis_url)
     base = f"http://127.0.0.1:{http_port}"
     token = base64.b64encode(f"{AUTH_ID}:{AUTH_TOKEN}".encode()).decode()
     connector = aiohttp.TCPConnector(limit=200)
@@ -183,7 +299,7 @@ async def _run(args: argparse.Namespace, workdir: Path, budget: common.Budget) -
         with common.uas(workdir / "api") as server:
             async with aiohttp.ClientSession(headers={"Authorization": f"Basic {token}"},
                                      connector=connector) as session:
-                problem = await _wait_ready(session, base, proc, 20.0)
+                problem = await _wait_ready(session, base, proc, 30.0, workers)
                 if problem:
                     out["error"] = problem + f" (log: {workdir / f'serve_{http_port}.log'})"
                     return out
@@ -196,9 +312,13 @@ async def _run(args: argparse.Namespace, workdir: Path, budget: common.Budget) -
                         step = await _api_step(session, base, hooks, server, proc.pid, rate,
                                                args.api_seconds, hold, bar)
                     out["steps"].append(step)
-                    print(f"  {'ok ' if step['sustained'] else 'NO '} api        {rate:7g}/s x {args.api_seconds:g}s: "
+                    print(f"  {'ok ' if step['sustained'] else 'NO '} api x{workers}     {rate:7g}/s x {args.api_seconds:g}s: "
                           f"{step['created']} created, {step['answered']} answered, {step['hangups']} hangups, "
                           f"server CPU {step['cpu_per_call'] * 1000:.2f} ms/call, {step['verdict']}", file=sys.stderr)
+                    if not compare_ua:
+                        if not step["sustained"]:
+                            break
+                        continue
                     # The same calls through the embedded UserAgent, same media and hold.
                     ua_args = argparse.Namespace(**{**vars(args), "hold": hold, "setup_media": "full"})
                     ua_step = await asyncio.to_thread(setup_rate.run_step, "softswitch", server, rate,

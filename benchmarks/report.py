@@ -157,6 +157,32 @@ def _api(results: dict[str, Any]) -> list[str]:
             f"{s['post_p50_ms']:.1f} / {s['post_p99_ms']:.1f} | {s['cpu_per_call'] * 1000:.2f} | "
             f"{_f((s.get('ua_cpu_per_call') or 0) * 1000)} ({_ratio(s['cpu_per_call'], s.get('ua_cpu_per_call'))}) | {s['verdict']} |"
         )
+    return lines + _api_workers(api)
+
+
+def _api_workers(api: dict[str, Any]) -> list[str]:
+    """``--workers 1,2``: the same ladder per worker count; the scaling is the ratio of the
+    highest rates held."""
+    runs = api.get("by_workers") or []
+    if len(runs) < 2:
+        return []
+    lines = ["", "`serve --workers N` (N > 1: a redis-server for the shared limits and call ownership; "
+             "CPU summed over the supervisor and its workers):", "",
+             "| workers | POSTs/s | 201 | hangups | POST p50 / p99 ms | CPU ms/call | verdict |",
+             "|---:|---:|---:|---:|---:|---:|---|"]
+    best: dict[int, float] = {}
+    for run in runs:
+        if run.get("error"):
+            lines.append(f"| {run['workers']} | – | – | – | – | – | not measured: {run['error']} |")
+            continue
+        for s in run["steps"]:
+            lines.append(f"| {run['workers']} | {s['rate']:g} | {s['created']} | {s['hangups']} | "
+                         f"{s['post_p50_ms']:.1f} / {s['post_p99_ms']:.1f} | {s['cpu_per_call'] * 1000:.2f} | {s['verdict']} |")
+            if s["sustained"]:
+                best[run["workers"]] = max(best.get(run["workers"], 0.0), s["rate"])
+    if 1 in best:
+        ratios = ", ".join(f"{n} workers {rate / best[1]:.2f}x" for n, rate in sorted(best.items()) if n != 1)
+        lines += ["", f"Highest rate held: {', '.join(f'{n}: {r:g}/s' for n, r in sorted(best.items()))}; scaling: {ratios or '–'}."]
     return lines
 
 

@@ -56,6 +56,7 @@ from sip._stateless import (
     plain_response,
     response_address,
     stamp_via,
+    stateless_tag,
     targets_now,
 )
 from sip._timers import TimerHeap
@@ -136,6 +137,10 @@ class Endpoint:
             "dropped_rate_limited": 0,  # out-of-dialog requests over their source's rate
         }
         self.policy = PeerPolicy(cfg.policy)
+        #: Draining (the server stops taking calls): out-of-dialog OPTIONS and INVITEs are
+        #: answered 503 with Retry-After (RFC 3261 §21.5.4), so a load balancer probing with
+        #: OPTIONS (Kamailio's dispatcher) sends new calls elsewhere; dialogs go on.
+        self.unavailable = False
         # The owner of a client transaction: a call, a registration, or nobody.
         self._client: dict[
             tuple[str, str, str], tuple[ClientTransaction, Call | _Agent | None, str, Address]
@@ -892,6 +897,12 @@ class Endpoint:
             if self._takes_inbound(request) and self.policy.may_answer(source.address[0], now):
                 # A caller outside the allow-list is told so (403), within its answer rate.
                 refusal = plain_response(request, 403, self.config.user_agent)
+                self._transmit(refusal.serialize(), source.transport, address, source.connection)
+            return
+        if call is None and self.unavailable and request.method in ("OPTIONS", "INVITE") and not _has_to_tag(request):
+            if self._may_answer(source, now):
+                refusal = plain_response(request, 503, self.config.user_agent, to_tag=stateless_tag(request))
+                refusal.add("Retry-After", "30")
                 self._transmit(refusal.serialize(), source.transport, address, source.connection)
             return
         if call is not None or self._takes_inbound(request):

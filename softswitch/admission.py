@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import math
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -50,10 +50,11 @@ class Gate:
     continuously; time is passed in, so the arithmetic is testable without sleeping.
     """
 
-    def __init__(self, account: AccountLimits, now: float) -> None:
+    def __init__(self, account: AccountLimits, now: float, *, shared: bool = False) -> None:
         self.account = account
-        #: cps <= 0 means unlimited (config: "0 = unlimited").
-        self.unlimited = float(account.cps) <= 0
+        #: cps <= 0 means unlimited (config: "0 = unlimited"); with a shared limiter the
+        #: bucket that counts is the shared one (:class:`Admission` ``shared``).
+        self.unlimited = float(account.cps) <= 0 or shared
         self.rate = max(float(account.cps), 0.001)
         self.capacity = max(1.0, float(account.cps))
         self.tokens = self.capacity
@@ -88,13 +89,24 @@ class Gate:
 #: ``(gate, call)``: start an admitted call (the gate's ``active`` is already counted).
 Starter = Callable[[Gate, "Call"], None]
 
+#: ``(account, calls) -> seconds``: take a token and a concurrency slot per call from limits
+#: shared with other workers (``softswitch.cluster``); 0.0 taken, else how long to wait
+#: (``inf``: no slot free until a call ends somewhere).
+SharedTake = Callable[[AccountLimits, Sequence["Call"]], Awaitable[float]]
+
+#: How often a queue waiting for a shared concurrency slot looks again (a call ending on
+#: another worker wakes nothing here).
+SHARED_SLOT_POLL_S = 0.2
+
 
 class Admission:
     """The gates of all accounts, the queue totals, and one dispatch task per account."""
 
     def __init__(self, start: Starter, *, max_concurrent: int, max_queue: int,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], shared: SharedTake | None = None) -> None:
         self._start = start
+        #: Limits shared with other workers; the local gates then count concurrency only.
+        self.shared = shared
         self.max_concurrent = max_concurrent
         self.max_queue = max_queue
         self.clock = clock
@@ -106,7 +118,7 @@ class Admission:
     def gate(self, account: AccountLimits) -> Gate:
         gate = self.gates.get(account.auth_id)
         if gate is None:
-            gate = Gate(account, self.clock())
+            gate = Gate(account, self.clock(), shared=self.shared is not None)
             self.gates[account.auth_id] = gate
             gate.task = asyncio.get_running_loop().create_task(
                 self._dispatch_loop(gate), name=f"dispatch-{account.auth_id}"
@@ -123,6 +135,18 @@ class Admission:
         if not immediate and self.queued_total + n > self.max_queue:
             raise QueueFull("too many queued calls; retry later")
         return immediate
+
+    async def check_shared(self, account: AccountLimits, calls: Sequence[Call], immediate: bool) -> bool:
+        """With shared limits: whether the calls :meth:`check` let start now also get their
+        shared tokens and slots (taken when they do); False queues them, within the queue's
+        bound (:class:`QueueFull` beyond it)."""
+        if not immediate or self.shared is None:
+            return immediate
+        if await self.shared(account, calls) == 0.0:
+            return True
+        if self.queued_total + len(calls) > self.max_queue:
+            raise QueueFull("too many queued calls; retry later")
+        return False
 
     def admit(self, account: AccountLimits, calls: Sequence[Call], immediate: bool) -> None:
         """Start ``calls`` now (``immediate``, as :meth:`check` said) or queue them."""
@@ -178,7 +202,14 @@ class Admission:
                 gate.wake.clear()
                 await gate.wake.wait()
                 continue
-            wait = gate.take(self.clock())
+            if self.shared is not None:
+                head = gate.pending[0]
+                wait = await self.shared(gate.account, [head])
+                if wait == 0.0 and (not gate.pending or gate.pending[0] is not head):
+                    continue  # withdrawn while we asked: its slot goes with its end
+                wait = min(wait, SHARED_SLOT_POLL_S)
+            else:
+                wait = gate.take(self.clock())
             if wait > 0:
                 gate.wake.clear()
                 with contextlib.suppress(TimeoutError):

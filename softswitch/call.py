@@ -28,7 +28,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -127,6 +127,8 @@ class CallManager:
         scheduler: Scheduler | None = None,
         data_dir: str | os.PathLike[str] | None = None,
         public_url: str | None = None,
+        cluster: Any = None,
+        gateway_limits: Mapping[str, tuple[float, int]] | None = None,
     ) -> None:
         self.store = store
         self.outbox = outbox
@@ -144,8 +146,17 @@ class CallManager:
         self.clock = clock
         #: Runs the per-call timers (time_limit, hangup_on_ring); a fake one in unit tests.
         self.scheduler: Scheduler = scheduler or LoopScheduler()
+        #: Per gateway name: (calls per second, calls at once), 0 = no limit (``Gateway.cps``,
+        #: ``Gateway.max_concurrent``); shared across workers through ``cluster``.
+        self.gateway_limits: dict[str, tuple[float, int]] = dict(gateway_limits or {})
+        self._gateway_gates: dict[str, Gate] = {}
+        self._gateway_held: dict[str, str] = {}  #: call uuid -> gateway whose slot it holds
+        #: The workers' shared state (``softswitch.cluster.Cluster``; None: one process):
+        #: the account limits count across workers and every live call is owned there.
+        self.cluster = cluster
         self.admission = Admission(self._start, max_concurrent=max_concurrent,
-                                   max_queue=max_queue, clock=clock)
+                                   max_queue=max_queue, clock=clock,
+                                   shared=self._take_shared if cluster is not None else None)
         self.runner = ApplicationRunner(self)
         self.live_ops = LiveOps(self)
         #: The call application hook: the XML interpreter (:meth:`run_xml`) plugs in here.
@@ -218,9 +229,10 @@ class CallManager:
             )
             for dest in spec.destinations
         ]
+        immediate = await self.admission.check_shared(account, calls, immediate)
         for call in calls:
             await _maybe_await(self.store.insert_call(self._initial_record(call)))
-            self.table.add(call)
+            await self._track(call)
         self.admission.admit(account, calls, immediate)
         return AdmitResult(
             request_uuids=tuple(c.request_uuid for c in calls),
@@ -240,12 +252,54 @@ class CallManager:
                         to=spec.destinations[0], dialect=self.dialect_of(spec.dialect))
             call.fork = fork
             fork.members.append(call)
+        immediate = await self.admission.check_shared(account, fork.members, immediate)
         for call in fork.members:
             await _maybe_await(self.store.insert_call(self._initial_record(call)))
-            self.table.add(call)
+            await self._track(call)
         self.admission.admit(account, fork.members, immediate)
         return AdmitResult(request_uuids=(fork.request_uuid,), call_uuids=tuple(c.call_uuid for c in fork.members),
                            queued=not immediate)
+
+    async def _track(self, call: Call) -> None:
+        """A new live call: in the table, and owned by this worker in the cluster (so that a
+        control request reaching another worker is forwarded here)."""
+        self.table.add(call)
+        if self.cluster is not None:
+            try:
+                await self.cluster.own(call.call_uuid, call.request_uuid)
+            except Exception as exc:  # Redis away: the call still runs here
+                log.warning("call %s: could not record its ownership: %s", call.call_uuid, exc)
+
+    def _untrack(self, call: Call) -> None:
+        self.table.forget(call)
+        if self.cluster is not None:
+            uids = [call.call_uuid]
+            if self.live_by_request(call.account.auth_id, call.request_uuid) is None:
+                uids.append(call.request_uuid)  # a fork's other members still hold it
+            self.spawn(self._disown(uids), f"disown-{call.call_uuid}")
+
+    async def _disown(self, uids: Sequence[str]) -> None:
+        try:
+            await self.cluster.disown(*uids)
+        except Exception as exc:  # the lease runs out by itself
+            log.warning("could not release calls %s in the cluster: %s", ", ".join(uids), exc)
+
+    async def _take_shared(self, account: AccountLimits, calls: Sequence[Call]) -> float:
+        """The account's limits across workers (:class:`softswitch.cluster.Slot`)."""
+        from .cluster import Slot
+
+        slot = Slot(f"account:{account.auth_id}", float(account.cps), int(account.max_concurrent))
+        try:
+            wait: float = await self.cluster.take([slot], [c.call_uuid for c in calls])
+            # A queued call cancelled while its slot was being taken: give the slot back now
+            # (its own end may have released before the take landed).
+            over = [c.call_uuid for c in calls if c.finished.is_set()]
+            if wait == 0.0 and over:
+                await self.cluster.disown(*over)
+        except Exception as exc:  # Redis away: this worker's own limits only
+            log.warning("shared limits unavailable (%s); admitting on local limits", exc)
+            return 0.0
+        return wait
 
     def _initial_record(self, call: Call) -> dict[str, Any]:
         spec = call.spec
@@ -330,7 +384,7 @@ class CallManager:
         except Exception:
             leg.reject(500)
             raise
-        self.table.add(call)
+        await self._track(call)
         call.task = asyncio.get_running_loop().create_task(
             self._guarded(call, self._run_inbound(call, leg)), name=f"call-{call.call_uuid}"
         )
@@ -377,6 +431,7 @@ class CallManager:
                 return
             if await self._attempt(call, attempt, last=last):
                 break
+            self._release_gateway(call)
         if not call.finished.is_set():  # the stream ended without Terminated: close the record
             end = CallEnd(causes.NORMAL_UNSPECIFIED, HangupSource.UNKNOWN, answered=call.answered_at is not None)
             await self._finish(call, end)
@@ -393,6 +448,15 @@ class CallManager:
                 return False
             await self._finish(call, CallEnd(attempt.fail_cause, HangupSource.ERROR, EndReason.INVALID_DESTINATION),
                                error=f"attempt not placed: {attempt.fail_cause}")
+            return True
+        ring_timeout = attempt.ring_timeout if attempt.ring_timeout is not None else spec.timers.ring_timeout
+        if attempt.gateway in self.gateway_limits and not await self._take_gateway(call, attempt.gateway, ring_timeout):
+            cause = causes.SWITCH_CONGESTION
+            if not last and not self._failover_stops(call, cause):
+                log.info("call %s: gateway %s at its limit; next attempt", call.call_uuid, attempt.gateway)
+                return False
+            await self._finish(call, CallEnd(cause, HangupSource.ERROR),
+                               error=f"gateway {attempt.gateway} at its limit")
             return True
         kwargs: dict[str, Any] = {
             "from_user": spec.from_,
@@ -448,6 +512,55 @@ class CallManager:
                 await self._on_terminated(call, ev)
                 return True
         return True
+
+    async def _take_gateway(self, call: Call, name: str, within: float) -> bool:
+        """A slot of gateway ``name`` for ``call``: a token of its calls-per-second bucket,
+        waited for at most ``within`` seconds, and one of its concurrent calls (none free:
+        False at once). Across workers through the cluster, else in this process."""
+        cps, most = self.gateway_limits[name]
+        deadline = self.clock() + within
+        while True:
+            if self.cluster is not None:
+                from .cluster import Slot
+
+                try:
+                    wait = await self.cluster.take([Slot(f"gateway:{name}", cps, most if most > 0 else -1)],
+                                                   [call.call_uuid])
+                except Exception as exc:  # Redis away: the trunk is not held back
+                    log.warning("gateway %s: shared limits unavailable (%s)", name, exc)
+                    wait = 0.0
+            else:
+                gate = self._gateway_gates.get(name)
+                if gate is None:
+                    gate = self._gateway_gates[name] = Gate(AccountLimits(name, "", cps, most), self.clock())
+                if most > 0 and gate.active >= most:
+                    wait = math.inf
+                else:
+                    wait = gate.take(self.clock())
+                    if wait == 0.0:
+                        gate.active += 1
+            if wait == 0.0:
+                self._gateway_held[call.call_uuid] = name
+                return True
+            if math.isinf(wait) or self.clock() + wait > deadline or call.local_end is not None:
+                return False
+            await asyncio.sleep(wait)  # until the bucket holds a token again
+
+    def _release_gateway(self, call: Call) -> None:
+        """The gateway slot ``call`` holds, if any, is free again (attempt over, call over)."""
+        name = self._gateway_held.pop(call.call_uuid, None)
+        if name is None:
+            return
+        if self.cluster is not None:
+            self.spawn(self._release_shared(f"gateway:{name}", call.call_uuid), f"gateway-release-{call.call_uuid}")
+        else:
+            self._gateway_gates[name].active -= 1
+
+    async def _release_shared(self, key: str, uid: str) -> None:
+        try:
+            await self.cluster.release(key, [uid])
+        except Exception as exc:  # its lease runs out by itself
+            log.warning("could not release %s of call %s: %s", key, uid, exc)
 
     @staticmethod
     def _failover_stops(call: Call, cause: str) -> bool:
@@ -597,9 +710,11 @@ class CallManager:
         except Exception:
             log.exception("call %s: could not store the final record", call.call_uuid)
         self._drop_dialog(call)
+        self._release_gateway(call)
         self._notify(call, CallbackEvent.HANGUP)
         self.table.forget(call)
         self.observe("call_ended", call, end)
+        self._untrack(call)
         # The application may still be unwinding from its cancellation: release after it.
         app = call.app_task
         if app is None or app.done():

@@ -195,6 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--cps", type=float, metavar="N", help="calls per second per account (0 = unlimited)")
     serve.add_argument("--max-concurrent", type=int, metavar="N", help="live calls at most")
     serve.add_argument("--base-url", metavar="URL", help="public URL of the API (recording links)")
+    serve.add_argument("--workers", type=int, metavar="N",
+                       help="worker processes: SIP port and RTP slice each, one shared HTTP port "
+                            "(default: one per core with a shared store and Redis, else 1)")
+    serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by the supervisor
 
     call = sub.add_parser("call", help="place one call and report its progress")
     call.add_argument("target", help="sip:/sips: URI, user@host, or a number (routed via --gateway)")
@@ -256,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "call":
         return _run_call(args, parser)
     if args.command == "serve":
-        return _run_serve(args)
+        return _run_serve(args, argv)
     if args.command == "campaign":
         from softswitch.campaign import run_campaign
 
@@ -278,7 +282,7 @@ def _run_bench(args: Sequence[str]) -> int:
 # ---------------------------------------------------------------------------- serve
 
 
-def _run_serve(args: argparse.Namespace) -> int:
+def _run_serve(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     from softswitch.config import ConfigError, load_config
 
     overrides: dict[str, object] = {}
@@ -290,6 +294,8 @@ def _run_serve(args: argparse.Namespace) -> int:
         overrides["rtp_ports"] = f"{args.rtp_ports[0]}-{args.rtp_ports[1]}"
     if args.db is not None:
         overrides["db_path"] = args.db
+    if args.workers is not None:
+        overrides["workers"] = args.workers
     for flag, key in (("shutdown_mode", "shutdown_mode"), ("drain_timeout", "drain_timeout_s"),
                       ("cps", "limits.cps"), ("max_concurrent", "limits.max_concurrent"), ("base_url", "base_url")):
         value = getattr(args, flag)
@@ -302,9 +308,21 @@ def _run_serve(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     from softswitch.server import run_server
     from softswitch.store import DatabaseInUse
+    from softswitch.workers import default_workers, supervise, worker_config
 
+    count = default_workers(config)
+    worker: tuple[int, int] | None = None
+    if args.worker_index is not None:
+        worker = (args.worker_index, count)
+        try:
+            config = worker_config(config, args.worker_index, count)
+        except ValueError as exc:
+            print(f"softswitch serve: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    elif count > 1:
+        return supervise(argv, config, count)
     try:
-        return run_server(config) or 0
+        return run_server(config, worker=worker) or 0
     except DatabaseInUse as exc:
         print(f"softswitch serve: refusing to start: {exc}", file=sys.stderr)
         return EXIT_DATABASE_IN_USE

@@ -9,6 +9,15 @@ SIGTERM/SIGINT and shuts it down gracefully:
    or hang them up at once (``'hangup'``); whatever is left after the drain is hung up;
 3. close the HTTP server, flush the webhook outbox (pending callbacks stay in the store
    and are retried by the next start), close the user agent and the store.
+
+SIGUSR1 drains: the same stop in ``drain`` mode, announced to SIP first (OPTIONS and new
+INVITEs answered 503, so a dispatcher in front sends calls elsewhere); the process exits 0.
+
+As one of several workers (``serve --workers N``, :mod:`softswitch.workers`) the HTTP port is
+shared (``SO_REUSEPORT``); with ``redis_url`` the account limits are shared
+(:mod:`softswitch.cluster`), each live call is owned by its worker, and an API request about a
+call another worker holds is forwarded to it through Redis and run there on a private
+loopback listener (the answer comes back as that worker gave it).
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ from sip import causes
 
 from .api import callapi
 from .api import ops as ops_page
+from .api.callapi.codes import call_uuid_of
 from .api.http import OPS_KEY, AuthThrottle, create_app, recording_url_signer
 from .api.legacy import LegacyDialect
 from .api.legacy.routes import http_dialect as legacy_http
@@ -154,9 +164,17 @@ class Server:
     #: How long a start waits for the callees of calls a crash left up to answer our BYE.
     recovery_bye_timeout_s = 4.0
 
-    def __init__(self, config: Any, *, dialer: Any = None) -> None:
+    #: Header marking a request forwarded from another worker (never forwarded again).
+    forwarded_header = "X-Softswitch-Forwarded"
+
+    def __init__(self, config: Any, *, dialer: Any = None, worker: tuple[int, int] | None = None) -> None:
         self.config = config
         self._dialer = dialer
+        #: ``(index, count)`` as one of ``serve --workers``; None: the only process.
+        self.worker = worker
+        self.cluster: Any = None  #: ``softswitch.cluster.Cluster`` with ``redis_url``
+        self.private_port: int | None = None  #: loopback listener running forwarded requests
+        self._client: Any = None
         self.store: Any = None
         self.outbox: Any = None
         self.ua: Any = None
@@ -222,6 +240,17 @@ class Server:
         self.interrupted = len(interrupted)
         if interrupted:
             log.warning("%d call(s) left live by the previous run were closed", len(interrupted))
+        if getattr(cfg, "redis_url", None):
+            from .cluster import Cluster
+            from .workers import worker_id
+
+            self.cluster = Cluster(cfg.redis_url, worker_id(cfg, self.worker[0] if self.worker else 0))
+            await self.cluster.start()
+            self.cluster.on_control = self._run_forwarded
+            # The calls this worker's previous run left live are over: their ownership and
+            # account slots go now rather than when their lease runs out.
+            for account_id, call_uuid in interrupted:
+                await self.cluster.forget(f"account:{account_id}", call_uuid)
         self.manager = CallManager(
             self.store,
             self.outbox,
@@ -234,6 +263,9 @@ class Server:
             answer_url_deadline_s=cfg.answer_url_deadline_s,
             data_dir=cfg.data_dir,
             public_url=cfg.base_url,
+            cluster=self.cluster,
+            gateway_limits={gw.name: (float(gw.cps), int(gw.max_concurrent)) for gw in cfg.gateways
+                            if gw.cps > 0 or gw.max_concurrent > 0},
         )
         self.ops = Operations(self.manager, store=self.store, outbox=self.outbox)
         self.ops.attach(dialer)
@@ -264,6 +296,7 @@ class Server:
             body_timeout_s=cfg.http.body_timeout_s,
             auth_throttle=AuthThrottle(cfg.http.auth_fail_limit, cfg.http.auth_fail_window_s),
             fetch_policy=self.fetch_policy,
+            forward=self._forward if self.cluster is not None else None,
         )
         app[OPS_KEY] = self.ops
         app.router.add_get("/health", self._health)
@@ -275,8 +308,17 @@ class Server:
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0,
                                     keepalive_timeout=cfg.http.header_timeout_s)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, cfg.http_host, cfg.http_port)
+        # Workers share the port: the kernel spreads connections over them (SO_REUSEPORT).
+        site = web.TCPSite(self.runner, cfg.http_host, cfg.http_port, reuse_port=True if self.worker is not None else None)
         await site.start()
+        if self.cluster is not None:
+            import aiohttp
+
+            private = web.TCPSite(self.runner, "127.0.0.1", 0)
+            await private.start()
+            private_server = getattr(private, "_server", None)
+            self.private_port = private_server.sockets[0].getsockname()[1] if private_server else None
+            self._client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         server = getattr(site, "_server", None)
         sockets = getattr(server, "sockets", None) or []
         self.http_port = sockets[0].getsockname()[1] if sockets else cfg.http_port
@@ -306,6 +348,79 @@ class Server:
             len(orphans), answered,
         )
 
+    # --- several workers: live-call requests run where the call lives ------------------
+
+    def _call_in_path(self, request: web.Request) -> str | None:
+        info = request.match_info
+        uid = info.get("call_uuid") or info.get("request_uuid")
+        if uid is None and "call_sid" in info:
+            uid = call_uuid_of(info["call_sid"].removesuffix(".json"))
+        return uid
+
+    async def _call_in_form(self, request: web.Request) -> str | None:
+        """The legacy API names the call in its form body (``CallUUID``/``RequestUUID``)."""
+        if request.method != "POST" or request.content_type != "application/x-www-form-urlencoded":
+            return None
+        try:
+            form = await request.post()  # cached: the handler reads the same form
+        except Exception:
+            return None
+        value = form.get("CallUUID") or form.get("RequestUUID")
+        return value if isinstance(value, str) and value else None
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse | None:
+        """A request naming a call this worker does not hold but another does: run it there
+        (``softswitch.cluster`` control stream) and answer what that worker answered."""
+        if self.cluster is None or self.manager is None or self.forwarded_header in request.headers:
+            return None
+        uid = self._call_in_path(request) or await self._call_in_form(request)
+        if uid is None or uid in self.manager.calls or uid in self.manager.by_request:
+            return None
+        try:
+            owner = await self.cluster.owner(uid)
+            # A dead owner (its lease gone) cannot answer: answered here (not live: 404).
+            if owner is None or owner == self.cluster.worker_id or not await self.cluster.alive(owner):
+                return None
+        except Exception as exc:  # Redis away: this worker answers for what it holds
+            log.warning("%s %s: cluster lookup failed: %s", request.method, request.path, exc)
+            return None
+        import base64
+
+        body = await request.read()
+        payload = {
+            "method": request.method,
+            "path": request.path_qs,
+            "headers": {k: v for k, v in request.headers.items()
+                        if k.lower() in ("authorization", "content-type", "accept")},
+            "body": base64.b64encode(body).decode(),
+        }
+        try:
+            answer = await self.cluster.forward(owner, payload)
+        except Exception as exc:  # ControlTimeout, or Redis away
+            log.warning("%s %s: worker %s holding call %s did not answer: %s",
+                        request.method, request.path, owner, uid, exc)
+            return None  # answered here: the call is not live on this worker (404)
+        if "error" in answer:
+            return None
+        return web.Response(status=int(answer["status"]), body=base64.b64decode(answer["body"]),
+                            headers={k: v for k, v in answer.get("headers", {}).items()})
+
+    async def _run_forwarded(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Run a request another worker forwarded, on the private loopback listener."""
+        import base64
+
+        if self._client is None or self.private_port is None:
+            raise RuntimeError("not serving HTTP yet")
+        headers = dict(payload.get("headers", {}))
+        headers[self.forwarded_header] = self.cluster.worker_id
+        async with self._client.request(
+            payload["method"], f"http://127.0.0.1:{self.private_port}{payload['path']}",
+            headers=headers, data=base64.b64decode(payload.get("body", "")),
+        ) as resp:
+            body = await resp.read()
+            kept = {k: v for k, v in resp.headers.items() if k.lower() in ("content-type", "allow", "retry-after")}
+            return {"status": resp.status, "headers": kept, "body": base64.b64encode(body).decode()}
+
     async def _health(self, request: web.Request) -> web.Response:
         """``GET /health``: dialect-neutral liveness, the gateways' registrations (``state``:
         registered, registering, failed, unregistering, unregistered) and the health their
@@ -313,7 +428,8 @@ class Server:
         registrations = getattr(self.ua, "registrations", None)
         pings = getattr(self.ua, "gateways", None)
         return web.json_response({
-            "status": "ok",
+            "status": "draining" if self._stopped else "ok",
+            "worker": self.cluster.worker_id if self.cluster is not None else None,
             "registrations": registrations() if callable(registrations) else [],
             "gateways": pings() if callable(pings) else [],
         })
@@ -358,6 +474,7 @@ class Server:
         cfg = self.config
         mode = mode or cfg.shutdown_mode
         drain = cfg.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
+        self.set_unavailable()
         if self.manager is not None:
             self.manager.accepting = False
             try:
@@ -366,8 +483,13 @@ class Server:
                 log.exception("call manager shutdown failed")
         if self.ops is not None:
             await self.ops.stop()  # also ends the page's event streams
+        if self._client is not None:
+            await self._client.close()
         if self.runner is not None:
             await self.runner.cleanup()
+        if self.cluster is not None:
+            with contextlib.suppress(Exception):
+                await self.cluster.close()
         if self.outbox is not None:
             try:
                 await self.outbox.close(drain)
@@ -379,6 +501,17 @@ class Server:
         if self.store is not None:
             self.store.close()
 
+    def set_unavailable(self) -> None:
+        """Tell SIP peers we take no new calls: OPTIONS and out-of-dialog INVITEs get 503."""
+        endpoint = getattr(getattr(self.ua, "sip", None), "endpoint", None)
+        if endpoint is not None:
+            endpoint.unavailable = True
+
+    async def drain(self) -> None:
+        """SIGUSR1: stop taking calls (SIP 503, API 503), let live calls finish (at most
+        ``drain_timeout_s``, then they are hung up), then stop."""
+        await self.stop("drain")
+
     async def __aenter__(self) -> Server:
         await self.start()
         return self
@@ -388,15 +521,23 @@ class Server:
 
 
 async def serve(config: Any, *, stop: asyncio.Event | None = None, ready: asyncio.Event | None = None,
-                dialer: Any = None) -> None:
-    """Run a :class:`Server` until SIGTERM/SIGINT (or ``stop`` is set), then shut down gracefully."""
-    server = Server(config, dialer=dialer)
+                dialer: Any = None, worker: tuple[int, int] | None = None) -> None:
+    """Run a :class:`Server` until SIGTERM/SIGINT (or ``stop`` is set), then shut down
+    gracefully; SIGUSR1 drains (:meth:`Server.drain`)."""
+    server = Server(config, dialer=dialer, worker=worker)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     installed = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    draining: list[bool] = []
+
+    def drain() -> None:
+        draining.append(True)
+        server.set_unavailable()  # at once: the next OPTIONS probe already gets 503
+        stop.set()
+
+    for sig, action in ((signal.SIGTERM, stop.set), (signal.SIGINT, stop.set), (signal.SIGUSR1, drain)):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, action)
             installed.append(sig)
     try:
         await server.start()
@@ -413,14 +554,14 @@ async def serve(config: Any, *, stop: asyncio.Event | None = None, ready: asynci
         if ready is not None:
             ready.set()
         await stop.wait()
-        print("softswitch: shutting down", file=sys.stderr, flush=True)
+        print("softswitch: draining" if draining else "softswitch: shutting down", file=sys.stderr, flush=True)
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
-        await server.stop()
+        await server.stop("drain" if draining else None)
 
 
-def run_server(config: Any) -> int:
+def run_server(config: Any, *, worker: tuple[int, int] | None = None) -> int:
     """Blocking entry point for the CLI: run :func:`serve`; exit status 0 after a clean stop."""
-    asyncio.run(serve(config))
+    asyncio.run(serve(config, worker=worker))
     return 0

@@ -195,6 +195,11 @@ class HttpDialect:
 
 
 DIALECTS_KEY: web.AppKey[tuple[HttpDialect, ...]] = web.AppKey("dialects", tuple)
+#: ``request -> response | None``: with several workers, a request about a live call another
+#: worker holds is answered by that worker (``softswitch.server`` builds it over
+#: ``softswitch.cluster``); None: this worker handles it.
+Forwarder = Callable[[web.Request], Awaitable[web.StreamResponse | None]]
+FORWARD_KEY: web.AppKey[Forwarder] = web.AppKey("forward", object)  # type: ignore[arg-type]
 
 
 def _owner(request: web.Request) -> HttpDialect:
@@ -254,6 +259,17 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return _owner(request).error_response(500, "internal server error", request_id)
+
+
+@web.middleware
+async def _forward(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Run the request where its call lives (:data:`FORWARD_KEY`), else here."""
+    forward = request.app.get(FORWARD_KEY)
+    if forward is not None:
+        response = await forward(request)
+        if response is not None:
+            return response
+    return await handler(request)
 
 
 async def _close_after(request: web.Request, resp: web.StreamResponse) -> web.StreamResponse:
@@ -577,11 +593,14 @@ def create_app(
     body_timeout_s: float = 30.0,
     auth_throttle: AuthThrottle | None = None,
     fetch_policy: FetchPolicy | None = None,
+    forward: Forwarder | None = None,
 ) -> web.Application:
     """The aiohttp application over a :class:`CallManager` and a ``CallStore``, serving
     ``dialects`` (default: Plivo v1)."""
     mounted = tuple(dialects or _default_dialects())
-    app = web.Application(middlewares=[_errors], client_max_size=4 * 1024 * 1024)
+    app = web.Application(middlewares=[_errors, _forward], client_max_size=4 * 1024 * 1024)
+    if forward is not None:
+        app[FORWARD_KEY] = forward
     app[MANAGER_KEY] = manager
     app[STORE_KEY] = store
     app[BULK_MAX_KEY] = bulk_max

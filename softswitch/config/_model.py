@@ -75,6 +75,13 @@ class Gateway:
     tls_server_name: str | None = None
     """With ``transport = "tls"``: the name the trunk's certificate must carry (and SNI), when
     it is not ``host`` (e.g. ``host`` is an address). Default: ``host``."""
+    cps: float = 0.0
+    """New calls per second through this trunk (0 = no limit); across workers with a
+    ``redis_url``. A call over it waits for a token (within its ring timeout)."""
+    max_concurrent: int = 0
+    """Calls up at once through this trunk (0 = no limit); across workers with a
+    ``redis_url``. A call over it fails over to its next gateway, else ends
+    SWITCH_CONGESTION."""
 
     def __post_init__(self) -> None:
         # One list is the source of truth; ``prefix`` stays as the first entry for readers
@@ -277,6 +284,15 @@ class Config:
     maps each transport to its own public address). SDP still carries ``public_host``."""
     public_host_tcp: str | None = None
     """The same for SIP over TCP."""
+    workers: int = 0
+    """Worker processes of ``serve`` (``--workers``): worker ``i`` takes SIP port
+    ``sip_port + i`` and the ``i``-th slice of the RTP range, all share the HTTP port
+    (``SO_REUSEPORT``). 0 = one per core with a shared store and a ``redis_url``, else 1."""
+    redis_url: str | None = None
+    """Redis shared by the workers (``redis://host:6379/0``, ``unix:///run/redis.sock``):
+    per-account calls-per-second and concurrency limits across workers, live-call ownership,
+    and live-call control forwarded to the worker that holds the call. None: one process,
+    everything in memory."""
 
     @property
     def http_base_url(self) -> str:

@@ -69,6 +69,10 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("rtp_ports", "the range must hold at least one RTP/RTCP pair")
     if not cfg.db_path:
         raise ConfigError("db_path", "empty")
+    if cfg.workers < 0:
+        raise ConfigError("workers", "must be >= 0 (0 = automatic)")
+    if cfg.redis_url is not None and not cfg.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("redis_url", f"must start with redis://, rediss:// or unix://, got {cfg.redis_url!r}")
     if cfg.base_url is not None and not cfg.base_url.startswith(("http://", "https://")):
         raise ConfigError("base_url", f"must start with http:// or https://, got {cfg.base_url!r}")
     if cfg.shutdown_mode not in SHUTDOWN_MODES:
@@ -137,6 +141,10 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"{key}.username", "required when register = true")
         if not 0 <= gw.ping <= 3600:
             raise ConfigError(f"{key}.ping", f"{gw.ping} out of range 0-3600 (0 = no pings)")
+        if gw.cps < 0:
+            raise ConfigError(f"{key}.cps", "must be >= 0 (0 = no limit)")
+        if gw.max_concurrent < 0:
+            raise ConfigError(f"{key}.max_concurrent", "must be >= 0 (0 = no limit)")
         if not 1 <= gw.register_expires <= 86400:
             raise ConfigError(f"{key}.register_expires", f"{gw.register_expires} out of range 1-86400")
         for p in gw.prefixes:

@@ -288,3 +288,34 @@ async def test_fork_first_answer_wins_a_late_2xx_is_byed_and_reject_causes_end_f
     assert {r["request_uuid"] for r in rows} == set(result.request_uuids)
     assert m.live_by_request(ACCOUNT.auth_id, result.request_uuids[0]).leg is winner  # the one still up
     await m.shutdown("hangup", 0.1)
+
+
+async def test_a_gateway_at_its_concurrency_limit_fails_over_then_congests() -> None:
+    """``Gateway.max_concurrent``: a call over it goes to its next gateway; with none left it
+    ends SWITCH_CONGESTION without an INVITE; a call ending frees its slot."""
+    from dataclasses import replace
+
+    from softswitch.model import DialAttempt
+
+    dialer, store, outbox = FakeDialer(), FakeStore(), FakeOutbox()
+    m = CallManager(store, outbox, dialer, dialect=PlivoDialect(), accounts=[ACCOUNT],
+                    scheduler=FakeScheduler(), gateway_limits={"gw1": (0.0, 1)})
+    both = replace(_spec(), attempts=(DialAttempt("gw1", 10), DialAttempt("gw2", 10)))
+    only = replace(_spec(), attempts=(DialAttempt("gw1", 10),))
+    await m.admit(ACCOUNT, both)
+    await _settle()
+    await m.admit(ACCOUNT, both)
+    await _settle()
+    assert [kw["gateway"] for _, kw in dialer.dialed] == ["gw1", "gw2"]
+    third = await m.admit(ACCOUNT, only)
+    await _settle()
+    assert len(dialer.dialed) == 2
+    row = store.rows[third.call_uuids[0]]
+    assert row["hangup_cause_code"] is not None and "SWITCH_CONGESTION" in str(row["extra"])
+    dialer.legs[0].emit(Answered(0.0))
+    dialer.legs[0].emit(Terminated(0.0, causes.NORMAL_CLEARING, None, "BYE", "callee"))
+    await _settle()
+    await m.admit(ACCOUNT, only)
+    await _settle()
+    assert [kw["gateway"] for _, kw in dialer.dialed] == ["gw1", "gw2", "gw1"]
+    await m.shutdown("hangup", 0.1)
