@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urljoin
 
-from softswitch.app.control import CallControl, CallHungUp, FetchError
+from softswitch.app.control import CallControl, CallHungUp, ConferenceControl, FetchError
 from softswitch.app.document import (
     CAUSE_FETCH_FAILED,
     CAUSE_INVALID_XML,
@@ -60,6 +60,8 @@ from softswitch.app.sources import (
 from softswitch.app.verbs import (
     DTMF,
     MAX_LOOPS,
+    Conference,
+    ConferenceEvent,
     Dial,
     Document,
     GetDigits,
@@ -151,7 +153,9 @@ class Application:
         self.recording_url_base = recording_url_base.rstrip("/")
         #: Where ``<Record>`` writes (default ``<data_dir>/recordings``) and how the URL of a
         #: recording named ``<id>.<format>`` is made (default ``<base>/<name>``).
-        self.recordings_dir = Path(recordings_dir) if recordings_dir is not None else self.data_dir / "recordings"
+        self.recordings_dir = (
+            Path(recordings_dir) if recordings_dir is not None else self.data_dir / "recordings"
+        )
         self.recording_url = recording_url or (lambda name: f"{self.recording_url_base}/{name}")
         self.max_redirects = max_redirects
         self.max_documents = max_documents
@@ -334,6 +338,8 @@ class Application:
                 return await self._record(verb)
             case Dial():
                 return await self._dial(verb)
+            case Conference():
+                return await self._conference(verb)
             case PreAnswer():
                 if self.call.answered:
                     # Outbound calls are answered before their XML runs: nothing to pre-answer.
@@ -553,6 +559,40 @@ class Application:
                 _put(params, key, uid)
             elif uid and key is not None:
                 _put(params, key, names.call_id(uid))
+        return self._after(verb.action, verb.method, params, verb.redirect)
+
+    async def _conference(self, verb: Conference) -> _Outcome:
+        self._progress = True
+        if not isinstance(self.call, ConferenceControl):
+            raise XmlAppError("not supported on this call", element="Conference")
+        names = self._result_names()
+        callback = self._ref(verb.callback_url) if verb.callback_url else None
+
+        def on_event(event: ConferenceEvent) -> None:
+            if callback is None or names.conference_params is None:
+                return
+            extra = names.conference_params(event)
+            if extra is not None:
+                params = self.call.base_params()
+                params.update(extra)
+                self.call.notify(callback, verb.callback_method, params)
+
+        def record_path(fmt: str) -> tuple[str, str, str]:
+            recording_id = str(uuid.uuid4())
+            self.recordings_dir.mkdir(parents=True, exist_ok=True)
+            name = f"{recording_id}.{fmt}"
+            return str(self.recordings_dir / name), self.recording_url(name), recording_id
+
+        async def sound(url: str) -> Any:
+            return await self._file_source(await self.media_cache.path_for(self._ref(url)))
+
+        result = await self.call.conference(
+            verb, on_event=on_event, record_path=record_path, sound=sound
+        )
+        if verb.action is None or names.conference_params is None:
+            return None
+        params = self.call.base_params()
+        params.update(names.conference_params(result) or {})
         return self._after(verb.action, verb.method, params, verb.redirect)
 
 
