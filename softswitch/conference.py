@@ -403,6 +403,38 @@ class Conferences:
         for room in list(self._rooms.values()):
             room.end("shutdown")
 
+    # --- what the conference APIs do (dialect-neutral) ----------------------------------------
+
+    async def play_url(self, room: Room, members: list[Member] | None, path: str) -> list[str]:
+        """Play a fetched file (``path``) to the room, or to each member given."""
+        from media.play import FileSource  # noqa: PLC0415
+
+        if members is None:
+            source = await asyncio.to_thread(FileSource, path, loop=1)
+            return room.play(source)
+        sources = [await asyncio.to_thread(FileSource, path, loop=1) for _ in members]
+        it = iter(sources)
+        return room.play(lambda: next(it), members)
+
+    async def speak(
+        self, room: Room, members: list[Member] | None, text: str, voice: str, tts: Any
+    ) -> list[str]:
+        """Text to speech (``tts``: a :class:`~softswitch.app.sources.TtsCache`) to the room
+        or to each member given."""
+        from media.play import ArraySource, tts_to_pcm  # noqa: PLC0415
+
+        pcm = await tts.get(text, voice, lambda t, v: asyncio.to_thread(tts_to_pcm, t, voice=v))
+        if members is None:
+            return room.play(ArraySource(pcm, loop=1))
+        return room.play(lambda: ArraySource(pcm, loop=1), members)
+
+    @staticmethod
+    def stop_member_play(members: list[Member]) -> list[str]:
+        """Stop what was played to these members (their room audio goes on)."""
+        for m in members:
+            m.stream.stop_overlays()
+        return [m.member_id for m in members]
+
     async def run_member(
         self,
         *,
