@@ -166,3 +166,52 @@ async def test_three_callees_in_one_room(env: Env, baresip: Any, tmp_path: Path)
     for f in TONES.values():
         assert heard(first, f) > 0.8, f
     assert int(rec[0]["RecordingDuration"]) >= 5
+
+
+async def test_twiml_dial_conference_joined_by_a_plivo_xml_call(
+    env: Env, baresip: Any, tmp_path: Path
+) -> None:
+    from twilio.rest import Client
+
+    tw = Client(AUTH_ID, xml_app.AUTH_TOKEN)
+    tw.api.base_url = env.server.base_url
+    plivo_peer = baresip(play_wav=tone_wav(tmp_path / "p.wav", TONES["a"], 40.0), max_call_s=60.0)
+    twiml_peer = baresip(play_wav=tone_wav(tmp_path / "t.wav", TONES["b"], 40.0), max_call_s=60.0)
+    env.web.routes["/plivo"] = (
+        f'<Response><Conference callbackUrl="{env.web.url("/pcb")}">mixed</Conference></Response>'
+    )
+    env.web.routes["/twiml"] = (
+        '<Response><Dial><Conference beep="false" statusCallback="/tcb"'
+        ' statusCallbackEvent="start end join leave" record="record-from-start">mixed'
+        "</Conference></Dial></Response>"
+    )
+    conferences = env.server.manager.conferences
+    plivo_uuid = await env.call(plivo_peer.uri, answer_url=env.web.url("/plivo"))
+    assert await poll(lambda: conferences.get(AUTH_ID, "mixed") is not None, 10)
+    call = await env.sdk(
+        tw.calls.create, to=twiml_peer.uri, from_="+15551230000", url=env.web.url("/twiml")
+    )
+    assert await poll(lambda: len(conferences.get(AUTH_ID, "mixed").members) == 2, 10)
+    room = conferences.get(AUTH_ID, "mixed")
+    await asyncio.sleep(3.0)
+    await env.sdk(tw.calls(call.sid).update, status="completed")  # the TwiML call leaves
+    assert await poll(lambda: len(room.members) == 1, 10)
+    await env.sdk(env.client.calls.delete, plivo_uuid)
+    await hangup_of(env, plivo_uuid, timeout=20)
+    assert conferences.get(AUTH_ID, "mixed") is None
+
+    p_pcm = (await recording_of(plivo_peer))[: -int(0.5 * RATE)]
+    t_pcm = (await recording_of(twiml_peer))[: -int(0.5 * RATE)]
+    assert heard(p_pcm, TONES["b"]) > 0.3 and heard(p_pcm, TONES["a"]) < 0.01
+    assert heard(t_pcm, TONES["a"]) > 0.3 and heard(t_pcm, TONES["b"]) < 0.01
+    # Twilio's conference status callbacks on the TwiML call, Plivo's on the Plivo call
+    tcb = [h.params for h in env.web.of("/tcb")]
+    words = [p["StatusCallbackEvent"] for p in tcb]
+    assert words[:1] == ["participant-join"] and "participant-leave" in words
+    assert "conference-start" not in words  # the Plivo call had started the room already
+    sid = "CF" + room.uuid.replace("-", "")
+    assert {p["ConferenceSid"] for p in tcb} == {sid}
+    assert {p["FriendlyName"] for p in tcb} == {"mixed"} and tcb[0]["CallSid"] == call.sid
+    pcb = [h.params for h in env.web.of("/pcb")]
+    assert [p["ConferenceAction"] for p in pcb] == ["enter", "exit"]
+    assert pcb[0]["ConferenceUUID"] == room.uuid
