@@ -181,7 +181,7 @@ async def test_twiml_dial_conference_joined_by_a_plivo_xml_call(
         f'<Response><Conference callbackUrl="{env.web.url("/pcb")}">mixed</Conference></Response>'
     )
     env.web.routes["/twiml"] = (
-        '<Response><Dial><Conference beep="false" statusCallback="/tcb"'
+        '<Response><Dial><Conference beep="onExit" statusCallback="/tcb"'
         ' statusCallbackEvent="start end join leave" record="record-from-start">mixed'
         "</Conference></Dial></Response>"
     )
@@ -196,6 +196,7 @@ async def test_twiml_dial_conference_joined_by_a_plivo_xml_call(
     await asyncio.sleep(3.0)
     await env.sdk(tw.calls(call.sid).update, status="completed")  # the TwiML call leaves
     assert await poll(lambda: len(room.members) == 1, 10)
+    await asyncio.sleep(1.5)  # the exit beep plays to the Plivo call
     await env.sdk(env.client.calls.delete, plivo_uuid)
     await hangup_of(env, plivo_uuid, timeout=20)
     assert conferences.get(AUTH_ID, "mixed") is None
@@ -204,6 +205,9 @@ async def test_twiml_dial_conference_joined_by_a_plivo_xml_call(
     t_pcm = (await recording_of(twiml_peer))[: -int(0.5 * RATE)]
     assert heard(p_pcm, TONES["b"]) > 0.3 and heard(p_pcm, TONES["a"]) < 0.01
     assert heard(t_pcm, TONES["a"]) > 0.3 and heard(t_pcm, TONES["b"]) < 0.01
+    # beep="onExit": the Plivo call heard the TwiML call leave, and no beep when it came in
+    beeps = levels(p_pcm, BEEP) > 1000
+    assert beeps.sum() >= 10 and not beeps[: int(len(beeps) * 0.5)].any()
     # Twilio's conference status callbacks on the TwiML call, Plivo's on the Plivo call
     tcb = [h.params for h in env.web.of("/tcb")]
     words = [p["StatusCallbackEvent"] for p in tcb]
