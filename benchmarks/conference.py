@@ -1,9 +1,11 @@
 """What conference mixing costs on the media clock: CPU per member per 20 ms tick.
 
-Two shapes side by side, each driven through the mixer alone (``Mixer.put`` of every member's
-frame, then ``Mixer.mix``: talker detection, the one sum, mix-minus, gain and knee) for
-``ticks`` ticks as fast as the process can: a 50-member room with 3 talkers, and 100 rooms of
-3 members each with every member talking. Bounded: ``ticks`` <= 20000.
+Two shapes side by side, each driven through the mixer alone as the media engine drives it
+(every room of the engine in one ``MixerBank``: ``Mixer.put`` of every member's frame, one
+``MixerBank.mix`` per tick (talker detection, the per-room sums, mix-minus, gain and knee),
+then ``Mixer.output`` for every member) for ``ticks`` ticks as fast as the process can: a
+50-member room with 3 talkers, and 100 rooms of 3 members each with every member talking.
+Bounded: ``ticks`` <= 20000.
 
     python benchmarks/conference.py [--ticks 2000]
 """
@@ -19,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from media.conference import Mixer  # noqa: E402
+from media.conference import MixerBank  # noqa: E402
 from media.engine import FRAME_SAMPLES  # noqa: E402
 
 
@@ -36,22 +38,24 @@ def frames(count: int, talkers: int) -> list[np.ndarray]:
 
 
 def run(rooms: int, members: int, talkers: int, ticks: int) -> dict[str, float]:
+    bank = MixerBank()
     mixers = []
     for _ in range(rooms):
-        mixer = Mixer()
+        mixer = bank.room()
         slots = [mixer.add() for _ in range(members)]
         mixers.append((mixer, list(zip(slots, frames(members, talkers), strict=True))))
     for _ in range(20):  # warm-up: talker detection settles
         for mixer, rows in mixers:
             for slot, frame in rows:
                 mixer.put(slot, frame)
-            mixer.mix()
+        bank.mix()
     cpu0 = time.process_time()
     for _ in range(ticks):
         for mixer, rows in mixers:
             for slot, frame in rows:
                 mixer.put(slot, frame)
-            mixer.mix()
+        bank.mix()
+        for mixer, rows in mixers:
             for slot, _ in rows:
                 mixer.output(slot)
     cpu = time.process_time() - cpu0

@@ -156,3 +156,34 @@ def test_a_constant_tone_keeps_talking_and_room_sources_reach_everyone() -> None
     mixer.remove(a)
     mixer.remove(b)
     assert mixer.members == 0
+
+
+def test_rooms_of_one_bank_are_mixed_apart_in_one_call() -> None:
+    from media.conference import MixerBank
+
+    bank = MixerBank(capacity=2)
+    rooms = [bank.room() for _ in range(3)]
+    slots = [[room.add() for _ in range(2)] for room in rooms]
+    freqs = [(400.0, 1000.0), (2000.0, 400.0), (1000.0, 2000.0)]
+    for k in range(3):
+        for room, pair, fs in zip(rooms, slots, freqs, strict=True):
+            for slot, f in zip(pair, fs, strict=True):
+                room.put(slot, tone(f, 8000.0, k))
+        results = bank.mix()
+    assert results == {}  # nothing changed on the last tick
+    for room, (a, b), (fa, fb) in zip(rooms, slots, freqs, strict=True):
+        assert level(room.output(a), fb) > 6000 and level(room.output(a), fa) < 50
+        assert level(room.output(b), fa) > 6000 and level(room.output(b), fb) < 50
+        others = {400.0, 1000.0, 2000.0} - {fa, fb}
+        for f in others:  # nothing leaks between rooms
+            assert level(room.total, f) < 50
+    # a loud room's gain does not turn a quiet one down
+    for _ in range(5):
+        for slot in slots[0]:
+            rooms[0].put(slot, tone(400.0, 30000.0))
+        for slot in slots[1]:
+            rooms[1].put(slot, tone(1000.0, 3000.0))
+        bank.mix()
+    assert rooms[0].gain < 0.6 and rooms[1].gain == 1.0
+    rooms[0].close()
+    assert rooms[1].members == 2 and bank.room()._index == rooms[0]._index  # index reused
