@@ -41,13 +41,14 @@ def members(env: Env, name: str) -> int:
     return 0 if room is None else len(room.members)
 
 
-async def join(env: Env, uas: Any, name: str, count: int, **kw: Any) -> list[str]:
+async def join(env: Env, uas: Any, name: str, count: int, attrs: str = "", **kw: Any) -> list[str]:
     uuids: list[str] = []
     before = members(env, name)
     for _ in range(count):
         path = f"/{name}-{members(env, name)}"  # one path per call: env.call waits on it
         env.web.routes[path] = (
-            f"<Response><Conference>{name}</Conference><Speak>after the room</Speak></Response>"
+            f"<Response><Conference{attrs}>{name}</Conference><Speak>after the room</Speak>"
+            "</Response>"
         )
         uuids.append(await env.call(uas().uri, answer_url=env.web.url(path), **kw))
         want = before + len(uuids)
@@ -111,9 +112,19 @@ async def test_conference_api_with_the_sdk(env: Env, uas: Any, tmp_path: Path) -
         await env.sdk(c.conferences.member_mute, "nope", "1")
 
 
-async def test_hangup_rooms_and_parent_call_uuid(env: Env, uas: Any) -> None:
+async def test_hangup_rooms_and_parent_call_uuid(env: Env, uas: Any, tmp_path: Path) -> None:
     c = env.client
-    (first,) = await join(env, uas, "r2", 1)
+    # waitSound: a document of Play/Speak/Wait played while the member is alone
+    env.web.file("/moh.wav", _tone_wav(tmp_path / "moh.wav"))
+    env.web.routes["/wait"] = (
+        f'<Response><Play loop="2">{env.web.url("/moh.wav")}</Play><Wait length="1"/></Response>'
+    )
+    (first,) = await join(env, uas, "r2", 1, attrs=f' waitSound="{env.web.url("/wait")}"')
+    await env.web.wait_for(path="/wait", timeout=10)
+    alone = env.server.manager.conferences.member_of(first)
+    assert await poll(lambda: len(env.web.of("/moh.wav")) == 1)  # the document's <Play>
+    assert alone.stream.overlays == 1 and alone.stream.playing
+    assert env.web.of("/wait")[-1].method == "POST"  # waitMethod's default
     # parent_call_uuid: the first leg of the ongoing conference
     (second,) = await join(
         env, uas, "r2", 1, parent_call_uuid=first, error_if_parent_not_found=True

@@ -583,8 +583,14 @@ class Application:
             name = f"{recording_id}.{fmt}"
             return str(self.recordings_dir / name), self.recording_url(name), recording_id
 
+        makers: dict[str, Callable[[], Awaitable[Any]]] = {}
+
         async def sound(url: str) -> Any:
-            return await self._file_source(await self.media_cache.path_for(self._ref(url)))
+            ref = self._ref(url)
+            maker = makers.get(ref)
+            if maker is None:
+                maker = makers[ref] = await self._sound_maker(ref, verb.wait_method)
+            return await maker()
 
         result = await self.call.conference(
             verb, on_event=on_event, record_path=record_path, sound=sound
@@ -594,6 +600,65 @@ class Application:
         params = self.call.base_params()
         params.update(names.conference_params(result) or {})
         return self._after(verb.action, verb.method, params, verb.redirect)
+
+    async def _sound_maker(self, url: str, method: str) -> Callable[[], Awaitable[Any]]:
+        """How to make a source for a conference sound (enter/exit/wait): an audio file, or a
+        document of ``Play``/``Speak``/``Wait`` verbs (Plivo's ``waitSound``, TwiML's
+        ``waitUrl``) fetched with ``method``, played in order."""
+        try:
+            path = await self.media_cache.path_for(url)
+        except XmlAppError:
+            pass  # not audio: a document
+        else:
+            return lambda: self._file_source(path)
+        document = self._parse(await self.call.fetch_xml(url, method, self.call.base_params()))
+        parts: list[tuple[str, Any]] = []
+        for verb in document.verbs:
+            loops = min(getattr(verb, "loop", 1) or MAX_LOOPS, 100)
+            if isinstance(verb, Play):
+                parts += [("file", await self.media_cache.path_for(self._ref(verb.url)))] * loops
+            elif isinstance(verb, Speak):
+                voice = espeak_voice(verb.voice, verb.language)
+                parts += [
+                    ("pcm", await self.tts_cache.get(verb.text, voice, self.media.tts))
+                ] * loops
+            elif isinstance(verb, Wait):
+                parts.append(("silence", verb.length * 1000))
+        if not parts:
+            raise XmlAppError("has no Play, Speak or Wait to play", element="Conference")
+
+        async def make() -> Any:
+            sources = []
+            for kind, value in parts:
+                if kind == "file":
+                    sources.append(await self._file_source(value))
+                elif kind == "pcm":
+                    sources.append(self.media.pcm(value))
+                else:
+                    sources.append(self.media.silence(value))
+            return _Sequence(sources)
+
+        return make
+
+
+class _Sequence:
+    """Sources played one after the other (a wait-sound document)."""
+
+    def __init__(self, sources: list[Any]) -> None:
+        self._sources = sources
+
+    def read(self, n: int) -> Any:
+        while self._sources:
+            frame = self._sources[0].read(n)
+            if frame is not None and len(frame):
+                return frame
+            self._sources.pop(0).close()
+        return None
+
+    def close(self) -> None:
+        for source in self._sources:
+            source.close()
+        self._sources = []
 
 
 def _put(params: dict[str, str], name: str | None, value: str) -> None:

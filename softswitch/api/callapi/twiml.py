@@ -14,7 +14,7 @@ number as text, ``Number`` with sendDigits, ``Sip`` with username/password; acti
 timeout, timeLimit, callerId, hangupOnStar; the action gets ``DialCallStatus`` in Twilio's
 words, ``DialCallSid``, ``DialCallDuration``), ``Dial`` with a ``Conference`` noun (the neutral
 :class:`~softswitch.app.verbs.Conference`: muted, beep, startConferenceOnEnter,
-endConferenceOnExit, waitUrl (an audio file), maxParticipants, record="record-from-start",
+endConferenceOnExit, waitUrl (an audio file or TwiML of Play/Say/Pause), maxParticipants, record="record-from-start",
 statusCallback with statusCallbackEvent start/end/join/leave/mute/speaker, posted with
 ``ConferenceSid``, ``FriendlyName``, ``StatusCallbackEvent``, ``Muted``; ``hold`` is
 accepted and never sent: nothing holds a participant). ``loop="0"`` repeats until the call
