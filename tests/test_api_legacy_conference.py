@@ -17,7 +17,7 @@ import pytest
 
 from tests import test_api_legacy as legacy_suite
 from tests.conftest import needs_sipp
-from tests.peers.plivo_api import AUTH_ID
+from tests.peers.plivo_api import AUTH_ID, basic
 from tests.peers.webhooks import Request, WebhookReceiver
 from tests.test_api_legacy import gw, is_hangup
 
@@ -125,12 +125,13 @@ async def test_restxml_conference_and_the_conference_endpoints(
         )
     )[1]
     assert (body["Success"], body["Message"]) == (True, "Conference RecordStart Executed")
-    assert body["RecordFile"].endswith("/rec1.wav")
+    url = body["RecordFile"]
+    assert "/v0.1/Recording/" in url and ".wav" in url
     await asyncio.sleep(0.5)
     body = (await api.post("ConferenceRecordStop", ConferenceName="room", RecordFile="all"))[1]
     assert body["Message"] == "Conference RecordStop Executed"
-    path = Path(api.server.config.data_dir) / "recordings" / AUTH_ID / "rec1.wav"
-    assert path.stat().st_size > 44 + 6400
+    async with api.session.get(url, headers=basic()) as resp:  # served like a call's recording
+        assert resp.status == 200 and len(await resp.read()) > 44 + 6400
 
     kicked = live.members["2"].call_uuid
     body = (await api.post("ConferenceKick", ConferenceName="room", MemberID="2"))[1]

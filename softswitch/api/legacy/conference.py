@@ -8,8 +8,8 @@ Kick, Hangup, Deaf and Undeaf answer ``Success: true`` with no members, as the f
 does, since it only logs a failure per member).
 
 ``ConferenceRecordStart`` records the room's mix into the account's recordings (the
-framework's ``FilePath`` is a path on its own server: here the file keeps the name asked
-for, ``FileName`` or ``<date>-<time>_<room>``, and ``RecordFile`` is its URL);
+framework's ``FilePath`` is a path on its own server: here, as for ``RecordStart``, the file
+gets a uuid name whatever ``FilePath``/``FileName`` say, and ``RecordFile`` is its URL);
 ``ConferencePlay``'s ``FilePath`` is an http(s) URL or a local file under the data
 directory; ``ConferenceList``/``ConferenceListMembers`` answer ``List`` keyed by room name
 with ``ConferenceUUID``, ``ConferenceRunTime``, ``ConferenceName``,
@@ -20,10 +20,9 @@ with ``ConferenceUUID``, ``ConferenceRunTime``, ``ConferenceName``,
 
 from __future__ import annotations
 
-import re
 import time
+import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -102,16 +101,21 @@ async def record_start(
     room = manager.conferences.get(account.auth_id, name)
     if room is None:
         return _not_found("RecordStart", form)
-    base = form.get("FileName") or f"{datetime.now():%Y%m%d-%H%M%S}_{name}"
-    base = re.sub(r"[^A-Za-z0-9._-]", "_", base)[:128]
-    file = f"{base}.{fmt}"
+    if room.recording is not None:
+        return _answer(True, "Conference RecordStart Executed", RecordFile=room.recording["url"])
+    # As RecordStart: the file lands in the account's recordings under a uuid name, whatever
+    # FilePath/FileName say, and RecordFile is its URL (served like a call's recording).
+    recording_id = str(uuid.uuid4())
+    file = f"{recording_id}.{fmt}"
     path = manager.recording_path(file, account.auth_id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    url = f"{manager.public_url}/v0.1/Recording/{account.auth_id}/{file}"
-    if room.recording is not None:
-        url = room.recording["url"]
+    first = next(iter(room.members.values()), None)
+    call = manager.calls.get(first.call_uuid) if first is not None else None
+    if call is not None:
+        url = manager.recording_url(call, file)
     else:
-        room.start_recording(str(path), fmt, url, base)
+        url = f"{manager.public_url}/v0.1/Recording/{account.auth_id}/{file}"
+    room.start_recording(str(path), fmt, url, recording_id)
     return _answer(True, "Conference RecordStart Executed", RecordFile=url)
 
 
