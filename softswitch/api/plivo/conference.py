@@ -275,3 +275,84 @@ CONFERENCE_ROUTES: tuple[tuple[str, str, Handler], ...] = (
     (_MEMBER + "Speak/", "POST", speak_member),
     (_MEMBER + "Speak/", "DELETE", stop_play_member),
 )
+
+
+def openapi_paths(auth_path: dict[str, Any], errors: dict[str, Any]) -> dict[str, Any]:
+    """The Conference API's part of the OpenAPI document."""
+    name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+    member = {
+        "name": "member_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "a member id, several separated by commas, or all",
+    }
+
+    def op(summary: str, status: str, params: list[Any], body: dict[str, Any] | None = None) -> Any:
+        out: dict[str, Any] = {
+            "summary": summary,
+            "parameters": [auth_path, *params],
+            "responses": {status: {"description": summary}, **errors},
+        }
+        if body is not None:
+            out["requestBody"] = {
+                "required": False,
+                "content": {
+                    "application/json": {"schema": {"type": "object", "properties": body}},
+                    "application/x-www-form-urlencoded": {
+                        "schema": {"type": "object", "properties": body}
+                    },
+                },
+            }
+        return out
+
+    text = {"type": "string"}
+    room = [name]
+    one = [name, member]
+    return {
+        "/v1/Account/{auth_id}/Conference/": {
+            "get": op("List the rooms (names)", "200", []),
+            "delete": op("Hang up every room (their members' calls end)", "204", []),
+        },
+        _ROOM: {
+            "get": op("A room and its members", "200", room),
+            "delete": op("Hang up a room (its members' calls end)", "204", room),
+        },
+        _ROOM + "Record/": {
+            "post": op(
+                "Record the room's whole mix",
+                "202",
+                room,
+                {"file_format": {"type": "string", "enum": ["mp3", "wav"]}},
+            ),
+            "delete": op("Stop recording the room", "204", room),
+        },
+        _MEMBER: {"delete": op("Hang up members' calls", "204", one)},
+        _MEMBER + "Kick/": {"post": op("Take members out of the room", "202", one)},
+        _MEMBER + "Mute/": {
+            "post": op("Mute members (they still hear)", "202", one),
+            "delete": op("Unmute members", "204", one),
+        },
+        _MEMBER + "Deaf/": {
+            "post": op("Deafen members (they still talk)", "202", one),
+            "delete": op("Undeafen members", "204", one),
+        },
+        _MEMBER + "Play/": {
+            "post": op(
+                "Play an audio URL to members (all: into the room)",
+                "202",
+                one,
+                {"url": {**text, "format": "uri"}},
+            ),
+            "delete": op("Stop what was played to members", "204", one),
+        },
+        _MEMBER + "Speak/": {
+            "post": op(
+                "Speak text to members (all: into the room)",
+                "202",
+                one,
+                {"text": text, "voice": {**text, "enum": ["WOMAN", "MAN"]}, "language": text},
+            ),
+            "delete": op("Stop what was spoken to members", "204", one),
+        },
+    }
