@@ -603,8 +603,8 @@ class Application:
 
     async def _sound_maker(self, url: str, method: str) -> Callable[[], Awaitable[Any]]:
         """How to make a source for a conference sound (enter/exit/wait): an audio file, or a
-        document of ``Play``/``Speak``/``Wait`` verbs (Plivo's ``waitSound``, TwiML's
-        ``waitUrl``) fetched with ``method``, played in order."""
+        document of ``Play``/``Speak``/``Wait`` verbs (a vocabulary's wait sound) fetched with
+        ``method``, played in order."""
         try:
             path = await self.media_cache.path_for(url)
         except XmlAppError:
