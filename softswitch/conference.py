@@ -10,7 +10,8 @@ Dialect-neutral. A room is mixed on the media clock by :class:`media.conference.
   ``started`` once a member with ``start_on_enter`` is in (before that members are held
   out of the mix and hear the wait sound, as while alone); the room's time limit, its
   recording (the whole mix), and the operations the APIs call: mute/unmute, deaf/undeaf,
-  kick, hangup, play and speak to the room or to members, record start/stop, end.
+  kick, play and speak to the room or to members, record start/stop, end (an API hangs up
+  members' calls through the call manager, so their records say who ended them).
 * :meth:`Conferences.run_member`: one call in a room for the length of a ``Conference``
   verb (:class:`softswitch.app.verbs.Conference`): enter sound, events, ``hangupOnStar``,
   ``digitsMatch``, DTMF relayed to the others, wait sound while alone or not started; it
@@ -34,7 +35,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sip import causes
 from softswitch.app.control import CallHungUp
 from softswitch.app.verbs import Conference as ConferenceVerb
 from softswitch.app.verbs import ConferenceEvent
@@ -278,12 +278,6 @@ class Room:
         """Out of the room; their calls go on with their documents."""
         for m in members:
             self.remove(m, "kicked")
-        return [m.member_id for m in members]
-
-    def hangup(self, members: list[Member]) -> list[str]:
-        """End the members' calls."""
-        for m in members:
-            self.owner._spawn(m.hangup(causes.NORMAL_CLEARING, "Conference hangup"))
         return [m.member_id for m in members]
 
     def play(self, source: Any, members: list[Member] | None = None) -> list[str]:
