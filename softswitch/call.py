@@ -39,6 +39,7 @@ from softswitch.events import Answered, EarlyMedia, Ringing, Terminated
 
 from .admission import AccountLimits, Admission, AdmitResult, Gate
 from .calltable import Call, CallTable, plain_record, record_time
+from .conference import Conferences
 from .dialect import Dialect
 from .fork import Fork
 from .liveops import LiveOps
@@ -159,6 +160,8 @@ class CallManager:
                                    shared=self._take_shared if cluster is not None else None)
         self.runner = ApplicationRunner(self)
         self.live_ops = LiveOps(self)
+        #: Conference rooms of this process (``<Conference>`` and the conference APIs).
+        self.conferences = Conferences(lambda: getattr(self.dialer, "media", None))
         #: The call application hook: the XML interpreter (:meth:`run_xml`) plugs in here.
         #: Called with the answer (or fallback, or transfer) document once the call is
         #: answered; None holds the call.

@@ -63,7 +63,7 @@ from softswitch.app.control import CallHungUp, DialResult, FetchError, Recording
 from softswitch.app.document import CAUSE_FETCH_FAILED, XmlAppError
 from softswitch.app.executor import Application
 from softswitch.app.sources import MediaCache
-from softswitch.app.verbs import Dial
+from softswitch.app.verbs import Conference, ConferenceEvent, Dial
 from softswitch.events import (
     CallEvent,
     DigitReceived,
@@ -94,6 +94,7 @@ from .dial import (
 
 if TYPE_CHECKING:
     from media.engine import MediaStream
+    from softswitch.conference import Conferences
     from softswitch.ua import OutboundCall, UserAgent
 
 log = logging.getLogger("softswitch.callcontrol")
@@ -126,6 +127,7 @@ Notifier = Callable[[str, str, Mapping[str, str]], None]
 #: ``(cause, reason)``: ends the A leg through the orchestration (so its record is right).
 HangupHook = Callable[[str, "str | None"], Awaitable[None]]
 
+
 class CallHooks(Protocol):
     """What the executor asks of the call it runs on, implemented by the orchestration
     (:class:`softswitch.runner.CallAppHooks`): the parameters of every request, the signed
@@ -138,8 +140,6 @@ class CallHooks(Protocol):
     def notify(self, url: str, method: str, params: Mapping[str, str]) -> None: ...
 
     async def hangup(self, cause: str, reason: str | None) -> None: ...
-
-
 
 
 class LiveCallControl:
@@ -166,6 +166,8 @@ class LiveCallControl:
         hooks: CallHooks | None = None,
         media_cache: MediaCache | None = None,
         silence_dbfs: float = SILENCE_DBFS,
+        conferences: Conferences | None = None,
+        account_id: str = "",
     ) -> None:
         if call.media is None:
             raise ValueError("the call has no media stream")
@@ -185,6 +187,9 @@ class LiveCallControl:
         #: resolves ``dialMusic``/``confirmSound`` URLs; :func:`run_xml_app` shares the app's.
         self.media_cache = media_cache
         self.silence_dbfs = silence_dbfs
+        #: the rooms ``<Conference>`` joins (the manager's); None: a private registry.
+        self.conferences = conferences
+        self.account_id = account_id
         self.call_uuid: str = call.uuid
         self._loop = asyncio.get_running_loop()
         self._ended: asyncio.Future[None] = self._loop.create_future()
@@ -584,10 +589,43 @@ class LiveCallControl:
         finally:
             self._flush_digits()  # keys pressed while bridged were the B party's business
 
+    # -- conferences ------------------------------------------------------------------------------
+
+    async def conference(
+        self,
+        verb: Conference,
+        *,
+        on_event: Callable[[ConferenceEvent], None],
+        record_path: Callable[[str], tuple[str, str, str]],
+        sound: Callable[[str], Awaitable[Any]],
+    ) -> ConferenceEvent:
+        """``<Conference>``: the call is a member of the room until it leaves
+        (:meth:`softswitch.conference.Conferences.run_member`)."""
+        self._check_live()
+        self._flush_digits()
+        if self.conferences is None:
+            from softswitch.conference import Conferences  # noqa: PLC0415
+
+            self.conferences = Conferences(lambda: self._ua.media)
+        try:
+            return await self.conferences.run_member(
+                account=self.account_id,
+                call_uuid=self.call_uuid,
+                stream=self.media,
+                engine=self._ua.media,  # type: ignore[arg-type]
+                verb=verb,
+                on_event=on_event,
+                record_path=record_path,
+                sound=sound,
+                ended=self._ended,
+                digit_hooks=self._digit_hooks,
+                hangup=self.hangup,
+            )
+        finally:
+            self._flush_digits()
+
 
 _ENDED = object()
-
-
 
 
 async def run_xml_app(

@@ -239,6 +239,8 @@ class ApplicationRunner:
                 hooks=CallAppHooks(self, call),
                 data_dir=m.data_dir,
                 dial_defaults=self._dial_defaults(call),
+                conferences=m.conferences,
+                account_id=call.account.auth_id,
             )
         spec = call.spec
         fallback = spec.fallback if call.app_may_fallback else None

@@ -186,7 +186,29 @@ async def test_routing_auth_and_validation_messages(legacy: Any, receiver: Webho
         ("SendDigits", {"CallUUID": nil}, "Digits Parameter Missing"),
         ("SendDigits", {"CallUUID": nil, "Digits": "1", "Leg": "cleg"}, "Invalid Leg Parameter"),
         ("SendDigits", {"CallUUID": nil, "Digits": "1"}, "SendDigits Failed"),
-        ("ConferenceMute", {}, "ConferenceMute is not supported by this server"),
+        ("ConferenceMute", {}, "ConferenceName Parameter must be present"),
+        ("ConferenceKick", {"ConferenceName": "r"}, "MemberID Parameter must be present"),
+        (
+            "ConferenceSpeak",
+            {"ConferenceName": "r", "MemberID": "all"},
+            "Text Parameter must be present",
+        ),
+        (
+            "ConferencePlay",
+            {"ConferenceName": "nope", "FilePath": "http://127.0.0.1:9/a.wav", "MemberID": "all"},
+            "Conference Play Conference nope not found",
+        ),
+        (
+            "ConferenceRecordStart",
+            {"ConferenceName": "r", "FileFormat": "ogg"},
+            "FileFormat Parameter must be 'mp3' or 'wav'",
+        ),
+        ("ConferenceRecordStop", {"ConferenceName": "r"}, "RecordFile Parameter must be present"),
+        (
+            "ConferenceListMembers",
+            {"ConferenceName": "r"},
+            "Conference ListMembers Conference r not found",
+        ),
         ("SoundTouch", {}, "SoundTouch is not supported by this server"),
     ]
     for endpoint, form, message in cases:

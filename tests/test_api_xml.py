@@ -112,13 +112,13 @@ async def test_invalid_answer_and_fallback_end_the_call_with_the_xml_error(
 
 
 async def test_invalid_answer_without_fallback(env: Env, uas: Any) -> None:
-    env.web.routes["/answer"] = "<Response><Speak>ok</Speak><Conference>room</Conference></Response>"
+    env.web.routes["/answer"] = "<Response><Speak>ok</Speak><MultiPartyCall>room</MultiPartyCall></Response>"
     call_uuid = await env.call(uas().uri)
     hang = await hangup_of(env, call_uuid)
     # valid Plivo XML this softswitch does not implement: refused before anything runs
     assert hang["HangupCause"] == "SERVICE_NOT_IMPLEMENTED"
     assert hang["HangupSource"] == "Error"
-    assert "Conference" in env.record(call_uuid)["error"]
+    assert "MultiPartyCall" in env.record(call_uuid)["error"]
 
 
 async def test_unreachable_action_url_ends_the_call(env: Env, uas: Any) -> None:

@@ -10,7 +10,7 @@ import logging
 import selectors
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -48,6 +48,7 @@ class MediaEngine:
         self._max_late = 0.0
         self._detector_bank: _dtmf.DtmfDetectorBank | None = None
         self._detector_streams: dict[int, MediaStream] = {}  # by detector slot
+        self._tick_hooks: list[Callable[[float], None]] = []  # between receive and send
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -147,6 +148,18 @@ class MediaEngine:
             peer._bridge_peer = None
             peer._bridge_in.clear()
 
+    # --- tick hooks -----------------------------------------------------------------------
+
+    def add_tick_hook(self, fn: Callable[[float], None]) -> None:
+        """Call ``fn(now)`` on every tick after every stream's received frame went to its
+        taps and before any stream sends (a conference mixes there: what its members' taps
+        gathered this tick is what their overlays send on the same tick). Must be quick."""
+        self._tick_hooks.append(fn)
+
+    def remove_tick_hook(self, fn: Callable[[float], None]) -> None:
+        if fn in self._tick_hooks:
+            self._tick_hooks.remove(fn)
+
     # --- in-band DTMF detector bank ------------------------------------------------------
 
     def _allocate_detector(self, stream: MediaStream) -> int:
@@ -231,6 +244,13 @@ class MediaEngine:
                 owner = self._detector_streams.get(slot)
                 if owner is not None and not owner._seen_rfc4733:
                     owner._deliver_dtmf(event)
+        # Tick hooks (conference mixers) between the receive and the send halves.
+        for hook in list(self._tick_hooks):
+            try:
+                hook(now)
+            except Exception:
+                log.exception("media tick hook failed; removed")
+                self.remove_tick_hook(hook)
         # 3. Send, 4. RTCP.
         for stream in streams:
             if stream.closed:

@@ -4,13 +4,20 @@ orchestration glue implements over a live call, the results it reports and its t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from softswitch.app.verbs import Dial
+from softswitch.app.verbs import Conference, ConferenceEvent, Dial
 
-__all__ = ["CallControl", "CallHungUp", "DialResult", "FetchError", "RecordingResult"]
+__all__ = [
+    "CallControl",
+    "CallHungUp",
+    "ConferenceControl",
+    "DialResult",
+    "FetchError",
+    "RecordingResult",
+]
 
 
 class FetchError(Exception):
@@ -144,4 +151,23 @@ class CallControl(Protocol):
 
     async def hangup(self, cause: str, reason: str | None = None) -> None:
         """End the call with a Q.850-style ``cause``; ``reason`` goes to the call record."""
+        ...
+
+
+@runtime_checkable
+class ConferenceControl(Protocol):
+    """A :class:`CallControl` that can also put the call in a conference room."""
+
+    async def conference(
+        self,
+        verb: Conference,
+        *,
+        on_event: Callable[[ConferenceEvent], None],
+        record_path: Callable[[str], tuple[str, str, str]],
+        sound: Callable[[str], Awaitable[Any]],
+    ) -> ConferenceEvent:
+        """Join ``verb.name`` until the member leaves; return the ``result`` event (its
+        ``reason``: hangup, star, kicked, ended, full...). ``on_event`` gets the member's
+        events as they happen; ``record_path(fmt)`` gives ``(path, url, recording id)`` for
+        a room recording; ``sound(url)`` a playable source for a URL (enter/exit/wait)."""
         ...

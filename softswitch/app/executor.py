@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urljoin
 
-from softswitch.app.control import CallControl, CallHungUp, FetchError
+from softswitch.app.control import CallControl, CallHungUp, ConferenceControl, FetchError
 from softswitch.app.document import (
     CAUSE_FETCH_FAILED,
     CAUSE_INVALID_XML,
@@ -60,6 +60,8 @@ from softswitch.app.sources import (
 from softswitch.app.verbs import (
     DTMF,
     MAX_LOOPS,
+    Conference,
+    ConferenceEvent,
     Dial,
     Document,
     GetDigits,
@@ -151,7 +153,9 @@ class Application:
         self.recording_url_base = recording_url_base.rstrip("/")
         #: Where ``<Record>`` writes (default ``<data_dir>/recordings``) and how the URL of a
         #: recording named ``<id>.<format>`` is made (default ``<base>/<name>``).
-        self.recordings_dir = Path(recordings_dir) if recordings_dir is not None else self.data_dir / "recordings"
+        self.recordings_dir = (
+            Path(recordings_dir) if recordings_dir is not None else self.data_dir / "recordings"
+        )
         self.recording_url = recording_url or (lambda name: f"{self.recording_url_base}/{name}")
         self.max_redirects = max_redirects
         self.max_documents = max_documents
@@ -334,6 +338,8 @@ class Application:
                 return await self._record(verb)
             case Dial():
                 return await self._dial(verb)
+            case Conference():
+                return await self._conference(verb)
             case PreAnswer():
                 if self.call.answered:
                     # Outbound calls are answered before their XML runs: nothing to pre-answer.
@@ -554,6 +560,105 @@ class Application:
             elif uid and key is not None:
                 _put(params, key, names.call_id(uid))
         return self._after(verb.action, verb.method, params, verb.redirect)
+
+    async def _conference(self, verb: Conference) -> _Outcome:
+        self._progress = True
+        if not isinstance(self.call, ConferenceControl):
+            raise XmlAppError("not supported on this call", element="Conference")
+        names = self._result_names()
+        callback = self._ref(verb.callback_url) if verb.callback_url else None
+
+        def on_event(event: ConferenceEvent) -> None:
+            if callback is None or names.conference_params is None:
+                return
+            extra = names.conference_params(event)
+            if extra is not None:
+                params = self.call.base_params()
+                params.update(extra)
+                self.call.notify(callback, verb.callback_method, params)
+
+        def record_path(fmt: str) -> tuple[str, str, str]:
+            recording_id = str(uuid.uuid4())
+            self.recordings_dir.mkdir(parents=True, exist_ok=True)
+            name = f"{recording_id}.{fmt}"
+            return str(self.recordings_dir / name), self.recording_url(name), recording_id
+
+        makers: dict[str, Callable[[], Awaitable[Any]]] = {}
+
+        async def sound(url: str) -> Any:
+            ref = self._ref(url)
+            maker = makers.get(ref)
+            if maker is None:
+                maker = makers[ref] = await self._sound_maker(ref, verb.wait_method)
+            return await maker()
+
+        result = await self.call.conference(
+            verb, on_event=on_event, record_path=record_path, sound=sound
+        )
+        if verb.action is None or names.conference_params is None:
+            return None
+        params = self.call.base_params()
+        params.update(names.conference_params(result) or {})
+        return self._after(verb.action, verb.method, params, verb.redirect)
+
+    async def _sound_maker(self, url: str, method: str) -> Callable[[], Awaitable[Any]]:
+        """How to make a source for a conference sound (enter/exit/wait): an audio file, or a
+        document of ``Play``/``Speak``/``Wait`` verbs (a vocabulary's wait sound) fetched with
+        ``method``, played in order."""
+        try:
+            path = await self.media_cache.path_for(url)
+        except XmlAppError:
+            pass  # not audio: a document
+        else:
+            return lambda: self._file_source(path)
+        document = self._parse(await self.call.fetch_xml(url, method, self.call.base_params()))
+        parts: list[tuple[str, Any]] = []
+        for verb in document.verbs:
+            loops = min(getattr(verb, "loop", 1) or MAX_LOOPS, 100)
+            if isinstance(verb, Play):
+                parts += [("file", await self.media_cache.path_for(self._ref(verb.url)))] * loops
+            elif isinstance(verb, Speak):
+                voice = espeak_voice(verb.voice, verb.language)
+                parts += [
+                    ("pcm", await self.tts_cache.get(verb.text, voice, self.media.tts))
+                ] * loops
+            elif isinstance(verb, Wait):
+                parts.append(("silence", verb.length * 1000))
+        if not parts:
+            raise XmlAppError("has no Play, Speak or Wait to play", element="Conference")
+
+        async def make() -> Any:
+            sources = []
+            for kind, value in parts:
+                if kind == "file":
+                    sources.append(await self._file_source(value))
+                elif kind == "pcm":
+                    sources.append(self.media.pcm(value))
+                else:
+                    sources.append(self.media.silence(value))
+            return _Sequence(sources)
+
+        return make
+
+
+class _Sequence:
+    """Sources played one after the other (a wait-sound document)."""
+
+    def __init__(self, sources: list[Any]) -> None:
+        self._sources = sources
+
+    def read(self, n: int) -> Any:
+        while self._sources:
+            frame = self._sources[0].read(n)
+            if frame is not None and len(frame):
+                return frame
+            self._sources.pop(0).close()
+        return None
+
+    def close(self) -> None:
+        for source in self._sources:
+            source.close()
+        self._sources = []
 
 
 def _put(params: dict[str, str], name: str | None, value: str) -> None:

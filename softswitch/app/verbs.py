@@ -213,6 +213,67 @@ class Dial:
 
 
 @dataclass(frozen=True, slots=True)
+class Conference:
+    """Put the call in a named conference room until it leaves (hangup, ``hangup_on_star``,
+    kicked, the room ends); then ``action`` (if any) is told, and the document goes on.
+
+    ``enter_sound``/``exit_sound``: ``""`` (none), ``beep:1``, ``beep:2`` or a sound URL, played
+    to the whole room. ``start_on_enter``: the room starts (members are mixed) once a member
+    with it is in; members before that hear ``wait_sound``. ``end_on_exit``: the room ends when
+    this member leaves. ``stay_alone`` false: the room ends when this member is left alone.
+    ``time_limit`` (0: none) caps the room from this member's entry. ``record``: the room's
+    whole mix is recorded (``record_file_format``) until it ends. ``status_events``: which
+    neutral events go to ``callback_url`` (enter, exit, floor, digits, record, start, end,
+    mute); the vocabulary names them (:attr:`ResultParams.conference_params`)."""
+
+    name: str
+    muted: bool = False
+    deaf: bool = False
+    enter_sound: str = ""
+    exit_sound: str = ""
+    start_on_enter: bool = True
+    end_on_exit: bool = False
+    stay_alone: bool = True
+    wait_sound: str | None = None
+    wait_method: str = "POST"
+    max_members: int = 200
+    time_limit: int = 0
+    hangup_on_star: bool = False
+    record: bool = False
+    record_file_format: str = "mp3"
+    action: str | None = None
+    method: str = "POST"
+    redirect: bool = True
+    callback_url: str | None = None
+    callback_method: str = "POST"
+    digits_match: tuple[str, ...] = ()
+    floor_event: bool = False
+    relay_dtmf: bool = True
+    status_events: frozenset[str] = frozenset({"enter", "exit", "digits", "record"})
+
+
+@dataclass(frozen=True, slots=True)
+class ConferenceEvent:
+    """One thing that happened to a conference member, in neutral words, for the vocabulary
+    to name (:attr:`ResultParams.conference_params`). ``action``: enter, exit, floor,
+    digits, record, start, end, mute, unmute, speaking, stopped-speaking, result."""
+
+    action: str
+    room: str
+    room_uuid: str
+    member_id: str
+    call_uuid: str
+    members: int = 0
+    muted: bool = False
+    deaf: bool = False
+    digits: str = ""
+    record_url: str = ""
+    recording_id: str = ""
+    recording_duration_s: int = 0
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class PreAnswer:
     """Early-media verbs for an inbound call before it is answered.
 
@@ -236,6 +297,7 @@ Verb = (
     | Redirect
     | Record
     | Dial
+    | Conference
     | PreAnswer
 )
 
@@ -277,6 +339,9 @@ class ResultParams:
     """The vocabulary's own word for some of ``dial_status``'s (e.g. ``timeout`` → ``no-answer``)."""
     call_id: Callable[[str], str] | None = None
     """How the vocabulary writes a call id (the B leg's uuid); with it, no B leg posts nothing."""
+    conference_params: Callable[[ConferenceEvent], dict[str, str] | None] | None = None
+    """A conference event in the vocabulary's names (None: not posted); ``result`` is what
+    the ``action`` URL gets when the member leaves."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +360,8 @@ class Document:
 __all__ = [
     "DTMF",
     "DTMF_KEYS",
+    "Conference",
+    "ConferenceEvent",
     "MAX_LOOPS",
     "Dial",
     "Document",

@@ -567,3 +567,41 @@ def test_a_call_a_crash_ended_still_gets_its_completed_event() -> None:
     assert built is not None and built[3]["Direction"] == "inbound"
     rec["params"] = {**rec["params"], "StatusCallbackEvent": ["ringing"]}
     assert CallApiDialect().interrupted_hangup(rec) is None
+
+
+def test_twiml_dial_conference() -> None:
+    from softswitch.api.callapi.twiml import conference_params
+    from softswitch.app.verbs import Conference, ConferenceEvent
+
+    (c,) = parse_document(
+        '<Response><Dial action="/after" hangupOnStar="true"><Conference muted="true"'
+        ' beep="onEnter" startConferenceOnEnter="false" endConferenceOnExit="true"'
+        ' waitUrl="/music.wav" maxParticipants="10" record="record-from-start"'
+        ' statusCallback="/s" statusCallbackEvent="join leave speaker hold">room</Conference>'
+        "</Dial></Response>"
+    ).verbs
+    assert isinstance(c, Conference)
+    assert (c.name, c.muted, c.enter_sound, c.exit_sound) == ("room", True, "beep:1", "")
+    assert not c.start_on_enter and c.end_on_exit and c.hangup_on_star
+    assert (c.wait_sound, c.max_members, c.record, c.action) == ("/music.wav", 10, True, "/after")
+    assert c.status_events == {"enter", "exit", "speaking", "stopped-speaking"}
+    (d,) = parse_document("<Response><Dial><Conference>r</Conference></Dial></Response>").verbs
+    assert d.enter_sound == d.exit_sound == "beep:1" and d.status_events == {"start", "end"}
+    for bad in (
+        '<Dial><Conference maxParticipants="1">r</Conference></Dial>',
+        '<Dial><Conference beep="loud">r</Conference></Dial>',
+        '<Dial><Conference statusCallbackEvent="nope">r</Conference></Dial>',
+        "<Dial>+14155550100<Conference>r</Conference></Dial>",
+        "<Dial><Number>+14155550100</Number><Conference>r</Conference></Dial>",
+    ):
+        with pytest.raises(XmlAppError):
+            parse_document(f"<Response>{bad}</Response>")
+    ev = ConferenceEvent("enter", "r", "7f000000-0000-0000-0000-000000000001", "1", "c", muted=True)
+    assert conference_params(ev) == {
+        "ConferenceSid": "CF7f000000000000000000000000000001",
+        "FriendlyName": "r",
+        "StatusCallbackEvent": "participant-join",
+        "Muted": "true",
+        "Hold": "false",
+    }
+    assert conference_params(ConferenceEvent("floor", "r", "u", "1", "c")) is None

@@ -15,6 +15,7 @@ from softswitch.api.plivo.xml import (
 from softswitch.app.verbs import (
     DTMF,
     MAX_LOOPS,
+    Conference,
     Dial,
     GetDigits,
     GetInput,
@@ -317,7 +318,7 @@ def test_unknown_and_unsupported_elements() -> None:
     e = error("<Say>hi</Say>")
     assert e.element == "Say" and "unknown element" in str(e) and e.cause == CAUSE_INVALID_XML
     assert "unknown element" in str(error("<speak>hi</speak>"))
-    e = error("<Conference>room</Conference>")
+    e = error("<MultiPartyCall>room</MultiPartyCall>")
     assert e.cause == CAUSE_NOT_IMPLEMENTED and "does not support" in str(e)
     assert error("<Stream>wss://x</Stream>").cause == CAUSE_NOT_IMPLEMENTED
 
@@ -378,3 +379,49 @@ def test_fuzz_structured(doc: str) -> None:
         assert str(exc)
     else:
         assert isinstance(verbs, tuple)
+
+
+def test_conference_attributes() -> None:
+    (c,) = parse(
+        '<Conference muted="true" enterSound="beep:1" exitSound="beep:2"'
+        ' startConferenceOnEnter="false" endConferenceOnExit="true" stayAlone="false"'
+        ' waitSound="http://h/wait.mp3" maxMembers="5" timeLimit="60" hangupOnStar="true"'
+        ' record="true" recordFileFormat="wav" callbackUrl="http://h/cb" digitsMatch="12,*9"'
+        ' floorEvent="true" relayDTMF="false" action="http://h/a" redirect="false">'
+        " room 1 </Conference>"
+    )
+    assert isinstance(c, Conference)
+    assert (c.name, c.muted, c.enter_sound, c.exit_sound) == ("room 1", True, "beep:1", "beep:2")
+    assert not c.start_on_enter and c.end_on_exit and not c.stay_alone
+    assert (c.wait_sound, c.max_members, c.time_limit) == ("http://h/wait.mp3", 5, 60)
+    assert c.hangup_on_star and c.record and c.record_file_format == "wav"
+    assert c.digits_match == ("12", "*9") and c.floor_event and not c.relay_dtmf
+    assert "floor" in c.status_events and not c.redirect
+    (d,) = parse("<Conference>r</Conference>")
+    assert d.time_limit == 86_400 and d.relay_dtmf and d.stay_alone and d.start_on_enter
+    assert "floor" not in d.status_events
+    assert "maxMembers" in str(error('<Conference maxMembers="0">r</Conference>'))
+    assert "recordFileFormat" in str(error('<Conference recordFileFormat="ogg">r</Conference>'))
+    assert "must contain a room name" in str(error("<Conference/>"))
+    assert "enterSound" in str(error('<Conference enterSound="beep:3">r</Conference>'))
+    # the framework's RESTXML: recordFilePath starts a recording, no time limit by default
+    (legacy,) = parse('<Conference recordFilePath="/tmp/">r</Conference>', legacy=True)
+    assert legacy.record and legacy.time_limit == 0
+    assert "recordFilePath" in str(error('<Conference recordFilePath="/tmp/">r</Conference>'))
+
+
+def test_conference_callback_names() -> None:
+    from softswitch.api.plivo.xml import conference_params
+    from softswitch.app.verbs import ConferenceEvent
+
+    ev = ConferenceEvent("digits", "r", "u-1", "3", "call-1", digits="12")
+    assert conference_params(ev) == {
+        "ConferenceName": "r",
+        "ConferenceUUID": "u-1",
+        "ConferenceMemberID": "3",
+        "ConferenceAction": "digits",
+        "ConferenceDigitsMatch": "12",
+    }
+    assert conference_params(ConferenceEvent("speaking", "r", "u", "1", "c")) is None
+    result = conference_params(ConferenceEvent("result", "r", "u", "1", "c", record_url="http://x"))
+    assert result is not None and "ConferenceAction" not in result and result["RecordUrl"]

@@ -12,10 +12,15 @@ Supported: ``Say`` (voice, language, loop), ``Play`` (loop, or ``digits`` to sen
 recordingStatusCallback; WAV; ``transcribe`` accepted, never transcribed), ``Dial`` (a
 number as text, ``Number`` with sendDigits, ``Sip`` with username/password; action, method,
 timeout, timeLimit, callerId, hangupOnStar; the action gets ``DialCallStatus`` in Twilio's
-words, ``DialCallSid``, ``DialCallDuration``). ``loop="0"`` repeats until the call ends
-(bounded by :data:`~softswitch.app.verbs.MAX_LOOPS`). The rest of TwiML's verbs
-(``Enqueue``, ``Conference``...) are refused with "not supported" before the first verb
-runs, which sends the call to its ``FallbackUrl`` (or ends it with the error on the record).
+words, ``DialCallSid``, ``DialCallDuration``), ``Dial`` with a ``Conference`` noun (the neutral
+:class:`~softswitch.app.verbs.Conference`: muted, beep, startConferenceOnEnter,
+endConferenceOnExit, waitUrl (an audio file or TwiML of Play/Say/Pause), maxParticipants, record="record-from-start",
+statusCallback with statusCallbackEvent start/end/join/leave/mute/speaker, posted with
+``ConferenceSid``, ``FriendlyName``, ``StatusCallbackEvent``, ``Muted``; ``hold`` is
+accepted and never sent: nothing holds a participant). ``loop="0"`` repeats until the call
+ends (bounded by :data:`~softswitch.app.verbs.MAX_LOOPS`). The rest of TwiML's verbs
+(``Enqueue``, ``Queue``...) are refused with "not supported" before the first verb runs, which
+sends the call to its ``FallbackUrl`` (or ends it with the error on the record).
 
 URLs are references resolved against the document's URL (relative ``action``, ``Redirect``,
 ``Play``...; a ``Play`` of ``/x.wav`` is a URL on the document's server, not a local file);
@@ -41,6 +46,8 @@ from ...app.document import (
 )
 from ...app.verbs import (
     DTMF,
+    Conference,
+    ConferenceEvent,
     Dial,
     Document,
     GetDigits,
@@ -63,6 +70,50 @@ __all__ = ["MAX_SAY_CHARS", "RESULT_PARAMS", "SUPPORTED_VERBS", "parse_document"
 #: Longest text one ``<Say>`` may carry (bounds TTS time and memory per verb).
 MAX_SAY_CHARS = 4000
 
+#: Neutral conference events → Twilio's ``StatusCallbackEvent`` words.
+_CONFERENCE_EVENTS = {
+    "start": "conference-start",
+    "end": "conference-end",
+    "enter": "participant-join",
+    "exit": "participant-leave",
+    "mute": "participant-mute",
+    "unmute": "participant-unmute",
+    "speaking": "participant-speech-start",
+    "stopped-speaking": "participant-speech-stop",
+}
+#: ``statusCallbackEvent`` words → the neutral events they subscribe to.
+_STATUS_EVENTS = {
+    "start": ("start",),
+    "end": ("end",),
+    "join": ("enter",),
+    "leave": ("exit",),
+    "mute": ("mute", "unmute"),
+    "speaker": ("speaking", "stopped-speaking"),
+    "hold": (),
+    "modify": (),
+    "announcement": (),
+}
+
+
+def conference_sid(room_uuid: str) -> str:
+    """A room's ``ConferenceSid``: ``CF`` and its uuid's 32 hex digits."""
+    return "CF" + room_uuid.replace("-", "")
+
+
+def conference_params(event: ConferenceEvent) -> dict[str, str] | None:
+    """A conference event in Twilio's status callback names (None: Twilio has no such event)."""
+    params = {"ConferenceSid": conference_sid(event.room_uuid), "FriendlyName": event.room}
+    if event.action == "result":
+        return params
+    word = _CONFERENCE_EVENTS.get(event.action)
+    if word is None:
+        return None
+    params["StatusCallbackEvent"] = word
+    params["Muted"] = "true" if event.muted else "false"
+    params["Hold"] = "false"
+    return params
+
+
 #: Twilio's names for verb results posted to an ``action``.
 RESULT_PARAMS = ResultParams(
     digits="Digits",
@@ -83,6 +134,7 @@ RESULT_PARAMS = ResultParams(
     # Twilio's DialCallStatus: completed, busy, no-answer, failed, canceled (no "timeout").
     dial_status_words=(("timeout", "no-answer"),),
     call_id=call_sid,
+    conference_params=conference_params,
 )
 
 #: TwiML voice verbs this softswitch does not run (refused at parse time).
@@ -99,7 +151,6 @@ _UNSUPPORTED = {
     "Message",
     "Echo",
     "Queue",
-    "Conference",
     "Client",
     "Application",
     "Sim",
@@ -386,7 +437,77 @@ def _credential(raw: str) -> str:
     return raw
 
 
-def _dial(el: ET.Element) -> Dial:
+def _status_events(raw: str) -> frozenset[str]:
+    out: set[str] = set()
+    for word in raw.replace(",", " ").split():
+        if word not in _STATUS_EVENTS:
+            raise ValueError(f"unknown event {word!r}: use {' '.join(_STATUS_EVENTS)}")
+        out.update(_STATUS_EVENTS[word])
+    return frozenset(out)
+
+
+def _beep(raw: str) -> tuple[str, str]:
+    """``beep``: true (enter and exit), false, onEnter or onExit → (enter, exit) sounds."""
+    s = raw.strip()
+    table = {
+        "true": ("beep:1", "beep:1"),
+        "false": ("", ""),
+        "onEnter": ("beep:1", ""),
+        "onExit": ("", "beep:1"),
+    }
+    if s not in table:
+        raise ValueError("must be true, false, onEnter or onExit")
+    return table[s]
+
+
+def _conference(
+    el: ET.Element, dial: at.Attributes, action: str | None, method: str, hangup_on_star: bool
+) -> Conference:
+    """``<Dial><Conference>``: the room named by the noun's text."""
+    c = at.Attributes(
+        el,
+        "Conference",
+        (
+            "region",
+            "trim",
+            "coach",
+            "jitterBufferSize",
+            "participantLabel",
+            "eventCallbackUrl",
+            "recordingStatusCallback",
+            "recordingStatusCallbackMethod",
+            "recordingStatusCallbackEvent",
+        ),
+    )
+    enter, exit_ = c.get("beep", _beep, ("beep:1", "beep:1"))
+    record = c.get("record", lambda r: r.strip(), "do-not-record")
+    if record not in ("do-not-record", "record-from-start"):
+        raise c.error("record", "must be do-not-record or record-from-start")
+    verb = Conference(
+        name=at.body(el, "Conference", "a room name"),
+        muted=c.get("muted", at.boolean, False),
+        enter_sound=enter,
+        exit_sound=exit_,
+        start_on_enter=c.get("startConferenceOnEnter", at.boolean, True),
+        end_on_exit=c.get("endConferenceOnExit", at.boolean, False),
+        wait_sound=c.get("waitUrl", _optional_ref, None),
+        wait_method=c.get("waitMethod", at.http_method, "POST"),
+        max_members=c.get("maxParticipants", at.integer(2, 250), 250),
+        time_limit=0,
+        hangup_on_star=hangup_on_star,
+        record=record == "record-from-start",
+        record_file_format="wav",
+        action=action,
+        method=method,
+        callback_url=c.get("statusCallback", _optional_ref, None),
+        callback_method=c.get("statusCallbackMethod", at.http_method, "POST"),
+        status_events=c.get("statusCallbackEvent", _status_events, frozenset({"start", "end"})),
+    )
+    c.done()
+    return verb
+
+
+def _dial(el: ET.Element) -> Dial | Conference:
     a = at.Attributes(el, "Dial", ("ringTone", "answerOnBridge", "recordingStatusCallbackEvent"))
     if a.get("record", lambda r: r.strip(), "do-not-record") not in ("do-not-record", "false", ""):
         raise a.error("record", "recording a dialled call is not supported")
@@ -399,6 +520,17 @@ def _dial(el: ET.Element) -> Dial:
         hangup_on_star=a.get("hangupOnStar", at.boolean, False),
     )
     a.done()
+    rooms = [child for child in el if child.tag == "Conference"]
+    if rooms:
+        if len(el) > 1 or (el.text or "").strip() or (rooms[0].tail or "").strip():
+            raise XmlAppError("a <Conference> must be the only noun of its <Dial>", element="Dial")
+        return _conference(
+            rooms[0],
+            a,
+            kwargs["action"],  # type: ignore[arg-type]
+            kwargs["method"],  # type: ignore[arg-type]
+            bool(kwargs["hangup_on_star"]),
+        )
     numbers: list[Number | User] = []
     text = (el.text or "").strip()
     if text:

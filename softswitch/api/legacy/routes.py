@@ -31,6 +31,7 @@ from ..http import (
     recording_file,
 )
 from ..values import int64, is_http_url
+from .conference import CONFERENCE_ENDPOINTS
 from .dialect import CORE_UUID, NAME, REST_API_SERVER
 from .openapi import openapi_document
 from .request import (
@@ -47,20 +48,8 @@ __all__ = ["PREFIX", "ROUTES", "UNSUPPORTED", "http_dialect"]
 
 PREFIX = "/v0.1/"
 
-#: Endpoints answered ``Success: false`` (no conference bridge, no sound effects).
+#: Endpoints answered ``Success: false`` (no sound effects).
 UNSUPPORTED: tuple[str, ...] = (
-    "ConferenceMute",
-    "ConferenceUnmute",
-    "ConferenceKick",
-    "ConferenceHangup",
-    "ConferenceDeaf",
-    "ConferenceUndeaf",
-    "ConferenceRecordStart",
-    "ConferenceRecordStop",
-    "ConferencePlay",
-    "ConferenceSpeak",
-    "ConferenceListMembers",
-    "ConferenceList",
     "SoundTouch",
     "SoundTouchStop",
 )
@@ -607,6 +596,7 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     (f"{PREFIX}CancelScheduledPlay/", "POST", cancel_scheduled_play),
     (f"{PREFIX}RecordStart/", "POST", record_start),
     (f"{PREFIX}RecordStop/", "POST", record_stop),
+    *((f"{PREFIX}{name}/", "POST", endpoint(fn)) for name, fn in CONFERENCE_ENDPOINTS.items()),
     *((f"{PREFIX}{name}/", "POST", _unsupported(name)) for name in UNSUPPORTED),
     *((f"{PREFIX}ReloadConfig/", m, reload_config) for m in ("POST", "GET")),
     *((f"{PREFIX}ReloadCacheConfig/", m, reload_cache_config) for m in ("POST", "GET")),

@@ -21,12 +21,21 @@ from . import (
     TIME_LIMIT_DEFAULT,
 )
 from .amd import PLIVO_PARAMETERS
+from .conference import openapi_paths
 
 __all__ = ["openapi_document"]
 
 
-def _param(name: str, schema: dict[str, Any], description: str, required: bool = False) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
+def _param(
+    name: str, schema: dict[str, Any], description: str, required: bool = False
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "schema": schema,
+        "description": description,
+    }
 
 
 def openapi_document() -> dict[str, Any]:
@@ -34,13 +43,19 @@ def openapi_document() -> dict[str, Any]:
     url = {"type": "string", "format": "uri"}
     method = {"type": "string", "enum": ["GET", "POST"], "default": "POST"}
     make_call_props: dict[str, Any] = {
-        "from": {"type": "string", "description": "Caller ID: country code and number (or a SIP user)."},
+        "from": {
+            "type": "string",
+            "description": "Caller ID: country code and number (or a SIP user).",
+        },
         "to": {
             "type": "string",
             "description": "Number or SIP URI; several joined with '<' for a bulk call "
             f"(at most {BULK_MAX_DEFAULT} unique destinations).",
         },
-        "answer_url": {**url, "description": "Fetched on answer (Event=StartApp): three attempts, then fallback_url, within 60 s."},
+        "answer_url": {
+            **url,
+            "description": "Fetched on answer (Event=StartApp): three attempts, then fallback_url, within 60 s.",
+        },
         "answer_method": method,
         "ring_url": {**url, "description": "Notified on the first 18x (Event=Ring)."},
         "ring_method": method,
@@ -49,16 +64,30 @@ def openapi_document() -> dict[str, Any]:
         "fallback_url": {**url, "description": "Fetched when answer_url fails."},
         "fallback_method": method,
         "caller_name": {"type": "string", "maxLength": CALLER_NAME_MAX},
-        "send_digits": {"type": "string", "pattern": "^[0-9A-Da-d*#wW]+(@[0-9]+)?$",
-                        "description": "DTMF after answer; w = 0.5 s, W = 1 s, @ms = tone length."},
+        "send_digits": {
+            "type": "string",
+            "pattern": "^[0-9A-Da-d*#wW]+(@[0-9]+)?$",
+            "description": "DTMF after answer; w = 0.5 s, W = 1 s, @ms = tone length.",
+        },
         "send_on_preanswer": {"type": "boolean", "default": False},
-        "time_limit": {"type": "integer", "minimum": 1, "default": TIME_LIMIT_DEFAULT,
-                       "description": f"Seconds from answer; values >= {TIME_LIMIT_CAP} end the call after 24 h."},
-        "hangup_on_ring": {"type": "integer", "minimum": 1, "description": "Seconds from the first ring."},
+        "time_limit": {
+            "type": "integer",
+            "minimum": 1,
+            "default": TIME_LIMIT_DEFAULT,
+            "description": f"Seconds from answer; values >= {TIME_LIMIT_CAP} end the call after 24 h.",
+        },
+        "hangup_on_ring": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "Seconds from the first ring.",
+        },
         "machine_detection": {"type": "string", "enum": ["true", "hangup"]},
-        "machine_detection_time": {"type": "integer", "minimum": MACHINE_DETECTION_TIME_RANGE[0],
-                                   "maximum": MACHINE_DETECTION_TIME_RANGE[1],
-                                   "default": MACHINE_DETECTION_TIME_DEFAULT},
+        "machine_detection_time": {
+            "type": "integer",
+            "minimum": MACHINE_DETECTION_TIME_RANGE[0],
+            "maximum": MACHINE_DETECTION_TIME_RANGE[1],
+            "default": MACHINE_DETECTION_TIME_DEFAULT,
+        },
         "machine_detection_url": url,
         "machine_detection_method": method,
         # The tuning parameters the request accepts, with Plivo's ranges and defaults (amd.py).
@@ -94,8 +123,14 @@ def openapi_document() -> dict[str, Any]:
     auth_path = {"name": "auth_id", "in": "path", "required": True, "schema": {"type": "string"}}
     call_path = {"name": "call_uuid", "in": "path", "required": True, "schema": {"type": "string"}}
     list_params = [
-        _param("status", {"type": "string"}, "live or queued: list uuids of live/queued calls; else a call_status filter"),
-        _param("limit", {"type": "integer", "minimum": 1, "maximum": 20, "default": 20}, "page size"),
+        _param(
+            "status",
+            {"type": "string"},
+            "live or queued: list uuids of live/queued calls; else a call_status filter",
+        ),
+        _param(
+            "limit", {"type": "integer", "minimum": 1, "maximum": 20, "default": 20}, "page size"
+        ),
         _param("offset", {"type": "integer", "minimum": 0, "default": 0}, "page start"),
         _param("call_direction", {"type": "string", "enum": ["inbound", "outbound"]}, "direction"),
         _param("from_number", {"type": "string"}, "caller"),
@@ -108,73 +143,173 @@ def openapi_document() -> dict[str, Any]:
         for suffix in ("", "__gt", "__gte", "__lt", "__lte"):
             list_params.append(_param(fld + suffix, {"type": "string"}, f"{fld} filter"))
     legs = {"type": "string", "enum": list(LEGS), "default": "aleg"}
-    callback = {"callback_url": {**url, "description": "Also receives the response fields."},
-                "callback_method": method}
+    callback = {
+        "callback_url": {**url, "description": "Also receives the response fields."},
+        "callback_method": method,
+    }
     live_schemas: dict[str, Any] = {
-        "Transfer": {"type": "object", "properties": {
-            "legs": {**legs, "description": "Only aleg is supported: the A leg runs the XML at aleg_url."},
-            "aleg_url": {**url, "description": "XML to run on the A leg instead of its current XML."},
-            "aleg_method": method, "bleg_url": url, "bleg_method": method}},
-        "Play": {"type": "object", "required": ["urls"], "properties": {
-            "urls": {"type": "string", "description": f"Comma-separated WAV/MP3 URLs (at most {PLAY_URLS_MAX})."},
-            "length": {"type": "integer", "minimum": 1, "description": "Seconds of audio at most."},
-            "legs": legs, "loop": {"type": "boolean", "default": False, "description": "Repeat until stopped."},
-            "mix": {"type": "boolean", "default": True, "description":
-                    "false: stop what the leg hears now and play at once; true: play when the "
-                    "current prompt ends (no true mixing in this media engine)."},
-            **callback}},
-        "Speak": {"type": "object", "required": ["text"], "properties": {
-            "text": {"type": "string", "maxLength": SPEAK_TEXT_MAX},
-            "voice": {"type": "string", "default": "WOMAN", "description": "WOMAN, MAN or Polly.<name> (espeak-ng)."},
-            "language": {"type": "string", "default": "en-US"},
-            "legs": legs, "loop": {"type": "boolean", "default": False},
-            "mix": {"type": "boolean", "default": True}, **callback}},
-        "DTMF": {"type": "object", "required": ["digits"], "properties": {
-            "digits": {"type": "string", "pattern": "^[0-9A-Da-d*#wW]+(@[0-9]+)?$"},
-            "leg": {"type": "string", "enum": ["aleg", "bleg"], "default": "aleg"}, **callback}},
-        "Record": {"type": "object", "properties": {
-            "time_limit": {"type": "integer", "minimum": 1, "maximum": TIME_LIMIT_CAP,
-                           "default": RECORD_TIME_LIMIT_DEFAULT},
-            "file_format": {"type": "string", "enum": list(RECORD_FORMATS), "default": "mp3"},
-            "record_channel_type": {"type": "string", "enum": ["mono"], "default": "mono"},
-            "transcription_type": {"type": "string", "description": "Accepted, ignored (no transcription)."},
-            "transcription_url": url, "transcription_method": method,
-            "callback_url": {**url, "description": "Posted when the recording ends: api_id, record_url, "
-                             "call_uuid, recording_id, recording_duration(_ms), recording_start_ms, recording_end_ms."},
-            "callback_method": method}},
-        "Accepted": {"type": "object", "required": ["message", "api_id"], "properties": {
-            "message": {"type": "string", "enum": sorted(LIVE_MESSAGES.values())},
-            "api_id": {"type": "string"},
-            "url": {"type": "string", "format": "uri", "description": "Record only: where the file is served."},
-            "recording_id": {"type": "string", "description": "Record only."}}},
+        "Transfer": {
+            "type": "object",
+            "properties": {
+                "legs": {
+                    **legs,
+                    "description": "Only aleg is supported: the A leg runs the XML at aleg_url.",
+                },
+                "aleg_url": {
+                    **url,
+                    "description": "XML to run on the A leg instead of its current XML.",
+                },
+                "aleg_method": method,
+                "bleg_url": url,
+                "bleg_method": method,
+            },
+        },
+        "Play": {
+            "type": "object",
+            "required": ["urls"],
+            "properties": {
+                "urls": {
+                    "type": "string",
+                    "description": f"Comma-separated WAV/MP3 URLs (at most {PLAY_URLS_MAX}).",
+                },
+                "length": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": "Seconds of audio at most.",
+                },
+                "legs": legs,
+                "loop": {
+                    "type": "boolean",
+                    "default": False,
+                    "description": "Repeat until stopped.",
+                },
+                "mix": {
+                    "type": "boolean",
+                    "default": True,
+                    "description": "false: stop what the leg hears now and play at once; true: play when the "
+                    "current prompt ends (no true mixing in this media engine).",
+                },
+                **callback,
+            },
+        },
+        "Speak": {
+            "type": "object",
+            "required": ["text"],
+            "properties": {
+                "text": {"type": "string", "maxLength": SPEAK_TEXT_MAX},
+                "voice": {
+                    "type": "string",
+                    "default": "WOMAN",
+                    "description": "WOMAN, MAN or Polly.<name> (espeak-ng).",
+                },
+                "language": {"type": "string", "default": "en-US"},
+                "legs": legs,
+                "loop": {"type": "boolean", "default": False},
+                "mix": {"type": "boolean", "default": True},
+                **callback,
+            },
+        },
+        "DTMF": {
+            "type": "object",
+            "required": ["digits"],
+            "properties": {
+                "digits": {"type": "string", "pattern": "^[0-9A-Da-d*#wW]+(@[0-9]+)?$"},
+                "leg": {"type": "string", "enum": ["aleg", "bleg"], "default": "aleg"},
+                **callback,
+            },
+        },
+        "Record": {
+            "type": "object",
+            "properties": {
+                "time_limit": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": TIME_LIMIT_CAP,
+                    "default": RECORD_TIME_LIMIT_DEFAULT,
+                },
+                "file_format": {"type": "string", "enum": list(RECORD_FORMATS), "default": "mp3"},
+                "record_channel_type": {"type": "string", "enum": ["mono"], "default": "mono"},
+                "transcription_type": {
+                    "type": "string",
+                    "description": "Accepted, ignored (no transcription).",
+                },
+                "transcription_url": url,
+                "transcription_method": method,
+                "callback_url": {
+                    **url,
+                    "description": "Posted when the recording ends: api_id, record_url, "
+                    "call_uuid, recording_id, recording_duration(_ms), recording_start_ms, recording_end_ms.",
+                },
+                "callback_method": method,
+            },
+        },
+        "Accepted": {
+            "type": "object",
+            "required": ["message", "api_id"],
+            "properties": {
+                "message": {"type": "string", "enum": sorted(LIVE_MESSAGES.values())},
+                "api_id": {"type": "string"},
+                "url": {
+                    "type": "string",
+                    "format": "uri",
+                    "description": "Record only: where the file is served.",
+                },
+                "recording_id": {"type": "string", "description": "Record only."},
+            },
+        },
     }
 
     def live_op(summary: str, schema: str | None, ok: str = "202") -> dict[str, Any]:
         op: dict[str, Any] = {"summary": summary, "parameters": [auth_path, call_path]}
         if schema is not None:
             body = {"$ref": f"#/components/schemas/{schema}"}
-            op["requestBody"] = {"required": schema in ("Play", "Speak", "DTMF"), "content": {
-                "application/json": {"schema": body}, "application/x-www-form-urlencoded": {"schema": body}}}
+            op["requestBody"] = {
+                "required": schema in ("Play", "Speak", "DTMF"),
+                "content": {
+                    "application/json": {"schema": body},
+                    "application/x-www-form-urlencoded": {"schema": body},
+                },
+            }
         if ok == "202":
-            op["responses"] = {"202": {"description": "accepted", "content": {"application/json": {
-                "schema": {"$ref": "#/components/schemas/Accepted"}}}}, **err_responses}
+            op["responses"] = {
+                "202": {
+                    "description": "accepted",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}
+                    },
+                },
+                **err_responses,
+            }
         else:
             op["responses"] = {"204": {"description": "stopped"}, **err_responses}
         return op
+
     return {
         "openapi": "3.1.0",
         "info": {"title": "softswitch: Plivo-compatible Voice API", "version": "1"},
         "components": {
             "securitySchemes": {"basic": {"type": "http", "scheme": "basic"}},
             "schemas": {
-                "Error": {"type": "object", "required": ["api_id", "error"],
-                          "properties": {"api_id": {"type": "string"}, "error": {"type": "string"}}},
-                "MakeCall": {"type": "object", "required": ["from", "to", "answer_url"], "properties": make_call_props},
+                "Error": {
+                    "type": "object",
+                    "required": ["api_id", "error"],
+                    "properties": {"api_id": {"type": "string"}, "error": {"type": "string"}},
+                },
+                "MakeCall": {
+                    "type": "object",
+                    "required": ["from", "to", "answer_url"],
+                    "properties": make_call_props,
+                },
                 "CallFired": {
                     "type": "object",
                     "properties": {
                         "message": {"type": "string", "enum": ["call fired", "call queued"]},
-                        "request_uuid": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+                        "request_uuid": {
+                            "oneOf": [
+                                {"type": "string"},
+                                {"type": "array", "items": {"type": "string"}},
+                            ]
+                        },
                         "api_id": {"type": "string"},
                     },
                 },
@@ -190,28 +325,53 @@ def openapi_document() -> dict[str, Any]:
                     "requestBody": {
                         "required": True,
                         "content": {
-                            "application/json": {"schema": {"$ref": "#/components/schemas/MakeCall"}},
-                            "application/x-www-form-urlencoded": {"schema": {"$ref": "#/components/schemas/MakeCall"}},
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/MakeCall"}
+                            },
+                            "application/x-www-form-urlencoded": {
+                                "schema": {"$ref": "#/components/schemas/MakeCall"}
+                            },
                         },
                     },
                     "responses": {
-                        "201": {"description": "call fired",
-                                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CallFired"}}}},
-                        "200": {"description": "call queued behind the calls-per-second limit",
-                                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CallFired"}}}},
+                        "201": {
+                            "description": "call fired",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/CallFired"}
+                                }
+                            },
+                        },
+                        "200": {
+                            "description": "call queued behind the calls-per-second limit",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/CallFired"}
+                                }
+                            },
+                        },
                         **err_responses,
                     },
                 },
                 "get": {
                     "summary": "List call records (or live/queued call uuids)",
                     "parameters": [auth_path, *list_params],
-                    "responses": {"200": {"description": "{api_id, meta, objects} or {api_id, calls}"}, **err_responses},
+                    "responses": {
+                        "200": {"description": "{api_id, meta, objects} or {api_id, calls}"},
+                        **err_responses,
+                    },
                 },
             },
             "/v1/Account/{auth_id}/Call/{call_uuid}/": {
                 "get": {
                     "summary": "Retrieve a call record (status=live|queued: the live call)",
-                    "parameters": [auth_path, call_path, _param("status", {"type": "string", "enum": ["live", "queued"]}, "live view")],
+                    "parameters": [
+                        auth_path,
+                        call_path,
+                        _param(
+                            "status", {"type": "string", "enum": ["live", "queued"]}, "live view"
+                        ),
+                    ],
                     "responses": {"200": {"description": "the call"}, **err_responses},
                 },
                 "delete": {
@@ -234,9 +394,20 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v1/Account/{auth_id}/Call/{call_uuid}/Record/": {
                 "post": live_op("Record an answered call (both directions, mono)", "Record"),
-                "delete": {**live_op("Stop recording (all, or the one at URL)", None, "204"),
-                           "requestBody": {"required": False, "content": {"application/json": {"schema": {
-                               "type": "object", "properties": {"URL": {"type": "string", "format": "uri"}}}}}}},
+                "delete": {
+                    **live_op("Stop recording (all, or the one at URL)", None, "204"),
+                    "requestBody": {
+                        "required": False,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {"URL": {"type": "string", "format": "uri"}},
+                                }
+                            }
+                        },
+                    },
+                },
             },
             "/v1/Account/{auth_id}/Call/{call_uuid}/Trace/": {
                 "get": {
@@ -249,12 +420,29 @@ def openapi_document() -> dict[str, Any]:
             "/v1/Account/{auth_id}/Recording/files/{name}": {
                 "get": {
                     "summary": "A finished recording: the owning account's Basic credentials, or the "
-                               "signed URL handed out (expires, sig)",
+                    "signed URL handed out (expires, sig)",
                     "security": [{"basic": []}, {}],
-                    "parameters": [auth_path, {"name": "name", "in": "path", "required": True,
-                                               "schema": {"type": "string", "pattern": "^[0-9a-f-]{36}\\.(wav|mp3)$"}},
-                                   {"name": "expires", "in": "query", "required": False, "schema": {"type": "integer"}},
-                                   {"name": "sig", "in": "query", "required": False, "schema": {"type": "string"}}],
+                    "parameters": [
+                        auth_path,
+                        {
+                            "name": "name",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "pattern": "^[0-9a-f-]{36}\\.(wav|mp3)$"},
+                        },
+                        {
+                            "name": "expires",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "integer"},
+                        },
+                        {
+                            "name": "sig",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string"},
+                        },
+                    ],
                     "responses": {
                         "200": {"description": "the audio", "content": {"audio/wav": {}, "audio/mpeg": {}}},
                         "401": unauthorized,
@@ -265,14 +453,21 @@ def openapi_document() -> dict[str, Any]:
                     },
                 },
             },
+            **openapi_paths(auth_path, err_responses),
             "/v1/Account/{auth_id}/Request/{request_uuid}/": {
                 "delete": {
                     "summary": "Cancel a queued or ringing call by its request uuid",
-                    "parameters": [auth_path, {"name": "request_uuid", "in": "path", "required": True,
-                                               "schema": {"type": "string"}}],
+                    "parameters": [
+                        auth_path,
+                        {
+                            "name": "request_uuid",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                    ],
                     "responses": {"204": {"description": "cancelled"}, **err_responses},
                 },
             },
         },
     }
-

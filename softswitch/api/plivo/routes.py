@@ -12,6 +12,7 @@
     POST   /v1/Account/{auth_id}/Call/{call_uuid}/Record/  record the call (DELETE: stop)
     GET    /v1/Account/{auth_id}/Call/{call_uuid}/Trace/   the SIP messages (live or ended)
     GET    /v1/Account/{auth_id}/Recording/files/{name}    a recording file (Basic auth or a signed URL)
+    ...    /v1/Account/{auth_id}/Conference/...            the Conference API (:mod:`.conference`)
 
 Live call control answers 202 with Plivo's ``{"message", "api_id"}`` (Record adds ``url``
 and ``recording_id``); the DELETEs answer 204. A call that is unknown or over is a 404, a
@@ -69,6 +70,7 @@ from . import (
     parse_transfer_request,
     queued_call_json,
 )
+from .conference import CONFERENCE_ROUTES
 from .dialect import PlivoDialect, call_snapshot
 from .filters import list_filters
 from .openapi import openapi_document
@@ -369,6 +371,7 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("/v1/Account/{auth_id}/Call/{call_uuid}/Record/", "DELETE", stop_record_call),
     ("/v1/Account/{auth_id}/Call/{call_uuid}/Trace/", "GET", get_trace),
     ("/v1/Account/{auth_id}/Recording/files/{name}", "GET", recording_file),
+    *CONFERENCE_ROUTES,
 )
 
 

@@ -15,10 +15,14 @@ posts to an ``action`` (``Digits``, ``RecordUrl``, ``DialStatus``...).
 :class:`XmlApplication` is the vocabulary-neutral executor
 (:class:`softswitch.app.executor.Application`) running Plivo XML.
 
-``<Conference>`` (and the other Plivo elements this softswitch does not implement:
-``MultiPartyCall``, ``Stream``, ``Message``, ``GetSpeech``, ``SIPTransfer``) is refused at
-parse time with a "not supported" error: the whole document is validated before its first
-verb runs, as Plivo does, so a call never half-runs a document it cannot finish.
+``<Conference>`` becomes the neutral :class:`~softswitch.app.verbs.Conference`; its callback
+and action parameters are Plivo's (``ConferenceName``, ``ConferenceUUID``,
+``ConferenceMemberID``, ``ConferenceAction`` enter/exit/floor/digits/record,
+``ConferenceDigitsMatch``, ``RecordUrl``...: :func:`conference_params`).
+The Plivo elements this softswitch does not implement (``MultiPartyCall``, ``Stream``,
+``Message``, ``GetSpeech``, ``SIPTransfer``) are refused at parse time with a "not supported"
+error: the whole document is validated before its first verb runs, as Plivo does, so a call
+never half-runs a document it cannot finish.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ from softswitch.app.document import (
 from softswitch.app.executor import Application
 from softswitch.app.verbs import (
     DTMF,
+    Conference,
+    ConferenceEvent,
     Dial,
     Document,
     GetDigits,
@@ -64,9 +70,30 @@ from softswitch.app.verbs import (
 #: Longest text a ``<Speak>`` may carry (ours: bounds TTS time and memory per verb).
 MAX_SPEAK_CHARS = 4000
 
+
 #: The names under which Plivo posts verb results to an ``action`` URL (GetDigits/GetInput
 #: ``Digits`` and ``InputType``; Record's ``RecordUrl``...; Dial's ``DialStatus``...).
 #: ``RecordingDurationMs``, ``RecordingStartMs`` and ``RecordingEndMs`` are Plivo's too.
+def conference_params(event: ConferenceEvent) -> dict[str, str] | None:
+    """A conference event in Plivo's callback names (the action URL gets ``result``)."""
+    if event.action not in ("enter", "exit", "floor", "digits", "record", "result"):
+        return None
+    params = {
+        "ConferenceName": event.room,
+        "ConferenceUUID": event.room_uuid,
+        "ConferenceMemberID": event.member_id,
+    }
+    if event.action != "result":
+        params["ConferenceAction"] = event.action
+    if event.action == "digits":
+        params["ConferenceDigitsMatch"] = event.digits
+    if event.record_url:
+        params["RecordUrl"] = event.record_url
+        params["RecordingID"] = event.recording_id
+        params["RecordingDuration"] = str(event.recording_duration_s)
+    return params
+
+
 RESULT_PARAMS = ResultParams(
     digits="Digits",
     input_type="InputType",
@@ -82,6 +109,7 @@ RESULT_PARAMS = ResultParams(
     dial_ring_status="DialRingStatus",
     dial_a_leg_uuid="DialALegUUID",
     dial_b_leg_uuid="DialBLegUUID",
+    conference_params=conference_params,
 )
 
 
@@ -158,7 +186,7 @@ _NO_PAIRS: tuple[tuple[str, str], ...] = ()
 
 # --- elements -----------------------------------------------------------------------------
 
-_UNSUPPORTED = {"Conference", "MultiPartyCall", "Stream", "Message", "GetSpeech", "SIPTransfer"}
+_UNSUPPORTED = {"MultiPartyCall", "Stream", "Message", "GetSpeech", "SIPTransfer"}
 _SSML_TAGS = {
     "break",
     "cont",
@@ -492,6 +520,62 @@ def _dial(el: ET.Element, legacy: bool) -> Dial:
     return Dial(numbers=tuple(numbers), **kwargs)  # type: ignore[arg-type]
 
 
+def _sound(raw: str) -> str:
+    """``enterSound``/``exitSound``: ``beep:1``, ``beep:2``, a sound URL, or empty (none)."""
+    s = raw.strip()
+    if not s or s in ("beep:1", "beep:2"):
+        return s
+    return at.media_url(s)
+
+
+#: ``recordFileFormat`` values: the files this softswitch writes.
+_CONFERENCE_FORMATS = ("mp3", "wav")
+
+
+def _conference(el: ET.Element, legacy: bool) -> Conference:
+    """Plivo's ``<Conference>`` (the framework's attributes too; its ``recordFilePath`` and
+    ``recordFileName`` start a recording in our recordings directory)."""
+    legacy_only = ("recordFilePath", "recordFileName") if legacy else ()
+    a = at.Attributes(el, "Conference")
+    record_path = a.get("recordFilePath", str, "") if legacy_only else ""
+    if legacy_only:
+        a.get("recordFileName", str, "")
+    fmt = a.get("recordFileFormat", lambda r: r.strip().lower(), "mp3")
+    if fmt not in _CONFERENCE_FORMATS:
+        raise a.error("recordFileFormat", f"must be mp3 or wav (got {fmt!r})")
+    floor = a.get("floorEvent", at.boolean, False)
+    verb = Conference(
+        name=at.body(el, "Conference", "a room name"),
+        muted=a.get("muted", at.boolean, False),
+        enter_sound=a.get("enterSound", _sound, ""),
+        exit_sound=a.get("exitSound", _sound, ""),
+        start_on_enter=a.get("startConferenceOnEnter", at.boolean, True),
+        end_on_exit=a.get("endConferenceOnExit", at.boolean, False),
+        stay_alone=a.get("stayAlone", at.boolean, True),
+        wait_sound=a.get("waitSound", at.optional_url, None),
+        wait_method=a.get("waitMethod", at.http_method, "POST"),
+        max_members=a.get("maxMembers", at.integer(1, 200), 200),
+        time_limit=a.get("timeLimit", at.integer(0), 0 if legacy else 86_400),
+        hangup_on_star=a.get("hangupOnStar", at.boolean, False),
+        record=a.get("record", at.boolean, False) or bool(record_path.strip()),
+        record_file_format=fmt,
+        action=a.get("action", at.optional_url, None),
+        method=a.get("method", at.http_method, "POST"),
+        redirect=a.get("redirect", at.boolean, True),
+        callback_url=a.get("callbackUrl", at.optional_url, None),
+        callback_method=a.get("callbackMethod", at.http_method, "POST"),
+        digits_match=a.get("digitsMatch", at.digit_patterns, _NO_STRS),
+        floor_event=floor,
+        relay_dtmf=a.get("relayDTMF", at.boolean, True),
+        status_events=frozenset(
+            {"enter", "exit", "digits", "record"} | ({"floor"} if floor else set())
+        ),
+    )
+    a.get("recordWhenAlone", at.boolean, False)  # accepted; the room records from its start
+    a.done()
+    return verb
+
+
 def _pre_answer(el: ET.Element, legacy: bool) -> PreAnswer:
     a = at.Attributes(el, "PreAnswer")
     a.done()
@@ -525,6 +609,7 @@ _TOP_LEVEL: dict[str, _Builder] = {
     "Hangup": _hangup,
     "Record": _record,
     "Dial": _dial,
+    "Conference": _conference,
     "PreAnswer": _pre_answer,
 }
 _ALL_KNOWN = set(_TOP_LEVEL) | {"Number", "User", "Response"} | _UNSUPPORTED
@@ -554,6 +639,7 @@ __all__ = [
     "RESULT_PARAMS",
     "XmlAppError",
     "XmlApplication",
+    "conference_params",
     "parse_document",
     "parse_response",
 ]
