@@ -35,6 +35,7 @@ from .api.plivo.routes import http_dialect as plivo_http
 from .call import AccountLimits, CallManager
 from .dialect import Dialect
 from .netpolicy import FetchPolicy, set_default_policy
+from .store import Claim
 
 log = logging.getLogger("softswitch.server")
 
@@ -167,6 +168,7 @@ class Server:
         #: The final status of each recovery BYE (call uuid -> status, None: no answer in time)
         self.recovered_byes: dict[str, int | None] = {}
         self._stopped = False
+        self._lease_task: asyncio.Task[None] | None = None
 
     @property
     def base_url(self) -> str:
@@ -177,7 +179,7 @@ class Server:
 
     async def start(self) -> None:
         from .signing import register_signer
-        from .store import CallStore
+        from .store import open_store
         from .webhooks import WebhookOutbox
 
         cfg = self.config
@@ -186,7 +188,15 @@ class Server:
         for dialect in dialects:
             for name, signer in dialect.signers.items():
                 register_signer(name, signer)
-        self.store = CallStore(cfg.db_path, exclusive=True)  # one server per database
+        # SQLite: one server per file (exclusive lock). PostgreSQL: shared; this server owns
+        # its rows as node_id under a lease, and first takes over those of dead nodes.
+        self.store = open_store(cfg.store_location, node_id=cfg.node_id or None, exclusive=True)
+        try:
+            await self._register_node()
+        except BaseException:
+            self.store.close()
+            raise
+        self.store.claim_dead_nodes()
         # The answered calls a crash left up: their callees are still in the call.
         orphans = self.store.live_dialogs()
         # Every URL the server fetches or posts to is checked against this policy; the own
@@ -273,6 +283,66 @@ class Server:
         # Recording URLs need the port really bound (http_port 0 picks one) unless the
         # public base_url is configured.
         self.manager.public_url = (cfg.base_url or self.base_url).rstrip("/")
+        self._lease_task = asyncio.get_running_loop().create_task(
+            self._keep_lease(dialer), name="softswitch-node-lease"
+        )
+
+    async def _register_node(self) -> None:
+        """Take this node's lease. A lease of this ``node_id`` still held may be this very
+        node's before a crash and restart: wait for it to expire (at most one lease); if its
+        holder renews it meanwhile, another live server has this name (:class:`NodeInUse`)."""
+        from .store import NodeInUse
+
+        lease = self.config.node_lease_s
+        deadline = asyncio.get_running_loop().time() + lease + 1.0
+        while True:
+            try:
+                self.store.register_node(lease)
+                return
+            except NodeInUse:
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise
+                log.warning("node %s: its lease is still held; waiting for it to expire",
+                            self.store.node_id)
+                await asyncio.sleep(0.5)
+
+    async def _keep_lease(self, dialer: Any) -> None:
+        """Renew this node's lease every third of it; on a shared store, take over the calls
+        and callbacks of nodes whose lease expired (:meth:`take_over_dead_nodes`)."""
+        lease = self.config.node_lease_s
+        while True:
+            await asyncio.sleep(lease / 3)
+            try:
+                if not self.store.renew_lease():
+                    # Silent for longer than the lease: a survivor may have ended our calls.
+                    log.error("node %s had lost its lease; taking it again", self.store.node_id)
+                    self.store.register_node(lease)
+                if self.store.SHARED:
+                    await self.take_over_dead_nodes(dialer)
+            except Exception:
+                log.exception("node lease upkeep failed")
+
+    async def take_over_dead_nodes(self, dialer: Any = None) -> Claim:
+        """Take over the live calls and pending callbacks of dead nodes (lease expired), once:
+        BYE the callees of their answered calls from the stored dialogs, close the records,
+        resume their pending callbacks, then post the calls' hangup callbacks."""
+        assert self.manager is not None and self.outbox is not None
+        claim: Claim = self.store.claim_dead_nodes()
+        if not claim:
+            return claim
+        if claim.calls:
+            orphans = self.store.live_dialogs(calls=claim.calls)
+            await self._bye_orphans(dialer or self._dialer or self.ua, orphans)
+        interrupted = self.store.mark_interrupted(calls=claim.calls)
+        self.store.clear_dialogs(calls=claim.calls)
+        for row in self.store.pending_deliveries(kind="fetch", ids=claim.deliveries):
+            self.store.finish_delivery(row["id"], "failed")
+        self.outbox.resume(self.store.pending_deliveries(kind="post", ids=claim.deliveries))
+        for account_id, call_uuid in interrupted:
+            record = self.store.get_call(account_id, call_uuid)
+            if record is not None:
+                self.manager.post_interrupted_hangup(record)
+        return claim
 
     async def _bye_orphans(self, dialer: Any, orphans: list[tuple[str, dict[str, Any]]]) -> None:
         """Send a BYE (``Reason: Q.850;cause=41``) to the callee of each call the previous
@@ -287,7 +357,9 @@ class Server:
             cause=causes.NORMAL_TEMPORARY_FAILURE,
             timeout=self.recovery_bye_timeout_s,
         )
-        self.recovered_byes = {uuid: status for (uuid, _), status in zip(orphans, statuses, strict=True)}
+        self.recovered_byes.update(
+            {uuid: status for (uuid, _), status in zip(orphans, statuses, strict=True)}
+        )
         answered = sum(1 for status in statuses if status is not None and 200 <= status < 300)
         log.warning(
             "sent a BYE to the callee of %d call(s) left up by the previous run: %d answered 2xx",
@@ -320,6 +392,11 @@ class Server:
         if self._stopped:
             return
         self._stopped = True
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lease_task
+            self._lease_task = None
         cfg = self.config
         mode = mode or cfg.shutdown_mode
         drain = cfg.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
@@ -340,6 +417,8 @@ class Server:
             with contextlib.suppress(Exception):
                 await self.ua.close()
         if self.store is not None:
+            with contextlib.suppress(Exception):
+                self.store.release_node()  # what is left pending is claimable at once
             self.store.close()
 
     async def __aenter__(self) -> Server:

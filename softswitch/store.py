@@ -139,6 +139,7 @@ class Store(Protocol):
     """What the core asks of a call store (both engines implement it, see :class:`SqlStore`)."""
 
     node_id: str
+    SHARED: bool
 
     def close(self) -> None: ...
     def insert_call(self, rec: Mapping[str, Any]) -> None: ...
@@ -217,6 +218,8 @@ class SqlStore:
     (:attr:`_CLAIM_LOCK`) and the SQL of an ``extra`` merge (:attr:`_MERGE_EXTRA`).
     """
 
+    #: Several servers may use the database at once (a survivor takes a dead one's calls).
+    SHARED = False
     _SEQ = "rowid"
     _CLAIM_LOCK = ""
     _MERGE_EXTRA = "json_patch(coalesce(extra, '{}'), ?)"
@@ -495,9 +498,7 @@ class SqlStore:
         resumes the claimed deliveries (:meth:`pending_deliveries` with ``ids=``).
         """
         now = time.time() if now is None else now
-        orphan_args: tuple[Any, ...] = (
-            (self.node_id,) if self._sole_owner else (self.node_id, now)
-        )
+        orphan_args: tuple[Any, ...] = (self.node_id,) if self._sole_owner else (self.node_id, now)
         with self._lock, self._transaction():
             calls = self._rows(
                 f"SELECT call_uuid FROM calls WHERE call_status IN ({_marks(LIVE_STATUSES)}) "
@@ -562,7 +563,9 @@ class SqlStore:
         with self._lock:
             self._exec("DELETE FROM call_dialogs WHERE call_uuid = ?", (call_uuid,))
 
-    def live_dialogs(self, calls: Collection[str] | None = None) -> list[tuple[str, dict[str, Any]]]:
+    def live_dialogs(
+        self, calls: Collection[str] | None = None
+    ) -> list[tuple[str, dict[str, Any]]]:
         """At startup, before :meth:`mark_interrupted`: the (call uuid, dialog state) of each
         of this node's calls a crash left live with a dialog to end (``calls``: only these).
         A row whose JSON is unreadable is logged and left out."""
@@ -643,7 +646,13 @@ class SqlStore:
                     seconds = (parse_stored(end) - parse_stored(row["answer_time"])).total_seconds()
                     duration = max(0, int(seconds))
                 updates.append(
-                    ("completed" if answered else "failed", end, duration, duration, row["call_uuid"])
+                    (
+                        "completed" if answered else "failed",
+                        end,
+                        duration,
+                        duration,
+                        row["call_uuid"],
+                    )
                 )
             self._exec_many(
                 "UPDATE calls SET call_status = ?, end_time = ?, call_duration = ?, "

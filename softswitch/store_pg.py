@@ -43,11 +43,14 @@ def _pg(sql: str) -> str:
 class PostgresStore(SqlStore):
     """Call records, dialogs, outbox and node leases in PostgreSQL."""
 
+    SHARED = True
     _SEQ = "seq"
     _CLAIM_LOCK = " FOR UPDATE SKIP LOCKED"
     _MERGE_EXTRA = "jsonb_merge_patch(coalesce(extra, '{}')::jsonb, ?::jsonb)::text"
 
-    def __init__(self, url: str, *, node_id: str | None = None, connect_timeout_s: float = 10) -> None:
+    def __init__(
+        self, url: str, *, node_id: str | None = None, connect_timeout_s: float = 10
+    ) -> None:
         self.url = url
         self.node_id = node_id or default_node_id()
         self.connect_timeout_s = connect_timeout_s

@@ -69,6 +69,14 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("rtp_ports", "the range must hold at least one RTP/RTCP pair")
     if not cfg.db_path:
         raise ConfigError("db_path", "empty")
+    if cfg.store_url:
+        scheme = cfg.store_url.split(":", 1)[0] if ":" in cfg.store_url else ""
+        if scheme not in ("sqlite", "postgresql", "postgres"):
+            raise ConfigError("store_url", "must start with sqlite:/// or postgresql://")
+        if scheme == "sqlite" and not cfg.store_url.startswith("sqlite:///"):
+            raise ConfigError("store_url", "a SQLite URL is sqlite:///path (sqlite:////abs/path)")
+    if cfg.node_lease_s < 1:
+        raise ConfigError("node_lease_s", "must be >= 1 second")
     if cfg.base_url is not None and not cfg.base_url.startswith(("http://", "https://")):
         raise ConfigError("base_url", f"must start with http:// or https://, got {cfg.base_url!r}")
     if cfg.shutdown_mode not in SHUTDOWN_MODES:

@@ -92,12 +92,14 @@ class PostgresCluster:
 
         name = name or f"t_{uuid.uuid4().hex[:12]}"
         with psycopg.connect(self.url(), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+            conn.execute(f'CREATE DATABASE "{name}" STRATEGY FILE_COPY')
         return self.url(name)
 
     def stop(self) -> None:
         with contextlib.suppress(subprocess.SubprocessError, OSError):
-            self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
+            self._run(
+                str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"
+            )
         deadline = time.monotonic() + 10
         while (self.data / "postmaster.pid").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
