@@ -310,17 +310,29 @@ class Server:
         """Renew this node's lease every third of it; on a shared store, take over the calls
         and callbacks of nodes whose lease expired (:meth:`take_over_dead_nodes`)."""
         lease = self.config.node_lease_s
-        while True:
-            await asyncio.sleep(lease / 3)
-            try:
-                if not self.store.renew_lease():
-                    # Silent for longer than the lease: a survivor may have ended our calls.
-                    log.error("node %s had lost its lease; taking it again", self.store.node_id)
-                    self.store.register_node(lease)
-                if self.store.SHARED:
-                    await self.take_over_dead_nodes(dialer)
-            except Exception:
-                log.exception("node lease upkeep failed")
+        takeover: asyncio.Task[Claim] | None = None
+        try:
+            while True:
+                await asyncio.sleep(lease / 3)
+                try:
+                    if not self.store.renew_lease():
+                        # Silent for longer than the lease: a survivor may have ended our calls.
+                        log.error("node %s had lost its lease; taking it again", self.store.node_id)
+                        self.store.register_node(lease)
+                except Exception:
+                    log.exception("node lease renewal failed")
+                # A takeover waits for BYE answers: in its own task, so renewals go on.
+                if self.store.SHARED and (takeover is None or takeover.done()):
+                    if takeover is not None and not takeover.cancelled() and takeover.exception():
+                        log.error("taking over dead nodes failed", exc_info=takeover.exception())
+                    takeover = asyncio.get_running_loop().create_task(
+                        self.take_over_dead_nodes(dialer), name="softswitch-takeover"
+                    )
+        finally:
+            if takeover is not None and not takeover.done():
+                takeover.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await takeover
 
     async def take_over_dead_nodes(self, dialer: Any = None) -> Claim:
         """Take over the live calls and pending callbacks of dead nodes (lease expired), once:
