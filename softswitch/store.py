@@ -31,6 +31,7 @@ their migrations, the time format and the database lock are in :mod:`softswitch.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -248,9 +249,15 @@ class SqlStore:
         raise NotImplementedError
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
+    def _engine_transaction(self) -> Iterator[None]:
         raise NotImplementedError
         yield  # pragma: no cover
+
+    def _run_batch(self, batch: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        """Run the statements in one transaction."""
+        with self._engine_transaction():
+            for sql, args in batch:
+                self._exec(sql, args)
 
     def _one(self, sql: str, args: Sequence[Any] = ()) -> dict[str, Any] | None:
         rows = self._rows(sql, args)
@@ -258,6 +265,79 @@ class SqlStore:
 
     def close(self) -> None:
         raise NotImplementedError
+
+    # ----------------------------------------------------------------- batched writes
+
+    #: Writes made on an event loop wait for the end of its turn, then go in one transaction.
+    batch_writes = False
+    _pending: list[tuple[str, Sequence[Any]]]
+    _flush_handle: asyncio.Handle | None = None
+
+    def _write(self, *statements: tuple[str, Sequence[Any]]) -> None:
+        """A write whose caller needs no answer (several statements: one transaction).
+
+        With :attr:`batch_writes` and a running event loop, it joins the writes of this loop
+        turn, committed together by :meth:`flush` at the next turn (issue 14: one commit per
+        turn, not per statement); any read on this store flushes first, so the store reads
+        its own writes. Otherwise (a thread, a tool, a test) it runs at once.
+        """
+        loop = None
+        if self.batch_writes:
+            with contextlib.suppress(RuntimeError):
+                loop = asyncio.get_running_loop()
+        with self._lock:
+            if loop is not None:
+                self._pending.extend(statements)
+                if self._flush_handle is None:
+                    self._flush_handle = loop.call_soon(self.flush)
+                return
+            self._flush_locked()  # earlier writes first
+            if len(statements) == 1:
+                self._exec(*statements[0])
+            else:
+                self._run_batch(statements)
+
+    def flush(self) -> None:
+        """Commit the writes waiting for the end of the loop turn (see :meth:`_write`)."""
+        with self._lock:
+            self._flush_handle = None
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        try:
+            self._run_batch(batch)
+        except Exception:
+            # One bad statement rolled the batch back: run each alone, so that only the bad
+            # one is lost (and logged, as its caller would have).
+            log.warning("store: a batch of %d writes failed; writing them one by one", len(batch))
+            for sql, args in batch:
+                try:
+                    self._exec(sql, args)
+                except Exception:
+                    log.exception("store: write failed: %s", sql[:60])
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Hold the store for a read: this store's waiting writes are committed first."""
+        with self._lock:
+            self._flush_locked()
+            yield
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        with self._reading(), self._engine_transaction():
+            yield
+
+    def _stop_batching(self) -> None:
+        """At close: commit what waits, forget the scheduled flush."""
+        with self._lock:
+            if self._flush_handle is not None:
+                self._flush_handle.cancel()
+                self._flush_handle = None
+            self._flush_locked()
 
     # ----------------------------------------------------------------- calls
 
@@ -284,8 +364,7 @@ class SqlStore:
             f"INSERT INTO calls ({', '.join(names)}, node_id) "
             f"VALUES ({', '.join('?' for _ in names)}, ?)"
         )
-        with self._lock:
-            self._exec(sql, [*(_encode(n, row[n]) for n in names), self.node_id])
+        self._write((sql, [*(_encode(n, row[n]) for n in names), self.node_id]))
 
     def update_call(self, call_uuid: str, /, **fields: Any) -> None:
         """Set columns of one call.
@@ -310,8 +389,7 @@ class SqlStore:
                 sets.append(f"{name} = ?")
             values.append(_encode(name, value))
         values.append(call_uuid)
-        with self._lock:
-            self._exec(f"UPDATE calls SET {', '.join(sets)} WHERE call_uuid = ?", values)
+        self._write((f"UPDATE calls SET {', '.join(sets)} WHERE call_uuid = ?", values))
 
     @staticmethod
     def _row(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -323,7 +401,7 @@ class SqlStore:
 
     def get_call(self, account_id: str, call_uuid: str) -> dict[str, Any] | None:
         """The call record, or None if it does not exist or belongs to another account."""
-        with self._lock:
+        with self._reading():
             row = self._one(
                 "SELECT * FROM calls WHERE call_uuid = ? AND account_id = ?",
                 (call_uuid, account_id),
@@ -332,13 +410,13 @@ class SqlStore:
 
     def call_owner(self, call_uuid: str) -> str | None:
         """The node that owns a call (None: no such call, or a row from before owners)."""
-        with self._lock:
+        with self._reading():
             row = self._one("SELECT node_id FROM calls WHERE call_uuid = ?", (call_uuid,))
         return None if row is None else row["node_id"]
 
     def get_call_by_request(self, account_id: str, request_uuid: str) -> dict[str, Any] | None:
         """The (first) call created by an API request (lookups by ``request_uuid``)."""
-        with self._lock:
+        with self._reading():
             row = self._one(
                 "SELECT * FROM calls WHERE account_id = ? AND request_uuid = ? "
                 f"ORDER BY initiation_time, {self._SEQ} LIMIT 1",
@@ -348,13 +426,13 @@ class SqlStore:
 
     def call_account(self, call_uuid: str) -> str | None:
         """The account a call belongs to, or None if there is no such call."""
-        with self._lock:
+        with self._reading():
             row = self._one("SELECT account_id FROM calls WHERE call_uuid = ?", (call_uuid,))
         return None if row is None else str(row["account_id"])
 
     def calls_by_request(self, account_id: str, request_uuid: str) -> list[dict[str, Any]]:
         """Every call of one API request (a bulk request makes one per destination)."""
-        with self._lock:
+        with self._reading():
             rows = self._rows(
                 "SELECT * FROM calls WHERE account_id = ? AND request_uuid = ? "
                 f"ORDER BY initiation_time, {self._SEQ}",
@@ -400,7 +478,7 @@ class SqlStore:
         seq = self._SEQ
         keys.append(f"initiation_time DESC, {seq} DESC" if newest_first else f"{seq} ASC")
         clause = " AND ".join(where)
-        with self._lock:
+        with self._reading():
             count = self._one(f"SELECT count(*) AS n FROM calls WHERE {clause}", args)
             rows = self._rows(
                 f"SELECT * FROM calls WHERE {clause} ORDER BY {', '.join(keys)} LIMIT ? OFFSET ?",
@@ -410,7 +488,7 @@ class SqlStore:
 
     def live_calls(self, account_id: str) -> list[dict[str, Any]]:
         """Calls not yet ended (queued, ringing, early-media, in-progress), oldest first."""
-        with self._lock:
+        with self._reading():
             rows = self._rows(
                 f"SELECT * FROM calls WHERE account_id = ? AND call_status IN "
                 f"({_marks(LIVE_STATUSES)}) ORDER BY initiation_time, {self._SEQ}",
@@ -471,7 +549,7 @@ class SqlStore:
     def live_nodes(self, now: float | None = None) -> list[str]:
         """The nodes holding an unexpired lease."""
         now = time.time() if now is None else now
-        with self._lock:
+        with self._reading():
             rows = self._rows(
                 "SELECT node_id FROM nodes WHERE lease_until >= ? ORDER BY node_id", (now,)
             )
@@ -550,18 +628,18 @@ class SqlStore:
         """Keep (or replace) the SIP dialog of an answered call: what the next process needs
         to BYE its callee if this one dies (see :meth:`live_dialogs`)."""
         text = json.dumps(state, separators=(",", ":"))
-        with self._lock:
-            self._exec(
+        self._write(
+            (
                 "INSERT INTO call_dialogs (call_uuid, state, updated_at) VALUES (?, ?, ?) "
                 "ON CONFLICT (call_uuid) DO UPDATE SET state = excluded.state, "
                 "updated_at = excluded.updated_at",
                 (call_uuid, text, format_time()),
             )
+        )
 
     def delete_dialog(self, call_uuid: str) -> None:
         """The call ended here: its dialog is nobody's business any more."""
-        with self._lock:
-            self._exec("DELETE FROM call_dialogs WHERE call_uuid = ?", (call_uuid,))
+        self._write(("DELETE FROM call_dialogs WHERE call_uuid = ?", (call_uuid,)))
 
     def live_dialogs(
         self, calls: Collection[str] | None = None
@@ -581,7 +659,7 @@ class SqlStore:
                 return []
             sql += f" AND c.call_uuid IN ({_marks(calls)})"
             args.extend(calls)
-        with self._lock:
+        with self._reading():
             rows = self._rows(f"{sql} ORDER BY d.{self._SEQ}", args)
         out = []
         for row in rows:
@@ -597,7 +675,7 @@ class SqlStore:
     def clear_dialogs(self, calls: Collection[str] | None = None) -> int:
         """Forget the stored dialogs of this node's calls, and those of no call (the recovery
         that used them is over); ``calls``: only these. Returns how many."""
-        with self._lock:
+        with self._reading():
             if calls is not None:
                 if not calls:
                     return 0
@@ -666,7 +744,7 @@ class SqlStore:
 
     def delete_calls_before(self, end_time: str) -> int:
         """Purge ended calls older than ``end_time`` (retention); returns how many."""
-        with self._lock:
+        with self._reading():
             return self._exec(
                 "DELETE FROM calls WHERE end_time IS NOT NULL AND end_time < ?", (end_time,)
             )
@@ -724,39 +802,42 @@ class SqlStore:
         at: str | None = None,
     ) -> None:
         """Log one HTTP attempt and bump the delivery's attempt counter and last result."""
-        with self._lock, self._transaction():
-            self._exec(
+        self._write(
+            (
                 "INSERT INTO webhook_attempts "
                 "(delivery_id, attempt, at, status, error, duration_ms) VALUES (?,?,?,?,?,?) "
                 "ON CONFLICT (delivery_id, attempt) DO UPDATE SET at = excluded.at, "
                 "status = excluded.status, error = excluded.error, "
                 "duration_ms = excluded.duration_ms",
                 (delivery_id, attempt, at or format_time(), status, error, duration_ms),
-            )
-            self._exec(
+            ),
+            (
                 "UPDATE webhook_deliveries SET attempts = ?, last_status = ?, last_error = ? "
                 "WHERE id = ?",
                 (attempt, status, error, delivery_id),
-            )
+            ),
+        )
 
     def finish_delivery(self, delivery_id: int, status: str) -> None:
         """Mark a delivery ``delivered`` or ``failed`` (terminal)."""
         if status not in ("delivered", "failed"):
             raise ValueError(f"bad terminal delivery status {status!r}")
-        with self._lock:
-            self._exec(
+        self._write(
+            (
                 "UPDATE webhook_deliveries SET status = ?, delivered_at = ?, next_attempt_at = NULL "
                 "WHERE id = ?",
                 (status, format_time(), delivery_id),
             )
+        )
 
     def reschedule_delivery(self, delivery_id: int, next_attempt_at: float) -> None:
         """Remember when the next retry is due (wall-clock epoch seconds) across restarts."""
-        with self._lock:
-            self._exec(
+        self._write(
+            (
                 "UPDATE webhook_deliveries SET next_attempt_at = ? WHERE id = ?",
                 (next_attempt_at, delivery_id),
             )
+        )
 
     def pending_deliveries(
         self, kind: str | None = "post", ids: Collection[int] | None = None
@@ -774,19 +855,19 @@ class SqlStore:
                 return []
             sql += f" AND id IN ({_marks(ids)})"
             args.extend(ids)
-        with self._lock:
+        with self._reading():
             rows = self._rows(sql + " ORDER BY id", args)
         return [_delivery_row(r) for r in rows]
 
     def get_delivery(self, delivery_id: int) -> dict[str, Any] | None:
         """One delivery row, decoded."""
-        with self._lock:
+        with self._reading():
             row = self._one("SELECT * FROM webhook_deliveries WHERE id = ?", (delivery_id,))
         return None if row is None else _delivery_row(row)
 
     def list_deliveries(self, call_uuid: str) -> list[dict[str, Any]]:
         """Every delivery (posts and fetches) of one call, in id order."""
-        with self._lock:
+        with self._reading():
             rows = self._rows(
                 "SELECT * FROM webhook_deliveries WHERE call_uuid = ? ORDER BY id", (call_uuid,)
             )
@@ -794,7 +875,7 @@ class SqlStore:
 
     def list_attempts(self, delivery_id: int) -> list[dict[str, Any]]:
         """The recorded HTTP attempts of one delivery, in order."""
-        with self._lock:
+        with self._reading():
             rows = self._rows(
                 "SELECT * FROM webhook_attempts WHERE delivery_id = ? ORDER BY attempt",
                 (delivery_id,),
@@ -823,6 +904,7 @@ class CallStore(SqlStore):
         checkpoint_interval_s: float = 1.0,
         exclusive: bool = False,
         node_id: str | None = None,
+        batch_writes: bool = False,
     ) -> None:
         """``exclusive``: own the database (the server does) or raise :class:`DatabaseInUse`.
 
@@ -834,6 +916,8 @@ class CallStore(SqlStore):
         """
         self.path = path
         self.node_id = node_id or default_node_id()
+        self.batch_writes = batch_writes
+        self._pending = []
         self._lock = threading.RLock()
         self._lock_fd: int | None = None
         if exclusive and path != ":memory:" and not path.startswith("file::memory:"):
@@ -905,7 +989,7 @@ class CallStore(SqlStore):
         return int(self._db.execute(sql, args).lastrowid or 0)
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
+    def _engine_transaction(self) -> Iterator[None]:
         # One writer at a time: IMMEDIATE takes the write lock at BEGIN, so a claim's read and
         # its updates see the same rows.
         with self._lock:
@@ -944,6 +1028,8 @@ class CallStore(SqlStore):
 
     def close(self) -> None:
         """Stop the checkpointer, fold the WAL back into the database and close (idempotent)."""
+        if self._db is not None:
+            self._stop_batching()
         self._stop.set()
         if self._checkpointer is not None:
             self._checkpointer.join(timeout=10)

@@ -49,10 +49,19 @@ class PostgresStore(SqlStore):
     _MERGE_EXTRA = "jsonb_merge_patch(coalesce(extra, '{}')::jsonb, ?::jsonb)::text"
 
     def __init__(
-        self, url: str, *, node_id: str | None = None, connect_timeout_s: float = 10
+        self,
+        url: str,
+        *,
+        node_id: str | None = None,
+        connect_timeout_s: float = 10,
+        batch_writes: bool = True,
     ) -> None:
+        """``batch_writes``: writes made on an event loop are committed once per loop turn
+        (:meth:`~softswitch.store.SqlStore.flush`), in one round trip."""
         self.url = url
         self.node_id = node_id or default_node_id()
+        self.batch_writes = batch_writes
+        self._pending = []
         self.connect_timeout_s = connect_timeout_s
         self._lock = threading.RLock()
         self._sql: dict[str, str] = {}
@@ -107,9 +116,17 @@ class PostgresStore(SqlStore):
         return int(row["id"]) if row else 0
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
+    def _engine_transaction(self) -> Iterator[None]:
         with self._lock, self._connection().transaction():
             yield
+
+    def _run_batch(self, batch: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        # Pipeline mode: the whole batch and its commit in one round trip.
+        with self._lock:
+            conn = self._connection()
+            with conn.transaction(), conn.pipeline(), conn.cursor() as cur:
+                for sql, args in batch:
+                    cur.execute(self._q(sql), args)
 
     def _describe(self) -> str:
         conn = self._conn
@@ -121,7 +138,7 @@ class PostgresStore(SqlStore):
     # ----------------------------------------------------------------- schema
 
     def _migrate(self) -> None:
-        with self._transaction():
+        with self._engine_transaction():
             self._exec("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
             self._exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             row = self._one("SELECT version FROM schema_version")
@@ -148,6 +165,9 @@ class PostgresStore(SqlStore):
     def close(self) -> None:
         """Close the connection (idempotent)."""
         with self._lock:
+            if not self._closed:
+                with contextlib.suppress(Exception):
+                    self._stop_batching()
             self._closed = True
             if self._conn is not None:
                 with contextlib.suppress(Exception):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import threading
@@ -470,3 +471,37 @@ def test_sqlite_urls(tmp_path: Any) -> None:
         s.close()
     with pytest.raises(ValueError, match="scheme"):
         open_store("mysql://x/y")
+
+
+async def test_writes_on_the_loop_are_committed_once_per_turn(
+    new_store: Callable[..., SqlStore], caplog: pytest.LogCaptureFixture
+) -> None:
+    s, other = new_store(batch_writes=True), new_store()
+    s.insert_call(rec("b1"))
+    s.update_call("b1", call_status="ringing")
+    s.save_dialog("b1", {"call_id": "x"})
+    assert other.get_call(ACC, "b1") is None  # not committed within the turn
+    assert s.get_call(ACC, "b1")["call_status"] == "ringing"  # type: ignore[index]  # reads flush
+    s.update_call("b1", call_status="in-progress")
+    await asyncio.sleep(0)  # the next turn commits
+    assert other.get_call(ACC, "b1")["call_status"] == "in-progress"  # type: ignore[index]
+    # One failing write (a duplicate call) costs only itself: the rest of its batch lands.
+    s.insert_call(rec("b2"))
+    s.insert_call(rec("b1"))
+    s.update_call("b2", call_status="completed")
+    await asyncio.sleep(0)
+    assert other.get_call(ACC, "b2")["call_status"] == "completed"  # type: ignore[index]
+    assert "write failed" in caplog.text
+    # Off the loop (a thread, a tool) writes are immediate.
+    threading.Thread(target=lambda: s.update_call("b2", sip_status=200)).start()
+    await wait_for(lambda: (other.get_call(ACC, "b2") or {}).get("sip_status") == 200)
+    s.update_call("b2", sip_status=486)
+    s.close()  # closing commits what waits
+    assert other.get_call(ACC, "b2")["sip_status"] == 486  # type: ignore[index]
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 5) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
