@@ -3,7 +3,8 @@
 ``softswitch call`` places one call with the embedded user agent, prints each step as it
 happens and ends with one JSON line; exit status 0 if answered, 1 if not, 2 for bad usage.
 ``softswitch serve`` exits 2 for a bad configuration and 3 when another server already owns the
-database (``softswitch.store.DatabaseInUse``).
+database or its ``node_id`` (``softswitch.store.DatabaseInUse``), or the store cannot be opened
+(``softswitch.store.StoreUnavailable``: PostgreSQL unreachable).
 """
 
 from __future__ import annotations
@@ -195,12 +196,15 @@ def _run_serve(args: argparse.Namespace) -> int:
         print(f"softswitch serve: {exc}", file=sys.stderr)
         return EXIT_USAGE
     from softswitch.server import run_server
-    from softswitch.store import DatabaseInUse
+    from softswitch.store import DatabaseInUse, StoreUnavailable
 
     try:
         return run_server(config) or 0
     except DatabaseInUse as exc:
         print(f"softswitch serve: refusing to start: {exc}", file=sys.stderr)
+        return EXIT_DATABASE_IN_USE
+    except StoreUnavailable as exc:
+        print(f"softswitch serve: {exc}", file=sys.stderr)
         return EXIT_DATABASE_IN_USE
 
 

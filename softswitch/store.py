@@ -8,7 +8,9 @@ connection, the placeholders, the insertion-order column and row locking.
 
 The API is synchronous and meant to be called straight from the event loop: each method is
 one or two short statements on an indexed table (SQLite: an insert + update costs about
-0.1 ms; PostgreSQL on loopback: see ``benchmarks/RESULTS.md``).
+0.1 ms; PostgreSQL on loopback: see ``benchmarks/RESULTS.md``). With ``batch_writes`` (the
+PostgreSQL default) the writes whose caller needs no answer wait for the end of the loop turn
+and are committed together (:meth:`SqlStore.flush`); reads flush first.
 
 SQLite: one file, WAL journal, ``synchronous=NORMAL``: a committed transaction survives a
 process crash (not necessarily a power cut, which costs the last few commits: the trade SQLite
@@ -22,7 +24,8 @@ and the deliveries resumed touch only this node's rows (:meth:`SqlStore.live_dia
 :meth:`SqlStore.mark_interrupted`, :meth:`SqlStore.pending_deliveries`), after
 :meth:`SqlStore.claim_dead_nodes` has made this node the owner of the live calls and pending
 deliveries of nodes whose lease expired, exactly once. An exclusive SQLite store (the server's)
-is the only process on its file, so every other node there is dead.
+is the only process on its file, so every other node there is dead, and SQLite's recovery
+queries see every row (as before owners existed).
 
 A record's fields are the call model's (:data:`CALL_FIELDS`); a dialect maps them onto its own
 shapes, and its list filters onto :class:`Filter` (column, operator, stored value). The schemas,
@@ -78,6 +81,7 @@ __all__ = [
     "NodeInUse",
     "SqlStore",
     "Store",
+    "StoreUnavailable",
     "default_node_id",
     "format_time",
     "lock_path",
@@ -123,6 +127,10 @@ class Claim:
 
 class NodeInUse(DatabaseInUse):
     """A live node (unexpired lease) already runs under this ``node_id`` on the database."""
+
+
+class StoreUnavailable(RuntimeError):
+    """The store named by ``store_url`` cannot be opened (server down, bad URL, no driver)."""
 
 
 def default_node_id() -> str:
@@ -1072,7 +1080,11 @@ def open_store(
     if scheme == "sqlite":
         return CallStore(sqlite_path(url), exclusive=exclusive, node_id=node_id, **options)
     if scheme in ("postgresql", "postgres"):
-        from .store_pg import PostgresStore
-
+        try:
+            from .store_pg import PostgresStore
+        except ImportError as exc:
+            raise StoreUnavailable(
+                f"store_url {scheme}://: psycopg is not installed (pip install 'softswitch[postgres]')"
+            ) from exc
         return PostgresStore(url, node_id=node_id, **options)
     raise ValueError(f"store_url: unknown scheme {scheme!r} (sqlite:/// or postgresql://)")

@@ -1,8 +1,8 @@
 """The call store in PostgreSQL (psycopg 3): the store several servers share.
 
 The queries are :class:`~softswitch.store.SqlStore`'s; this module holds the connection (one
-synchronous connection behind a lock, autocommit: each write is its own transaction, as in
-SQLite), the migrations (:data:`~softswitch.store_schema.PG_MIGRATIONS`, applied under an
+synchronous connection behind a lock, autocommit; the writes of one event-loop turn are
+committed together in one pipelined round trip, ``batch_writes``), the migrations (:data:`~softswitch.store_schema.PG_MIGRATIONS`, applied under an
 advisory lock so that workers starting together migrate once) and row locking for claims
 (``FOR UPDATE SKIP LOCKED``).
 
@@ -24,7 +24,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from .store import SqlStore, default_node_id
+from .store import SqlStore, StoreUnavailable, default_node_id
 from .store_schema import PG_MIGRATIONS, PG_SCHEMA_VERSION
 
 __all__ = ["PostgresStore"]
@@ -70,13 +70,16 @@ class PostgresStore(SqlStore):
         self._migrate()
 
     def _connect(self) -> psycopg.Connection[dict[str, Any]]:
-        return psycopg.connect(
-            self.url,
-            autocommit=True,
-            row_factory=dict_row,
-            connect_timeout=max(1, int(self.connect_timeout_s)),
-            application_name=f"softswitch {self.node_id}"[:63],
-        )
+        try:
+            return psycopg.connect(
+                self.url,
+                autocommit=True,
+                row_factory=dict_row,
+                connect_timeout=max(1, int(self.connect_timeout_s)),
+                application_name=f"softswitch {self.node_id}"[:63],
+            )
+        except psycopg.Error as exc:
+            raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}".strip()) from exc
 
     def _connection(self) -> psycopg.Connection[dict[str, Any]]:
         conn = self._conn
