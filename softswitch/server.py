@@ -322,7 +322,7 @@ class Server:
                 except Exception:
                     log.exception("node lease renewal failed")
                 # A takeover waits for BYE answers: in its own task, so renewals go on.
-                if self.store.SHARED and (takeover is None or takeover.done()):
+                if self.store.SHARED and not self._stopped and (takeover is None or takeover.done()):
                     if takeover is not None and not takeover.cancelled() and takeover.exception():
                         log.error("taking over dead nodes failed", exc_info=takeover.exception())
                     takeover = asyncio.get_running_loop().create_task(
@@ -330,6 +330,7 @@ class Server:
                     )
         finally:
             if takeover is not None and not takeover.done():
+                # Claimed but not recovered: released with the lease, a survivor claims them.
                 takeover.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await takeover
@@ -403,12 +404,7 @@ class Server:
         """Graceful shutdown; see the module docstring. Idempotent."""
         if self._stopped:
             return
-        self._stopped = True
-        if self._lease_task is not None:
-            self._lease_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._lease_task
-            self._lease_task = None
+        self._stopped = True  # no more takeovers; the lease is renewed through the drain
         cfg = self.config
         mode = mode or cfg.shutdown_mode
         drain = cfg.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
@@ -428,6 +424,11 @@ class Server:
         if self.ua is not None:
             with contextlib.suppress(Exception):
                 await self.ua.close()
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lease_task
+            self._lease_task = None
         if self.store is not None:
             with contextlib.suppress(Exception):
                 self.store.release_node()  # what is left pending is claimable at once

@@ -550,8 +550,9 @@ class SqlStore:
         return changed > 0
 
     def release_node(self) -> None:
-        """A clean stop: drop the lease, so that what is left pending here is claimable at once."""
-        with self._lock:
+        """A clean stop: drop the lease, so that what is left pending here is claimable at once
+        (after this store's waiting writes: the survivors must see the calls ended)."""
+        with self._reading():
             self._exec("DELETE FROM nodes WHERE node_id = ?", (self.node_id,))
 
     def live_nodes(self, now: float | None = None) -> list[str]:
