@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import logging
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -190,7 +191,7 @@ class Server:
                 register_signer(name, signer)
         # SQLite: one server per file (exclusive lock). PostgreSQL: shared; this server owns
         # its rows as node_id under a lease, and first takes over those of dead nodes.
-        self.store = open_store(cfg.store_location, node_id=cfg.node_id or None, exclusive=True)
+        self.store = open_store(cfg.store_location, node_id=self._node_id(), exclusive=True)
         try:
             await self._register_node()
         except BaseException:
@@ -286,6 +287,16 @@ class Server:
         self._lease_task = asyncio.get_running_loop().create_task(
             self._keep_lease(dialer), name="softswitch-node-lease"
         )
+
+    def _node_id(self) -> str | None:
+        """This process's owner name in the store: ``node_id`` (default ``<hostname>-<pid>``);
+        as worker ``i`` of ``serve --workers``, ``<node_id or hostname>-<i>`` (as the
+        workers' cluster names them), so that workers sharing one configuration differ and a
+        restarted worker recovers its own previous calls."""
+        worker = getattr(self, "worker", None)  # (index, count) under serve --workers
+        if worker is not None:
+            return f"{self.config.node_id or socket.gethostname()}-{worker[0]}"
+        return str(self.config.node_id) or None
 
     async def _register_node(self) -> None:
         """Take this node's lease. A lease of this ``node_id`` still held may be this very

@@ -758,6 +758,46 @@ class SqlStore:
                 "DELETE FROM calls WHERE end_time IS NOT NULL AND end_time < ?", (end_time,)
             )
 
+    # ----------------------------------------------------------------- SIP traces
+
+    def save_trace(
+        self,
+        call_uuid: str,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        dropped: int = 0,
+        media: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Keep (or replace) an ended call's SIP messages and media figures (``softswitch.trace``)."""
+        self._write(
+            (
+                "INSERT INTO call_traces (call_uuid, messages, dropped, media, created_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (call_uuid) DO UPDATE SET "
+                "messages = excluded.messages, dropped = excluded.dropped, media = excluded.media",
+                (
+                    call_uuid,
+                    json.dumps(list(messages), separators=(",", ":")),
+                    dropped,
+                    json.dumps(dict(media or {}), separators=(",", ":")),
+                    format_time(),
+                ),
+            )
+        )
+
+    def get_trace(self, call_uuid: str) -> dict[str, Any] | None:
+        """``{"messages", "dropped", "media"}`` of an ended call, or None."""
+        with self._reading():
+            row = self._one(
+                "SELECT messages, dropped, media FROM call_traces WHERE call_uuid = ?", (call_uuid,)
+            )
+        if row is None:
+            return None
+        return {
+            "messages": json.loads(row["messages"]),
+            "dropped": int(row["dropped"]),
+            "media": json.loads(row["media"]),
+        }
+
     # ----------------------------------------------------------------- webhook outbox
 
     def add_delivery(

@@ -126,7 +126,18 @@ MIGRATIONS: list[str] = [
         updated_at TEXT NOT NULL
     );
     """,
-    # v4: ownership. Each call and each delivery names the node (server process) that owns
+    # v4: each ended call's SIP messages (softswitch.trace) and media quality over time
+    # (softswitch.ops), as JSON, for the API's trace and the web page's call view.
+    """
+    CREATE TABLE call_traces (
+        call_uuid TEXT PRIMARY KEY,
+        messages TEXT NOT NULL,
+        dropped INTEGER NOT NULL DEFAULT 0,
+        media TEXT NOT NULL DEFAULT '{}',
+        created_at TEXT NOT NULL
+    );
+    """,
+    # v5: ownership. Each call and each delivery names the node (server process) that owns
     # it; a node holds a lease in ``nodes`` while it runs. Rows of earlier versions have no
     # owner (NULL): the next server to start takes them.
     """
@@ -204,6 +215,13 @@ PG_MIGRATIONS: list[str] = [
         node_id TEXT PRIMARY KEY,
         lease_until DOUBLE PRECISION NOT NULL,
         started_at TEXT NOT NULL
+    );
+    CREATE TABLE call_traces (
+        call_uuid TEXT PRIMARY KEY,
+        messages TEXT NOT NULL,
+        dropped INTEGER NOT NULL DEFAULT 0,
+        media TEXT NOT NULL DEFAULT '{{}}',
+        created_at TEXT NOT NULL
     );
     -- RFC 7396 JSON merge patch: objects merge recursively, a null deletes the key.
     CREATE FUNCTION jsonb_merge_patch(target jsonb, patch jsonb) RETURNS jsonb

@@ -505,3 +505,14 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 5) -> None:
     while not predicate():
         assert asyncio.get_running_loop().time() < deadline
         await asyncio.sleep(0.01)
+
+
+def test_traces(store: SqlStore) -> None:
+    assert store.get_trace("t") is None
+    store.save_trace("t", [{"dir": "out", "text": "INVITE"}], dropped=2, media={"mos": [4.3]})
+    store.save_trace("t", [{"dir": "in", "text": "BYE"}], dropped=1)
+    assert store.get_trace("t") == {
+        "messages": [{"dir": "in", "text": "BYE"}],
+        "dropped": 1,
+        "media": {},
+    }

@@ -176,3 +176,20 @@ def test_sqlite_exclusive_owner_takes_every_other_nodes_rows(tmp_path: Path) -> 
         assert [u for u, _ in new.live_dialogs()] == ["o0", "o1"]
     finally:
         new.close()
+
+
+def test_server_node_names(tmp_path: Path) -> None:
+    """Workers sharing one configuration own their rows under distinct, stable names."""
+    import socket
+
+    from softswitch.config import Config
+    from softswitch.server import Server
+
+    server = Server(Config(db_path=str(tmp_path / "x.db")))
+    assert server._node_id() is None  # the store's default: <hostname>-<pid>
+    server.config.node_id = "edge"
+    assert server._node_id() == "edge"
+    server.worker = (2, 4)  # type: ignore[attr-defined]
+    assert server._node_id() == "edge-2"
+    server.config.node_id = ""
+    assert server._node_id() == f"{socket.gethostname()}-2"
