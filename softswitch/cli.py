@@ -5,7 +5,8 @@ happens and ends with one JSON line; exit status 0 if answered, 1 if not, 2 for 
 (a local port already in use included). SIGINT and SIGTERM hang the call up and still print
 the terminated line and the JSON summary; the exit status is the call's outcome.
 ``softswitch serve`` exits 2 for a bad configuration or a port already in use and 3 when
-another server already owns the database (``softswitch.store.DatabaseInUse``).
+another server already owns the database or its ``node_id`` (``softswitch.store.DatabaseInUse``),
+or the store cannot be opened (``softswitch.store.StoreUnavailable``: PostgreSQL unreachable).
 ``softswitch campaign`` dials a CSV list (``softswitch.campaign``).
 
 ``-v``/``-q`` and ``--log-format text|json`` go before or after the subcommand.
@@ -307,7 +308,7 @@ def _run_serve(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
         print(f"softswitch serve: {exc}", file=sys.stderr)
         return EXIT_USAGE
     from softswitch.server import run_server
-    from softswitch.store import DatabaseInUse
+    from softswitch.store import DatabaseInUse, StoreUnavailable
     from softswitch.workers import default_workers, supervise, worker_config
 
     count = default_workers(config)
@@ -325,6 +326,9 @@ def _run_serve(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
         return run_server(config, worker=worker) or 0
     except DatabaseInUse as exc:
         print(f"softswitch serve: refusing to start: {exc}", file=sys.stderr)
+        return EXIT_DATABASE_IN_USE
+    except StoreUnavailable as exc:
+        print(f"softswitch serve: {exc}", file=sys.stderr)
         return EXIT_DATABASE_IN_USE
     except OSError as exc:
         if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):

@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import logging
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ from .dialect import Dialect
 from .metrics import CONTENT_TYPE_LATEST
 from .netpolicy import FetchPolicy, set_default_policy
 from .ops import Operations
+from .store import Claim
 
 log = logging.getLogger("softswitch.server")
 
@@ -190,6 +192,7 @@ class Server:
         #: The final status of each recovery BYE (call uuid -> status, None: no answer in time)
         self.recovered_byes: dict[str, int | None] = {}
         self._stopped = False
+        self._lease_task: asyncio.Task[None] | None = None
 
     @property
     def base_url(self) -> str:
@@ -200,7 +203,7 @@ class Server:
 
     async def start(self) -> None:
         from .signing import register_signer
-        from .store import CallStore
+        from .store import open_store
         from .webhooks import WebhookOutbox
 
         cfg = self.config
@@ -209,7 +212,15 @@ class Server:
         for dialect in dialects:
             for name, signer in dialect.signers.items():
                 register_signer(name, signer)
-        self.store = CallStore(cfg.db_path, exclusive=True)  # one server per database
+        # SQLite: one server per file (exclusive lock). PostgreSQL: shared; this server owns
+        # its rows as node_id under a lease, and first takes over those of dead nodes.
+        self.store = open_store(cfg.store_location, node_id=self._node_id(), exclusive=True)
+        try:
+            await self._register_node()
+        except BaseException:
+            self.store.close()
+            raise
+        self.store.claim_dead_nodes()
         # The answered calls a crash left up: their callees are still in the call.
         orphans = self.store.live_dialogs()
         # Every URL the server fetches or posts to is checked against this policy; the own
@@ -327,6 +338,94 @@ class Server:
         # Recording URLs need the port really bound (http_port 0 picks one) unless the
         # public base_url is configured.
         self.manager.public_url = (cfg.base_url or self.base_url).rstrip("/")
+        self._lease_task = asyncio.get_running_loop().create_task(
+            self._keep_lease(dialer), name="softswitch-node-lease"
+        )
+
+    def _node_id(self) -> str | None:
+        """This process's owner name in the store: ``node_id`` (default ``<hostname>-<pid>``);
+        as worker ``i`` of ``serve --workers``, ``<node_id or hostname>-<i>`` (as the
+        workers' cluster names them), so that workers sharing one configuration differ and a
+        restarted worker recovers its own previous calls."""
+        worker = getattr(self, "worker", None)  # (index, count) under serve --workers
+        if worker is not None:
+            from .workers import worker_id
+
+            return worker_id(self.config, worker[0])
+        return str(self.config.node_id) or None
+
+    async def _register_node(self) -> None:
+        """Take this node's lease. A lease of this ``node_id`` still held may be this very
+        node's before a crash and restart: wait for it to expire (at most one lease); if its
+        holder renews it meanwhile, another live server has this name (:class:`NodeInUse`)."""
+        from .store import NodeInUse
+
+        lease = self.config.node_lease_s
+        deadline = asyncio.get_running_loop().time() + lease + 1.0
+        while True:
+            try:
+                self.store.register_node(lease)
+                return
+            except NodeInUse:
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise
+                log.warning("node %s: its lease is still held; waiting for it to expire",
+                            self.store.node_id)
+                await asyncio.sleep(0.5)
+
+    async def _keep_lease(self, dialer: Any) -> None:
+        """Renew this node's lease every third of it; on a shared store, take over the calls
+        and callbacks of nodes whose lease expired (:meth:`take_over_dead_nodes`)."""
+        lease = self.config.node_lease_s
+        takeover: asyncio.Task[Claim] | None = None
+        try:
+            while True:
+                await asyncio.sleep(lease / 3)
+                try:
+                    if not self.store.renew_lease():
+                        # Silent for longer than the lease: a survivor may have ended our calls.
+                        log.error("node %s had lost its lease; taking it again", self.store.node_id)
+                        self.store.register_node(lease)
+                except Exception:
+                    log.exception("node lease renewal failed")
+                # A takeover waits for BYE answers: in its own task, so renewals go on.
+                if self.store.SHARED and not self._stopped and (takeover is None or takeover.done()):
+                    if takeover is not None and not takeover.cancelled() and takeover.exception():
+                        log.error("taking over dead nodes failed", exc_info=takeover.exception())
+                    takeover = asyncio.get_running_loop().create_task(
+                        self.take_over_dead_nodes(dialer), name="softswitch-takeover"
+                    )
+        finally:
+            if takeover is not None and not takeover.done():
+                # Claimed but not recovered: released with the lease, a survivor claims them.
+                takeover.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await takeover
+
+    async def take_over_dead_nodes(self, dialer: Any = None) -> Claim:
+        """Take over the live calls and pending callbacks of dead nodes (lease expired), once:
+        BYE the callees of their answered calls from the stored dialogs, close the records,
+        resume their pending callbacks, then post the calls' hangup callbacks."""
+        assert self.manager is not None and self.outbox is not None
+        claim: Claim = self.store.claim_dead_nodes()
+        if not claim:
+            return claim
+        if claim.calls:
+            orphans = self.store.live_dialogs(calls=claim.calls)
+            await self._bye_orphans(dialer or self._dialer or self.ua, orphans)
+        interrupted = self.store.mark_interrupted(calls=claim.calls)
+        self.store.clear_dialogs(calls=claim.calls)
+        for row in self.store.pending_deliveries(kind="fetch", ids=claim.deliveries):
+            self.store.finish_delivery(row["id"], "failed")
+        self.outbox.resume(self.store.pending_deliveries(kind="post", ids=claim.deliveries))
+        for account_id, call_uuid in interrupted:
+            record = self.store.get_call(account_id, call_uuid)
+            if record is not None:
+                self.manager.post_interrupted_hangup(record)
+            if self.cluster is not None:  # the dead worker's slots and ownership in Redis
+                with contextlib.suppress(Exception):
+                    await self.cluster.forget(f"account:{account_id}", call_uuid)
+        return claim
 
     async def _bye_orphans(self, dialer: Any, orphans: list[tuple[str, dict[str, Any]]]) -> None:
         """Send a BYE (``Reason: Q.850;cause=41``) to the callee of each call the previous
@@ -341,7 +440,9 @@ class Server:
             cause=causes.NORMAL_TEMPORARY_FAILURE,
             timeout=self.recovery_bye_timeout_s,
         )
-        self.recovered_byes = {uuid: status for (uuid, _), status in zip(orphans, statuses, strict=True)}
+        self.recovered_byes.update(
+            {uuid: status for (uuid, _), status in zip(orphans, statuses, strict=True)}
+        )
         answered = sum(1 for status in statuses if status is not None and 200 <= status < 300)
         log.warning(
             "sent a BYE to the callee of %d call(s) left up by the previous run: %d answered 2xx",
@@ -470,7 +571,7 @@ class Server:
         """Graceful shutdown; see the module docstring. Idempotent."""
         if self._stopped:
             return
-        self._stopped = True
+        self._stopped = True  # no more takeovers; the lease is renewed through the drain
         cfg = self.config
         mode = mode or cfg.shutdown_mode
         drain = cfg.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
@@ -498,7 +599,14 @@ class Server:
         if self.ua is not None:
             with contextlib.suppress(Exception):
                 await self.ua.close()
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lease_task
+            self._lease_task = None
         if self.store is not None:
+            with contextlib.suppress(Exception):
+                self.store.release_node()  # what is left pending is claimable at once
             self.store.close()
 
     def set_unavailable(self) -> None:

@@ -28,7 +28,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +36,7 @@ import aiohttp
 
 from .netpolicy import FetchPolicy, default_policy
 from .signing import UnknownSignature
-from .store import CallStore
+from .store import Store
 from .webhook_http import (
     DEFAULT_RETRY_ON,
     MAX_FETCH_BODY,
@@ -130,7 +130,7 @@ class WebhookOutbox:
 
     def __init__(
         self,
-        store: CallStore,
+        store: Store,
         *,
         timeout_s: float = 10,
         retries: int = 5,
@@ -182,8 +182,13 @@ class WebhookOutbox:
         self._closed = False
         for row in self.store.pending_deliveries(kind="fetch"):
             self.store.finish_delivery(row["id"], "failed")
+        self.resume(self.store.pending_deliveries(kind="post"))
+
+    def resume(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Queue stored ``post`` deliveries (rows of the store) to be sent by this process:
+        those a previous process left pending, or those taken over from a dead node."""
         resumed = 0
-        for row in self.store.pending_deliveries(kind="post"):
+        for row in rows:
             req = self._resumed_request(row)
             pending = _Pending(
                 id=row["id"],
@@ -197,6 +202,7 @@ class WebhookOutbox:
             resumed += 1
         if resumed:
             log.info("webhook outbox: resumed %d pending deliveries", resumed)
+        return resumed
 
     def _resumed_request(self, row: Mapping[str, Any]) -> PreparedRequest:
         """The request of a stored delivery, re-signed by the scheme its row names when the

@@ -43,12 +43,19 @@ MAX_RESTARTS = 5
 EXIT_DRAINED = 0
 
 
+def shared_store(config: Any) -> bool:
+    """Is the store one several processes share (PostgreSQL)? A ``sqlite:///`` URL is one
+    process's file, like the default."""
+    url = str(getattr(config, "store_url", None) or "")
+    return url.startswith(("postgresql:", "postgres:"))
+
+
 def default_workers(config: Any) -> int:
     """``workers = 0``: one per core when the workers share state (a ``redis_url`` and a
     shared store), else 1 (the embedded SQLite file belongs to one process)."""
     if config.workers > 0:
         return int(config.workers)
-    shared = getattr(config, "store_url", None) and config.redis_url
+    shared = shared_store(config) and config.redis_url
     return max(1, os.cpu_count() or 1) if shared else 1
 
 
@@ -79,8 +86,10 @@ def worker_config(config: Any, index: int, count: int) -> Any:
         "sip_port": config.sip_port + index if config.sip_port else 0,
         "sip_tls_port": config.sip_tls_port + index if config.sip_tls_port else 0,
     }
-    if not getattr(config, "store_url", None):
+    if not shared_store(config):
         changes["db_path"] = f"{config.db_path}.w{index}"
+        if getattr(config, "store_url", None):  # sqlite:///path: each worker its own file
+            changes["store_url"] = f"{config.store_url}.w{index}"
     return dataclasses.replace(config, **changes)
 
 

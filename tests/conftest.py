@@ -24,8 +24,15 @@ REPO = Path(__file__).resolve().parent.parent
 _inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(REPO)]
 os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *_inherited])
 
-# The ``baresip`` and ``linphone`` callees, the ``kamailio`` proxy and ``redis_server`` fixtures, for every test module.
-pytest_plugins = ("tests.peers.baresip", "tests.peers.kamailio", "tests.peers.linphone", "tests.peers.redis")
+# The ``baresip`` and ``linphone`` callees, the ``kamailio`` proxy, and the ``redis_server`` and
+# ``postgres_cluster`` fixtures, for every test module.
+pytest_plugins = (
+    "tests.peers.baresip",
+    "tests.peers.kamailio",
+    "tests.peers.linphone",
+    "tests.peers.redis",
+    "tests.peers.postgres",
+)
 
 
 def free_port(kind: int = socket.SOCK_DGRAM, *, pair: bool = False) -> int:

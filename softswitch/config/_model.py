@@ -239,6 +239,16 @@ class Config:
     """SRTP policy of calls dialled to a SIP URI directly, through no gateway (as
     :attr:`Gateway.srtp`)."""
     db_path: str = "softswitch.db"
+    store_url: str = ""
+    """Where call records, dialogs and the webhook outbox live: ``sqlite:///path`` or
+    ``postgresql://user@host:port/db`` (shared by several servers). Empty: SQLite at
+    ``db_path``."""
+    node_id: str = ""
+    """This server's name as the owner of its calls and callbacks in the store; empty:
+    ``<hostname>-<pid>``."""
+    node_lease_s: float = 15.0
+    """The lease a server renews on its node row (every third of it); a server silent for
+    longer is dead and a survivor on the same PostgreSQL takes its calls over."""
     data_dir: str = "data"
     base_url: str | None = None
     accounts: list[Account] = field(default_factory=list)
@@ -293,6 +303,13 @@ class Config:
     per-account calls-per-second and concurrency limits across workers, live-call ownership,
     and live-call control forwarded to the worker that holds the call. None: one process,
     everything in memory."""
+
+    @property
+    def store_location(self) -> str:
+        """The store's URL: ``store_url``, else SQLite at ``db_path``."""
+        if self.store_url:
+            return self.store_url
+        return f"sqlite:///{self.db_path}"
 
     @property
     def http_base_url(self) -> str:

@@ -73,6 +73,14 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("workers", "must be >= 0 (0 = automatic)")
     if cfg.redis_url is not None and not cfg.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("redis_url", f"must start with redis://, rediss:// or unix://, got {cfg.redis_url!r}")
+    if cfg.store_url:
+        scheme = cfg.store_url.split(":", 1)[0] if ":" in cfg.store_url else ""
+        if scheme not in ("sqlite", "postgresql", "postgres"):
+            raise ConfigError("store_url", "must start with sqlite:/// or postgresql://")
+        if scheme == "sqlite" and not cfg.store_url.startswith("sqlite:///"):
+            raise ConfigError("store_url", "a SQLite URL is sqlite:///path (sqlite:////abs/path)")
+    if cfg.node_lease_s < 1:
+        raise ConfigError("node_lease_s", "must be >= 1 second")
     if cfg.base_url is not None and not cfg.base_url.startswith(("http://", "https://")):
         raise ConfigError("base_url", f"must start with http:// or https://, got {cfg.base_url!r}")
     if cfg.shutdown_mode not in SHUTDOWN_MODES:

@@ -1,10 +1,13 @@
-"""CallStore: call records in a real SQLite file."""
+"""The call store: call records in a real SQLite file and in a real PostgreSQL database
+(every test taking ``store`` or ``new_store`` runs on both engines)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import threading
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,10 +19,12 @@ from softswitch.store import (
     CallStore,
     DatabaseInUse,
     Filter,
+    SqlStore,
     format_time,
+    open_store,
     parse_time,
 )
-from softswitch.store_schema import MIGRATIONS
+from softswitch.store_schema import MIGRATIONS, PG_SCHEMA_VERSION
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -45,11 +50,37 @@ def rec(uuid: str, **kw: Any) -> dict[str, Any]:
     return base
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def new_store(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Callable[..., SqlStore]]:
+    """Opens stores on one database of the engine (SQLite file, or a new PostgreSQL database)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'calls.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    opened: list[SqlStore] = []
+
+    def make(**kw: Any) -> SqlStore:
+        s = open_store(url, **kw)
+        opened.append(s)
+        return s
+
+    yield make
+    for s in opened:
+        s.close()
+
+
 @pytest.fixture
-def store(tmp_path: Any) -> Any:
-    s = CallStore(str(tmp_path / "calls.db"))
-    yield s
-    s.close()
+def store(new_store: Callable[..., SqlStore]) -> SqlStore:
+    return new_store()
+
+
+def integrity_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [sqlite3.IntegrityError]
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - PostgreSQL tests are skipped then
+        return tuple(errors)
+    return (*errors, psycopg.errors.UniqueViolation)
 
 
 ACC = "MAAAAAAAAAAAAAAAAAAA"
@@ -100,7 +131,7 @@ def test_v1_outbox_rows_upgrade_without_a_scheme(tmp_path: Any) -> None:
         s.close()
 
 
-def test_insert_get_update(store: CallStore) -> None:
+def test_insert_get_update(store: SqlStore) -> None:
     store.insert_call(rec("a", initiation_time=ts(0), extra={"media": {"rx": 1}}))
     got = store.get_call(ACC, "a")
     assert got is not None
@@ -124,11 +155,11 @@ def test_insert_get_update(store: CallStore) -> None:
     store.update_call("missing", call_status="completed")  # no-op, no error
 
 
-def test_insert_defaults_and_errors(store: CallStore) -> None:
+def test_insert_defaults_and_errors(store: SqlStore) -> None:
     store.insert_call({"call_uuid": "x", "account_id": ACC})
     got = store.get_call(ACC, "x")
     assert got is not None and got["initiation_time"] and got["params"] == {} and got["extra"] == {}
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(integrity_errors()):
         store.insert_call({"call_uuid": "x", "account_id": ACC})
     with pytest.raises(ValueError):
         store.insert_call({"call_uuid": "y", "account_id": ACC, "bogus": 1})
@@ -140,7 +171,7 @@ def test_insert_defaults_and_errors(store: CallStore) -> None:
         store.update_call("x", call_uuid="z")
 
 
-def test_get_by_request(store: CallStore) -> None:
+def test_get_by_request(store: SqlStore) -> None:
     store.insert_call(rec("b1", request_uuid="bulk", initiation_time=ts(0)))
     store.insert_call(rec("b2", request_uuid="bulk", initiation_time=ts(0)))
     assert store.get_call_by_request(ACC, "bulk")["call_uuid"] == "b1"  # type: ignore[index]
@@ -148,7 +179,7 @@ def test_get_by_request(store: CallStore) -> None:
     assert store.get_call_by_request("other", "bulk") is None
 
 
-def populate(store: CallStore) -> None:
+def populate(store: SqlStore) -> None:
     # 30 completed calls, one per minute, alternating numbers and sources; 2 live; 1 elsewhere.
     for i in range(30):
         store.insert_call(
@@ -173,7 +204,7 @@ def populate(store: CallStore) -> None:
     store.insert_call(rec("other", account_id="MAOTHERACCOUNT000000", initiation_time=ts(5)))
 
 
-def test_list_paging_newest_first(store: CallStore) -> None:
+def test_list_paging_newest_first(store: SqlStore) -> None:
     populate(store)
     rows, total = store.list_calls(ACC, limit=20, offset=0)
     assert total == 32
@@ -185,7 +216,7 @@ def test_list_paging_newest_first(store: CallStore) -> None:
     assert rows3 == [] and total3 == 32
 
 
-def test_list_order_keys_then_newest_first(store: CallStore) -> None:
+def test_list_order_keys_then_newest_first(store: SqlStore) -> None:
     populate(store)
     rows, _ = store.list_calls(ACC, limit=40, order=[("call_duration", True)])
     durations = [r["call_duration"] for r in rows]
@@ -235,7 +266,7 @@ def test_list_order_keys_then_newest_first(store: CallStore) -> None:
         ({"initiation_time": "2024-05-01"}, 32),  # a date alone is the whole day
     ],
 )
-def test_list_filters(store: CallStore, filters: dict[str, str], expected: int) -> None:
+def test_list_filters(store: SqlStore, filters: dict[str, str], expected: int) -> None:
     populate(store)
     rows, total = store.list_calls(ACC, filters=list_filters(filters), limit=100)
     assert total == expected
@@ -252,7 +283,7 @@ def test_list_filters(store: CallStore, filters: dict[str, str], expected: int) 
         {"end_time": "yesterday"},
     ],
 )
-def test_list_rejects_bad_filters(store: CallStore, filters: dict[str, str]) -> None:
+def test_list_rejects_bad_filters(store: SqlStore, filters: dict[str, str]) -> None:
     with pytest.raises(ValueError):
         store.list_calls(ACC, filters=list_filters(filters))
 
@@ -261,20 +292,19 @@ def test_list_rejects_bad_filters(store: CallStore, filters: dict[str, str]) -> 
     "bad",
     [Filter("bogus", "=", 1), Filter("params", "=", "{}"), Filter("to_number", "LIKE", "1%")],
 )
-def test_store_rejects_unknown_columns_and_operators(store: CallStore, bad: Filter) -> None:
+def test_store_rejects_unknown_columns_and_operators(store: SqlStore, bad: Filter) -> None:
     with pytest.raises(ValueError):
         store.list_calls(ACC, filters=[bad])
 
 
-def test_live_calls_and_mark_interrupted(tmp_path: Any) -> None:
-    path = str(tmp_path / "crash.db")
-    s = CallStore(path)
+def test_live_calls_and_mark_interrupted(new_store: Callable[..., SqlStore]) -> None:
+    s = new_store()
     populate(s)
     s.insert_call(rec("q", initiation_time=ts(42), call_status="queued"))
     assert [c["call_uuid"] for c in s.live_calls(ACC)] == ["live1", "live2", "q"]
     # "Crash": drop the connection without any cleanup, then reopen.
     s.close()
-    s = CallStore(path)
+    s = new_store()
     now = T0 + timedelta(minutes=41, seconds=90)
     assert len(s.mark_interrupted(now)) == 4  # live1, live2, q and the other account's queued call
     assert s.live_calls(ACC) == []
@@ -294,24 +324,23 @@ def test_live_calls_and_mark_interrupted(tmp_path: Any) -> None:
     s.close()
 
 
-def test_survives_close_and_reopen(tmp_path: Any) -> None:
-    path = str(tmp_path / "persist.db")
-    s = CallStore(path)
+def test_survives_close_and_reopen(new_store: Callable[..., SqlStore]) -> None:
+    s = new_store()
     s.insert_call(rec("p", extra={"k": 1}))
     s.update_call("p", call_status="completed", end_time=ts(3))
     did = s.add_delivery(
         call_uuid="p", event="hangup", url="http://x/", method="POST", params={"a": "1"}, headers={}
     )
     s.close()
-    s = CallStore(path)
+    s = new_store()
     got = s.get_call(ACC, "p")
     assert got is not None and got["call_status"] == "completed" and got["extra"] == {"k": 1}
     assert [d["id"] for d in s.pending_deliveries()] == [did]
     s.close()
 
 
-def test_concurrent_threads(tmp_path: Any) -> None:
-    s = CallStore(str(tmp_path / "threads.db"))
+def test_concurrent_threads(new_store: Callable[..., SqlStore]) -> None:
+    s = new_store()
     errors: list[BaseException] = []
 
     def worker(n: int) -> None:
@@ -335,9 +364,8 @@ def test_concurrent_threads(tmp_path: Any) -> None:
     s.close()
 
 
-def test_two_connections_see_each_other(tmp_path: Any) -> None:
-    path = str(tmp_path / "two.db")
-    a, b = CallStore(path), CallStore(path)
+def test_two_connections_see_each_other(new_store: Callable[..., SqlStore]) -> None:
+    a, b = new_store(), new_store()
     a.insert_call(rec("shared"))
     assert b.get_call(ACC, "shared") is not None
     b.update_call("shared", call_status="completed")
@@ -346,7 +374,7 @@ def test_two_connections_see_each_other(tmp_path: Any) -> None:
     b.close()
 
 
-def test_delivery_bookkeeping(store: CallStore) -> None:
+def test_delivery_bookkeeping(store: SqlStore) -> None:
     d1 = store.add_delivery(
         call_uuid="c",
         event="ring",
@@ -417,3 +445,74 @@ def test_exclusive_store_owns_the_database(tmp_path: Any) -> None:
         owner.close()
     again = CallStore(path, exclusive=True)
     again.close()
+
+
+def test_postgresql_schema_version(postgres_url: str) -> None:
+    import psycopg
+
+    s = open_store(postgres_url)
+    try:
+        assert s.schema_version == PG_SCHEMA_VERSION
+    finally:
+        s.close()
+    again = open_store(postgres_url)  # a second start migrates nothing
+    again.close()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("UPDATE schema_version SET version = %s", (PG_SCHEMA_VERSION + 1,))
+    with pytest.raises(RuntimeError, match="newer"):
+        open_store(postgres_url)
+
+
+def test_sqlite_urls(tmp_path: Any) -> None:
+    s = open_store(f"sqlite:///{tmp_path}/u.db")
+    try:
+        assert isinstance(s, CallStore) and s.path == f"{tmp_path}/u.db"
+    finally:
+        s.close()
+    with pytest.raises(ValueError, match="scheme"):
+        open_store("mysql://x/y")
+
+
+async def test_writes_on_the_loop_are_committed_once_per_turn(
+    new_store: Callable[..., SqlStore], caplog: pytest.LogCaptureFixture
+) -> None:
+    s, other = new_store(batch_writes=True), new_store()
+    s.insert_call(rec("b1"))
+    s.update_call("b1", call_status="ringing")
+    s.save_dialog("b1", {"call_id": "x"})
+    assert other.get_call(ACC, "b1") is None  # not committed within the turn
+    assert s.get_call(ACC, "b1")["call_status"] == "ringing"  # type: ignore[index]  # reads flush
+    s.update_call("b1", call_status="in-progress")
+    await asyncio.sleep(0)  # the next turn commits
+    assert other.get_call(ACC, "b1")["call_status"] == "in-progress"  # type: ignore[index]
+    # One failing write (a duplicate call) costs only itself: the rest of its batch lands.
+    s.insert_call(rec("b2"))
+    s.insert_call(rec("b1"))
+    s.update_call("b2", call_status="completed")
+    await asyncio.sleep(0)
+    assert other.get_call(ACC, "b2")["call_status"] == "completed"  # type: ignore[index]
+    assert "write failed" in caplog.text
+    # Off the loop (a thread, a tool) writes are immediate.
+    threading.Thread(target=lambda: s.update_call("b2", sip_status=200)).start()
+    await wait_for(lambda: (other.get_call(ACC, "b2") or {}).get("sip_status") == 200)
+    s.update_call("b2", sip_status=486)
+    s.close()  # closing commits what waits
+    assert other.get_call(ACC, "b2")["sip_status"] == 486  # type: ignore[index]
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 5) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
+
+
+def test_traces(store: SqlStore) -> None:
+    assert store.get_trace("t") is None
+    store.save_trace("t", [{"dir": "out", "text": "INVITE"}], dropped=2, media={"mos": [4.3]})
+    store.save_trace("t", [{"dir": "in", "text": "BYE"}], dropped=1)
+    assert store.get_trace("t") == {
+        "messages": [{"dir": "in", "text": "BYE"}],
+        "dropped": 1,
+        "media": {},
+    }
