@@ -27,7 +27,6 @@ import contextlib
 import dataclasses
 import logging
 import signal
-import socket
 import sys
 from pathlib import Path
 from typing import Any
