@@ -149,6 +149,22 @@ class CallManager:
         self.table = CallTable()
         #: Calls whose SIP dialog is in the store (the next process BYEs them after a crash).
         self._stored_dialogs: set[str] = set()
+        #: The registrar's users that belong to one account (user name -> auth id): other
+        #: accounts' calls to them fail USER_NOT_REGISTERED (``Config.users[].account``).
+        self.user_accounts: dict[str, str] = {}
+
+    def refuses_target(self, account_id: str, target: str) -> bool:
+        """Is ``target`` a registrar user (as the dialer's ``local_user`` sees it) that
+        belongs to another account than ``account_id``?"""
+        local_user = getattr(self.dialer, "local_user", None)
+        if not self.user_accounts or not callable(local_user):
+            return False
+        try:
+            user = local_user(target)
+        except ValueError:
+            return False
+        owner = self.user_accounts.get(user) if user else None
+        return bool(owner) and owner != account_id
 
     # --- accounts -----------------------------------------------------------------------
 
@@ -374,13 +390,21 @@ class CallManager:
             kwargs["codecs"] = attempt.codecs
         if attempt.username is not None:
             kwargs["credentials"] = Credentials(attempt.username, attempt.password or "")
+        target = attempt.target or call.to
         try:
-            leg = await self.dialer.dial(attempt.target or call.to, **kwargs)
+            if self.refuses_target(call.account.auth_id, target):
+                raise LookupError(f"{target}: a user of another account")
+            leg = await self.dialer.dial(target, **kwargs)
         except (ValueError, LookupError) as exc:
             if not last:
                 log.info("call %s: attempt via %s refused (%s); next attempt", call.call_uuid, attempt.gateway, exc)
                 return False
-            if isinstance(exc, UnsupportedCodec):
+            named = getattr(exc, "cause", None)  # e.g. USER_NOT_REGISTERED
+            if isinstance(named, str):
+                cause = named
+            elif self.refuses_target(call.account.auth_id, target):
+                cause = causes.USER_NOT_REGISTERED
+            elif isinstance(exc, UnsupportedCodec):
                 cause = causes.INCOMPATIBLE_DESTINATION
             elif isinstance(exc, ValueError):
                 cause = causes.INVALID_NUMBER_FORMAT

@@ -111,6 +111,9 @@ class DialDefaults:
     on_b_leg: Callable[[OutboundCall, str], None] | None = None
     #: Makes the B legs' call UUIDs.
     new_uuid: Callable[[], str] = field(default=lambda: str(uuid.uuid4()))
+    #: ``refuses(target)``: a target this call may not reach (a registrar user of another
+    #: account); it fails USER_NOT_REGISTERED without an INVITE.
+    refuses: Callable[[str], bool] | None = None
 
 
 class _Leg:
@@ -298,6 +301,11 @@ class DialRun:
         target = leg.target
         defaults = c.dial_defaults
         leg.uuid = defaults.new_uuid()
+        dialled = target.number if isinstance(target, Number) else target.uri
+        if defaults.refuses is not None and defaults.refuses(dialled):
+            log.info("call %s: Dial target %r belongs to another account", c.call_uuid, leg.to)
+            leg.cause = causes.USER_NOT_REGISTERED
+            return
         try:
             call = await c._ua.dial(
                 target.number if isinstance(target, Number) else target.uri,
@@ -320,7 +328,8 @@ class DialRun:
             return
         except LookupError as exc:
             log.warning("call %s: Dial target %r: %s", c.call_uuid, leg.to, exc)
-            leg.cause = causes.NO_ROUTE_DESTINATION
+            cause = getattr(exc, "cause", None)  # e.g. USER_NOT_REGISTERED
+            leg.cause = cause if isinstance(cause, str) else causes.NO_ROUTE_DESTINATION
             return
         except Exception as exc:
             log.warning("call %s: Dial target %r failed: %s", c.call_uuid, leg.to, exc)

@@ -137,6 +137,10 @@ def build_user_agent(config: Any) -> Any:
             tls_key=getattr(config, "tls_key", None),
             tls_ca=getattr(config, "tls_ca", None),
             tls_verify=getattr(config, "tls_verify", True),
+            users={u.name: u.password for u in getattr(config, "users", [])},
+            registrar_realm=getattr(config, "registrar_realm", None),
+            registrar_min_expires=getattr(config, "registrar_min_expires", 60),
+            registrar_max_expires=getattr(config, "registrar_max_expires", 3600),
         )
     )
     return UserAgent(ua_cfg)
@@ -230,6 +234,7 @@ class Server:
             data_dir=cfg.data_dir,
             public_url=cfg.base_url,
         )
+        self.manager.user_accounts = {u.name: u.account for u in getattr(cfg, "users", []) if u.account}
         # Answered calls run their Plivo XML (softswitch.callcontrol); a dialer without
         # media streams (a test double) has its calls held, as before the interpreter.
         self.manager.app_runner = self.manager.run_xml
@@ -297,13 +302,17 @@ class Server:
     async def _health(self, request: web.Request) -> web.Response:
         """``GET /health``: dialect-neutral liveness, the gateways' registrations (``state``:
         registered, registering, failed, unregistering, unregistered) and the health their
-        OPTIONS pings see (``up``)."""
+        OPTIONS pings see (``up``), and how many of the registrar's users have a phone
+        registered (``registered_users``; who and where is not shown here)."""
         registrations = getattr(self.ua, "registrations", None)
         pings = getattr(self.ua, "gateways", None)
+        bindings = getattr(self.ua, "bindings", None)
+        phones = bindings() if callable(bindings) else []
         return web.json_response({
             "status": "ok",
             "registrations": registrations() if callable(registrations) else [],
             "gateways": pings() if callable(pings) else [],
+            "registered_users": len({b["user"] for b in phones}),
         })
 
     def _auth_token_for(self, call_uuid: str) -> str | None:

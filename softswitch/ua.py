@@ -449,6 +449,14 @@ class UserAgent:
         """The state of each gateway registration (see :meth:`sip.aio.UserAgent.registrations`)."""
         return self.sip.registrations()
 
+    def local_user(self, target: str) -> str | None:
+        """The registrar user ``target`` names (see :meth:`sip.aio.UserAgent.local_user`)."""
+        return self.sip.local_user(target)
+
+    def bindings(self) -> list[dict[str, object]]:
+        """The registered phones of the registrar's users (see :meth:`sip.aio.UserAgent.bindings`)."""
+        return self.sip.bindings()
+
     def route(self, target: str, *, gateway: str | None = None) -> tuple[str, GatewayConfig | None]:
         """See :meth:`sip.aio.UserAgent.route`."""
         return self.sip.route(target, gateway=gateway)

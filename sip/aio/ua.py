@@ -55,6 +55,7 @@ from sip.keepalive import GatewayHealthChanged, OptionsProbe, ProbeConfig
 from sip.message import SipParseError, SipRequest, SipResponse, new_call_id
 from sip.policy import PolicyConfig
 from sip.register import Registration, RegistrationChanged, RegistrationConfig, contact_address
+from sip.registrar import Binding, BindingsChanged, RegistrarConfig
 from sip.transaction import TimerConfig
 from sip.uri import SipUri, TelUri, parse_uri
 
@@ -81,6 +82,7 @@ __all__ = [
     "OutboundCall",
     "UserAgent",
     "UserAgentConfig",
+    "UserNotRegistered",
 ]
 
 
@@ -158,6 +160,19 @@ class UserAgentConfig:
     #: Per transport (``{"tcp": "198.51.100.4"}``), the address put in Via/Contact of that
     #: transport instead of ``public_host`` (a NAT that maps UDP and TCP apart).
     public_hosts: dict[str, str] = field(default_factory=dict)
+    #: Phones that may REGISTER here (user name -> password, :mod:`sip.registrar`); calls to
+    #: ``user/<name>`` or ``sip:<name>@<one of our addresses or the realm>`` reach their
+    #: binding. Empty: no registrar (REGISTER gets 405).
+    users: dict[str, str] = field(default_factory=dict)
+    registrar_realm: str | None = None  #: digest realm and AoR host (default: our address)
+    registrar_min_expires: int = 60  #: shorter registrations get 423
+    registrar_max_expires: int = 3600  #: longer ones are shortened to this
+
+
+class UserNotRegistered(LookupError):
+    """A call to a configured user (``user/alice``) who has no live registration."""
+
+    cause = causes.USER_NOT_REGISTERED
 
 
 #: ``offer_handler(offer)``: the callee's offer in a re-INVITE/UPDATE (None: a re-INVITE
@@ -406,6 +421,18 @@ class UserAgent:
                     burst=cfg.out_of_dialog_burst,
                 ),
                 accept_inbound=cfg.accept_inbound,
+                registrar=(
+                    RegistrarConfig(
+                        realm=cfg.registrar_realm or self.local_host,
+                        users=dict(cfg.users),
+                        min_expires=cfg.registrar_min_expires,
+                        max_expires=cfg.registrar_max_expires,
+                        default_expires=cfg.registrar_max_expires,
+                        user_agent=cfg.user_agent,
+                    )
+                    if cfg.users
+                    else None
+                ),
             )
         )
         self.udp: UdpTransport | None = None
@@ -698,6 +725,70 @@ class UserAgent:
 
     # ------------------------------------------------------------------ placing calls
 
+    def local_user(self, target: str) -> str | None:
+        """The user of our registrar that ``target`` names, else None: ``user/alice`` (any
+        name: an unknown one is simply never registered), or a SIP URI with a configured
+        user whose host is the registrar's realm or one of our addresses (and, if it has a
+        port, one of ours)."""
+        text = target.strip()
+        if text.lower().startswith("user/"):
+            name = text[5:].split("@", 1)[0]
+            if not name:
+                raise ValueError(f"invalid destination {target!r}: user/ without a name")
+            return name
+        registrar = self.endpoint.registrar
+        if registrar is None or not text.lower().startswith(("sip:", "sips:")):
+            return None
+        try:
+            uri = parse_uri(text)
+        except ValueError:
+            return None
+        if not isinstance(uri, SipUri) or uri.user not in registrar.config.users:
+            return None
+        ours = {
+            h.strip("[]").lower()
+            for h in (
+                registrar.config.realm,
+                self.local_host,
+                self.config.host,
+                self.config.public_host or "",
+                *self.config.public_hosts.values(),
+            )
+            if h
+        }
+        if uri.host.strip("[]").lower() not in ours:
+            return None
+        if uri.port is not None and uri.port not in self.endpoint.config.ports.values():
+            return None
+        return uri.user
+
+    def user_binding(self, user: str) -> Binding:
+        """The binding a call to ``user`` goes to: the best of its live registrations
+        (highest ``q``, then the newest). :class:`UserNotRegistered` when it has none."""
+        registrar = self.endpoint.registrar
+        found = registrar.lookup(user, self._now()) if registrar is not None and self._loop else []
+        if not found:
+            raise UserNotRegistered(f"user {user!r} is not registered")
+        return found[0]
+
+    def bindings(self) -> list[dict[str, object]]:
+        """Every live registration of our users' phones, for status pages."""
+        registrar = self.endpoint.registrar
+        if registrar is None or self._loop is None:
+            return []
+        now = self._now()
+        return [
+            {
+                "user": b.user,
+                "contact": b.contact,
+                "transport": b.transport,
+                "address": _hostport(b.address),
+                "expires_in": b.expires_in(now),
+            }
+            for user, found in sorted(registrar.bindings(now).items())
+            for b in found
+        ]
+
     def route(self, target: str, *, gateway: str | None = None) -> tuple[str, GatewayConfig | None]:
         """The Request-URI for ``target`` and the gateway it goes through (if any).
 
@@ -706,6 +797,9 @@ class UserAgent:
         text = target.strip()
         if not text:
             raise ValueError("empty destination")
+        user = self.local_user(text)
+        if user is not None:
+            return self.user_binding(user).contact, None
         gw: GatewayConfig | None = None
         if gateway is not None:
             gw = next((g for g in self.config.gateways if g.name == gateway), None)
@@ -781,7 +875,14 @@ class UserAgent:
         """
         if self._closing or self._loop is None:
             raise RuntimeError("user agent is not running")
-        request_uri, gw = self.route(target, gateway=gateway)
+        user = self.local_user(target)
+        binding = self.user_binding(user) if user is not None else None
+        if binding is not None:
+            # A registered phone: its Contact is the Request-URI, the REGISTER's source
+            # address (RFC 3581) the destination, over the REGISTER's transport.
+            request_uri, gw = binding.contact, None
+        else:
+            request_uri, gw = self.route(target, gateway=gateway)
         uri = parse_uri(request_uri)
         assert isinstance(uri, SipUri)
         if transport:
@@ -803,12 +904,16 @@ class UserAgent:
             from_host = f"[{from_host}]"  # RFC 3261 §25.1: IPv6reference in a URI
         from_uri = f"sip:{_escape_user(from_user)}@{from_host}"
         to_uri = request_uri.split(";", 1)[0] if ";" in request_uri.split("@")[-1] else request_uri
+        if binding is not None and self.endpoint.registrar is not None:
+            to_uri = f"sip:{_escape_user(binding.user)}@{self.endpoint.registrar.config.realm}"
         extra = list((headers or {}).items())
         if gw is not None and gw.p_asserted_identity:
             name = f'"{caller_name}" ' if caller_name else ""
             extra.append(("P-Asserted-Identity", f"{name}<{from_uri}>"))
         secure = uri.scheme == "sips"  # RFC 5630: TLS on every hop, our Contact sips too
         wanted = "tls" if secure else (transport or uri.transport or "udp").lower()
+        if binding is not None:
+            wanted = binding.transport  # our Contact: the transport the phone reaches us on
         session = ClientInviteSession.create(
             request_uri=request_uri,
             from_uri=from_uri,
@@ -831,7 +936,11 @@ class UserAgent:
             return call
         self._calls[session.call_id] = call
         call.record = self.endpoint.invite(
-            session, self._now(), ring_timeout=ring_timeout, on_remote_sdp=on_remote_sdp
+            session,
+            self._now(),
+            ring_timeout=ring_timeout,
+            on_remote_sdp=on_remote_sdp,
+            binding=binding,
         )
         self._pump()
         return call
@@ -999,6 +1108,11 @@ class UserAgent:
                 log.warning("gateway %s down: %s", event.name, event.error)
         elif isinstance(event, IncomingCall):
             self._incoming(event)
+        elif isinstance(event, BindingsChanged):
+            if event.contacts:
+                log.info("user %s registered: %s", event.user, ", ".join(event.contacts))
+            else:
+                log.info("user %s not registered any more", event.user)
 
     def _incoming(self, event: IncomingCall) -> None:
         record = self.endpoint.calls.get(event.call_id)

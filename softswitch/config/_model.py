@@ -115,6 +115,18 @@ class Gateway:
 
 
 @dataclass
+class User:
+    """A phone user of the registrar (``[[users]]``): the phone REGISTERs as
+    ``sip:<name>@<registrar_realm>`` with digest ``name``/``password``; calls to
+    ``user/<name>`` (or ``sip:<name>@<our address>``) reach its registered phones. ``account``
+    (an auth id; empty: any): only that account's calls may reach the user."""
+
+    name: str
+    password: str
+    account: str = ""
+
+
+@dataclass
 class InboundRoute:
     """Where an inbound call goes: the called number (the Request-URI user) picks the
     application. ``number`` matches exactly, else ``prefix`` by leading digits (the longest
@@ -277,6 +289,16 @@ class Config:
     maps each transport to its own public address). SDP still carries ``public_host``."""
     public_host_tcp: str | None = None
     """The same for SIP over TCP."""
+    users: list[User] = field(default_factory=list)
+    """Phone users of the registrar (``[[users]]``); none: REGISTER is not served (405)."""
+    registrar_realm: str | None = None
+    """Digest realm of the registrar and host of its users' addresses-of-record
+    (``sip:alice@REALM``); default: ``public_host``, else ``sip_host``."""
+    registrar_min_expires: int = 60
+    """Shortest registration accepted, seconds (a shorter one is answered 423 Min-Expires)."""
+    registrar_max_expires: int = 3600
+    """Longest registration granted, seconds (longer ones are shortened); also the interval
+    of a REGISTER that asks for none."""
 
     @property
     def http_base_url(self) -> str:

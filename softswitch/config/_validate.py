@@ -165,6 +165,7 @@ def _validate(cfg: Config) -> None:
         if gw.password is not None and gw.username is None:
             raise ConfigError(f"{key}.username", "required when a password is set")
     _validate_inbound(cfg)
+    _validate_users(cfg)
 
 
 def _srtp_policy(key: str, value: str) -> str:
@@ -218,6 +219,33 @@ def _validate_inbound(cfg: Config) -> None:
             setattr(route, name, method)
         if route.account and cfg.account(route.account) is None:
             raise ConfigError(f"{key}.account", f"no account {route.account!r}")
+
+
+#: A user name as the user part of a SIP URI can carry it unescaped (RFC 3261 §25.1 unreserved).
+_USER_NAME = re.compile(r"^[A-Za-z0-9._~!*'()+-]{1,64}$")
+
+
+def _validate_users(cfg: Config) -> None:
+    """``[[users]]``: unique names a SIP URI carries as they are, a password each, an existing
+    account; the registrar's intervals in order, its realm a host name or address."""
+    names: set[str] = set()
+    for i, user in enumerate(cfg.users):
+        key = f"users[{i}]"
+        if not _USER_NAME.match(user.name):
+            raise ConfigError(f"{key}.name", f"{user.name!r}: use letters, digits and . _ ~ ! * ' ( ) + - (at most 64)")
+        if user.name in names:
+            raise ConfigError(f"{key}.name", f"duplicate {user.name!r}")
+        names.add(user.name)
+        if not user.password:
+            raise ConfigError(f"{key}.password", "required (not empty)")
+        if user.account and cfg.account(user.account) is None:
+            raise ConfigError(f"{key}.account", f"no account {user.account!r}")
+    if not 1 <= cfg.registrar_min_expires <= cfg.registrar_max_expires:
+        raise ConfigError(
+            "registrar_min_expires", "need 1 <= registrar_min_expires <= registrar_max_expires"
+        )
+    if cfg.registrar_realm is not None and not _is_host(cfg.registrar_realm):
+        raise ConfigError("registrar_realm", f"{cfg.registrar_realm!r} is not a host name or address")
 
 
 def _validate_tls(cfg: Config) -> None:
