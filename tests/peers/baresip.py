@@ -247,10 +247,20 @@ class Baresip(StampedLines):
         max_call_s: float = 120.0,
         max_lifetime_s: int = 300,
         mediaenc: str | None = None,
+        user: str = "baresip",
+        registrar: str | None = None,
+        password: str | None = None,
+        regint: int = 120,
     ) -> None:
         if mediaenc not in (None, "srtp", "srtp-mand"):
             raise ValueError(f"mediaenc must be None, srtp or srtp-mand, not {mediaenc!r}")
         self.mediaenc = mediaenc
+        #: ``registrar`` ("127.0.0.1:5070"): baresip REGISTERs ``sip:user@registrar`` there
+        #: every ``regint`` s with digest ``user``/``password`` (else it never registers).
+        self.user = user
+        self.registrar = registrar
+        self.password = password
+        self.regint = regint
         unknown = [c for c in codecs if c.upper() not in CODEC_MODULES]
         if unknown or not codecs:
             raise ValueError(f"codecs must be some of {', '.join(CODEC_MODULES)}, not {codecs!r}")
@@ -322,10 +332,14 @@ class Baresip(StampedLines):
             ]
         (self.workdir / "config").write_text("\n".join(lines) + "\n")
         codecs = ",".join(_BARESIP_NAMES[c] for c in self.codecs)
-        params = f"regint=0;answermode={answermode};audio_codecs={codecs}"
+        regint = self.regint if self.registrar else 0
+        params = f"regint={regint};answermode={answermode};audio_codecs={codecs}"
         if self.mediaenc is not None:
             params += f";mediaenc={self.mediaenc}"
-        (self.workdir / "accounts").write_text(f"<sip:baresip@127.0.0.1>;{params}\n")
+        if self.password is not None:
+            params += f";auth_pass={self.password}"
+        aor = f"sip:{self.user}@{self.registrar or '127.0.0.1'}"
+        (self.workdir / "accounts").write_text(f"<{aor}>;{params}\n")
 
     def _spawn(self) -> bool:
         assert BARESIP is not None
