@@ -452,6 +452,13 @@ class Endpoint:
         self._registrations[registration.name] = registration
         self._run_agent(registration, registration.start(now), now)
 
+    def reregister(self, name: str, now: float) -> None:
+        """The transport our binding used is gone: REGISTER again at once
+        (:meth:`sip.register.Registration.reconnect`)."""
+        registration = self._registrations.get(name)
+        if registration is not None:
+            self._run_agent(registration, registration.reconnect(now), now)
+
     def unregister(self, name: str, now: float) -> None:
         """Remove the binding (``Expires: 0``); the registration stays, ``unregistered``."""
         registration = self._registrations.get(name)
@@ -657,6 +664,8 @@ class Endpoint:
             request.prepend("Via", self._via(transport))
         if isinstance(call, ClientCall) and request.method == "INVITE":
             call.transport = transport
+        elif isinstance(call, Registration):
+            call.flow = (transport, address)
         tx = new_client_transaction(
             request, reliable=transport != "udp", timers=self.timer_config, now=now
         )

@@ -103,6 +103,9 @@ class Registration:
     _digest: DigestClient = field(default_factory=DigestClient)
     _auth_tries: int = 0
     _live: SipRequest | None = None  #: our REGISTER awaiting its final response
+    #: (transport, address) our last REGISTER went to (the endpoint records it): a stream
+    #: connection there that closes means the registrar can no longer reach us on it.
+    flow: tuple[str, tuple[str, int]] | None = None
 
     def __post_init__(self) -> None:
         self._expires = self.config.expires
@@ -132,6 +135,15 @@ class Registration:
         if self.state == FAILED and self.registered_count == 0:
             return self._move(UNREGISTERED, now)
         return self._register(now, 0)
+
+    def reconnect(self, now: float) -> list[object]:
+        """The connection our binding was made over is gone (RFC 5626 §4.5, a transport
+        change): register again at once, on a new one. Only from ``registered``: a failed
+        registration keeps its back-off, one in progress finishes on its own."""
+        if self.state != REGISTERED:
+            return []
+        self.refresh_at = None
+        return self._register(now, self._expires)
 
     def get_timer(self) -> float | None:
         times = [t for t in (self.refresh_at, self.retry_at) if t is not None]

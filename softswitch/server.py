@@ -102,6 +102,7 @@ def build_user_agent(config: Any) -> Any:
                     register_expires=gw.register_expires,
                     ping=gw.ping,
                     tls_server_name=getattr(gw, "tls_server_name", None),
+                    keepalive=getattr(gw, "keepalive", 0.0),
                 )
             )
         )

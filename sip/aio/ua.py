@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from sip import causes
+from sip._stateless import canonical_address as canonical
 from sip.auth import Credentials
 from sip.endpoint import (
     AnswerHandler,
@@ -114,6 +115,11 @@ class GatewayConfig:
     #: ``transport = "tls"``: the name the trunk's certificate must carry and that goes in
     #: SNI, when it is not ``host`` (e.g. ``host`` is an address).
     tls_server_name: str | None = None
+    #: Seconds between RFC 5626 §3.5.1 keep-alives (CRLFCRLF) on our TCP/TLS connection to
+    #: the gateway (0 = none): the connection (and a NAT's mapping of it) stays up for the
+    #: trunk's requests to us; a ping not answered (CRLF) within :attr:`UserAgent.PONG_TIMEOUT`
+    #: closes it, and a registration that used it registers again on a new one.
+    keepalive: float = 0.0
 
     def prefixes(self) -> list[str]:
         return [self.prefix] if isinstance(self.prefix, str) else list(self.prefix)
@@ -450,6 +456,7 @@ class UserAgent:
         self._completions: dict[str, asyncio.Future[int]] = {}  # send_byes, by Call-ID
         self._idle_waiters: list[asyncio.Event] = []  #: wait_idle() callers
         self._nat_warned: dict[str, tuple[str, int]] = {}  #: gateway -> address warned about
+        self._keepalive_task: asyncio.Task[None] | None = None
 
     @property
     def stats(self) -> dict[str, int]:
@@ -510,6 +517,83 @@ class UserAgent:
                     user_agent=cfg.user_agent,
                 )
                 self.endpoint.probe(OptionsProbe(probe), self._now())
+        for stream in (self.tcp, self.tls):
+            if stream is not None:
+                stream.on_closed = self._on_connection_closed
+        kept = [g for g in cfg.gateways if g.keepalive > 0 and g.transport.lower() in ("tcp", "tls")]
+        if kept:
+            self._keepalive_task = self._loop.create_task(self._keep_alive(kept))
+        self._pump()
+
+    #: Seconds an RFC 5626 ping waits for its pong before the connection is closed (§4.4.1).
+    PONG_TIMEOUT = 10.0
+
+    async def _keep_alive(self, gateways: list[GatewayConfig]) -> None:
+        """Ping each gateway's open TCP/TLS connection every ``keepalive`` seconds (RFC 5626
+        §3.5.1); close one whose last ping went unanswered for :attr:`PONG_TIMEOUT`."""
+        loop = asyncio.get_running_loop()
+        addresses: dict[str, list[tuple[str, int]]] = {}
+        for gw in gateways:
+            port = gw.port or (5061 if gw.transport.lower() == "tls" else 5060)
+            try:
+                infos = await asyncio.wait_for(
+                    loop.getaddrinfo(gw.host.strip("[]"), port, type=socket.SOCK_STREAM),
+                    self.GATEWAY_LOOKUP_TIMEOUT,
+                )
+            except (OSError, TimeoutError) as exc:
+                log.warning("gateway %s did not resolve (%s): no keep-alives", gw.name, exc)
+                continue
+            addresses[gw.name] = sorted({(str(i[4][0]), int(i[4][1])) for i in infos})
+        due = {gw.name: loop.time() + gw.keepalive for gw in gateways if gw.name in addresses}
+        while not self._closing and due:
+            now = loop.time()
+            for gw in gateways:
+                if gw.name not in due:
+                    continue
+                stream = self.tls if gw.transport.lower() == "tls" else self.tcp
+                for address in addresses[gw.name]:
+                    conn = stream.connection_to(address) if stream is not None else None
+                    if conn is None or conn.ping_sent_at is None:
+                        continue
+                    if now - conn.ping_sent_at >= self.PONG_TIMEOUT:
+                        log.warning(
+                            "gateway %s: no pong to our keep-alive in %ss: connection closed",
+                            gw.name,
+                            self.PONG_TIMEOUT,
+                        )
+                        conn.close()
+                if now >= due[gw.name]:
+                    due[gw.name] = now + gw.keepalive
+                    for address in addresses[gw.name]:
+                        conn = stream.connection_to(address) if stream is not None else None
+                        if conn is not None:
+                            conn.ping()
+            pending = [
+                c.ping_sent_at + self.PONG_TIMEOUT
+                for stream in (self.tcp, self.tls)
+                if stream is not None
+                for c in stream.connections
+                if c.ping_sent_at is not None
+            ]
+            wake = min([*due.values(), *pending])
+            await asyncio.sleep(max(0.05, wake - loop.time()))
+
+    def _on_connection_closed(self, conn: TcpConnection) -> None:
+        """A TCP/TLS connection closed: a registration whose REGISTERs used it registers
+        again at once, on a new connection (RFC 5626 §4.5: the flow failed; the registrar
+        would reach us through the dead one)."""
+        if self._closing or self._loop is None:
+            return
+        addresses = {canonical(a) for a in (conn.peer, *conn.aliases)}
+        for registration in self.endpoint.registrations.values():
+            flow = registration.flow
+            if flow is not None and flow[0] == conn.owner.name and canonical(flow[1]) in addresses:
+                if registration.up:
+                    log.info(
+                        "gateway %s: the connection to the registrar closed; registering again",
+                        registration.name,
+                    )
+                self.endpoint.reregister(registration.name, self._now())
         self._pump()
 
     async def _start_tls(self) -> TlsTransport:
@@ -662,6 +746,9 @@ class UserAgent:
         CANCEL gets its 200), then close everything; a call whose BYE is still unanswered
         then ends."""
         self._closing = True
+        if self._keepalive_task is not None:
+            self._keepalive_task.cancel()
+            self._keepalive_task = None
         calls = [c for c in self._calls.values() if c.terminated is None]
         for call in calls:
             await call.hangup(None, "caller")
@@ -1000,9 +1087,15 @@ class UserAgent:
         self._pump()
 
     def _connection_in_use(self, conn: TcpConnection) -> bool:
+        """Kept open: a transaction uses it, or a live registration's REGISTERs went over it
+        (the registrar sends the trunk's calls to us on it)."""
+        addresses = (conn.peer, *conn.aliases)
+        if any(self.endpoint.uses(conn.owner.name, address, conn) for address in addresses):
+            return True
+        wanted = {canonical(a) for a in addresses}
         return any(
-            self.endpoint.uses(conn.owner.name, address, conn)
-            for address in (conn.peer, *conn.aliases)
+            r.up and r.flow is not None and r.flow[0] == conn.owner.name and canonical(r.flow[1]) in wanted
+            for r in self.endpoint.registrations.values()
         )
 
     def _on_message(self, message: SipRequest | SipResponse, inbound: Inbound) -> None:

@@ -75,6 +75,10 @@ class Gateway:
     tls_server_name: str | None = None
     """With ``transport = "tls"``: the name the trunk's certificate must carry (and SNI), when
     it is not ``host`` (e.g. ``host`` is an address). Default: ``host``."""
+    keepalive: float = 0.0
+    """With ``transport = "tcp"``/``"tls"``: seconds between RFC 5626 keep-alives (CRLFCRLF) on
+    the connection to the trunk (0 = none). An unanswered one (no CRLF within 10 s) closes the
+    connection, and a registration that used it registers again at once on a new one."""
 
     def __post_init__(self) -> None:
         # One list is the source of truth; ``prefix`` stays as the first entry for readers

@@ -137,6 +137,10 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"{key}.username", "required when register = true")
         if not 0 <= gw.ping <= 3600:
             raise ConfigError(f"{key}.ping", f"{gw.ping} out of range 0-3600 (0 = no pings)")
+        if not 0 <= gw.keepalive <= 3600:
+            raise ConfigError(f"{key}.keepalive", f"{gw.keepalive} out of range 0-3600 (0 = none)")
+        if gw.keepalive and gw.transport.lower() not in ("tcp", "tls"):
+            raise ConfigError(f"{key}.keepalive", "CRLF keep-alives need transport tcp or tls")
         if not 1 <= gw.register_expires <= 86400:
             raise ConfigError(f"{key}.register_expires", f"{gw.register_expires} out of range 1-86400")
         for p in gw.prefixes:
