@@ -56,6 +56,7 @@ from sip._stateless import (
     plain_response,
     response_address,
     stamp_via,
+    stateless_tag,
     targets_now,
 )
 from sip._timers import TimerHeap
@@ -1018,6 +1019,15 @@ class Endpoint:
         self, request: SipRequest, source: Source, address: Address, now: float
     ) -> SipResponse | None:
         secure = request.uri.lower().startswith("sips:")
+        if secure and source.transport != "tls":
+            # RFC 5630 §3: a SIPS Request-URI asks for TLS on every hop; this one was not.
+            return plain_response(
+                request,
+                416,
+                self.config.user_agent,
+                "Unsupported URI Scheme (sips: needs TLS)",
+                to_tag=stateless_tag(request),
+            )
         session = ServerInviteSession(request, self.session_config(source.transport, secure))
         self._calls[request.call_id] = ServerCall(session, source, address)
         self._events.append(IncomingCall(request.call_id, request, session.offer))

@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import os
 import socket
 import sys
 import time
@@ -125,7 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--ring-timeout", type=float, default=120.0, metavar="S")
     call.add_argument("--hangup-after", type=float, default=None, metavar="S", help="hang up S seconds after answer")
     call.add_argument("--header", type=_header, action="append", default=[], metavar="K=V", help="extra SIP header (repeatable)")
-    call.add_argument("--transport", choices=("udp", "tcp"))
+    call.add_argument("--transport", choices=("udp", "tcp", "tls"), help="SIP transport (a sips: target always goes over TLS)")
+    call.add_argument("--tls-ca", metavar="FILE", help="CA certificates (PEM) the TLS server is verified by (default: the system's)")
+    call.add_argument("--tls-cert", metavar="FILE", help="our certificate chain (PEM), for servers that ask for one")
+    call.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert (PEM; default: in --tls-cert)")
     call.add_argument("--username")
     call.add_argument("--password")
     call.add_argument("--gateway", metavar="HOST[:PORT]", help="route numbers through this trunk")
@@ -214,6 +218,12 @@ def _run_call(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error("--username and --password go together")
     if args.ring_timeout <= 0:
         parser.error("--ring-timeout must be positive")
+    if args.tls_key and not args.tls_cert:
+        parser.error("--tls-key needs --tls-cert")
+    for option in ("tls_ca", "tls_cert", "tls_key"):
+        path = getattr(args, option)
+        if path and not os.path.isfile(path):
+            parser.error(f"--{option.replace('_', '-')}: no such file {path!r}")
     if args.send_digits:
         from media.dtmf import DigitsError, parse_send_digits
 
@@ -224,7 +234,7 @@ def _run_call(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.machine_detection and not 2000 <= args.machine_detection_time <= 10000:
         parser.error("--machine-detection-time must be 2000..10000 ms")
     try:
-        gateway = _hostport(args.gateway, 5060) if args.gateway else None
+        gateway = _hostport(args.gateway, 5061 if args.transport == "tls" else 5060) if args.gateway else None
         if args.sip is not None:
             host, port = _hostport(args.sip, 0)
         else:
@@ -258,7 +268,12 @@ async def _call(args: argparse.Namespace, host: str, port: int, rtp: tuple[int, 
     if gateway is not None:
         gateways.append(GatewayConfig(name="cli", host=gateway[0], port=gateway[1], transport=args.transport or "udp",
                                       username=args.username, password=args.password))
-    config = UserAgentConfig(host=host, port=port, gateways=gateways, media=media)
+    # TLS (RFC 3261 §26.2): for --transport tls, a sips: target or any --tls-* flag; outbound
+    # only unless --tls-cert is given (then a listener on any free port serves it too).
+    tls = args.transport == "tls" or args.target.lower().startswith("sips:") or bool(args.tls_ca or args.tls_cert)
+    config = UserAgentConfig(host=host, port=port, gateways=gateways, media=media,
+                             transports=("udp", "tcp", "tls") if tls else ("udp", "tcp"),
+                             tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key, tls_port=0)
     start = time.monotonic()
     summary: dict[str, object] = {}
     async with UserAgent(config) as ua:

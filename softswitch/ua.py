@@ -330,7 +330,9 @@ class InboundCall(OutboundCall):
             self.inbound.reject(488)
             raise
         self._attach(media)
-        self.inbound.answer(sdp, on_remote_sdp=_answer_handler(media))
+        self.inbound.answer(
+            sdp, on_remote_sdp=_answer_handler(media), offer_handler=_offer_handler(media)
+        )
 
     def reject(self, status: int = 486, reason: str | None = None) -> None:
         """A final non-2xx response (404, 486, 603...)."""

@@ -83,3 +83,48 @@ def test_default_local_address_is_the_route_to_the_target():
     assert _target_host("sip:127.0.0.1", None) == ("127.0.0.1", 5060)
     assert _target_host("14155550100", None) is None  # a number goes where --gateway says
     assert _target_host("14155550100", ("127.0.0.2", 5062)) == ("127.0.0.2", 5062)
+
+
+async def test_call_over_tls_verifies_the_callee_against_tls_ca(tmp_path):
+    """``--transport tls`` / a ``sips:`` target with ``--tls-ca``: the callee's certificate (a
+    throw-away CA's) is verified and the call is answered; without the CA it fails."""
+    import asyncio
+
+    from sip.aio import UserAgent, UserAgentConfig
+    from tests.peers.tls_certs import TestCA
+
+    ca = TestCA(tmp_path)
+    issued = ca.issue("callee", ips=("127.0.0.1",))
+    callee = UserAgent(UserAgentConfig(host="127.0.0.1", port=0, transports=("udp", "tls"),
+                                       accept_inbound=True, tls_cert=str(issued.cert),
+                                       tls_key=str(issued.key), tls_port=0))
+    sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+    callee.on_incoming = lambda call: call.answer(sdp)
+    await callee.start()
+    try:
+        assert callee.tls is not None
+        target = f"sips:bob@127.0.0.1:{callee.tls.local[1]}"
+
+        async def cli(*extra: str) -> tuple[int, str, str]:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "softswitch.cli", "call", target, "--from", "1000",
+                "--hangup-after", "0.5", "--ring-timeout", "5", *extra,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )
+            out, err = await asyncio.wait_for(proc.communicate(), 30)
+            return proc.returncode or 0, out.decode(), err.decode()
+
+        code, out, err = await cli("--tls-ca", str(ca.cert))
+        assert code == 0, err
+        summary = json.loads(out.strip().splitlines()[-1])
+        assert summary["answered"] is True and summary["sip_status"] == 200
+        code, out, _ = await cli()  # the system store does not know the test CA
+        assert code == 1
+        assert json.loads(out.strip().splitlines()[-1])["answered"] is False
+    finally:
+        await callee.close(grace=0.5)
+
+
+def test_tls_key_without_cert_is_a_usage_error():
+    out = run_cli("call", "sips:bob@127.0.0.1", "--from", "1", "--tls-key", "/etc/hostname")
+    assert out.returncode == 2 and "--tls-key needs --tls-cert" in out.stderr

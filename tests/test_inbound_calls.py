@@ -148,3 +148,15 @@ async def test_inbound_call_dials_out_and_the_caller_hangs_up(
     closed = await asyncio.to_thread(callee.wait_for, "session closed", 10)
     assert closed is not None  # the B leg got our BYE
     assert not web.bad_signatures
+
+
+async def test_the_caller_holds_and_resumes_with_re_invites(
+    sipp: Any, server: Server, web: WebhookReceiver
+) -> None:
+    """A caller's re-INVITE (hold: a=sendonly; then an offerless one with Session-Expires, a
+    refresh that resumes) is answered 200 with our SDP, not 488 (issue 17)."""
+    web.xml("/answer5000", '<?xml version="1.0"?><Response><Wait length="10"/></Response>')
+    peer = caller(sipp, server, "uac_inbound_hold.xml", "5000")
+    await sipp_done(peer)  # every 200 matched: a=recvonly, then our offer with Session-Expires
+    hangup = (await web.wait_for(lambda r: r.path == "/hangup", timeout=10))[0].params
+    assert hangup["HangupSource"] == "Caller"

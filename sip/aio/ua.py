@@ -356,11 +356,20 @@ class InboundCall(ObservableCall[CallEvent]):
             self.state = "ringing"
             self.ringing_at = time.time()
 
-    def answer(self, sdp: str | None, *, on_remote_sdp: AnswerHandler | None = None) -> None:
+    def answer(
+        self,
+        sdp: str | None,
+        *,
+        on_remote_sdp: AnswerHandler | None = None,
+        offer_handler: OfferHandler | None = None,
+    ) -> None:
         """Accept the call: 200 with ``sdp`` (our answer, or our offer when the INVITE had
-        none: the caller's answer then reaches ``on_remote_sdp`` from the ACK)."""
+        none: the caller's answer then reaches ``on_remote_sdp`` from the ACK).
+        ``offer_handler`` answers the caller's later offers (re-INVITE/UPDATE: hold, resume,
+        refresh); without one a re-offer with SDP gets 488."""
         if self.terminated is not None:
             return
+        self.session.offer_handler = offer_handler
         self.ua.endpoint.answer(self.call_id, self.ua._now(), sdp, on_remote_sdp=on_remote_sdp)
         self.ua._pump()
 

@@ -257,3 +257,15 @@ def test_a_call_to_a_binding_goes_to_where_the_register_came_from():
     (datagram,) = pbx.datagrams_to_send()
     assert datagram.address == nat
     assert datagram.data.startswith(b"INVITE sip:alice@192.168.1.20:5062 SIP/2.0")
+
+
+def test_a_sips_invite_over_a_plain_transport_is_refused_with_416():
+    net, phone, pbx = network()
+    session = make_client_session(phone, "sips:bob@10.0.0.2")
+    # Pretend it was sent over UDP (our own UAC would insist on TLS).
+    request = session.invite
+    request.prepend("Via", "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKsips1;rport")
+    pbx.receive(request.serialize(), Source("udp", PHONE), net.now)
+    answers = [parse_message(d.data) for d in pbx.datagrams_to_send()]
+    assert [a.status for a in answers if isinstance(a, SipResponse)] == [416]
+    assert not pbx.calls
