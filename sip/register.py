@@ -97,6 +97,9 @@ class Registration:
     #: Where the registrar saw our last registered REGISTER come from (RFC 3581 §4: the top
     #: Via's ``received`` and ``rport`` in its 2xx); not our Contact's address behind a NAT.
     seen_as: tuple[str, int] | None = None
+    #: Our binding as the registrar's last 2xx listed it, when that is not our Contact (a
+    #: registrar behind which NAT handling rewrote it to the address it saw); None: ours.
+    bound_contact: str | None = None
     _expires: int = 0  #: the interval asked for next (423 raises it)
     _cseq: int = 0
     _from_tag: str = field(default_factory=new_tag)
@@ -253,28 +256,54 @@ class Registration:
         return SendRequest(retry, self.config.registrar)
 
     def _registered(self, response: SipResponse, now: float) -> list[object]:
+        self.seen_as = _seen_as(response)
         granted = self._granted(response)
         if granted <= 0:
             return self._failed(now, "registrar kept no binding for our Contact", None)
         self.failures = 0
         self.registered_count += 1
-        self.seen_as = _seen_as(response)
         self.expires_at = now + granted
         self.refresh_at = now + granted / 2  # §10.2.4: refresh well before it lapses
         self.retry_at = None
         return self._move(REGISTERED, now)
 
     def _granted(self, response: SipResponse) -> int:
-        """The interval the registrar granted our Contact (§10.3 step 8 / §10.2.4)."""
+        """The interval the registrar granted our Contact (§10.3 step 8 / §10.2.4).
+
+        Our Contact is the one with our URI; failing that, a registrar that rewrote it (to
+        the address it saw the REGISTER come from, as NAT-aware registrars do) is believed
+        when one Contact carries our user part at that address (``seen_as``), or when the
+        2xx lists a single Contact with our user part."""
         ours = _uri_key(self.config.contact)
         contacts: list[NameAddr] = []
         with contextlib.suppress(ValueError):
             contacts = response.contacts
-        for contact in contacts:
-            if _uri_key(str(contact.uri)) == ours:
-                value = contact.params.get("expires")
-                if value is not None and value.strip().isdigit():
-                    return int(value)
+        self.bound_contact = None
+        mine = next((c for c in contacts if _uri_key(str(c.uri)) == ours), None)
+        if mine is None and isinstance(ours, tuple) and contacts:
+            same_user = [
+                c
+                for c in contacts
+                if isinstance(key := _uri_key(str(c.uri)), tuple) and key[0] == ours[0]
+            ]
+            seen = self.seen_as
+            at_seen = [
+                c
+                for c in same_user
+                if seen is not None
+                and isinstance(key := _uri_key(str(c.uri)), tuple)
+                and (key[1], key[2] or 5060) == (seen[0].strip("[]").lower(), seen[1])
+            ]
+            if len(at_seen) == 1:
+                mine = at_seen[0]
+            elif len(contacts) == 1 and len(same_user) == 1:
+                mine = same_user[0]
+            if mine is not None:
+                self.bound_contact = str(mine.uri)
+        if mine is not None:
+            value = mine.params.get("expires")
+            if value is not None and value.strip().isdigit():
+                return int(value)
         expires = header_int(response, "Expires")
         if expires is not None:
             return expires

@@ -718,6 +718,7 @@ class UserAgent:
                 "retry_in": round(r.retry_at - now, 1) if r.retry_at is not None else None,
                 "registrations": r.registered_count,
                 "seen_as": _hostport(r.seen_as) if r.seen_as is not None else None,
+                "bound_contact": r.bound_contact,
             }
             for r in self.endpoint.registrations.values()
         ]
