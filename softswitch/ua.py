@@ -33,6 +33,7 @@ from sip.aio.transport import TcpTransport, TlsTransport, UdpTransport
 from sip.aio.ua import Credentials, GatewayConfig
 from sip.events import InfoDigit
 from sip.invite import ClientInviteSession
+from sip.registrar import Binding
 from softswitch.events import (
     Answered,
     CallEvent,
@@ -455,6 +456,10 @@ class UserAgent:
         """The registrar user ``target`` names (see :meth:`sip.aio.UserAgent.local_user`)."""
         return self.sip.local_user(target)
 
+    def user_bindings(self, user: str) -> list[Binding]:
+        """``user``'s registered phones, best first (see :meth:`sip.aio.UserAgent.user_bindings`)."""
+        return self.sip.user_bindings(user)
+
     def bindings(self) -> list[dict[str, object]]:
         """The registered phones of the registrar's users (see :meth:`sip.aio.UserAgent.bindings`)."""
         return self.sip.bindings()
@@ -483,6 +488,7 @@ class UserAgent:
         call_uuid: str | None = None,
         codecs: Sequence[str] | None = None,
         srtp: str | None = None,
+        binding: Binding | None = None,
     ) -> OutboundCall:
         """Send an INVITE with our media offer to ``target`` and return the leg at once.
 
@@ -532,6 +538,7 @@ class UserAgent:
                 sdp=media.create_offer(),
                 offer_handler=_offer_handler(media),
                 on_remote_sdp=_answer_handler(media),
+                binding=binding,
             )
         except Exception:
             media.close()

@@ -201,3 +201,41 @@ async def test_a_user_of_another_account_is_not_reachable(
         assert phone.calls == []  # no INVITE reached it
     finally:
         await phone.close()
+
+
+@needs_baresip
+async def test_dial_user_rings_every_registered_phone_of_the_user(
+    baresip: Any, legacy: Any, webhook_receiver: Any
+) -> None:
+    """alice has two phones: a ``<Dial><User>`` rings both; the first to answer is bridged,
+    the other (answering after 3 s) is cancelled."""
+    api = await legacy(users=USERS)
+    port = api.server.ua.local_port
+    desk = baresip(user="alice", registrar=f"127.0.0.1:{port}", password="secret")
+    mobile = baresip(
+        user="alice", registrar=f"127.0.0.1:{port}", password="secret", answer_delay_ms=3000
+    )
+    caller = baresip()
+    assert await _until(lambda: len(_contacts(api, "alice")) == 2, 5), _contacts(api, "alice")
+    receiver: WebhookReceiver = await webhook_receiver(respond=_reply(HOLD))
+    receiver.respond = _reply(  # type: ignore[attr-defined]
+        '<?xml version="1.0"?><Response>'
+        f'<Dial callbackUrl="{receiver.url("/dial-callback")}">'
+        f"<User>sip:alice@127.0.0.1:{port}</User></Dial></Response>"
+    )
+    await api.post(
+        "Call",
+        From="1000",
+        To=caller.uri.removeprefix("sip:"),
+        Gateways="sofia/internal/",
+        AnswerUrl=receiver.url("/answer"),
+        HangupUrl=receiver.url("/hangup"),
+    )
+    connected = await receiver.wait_for(
+        lambda r: r.path == "/dial-callback" and r.form.get("DialAction") == "connected", 15
+    )
+    assert desk.wait_for("Call established", 5) is not None, desk.log()[-2000:]
+    assert mobile.wait_for("Incoming call from", 5) is not None, mobile.log()[-2000:]
+    await api.post("HangupCall", CallUUID=connected[0].form["DialALegUUID"])
+    await receiver.wait_for(path="/hangup", timeout=10)
+    assert "Call established" not in mobile.log()

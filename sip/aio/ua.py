@@ -859,11 +859,16 @@ class UserAgent:
             return None
         return uri.user
 
-    def user_binding(self, user: str) -> Binding:
-        """The binding a call to ``user`` goes to: the best of its live registrations
-        (highest ``q``, then the newest). :class:`UserNotRegistered` when it has none."""
+    def user_bindings(self, user: str) -> list[Binding]:
+        """Every live registration of ``user``'s phones, best first (highest ``q``, then
+        the newest); ``[]`` when none (or no registrar)."""
         registrar = self.endpoint.registrar
-        found = registrar.lookup(user, self._now()) if registrar is not None and self._loop else []
+        return registrar.lookup(user, self._now()) if registrar is not None and self._loop else []
+
+    def user_binding(self, user: str) -> Binding:
+        """The binding a call to ``user`` goes to: the best of :meth:`user_bindings`.
+        :class:`UserNotRegistered` when it has none."""
+        found = self.user_bindings(user)
         if not found:
             raise UserNotRegistered(f"user {user!r} is not registered")
         return found[0]
@@ -959,21 +964,24 @@ class UserAgent:
         sdp: str | None = None,
         offer_handler: OfferHandler | None = None,
         on_remote_sdp: AnswerHandler | None = None,
+        binding: Binding | None = None,
     ) -> OutboundCall:
         """Send an INVITE to ``target`` and return the call at once.
 
         ``target`` is a SIP/SIPS URI, ``user@host``, or a number routed through a gateway.
         ``sdp`` is our offer (none: an offerless INVITE); ``offer_handler`` answers offers
         the callee makes later; ``on_remote_sdp`` is given the callee's session
-        descriptions (see :data:`AnswerHandler`).
+        descriptions (see :data:`AnswerHandler`). A registrar user (``user/alice``) rings
+        its best binding, or ``binding`` (one of :meth:`user_bindings`) when given.
         Raises ``ValueError`` for a malformed target and ``LookupError`` when no gateway
         routes a number; everything after that (DNS, timeouts, rejections) ends the call
         with a :class:`~sip.events.Terminated` event and a hangup cause.
         """
         if self._closing or self._loop is None:
             raise RuntimeError("user agent is not running")
-        user = self.local_user(target)
-        binding = self.user_binding(user) if user is not None else None
+        if binding is None:
+            user = self.local_user(target)
+            binding = self.user_binding(user) if user is not None else None
         if binding is not None:
             # A registered phone: its Contact is the Request-URI, the REGISTER's source
             # address (RFC 3581) the destination, over the REGISTER's transport.
