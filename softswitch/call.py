@@ -331,7 +331,16 @@ class CallManager:
         await self.update_record(call, extra={"sip_call_id": getattr(leg, "call_id", None)})
         leg.ring()
         try:
-            leg.answer()
+            if self.app_runner is not None and hasattr(leg, "prepare"):
+                # The application runs while the call rings (as the legacy framework ran
+                # inbound calls): <PreAnswer> gets early media (183), and the first other
+                # verb answers the call (LiveCallControl.answer).
+                leg.prepare()
+                call.app_task = asyncio.get_running_loop().create_task(
+                    self.runner.run_app(call), name=f"app-{call.call_uuid}"
+                )
+            else:
+                leg.answer()
         except ValueError as exc:  # no codec in common: the leg refused it with 488
             call.error = f"cannot answer the caller's offer: {exc}"
         async for ev in leg.events():
@@ -500,6 +509,8 @@ class CallManager:
             self._send_digits(call)
         if call.spec.amd is not None and call.leg is not None:
             self.runner.start_machine_detection(call)
+        if call.app_task is not None:
+            return  # an inbound call's application started while it rang
         app = self.runner.run_app(call) if call.fork is None else call.fork.run_answered(call)
         call.app_task = asyncio.get_running_loop().create_task(app, name=f"app-{call.call_uuid}")
 

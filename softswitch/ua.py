@@ -291,6 +291,7 @@ class InboundCall(OutboundCall):
     ):
         self._engine = engine
         self.inbound = sip_call
+        self._local_sdp: str | None = None  #: our SDP, once :meth:`prepare` made it
         super().__init__(sip_call, None, call_uuid, rtp_timeouts=rtp_timeouts)
 
     @property
@@ -316,10 +317,12 @@ class InboundCall(OutboundCall):
         """180 Ringing."""
         self.inbound.ring(180)
 
-    def answer(self, codecs: Sequence[str] | None = None) -> None:
-        """200 OK with our SDP: the media engine's answer to the caller's offer (or our offer
-        when the INVITE had none). An offer the engine cannot answer (no common codec) is
-        refused with 488 and raises ``ValueError``."""
+    def prepare(self, codecs: Sequence[str] | None = None) -> None:
+        """Create the call's media stream and our SDP (the engine's answer to the caller's
+        offer, or our offer when the INVITE had none) without sending anything: the call
+        then has media for an application that runs before the answer, and :meth:`early`
+        and :meth:`answer` send that SDP. An offer the engine cannot answer (no common
+        codec) is refused with 488 and raises ``ValueError``."""
         if self.terminated is not None or self.media is not None:
             return
         media = self._engine.create_stream(codecs=codecs)
@@ -331,8 +334,27 @@ class InboundCall(OutboundCall):
             self.inbound.reject(488)
             raise
         self._attach(media)
+        self._local_sdp = sdp
+
+    def early(self) -> None:
+        """183 Session Progress with our SDP: early media flows both ways before the answer
+        (``<PreAnswer>``); only with an offer in the INVITE (an offerless one cannot have
+        an answer before our 200 offers)."""
+        self.prepare()
+        if self.terminated is None and self.inbound.offer and self.inbound.state in ("offered", "ringing"):
+            self.inbound.ring(183, self._local_sdp)
+
+    def answer(self, codecs: Sequence[str] | None = None) -> None:
+        """200 OK with our SDP (see :meth:`prepare`, done here if not yet). An offer the
+        engine cannot answer is refused with 488 and raises ``ValueError``."""
+        if self.terminated is not None or self.inbound.session.answered:
+            return
+        self.prepare(codecs)
+        media = self.media
+        if media is None or self._local_sdp is None or self.terminated is not None:
+            return
         self.inbound.answer(
-            sdp, on_remote_sdp=_answer_handler(media), offer_handler=_offer_handler(media)
+            self._local_sdp, on_remote_sdp=_answer_handler(media), offer_handler=_offer_handler(media)
         )
 
     def reject(self, status: int = 486, reason: str | None = None) -> None:
