@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from sip.aio import GatewayConfig, UserAgent, UserAgentConfig
-from softswitch.config import User
+from softswitch.config import InboundRoute, User
 from tests import test_api_legacy as base
 from tests.peers import baresip as baresip_peer
 from tests.peers.baresip import needs_baresip
@@ -25,7 +25,11 @@ pytestmark = [pytest.mark.peer]
 baresip = baresip_peer.baresip
 legacy = base.legacy
 
-USERS = [User("alice", "secret"), User("bob", "hunter2", account=base.OTHER_ID)]
+USERS = [
+    User("alice", "secret"),
+    User("bob", "hunter2", account=base.OTHER_ID),
+    User("carol", "carol-pw"),
+]
 HOLD = '<?xml version="1.0"?><Response><Wait length="30"/></Response>'
 
 
@@ -239,3 +243,41 @@ async def test_dial_user_rings_every_registered_phone_of_the_user(
     await api.post("HangupCall", CallUUID=connected[0].form["DialALegUUID"])
     await receiver.wait_for(path="/hangup", timeout=10)
     assert "Call established" not in mobile.log()
+
+
+@needs_baresip
+async def test_a_registered_phone_calls_another_through_an_inbound_route(
+    baresip: Any, legacy: Any, webhook_receiver: Any
+) -> None:
+    """A small PBX: alice's phone (registered) dials 6000; the inbound route's document
+    Dials carol's phone (registered) by ``<User>``; both phones are in the call."""
+    receiver: WebhookReceiver = await webhook_receiver()
+    routes = [
+        InboundRoute(
+            number="6000",
+            answer_url=receiver.url("/answer6000"),
+            hangup_url=receiver.url("/hangup"),
+            dialect="legacy",
+        )
+    ]
+    api = await legacy(users=USERS, inbound=routes)
+    port = api.server.ua.local_port
+    receiver.xml(
+        "/answer6000",
+        f'<?xml version="1.0"?><Response><Dial callbackUrl="{receiver.url("/dial-callback")}">'
+        f"<User>sip:carol@127.0.0.1:{port}</User></Dial></Response>",
+    )
+    alice = baresip(user="alice", registrar=f"127.0.0.1:{port}", password="secret", controlled=True)
+    carol = baresip(user="carol", registrar=f"127.0.0.1:{port}", password="carol-pw")
+    assert await _until(lambda: len(api.server.ua.bindings()) == 2, 5), api.server.ua.bindings()
+    alice.command("dial", f"sip:6000@127.0.0.1:{port}")
+    connected = await receiver.wait_for(
+        lambda r: r.path == "/dial-callback" and r.form.get("DialAction") == "connected", 15
+    )
+    answer = receiver.of("/answer6000")[0].form
+    assert (answer["Direction"], answer["To"], answer["From"]) == ("inbound", "6000", "alice")
+    assert carol.wait_for("Call established", 5) is not None, carol.log()[-2000:]
+    assert alice.wait_for("Call established", 5) is not None, alice.log()[-2000:]
+    alice.command("hangup")
+    (hangup,) = await receiver.wait_for(path="/hangup", timeout=10)
+    assert hangup.form["CallUUID"] == connected[0].form["DialALegUUID"]
