@@ -1018,6 +1018,14 @@ class Endpoint:
     def _incoming(
         self, request: SipRequest, source: Source, address: Address, now: float
     ) -> SipResponse | None:
+        if self.registrar is not None:
+            # A phone calling as one of our users proves it (the registrar's digest).
+            local = {h.strip("[]").lower() for h in (self.config.local_host, *self.config.advertised_hosts.values())}
+            user = self.registrar.claimed_user(request, local)
+            if user is not None:
+                refusal = self.registrar.authenticate(request, user, now)
+                if refusal is not None:
+                    return refusal
         secure = request.uri.lower().startswith("sips:")
         if secure and source.transport != "tls":
             # RFC 5630 §3: a SIPS Request-URI asks for TLS on every hop; this one was not.

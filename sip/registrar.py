@@ -19,6 +19,9 @@ inside a non-INVITE server transaction and sends the response it returns.
   *`` with ``Expires: 0`` removes all the AoR's bindings. A binding updated with the same
   Call-ID needs a higher CSeq (else ``500``, out of order). At most ``max_contacts`` per AoR
   (the oldest goes). The ``200`` lists every binding of the AoR with the seconds it has left.
+- Calls from phones: an out-of-dialog INVITE whose From is one of our users' AoRs is
+  challenged the same way (:meth:`Registrar.authenticate`, run by the endpoint), so nobody
+  calls as ``alice`` without her password.
 - NAT (RFC 3581): each binding keeps where the REGISTER came from (the source address when
   the phone's Via asks for ``rport`` or over a stream, else the source host and the Via
   port), and requests to the binding go there (:attr:`Binding.address`) with the Contact as
@@ -125,6 +128,18 @@ class Registrar:
             self._live(user, now)
         return {user: list(b) for user, b in self._bindings.items()}
 
+    def claimed_user(self, request: SipRequest, local_hosts: set[str]) -> str | None:
+        """The user a request's From claims to be: a configured user at our realm or one of
+        ``local_hosts`` (lower-case, no brackets); None otherwise."""
+        try:
+            uri = request.from_addr.uri
+        except (SipParseError, ValueError):
+            return None
+        if not isinstance(uri, SipUri) or uri.user not in self.config.users:
+            return None
+        host = uri.host.strip("[]").lower()
+        return uri.user if host == self.config.realm.lower() or host in local_hosts else None
+
     def take_changes(self) -> list[BindingsChanged]:
         """What changed since the last call (for the endpoint's events)."""
         changed, self._changed = self._changed, []
@@ -161,7 +176,7 @@ class Registrar:
         except (SipParseError, ValueError, IndexError) as exc:
             return self._response(request, 400, f"Bad Request ({exc})")
         user = to_uri.user if isinstance(to_uri, SipUri) else None
-        refusal = self._authenticate(request, user, now)
+        refusal = self.authenticate(request, user, now)
         if refusal is not None:
             return refusal
         assert user is not None
@@ -219,10 +234,9 @@ class Registrar:
 
     # ------------------------------------------------------------------ digest
 
-    def _authenticate(
-        self, request: SipRequest, user: str | None, now: float
-    ) -> SipResponse | None:
-        """None when the request carries valid credentials of ``user``; else the 401/403."""
+    def authenticate(self, request: SipRequest, user: str | None, now: float) -> SipResponse | None:
+        """None when the request carries valid credentials of ``user``; else the 401/403
+        to send (a REGISTER; an INVITE from a phone that says it is one of our users)."""
         values = request.get_all("Authorization")
         if not values:
             return self._challenge(request, now)

@@ -5,7 +5,7 @@ clock; then a call placed to a binding goes to the address the REGISTER came fro
 from __future__ import annotations
 
 from sip.auth import Credentials, DigestClient, parse_challenge
-from sip.endpoint import BindingsChanged, Endpoint, EndpointConfig, Source
+from sip.endpoint import BindingsChanged, Endpoint, EndpointConfig, IncomingCall, Source
 from sip.message import SipRequest, SipResponse, new_call_id, parse_message
 from sip.register import Registration, RegistrationChanged, RegistrationConfig
 from sip.registrar import RegistrarConfig
@@ -269,3 +269,25 @@ def test_a_sips_invite_over_a_plain_transport_is_refused_with_416():
     answers = [parse_message(d.data) for d in pbx.datagrams_to_send()]
     assert [a.status for a in answers if isinstance(a, SipResponse)] == [416]
     assert not pbx.calls
+
+
+def test_an_invite_from_one_of_our_users_must_carry_her_credentials():
+    net, phone, pbx = network()
+    session = make_client_session(phone, "sip:6000@10.0.0.2", from_user="alice")
+    session.invite.set("From", f"<sip:alice@pbx.test>;tag={session.invite.from_tag}")
+    phone.invite(session, net.now)
+    net.roundtrip()
+    assert "SIP/2.0 401 Unauthorized" in statuses(net)
+    assert not net.take(pbx, IncomingCall)
+    # Our UAC answers the challenge with credentials (here: wrong ones, then right ones).
+    for password, expected in (("wrong", "SIP/2.0 403 Forbidden"), ("secret", None)):
+        net.wire.clear()
+        retry = make_client_session(phone, "sip:6000@10.0.0.2", from_user="alice")
+        retry.invite.set("From", f"<sip:alice@pbx.test>;tag={retry.invite.from_tag}")
+        retry.credentials = Credentials("alice", password)
+        phone.invite(retry, net.now)
+        net.roundtrip()
+        if expected:
+            assert expected in statuses(net)
+        else:
+            assert len(net.take(pbx, IncomingCall)) == 1
