@@ -95,6 +95,10 @@ class StreamFramer:
             if exc.fatal:
                 self._error = exc
             raise
+        if not buf and self._pending is None:
+            # CR/LF that ended a read alone is not half a ping: a single-CRLF pong answering
+            # ours must not add up with the next one into a "ping" (RFC 5626 §4.4.1).
+            self._crlf_run = 0
         return out
 
     def _skip_keepalives(self, buf: bytearray) -> bool:

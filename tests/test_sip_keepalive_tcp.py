@@ -133,3 +133,23 @@ async def test_a_registrar_restart_gets_a_new_register_at_once(kamailio) -> None
         assert len(await asyncio.to_thread(restarted.contacts)) == 1
     finally:
         await ua.close()
+
+
+async def test_pongs_from_the_peer_are_never_answered() -> None:
+    """Two single-CRLF pongs in a row are not a ping: nothing is sent back."""
+    ua = UserAgent(UserAgentConfig(host="127.0.0.1", port=0, transports=("udp", "tcp")))
+    await ua.start()
+    try:
+        assert ua.tcp is not None
+        reader, writer = await asyncio.open_connection("127.0.0.1", ua.tcp.local[1])
+        try:
+            for _ in range(3):
+                writer.write(b"\r\n")
+                await writer.drain()
+                await asyncio.sleep(0.05)
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(reader.read(1), 0.3)
+        finally:
+            writer.close()
+    finally:
+        await ua.close()
