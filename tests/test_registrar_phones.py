@@ -281,3 +281,42 @@ async def test_a_registered_phone_calls_another_through_an_inbound_route(
     alice.command("hangup")
     (hangup,) = await receiver.wait_for(path="/hangup", timeout=10)
     assert hangup.form["CallUUID"] == connected[0].form["DialALegUUID"]
+
+
+async def test_a_phone_registered_over_tcp_is_called_on_its_connection(legacy: Any) -> None:
+    """A phone that REGISTERs over TCP is called on that same connection (behind a NAT
+    nothing else reaches it), which stays open while the binding lives, idle or not."""
+    api = await legacy(users=USERS, registrar_realm="pbx.test")
+    api.server.ua.sip.tcp.idle_timeout = 0.2  # an unused connection would go at once
+    port = api.server.ua.sip.tcp.local[1]
+    gateway = GatewayConfig(
+        name="pbx",
+        host="127.0.0.1",
+        port=port,
+        transport="tcp",
+        username="carol",
+        password="carol-pw",
+        from_domain="pbx.test",
+        register=True,
+        register_expires=300,
+    )
+    phone = UserAgent(UserAgentConfig(port=0, gateways=[gateway], accept_inbound=True))
+    offered: asyncio.Queue[Any] = asyncio.Queue()
+    phone.on_incoming = offered.put_nowait
+    await phone.start()
+    try:
+        assert await _until(lambda: phone.registrations()[0]["state"] == "registered", 5)
+        (binding,) = api.server.ua.bindings()
+        assert binding["transport"] == "tcp"
+        await asyncio.sleep(0.6)  # past the idle timeout: kept, a binding lives on it
+        assert phone.tcp is not None and len(phone.tcp.connections) == 1
+        first = phone.tcp.connections[0]
+        call = await api.server.ua.dial("user/carol", from_user="1000")
+        incoming = await asyncio.wait_for(offered.get(), 5)
+        assert incoming.source.connection is first  # our INVITE came on its connection
+        assert incoming.request.uri.startswith("sip:carol@127.0.0.1")
+        incoming.reject(486)
+        end = await asyncio.wait_for(call.wait_terminated(), 5)
+        assert end.cause == "USER_BUSY"
+    finally:
+        await phone.close()

@@ -986,6 +986,13 @@ class UserAgent:
             # A registered phone: its Contact is the Request-URI, the REGISTER's source
             # address (RFC 3581) the destination, over the REGISTER's transport.
             request_uri, gw = binding.contact, None
+            stream = self.tls if binding.transport == "tls" else self.tcp
+            if binding.transport != "udp" and (
+                stream is None or stream.connection_to(binding.address) is None
+            ):
+                # The phone's connection is gone (it closed it): its Contact, not the
+                # ephemeral port the REGISTER came from, is where it listens now.
+                binding = None
         else:
             request_uri, gw = self.route(target, gateway=gateway)
         uri = parse_uri(request_uri)
@@ -1111,9 +1118,20 @@ class UserAgent:
         if any(self.endpoint.uses(conn.owner.name, address, conn) for address in addresses):
             return True
         wanted = {canonical(a) for a in addresses}
-        return any(
+        if any(
             r.up and r.flow is not None and r.flow[0] == conn.owner.name and canonical(r.flow[1]) in wanted
             for r in self.endpoint.registrations.values()
+        ):
+            return True
+        # A phone registered over it: calls to the phone come through it (behind a NAT
+        # nothing else reaches it), as long as the binding lives.
+        registrar = self.endpoint.registrar
+        if registrar is None or self._loop is None:
+            return False
+        return any(
+            b.transport == conn.owner.name and canonical(b.address) in wanted
+            for found in registrar.bindings(self._now()).values()
+            for b in found
         )
 
     def _on_message(self, message: SipRequest | SipResponse, inbound: Inbound) -> None:
