@@ -332,9 +332,9 @@ class CallManager:
         leg.ring()
         try:
             if self.app_runner is not None and hasattr(leg, "prepare"):
-                # The application runs while the call rings (as the legacy framework ran
-                # inbound calls): <PreAnswer> gets early media (183), and the first other
-                # verb answers the call (LiveCallControl.answer).
+                # The application runs while the call rings (a parked call, as FreeSWITCH
+                # runs its dialplan): <PreAnswer> gets early media (183), and the first
+                # other verb answers the call (LiveCallControl.answer).
                 leg.prepare()
                 call.app_task = asyncio.get_running_loop().create_task(
                     self.runner.run_app(call), name=f"app-{call.call_uuid}"
