@@ -14,6 +14,7 @@ from sip.keepalive import GatewayHealthChanged
 from sip.message import SipRequest
 from sip.policy import PolicyConfig
 from sip.register import RegistrationChanged
+from sip.registrar import BindingsChanged, RegistrarConfig
 
 Address = tuple[str, int]
 
@@ -65,6 +66,8 @@ class EndpointConfig:
     accept_inbound: bool = False
     #: Who may make us answer: the peer allow-list and the out-of-dialog answer rate.
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    #: Serve REGISTERs of these users (:mod:`sip.registrar`); None: REGISTER gets 405.
+    registrar: RegistrarConfig | None = None
 
 
 # ----------------------------------------------------------------------------- events
@@ -137,6 +140,7 @@ EndpointEvent = (
     | GatewayHealthChanged
     | DialogChanged
     | RequestCompleted
+    | BindingsChanged
 )
 
 #: ``on_remote_sdp(sdp, early)``: the peer's SDP, an answer (early: from a 18x) or the one an
@@ -152,6 +156,10 @@ class ClientCall:
     session: ClientInviteSession
     on_remote_sdp: AnswerHandler | None = None
     transport: str = "udp"  #: the transport the live INVITE went out on
+    #: (transport, address) every request of the call goes to, whatever its URI says: a
+    #: registered phone's flow (:class:`sip.registrar.Binding`), the address its REGISTER
+    #: came from (RFC 3581), which a phone behind a NAT is reached at.
+    flow: tuple[str, Address] | None = None
     ring_deadline: float | None = None
     release_at: float | None = None
     ended: bool = False

@@ -37,6 +37,9 @@ class StreamFramer:
     def __init__(self, *, max_message_size: int = 65535) -> None:
         self.max_message_size = max_message_size
         self.pings = 0
+        #: CR/LF bytes skipped between messages so far (pings, and the single-CRLF pongs
+        #: that answer ours: RFC 5626 §4.4.1).
+        self.keepalive_bytes = 0
         self._buf = bytearray()
         self._pending: tuple[SipRequest | SipResponse, int] | None = None
         self._discard = 0
@@ -92,6 +95,10 @@ class StreamFramer:
             if exc.fatal:
                 self._error = exc
             raise
+        if not buf and self._pending is None:
+            # CR/LF that ended a read alone is not half a ping: a single-CRLF pong answering
+            # ours must not add up with the next one into a "ping" (RFC 5626 §4.4.1).
+            self._crlf_run = 0
         return out
 
     def _skip_keepalives(self, buf: bytearray) -> bool:
@@ -102,6 +109,7 @@ class StreamFramer:
             i += 1
         if i:
             del buf[:i]
+            self.keepalive_bytes += i
             self._crlf_run += i
             while self._crlf_run >= 4:
                 self.pings += 1

@@ -1,4 +1,4 @@
-"""HTTP Digest authentication for SIP, client side (RFC 3261 §22, RFC 2617, RFC 7616, RFC 8760).
+"""HTTP Digest authentication for SIP (RFC 3261 §22, RFC 2617, RFC 7616, RFC 8760).
 
 Pure functions over plain strings, so the module does not depend on the message parser:
 
@@ -8,7 +8,10 @@ Pure functions over plain strings, so the module does not depend on the message 
   several algorithms (RFC 8760 §2.4) or several realms (RFC 3261 §22.3, forking proxies);
 * :class:`DigestClient` builds the ``Authorization`` / ``Proxy-Authorization`` value and keeps the
   only state digest needs on the client: the nonce count per nonce (RFC 7616 §3.4);
-* :func:`compute_response` is the bare hash computation (RFC 7616 §3.4.1), exposed for tests.
+* :func:`compute_response` is the bare hash computation (RFC 7616 §3.4.1), exposed for tests;
+* server side, :func:`parse_authorization` reads an ``Authorization`` value and
+  :func:`check_response` recomputes its ``response`` from the password (the registrar,
+  :mod:`sip.registrar`, makes and checks its own nonces).
 
 Supported algorithms: MD5, MD5-sess, SHA-256, SHA-256-sess, SHA-512-256, SHA-512-256-sess; qop
 ``auth`` and ``auth-int``; the RFC 2069 form when the challenge has no qop; ``userhash``
@@ -18,6 +21,7 @@ Supported algorithms: MD5, MD5-sess, SHA-256, SHA-256-sess, SHA-512-256, SHA-512
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
@@ -31,8 +35,10 @@ __all__ = [
     "DEFAULT_PREFERENCE",
     "DigestClient",
     "choose_challenge",
+    "check_response",
     "choose_challenges",
     "compute_response",
+    "parse_authorization",
     "parse_challenge",
     "parse_challenges",
 ]
@@ -518,3 +524,48 @@ class DigestClient:
             if chosen is not None:
                 out.append(self.authorization(challenge, chosen, method, uri, body))
         return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Server side (RFC 3261 §22.4, RFC 7616 §3.4): reading credentials and checking them.
+#   Authorization     =  "Authorization" HCOLON credentials
+#   credentials       =  ("Digest" LWS digest-response) / other-response
+#   digest-response   =  dig-resp *(COMMA dig-resp)
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_authorization(header_value: str) -> dict[str, str]:
+    """The parameters of a Digest ``Authorization``/``Proxy-Authorization`` value (names
+    lower-cased, quotes removed). Raises :class:`AuthError` when it is not Digest or lacks
+    one of username, realm, nonce, uri, response."""
+    parts = _split_challenges(header_value)
+    if not parts or parts[0][0].lower() != "digest":
+        raise AuthError("not Digest credentials")
+    params = parts[0][1]
+    missing = [n for n in ("username", "realm", "nonce", "uri", "response") if n not in params]
+    if missing:
+        raise AuthError(f"Digest credentials without {', '.join(missing)}")
+    return params
+
+
+def check_response(params: dict[str, str], password: str, method: str, body: bytes = b"") -> bool:
+    """Do these credentials (:func:`parse_authorization`) carry the response that
+    ``password`` gives for ``method`` (RFC 7616 §3.4.1)? Compared in constant time; an
+    unknown algorithm or qop, or a qop without nc/cnonce, is False."""
+    try:
+        expected = compute_response(
+            algorithm=params.get("algorithm") or "MD5",
+            username=params["username"],
+            realm=params["realm"],
+            password=password,
+            nonce=params["nonce"],
+            method=method,
+            uri=params["uri"],
+            qop=(params.get("qop") or None),
+            nc=params.get("nc"),
+            cnonce=params.get("cnonce"),
+            body=body,
+        )
+    except (AuthError, KeyError):
+        return False
+    return hmac.compare_digest(expected, params["response"].lower())

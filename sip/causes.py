@@ -33,6 +33,8 @@ SYSTEM_SHUTDOWN = "SYSTEM_SHUTDOWN"
 REQUESTED_CHAN_UNAVAIL = "REQUESTED_CHAN_UNAVAIL"
 PROTOCOL_ERROR = "PROTOCOL_ERROR"
 AUTHENTICATION_FAIL = "CALL_REJECTED"
+#: A call to a user of our registrar (``user/alice``) who has no live binding (FreeSWITCH's name).
+USER_NOT_REGISTERED = "USER_NOT_REGISTERED"
 #: A parallel fork member that lost the race: another member answered first (FreeSWITCH's name).
 LOSE_RACE = "LOSE_RACE"
 #: Our request could not be delivered (ICMP unreachable, TCP connection refused): RFC 3261
@@ -68,6 +70,7 @@ Q850_CODES: dict[str, int] = {
     ORIGINATOR_CANCEL: 487,
     ALLOTTED_TIMEOUT: 602,
     MEDIA_TIMEOUT: 604,
+    USER_NOT_REGISTERED: 606,
     MACHINE_DETECTED: 1000,
     SYSTEM_SHUTDOWN: 503,
 }

@@ -76,6 +76,7 @@ from sip.locate import Target
 from sip.message import SipParseError, SipRequest, SipResponse, new_branch, parse_message
 from sip.policy import PeerPolicy
 from sip.register import Registration, RegistrationChanged
+from sip.registrar import Binding, BindingsChanged, Registrar
 from sip.transaction import (
     ClientInviteTransaction,
     ClientNonInviteTransaction,
@@ -115,6 +116,7 @@ __all__ = [
     "RequestCompleted",
     "GatewayHealthChanged",
     "RegistrationChanged",
+    "BindingsChanged",
     "ResolveRequest",
     "ServerCall",
     "Source",
@@ -155,6 +157,8 @@ class Endpoint:
         self._tls_names: dict[Address, str] = {}
         self._registrations: dict[str, Registration] = {}  # by name
         self._probes: dict[str, OptionsProbe] = {}  # by gateway name
+        #: Phones' bindings (:mod:`sip.registrar`), when users are configured.
+        self.registrar = Registrar(cfg.registrar) if cfg.registrar is not None else None
         self._tokens = itertools.count(1)
         self._timers = TimerHeap()
         self._events: deque[EndpointEvent] = deque()
@@ -227,12 +231,17 @@ class Endpoint:
         *,
         ring_timeout: float = 0.0,
         on_remote_sdp: AnswerHandler | None = None,
+        binding: Binding | None = None,
     ) -> ClientCall:
         """Start an outbound call. ``on_remote_sdp`` is given the callee's SDP (early from a
         18x, final from the 2xx or an ACK); a ``ValueError`` from it for a final one ends the
         call with BYE and INCOMPATIBLE_DESTINATION. ``ring_timeout`` (> 0) CANCELs with
-        NO_ANSWER when the call is not answered by then."""
+        NO_ANSWER when the call is not answered by then. ``binding``: a registered phone's
+        (:meth:`sip.registrar.Registrar.lookup`): every request of the call goes to the
+        address its REGISTER came from, over the same transport."""
         call = ClientCall(session, on_remote_sdp)
+        if binding is not None:
+            call.flow = (binding.transport, binding.address)
         if ring_timeout > 0:
             call.ring_deadline = now + ring_timeout
         self._calls[session.call_id] = call
@@ -448,6 +457,13 @@ class Endpoint:
         self._registrations[registration.name] = registration
         self._run_agent(registration, registration.start(now), now)
 
+    def reregister(self, name: str, now: float) -> None:
+        """The transport our binding used is gone: REGISTER again at once
+        (:meth:`sip.register.Registration.reconnect`)."""
+        registration = self._registrations.get(name)
+        if registration is not None:
+            self._run_agent(registration, registration.reconnect(now), now)
+
     def unregister(self, name: str, now: float) -> None:
         """Remove the binding (``Expires: 0``); the registration stays, ``unregistered``."""
         registration = self._registrations.get(name)
@@ -623,6 +639,10 @@ class Endpoint:
         except (UriError, ValueError):
             self._unreachable(call, request, now, f"cannot route to {next_hop}")
             return
+        if isinstance(call, ClientCall) and call.flow is not None:
+            flow_transport, (host, port) = call.flow
+            self._start_client(call, request, uri, [Target(host, port, flow_transport)], now)
+            return
         targets = targets_now(uri)
         if targets is None:
             self._resolve(call, request, uri, ack=False)
@@ -651,6 +671,8 @@ class Endpoint:
             request.prepend("Via", self._via(transport))
         if isinstance(call, ClientCall) and request.method == "INVITE":
             call.transport = transport
+        elif isinstance(call, Registration):
+            call.flow = (transport, address)
         tx = new_client_transaction(
             request, reliable=transport != "udp", timers=self.timer_config, now=now
         )
@@ -696,6 +718,9 @@ class Endpoint:
         transport = call.transport
         if "Via" not in request:
             request.prepend("Via", self._via(transport))
+        if isinstance(call, ClientCall) and call.flow is not None:
+            self._transmit(request.serialize(), transport, call.flow[1])
+            return
         targets = targets_now(uri)
         if targets is None:
             self._resolve(call, request, uri, ack=True)
@@ -893,6 +918,9 @@ class Endpoint:
             self._on_cancel(request, key, source, address, now)
             return
         call = self._dialog_call(request)
+        if call is None and request.method == "REGISTER" and self.registrar is not None:
+            self._on_register(request, source, address, now)
+            return
         if call is None and not self._admitted(source):
             if self._takes_inbound(request) and self.policy.may_answer(source.address[0], now):
                 # A caller outside the allow-list is told so (403), within its answer rate.
@@ -927,6 +955,23 @@ class Endpoint:
                 request, self.config.user_agent, in_dialog=_has_to_tag(request)
             )
             self._transmit(response.serialize(), source.transport, address, source.connection)
+
+    def _on_register(self, request: SipRequest, source: Source, address: Address, now: float) -> None:
+        """A phone's REGISTER (:mod:`sip.registrar`), in a non-INVITE server transaction. A
+        refusal (401, 403...) costs the source one out-of-dialog answer of its rate."""
+        if not self._admitted(source):
+            return
+        assert self.registrar is not None
+        response = self.registrar.handle(request, source.transport, address, now)
+        if response.status != 200 and not self._may_answer(source, now):
+            return
+        tx = new_server_transaction(
+            request, reliable=source.transport != "udp", timers=self.timer_config, now=now
+        )
+        self._server[tx.key] = (tx, source, address)
+        tx.respond(response, now)
+        self._drain_server(tx, now)
+        self._events.extend(self.registrar.take_changes())
 
     def _dialog_call(self, request: SipRequest) -> Call | None:
         """The call whose dialog this in-dialog request (To tag) belongs to, if any."""
@@ -985,7 +1030,24 @@ class Endpoint:
     def _incoming(
         self, request: SipRequest, source: Source, address: Address, now: float
     ) -> SipResponse | None:
+        if self.registrar is not None:
+            # A phone calling as one of our users proves it (the registrar's digest).
+            local = {h.strip("[]").lower() for h in (self.config.local_host, *self.config.advertised_hosts.values())}
+            user = self.registrar.claimed_user(request, local)
+            if user is not None:
+                refusal = self.registrar.authenticate(request, user, now)
+                if refusal is not None:
+                    return refusal
         secure = request.uri.lower().startswith("sips:")
+        if secure and source.transport != "tls":
+            # RFC 5630 §3: a SIPS Request-URI asks for TLS on every hop; this one was not.
+            return plain_response(
+                request,
+                416,
+                self.config.user_agent,
+                "Unsupported URI Scheme (sips: needs TLS)",
+                to_tag=stateless_tag(request),
+            )
         session = ServerInviteSession(request, self.session_config(source.transport, secure))
         self._calls[request.call_id] = ServerCall(session, source, address)
         self._events.append(IncomingCall(request.call_id, request, session.offer))

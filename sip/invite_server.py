@@ -15,6 +15,7 @@ Like the UAC session it returns *actions* and takes time as ``now``:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sip import causes
@@ -27,6 +28,7 @@ from sip._session import (
     reason_cause,
     reason_header,
     safe_tag,
+    session_expires,
 )
 from sip.dialog import Dialog, DialogError
 from sip.events import Answered, Terminated
@@ -61,6 +63,10 @@ class ServerInviteSession:
     _ok_next: float | None = None
     _ok_give_up: float | None = None
     _bye_sent: bool = False
+    #: ``offer_handler(offer)``: the caller's offer in a re-INVITE/UPDATE (None: a re-INVITE
+    #: without SDP asks us to offer) -> our SDP; ``ValueError`` refuses it (488).
+    offer_handler: Callable[[str | None], str] | None = None
+    _offered_in_2xx: bool = False  #: our 2xx to a re-INVITE offered: the ACK brings the answer
 
     @property
     def call_id(self) -> str:
@@ -150,6 +156,11 @@ class ServerInviteSession:
         if dialog is None or not self.matches(request):
             return (None if method == "ACK" else self._plain(request, 481)), []
         if method == "ACK":
+            if self.state == "confirmed" and self._offered_in_2xx:
+                # The ACK of a re-INVITE we answered with an offer carries the answer (§14.2).
+                self._offered_in_2xx = False
+                sdp = body_sdp(request)
+                return None, ([RemoteSdp(sdp, early=False)] if sdp else [])
             if self.state != "accepted":
                 return None, []
             self.state = "confirmed"
@@ -174,10 +185,43 @@ class ServerInviteSession:
         if method in ("OPTIONS", "INFO", "NOTIFY", "PRACK"):
             return self._plain(request, 200), []
         if method in ("INVITE", "UPDATE"):
-            return self._plain(request, 488, "Not Acceptable Here (re-offers are not served yet)"), []
+            return self._on_offer(request), []
         response = self._plain(request, 501)
         response.add("Allow", self.config.allow)
         return response, []
+
+    def _on_offer(self, request: SipRequest) -> SipResponse:
+        """A re-INVITE or UPDATE from the caller (§14.2, RFC 3311): hold and resume, a codec
+        change, or a session refresh (RFC 4028) with or without SDP."""
+        if self.state != "confirmed":
+            # Our 2xx is not ACKed yet: an offer now would cross ours (§14.2 glare).
+            return self._plain(request, 491)
+        offer = body_sdp(request)
+        answer: str | None = None
+        if offer is not None or request.method == "INVITE":
+            if self.offer_handler is None:
+                if offer is not None:
+                    return self._plain(request, 488, "Not Acceptable Here (no media to offer)")
+            else:
+                try:
+                    answer = self.offer_handler(offer)
+                except ValueError as exc:
+                    return self._plain(request, 488, f"Not Acceptable Here ({exc})")
+        response = self._plain(request, 200)
+        response.add("Contact", self.config.contact)
+        response.add("Allow", self.config.allow)
+        response.add("Supported", self.config.supported)
+        se = session_expires(request)
+        if se is not None:
+            # RFC 4028 §9: the caller refreshed; it stays the refresher unless it says so.
+            interval, refresher = se
+            response.add("Session-Expires", f"{interval};refresher={refresher or 'uac'}")
+            response.add("Require", "timer")
+        if answer is not None:
+            self._offered_in_2xx = offer is None and request.method == "INVITE"
+            response.add("Content-Type", "application/sdp")
+            response.body = answer.encode()
+        return response
 
     # ---------------------------------------------------------------- the endpoint's calls
 

@@ -97,12 +97,18 @@ class Registration:
     #: Where the registrar saw our last registered REGISTER come from (RFC 3581 §4: the top
     #: Via's ``received`` and ``rport`` in its 2xx); not our Contact's address behind a NAT.
     seen_as: tuple[str, int] | None = None
+    #: Our binding as the registrar's last 2xx listed it, when that is not our Contact (a
+    #: registrar behind which NAT handling rewrote it to the address it saw); None: ours.
+    bound_contact: str | None = None
     _expires: int = 0  #: the interval asked for next (423 raises it)
     _cseq: int = 0
     _from_tag: str = field(default_factory=new_tag)
     _digest: DigestClient = field(default_factory=DigestClient)
     _auth_tries: int = 0
     _live: SipRequest | None = None  #: our REGISTER awaiting its final response
+    #: (transport, address) our last REGISTER went to (the endpoint records it): a stream
+    #: connection there that closes means the registrar can no longer reach us on it.
+    flow: tuple[str, tuple[str, int]] | None = None
 
     def __post_init__(self) -> None:
         self._expires = self.config.expires
@@ -132,6 +138,15 @@ class Registration:
         if self.state == FAILED and self.registered_count == 0:
             return self._move(UNREGISTERED, now)
         return self._register(now, 0)
+
+    def reconnect(self, now: float) -> list[object]:
+        """The connection our binding was made over is gone (RFC 5626 §4.5, a transport
+        change): register again at once, on a new one. Only from ``registered``: a failed
+        registration keeps its back-off, one in progress finishes on its own."""
+        if self.state != REGISTERED:
+            return []
+        self.refresh_at = None
+        return self._register(now, self._expires)
 
     def get_timer(self) -> float | None:
         times = [t for t in (self.refresh_at, self.retry_at) if t is not None]
@@ -241,28 +256,54 @@ class Registration:
         return SendRequest(retry, self.config.registrar)
 
     def _registered(self, response: SipResponse, now: float) -> list[object]:
+        self.seen_as = _seen_as(response)
         granted = self._granted(response)
         if granted <= 0:
             return self._failed(now, "registrar kept no binding for our Contact", None)
         self.failures = 0
         self.registered_count += 1
-        self.seen_as = _seen_as(response)
         self.expires_at = now + granted
         self.refresh_at = now + granted / 2  # §10.2.4: refresh well before it lapses
         self.retry_at = None
         return self._move(REGISTERED, now)
 
     def _granted(self, response: SipResponse) -> int:
-        """The interval the registrar granted our Contact (§10.3 step 8 / §10.2.4)."""
+        """The interval the registrar granted our Contact (§10.3 step 8 / §10.2.4).
+
+        Our Contact is the one with our URI; failing that, a registrar that rewrote it (to
+        the address it saw the REGISTER come from, as NAT-aware registrars do) is believed
+        when one Contact carries our user part at that address (``seen_as``), or when the
+        2xx lists a single Contact with our user part."""
         ours = _uri_key(self.config.contact)
         contacts: list[NameAddr] = []
         with contextlib.suppress(ValueError):
             contacts = response.contacts
-        for contact in contacts:
-            if _uri_key(str(contact.uri)) == ours:
-                value = contact.params.get("expires")
-                if value is not None and value.strip().isdigit():
-                    return int(value)
+        self.bound_contact = None
+        mine = next((c for c in contacts if _uri_key(str(c.uri)) == ours), None)
+        if mine is None and isinstance(ours, tuple) and contacts:
+            same_user = [
+                c
+                for c in contacts
+                if isinstance(key := _uri_key(str(c.uri)), tuple) and key[0] == ours[0]
+            ]
+            seen = self.seen_as
+            at_seen = [
+                c
+                for c in same_user
+                if seen is not None
+                and isinstance(key := _uri_key(str(c.uri)), tuple)
+                and (key[1], key[2] or 5060) == (seen[0].strip("[]").lower(), seen[1])
+            ]
+            if len(at_seen) == 1:
+                mine = at_seen[0]
+            elif len(contacts) == 1 and len(same_user) == 1:
+                mine = same_user[0]
+            if mine is not None:
+                self.bound_contact = str(mine.uri)
+        if mine is not None:
+            value = mine.params.get("expires")
+            if value is not None and value.strip().isdigit():
+                return int(value)
         expires = header_int(response, "Expires")
         if expires is not None:
             return expires

@@ -192,6 +192,22 @@ class CallManager:
                     method(*args)
                 except Exception:
                     log.exception("observer %s failed on %s", type(observer).__name__, event)
+        #: The registrar's users that belong to one account (user name -> auth id): other
+        #: accounts' calls to them fail USER_NOT_REGISTERED (``Config.users[].account``).
+        self.user_accounts: dict[str, str] = {}
+
+    def refuses_target(self, account_id: str, target: str) -> bool:
+        """Is ``target`` a registrar user (as the dialer's ``local_user`` sees it) that
+        belongs to another account than ``account_id``?"""
+        local_user = getattr(self.dialer, "local_user", None)
+        if not self.user_accounts or not callable(local_user):
+            return False
+        try:
+            user = local_user(target)
+        except ValueError:
+            return False
+        owner = self.user_accounts.get(user) if user else None
+        return bool(owner) and owner != account_id
 
     # --- accounts -----------------------------------------------------------------------
 
@@ -404,7 +420,16 @@ class CallManager:
         await self.update_record(call, extra={"sip_call_id": getattr(leg, "call_id", None)})
         leg.ring()
         try:
-            leg.answer()
+            if self.app_runner is not None and hasattr(leg, "prepare"):
+                # The application runs while the call rings (a parked call, as FreeSWITCH
+                # runs its dialplan): <PreAnswer> gets early media (183), and the first
+                # other verb answers the call (LiveCallControl.answer).
+                leg.prepare()
+                call.app_task = asyncio.get_running_loop().create_task(
+                    self.runner.run_app(call), name=f"app-{call.call_uuid}"
+                )
+            else:
+                leg.answer()
         except ValueError as exc:  # no codec in common: the leg refused it with 488
             call.error = f"cannot answer the caller's offer: {exc}"
         async for ev in leg.events():
@@ -474,13 +499,21 @@ class CallManager:
             kwargs["codecs"] = attempt.codecs
         if attempt.username is not None:
             kwargs["credentials"] = Credentials(attempt.username, attempt.password or "")
+        target = attempt.target or call.to
         try:
-            leg = await self.dialer.dial(attempt.target or call.to, **kwargs)
+            if self.refuses_target(call.account.auth_id, target):
+                raise LookupError(f"{target}: a user of another account")
+            leg = await self.dialer.dial(target, **kwargs)
         except (ValueError, LookupError) as exc:
             if not last:
                 log.info("call %s: attempt via %s refused (%s); next attempt", call.call_uuid, attempt.gateway, exc)
                 return False
-            if isinstance(exc, UnsupportedCodec):
+            named = getattr(exc, "cause", None)  # e.g. USER_NOT_REGISTERED
+            if isinstance(named, str):
+                cause = named
+            elif self.refuses_target(call.account.auth_id, target):
+                cause = causes.USER_NOT_REGISTERED
+            elif isinstance(exc, UnsupportedCodec):
                 cause = causes.INCOMPATIBLE_DESTINATION
             elif isinstance(exc, ValueError):
                 cause = causes.INVALID_NUMBER_FORMAT
@@ -633,6 +666,8 @@ class CallManager:
             self._send_digits(call)
         if call.spec.amd is not None and call.leg is not None:
             self.runner.start_machine_detection(call)
+        if call.app_task is not None:
+            return  # an inbound call's application started while it rang
         app = self.runner.run_app(call) if call.fork is None else call.fork.run_answered(call)
         call.app_task = asyncio.get_running_loop().create_task(app, name=f"app-{call.call_uuid}")
 

@@ -221,6 +221,35 @@ class LiveCallControl:
     def hung_up(self) -> bool:
         return self._call.terminated is not None or self._hangup_sent
 
+    #: Longest wait for the caller's ACK after our 200 (RFC 3261 §13.3.1.4: 64*T1).
+    ANSWER_TIMEOUT_S = 32.0
+
+    async def answer(self) -> None:
+        """Answer a call whose application runs before the answer (an inbound leg): 200
+        with its SDP, then the caller's ACK. :class:`CallHungUp` if the call ends first."""
+        leg = self._call
+        if leg.answered_at is not None:
+            return
+        accept = getattr(leg, "answer", None)
+        if not callable(accept):
+            return
+        try:
+            accept()
+        except ValueError as exc:  # the offer could not be answered (488 sent)
+            raise CallHungUp() from exc
+        try:
+            answered = await asyncio.wait_for(leg.wait_answered(), self.ANSWER_TIMEOUT_S)
+        except TimeoutError:
+            answered = False
+        if not answered:
+            raise CallHungUp()
+
+    async def pre_answer(self) -> None:
+        """Early media before the answer (``<PreAnswer>``): 183 with the call's SDP."""
+        early = getattr(self._call, "early", None)
+        if callable(early) and self._call.answered_at is None:
+            early()
+
     def base_params(self) -> dict[str, str]:
         return dict(self._base_params())
 

@@ -209,10 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--hangup-after", type=_non_negative, default=None, metavar="S",
                       help="hang up S seconds after answer")
     call.add_argument("--header", type=_header, action="append", default=[], metavar="K=V", help="extra SIP header (repeatable)")
-    call.add_argument("--transport", choices=("udp", "tcp"))
+    call.add_argument("--transport", choices=("udp", "tcp", "tls"), help="SIP transport (a sips: target always goes over TLS)")
+    call.add_argument("--tls-ca", metavar="FILE", help="CA certificates (PEM) the TLS server is verified by (default: the system's)")
+    call.add_argument("--tls-cert", metavar="FILE", help="our certificate chain (PEM), for servers that ask for one")
+    call.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert (PEM; default: in --tls-cert)")
     call.add_argument("--username")
     call.add_argument("--password")
-    call.add_argument("--gateway", type=_hostport_arg(5060), metavar="HOST[:PORT]",
+    call.add_argument("--gateway", type=_hostport_arg(0), metavar="HOST[:PORT]",
                       help="route numbers through this trunk")
     call.add_argument("--sip", type=_hostport_arg(0), default=None, metavar="HOST[:PORT]", help="local SIP address (default: any free port on the address this machine would use to reach the target or --gateway; 127.0.0.1 for loopback targets)")
     call.add_argument("--rtp-ports", type=_port_range, default=None, metavar="LOW-HIGH")
@@ -387,6 +390,12 @@ def _run_call(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         usage("--username and --password go together")
     if args.ring_timeout <= 0:
         usage("--ring-timeout must be positive")
+    if args.tls_key and not args.tls_cert:
+        usage("--tls-key needs --tls-cert")
+    for option in ("tls_ca", "tls_cert", "tls_key"):
+        path = getattr(args, option)
+        if path and not os.path.isfile(path):
+            usage(f"--{option.replace('_', '-')}: no such file {path!r}")
     if args.send_digits:
         from media.dtmf import DigitsError, parse_send_digits
 
@@ -407,6 +416,8 @@ def _run_call(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         except AudioFileError as exc:
             usage(f"--play: {exc}")
     gateway = args.gateway
+    if gateway is not None and not gateway[1]:  # no port: 5061 for TLS, else 5060 (RFC 3261 §19.1.2)
+        gateway = (gateway[0], 5061 if args.transport == "tls" else 5060)
     if args.sip is not None:
         host, port = args.sip
     else:
@@ -445,7 +456,12 @@ async def _call(args: argparse.Namespace, host: str, port: int, rtp: tuple[int, 
     if gateway is not None:
         gateways.append(GatewayConfig(name="cli", host=gateway[0], port=gateway[1], transport=args.transport or "udp",
                                       username=args.username, password=args.password))
-    config = UserAgentConfig(host=host, port=port, gateways=gateways, media=media)
+    # TLS (RFC 3261 §26.2): for --transport tls, a sips: target or any --tls-* flag; outbound
+    # only unless --tls-cert is given (then a listener on any free port serves it too).
+    tls = args.transport == "tls" or args.target.lower().startswith("sips:") or bool(args.tls_ca or args.tls_cert)
+    config = UserAgentConfig(host=host, port=port, gateways=gateways, media=media,
+                             transports=("udp", "tcp", "tls") if tls else ("udp", "tcp"),
+                             tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key, tls_port=0)
     start = time.monotonic()
     summary: dict[str, object] = {}
     ua = UserAgent(config)

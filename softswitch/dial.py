@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from sip import causes
 from sip.auth import Credentials
+from sip.registrar import Binding
 from softswitch.app.control import DialResult
 from softswitch.app.verbs import Dial, Number, User
 from softswitch.events import (
@@ -111,13 +112,18 @@ class DialDefaults:
     on_b_leg: Callable[[OutboundCall, str], None] | None = None
     #: Makes the B legs' call UUIDs.
     new_uuid: Callable[[], str] = field(default=lambda: str(uuid.uuid4()))
+    #: ``refuses(target)``: a target this call may not reach (a registrar user of another
+    #: account); it fails USER_NOT_REGISTERED without an INVITE.
+    refuses: Callable[[str], bool] | None = None
 
 
 class _Leg:
     """One B leg of a ``<Dial>`` while it rings."""
 
-    def __init__(self, target: Number | User) -> None:
+    def __init__(self, target: Number | User, binding: Binding | None = None) -> None:
         self.target = target
+        #: One registered phone of a registrar user who has several (each rings as a leg).
+        self.binding = binding
         self.call: OutboundCall | None = None
         self.uuid = ""
         self.to = target.number if isinstance(target, Number) else target.uri
@@ -200,9 +206,10 @@ class DialRun:
                 len(targets),
             )
         for target in targets:
-            leg = _Leg(target)
-            self.legs.append(leg)
-            leg.task = self.loop.create_task(self._ring(leg), name=f"dial-{c.call_uuid}")
+            for binding in self._phones(target):
+                leg = _Leg(target, binding)
+                self.legs.append(leg)
+                leg.task = self.loop.create_task(self._ring(leg), name=f"dial-{c.call_uuid}")
         self._start_music()
         c._digit_hooks.append(self._on_a_digit)
         try:
@@ -214,6 +221,22 @@ class DialRun:
             c._digit_hooks.remove(self._on_a_digit)
             self._stop_music()
             await self._end_losers(None)
+
+    def _phones(self, target: Number | User) -> list[Binding | None]:
+        """A ``<User>`` naming a registrar user with several registered phones rings each of
+        them (a leg per binding, the first to answer wins); anything else is one leg."""
+        ua = self.c._ua
+        local_user = getattr(ua, "local_user", None)
+        user_bindings = getattr(ua, "user_bindings", None)
+        if not isinstance(target, User) or not callable(local_user) or not callable(user_bindings):
+            return [None]
+        try:
+            user = local_user(target.uri)
+        except ValueError:
+            return [None]
+        found = list(user_bindings(user)) if user else []
+        limit = max(1, self.c.dial_defaults.max_targets)
+        return found[:limit] if len(found) > 1 else [None]
 
     async def _wait_winner(self) -> _Leg | None:
         tasks = [leg.task for leg in self.legs if leg.task is not None]
@@ -298,6 +321,12 @@ class DialRun:
         target = leg.target
         defaults = c.dial_defaults
         leg.uuid = defaults.new_uuid()
+        dialled = target.number if isinstance(target, Number) else target.uri
+        if defaults.refuses is not None and defaults.refuses(dialled):
+            log.info("call %s: Dial target %r belongs to another account", c.call_uuid, leg.to)
+            leg.cause = causes.USER_NOT_REGISTERED
+            return
+        extra: dict[str, Any] = {"binding": leg.binding} if leg.binding is not None else {}
         try:
             call = await c._ua.dial(
                 target.number if isinstance(target, Number) else target.uri,
@@ -313,6 +342,7 @@ class DialRun:
                     if isinstance(target, User) and target.username
                     else None
                 ),
+                **extra,
             )
         except ValueError as exc:
             log.warning("call %s: Dial target %r: %s", c.call_uuid, leg.to, exc)
@@ -320,7 +350,8 @@ class DialRun:
             return
         except LookupError as exc:
             log.warning("call %s: Dial target %r: %s", c.call_uuid, leg.to, exc)
-            leg.cause = causes.NO_ROUTE_DESTINATION
+            cause = getattr(exc, "cause", None)  # e.g. USER_NOT_REGISTERED
+            leg.cause = cause if isinstance(cause, str) else causes.NO_ROUTE_DESTINATION
             return
         except Exception as exc:
             log.warning("call %s: Dial target %r failed: %s", c.call_uuid, leg.to, exc)

@@ -267,7 +267,12 @@ class ApplicationRunner:
             del call.b_legs[:-8]  # bounded: only the newest B legs can be live
             self.m.observe("leg_started", call, b_leg)  # its SIP messages join the call's trace
 
-        return DialDefaults(on_b_leg=on_b_leg, sip_header_prefix="X-PH-")
+        manager, account_id = self.m, call.account.auth_id
+        return DialDefaults(
+            on_b_leg=on_b_leg,
+            sip_header_prefix="X-PH-",
+            refuses=lambda target: manager.refuses_target(account_id, target),
+        )
 
     def xml_params(self, call: Call) -> dict[str, str]:
         """Parameters the XML executor posts with every request (action, redirect...)."""

@@ -116,6 +116,7 @@ def build_user_agent(config: Any) -> Any:
                     register_expires=gw.register_expires,
                     ping=gw.ping,
                     tls_server_name=getattr(gw, "tls_server_name", None),
+                    keepalive=getattr(gw, "keepalive", 0.0),
                 )
             )
         )
@@ -151,6 +152,10 @@ def build_user_agent(config: Any) -> Any:
             tls_key=getattr(config, "tls_key", None),
             tls_ca=getattr(config, "tls_ca", None),
             tls_verify=getattr(config, "tls_verify", True),
+            users={u.name: u.password for u in getattr(config, "users", [])},
+            registrar_realm=getattr(config, "registrar_realm", None),
+            registrar_min_expires=getattr(config, "registrar_min_expires", 60),
+            registrar_max_expires=getattr(config, "registrar_max_expires", 3600),
         )
     )
     return UserAgent(ua_cfg)
@@ -281,6 +286,7 @@ class Server:
         self.ops.attach(dialer)
         self.manager.observers.append(self.ops)
         self.ops.start()
+        self.manager.user_accounts = {u.name: u.account for u in getattr(cfg, "users", []) if u.account}
         # Answered calls run their Plivo XML (softswitch.callcontrol); a dialer without
         # media streams (a test double) has its calls held, as before the interpreter.
         self.manager.app_runner = self.manager.run_xml
@@ -524,14 +530,18 @@ class Server:
     async def _health(self, request: web.Request) -> web.Response:
         """``GET /health``: dialect-neutral liveness, the gateways' registrations (``state``:
         registered, registering, failed, unregistering, unregistered) and the health their
-        OPTIONS pings see (``up``)."""
+        OPTIONS pings see (``up``), and how many of the registrar's users have a phone
+        registered (``registered_users``; who and where is not shown here)."""
         registrations = getattr(self.ua, "registrations", None)
         pings = getattr(self.ua, "gateways", None)
+        bindings = getattr(self.ua, "bindings", None)
+        phones = bindings() if callable(bindings) else []
         return web.json_response({
             "status": "draining" if self._stopped else "ok",
             "worker": self.cluster.worker_id if self.cluster is not None else None,
             "registrations": registrations() if callable(registrations) else [],
             "gateways": pings() if callable(pings) else [],
+            "registered_users": len({b["user"] for b in phones}),
         })
 
     async def _ready(self, request: web.Request) -> web.Response:

@@ -33,6 +33,7 @@ from sip.aio.transport import TcpTransport, TlsTransport, UdpTransport
 from sip.aio.ua import Credentials, GatewayConfig
 from sip.events import InfoDigit
 from sip.invite import ClientInviteSession
+from sip.registrar import Binding
 from softswitch.events import (
     Answered,
     CallEvent,
@@ -290,6 +291,7 @@ class InboundCall(OutboundCall):
     ):
         self._engine = engine
         self.inbound = sip_call
+        self._local_sdp: str | None = None  #: our SDP, once :meth:`prepare` made it
         super().__init__(sip_call, None, call_uuid, rtp_timeouts=rtp_timeouts)
 
     @property
@@ -315,10 +317,12 @@ class InboundCall(OutboundCall):
         """180 Ringing."""
         self.inbound.ring(180)
 
-    def answer(self, codecs: Sequence[str] | None = None) -> None:
-        """200 OK with our SDP: the media engine's answer to the caller's offer (or our offer
-        when the INVITE had none). An offer the engine cannot answer (no common codec) is
-        refused with 488 and raises ``ValueError``."""
+    def prepare(self, codecs: Sequence[str] | None = None) -> None:
+        """Create the call's media stream and our SDP (the engine's answer to the caller's
+        offer, or our offer when the INVITE had none) without sending anything: the call
+        then has media for an application that runs before the answer, and :meth:`early`
+        and :meth:`answer` send that SDP. An offer the engine cannot answer (no common
+        codec) is refused with 488 and raises ``ValueError``."""
         if self.terminated is not None or self.media is not None:
             return
         media = self._engine.create_stream(codecs=codecs)
@@ -330,7 +334,28 @@ class InboundCall(OutboundCall):
             self.inbound.reject(488)
             raise
         self._attach(media)
-        self.inbound.answer(sdp, on_remote_sdp=_answer_handler(media))
+        self._local_sdp = sdp
+
+    def early(self) -> None:
+        """183 Session Progress with our SDP: early media flows both ways before the answer
+        (``<PreAnswer>``); only with an offer in the INVITE (an offerless one cannot have
+        an answer before our 200 offers)."""
+        self.prepare()
+        if self.terminated is None and self.inbound.offer and self.inbound.state in ("offered", "ringing"):
+            self.inbound.ring(183, self._local_sdp)
+
+    def answer(self, codecs: Sequence[str] | None = None) -> None:
+        """200 OK with our SDP (see :meth:`prepare`, done here if not yet). An offer the
+        engine cannot answer is refused with 488 and raises ``ValueError``."""
+        if self.terminated is not None or self.inbound.session.answered:
+            return
+        self.prepare(codecs)
+        media = self.media
+        if media is None or self._local_sdp is None or self.terminated is not None:
+            return
+        self.inbound.answer(
+            self._local_sdp, on_remote_sdp=_answer_handler(media), offer_handler=_offer_handler(media)
+        )
 
     def reject(self, status: int = 486, reason: str | None = None) -> None:
         """A final non-2xx response (404, 486, 603...)."""
@@ -449,6 +474,18 @@ class UserAgent:
         """The state of each gateway registration (see :meth:`sip.aio.UserAgent.registrations`)."""
         return self.sip.registrations()
 
+    def local_user(self, target: str) -> str | None:
+        """The registrar user ``target`` names (see :meth:`sip.aio.UserAgent.local_user`)."""
+        return self.sip.local_user(target)
+
+    def user_bindings(self, user: str) -> list[Binding]:
+        """``user``'s registered phones, best first (see :meth:`sip.aio.UserAgent.user_bindings`)."""
+        return self.sip.user_bindings(user)
+
+    def bindings(self) -> list[dict[str, object]]:
+        """The registered phones of the registrar's users (see :meth:`sip.aio.UserAgent.bindings`)."""
+        return self.sip.bindings()
+
     def route(self, target: str, *, gateway: str | None = None) -> tuple[str, GatewayConfig | None]:
         """See :meth:`sip.aio.UserAgent.route`."""
         return self.sip.route(target, gateway=gateway)
@@ -473,6 +510,7 @@ class UserAgent:
         call_uuid: str | None = None,
         codecs: Sequence[str] | None = None,
         srtp: str | None = None,
+        binding: Binding | None = None,
     ) -> OutboundCall:
         """Send an INVITE with our media offer to ``target`` and return the leg at once.
 
@@ -522,6 +560,7 @@ class UserAgent:
                 sdp=media.create_offer(),
                 offer_handler=_offer_handler(media),
                 on_remote_sdp=_answer_handler(media),
+                binding=binding,
             )
         except Exception:
             media.close()

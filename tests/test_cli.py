@@ -311,3 +311,46 @@ def test_serve_logs_one_info_line_per_call_event(tmp_path, sipp, fmt):
         assert "dialing" in events[0] and f"to={peer.uri}" in events[0]
         assert "hangup" in events[1] and "cause=USER_BUSY" in events[1] and "sip_status=486" in events[1]
     peer.assert_ok()
+async def test_call_over_tls_verifies_the_callee_against_tls_ca(tmp_path):
+    """``--transport tls`` / a ``sips:`` target with ``--tls-ca``: the callee's certificate (a
+    throw-away CA's) is verified and the call is answered; without the CA it fails."""
+    import asyncio
+
+    from sip.aio import UserAgent, UserAgentConfig
+    from tests.peers.tls_certs import TestCA
+
+    ca = TestCA(tmp_path)
+    issued = ca.issue("callee", ips=("127.0.0.1",))
+    callee = UserAgent(UserAgentConfig(host="127.0.0.1", port=0, transports=("udp", "tls"),
+                                       accept_inbound=True, tls_cert=str(issued.cert),
+                                       tls_key=str(issued.key), tls_port=0))
+    sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+    callee.on_incoming = lambda call: call.answer(sdp)
+    await callee.start()
+    try:
+        assert callee.tls is not None
+        target = f"sips:bob@127.0.0.1:{callee.tls.local[1]}"
+
+        async def cli(*extra: str) -> tuple[int, str, str]:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "softswitch.cli", "call", target, "--from", "1000",
+                "--hangup-after", "0.5", "--ring-timeout", "5", *extra,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )
+            out, err = await asyncio.wait_for(proc.communicate(), 30)
+            return proc.returncode or 0, out.decode(), err.decode()
+
+        code, out, err = await cli("--tls-ca", str(ca.cert))
+        assert code == 0, err
+        summary = json.loads(out.strip().splitlines()[-1])
+        assert summary["answered"] is True and summary["sip_status"] == 200
+        code, out, _ = await cli()  # the system store does not know the test CA
+        assert code == 1
+        assert json.loads(out.strip().splitlines()[-1])["answered"] is False
+    finally:
+        await callee.close(grace=0.5)
+
+
+def test_tls_key_without_cert_is_a_usage_error():
+    out = run_cli("call", "sips:bob@127.0.0.1", "--from", "1", "--tls-key", "/etc/hostname")
+    assert out.returncode == 2 and "--tls-key needs --tls-cert" in out.stderr

@@ -148,3 +148,46 @@ async def test_inbound_call_dials_out_and_the_caller_hangs_up(
     closed = await asyncio.to_thread(callee.wait_for, "session closed", 10)
     assert closed is not None  # the B leg got our BYE
     assert not web.bad_signatures
+
+
+async def test_the_caller_holds_and_resumes_with_re_invites(
+    sipp: Any, server: Server, web: WebhookReceiver
+) -> None:
+    """A caller's re-INVITE (hold: a=sendonly; then an offerless one with Session-Expires, a
+    refresh that resumes) is answered 200 with our SDP, not 488 (issue 17)."""
+    web.xml("/answer5000", '<?xml version="1.0"?><Response><Wait length="10"/></Response>')
+    peer = caller(sipp, server, "uac_inbound_hold.xml", "5000")
+    await sipp_done(peer)  # every 200 matched: a=recvonly, then our offer with Session-Expires
+    hangup = (await web.wait_for(lambda r: r.path == "/hangup", timeout=10))[0].params
+    assert hangup["HangupSource"] == "Caller"
+
+
+async def test_pre_answer_sends_early_media_then_the_first_other_verb_answers(
+    sipp: Any, server: Server, web: WebhookReceiver
+) -> None:
+    """``<PreAnswer>`` on an inbound call: 183 with our SDP, its verbs play as early media,
+    and the first verb after it answers the call (200) (issue 17)."""
+    web.xml(
+        "/answer5000",
+        '<?xml version="1.0"?><Response><PreAnswer><Wait length="1"/></PreAnswer>'
+        "<Speak>Hello caller</Speak><Hangup/></Response>",
+    )
+    peer = caller(sipp, server, "uac_inbound_preanswer.xml", "5000")
+    await sipp_done(peer)  # 183 with SDP, then 200, then our BYE
+    messages = sipp_messages(peer)
+    early, ok = messages.index("SIP/2.0 183"), messages.index("SIP/2.0 200")
+    assert early < ok
+    hangup = (await web.wait_for(lambda r: r.path == "/hangup", timeout=10))[0].params
+    assert hangup["HangupCause"] == "NORMAL_CLEARING"
+
+
+async def test_a_hangup_before_any_answer_refuses_the_inbound_call(
+    sipp: Any, server: Server, web: WebhookReceiver
+) -> None:
+    """A document that only hangs up never answers the call: the INVITE gets a final refusal."""
+    web.xml("/answer5000", '<?xml version="1.0"?><Response><Hangup/></Response>')
+    peer = caller(sipp, server, "uac_inbound_480.xml", "5000")
+    hangup = (await web.wait_for(lambda r: r.path == "/hangup", timeout=10))[0].params
+    assert hangup["CallStatus"] != "in-progress"  # never answered
+    await sipp_done(peer)
+    assert "SIP/2.0 200" not in sipp_messages(peer)

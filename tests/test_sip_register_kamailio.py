@@ -17,6 +17,7 @@ from softswitch.config import Gateway
 from softswitch.server import Server
 from softswitch.ua import GatewayConfig, UserAgent, UserAgentConfig
 from tests.conftest import wait_until
+from tests.peers.baresip import needs_baresip
 from tests.peers.kamailio import Kamailio, needs_kamailio
 from tests.peers.xml_app import make_config
 
@@ -136,7 +137,13 @@ async def test_registrar_sees_another_address_than_our_contact(kamailio, caplog)
         register_expires=60,
     )
     ua = UserAgent(
-        UserAgentConfig(host="127.0.0.1", port=0, public_host="127.0.0.3", transports=("udp",), gateways=[gateway])
+        UserAgentConfig(
+            host="127.0.0.1",
+            port=0,
+            public_host="127.0.0.3",
+            transports=("udp",),
+            gateways=[gateway],
+        )
     )
     await ua.start()
     try:
@@ -148,6 +155,30 @@ async def test_registrar_sees_another_address_than_our_contact(kamailio, caplog)
         assert registration.seen_as == ("127.0.0.1", port)
         [state] = ua.registrations()
         assert state["seen_as"] == f"127.0.0.1:{port}"
-        assert f"saw our REGISTER come from 127.0.0.1:{port}, not from our Contact's 127.0.0.3:{port}" in caplog.text
+        assert (
+            f"saw our REGISTER come from 127.0.0.1:{port}, not from our Contact's 127.0.0.3:{port}"
+            in caplog.text
+        )
     finally:
         await ua.close()
+
+
+@needs_baresip
+async def test_baresip_registered_through_kamailio_is_called_through_it(kamailio, baresip):
+    """Kamailio as the phones' registrar (issue 17's test list): baresip REGISTERs there with
+    401 digest; our INVITE to its AoR is routed by Kamailio's location lookup to baresip."""
+    proxy = kamailio()
+    phone = baresip(user=proxy.user, registrar=f"127.0.0.1:{proxy.port}", password=proxy.password)
+    await wait_until(lambda: "[1 binding]" in phone.log(), 5, what="baresip registered")
+    assert len(await asyncio.to_thread(proxy.contacts)) == 1
+    ua = UserAgent(UserAgentConfig(host="127.0.0.1", port=0))
+    await ua.start()
+    try:
+        call = await ua.dial(f"sip:{proxy.user}@127.0.0.1:{proxy.port}", from_user="1000")
+        assert await asyncio.wait_for(call.wait_answered(), 10), phone.log()[-2000:]
+        await call.hangup()
+        end = await asyncio.wait_for(call.wait_terminated(), 5)
+        assert end.cause == causes.NORMAL_CLEARING
+    finally:
+        await ua.close()
+    assert "CHALLENGE REGISTER" in proxy.log()

@@ -277,6 +277,11 @@ class TcpConnection:
         self.closed = False
         self.last_active = asyncio.get_running_loop().time()  #: last byte in or out
         self.aliases: set[Address] = set()  #: other addresses it serves (RFC 5923 alias)
+        #: When our unanswered RFC 5626 ping (CRLFCRLF) went out; None: none pending. Any
+        #: byte from the peer (its CRLF pong, or a message) answers it.
+        self.ping_sent_at: float | None = None
+        self.pongs = 0  #: pings of ours answered
+        self.pings_answered = 0  #: the peer's pings we answered with a CRLF
 
     async def run(self) -> None:
         inbound = Inbound(self.owner.name, self.peer, self)
@@ -286,6 +291,10 @@ class TcpConnection:
                 if not data:
                     break
                 self.last_active = asyncio.get_running_loop().time()
+                if self.ping_sent_at is not None:
+                    self.ping_sent_at = None
+                    self.pongs += 1
+                pings = self.framer.pings
                 while True:
                     try:
                         messages = self.framer.feed(data)
@@ -299,6 +308,10 @@ class TcpConnection:
                         data = b""  # the bad message was framed and skipped: go on
                         continue
                     break
+                if self.framer.pings > pings:
+                    # RFC 5626 §3.5.1 / §4.4.1: each double-CRLF ping gets a single-CRLF pong.
+                    self.pings_answered += self.framer.pings - pings
+                    self.send(b"\r\n" * (self.framer.pings - pings))
                 for message in messages:
                     self.owner.on_message(message, inbound)
         except (ConnectionError, OSError):
@@ -311,6 +324,12 @@ class TcpConnection:
             self.last_active = asyncio.get_running_loop().time()
             self.writer.write(data)
 
+    def ping(self) -> None:
+        """An RFC 5626 §3.5.1 keep-alive: CRLFCRLF; the peer's CRLF (or anything) answers it."""
+        if not self.closed and self.ping_sent_at is None:
+            self.ping_sent_at = asyncio.get_running_loop().time()
+            self.send(b"\r\n\r\n")
+
     def close(self) -> None:
         if self.closed:
             return
@@ -318,6 +337,11 @@ class TcpConnection:
         self.owner._forget(self)
         with contextlib.suppress(Exception):
             self.writer.close()
+        if self.owner.on_closed is not None:
+            try:
+                self.owner.on_closed(self)
+            except Exception:
+                log.exception("connection close handler failed")
 
 
 class TcpTransport:
@@ -345,6 +369,8 @@ class TcpTransport:
         self.idle_timeout = self.IDLE_TIMEOUT if idle_timeout is None else idle_timeout
         #: ``in_use(connection)``: does a transaction still need it? (kept open if so)
         self.in_use: Callable[[TcpConnection], bool] = lambda conn: False
+        #: ``on_closed(connection)``: it closed (either side, an error, idle, a failed ping).
+        self.on_closed: Callable[[TcpConnection], None] | None = None
         self.server: asyncio.base_events.Server | None = None
         self.local: Address = ("", 0)
         self._connections: dict[Address, TcpConnection] = {}

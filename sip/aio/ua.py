@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from sip import causes
+from sip._stateless import canonical_address as canonical
 from sip.auth import Credentials
 from sip.endpoint import (
     AnswerHandler,
@@ -55,6 +56,7 @@ from sip.keepalive import GatewayHealthChanged, OptionsProbe, ProbeConfig
 from sip.message import SipParseError, SipRequest, SipResponse, new_call_id
 from sip.policy import PolicyConfig
 from sip.register import Registration, RegistrationChanged, RegistrationConfig, contact_address
+from sip.registrar import Binding, BindingsChanged, RegistrarConfig
 from sip.transaction import TimerConfig
 from sip.uri import SipUri, TelUri, parse_uri
 
@@ -82,6 +84,7 @@ __all__ = [
     "OutboundCall",
     "UserAgent",
     "UserAgentConfig",
+    "UserNotRegistered",
 ]
 
 
@@ -113,6 +116,11 @@ class GatewayConfig:
     #: ``transport = "tls"``: the name the trunk's certificate must carry and that goes in
     #: SNI, when it is not ``host`` (e.g. ``host`` is an address).
     tls_server_name: str | None = None
+    #: Seconds between RFC 5626 §3.5.1 keep-alives (CRLFCRLF) on our TCP/TLS connection to
+    #: the gateway (0 = none): the connection (and a NAT's mapping of it) stays up for the
+    #: trunk's requests to us; a ping not answered (CRLF) within :attr:`UserAgent.PONG_TIMEOUT`
+    #: closes it, and a registration that used it registers again on a new one.
+    keepalive: float = 0.0
 
     def prefixes(self) -> list[str]:
         return [self.prefix] if isinstance(self.prefix, str) else list(self.prefix)
@@ -159,6 +167,19 @@ class UserAgentConfig:
     #: Per transport (``{"tcp": "198.51.100.4"}``), the address put in Via/Contact of that
     #: transport instead of ``public_host`` (a NAT that maps UDP and TCP apart).
     public_hosts: dict[str, str] = field(default_factory=dict)
+    #: Phones that may REGISTER here (user name -> password, :mod:`sip.registrar`); calls to
+    #: ``user/<name>`` or ``sip:<name>@<one of our addresses or the realm>`` reach their
+    #: binding. Empty: no registrar (REGISTER gets 405).
+    users: dict[str, str] = field(default_factory=dict)
+    registrar_realm: str | None = None  #: digest realm and AoR host (default: our address)
+    registrar_min_expires: int = 60  #: shorter registrations get 423
+    registrar_max_expires: int = 3600  #: longer ones are shortened to this
+
+
+class UserNotRegistered(LookupError):
+    """A call to a configured user (``user/alice``) who has no live registration."""
+
+    cause = causes.USER_NOT_REGISTERED
 
 
 #: ``offer_handler(offer)``: the callee's offer in a re-INVITE/UPDATE (None: a re-INVITE
@@ -336,11 +357,20 @@ class InboundCall(ObservableCall[CallEvent]):
             self.state = "ringing"
             self.ringing_at = time.time()
 
-    def answer(self, sdp: str | None, *, on_remote_sdp: AnswerHandler | None = None) -> None:
+    def answer(
+        self,
+        sdp: str | None,
+        *,
+        on_remote_sdp: AnswerHandler | None = None,
+        offer_handler: OfferHandler | None = None,
+    ) -> None:
         """Accept the call: 200 with ``sdp`` (our answer, or our offer when the INVITE had
-        none: the caller's answer then reaches ``on_remote_sdp`` from the ACK)."""
+        none: the caller's answer then reaches ``on_remote_sdp`` from the ACK).
+        ``offer_handler`` answers the caller's later offers (re-INVITE/UPDATE: hold, resume,
+        refresh); without one a re-offer with SDP gets 488."""
         if self.terminated is not None:
             return
+        self.session.offer_handler = offer_handler
         self.ua.endpoint.answer(self.call_id, self.ua._now(), sdp, on_remote_sdp=on_remote_sdp)
         self.ua._pump()
 
@@ -407,6 +437,18 @@ class UserAgent:
                     burst=cfg.out_of_dialog_burst,
                 ),
                 accept_inbound=cfg.accept_inbound,
+                registrar=(
+                    RegistrarConfig(
+                        realm=cfg.registrar_realm or self.local_host,
+                        users=dict(cfg.users),
+                        min_expires=cfg.registrar_min_expires,
+                        max_expires=cfg.registrar_max_expires,
+                        default_expires=cfg.registrar_max_expires,
+                        user_agent=cfg.user_agent,
+                    )
+                    if cfg.users
+                    else None
+                ),
             )
         )
         self.udp: UdpTransport | None = None
@@ -426,6 +468,7 @@ class UserAgent:
         self._nat_warned: dict[str, tuple[str, int]] = {}  #: gateway -> address warned about
         #: Given every SIP message sent or received (:mod:`sip.aio.trace`); None: no tracing.
         self.tracer: Callable[[TracedMessage], None] | None = None
+        self._keepalive_task: asyncio.Task[None] | None = None
 
     @property
     def stats(self) -> dict[str, int]:
@@ -486,6 +529,83 @@ class UserAgent:
                     user_agent=cfg.user_agent,
                 )
                 self.endpoint.probe(OptionsProbe(probe), self._now())
+        for stream in (self.tcp, self.tls):
+            if stream is not None:
+                stream.on_closed = self._on_connection_closed
+        kept = [g for g in cfg.gateways if g.keepalive > 0 and g.transport.lower() in ("tcp", "tls")]
+        if kept:
+            self._keepalive_task = self._loop.create_task(self._keep_alive(kept))
+        self._pump()
+
+    #: Seconds an RFC 5626 ping waits for its pong before the connection is closed (§4.4.1).
+    PONG_TIMEOUT = 10.0
+
+    async def _keep_alive(self, gateways: list[GatewayConfig]) -> None:
+        """Ping each gateway's open TCP/TLS connection every ``keepalive`` seconds (RFC 5626
+        §3.5.1); close one whose last ping went unanswered for :attr:`PONG_TIMEOUT`."""
+        loop = asyncio.get_running_loop()
+        addresses: dict[str, list[tuple[str, int]]] = {}
+        for gw in gateways:
+            port = gw.port or (5061 if gw.transport.lower() == "tls" else 5060)
+            try:
+                infos = await asyncio.wait_for(
+                    loop.getaddrinfo(gw.host.strip("[]"), port, type=socket.SOCK_STREAM),
+                    self.GATEWAY_LOOKUP_TIMEOUT,
+                )
+            except (OSError, TimeoutError) as exc:
+                log.warning("gateway %s did not resolve (%s): no keep-alives", gw.name, exc)
+                continue
+            addresses[gw.name] = sorted({(str(i[4][0]), int(i[4][1])) for i in infos})
+        due = {gw.name: loop.time() + gw.keepalive for gw in gateways if gw.name in addresses}
+        while not self._closing and due:
+            now = loop.time()
+            for gw in gateways:
+                if gw.name not in due:
+                    continue
+                stream = self.tls if gw.transport.lower() == "tls" else self.tcp
+                for address in addresses[gw.name]:
+                    conn = stream.connection_to(address) if stream is not None else None
+                    if conn is None or conn.ping_sent_at is None:
+                        continue
+                    if now - conn.ping_sent_at >= self.PONG_TIMEOUT:
+                        log.warning(
+                            "gateway %s: no pong to our keep-alive in %ss: connection closed",
+                            gw.name,
+                            self.PONG_TIMEOUT,
+                        )
+                        conn.close()
+                if now >= due[gw.name]:
+                    due[gw.name] = now + gw.keepalive
+                    for address in addresses[gw.name]:
+                        conn = stream.connection_to(address) if stream is not None else None
+                        if conn is not None:
+                            conn.ping()
+            pending = [
+                c.ping_sent_at + self.PONG_TIMEOUT
+                for stream in (self.tcp, self.tls)
+                if stream is not None
+                for c in stream.connections
+                if c.ping_sent_at is not None
+            ]
+            wake = min([*due.values(), *pending])
+            await asyncio.sleep(max(0.05, wake - loop.time()))
+
+    def _on_connection_closed(self, conn: TcpConnection) -> None:
+        """A TCP/TLS connection closed: a registration whose REGISTERs used it registers
+        again at once, on a new connection (RFC 5626 §4.5: the flow failed; the registrar
+        would reach us through the dead one)."""
+        if self._closing or self._loop is None:
+            return
+        addresses = {canonical(a) for a in (conn.peer, *conn.aliases)}
+        for registration in self.endpoint.registrations.values():
+            flow = registration.flow
+            if flow is not None and flow[0] == conn.owner.name and canonical(flow[1]) in addresses:
+                if registration.up:
+                    log.info(
+                        "gateway %s: the connection to the registrar closed; registering again",
+                        registration.name,
+                    )
+                self.endpoint.reregister(registration.name, self._now())
         self._pump()
 
     async def _start_tls(self) -> TlsTransport:
@@ -601,6 +721,7 @@ class UserAgent:
                 "retry_in": round(r.retry_at - now, 1) if r.retry_at is not None else None,
                 "registrations": r.registered_count,
                 "seen_as": _hostport(r.seen_as) if r.seen_as is not None else None,
+                "bound_contact": r.bound_contact,
             }
             for r in self.endpoint.registrations.values()
         ]
@@ -638,6 +759,9 @@ class UserAgent:
         CANCEL gets its 200), then close everything; a call whose BYE is still unanswered
         then ends."""
         self._closing = True
+        if self._keepalive_task is not None:
+            self._keepalive_task.cancel()
+            self._keepalive_task = None
         calls = [c for c in self._calls.values() if c.terminated is None]
         for call in calls:
             await call.hangup(None, "caller")
@@ -701,6 +825,75 @@ class UserAgent:
 
     # ------------------------------------------------------------------ placing calls
 
+    def local_user(self, target: str) -> str | None:
+        """The user of our registrar that ``target`` names, else None: ``user/alice`` (any
+        name: an unknown one is simply never registered), or a SIP URI with a configured
+        user whose host is the registrar's realm or one of our addresses (and, if it has a
+        port, one of ours)."""
+        text = target.strip()
+        if text.lower().startswith("user/"):
+            name = text[5:].split("@", 1)[0]
+            if not name:
+                raise ValueError(f"invalid destination {target!r}: user/ without a name")
+            return name
+        registrar = self.endpoint.registrar
+        if registrar is None or not text.lower().startswith(("sip:", "sips:")):
+            return None
+        try:
+            uri = parse_uri(text)
+        except ValueError:
+            return None
+        if not isinstance(uri, SipUri) or uri.user not in registrar.config.users:
+            return None
+        ours = {
+            h.strip("[]").lower()
+            for h in (
+                registrar.config.realm,
+                self.local_host,
+                self.config.host,
+                self.config.public_host or "",
+                *self.config.public_hosts.values(),
+            )
+            if h
+        }
+        if uri.host.strip("[]").lower() not in ours:
+            return None
+        if uri.port is not None and uri.port not in self.endpoint.config.ports.values():
+            return None
+        return uri.user
+
+    def user_bindings(self, user: str) -> list[Binding]:
+        """Every live registration of ``user``'s phones, best first (highest ``q``, then
+        the newest); ``[]`` when none (or no registrar)."""
+        registrar = self.endpoint.registrar
+        return registrar.lookup(user, self._now()) if registrar is not None and self._loop else []
+
+    def user_binding(self, user: str) -> Binding:
+        """The binding a call to ``user`` goes to: the best of :meth:`user_bindings`.
+        :class:`UserNotRegistered` when it has none."""
+        found = self.user_bindings(user)
+        if not found:
+            raise UserNotRegistered(f"user {user!r} is not registered")
+        return found[0]
+
+    def bindings(self) -> list[dict[str, object]]:
+        """Every live registration of our users' phones, for status pages."""
+        registrar = self.endpoint.registrar
+        if registrar is None or self._loop is None:
+            return []
+        now = self._now()
+        return [
+            {
+                "user": b.user,
+                "contact": b.contact,
+                "transport": b.transport,
+                "address": _hostport(b.address),
+                "expires_in": b.expires_in(now),
+            }
+            for user, found in sorted(registrar.bindings(now).items())
+            for b in found
+        ]
+
     def route(self, target: str, *, gateway: str | None = None) -> tuple[str, GatewayConfig | None]:
         """The Request-URI for ``target`` and the gateway it goes through (if any).
 
@@ -709,6 +902,9 @@ class UserAgent:
         text = target.strip()
         if not text:
             raise ValueError("empty destination")
+        user = self.local_user(text)
+        if user is not None:
+            return self.user_binding(user).contact, None
         gw: GatewayConfig | None = None
         if gateway is not None:
             gw = next((g for g in self.config.gateways if g.name == gateway), None)
@@ -771,20 +967,37 @@ class UserAgent:
         sdp: str | None = None,
         offer_handler: OfferHandler | None = None,
         on_remote_sdp: AnswerHandler | None = None,
+        binding: Binding | None = None,
     ) -> OutboundCall:
         """Send an INVITE to ``target`` and return the call at once.
 
         ``target`` is a SIP/SIPS URI, ``user@host``, or a number routed through a gateway.
         ``sdp`` is our offer (none: an offerless INVITE); ``offer_handler`` answers offers
         the callee makes later; ``on_remote_sdp`` is given the callee's session
-        descriptions (see :data:`AnswerHandler`).
+        descriptions (see :data:`AnswerHandler`). A registrar user (``user/alice``) rings
+        its best binding, or ``binding`` (one of :meth:`user_bindings`) when given.
         Raises ``ValueError`` for a malformed target and ``LookupError`` when no gateway
         routes a number; everything after that (DNS, timeouts, rejections) ends the call
         with a :class:`~sip.events.Terminated` event and a hangup cause.
         """
         if self._closing or self._loop is None:
             raise RuntimeError("user agent is not running")
-        request_uri, gw = self.route(target, gateway=gateway)
+        if binding is None:
+            user = self.local_user(target)
+            binding = self.user_binding(user) if user is not None else None
+        if binding is not None:
+            # A registered phone: its Contact is the Request-URI, the REGISTER's source
+            # address (RFC 3581) the destination, over the REGISTER's transport.
+            request_uri, gw = binding.contact, None
+            stream = self.tls if binding.transport == "tls" else self.tcp
+            if binding.transport != "udp" and (
+                stream is None or stream.connection_to(binding.address) is None
+            ):
+                # The phone's connection is gone (it closed it): its Contact, not the
+                # ephemeral port the REGISTER came from, is where it listens now.
+                binding = None
+        else:
+            request_uri, gw = self.route(target, gateway=gateway)
         uri = parse_uri(request_uri)
         assert isinstance(uri, SipUri)
         if transport:
@@ -806,12 +1019,16 @@ class UserAgent:
             from_host = f"[{from_host}]"  # RFC 3261 §25.1: IPv6reference in a URI
         from_uri = f"sip:{_escape_user(from_user)}@{from_host}"
         to_uri = request_uri.split(";", 1)[0] if ";" in request_uri.split("@")[-1] else request_uri
+        if binding is not None and self.endpoint.registrar is not None:
+            to_uri = f"sip:{_escape_user(binding.user)}@{self.endpoint.registrar.config.realm}"
         extra = list((headers or {}).items())
         if gw is not None and gw.p_asserted_identity:
             name = f'"{caller_name}" ' if caller_name else ""
             extra.append(("P-Asserted-Identity", f"{name}<{from_uri}>"))
         secure = uri.scheme == "sips"  # RFC 5630: TLS on every hop, our Contact sips too
         wanted = "tls" if secure else (transport or uri.transport or "udp").lower()
+        if binding is not None:
+            wanted = binding.transport  # our Contact: the transport the phone reaches us on
         session = ClientInviteSession.create(
             request_uri=request_uri,
             from_uri=from_uri,
@@ -834,7 +1051,11 @@ class UserAgent:
             return call
         self._calls[session.call_id] = call
         call.record = self.endpoint.invite(
-            session, self._now(), ring_timeout=ring_timeout, on_remote_sdp=on_remote_sdp
+            session,
+            self._now(),
+            ring_timeout=ring_timeout,
+            on_remote_sdp=on_remote_sdp,
+            binding=binding,
         )
         self._pump()
         return call
@@ -896,9 +1117,26 @@ class UserAgent:
         self._pump()
 
     def _connection_in_use(self, conn: TcpConnection) -> bool:
+        """Kept open: a transaction uses it, or a live registration's REGISTERs went over it
+        (the registrar sends the trunk's calls to us on it)."""
+        addresses = (conn.peer, *conn.aliases)
+        if any(self.endpoint.uses(conn.owner.name, address, conn) for address in addresses):
+            return True
+        wanted = {canonical(a) for a in addresses}
+        if any(
+            r.up and r.flow is not None and r.flow[0] == conn.owner.name and canonical(r.flow[1]) in wanted
+            for r in self.endpoint.registrations.values()
+        ):
+            return True
+        # A phone registered over it: calls to the phone come through it (behind a NAT
+        # nothing else reaches it), as long as the binding lives.
+        registrar = self.endpoint.registrar
+        if registrar is None or self._loop is None:
+            return False
         return any(
-            self.endpoint.uses(conn.owner.name, address, conn)
-            for address in (conn.peer, *conn.aliases)
+            b.transport == conn.owner.name and canonical(b.address) in wanted
+            for found in registrar.bindings(self._now()).values()
+            for b in found
         )
 
     def _trace(self, direction: str, transport: str, remote: tuple[str, int], data: bytes,
@@ -1022,6 +1260,11 @@ class UserAgent:
                 log.warning("gateway %s down: %s", event.name, event.error)
         elif isinstance(event, IncomingCall):
             self._incoming(event)
+        elif isinstance(event, BindingsChanged):
+            if event.contacts:
+                log.info("user %s registered: %s", event.user, ", ".join(event.contacts))
+            else:
+                log.info("user %s not registered any more", event.user)
 
     def _incoming(self, event: IncomingCall) -> None:
         record = self.endpoint.calls.get(event.call_id)

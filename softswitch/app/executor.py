@@ -176,6 +176,8 @@ class Application:
         self._names: ResultParams | None = None
         #: the running document's URLs are references to resolve against current_url.
         self._relative = False
+        #: Inside <PreAnswer>: its verbs run as early media, the call stays unanswered.
+        self._early = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._dtmf_tasks: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
         self._dtmf_lock = asyncio.Lock()
@@ -309,6 +311,17 @@ class Application:
         return None
 
     async def _run_verb(self, verb: Verb) -> _Outcome:
+        if (
+            not self._early
+            and not isinstance(verb, PreAnswer | Hangup | Redirect)
+            and not self.call.answered
+        ):
+            # A call whose application runs before the answer (inbound): the first verb
+            # outside <PreAnswer> that needs media answers it (<Hangup> then refuses the
+            # unanswered call instead; a control without answer() is always answered).
+            answer = getattr(self.call, "answer", None)
+            if callable(answer):
+                await answer()
         match verb:
             case Speak():
                 await self._speak(verb)
@@ -347,7 +360,14 @@ class Application:
                         "call %s: <PreAnswer> on an answered call, skipped", self.call.call_uuid
                     )
                     return None
-                return await self._run_verbs(verb.children)
+                pre_answer = getattr(self.call, "pre_answer", None)
+                if callable(pre_answer):
+                    await pre_answer()  # 183 with SDP: the children play as early media
+                self._early = True
+                try:
+                    return await self._run_verbs(verb.children)
+                finally:
+                    self._early = False
             case _:  # pragma: no cover - the parser only makes the verbs above
                 raise XmlAppError(f"cannot execute {type(verb).__name__}", cause=CAUSE_INVALID_XML)
         return None

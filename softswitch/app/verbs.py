@@ -275,10 +275,11 @@ class ConferenceEvent:
 
 @dataclass(frozen=True, slots=True)
 class PreAnswer:
-    """Early-media verbs for an inbound call before it is answered.
+    """Early-media verbs for an inbound call before it is answered (183 with SDP; the first
+    verb after it answers the call).
 
-    Outbound calls (the only kind this softswitch places today) are already answered when
-    their XML runs, so the executor accepts ``<PreAnswer>`` there and runs nothing.
+    Outbound calls are already answered when their XML runs, so the executor accepts
+    ``<PreAnswer>`` there and runs nothing.
     """
 
     children: tuple[Speak | Play | Wait | GetDigits | GetInput | Redirect | DTMF, ...] = field(

@@ -5,7 +5,7 @@ Precedence, lowest first::
     dataclass defaults < TOML file < environment < overrides (CLI flags)
 
 The TOML file uses the dataclass field names as keys at the top level, a ``[limits]`` table,
-``[[accounts]]``, ``[[gateways]]`` and ``[[inbound]]`` arrays of tables (see ``softswitch.example.toml`` at the
+``[[accounts]]``, ``[[gateways]]``, ``[[inbound]]`` and ``[[users]]`` arrays of tables (see ``softswitch.example.toml`` at the
 repository root, which documents every key).  Unknown keys are errors, so a typo never silently
 falls back to a default.
 
@@ -49,6 +49,7 @@ from softswitch.config._model import (
     HttpSettings,
     InboundRoute,
     Limits,
+    User,
     select_gateways,
     select_inbound,
 )
@@ -78,6 +79,7 @@ __all__ = [
     "HttpSettings",
     "InboundRoute",
     "Limits",
+    "User",
     "load_config",
     "parse_hostport",
     "parse_port_range",

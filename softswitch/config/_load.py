@@ -26,6 +26,7 @@ from softswitch.config._model import (
     HttpSettings,
     InboundRoute,
     Limits,
+    User,
 )
 from softswitch.config._validate import _validate
 
@@ -121,6 +122,7 @@ _HTTP_FIELDS = _scalar_fields(HttpSettings)
 _ACCOUNT_FIELDS = _scalar_fields(Account)
 _GATEWAY_FIELDS = _scalar_fields(Gateway)
 _INBOUND_FIELDS = _scalar_fields(InboundRoute)
+_USER_FIELDS = _scalar_fields(User)
 # Derived or computed at load time, never read from a file or the environment.
 _INTERNAL_FIELDS = {"generated", "account_file", "ignored_env"}
 
@@ -157,6 +159,7 @@ class _Layers:
         self.accounts: list[Account] | None = None
         self.gateways: list[Gateway] | None = None
         self.inbound: list[InboundRoute] | None = None
+        self.users: list[User] | None = None
         self.default_account: tuple[str, str] | None = None
         self.unknown_env: list[str] = []
 
@@ -202,7 +205,7 @@ class _Layers:
             self.top["rtp_port_min"] = low
             self.top["rtp_port_max"] = high
             return
-        if name in ("limits", "accounts", "gateways", "inbound"):
+        if name in ("limits", "accounts", "gateways", "inbound", "users"):
             raise ConfigError(key, "not a scalar setting")
         if name.startswith("limits.") or name.startswith("limits_"):
             sub = name[len("limits.") :]
@@ -234,6 +237,8 @@ class _Layers:
                 self.gateways = _gateways_from(key, value)
             elif name == "inbound":
                 self.inbound = _inbound_from(key, value)
+            elif name == "users":
+                self.users = _users_from(key, value)
             else:
                 self.set_top(key, name, value)
 
@@ -251,12 +256,15 @@ class _Layers:
                     raise ConfigError(var, f"not JSON: {exc}") from None
                 self.gateways = _gateways_from(var, data)
                 continue
-            if name == "inbound":
+            if name in ("inbound", "users"):
                 try:
                     data = json.loads(value)
                 except json.JSONDecodeError as exc:
                     raise ConfigError(var, f"not JSON: {exc}") from None
-                self.inbound = _inbound_from(var, data)
+                if name == "inbound":
+                    self.inbound = _inbound_from(var, data)
+                else:
+                    self.users = _users_from(var, data)
                 continue
             if name.startswith("limits_"):
                 self.set_top(var, name, value)
@@ -293,6 +301,8 @@ class _Layers:
                 self.gateways = _gateways_from(key, value)
             elif name == "inbound":
                 self.inbound = _inbound_from(key, value)
+            elif name == "users":
+                self.users = _users_from(key, value)
             elif name == "accounts":
                 if not isinstance(value, list):
                     raise ConfigError(key, "expected a list")
@@ -347,6 +357,15 @@ def _inbound_from(key: str, value: Any) -> list[InboundRoute]:
     ]
 
 
+def _users_from(key: str, value: Any) -> list[User]:
+    if not isinstance(value, list):
+        raise ConfigError(key, "expected an array of tables [[users]]")
+    return [
+        v if isinstance(v, User) else _build(User, f"{key}[{i}]", v, _USER_FIELDS)
+        for i, v in enumerate(value)
+    ]
+
+
 # --------------------------------------------------------------------------- entry point
 
 
@@ -392,6 +411,8 @@ def load_config(
         cfg.gateways = layers.gateways
     if layers.inbound is not None:
         cfg.inbound = layers.inbound
+    if layers.users is not None:
+        cfg.users = layers.users
     if layers.default_account is not None:
         auth_id, token = layers.default_account
         existing = cfg.account(auth_id)

@@ -82,6 +82,10 @@ class Gateway:
     """Calls up at once through this trunk (0 = no limit); across workers with a
     ``redis_url``. A call over it fails over to its next gateway, else ends
     SWITCH_CONGESTION."""
+    keepalive: float = 0.0
+    """With ``transport = "tcp"``/``"tls"``: seconds between RFC 5626 keep-alives (CRLFCRLF) on
+    the connection to the trunk (0 = none). An unanswered one (no CRLF within 10 s) closes the
+    connection, and a registration that used it registers again at once on a new one."""
 
     def __post_init__(self) -> None:
         # One list is the source of truth; ``prefix`` stays as the first entry for readers
@@ -119,6 +123,18 @@ class Gateway:
         digits = number[1:] if plus else number
         digits = self.add_prefix + digits[self.strip :]
         return ("+" if plus and not self.add_prefix else "") + digits
+
+
+@dataclass
+class User:
+    """A phone user of the registrar (``[[users]]``): the phone REGISTERs as
+    ``sip:<name>@<registrar_realm>`` with digest ``name``/``password``; calls to
+    ``user/<name>`` (or ``sip:<name>@<our address>``) reach its registered phones. ``account``
+    (an auth id; empty: any): only that account's calls may reach the user."""
+
+    name: str
+    password: str
+    account: str = ""
 
 
 @dataclass
@@ -303,6 +319,17 @@ class Config:
     per-account calls-per-second and concurrency limits across workers, live-call ownership,
     and live-call control forwarded to the worker that holds the call. None: one process,
     everything in memory."""
+
+    users: list[User] = field(default_factory=list)
+    """Phone users of the registrar (``[[users]]``); none: REGISTER is not served (405)."""
+    registrar_realm: str | None = None
+    """Digest realm of the registrar and host of its users' addresses-of-record
+    (``sip:alice@REALM``); default: ``public_host``, else ``sip_host``."""
+    registrar_min_expires: int = 60
+    """Shortest registration accepted, seconds (a shorter one is answered 423 Min-Expires)."""
+    registrar_max_expires: int = 3600
+    """Longest registration granted, seconds (longer ones are shortened); also the interval
+    of a REGISTER that asks for none."""
 
     @property
     def store_location(self) -> str:

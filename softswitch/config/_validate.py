@@ -153,6 +153,10 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"{key}.cps", "must be >= 0 (0 = no limit)")
         if gw.max_concurrent < 0:
             raise ConfigError(f"{key}.max_concurrent", "must be >= 0 (0 = no limit)")
+        if not 0 <= gw.keepalive <= 3600:
+            raise ConfigError(f"{key}.keepalive", f"{gw.keepalive} out of range 0-3600 (0 = none)")
+        if gw.keepalive and gw.transport.lower() not in ("tcp", "tls"):
+            raise ConfigError(f"{key}.keepalive", "CRLF keep-alives need transport tcp or tls")
         if not 1 <= gw.register_expires <= 86400:
             raise ConfigError(f"{key}.register_expires", f"{gw.register_expires} out of range 1-86400")
         for p in gw.prefixes:
@@ -181,6 +185,7 @@ def _validate(cfg: Config) -> None:
         if gw.password is not None and gw.username is None:
             raise ConfigError(f"{key}.username", "required when a password is set")
     _validate_inbound(cfg)
+    _validate_users(cfg)
 
 
 def _srtp_policy(key: str, value: str) -> str:
@@ -234,6 +239,33 @@ def _validate_inbound(cfg: Config) -> None:
             setattr(route, name, method)
         if route.account and cfg.account(route.account) is None:
             raise ConfigError(f"{key}.account", f"no account {route.account!r}")
+
+
+#: A user name as the user part of a SIP URI can carry it unescaped (RFC 3261 §25.1 unreserved).
+_USER_NAME = re.compile(r"^[A-Za-z0-9._~!*'()+-]{1,64}$")
+
+
+def _validate_users(cfg: Config) -> None:
+    """``[[users]]``: unique names a SIP URI carries as they are, a password each, an existing
+    account; the registrar's intervals in order, its realm a host name or address."""
+    names: set[str] = set()
+    for i, user in enumerate(cfg.users):
+        key = f"users[{i}]"
+        if not _USER_NAME.match(user.name):
+            raise ConfigError(f"{key}.name", f"{user.name!r}: use letters, digits and . _ ~ ! * ' ( ) + - (at most 64)")
+        if user.name in names:
+            raise ConfigError(f"{key}.name", f"duplicate {user.name!r}")
+        names.add(user.name)
+        if not user.password:
+            raise ConfigError(f"{key}.password", "required (not empty)")
+        if user.account and cfg.account(user.account) is None:
+            raise ConfigError(f"{key}.account", f"no account {user.account!r}")
+    if not 1 <= cfg.registrar_min_expires <= cfg.registrar_max_expires:
+        raise ConfigError(
+            "registrar_min_expires", "need 1 <= registrar_min_expires <= registrar_max_expires"
+        )
+    if cfg.registrar_realm is not None and not _is_host(cfg.registrar_realm):
+        raise ConfigError("registrar_realm", f"{cfg.registrar_realm!r} is not a host name or address")
 
 
 def _validate_tls(cfg: Config) -> None:

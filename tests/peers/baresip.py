@@ -247,10 +247,23 @@ class Baresip(StampedLines):
         max_call_s: float = 120.0,
         max_lifetime_s: int = 300,
         mediaenc: str | None = None,
+        user: str = "baresip",
+        registrar: str | None = None,
+        password: str | None = None,
+        regint: int = 120,
+        controlled: bool = False,
     ) -> None:
         if mediaenc not in (None, "srtp", "srtp-mand"):
             raise ValueError(f"mediaenc must be None, srtp or srtp-mand, not {mediaenc!r}")
         self.mediaenc = mediaenc
+        #: ``registrar`` ("127.0.0.1:5070"): baresip REGISTERs ``sip:user@registrar`` there
+        #: every ``regint`` s with digest ``user``/``password`` (else it never registers).
+        self.user = user
+        self.registrar = registrar
+        self.password = password
+        self.regint = regint
+        #: ``controlled``: load ctrl_tcp so that :meth:`command` (``dial``...) works.
+        self.controlled = controlled
         unknown = [c for c in codecs if c.upper() not in CODEC_MODULES]
         if unknown or not codecs:
             raise ValueError(f"codecs must be some of {', '.join(CODEC_MODULES)}, not {codecs!r}")
@@ -315,6 +328,7 @@ class Baresip(StampedLines):
             lines.append("module\t\t\tsrtp.so")
         if self.answer_delay_ms > 0:
             answermode = "manual"
+        if self.answer_delay_ms > 0 or self.controlled:
             self._ctrl_port = free_port(socket.SOCK_STREAM)
             lines += [
                 "module_app\t\tctrl_tcp.so",
@@ -322,10 +336,14 @@ class Baresip(StampedLines):
             ]
         (self.workdir / "config").write_text("\n".join(lines) + "\n")
         codecs = ",".join(_BARESIP_NAMES[c] for c in self.codecs)
-        params = f"regint=0;answermode={answermode};audio_codecs={codecs}"
+        regint = self.regint if self.registrar else 0
+        params = f"regint={regint};answermode={answermode};audio_codecs={codecs}"
         if self.mediaenc is not None:
             params += f";mediaenc={self.mediaenc}"
-        (self.workdir / "accounts").write_text(f"<sip:baresip@127.0.0.1>;{params}\n")
+        if self.password is not None:
+            params += f";auth_pass={self.password}"
+        aor = f"sip:{self.user}@{self.registrar or '127.0.0.1'}"
+        (self.workdir / "accounts").write_text(f"<{aor}>;{params}\n")
 
     def _spawn(self) -> bool:
         assert BARESIP is not None
@@ -394,23 +412,28 @@ class Baresip(StampedLines):
                 line = _ANSI.sub("", raw.decode("utf-8", "replace")).rstrip("\r")
                 with self._lock:
                     self._lines.append((now, line))
-                if "Incoming call from" in line and self._ctrl_port is not None:
+                if "Incoming call from" in line and self.answer_delay_ms > 0:
                     timer = threading.Timer(self.answer_delay_ms / 1000.0, self._accept)
                     timer.daemon = True
                     self._timers.append(timer)
                     timer.start()
 
     def _accept(self) -> None:
-        """ctrl_tcp takes JSON commands in netstrings; ``accept`` answers the ringing call."""
-        assert self._ctrl_port is not None
-        payload = json.dumps({"command": "accept", "params": "", "token": "answer"}).encode()
+        """``accept`` answers the ringing call."""
+        self.command("accept")
+
+    def command(self, name: str, params: str = "") -> None:
+        """One ctrl_tcp command (JSON in a netstring): ``dial`` with a SIP URI places a call,
+        ``hangup`` ends it. Needs ``controlled=True`` (or ``answer_delay_ms``)."""
+        assert self._ctrl_port is not None, "baresip started without ctrl_tcp (controlled=True)"
+        payload = json.dumps({"command": name, "params": params, "token": name}).encode()
         try:
             with socket.create_connection(("127.0.0.1", self._ctrl_port), timeout=2) as conn:
                 conn.sendall(str(len(payload)).encode() + b":" + payload + b",")
                 conn.recv(4096)
         except OSError as exc:
             with self._lock:
-                self._lines.append((time.monotonic(), f"[fixture] ctrl_tcp accept failed: {exc}"))
+                self._lines.append((time.monotonic(), f"[fixture] ctrl_tcp {name} failed: {exc}"))
 
     # ------------------------------------------------------------------ tear-down
 

@@ -66,6 +66,7 @@ listen=tcp:127.0.0.1:@PORT@
 alias="127.0.0.1:@PORT@"
 @TLS_CORE@
 tcp_accept_aliases=yes
+tcp_crlf_ping=@CRLF_PING@
 tcp_connection_lifetime=120
 dns=no
 rev_dns=no
@@ -206,6 +207,7 @@ class Kamailio:
         max_expires: int = 3600,
         port: int | None = None,
         tls: tuple[Path, Path] | None = None,
+        crlf_pong: bool = True,
     ):
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -249,6 +251,9 @@ class Kamailio:
             "@MAX_EXPIRES@": str(max_expires),
             "@TLS_CORE@": tls_core,
             "@TLS_MODULE@": tls_module,
+            # RFC 5626 keep-alives: answer a CRLFCRLF ping with a CRLF pong (Kamailio's
+            # default), or stay silent (a peer whose pongs never come).
+            "@CRLF_PING@": "yes" if crlf_pong else "no",
         }.items():
             text = text.replace(key, value)
         self.config_path.write_text(text)

@@ -534,3 +534,33 @@ def test_public_host_per_transport(tmp_path: Path) -> None:
     for bad in ("203.0.113.7:5060", "sip:203.0.113.7", "a b", "-x.example"):
         with pytest.raises(ConfigError, match="public_host_udp"):
             load_config(env={"SOFTSWITCH_PUBLIC_HOST_UDP": bad}, overrides=db)
+
+
+def test_users_of_the_registrar_load_from_toml_and_are_checked(tmp_path: Path) -> None:
+    from softswitch.config import User
+
+    toml = tmp_path / "users.toml"
+    toml.write_text(
+        'registrar_realm = "pbx.example.com"\nregistrar_min_expires = 30\n'
+        '[[accounts]]\nauth_id = "MAAAAAAAAAAAAAAAAAAA"\nauth_token = "t" \n'
+        '[[users]]\nname = "alice"\npassword = "s1"\n'
+        '[[users]]\nname = "bob"\npassword = "s2"\naccount = "MAAAAAAAAAAAAAAAAAAA"\n'
+    )
+    db = {"db_path": str(tmp_path / "c.db")}
+    cfg = load_config(str(toml), env={}, overrides=db)
+    assert cfg.users == [User("alice", "s1"), User("bob", "s2", "MAAAAAAAAAAAAAAAAAAA")]
+    assert (cfg.registrar_realm, cfg.registrar_min_expires) == ("pbx.example.com", 30)
+    env = {"SOFTSWITCH_USERS": '[{"name": "carol", "password": "x"}]'}
+    assert load_config(env=env, overrides=db).users == [User("carol", "x")]
+    bad = [
+        ('[{"name": "al ice", "password": "x"}]', "users[0].name"),
+        ('[{"name": "a", "password": "x"}, {"name": "a", "password": "y"}]', "users[1].name"),
+        ('[{"name": "a", "password": ""}]', "users[0].password"),
+        ('[{"name": "a", "password": "x", "account": "nobody"}]', "users[0].account"),
+        ('[{"name": "a", "pass": "x"}]', "pass"),
+    ]
+    for value, key in bad:
+        with pytest.raises(ConfigError, match=re.escape(key)):
+            load_config(env={"SOFTSWITCH_USERS": value}, overrides=db)
+    with pytest.raises(ConfigError, match="registrar_min_expires"):
+        load_config(env={"SOFTSWITCH_REGISTRAR_MIN_EXPIRES": "7200"}, overrides=db)

@@ -96,3 +96,64 @@ def test_bye_both_ways_and_stray_requests():
     assert bye.request.method == "BYE" and bye.next_hop == "sip:alice@10.0.0.1:5060"
     assert bye.request.cseq == (1, "BYE")
     assert ours.bye(3.0) == []
+
+
+HOLD = SDP.replace("RTP/AVP 0\r\n", "RTP/AVP 0\r\na=sendonly\r\n")
+
+
+def _confirmed(offers: list[str | None]) -> ServerInviteSession:
+    session = ServerInviteSession(invite(SDP), CONFIG)
+    session.answer(0.0, SDP)
+    session.on_request(in_dialog(session, "ACK", 1), 0.1)
+
+    def handler(offer: str | None) -> str:
+        offers.append(offer)
+        if offer is not None and "m=video" in offer:
+            raise ValueError("no video")
+        return SDP.replace("RTP/AVP 0\r\n", "RTP/AVP 0\r\na=recvonly\r\n") if offer else SDP
+
+    session.offer_handler = handler
+    return session
+
+
+def test_a_re_invite_from_the_caller_is_answered_hold_then_resume():
+    offers: list[str | None] = []
+    session = _confirmed(offers)
+    response, actions = session.on_request(in_dialog(session, "INVITE", 2, HOLD), 1.0)
+    assert response is not None and response.status == 200 and actions == []
+    assert "a=recvonly" in response.body.decode() and offers == [HOLD]
+    assert response.get("Contact") == CONFIG.contact
+    assert session.on_request(in_dialog(session, "ACK", 2), 1.1) == (None, [])  # no SDP: nothing
+    response, _ = session.on_request(in_dialog(session, "UPDATE", 3, SDP), 2.0)
+    assert response is not None and response.status == 200 and offers[-1] == SDP
+
+
+def test_a_re_invite_without_sdp_gets_our_offer_and_the_ack_brings_the_answer():
+    offers: list[str | None] = []
+    session = _confirmed(offers)
+    response, _ = session.on_request(in_dialog(session, "INVITE", 2), 1.0)
+    assert response is not None and response.status == 200 and response.body.decode() == SDP
+    assert offers == [None]
+    _, actions = session.on_request(in_dialog(session, "ACK", 2, HOLD), 1.1)
+    assert actions == [RemoteSdp(HOLD, early=False)]
+
+
+def test_a_session_refresh_is_answered_with_its_interval_and_an_unusable_offer_gets_488():
+    offers: list[str | None] = []
+    session = _confirmed(offers)
+    refresh = in_dialog(session, "UPDATE", 2)
+    refresh.add("Session-Expires", "1800;refresher=uac")
+    response, _ = session.on_request(refresh, 1.0)
+    assert response is not None and response.status == 200
+    assert response.get("Session-Expires") == "1800;refresher=uac" and response.get("Require") == "timer"
+    assert offers == []  # an UPDATE without SDP offers nothing
+    video = SDP + "m=video 5002 RTP/AVP 96\r\n"
+    response, _ = session.on_request(in_dialog(session, "INVITE", 3, video), 2.0)
+    assert response is not None and response.status == 488
+
+
+def test_a_re_invite_before_our_2xx_is_acked_gets_491():
+    session = ServerInviteSession(invite(SDP), CONFIG)
+    session.answer(0.0, SDP)
+    response, _ = session.on_request(in_dialog(session, "INVITE", 2, HOLD), 0.2)
+    assert response is not None and response.status == 491

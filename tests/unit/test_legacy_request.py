@@ -49,7 +49,7 @@ def test_split_outside_quotes() -> None:
             "1000",
             DialAttempt(ring_timeout=5, fail_cause=causes.INVALID_NUMBER_FORMAT),
         ),
-        ("user/", "bob", DialAttempt(ring_timeout=5, fail_cause="USER_NOT_REGISTERED")),
+        ("user/", "bob", DialAttempt(ring_timeout=5, target="user/bob")),
         ("bogus/", "bob", DialAttempt(ring_timeout=5, fail_cause="CHAN_NOT_IMPLEMENTED")),
     ],
 )

@@ -204,3 +204,31 @@ def test_the_address_the_registrar_saw_is_kept_from_received_and_rport():
     again = r.one()
     r.answer(again, 200, [("Contact", f"<{CONTACT}>;expires=300")])
     assert r.registration.seen_as == ("10.0.0.1", 5060)
+
+
+def test_a_registrar_that_rewrote_our_contact_to_the_address_it_saw_is_believed():
+    """A NAT-aware registrar lists our binding at the REGISTER's source (received/rport),
+    not at our Contact: that binding's expires is ours (not "no binding for our Contact")."""
+    r = Registrar(expires=600)
+    first = r.one()
+    via = first.get("Via") or ""
+    response = make_response(first, 200, to_tag="reg-tag")
+    response.set("Via", via.replace(";rport", ";received=198.51.100.9;rport=40123"))
+    response.add("Contact", "<sip:bob@198.51.100.7:5060>;expires=900")  # another phone of the AoR
+    response.add("Contact", "<sip:alice@198.51.100.9:40123>;expires=300")
+    r.endpoint.receive(response.serialize(), Source("udp", REGISTRAR), r.now)
+    reg = r.registration
+    assert reg.up and reg.expires_at == r.now + 300
+    assert reg.bound_contact == "sip:alice@198.51.100.9:40123"
+    r.advance_to(150.0)  # the refresh: a single rewritten Contact with our user part
+    again = r.one()
+    r.answer(again, 200, [("Contact", "<sip:alice@192.0.2.1:5099;ob>;expires=200")])
+    assert reg.up and reg.expires_at == r.now + 200
+    assert reg.bound_contact == "sip:alice@192.0.2.1:5099;ob"
+
+
+def test_a_2xx_listing_only_other_users_bindings_is_no_binding_of_ours():
+    r = Registrar(expires=600)
+    r.answer(r.one(), 200, [("Contact", "<sip:bob@198.51.100.7:5060>;expires=900")])
+    assert r.registration.state == "failed"
+    assert r.registration.last_error == "registrar kept no binding for our Contact"

@@ -16,7 +16,8 @@ __all__ = [
 CHAN_NOT_IMPLEMENTED = "CHAN_NOT_IMPLEMENTED"
 #: ``sofia/gateway/<name>/`` naming no configured trunk.
 INVALID_GATEWAY = "INVALID_GATEWAY"
-#: ``user/``: softswitch has no registrar.
+#: ``user/<To>``: the user has no phone registered with softswitch's registrar (the core's
+#: cause, :data:`sip.causes.USER_NOT_REGISTERED`).
 USER_NOT_REGISTERED = "USER_NOT_REGISTERED"
 
 #: ``CallStatus`` of each state (a busy or failed call is ``completed`` with a HangupCause).

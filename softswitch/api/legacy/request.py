@@ -46,7 +46,7 @@ from ...model import (
     Webhook,
 )
 from ..values import int64, is_http_url
-from .codes import CHAN_NOT_IMPLEMENTED, INVALID_GATEWAY, USER_NOT_REGISTERED
+from .codes import CHAN_NOT_IMPLEMENTED, INVALID_GATEWAY
 
 __all__ = [
     "AMD_PARAMETERS",
@@ -193,8 +193,8 @@ def gateway_attempt(
             return DialAttempt(ring_timeout=timeout, fail_cause=causes.INVALID_NUMBER_FORMAT)
         target = to if to.lower().startswith(("sip:", "sips:")) else f"sip:{to}"
         return DialAttempt(ring_timeout=timeout, target=target)
-    if gateway == "user/":  # no registrar: nobody is registered
-        return DialAttempt(ring_timeout=timeout, fail_cause=USER_NOT_REGISTERED)
+    if gateway == "user/":  # a phone registered with our registrar (USER_NOT_REGISTERED if none)
+        return DialAttempt(ring_timeout=timeout, target=f"user/{to}")
     return DialAttempt(ring_timeout=timeout, fail_cause=CHAN_NOT_IMPLEMENTED)
 
 
