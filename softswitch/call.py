@@ -182,6 +182,9 @@ class CallManager:
         #: ``call_dialed``, ``leg_started``, ``call_progress``, ``call_answered``,
         #: ``document_fetched``, ``call_ended``; a failing observer never stops a call.
         self.observers: list[Any] = []
+        #: The registrar's users that belong to one account (user name -> auth id): other
+        #: accounts' calls to them fail USER_NOT_REGISTERED (``Config.users[].account``).
+        self.user_accounts: dict[str, str] = {}
 
     def observe(self, event: str, *args: Any) -> None:
         """Tell each observer that has a method named ``event``."""
@@ -192,9 +195,6 @@ class CallManager:
                     method(*args)
                 except Exception:
                     log.exception("observer %s failed on %s", type(observer).__name__, event)
-        #: The registrar's users that belong to one account (user name -> auth id): other
-        #: accounts' calls to them fail USER_NOT_REGISTERED (``Config.users[].account``).
-        self.user_accounts: dict[str, str] = {}
 
     def refuses_target(self, account_id: str, target: str) -> bool:
         """Is ``target`` a registrar user (as the dialer's ``local_user`` sees it) that
