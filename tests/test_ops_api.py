@@ -105,6 +105,12 @@ async def test_trace_live_and_stored_metrics_and_failure_reason(
     )
     assert status == 404
 
+    # hang up once sipp's echo of our RTP has come back (slow on a loaded machine)
+    call = env.server.manager.table.get(uid)
+    for _ in range(100):
+        if call is None or call.leg is None or call.leg.stats().get("packets_received", 0) > 0:
+            break
+        await asyncio.sleep(0.05)
     await env.sdk(env.client.calls.delete, uid)
     rec = await wait_record(env.server, ok.request_uuid)
     status, trace = await _get(env, path, basic())
