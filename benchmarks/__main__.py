@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("api")
     g.add_argument("--api-rates", type=_floats, default=None, help="POSTs/s (25,50,100,200,400)")
     g.add_argument("--api-seconds", type=float, default=None, help="seconds per API rate (10)")
+    g.add_argument("--api-profile", metavar="FILE", default=None,
+                   help="run the server under cProfile, dump to FILE and print its CPU by stage "
+                        "per call (profiling slows it: use one low rate)")
     g.add_argument("--max-minutes", type=float, default=15.0, help="overall time bound")
     g = p.add_argument_group("profile")
     g.add_argument("--profile-rate", type=float, default=None,

@@ -64,12 +64,15 @@ class _Hooks:
             await self.runner.cleanup()
 
 
-def _start_server(workdir: Path, sip_port: int, http_port: int, rtp: tuple[int, int]) -> subprocess.Popen[bytes]:
+def _start_server(workdir: Path, sip_port: int, http_port: int, rtp: tuple[int, int],
+                  profile: str | None = None) -> subprocess.Popen[bytes]:
     env = common.worker_env()
     env.update({"SOFTSWITCH_LIMITS_CPS": "0", "SOFTSWITCH_LIMITS_MAX_CONCURRENT": "100000",
                 "SOFTSWITCH_LIMITS_MAX_QUEUE": "100000"})
     db = workdir / f"api_{http_port}.db"
-    args = [sys.executable, "-m", "softswitch.cli", "serve", "--http", f"127.0.0.1:{http_port}",
+    # cProfile writes its dump when serve returns (SIGTERM is a graceful shutdown).
+    prof = ["-m", "cProfile", "-o", profile] if profile else []
+    args = [sys.executable, *prof, "-m", "softswitch.cli", "serve", "--http", f"127.0.0.1:{http_port}",
             "--sip", f"127.0.0.1:{sip_port}", "--rtp-ports", f"{rtp[0]}-{rtp[1]}", "--db", str(db),
             "--auth-id", AUTH_ID, "--auth-token", AUTH_TOKEN]
     log = open(workdir / f"serve_{http_port}.log", "wb")  # noqa: SIM115
@@ -175,7 +178,8 @@ async def _run(args: argparse.Namespace, workdir: Path, budget: common.Budget) -
     sip_port, http_port = common.free_port(), common.free_port()
     top = max(args.api_rates)
     rtp = common.free_range(min(12000, 2 * int(top * (hold + 3)) + 64), 20000, 32768)
-    proc = _start_server(workdir, sip_port, http_port, rtp)
+    profile = getattr(args, "api_profile", None)
+    proc = _start_server(workdir, sip_port, http_port, rtp, profile)
     base = f"http://127.0.0.1:{http_port}"
     token = base64.b64encode(f"{AUTH_ID}:{AUTH_TOKEN}".encode()).decode()
     connector = aiohttp.TCPConnector(limit=200)
@@ -217,6 +221,15 @@ async def _run(args: argparse.Namespace, workdir: Path, budget: common.Budget) -
                 proc.kill()
                 proc.wait()
         await hooks.stop()
+    if profile and Path(profile).exists():
+        from benchmarks import profile as prof_mod
+
+        calls = sum(s["posted"] for s in out["steps"]) or 1
+        out["profile"] = profile
+        out["stages"] = prof_mod.stages(Path(profile))
+        out["stages_table"] = prof_mod.stages_table(out["stages"], calls)
+        print(f"server CPU by stage per API call ({calls} calls, under cProfile):", file=sys.stderr)
+        print(out["stages_table"], file=sys.stderr)
     return out
 
 
