@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sip._message import check_values
 from sip.headers import NameAddr
 from sip.message import SipRequest, SipResponse
 
@@ -196,13 +197,18 @@ class Dialog:
     ) -> SipRequest:
         uri, routes = self.request_uri_and_routes()
         req = SipRequest(method, uri)
-        for route in routes:
-            req.add("Route", route)
-        req.add("Max-Forwards", "70")
-        req.add("From", self.local_header)
-        req.add("To", self.remote_header)
-        req.add("Call-ID", self.call_id)
-        req.add("CSeq", f"{seq} {method}")
+        # The template of every in-dialog request: the same lines ``add`` would append one
+        # by one (canonical names, values checked at once; a test compares the two).
+        lines = [("Route", route) for route in routes] if routes else []
+        lines += (
+            ("Max-Forwards", "70"),
+            ("From", self.local_header),
+            ("To", self.remote_header),
+            ("Call-ID", self.call_id),
+            ("CSeq", f"{seq} {method}"),
+        )
+        check_values(lines)
+        req.headers = lines
         for name, value in headers or ():
             req.add(name, value)
         req.body = body
