@@ -17,37 +17,20 @@ from sip.uri import SipUri
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, PRACK"
 
 # §8.2.1: methods we know of but do not serve outside a dialog get 405 with Allow.
-_KNOWN_METHODS = (
-    "REGISTER",
-    "SUBSCRIBE",
-    "MESSAGE",
-    "NOTIFY",
-    "PUBLISH",
-    "REFER",
-    "INFO",
-    "UPDATE",
-    "PRACK",
-)
+_KNOWN_METHODS = ("REGISTER", "SUBSCRIBE", "MESSAGE", "NOTIFY", "PUBLISH", "REFER", "INFO", "UPDATE", "PRACK")
 
 Address = tuple[str, int]
 
 
 def plain_response(
-    request: SipRequest,
-    status: int,
-    user_agent: str,
-    reason: str | None = None,
-    *,
-    to_tag: str | None = None,
+    request: SipRequest, status: int, user_agent: str, reason: str | None = None, *, to_tag: str | None = None
 ) -> SipResponse:
     response = make_response(request, status, reason, to_tag=to_tag)
     response.add("User-Agent", user_agent)
     return response
 
 
-def out_of_dialog_response(
-    request: SipRequest, user_agent: str, *, in_dialog: bool = False
-) -> SipResponse:
+def out_of_dialog_response(request: SipRequest, user_agent: str, *, in_dialog: bool = False) -> SipResponse:
     """§8.2 for a request no session takes, answered statelessly: 481 inside a dialog we do
     not hold (§12.2.2), else OPTIONS 200 (§11.2), INVITE 603 (we place calls, we do not take
     them unless asked), BYE 481, 405/501 with Allow. The To tag is derived from the request
@@ -62,15 +45,9 @@ def out_of_dialog_response(
         return response
     if method == "INVITE":
         return plain_response(
-            request,
-            603,
-            user_agent,
-            "Decline (inbound calls are not served)",
-            to_tag=stateless_tag(request),
+            request, 603, user_agent, "Decline (inbound calls are not served)", to_tag=stateless_tag(request)
         )
-    response = plain_response(
-        request, 405 if method in _KNOWN_METHODS else 501, user_agent, to_tag=stateless_tag(request)
-    )
+    response = plain_response(request, 405 if method in _KNOWN_METHODS else 501, user_agent, to_tag=stateless_tag(request))
     response.add("Allow", ALLOW)
     return response
 
@@ -81,9 +58,7 @@ def stateless_tag(request: SipRequest) -> str:
         branch = request.top_via.params.get("branch") or ""
     except (ValueError, IndexError):
         branch = ""
-    seed = "|".join(
-        (request.call_id or "", request.get("From") or "", branch, request.get("CSeq") or "")
-    )
+    seed = "|".join((request.call_id or "", request.get("From") or "", branch, request.get("CSeq") or ""))
     return hashlib.sha1(seed.encode("utf-8", "replace")).hexdigest()[:16]
 
 
@@ -208,14 +183,8 @@ def targets_now(uri: SipUri) -> list[Target] | None:
 def error_phrase(error: SipParseError) -> str:
     """Reason phrase for an error response: the standard phrase plus what was wrong."""
     status = error.status
-    base = {
-        400: "Bad Request",
-        413: "Request Entity Too Large",
-        414: "Request-URI Too Long",
-        416: "Unsupported URI Scheme",
-        420: "Bad Extension",
-        505: "Version Not Supported",
-    }.get(status, "Bad Request")
+    base = {400: "Bad Request", 413: "Request Entity Too Large", 414: "Request-URI Too Long",
+            416: "Unsupported URI Scheme", 420: "Bad Extension", 505: "Version Not Supported"}.get(status, "Bad Request")
     reason = " ".join(str(getattr(error, "reason", "") or "").split())[:100]
     return f"{base} ({reason})" if reason and reason.lower() != base.lower() else base
 
@@ -229,17 +198,8 @@ def salvage_error_response(data: bytes, error: SipParseError) -> bytes | None:
     lines = head.replace("\r\n", "\n").split("\n")
     if not lines or lines[0].upper().startswith("SIP/"):
         return None
-    wanted = {
-        "via": "Via",
-        "v": "Via",
-        "from": "From",
-        "f": "From",
-        "to": "To",
-        "t": "To",
-        "call-id": "Call-ID",
-        "i": "Call-ID",
-        "cseq": "CSeq",
-    }
+    wanted = {"via": "Via", "v": "Via", "from": "From", "f": "From", "to": "To", "t": "To",
+              "call-id": "Call-ID", "i": "Call-ID", "cseq": "CSeq"}
     found: list[tuple[str, str]] = []
     for line in lines[1:]:
         name, sep, value = line.partition(":")
@@ -254,12 +214,7 @@ def salvage_error_response(data: bytes, error: SipParseError) -> bytes | None:
     status = getattr(error, "status", 400) or 400
     reason = str(getattr(error, "reason", "") or error) or "Bad Request"
     reason = " ".join(reason.split())[:120]
-    phrase = {
-        400: "Bad Request",
-        413: "Request Entity Too Large",
-        416: "Unsupported URI Scheme",
-        505: "Version Not Supported",
-    }.get(status, "Bad Request")
+    phrase = {400: "Bad Request", 413: "Request Entity Too Large", 416: "Unsupported URI Scheme", 505: "Version Not Supported"}.get(status, "Bad Request")
     if reason and reason != phrase:
         phrase = f"{phrase} ({reason})" if len(reason) < 100 else phrase
     out = [f"SIP/2.0 {status} {phrase}"]
@@ -269,15 +224,6 @@ def salvage_error_response(data: bytes, error: SipParseError) -> bytes | None:
         out.append(f"{name}: {value}")
     for name in ("From", "To", "Call-ID", "CSeq"):
         if name not in names:
-            out.append(
-                f"{name}: "
-                + (
-                    "<sip:invalid@invalid>"
-                    if name in ("From", "To")
-                    else "0 INVALID"
-                    if name == "CSeq"
-                    else "invalid"
-                )
-            )
+            out.append(f"{name}: " + ("<sip:invalid@invalid>" if name in ("From", "To") else "0 INVALID" if name == "CSeq" else "invalid"))
     out.append("Content-Length: 0")
     return ("\r\n".join(out) + "\r\n\r\n").encode("utf-8", "replace")
