@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 
-from sip.headers import Via, simple_via
+from sip.headers import Via, fast_via
 from sip.locate import Target
 from sip.message import SipParseError, SipRequest, SipResponse, make_response, new_branch
 from sip.uri import SipUri
@@ -81,10 +81,10 @@ def stamp_via(request: SipRequest, source: Address) -> None:
                 first = -2  # several Via lines: the general path below
                 break
             first = i
-    if first >= 0 and simple_via(headers[first][1]):
+    via = fast_via(headers[first][1]) if first >= 0 else None
+    if via is not None:
         # The common case: one Via line holding one element of the fast subset. Same result
         # as the general path (which moves the Via lines to the top), without splitting lists.
-        via = Via.parse(headers[first][1])
         if _stamp(via, source):
             value = str(via)
             del headers[first]

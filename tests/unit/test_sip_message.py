@@ -1562,7 +1562,8 @@ def _eager(data: bytes, monkeypatch: pytest.MonkeyPatch) -> object:
     import sip._parser as parser
 
     with monkeypatch.context() as m:
-        m.setattr(parser, "simple_via", lambda text: False)
+        m.setattr(parser, "fast_via", lambda text: None)
+        m.setattr(parser, "fast_name_addr", lambda text: None)
         m.setattr(parser, "simple_name_addr", lambda text: False)
         m.setattr(parser, "simple_sip_uri", lambda text: False)
         return _outcome(data)
