@@ -13,7 +13,7 @@ Import these names from :mod:`sip.message`; this module is where they live.
 
 from __future__ import annotations
 
-from sip._abnf import CANON, LIST_HEADERS, canonical_name
+from sip._abnf import CANON, KNOWN_METHODS, LIST_HEADERS, canonical_name
 from sip.headers import CSeq, HeaderError, NameAddr, Via, is_token, split_list
 from sip.uri import SipUri, TelUri, UriError, parse_uri
 
@@ -500,6 +500,16 @@ def is_request(msg: object) -> bool:
 
 
 def _parse_cseq(raw: str) -> tuple[int, str]:
+    # Read for every message: the common shape (a number below 2**31 and a method we know)
+    # without building a CSeq; anything else through CSeq.parse, which accepts the same and
+    # raises the errors (tests/unit/test_sip_message.py compares the two).
+    parts = raw.split()
+    if len(parts) == 2:
+        number, method = parts
+        if method in KNOWN_METHODS and number.isascii() and number.isdigit() and len(number) <= 10:
+            seq = int(number)
+            if seq < 2**31:
+                return seq, method
     c = CSeq.parse(raw)
     return c.seq, c.method
 
