@@ -5,6 +5,7 @@ outside a dialog, and the small helpers the endpoint's inbound path needs (RFC 3
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 
@@ -169,11 +170,19 @@ def canonical_address(address: Address) -> Address:
     return (str(ip), address[1])
 
 
+@functools.lru_cache(maxsize=1024)
+def _is_ip_literal(host: str) -> bool:
+    # Asked for every request we send, of a handful of peers: remembered (bounded).
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def targets_now(uri: SipUri) -> list[Target] | None:
     """IP literals resolve without waiting (RFC 3263 §4.2); names need the resolver (None)."""
-    try:
-        ipaddress.ip_address(uri.host.strip("[]"))
-    except ValueError:
+    if not _is_ip_literal(uri.host.strip("[]")):
         return None
     transport = "tls" if uri.scheme == "sips" else (uri.transport or "udp").lower()
     port = uri.port or (5061 if transport == "tls" else 5060)
