@@ -316,3 +316,49 @@ def test_stamp_via_matches_the_general_stamp(first, more, same_line, before, sou
     except ValueError:
         return
     assert fast.top_via == expected and str(fast.top_via) == str(expected)
+
+
+# --- the UAS's 18x and 2xx ----------------------------------------------------------------------
+
+
+@SETTINGS
+@given(
+    status=st.sampled_from([180, 183, 200]),
+    record_routes=st.lists(_uri.map(lambda u: f"<{u};lr>"), max_size=3),
+    contact=st.one_of(_uri.map(lambda u: f"<{u}>"), _value),
+    user_agent=_value,
+    sdp=st.one_of(st.none(), st.just("v=0\r\n")),
+)
+def test_uas_responses_from_the_template(status, record_routes, contact, user_agent, sdp):
+    from sip.invite_server import ServerInviteSession
+    from sip.message import make_response
+
+    lines = [
+        ("Via", "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKa"),
+        ("From", "<sip:a@10.0.0.1>;tag=1"),
+        ("To", "<sip:b@10.0.0.2>"),
+        ("Call-ID", "c@h"),
+        ("CSeq", "1 INVITE"),
+        *[("Record-Route", r) for r in record_routes],
+        ("Contact", "<sip:a@10.0.0.1>"),
+    ]
+    invite = SipRequest("INVITE", "sip:b@10.0.0.2")
+    invite.headers = lines
+    config = SessionConfig(contact=contact, user_agent=user_agent)
+    session = ServerInviteSession(invite, config)
+
+    def generic() -> bytes:
+        response = make_response(invite, status, None, to_tag=session.local_tag)
+        for route in invite.get_all("Record-Route"):
+            response.add("Record-Route", route)
+        response.add("Contact", contact)
+        response.add("User-Agent", user_agent)
+        if status >= 200:
+            response.add("Allow", config.allow)
+            response.add("Supported", config.supported)
+        if sdp is not None:
+            response.add("Content-Type", "application/sdp")
+            response.body = sdp.encode()
+        return response.serialize()
+
+    _same(lambda: session._response(status, sdp).serialize(), generic)
