@@ -150,14 +150,14 @@ def parse_head(head: bytes) -> tuple[SipRequest | SipResponse, int | None]:
             msg.top_via  # noqa: B018
         else:
             msg._cache["Via"] = (raw, via)
+        if not simple_name_addr(first["From"]):
+            msg.from_addr  # noqa: B018  (before To: which error a bad message gets is unchanged)
         raw = first["To"]
         to = fast_name_addr(raw)
         if to is None:
             msg.to_addr  # noqa: B018
         else:
             msg._cache["To"] = (raw, to)
-        if not simple_name_addr(first["From"]):
-            msg.from_addr  # noqa: B018
         if isinstance(msg, SipRequest):
             # A bad Contact in a request is answered with 400. In a response it is left for
             # the dialog layer to judge (``contacts`` raises then): dropping a carrier's 200

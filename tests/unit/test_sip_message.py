@@ -1651,3 +1651,11 @@ def test_property_cseq_view_matches_cseq_parse(raw: str) -> None:
     except HeaderError:
         got = HeaderError
     assert got == expected
+
+
+def test_a_bad_from_is_reported_before_a_bad_to() -> None:
+    # The parser builds To at once (issue 14) but still judges Via, From, To in that order.
+    raw = (b"INVITE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <bad\r\n"
+           b"To: <bad\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n")
+    with pytest.raises(SipParseError, match="bad From header"):
+        parse_message(raw)
