@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--workers", dest="api_workers", type=_ints, default=[1], metavar="N[,M]",
                    help="serve --workers for the api mode, each measured in turn (1); N > 1 starts a "
                         "redis-server for the workers' shared limits and call ownership")
+    g.add_argument("--api-profile", metavar="FILE", default=None,
+                   help="run the server under cProfile, dump to FILE and print its CPU by stage "
+                        "per call (profiling slows it: use one low rate)")
     g.add_argument("--max-minutes", type=float, default=15.0, help="overall time bound")
     g = p.add_argument_group("profile")
     g.add_argument("--profile-rate", type=float, default=None,

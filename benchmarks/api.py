@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import base64
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -42,17 +43,27 @@ class _Hooks:
         self.hangups: list[dict[str, str]] = []
         self.runner: Any = None
         self.port = 0
+        #: the server's connections to these hooks (peer address): keep-alive reuses them
+        self.connections: set[Any] = set()
+        self.requests = 0
+
+    def _seen(self, request: Any) -> None:
+        self.requests += 1
+        if request.transport is not None:
+            self.connections.add(request.transport.get_extra_info("peername"))
 
     async def start(self) -> None:
         from aiohttp import web
 
         async def answer(request: web.Request) -> web.Response:
+            self._seen(request)
             self.answered += 1
             xml = (f'<?xml version="1.0" encoding="UTF-8"?><Response><Wait length="{max(1, round(self.hold))}"/>'
                    "<Hangup/></Response>")
             return web.Response(text=xml, content_type="application/xml")
 
         async def hangup(request: web.Request) -> web.Response:
+            self._seen(request)
             data = await request.post() if request.method == "POST" else request.query
             self.hangups.append({k: str(v) for k, v in data.items()})
             return web.Response(text="ok")
@@ -72,14 +83,17 @@ class _Hooks:
 
 
 def _start_server(workdir: Path, sip_port: int, http_port: int, rtp: tuple[int, int], *,
-                  workers: int = 1, redis_url: str | None = None) -> subprocess.Popen[bytes]:
+                  workers: int = 1, redis_url: str | None = None,
+                  profile: str | None = None) -> subprocess.Popen[bytes]:
     env = common.worker_env()
     env.update({"SOFTSWITCH_LIMITS_CPS": "0", "SOFTSWITCH_LIMITS_MAX_CONCURRENT": "100000",
                 "SOFTSWITCH_LIMITS_MAX_QUEUE": "100000"})
     if redis_url:
         env["SOFTSWITCH_REDIS_URL"] = redis_url
     db = workdir / f"api_{http_port}.db"
-    args = [sys.executable, "-m", "softswitch.cli", "serve", "--http", f"127.0.0.1:{http_port}",
+    # Profiled: SIGUSR1/SIGUSR2 around the load window start and stop cProfile (_run).
+    entry = ["-m", "benchmarks._profiled_serve", profile] if profile else ["-m", "softswitch.cli"]
+    args = [sys.executable, *entry, "serve", "--http", f"127.0.0.1:{http_port}",
             "--sip", f"127.0.0.1:{sip_port}", "--rtp-ports", f"{rtp[0]}-{rtp[1]}", "--db", str(db),
             "--auth-id", AUTH_ID, "--auth-token", AUTH_TOKEN, "--workers", str(workers)]
     log = open(workdir / f"serve_{http_port}.log", "wb")  # noqa: SIM115
@@ -178,6 +192,17 @@ async def _wait_ready(session: Any, base: str, proc: subprocess.Popen[bytes], ti
     return "softswitch serve did not answer HTTP in time"
 
 
+async def _stop_profile(proc: subprocess.Popen[bytes], path: Path) -> None:
+    """SIGUSR2: the server stops profiling and writes the dump (accumulated over the steps)."""
+    before = path.stat().st_mtime_ns if path.exists() else 0
+    proc.send_signal(signal.SIGUSR2)
+    for _ in range(100):
+        await asyncio.sleep(0.1)
+        if path.exists() and path.stat().st_mtime_ns != before and path.stat().st_size > 0:
+            await asyncio.sleep(0.2)  # let the write finish
+            return
+
+
 async def _api_step(session: Any, base: str, hooks: _Hooks, uas: common.SippUas, pid: int, rate: float,
                     seconds: float, hold: float, bar: common.Progress) -> dict[str, Any]:
     count = max(2, int(round(rate * seconds)))
@@ -189,6 +214,7 @@ async def _api_step(session: Any, base: str, hooks: _Hooks, uas: common.SippUas,
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     answered0, hangups0 = hooks.answered, len(hooks.hangups)
+    requests0, connections0 = hooks.requests, len(hooks.connections)
     base_uas = uas.counters()
     loop = asyncio.get_running_loop()
 
@@ -249,6 +275,8 @@ async def _api_step(session: Any, base: str, hooks: _Hooks, uas: common.SippUas,
         "post_p99_ms": common.percentile(latencies, 99) * 1000,
         "wall": wall, "cpu": cpu, "cpu_per_call": cpu / count, "max_launch_lag": max_lag,
         "verdict": verdict, "sustained": verdict == "sustained",
+        "hook_requests": hooks.requests - requests0,
+        "hook_connections": len(hooks.connections) - connections0,
     }
 
 
@@ -290,8 +318,12 @@ async def _run_one(args: argparse.Namespace, workdir: Path, budget: common.Budge
     await hooks.start()
     sip_port, http_port = _port_run(workers), common.free_port()
     top = max(args.api_rates)
-    rtp = common.free_range(min(12000, 2 * int(top * (hold + 3)) + 64 * workers), 20000, 32768)
-    proc = _start_server(workdir, sip_port, http_port, rtp, workers=workers, redis_url=redis_url)
+    profile = getattr(args, "api_profile", None)
+    # Profiled, calls take longer and linger longer: more ports, so the pool is never the limit.
+    rtp = common.free_range(min(12000, (8 if profile else 2) * int(top * (hold + 3)) + 64 * workers),
+                            20000, 32768)
+    proc = _start_server(workdir, sip_port, http_port, rtp, workers=workers, redis_url=redis_url,
+                         profile=profile)
     base = f"http://127.0.0.1:{http_port}"
     token = base64.b64encode(f"{AUTH_ID}:{AUTH_TOKEN}".encode()).decode()
     connector = aiohttp.TCPConnector(limit=200)
@@ -308,13 +340,19 @@ async def _run_one(args: argparse.Namespace, workdir: Path, budget: common.Budge
                     if budget.remaining() < args.api_seconds + hold + 30:
                         break
                     count = max(2, int(round(rate * args.api_seconds)))
+                    if profile:
+                        proc.send_signal(signal.SIGUSR1)  # profile this step's window only
                     with common.Progress(not args.no_progress, count, f"api {rate:g}/s") as bar:
                         step = await _api_step(session, base, hooks, server, proc.pid, rate,
                                                args.api_seconds, hold, bar)
+                    if profile:
+                        await _stop_profile(proc, Path(profile))
                     out["steps"].append(step)
                     print(f"  {'ok ' if step['sustained'] else 'NO '} api x{workers}     {rate:7g}/s x {args.api_seconds:g}s: "
                           f"{step['created']} created, {step['answered']} answered, {step['hangups']} hangups, "
-                          f"server CPU {step['cpu_per_call'] * 1000:.2f} ms/call, {step['verdict']}", file=sys.stderr)
+                          f"server CPU {step['cpu_per_call'] * 1000:.2f} ms/call, "
+                          f"{step['hook_requests']} answer/hangup requests on {step['hook_connections']} new "
+                          f"connections, {step['verdict']}", file=sys.stderr)
                     if not compare_ua:
                         if not step["sustained"]:
                             break
@@ -337,6 +375,15 @@ async def _run_one(args: argparse.Namespace, workdir: Path, budget: common.Budge
                 proc.kill()
                 proc.wait()
         await hooks.stop()
+    if profile and Path(profile).exists():
+        from benchmarks import profile as prof_mod
+
+        calls = sum(s["posted"] for s in out["steps"]) or 1
+        out["profile"] = profile
+        out["stages"] = prof_mod.stages(Path(profile))
+        out["stages_table"] = prof_mod.stages_table(out["stages"], calls)
+        print(f"server CPU by stage per API call ({calls} calls, under cProfile):", file=sys.stderr)
+        print(out["stages_table"], file=sys.stderr)
     return out
 
 

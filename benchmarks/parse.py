@@ -13,6 +13,12 @@ same script with another checkout on ``PYTHONPATH`` (e.g. ``/work/main``), alter
 two ``--rounds`` times in separate processes, so that a before/after comparison is taken on
 the same machine in the same minute. Needs no peers.
 
+``--call`` measures a whole call instead, the SIP layer alone: two endpoints of
+:mod:`sip.testing` (in memory, fake clock, no sockets, no media) place and clear calls
+(INVITE → 100/180/200 with SDP → ACK, BYE → 200, then the linger timers), so the figure
+is the CPU of both sides' message layer, transactions, dialogs and INVITE sessions per call
+(µs per call, and instructions per call with ``--instructions``).
+
 ``--instructions`` adds a count that a busy machine does not disturb: instructions executed
 (valgrind's callgrind, ``Ir``) per message over the six messages of a call, from the
 difference between a process that parses each message ``--ir-n`` times and one that parses
@@ -190,6 +196,55 @@ def _ir_child(kind: str, n: int) -> None:
                 _reads(parse_message(data))
 
 
+_OFFER = _SDP
+_ANSWER = _SDP.replace("20000", "30000")
+
+
+def _calls(n: int) -> None:
+    """``n`` calls between two in-memory endpoints, then their linger timers."""
+    import gc
+
+    from sip.endpoint import IncomingCall
+    from sip.testing import client_and_server, make_client_session
+
+    gc.set_threshold(10_000, 10, 10)  # as softswitch.process.GcPolicy sets it
+    global _NET
+    if _NET is None:
+        _NET = client_and_server()
+    net, client, server = _NET
+    for _ in range(n):
+        session = make_client_session(client, "sip:1000@10.0.0.2:5060", sdp=_OFFER)
+        client.invite(session, net.now, on_remote_sdp=lambda sdp, early: None)
+        net.roundtrip()
+        incoming = net.take(server, IncomingCall)[0]
+        server.ring(incoming.call_id, net.now)  # type: ignore[attr-defined]
+        net.roundtrip()
+        server.answer(incoming.call_id, net.now, _ANSWER)  # type: ignore[attr-defined]
+        net.roundtrip()
+        client.hangup(session.call_id, net.now)
+        net.roundtrip()
+        net.take(client)
+        net.take(server)
+        net.wire.clear()
+    net.advance(40.0)
+    net.take(client)
+    net.take(server)
+
+
+_NET: Any = None
+
+
+def measure_call(n: int, repeat: int) -> dict[str, float]:
+    """µs of CPU per SIP call (both sides), best of ``repeat`` loops of ``n`` calls."""
+    _calls(20)  # warm up
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.process_time()
+        _calls(n)
+        best = min(best, time.process_time() - t0)
+    return {"call": best / n * 1e6}
+
+
 def _callgrind_ir(checkout: Path, kind: str, n: int) -> int:
     env = {**os.environ, "PYTHONPATH": str(checkout)}
     cmd = [
@@ -256,6 +311,37 @@ def table(runs: dict[str, list[dict[str, dict[str, float]]]]) -> str:
     return "\n".join(lines)
 
 
+def _main_call(args: argparse.Namespace) -> int:
+    """``--call``: µs (and instructions) per SIP call, this checkout and ``--against``."""
+    checkouts = {"this": REPO}
+    if args.against:
+        other = Path(args.against).resolve()
+        checkouts = {other.name: other, "this": REPO}
+    n = max(1, args.n // 10)  # a call is ~7 messages each way
+    runs: dict[str, list[float]] = {lb: [] for lb in checkouts}
+    for _ in range(max(1, args.rounds)):
+        for lb, path in checkouts.items():
+            env = {**os.environ, "PYTHONPATH": str(path)}
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--child-call", "-n", str(n),
+                   "--repeat", str(args.repeat)]
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=True)
+            runs[lb].append(json.loads(out.stdout)["call"])
+    print(
+        f"SIP layer per call, both sides in memory (µs of process CPU, best of {args.repeat} loops "
+        f"of {n} calls, min–max over {args.rounds} rounds):\n"
+    )
+    print("| checkout | µs per call | instructions per call |")
+    print("|---|---:|---:|")
+    for lb, path in checkouts.items():
+        vals = sorted(runs[lb])
+        ir = "–"
+        if args.instructions:
+            base = _callgrind_ir(path, "call", 0)
+            ir = f"{(_callgrind_ir(path, 'call', args.ir_n) - base) / args.ir_n:,.0f}"
+        print(f"| {lb} | {vals[0]:.0f}–{vals[-1]:.0f} | {ir} |")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks parse",
@@ -272,15 +358,31 @@ def main(argv: list[str]) -> int:
         help="also count instructions per message under valgrind (deterministic)",
     )
     p.add_argument("--ir-n", type=int, default=300, help="messages of each kind per count (300)")
+    p.add_argument(
+        "--call",
+        action="store_true",
+        help="a whole SIP call (both sides, in memory) instead of single messages",
+    )
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--child-ir", choices=("parse", "parse+read"), help=argparse.SUPPRESS)
+    p.add_argument("--child-call", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--child-ir", choices=("parse", "parse+read", "call"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         print(json.dumps(measure(args.n, args.repeat)))
         return 0
-    if args.child_ir:
-        _ir_child(args.child_ir, args.ir_n)
+    if args.child_call:
+        print(json.dumps(measure_call(args.n, args.repeat)))
         return 0
+    if args.child_ir:
+        if args.child_ir == "call":
+            _calls(20)  # the same warm-up whatever n is
+            if args.ir_n:
+                _calls(args.ir_n)
+        else:
+            _ir_child(args.child_ir, args.ir_n)
+        return 0
+    if args.call:
+        return _main_call(args)
     runs: dict[str, list[dict[str, dict[str, float]]]] = {}
     if args.against:
         other = Path(args.against).resolve()

@@ -148,15 +148,21 @@ def _api(results: dict[str, Any]) -> list[str]:
         f"`<Wait length=\"{api['hold']:g}\"/><Hangup/>`. CPU is the server process only; the same "
         "rate through the embedded UserAgent right after (same default media, same hold) shows what the API layer adds.",
         "",
-        "| POSTs/s | posted | 201 | answered (answer_url hits) | hangups reported | UAS failed | POST p50 / p99 ms | server CPU ms/call | embedded UA CPU ms/call (API ×) | verdict |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| POSTs/s | posted | 201 | answered (answer_url hits) | hangups reported | UAS failed | POST p50 / p99 ms | server CPU ms/call | embedded UA CPU ms/call (API ×) | answer/hangup requests / new connections | verdict |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for s in api.get("steps", []):
+        conns = f"{s['hook_requests']} / {s['hook_connections']}" if "hook_requests" in s else "–"
         lines.append(
             f"| {s['rate']:g} | {s['posted']} | {s['created']} | {s['answered']} | {s['hangups']} | {s.get('uas_failed', '–')} | "
             f"{s['post_p50_ms']:.1f} / {s['post_p99_ms']:.1f} | {s['cpu_per_call'] * 1000:.2f} | "
-            f"{_f((s.get('ua_cpu_per_call') or 0) * 1000)} ({_ratio(s['cpu_per_call'], s.get('ua_cpu_per_call'))}) | {s['verdict']} |"
+            f"{_f((s.get('ua_cpu_per_call') or 0) * 1000)} ({_ratio(s['cpu_per_call'], s.get('ua_cpu_per_call'))}) | {conns} | {s['verdict']} |"
         )
+    if api.get("stages_table"):
+        calls = sum(s["posted"] for s in api.get("steps", []))
+        lines += ["", f"Server CPU by stage per API call under cProfile (`--api-profile`, {calls} calls, "
+                  "the load windows only; cProfile inflates Python-heavy code: read shares):", "",
+                  api["stages_table"]]
     return lines + _api_workers(api)
 
 

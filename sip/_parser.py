@@ -29,7 +29,7 @@ from itertools import islice
 
 from sip._abnf import CANON, KNOWN_METHODS, SINGLE_HEADERS, SIP_VERSION_RE
 from sip._message import SipParseError, SipRequest, SipResponse
-from sip.headers import is_token, simple_name_addr, simple_via
+from sip.headers import fast_name_addr, fast_via, is_token, simple_name_addr
 from sip.uri import simple_sip_uri
 
 __all__ = ["parse_head", "parse_content_length", "parse_message"]
@@ -141,12 +141,23 @@ def parse_head(head: bytes) -> tuple[SipRequest | SipResponse, int | None]:
         # typed views are built only when read. A value of the common shape passes a one-regex
         # check (``simple_*``: a subset of the grammar, so it cannot fail later); any other
         # value is parsed in full now (and cached), which raises what it always raised.
-        if not simple_via(first["Via"]):
+        # The top Via and To are read for every message (transaction matching, dialog
+        # matching): of the common shape they are built here at once, one regex each, and
+        # cached as their views would be (what ``top_via``/``to_addr`` build, a test checks).
+        raw = first["Via"]
+        via = fast_via(raw)
+        if via is None:
             msg.top_via  # noqa: B018
+        else:
+            msg._cache["Via"] = (raw, via)
         if not simple_name_addr(first["From"]):
-            msg.from_addr  # noqa: B018
-        if not simple_name_addr(first["To"]):
+            msg.from_addr  # noqa: B018  (before To: which error a bad message gets is unchanged)
+        raw = first["To"]
+        to = fast_name_addr(raw)
+        if to is None:
             msg.to_addr  # noqa: B018
+        else:
+            msg._cache["To"] = (raw, to)
         if isinstance(msg, SipRequest):
             # A bad Contact in a request is answered with 400. In a response it is left for
             # the dialog layer to judge (``contacts`` raises then): dropping a carrier's 200

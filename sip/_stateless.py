@@ -5,10 +5,11 @@ outside a dialog, and the small helpers the endpoint's inbound path needs (RFC 3
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 
-from sip.headers import Via
+from sip.headers import Via, fast_via
 from sip.locate import Target
 from sip.message import SipParseError, SipRequest, SipResponse, make_response, new_branch
 from sip.uri import SipUri
@@ -73,10 +74,38 @@ def response_address(request: SipRequest, transport: str, source: Address) -> Ad
 
 def stamp_via(request: SipRequest, source: Address) -> None:
     """§18.2.1 + RFC 3581: record received= and rport= on the top Via."""
+    headers = request.headers
+    first = -1
+    for i, (n, _) in enumerate(headers):
+        if n == "Via":
+            if first >= 0:
+                first = -2  # several Via lines: the general path below
+                break
+            first = i
+    via = fast_via(headers[first][1]) if first >= 0 else None
+    if via is not None:
+        # The common case: one Via line holding one element of the fast subset. Same result
+        # as the general path (which moves the Via lines to the top), without splitting lists.
+        if _stamp(via, source):
+            value = str(via)
+            del headers[first]
+            headers.insert(0, ("Via", value))
+            # The top Via's view, as reading it would build it again (a test checks this).
+            request._cache["Via"] = (value, via)
+        return
     vias = request.get_all("Via")
     if not vias:
         return
     via = Via.parse(vias[0])
+    if _stamp(via, source):
+        vias[0] = str(via)
+        request.remove("Via")
+        for value in reversed(vias):
+            request.prepend("Via", value)
+
+
+def _stamp(via: Via, source: Address) -> bool:
+    """Add received= (and rport= when asked for) to ``via``; True when it changed."""
     changed = False
     if via.host.strip("[]") != source[0]:
         via.params["received"] = source[0]
@@ -85,11 +114,7 @@ def stamp_via(request: SipRequest, source: Address) -> None:
         via.params["rport"] = str(source[1])
         via.params["received"] = source[0]
         changed = True
-    if changed:
-        vias[0] = str(via)
-        request.remove("Via")
-        for value in reversed(vias):
-            request.prepend("Via", value)
+    return changed
 
 
 def error_answer(
@@ -145,11 +170,19 @@ def canonical_address(address: Address) -> Address:
     return (str(ip), address[1])
 
 
+@functools.lru_cache(maxsize=1024)
+def _is_ip_literal(host: str) -> bool:
+    # Asked for every request we send, of a handful of peers: remembered (bounded).
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def targets_now(uri: SipUri) -> list[Target] | None:
     """IP literals resolve without waiting (RFC 3263 §4.2); names need the resolver (None)."""
-    try:
-        ipaddress.ip_address(uri.host.strip("[]"))
-    except ValueError:
+    if not _is_ip_literal(uri.host.strip("[]")):
         return None
     transport = "tls" if uri.scheme == "sips" else (uri.transport or "udp").lower()
     port = uri.port or (5061 if transport == "tls" else 5060)

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sip._message import check_values
 from sip.headers import NameAddr
 from sip.message import SipRequest, SipResponse
 
@@ -31,11 +32,11 @@ def _contact_uri(message: SipRequest | SipResponse) -> str | None:
     return str(contacts[0].uri) if contacts else None
 
 
-def _tag_of(header_value: str | None) -> str | None:
-    if not header_value:
-        return None
+def _message_tag(message: SipRequest | SipResponse, *, to: bool) -> str | None:
+    """The tag of the message's To (or From), from its cached view (parsed once per
+    message): None when the header is missing, malformed or has no tag."""
     try:
-        return NameAddr.parse(header_value).tag
+        return message.to_tag if to else message.from_tag
     except ValueError:
         return None
 
@@ -107,8 +108,8 @@ class Dialog:
     def from_uac_response(cls, request: SipRequest, response: SipResponse) -> Dialog:
         """RFC 3261 §12.1.2: the UAC's dialog state from a 1xx (early) or 2xx (confirmed)
         response that carries a To tag. The route set is the Record-Route list reversed."""
-        remote_tag = _tag_of(response.get("To"))
-        local_tag = _tag_of(request.get("From"))
+        remote_tag = _message_tag(response, to=True)
+        local_tag = _message_tag(request, to=False)
         if not remote_tag or not local_tag:
             raise DialogError("response without a To tag cannot create a dialog")
         target = _contact_uri(response) or request.uri
@@ -133,11 +134,11 @@ class Dialog:
         answers with a To tag. The route set is the Record-Route list in order, the remote
         target the request's Contact, the remote sequence number its CSeq; our own CSeq space
         starts empty (§12.1.1: the local sequence number is empty, our first request picks it)."""
-        remote_tag = _tag_of(request.get("From"))
+        remote_tag = _message_tag(request, to=False)
         if not remote_tag:
             raise DialogError("request without a From tag cannot create a dialog", 400)
         to_value = request.get("To") or ""
-        if _tag_of(to_value) is None:
+        if _message_tag(request, to=True) is None:
             to_value = f"{to_value};tag={local_tag}"
         return cls(
             call_id=request.call_id,
@@ -196,13 +197,18 @@ class Dialog:
     ) -> SipRequest:
         uri, routes = self.request_uri_and_routes()
         req = SipRequest(method, uri)
-        for route in routes:
-            req.add("Route", route)
-        req.add("Max-Forwards", "70")
-        req.add("From", self.local_header)
-        req.add("To", self.remote_header)
-        req.add("Call-ID", self.call_id)
-        req.add("CSeq", f"{seq} {method}")
+        # The template of every in-dialog request: the same lines ``add`` would append one
+        # by one (canonical names, values checked at once; a test compares the two).
+        lines = [("Route", route) for route in routes] if routes else []
+        lines += (
+            ("Max-Forwards", "70"),
+            ("From", self.local_header),
+            ("To", self.remote_header),
+            ("Call-ID", self.call_id),
+            ("CSeq", f"{seq} {method}"),
+        )
+        check_values(lines)
+        req.headers = lines
         for name, value in headers or ():
             req.add(name, value)
         req.body = body

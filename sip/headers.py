@@ -34,6 +34,8 @@ __all__ = [
     "unquote_string",
     "simple_name_addr",
     "simple_via",
+    "fast_name_addr",
+    "fast_via",
 ]
 
 
@@ -571,6 +573,20 @@ def _via_from_fast_match(m: re.Match[str]) -> Via | None:
         if port > 65535:
             return None
     return Via(transport.upper(), host, port, _fast_params(param_text), "SIP/2.0")
+
+
+def fast_name_addr(text: str) -> NameAddr | None:
+    """The :class:`NameAddr` of ``text`` when it is of the fast path's subset (what
+    :meth:`NameAddr.parse` returns for it), else None: the general parser decides."""
+    m = _NAME_ADDR_FAST_RE.match(text)
+    return None if m is None else _name_addr_from_fast_match(m)
+
+
+def fast_via(text: str) -> Via | None:
+    """The :class:`Via` of ``text`` when it is one via-parm of the fast path's subset (what
+    :meth:`Via.parse` returns for it), else None: the general parser decides."""
+    m = _VIA_FAST_RE.match(text)
+    return None if m is None else _via_from_fast_match(m)
 
 
 def simple_name_addr(text: str) -> bool:

@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sip import causes
+from sip._message import check_values
 from sip._session import (
     Action,
     Emit,
@@ -143,22 +144,28 @@ class ClientInviteSession:
         """Build the initial INVITE (§8.1.1): From with a fresh tag and the caller name as
         display name, To without tag, CSeq 1, Contact, Supported/Allow, session timer."""
         invite = SipRequest("INVITE", request_uri)
-        invite.add("Max-Forwards", "70")
         from_na = NameAddr.parse(from_uri)
         from_na.display_name = caller_name or from_na.display_name
         from_na.params["tag"] = new_tag()
-        invite.add("From", str(from_na))
-        invite.add("To", str(NameAddr.parse(to_uri)))
-        invite.add("Call-ID", call_id)
-        invite.add("CSeq", "1 INVITE")
-        invite.add("Contact", config.contact)
-        invite.add("User-Agent", config.user_agent)
-        invite.add("Allow", config.allow)
-        invite.add("Supported", config.supported)
+        # The INVITE's template: the lines ``add`` would append one by one (canonical names,
+        # values checked at once; a test compares the two).
+        lines = [
+            ("Max-Forwards", "70"),
+            ("From", str(from_na)),
+            ("To", str(NameAddr.parse(to_uri))),
+            ("Call-ID", call_id),
+            ("CSeq", "1 INVITE"),
+            ("Contact", config.contact),
+            ("User-Agent", config.user_agent),
+            ("Allow", config.allow),
+            ("Supported", config.supported),
+        ]
         if config.session_expires:
             # RFC 4028 §7.1: we ask for the timer and to be the refresher ourselves.
-            invite.add("Session-Expires", f"{config.session_expires};refresher=uac")
-            invite.add("Min-SE", str(min(config.min_se, config.session_expires)))
+            lines.append(("Session-Expires", f"{config.session_expires};refresher=uac"))
+            lines.append(("Min-SE", str(min(config.min_se, config.session_expires))))
+        check_values(lines)
+        invite.headers = lines
         for name, value in headers or ():
             invite.add(name, value)
         if sdp is not None:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sip import causes
+from sip._message import check_values
 from sip._session import (
     Emit,
     RemoteSdp,
@@ -265,16 +266,18 @@ class ServerInviteSession:
     def _response(self, status: int, sdp: str | None) -> SipResponse:
         response = make_response(self.invite, status, None, to_tag=self.local_tag)
         # §12.1.1: a dialog-creating response copies Record-Route and carries our Contact.
-        for route in self.invite.get_all("Record-Route"):
-            response.add("Record-Route", route)
-        response.add("Contact", self.config.contact)
-        response.add("User-Agent", self.config.user_agent)
+        # The 18x/2xx template: the lines ``add`` would append one by one (canonical names,
+        # values checked at once; tests/unit/test_sip_templates.py compares the two).
+        config = self.config
+        lines = [("Record-Route", route) for route in self.invite.get_all("Record-Route")]
+        lines += (("Contact", config.contact), ("User-Agent", config.user_agent))
         if status >= 200:
-            response.add("Allow", self.config.allow)
-            response.add("Supported", self.config.supported)
+            lines += (("Allow", config.allow), ("Supported", config.supported))
         if sdp is not None:
-            response.add("Content-Type", "application/sdp")
+            lines.append(("Content-Type", "application/sdp"))
             response.body = sdp.encode()
+        check_values(lines)
+        response.headers += lines
         return response
 
     def _plain(self, request: SipRequest, status: int, reason: str | None = None) -> SipResponse:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import sys
 from collections.abc import Callable
 
 __all__ = ["GcPolicy", "limit_blas_threads"]
@@ -46,7 +47,10 @@ class GcPolicy:
     call was such garbage, issue #13). So a full collection also runs, busy or not, once the
     frozen heap has grown to :attr:`FULL_COLLECT_GROWTH` times its size after the last full
     collection: what garbage can pile up is bounded by the live heap, and a steady load
-    (the same number of calls up) pays one stall per that much garbage.
+    (the same number of calls up) pays one stall per that much garbage. The heap is measured
+    by the allocator's block count (:func:`sys.getallocatedblocks`, ~1 ms at 6 M blocks), not
+    :func:`gc.get_freeze_count`, which walks every frozen object (~90 ms at 2 M objects: in a
+    profile of ``softswitch serve`` at 25 calls/s it was 1.6 ms of CPU per call).
     """
 
     THRESHOLDS = (10_000, 10, 10)
@@ -58,12 +62,12 @@ class GcPolicy:
         self.busy = busy
         self._handle: asyncio.TimerHandle | None = None
         self._last_full = 0.0
-        self._frozen_after_full = 0  #: gc.get_freeze_count() after the last full collection
+        self._heap_after_full = 0  #: sys.getallocatedblocks() after the last full collection
 
     def start(self) -> None:
         gc.set_threshold(*self.THRESHOLDS)
         gc.freeze()
-        self._frozen_after_full = gc.get_freeze_count()
+        self._heap_after_full = sys.getallocatedblocks()
         loop = asyncio.get_running_loop()
         self._last_full = loop.time()
         self._handle = loop.call_later(self.FREEZE_EVERY, self._tick)
@@ -72,13 +76,13 @@ class GcPolicy:
         loop = asyncio.get_running_loop()
         now = loop.time()
         idle_due = now - self._last_full >= self.FULL_COLLECT_IDLE_EVERY and not self.busy()
-        grown = gc.get_freeze_count() >= self.FULL_COLLECT_GROWTH * max(self._frozen_after_full, 1)
+        grown = sys.getallocatedblocks() >= self.FULL_COLLECT_GROWTH * max(self._heap_after_full, 1)
         if idle_due or grown:
             self._last_full = now
             gc.unfreeze()
             gc.collect()
             gc.freeze()
-            self._frozen_after_full = gc.get_freeze_count()
+            self._heap_after_full = sys.getallocatedblocks()
         else:
             gc.freeze()
         self._handle = loop.call_later(self.FREEZE_EVERY, self._tick)

@@ -69,6 +69,24 @@ def test_api_mode(tmp_path: Path) -> None:
     assert step["cpu_per_call"] > 0 and api["ua_steps"][0]["ok"] == 2
 
 
+def test_api_mode_profiled(tmp_path: Path) -> None:
+    """``--api-profile``: the server profiles the load window only and the stages add up."""
+    prof = tmp_path / "serve.prof"
+    results = _run(tmp_path, "api", "--api-rates", "2", "--api-seconds", "1", "--api-profile", str(prof))
+    api = results["api"]
+    assert not api.get("error"), api
+    assert prof.exists() and api["steps"][0]["answered"] == 2
+    assert "SIP message parse/serialize" in api["stages_table"] and api["stages"]
+    assert api["steps"][0]["hook_requests"] == 4 and api["steps"][0]["hook_connections"] >= 1
+
+
+def test_parse_call_mode() -> None:
+    repo = Path(__file__).resolve().parent.parent
+    cmd = [sys.executable, "-m", "benchmarks", "parse", "--call", "-n", "50", "--repeat", "1", "--rounds", "1"]
+    done = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "| this |" in done.stdout, done.stderr
+
+
 def test_profile_mode(tmp_path: Path) -> None:
     results = _run(tmp_path, "profile")
     tables = results["profile"]["tables"]

@@ -154,6 +154,28 @@ def build_offer(
     """
     if direction not in DIRECTIONS:
         raise ValueError(f"bad direction {direction!r}")
+    key = (tuple(codecs or ("PCMU", "PCMA")), telephone_event, ptime, direction)
+    template = _OFFER_TEMPLATES.get(key)
+    if template is None:
+        template = _offer_template(key)
+    # The text of :func:`_build_offer_generic` for the same arguments (a property test checks
+    # it byte for byte): only the origin, the address and the port change from call to call.
+    formats, tail = template
+    at = "IP6" if ":" in address else "IP4"
+    return (
+        f"v=0\r\no=softswitch {session_id} {version} IN {at} {address}\r\ns=softswitch\r\n"
+        f"c=IN {at} {address}\r\nt=0 0\r\nm=audio {port} RTP/AVP {formats}\r\n{tail}"
+    )
+
+
+#: Offer templates per (codecs, telephone_event, ptime, direction): the m-line's formats and
+#: the attribute lines, which do not change from call to call. Bounded: a process offers a
+#: handful of codec sets (the configured one, a gateway's, a call's).
+_OFFER_TEMPLATES: dict[tuple[tuple[str, ...], bool, int, str], tuple[str, str]] = {}
+_MAX_OFFER_TEMPLATES = 64
+
+
+def _offered_codecs(codecs: list[str] | tuple[str, ...], telephone_event: bool) -> list[Codec]:
     offered = [_offer_codec(name) for name in (codecs or ["PCMU", "PCMA"])]
     if telephone_event:
         if any(c.clock_rate == 48000 for c in offered):
@@ -161,7 +183,38 @@ def build_offer(
                 Codec(TELEPHONE_EVENT_48K_PT, "telephone-event", 48000, 1, TELEPHONE_EVENT_FMTP)
             )
         offered.append(Codec(TELEPHONE_EVENT_PT, "telephone-event", 8000, 1, TELEPHONE_EVENT_FMTP))
-    media = _audio_lines(address, port, offered, ptime, direction)
+    return offered
+
+
+def _offer_template(key: tuple[tuple[str, ...], bool, int, str]) -> tuple[str, str]:
+    codecs, telephone_event, ptime, direction = key
+    media = _audio_lines("", 0, _offered_codecs(codecs, telephone_event), ptime, direction)
+    media.connection = None
+    m_line, _, tail = str(media).partition("\r\n")
+    template = (m_line.removeprefix("m=audio 0 RTP/AVP "), tail)
+    if len(_OFFER_TEMPLATES) >= _MAX_OFFER_TEMPLATES:
+        _OFFER_TEMPLATES.clear()
+    _OFFER_TEMPLATES[key] = template
+    return template
+
+
+def _build_offer_generic(
+    *,
+    address: str,
+    port: int,
+    codecs: list[str] | None = None,
+    telephone_event: bool = True,
+    ptime: int = 20,
+    direction: str = "sendrecv",
+    session_id: int,
+    version: int,
+) -> str:
+    """:func:`build_offer` through the description objects: what its template must equal."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"bad direction {direction!r}")
+    media = _audio_lines(
+        address, port, _offered_codecs(codecs or [], telephone_event), ptime, direction
+    )
     return str(_session(address, session_id, version, [media]))
 
 

@@ -4,6 +4,7 @@ live (issue #13: a busy server was never idle, so it never ran a full collection
 from __future__ import annotations
 
 import gc
+import sys
 import weakref
 
 from softswitch.process import GcPolicy
@@ -22,16 +23,18 @@ async def test_busy_policy_collects_once_the_frozen_heap_has_grown() -> None:
     policy.start()
     try:
         policy._handle.cancel()  # type: ignore[union-attr]  # ticks driven by hand below
-        nodes = [Node() for _ in range(gc.get_freeze_count() // 4 + 1000)]
+        nodes = [Node() for _ in range(sys.getallocatedblocks() // 4 + 1000)]
         probe = weakref.ref(nodes[0])
         policy._tick()  # frozen while referenced, as a live call's objects are
         policy._handle.cancel()  # type: ignore[union-attr]
         del nodes  # the "call" ends: its cycles are garbage, but frozen
         gc.collect()
         assert probe() is not None  # the collector does not see frozen objects
-        policy._tick()  # frozen heap > 1.1x its size after the last full collection
+        ballast = [[i] for i in range(sys.getallocatedblocks() // 5)]  # newer calls' objects
+        policy._tick()  # heap > 1.1x its size after the last full collection
         policy._handle.cancel()  # type: ignore[union-attr]
         assert probe() is None
+        del ballast
     finally:
         policy.stop()
         gc.set_threshold(700, 10, 10)

@@ -450,3 +450,42 @@ def test_offer_answer_between_two_of_us() -> None:
         "127.0.0.2",
         50000,
     )
+
+
+# --- the offer template (issue 14) ----------------------------------------------------------
+
+_CODEC_NAMES = ["PCMU", "PCMA", "G722", "G729", "CN", "OPUS", "pcmu", "opus"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    codecs=st.one_of(st.none(), st.lists(st.sampled_from(_CODEC_NAMES), max_size=5)),
+    telephone_event=st.booleans(),
+    ptime=st.sampled_from([10, 20, 30, 40, 60]),
+    direction=st.sampled_from(["sendrecv", "sendonly", "recvonly", "inactive"]),
+    address=st.one_of(
+        st.ip_addresses(v=4).map(str), st.ip_addresses(v=6).map(str), st.sampled_from(["0.0.0.0", "::"])
+    ),
+    port=st.integers(0, 65535),
+    session_id=st.integers(0, 2**63),
+    version=st.integers(0, 2**32),
+)
+def test_offer_template_is_byte_identical_to_the_generic_writer(
+    codecs, telephone_event, ptime, direction, address, port, session_id, version
+):
+    from media.sdp._offer_answer import _build_offer_generic
+
+    kw = dict(
+        address=address, port=port, codecs=codecs, telephone_event=telephone_event, ptime=ptime,
+        direction=direction, session_id=session_id, version=version,
+    )
+    # Twice: the first call may build the template, the second reads it.
+    assert build_offer(**kw) == _build_offer_generic(**kw)
+    assert build_offer(**kw) == _build_offer_generic(**kw)
+
+
+def test_offer_template_keeps_the_errors():
+    with pytest.raises(ValueError, match="bad direction"):
+        build_offer(address="10.0.0.1", port=4000, direction="up", session_id=1, version=1)
+    with pytest.raises(ValueError, match="cannot offer codec"):
+        build_offer(address="10.0.0.1", port=4000, codecs=["XYZ"], session_id=1, version=1)

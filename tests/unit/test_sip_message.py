@@ -1562,7 +1562,8 @@ def _eager(data: bytes, monkeypatch: pytest.MonkeyPatch) -> object:
     import sip._parser as parser
 
     with monkeypatch.context() as m:
-        m.setattr(parser, "simple_via", lambda text: False)
+        m.setattr(parser, "fast_via", lambda text: None)
+        m.setattr(parser, "fast_name_addr", lambda text: None)
         m.setattr(parser, "simple_name_addr", lambda text: False)
         m.setattr(parser, "simple_sip_uri", lambda text: False)
         return _outcome(data)
@@ -1622,3 +1623,39 @@ def test_property_lazy_parse_answers_like_eager_parse(
             lines[i] = line[:c] + chunk + line[c + len(chunk) :]
     data = b"\r\n".join(lines) + sep + body
     assert _outcome(data) == _eager(data, monkeypatch)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.one_of(
+        st.builds(
+            lambda n, m, sp: f"{n}{sp}{m}",
+            st.one_of(st.integers(0, 2**32).map(str), st.sampled_from(["", "01", "-1", "١", "1.0"])),
+            st.sampled_from(["INVITE", "ACK", "BYE", "invite", "FOO", "IN VITE", "", "BYE;x"]),
+            st.sampled_from([" ", "  ", "\t", ""]),
+        ),
+        st.text(max_size=20),
+    )
+)
+def test_property_cseq_view_matches_cseq_parse(raw: str) -> None:
+    # The CSeq view's shortcut (issue 14) accepts and returns what CSeq.parse does.
+    from sip._message import _parse_cseq
+    from sip.headers import CSeq, HeaderError
+
+    try:
+        expected: object = (CSeq.parse(raw).seq, CSeq.parse(raw).method)
+    except HeaderError:
+        expected = HeaderError
+    try:
+        got: object = _parse_cseq(raw)
+    except HeaderError:
+        got = HeaderError
+    assert got == expected
+
+
+def test_a_bad_from_is_reported_before_a_bad_to() -> None:
+    # The parser builds To at once (issue 14) but still judges Via, From, To in that order.
+    raw = (b"INVITE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <bad\r\n"
+           b"To: <bad\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n")
+    with pytest.raises(SipParseError, match="bad From header"):
+        parse_message(raw)

@@ -642,6 +642,17 @@ def _check_fast_paths(text: str) -> None:
         assert isinstance(NameAddr._parse_general(text), NameAddr)
     if simple_via(text):
         assert isinstance(Via._parse_general(text), Via)
+    # What the message parser builds at once for the top Via and To (issue 14): the views'
+    # own values, or None for the general path.
+    from sip._message import _parse_first_via
+    from sip.headers import fast_name_addr, fast_via
+
+    via = fast_via(text)
+    assert via is None or via == _parse_first_via(text) == Via._parse_general(text)
+    assert (via is not None) == simple_via(text)
+    addr = fast_name_addr(text)
+    assert addr is None or addr == NameAddr._parse_general(text)
+    assert (addr is not None) == simple_name_addr(text)
 
 
 @pytest.mark.parametrize(

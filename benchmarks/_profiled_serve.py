@@ -1,0 +1,34 @@
+"""``softswitch serve`` with cProfile switched on and off by signals, so a profile covers the
+load window only (not imports, start-up and shutdown): SIGUSR1 starts profiling, SIGUSR2
+stops it and writes the dump to the file named first on the command line.
+
+    python -m benchmarks._profiled_serve OUT.prof serve --http ... (the CLI's arguments)
+"""
+
+from __future__ import annotations
+
+import cProfile
+import signal
+import sys
+
+
+def main() -> int:
+    out, argv = sys.argv[1], sys.argv[2:]
+    profiler = cProfile.Profile()
+
+    def start(*_: object) -> None:
+        profiler.enable()
+
+    def stop(*_: object) -> None:
+        profiler.disable()
+        profiler.dump_stats(out)
+
+    signal.signal(signal.SIGUSR1, start)
+    signal.signal(signal.SIGUSR2, stop)
+    from softswitch.cli import main as cli_main
+
+    return cli_main(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
