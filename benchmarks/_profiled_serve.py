@@ -1,6 +1,7 @@
 """``softswitch serve`` with cProfile switched on and off by signals, so a profile covers the
-load window only (not imports, start-up and shutdown): SIGUSR1 starts profiling, SIGUSR2
-stops it and writes the dump to the file named first on the command line.
+load window only (not imports, start-up and shutdown): ``PROFILE_START`` (SIGRTMIN) starts
+profiling, ``PROFILE_STOP`` (SIGRTMIN+1) stops it and writes the dump to the file named first on
+the command line. (SIGUSR1 is the server's own: it drains.)
 
     python -m benchmarks._profiled_serve OUT.prof serve --http ... (the CLI's arguments)
 """
@@ -10,6 +11,9 @@ from __future__ import annotations
 import cProfile
 import signal
 import sys
+
+PROFILE_START = signal.SIGRTMIN
+PROFILE_STOP = signal.SIGRTMIN + 1
 
 
 def main() -> int:
@@ -23,8 +27,8 @@ def main() -> int:
         profiler.disable()
         profiler.dump_stats(out)
 
-    signal.signal(signal.SIGUSR1, start)
-    signal.signal(signal.SIGUSR2, stop)
+    signal.signal(PROFILE_START, start)
+    signal.signal(PROFILE_STOP, stop)
     from softswitch.cli import main as cli_main
 
     return cli_main(argv)

@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import base64
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import _common as common
-from benchmarks import setup_rate
+from benchmarks import _profiled_serve, setup_rate
 
 AUTH_ID = "MABENCHMARKBENCH0001"
 AUTH_TOKEN = "bench-token-0001"
@@ -91,7 +90,7 @@ def _start_server(workdir: Path, sip_port: int, http_port: int, rtp: tuple[int, 
     if redis_url:
         env["SOFTSWITCH_REDIS_URL"] = redis_url
     db = workdir / f"api_{http_port}.db"
-    # Profiled: SIGUSR1/SIGUSR2 around the load window start and stop cProfile (_run).
+    # Profiled: PROFILE_START/PROFILE_STOP around the load window start and stop cProfile (_run).
     entry = ["-m", "benchmarks._profiled_serve", profile] if profile else ["-m", "softswitch.cli"]
     args = [sys.executable, *entry, "serve", "--http", f"127.0.0.1:{http_port}",
             "--sip", f"127.0.0.1:{sip_port}", "--rtp-ports", f"{rtp[0]}-{rtp[1]}", "--db", str(db),
@@ -193,9 +192,9 @@ async def _wait_ready(session: Any, base: str, proc: subprocess.Popen[bytes], ti
 
 
 async def _stop_profile(proc: subprocess.Popen[bytes], path: Path) -> None:
-    """SIGUSR2: the server stops profiling and writes the dump (accumulated over the steps)."""
+    """PROFILE_STOP: the server stops profiling and writes the dump (accumulated over the steps)."""
     before = path.stat().st_mtime_ns if path.exists() else 0
-    proc.send_signal(signal.SIGUSR2)
+    proc.send_signal(_profiled_serve.PROFILE_STOP)
     for _ in range(100):
         await asyncio.sleep(0.1)
         if path.exists() and path.stat().st_mtime_ns != before and path.stat().st_size > 0:
@@ -341,7 +340,7 @@ async def _run_one(args: argparse.Namespace, workdir: Path, budget: common.Budge
                         break
                     count = max(2, int(round(rate * args.api_seconds)))
                     if profile:
-                        proc.send_signal(signal.SIGUSR1)  # profile this step's window only
+                        proc.send_signal(_profiled_serve.PROFILE_START)  # profile this step's window only
                     with common.Progress(not args.no_progress, count, f"api {rate:g}/s") as bar:
                         step = await _api_step(session, base, hooks, server, proc.pid, rate,
                                                args.api_seconds, hold, bar)
