@@ -11,7 +11,8 @@ a bare loop on the same sockets, so "Python" = tick - floor. Idle streams should
 nothing: ``--idle-only`` times a tick over the idle streams alone.
 
 Compare two checkouts side by side in the same minute (the machine's load moves every
-figure): ``PYTHONPATH=/path/to/other python -m benchmarks.media_tick``.
+figure): ``PYTHONPATH=/path/to/other python benchmarks/media_tick.py`` (from outside both
+trees, so the other tree's package is the one imported).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import select
 import socket
 import statistics
 import sys
@@ -41,22 +43,34 @@ def _free_base(count: int) -> int:
     raise RuntimeError("no free port block")
 
 
-def _floor(streams: list[Any], ticks: int) -> float:
-    """µs per stream for one sendto + one recvfrom, in a bare loop on the engine's sockets."""
+def _floor(streams: list[Any], ticks: int) -> tuple[float, float]:
+    """µs per stream of the system calls alone, in a bare loop on the engine's sockets: one
+    sendto + one recvfrom; and one epoll poll (timeout 0) over all RTP and RTCP sockets
+    while every RTP socket holds a packet (the readiness the engine asks for each tick)."""
     pairs = [(s._rtp_sock, ("127.0.0.1", s.remote_address[1])) for s in streams]
-    samples = []
+    poller = select.epoll()
+    for s in streams:
+        poller.register(s._rtp_sock.fileno(), select.POLLIN)
+        poller.register(s._rtcp_sock.fileno(), select.POLLIN)
+    samples, polls = [], []
     payload = bytes(172)
     for _ in range(ticks):
         t0 = time.thread_time()
         for sock, addr in pairs:
             sock.sendto(payload, addr)
+        t1 = time.thread_time()
+        poller.poll(0, 2 * len(pairs) + 1)
+        t2 = time.thread_time()
         for sock, _addr in pairs:
             try:
                 sock.recvfrom(2048)
             except BlockingIOError:
                 pass
-        samples.append(time.thread_time() - t0)
-    return statistics.median(samples) / len(pairs) * 1e6
+        samples.append(t1 - t0 + time.thread_time() - t2)
+        polls.append(t2 - t1)
+    poller.close()
+    n = len(pairs)
+    return statistics.median(samples) / n * 1e6, statistics.median(polls) / n * 1e6
 
 
 async def measure(streams: int, idle: int, ticks: int) -> dict[str, Any]:
@@ -91,7 +105,7 @@ async def measure(streams: int, idle: int, ticks: int) -> dict[str, Any]:
     samples = sorted(run(ticks))
     sent = sum(s.stats()["packets_sent"] for s in busy)
     received = sum(s.stats()["packets_received"] for s in busy)
-    floor = _floor(busy, max(20, ticks // 4)) if busy else 0.0
+    floor, poll = _floor(busy, max(20, ticks // 4)) if busy else (0.0, 0.0)
     await engine.stop()
     n = max(1, len(busy))
     median = statistics.median(samples) / n * 1e6
@@ -103,7 +117,9 @@ async def measure(streams: int, idle: int, ticks: int) -> dict[str, Any]:
         "us_per_stream_median": median,
         "us_per_stream_p90": samples[int(len(samples) * 0.9)] / n * 1e6,
         "syscall_floor_us": floor,
+        "poll_us": poll,
         "python_us": median - floor,
+        "python_us_without_poll": median - floor - poll,
         "packets_sent": sent,
         "packets_received": received,
     }
@@ -130,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"µs per busy stream per tick: median {out['us_per_stream_median']:.2f}, "
             f"p90 {out['us_per_stream_p90']:.2f}; sendto+recvfrom floor "
-            f"{out['syscall_floor_us']:.2f}; Python {out['python_us']:.2f}"
+            f"{out['syscall_floor_us']:.2f}; Python {out['python_us']:.2f} (less one epoll "
+            f"poll, {out['poll_us']:.2f}: {out['python_us_without_poll']:.2f})"
         )
         print(f"packets sent {out['packets_sent']}, received {out['packets_received']}")
     return 0

@@ -47,7 +47,9 @@ class MediaEngine:
         # with data (a stream waiting for its answer costs nothing per tick).
         self._epoll = hasattr(select, "epoll")
         self._poller: Any = select.epoll() if self._epoll else select.poll()
-        self._fds: dict[int, tuple[MediaStream, bool, socket.socket]] = {}
+        # fd -> (stream, is RTCP, socket, RTP: the socket's recvfrom and the stream's _on_rtp
+        # bound once, as the first read of each tick calls them for every ready socket).
+        self._fds: dict[int, tuple[MediaStream, bool, socket.socket, Any, Any]] = {}
         self._fast = FastPath(fast_path)
         # Streams whose received frames someone reads (taps, bridge, detector) or that owe
         # an RFC 4733 event: the only ones _receive_tick visits.
@@ -125,7 +127,7 @@ class MediaEngine:
         stream = MediaStream(self, rtp, rtcp, port, codecs=names, srtp=srtp)
         for sock, is_rtcp in ((rtp, False), (rtcp, True)):
             self._poller.register(sock.fileno(), select.POLLIN)
-            self._fds[sock.fileno()] = (stream, is_rtcp, sock)
+            self._fds[sock.fileno()] = (stream, is_rtcp, sock, sock.recvfrom, stream._on_rtp)
         self._streams[port] = stream
         return stream
 
@@ -275,23 +277,22 @@ class MediaEngine:
             entry = fds.get(fd)
             if entry is None:
                 continue
-            stream, rtcp, sock = entry
+            stream, rtcp, sock, recvfrom, on_rtp = entry
             if rtcp:
                 self._read(stream, sock, True, 1, now, wall)
                 continue
             try:
-                data, addr = sock.recvfrom(2048)
+                data, addr = recvfrom(2048)
             except OSError:
                 continue  # nothing after all, or an ICMP error surfaced as ECONNREFUSED
             try:
-                stream._on_rtp(data, addr, now, wall)
+                on_rtp(data, addr, now, wall)
             except Exception:
                 log.exception("media stream %d: receive failed", stream.local_port)
         for fd, _ev in poll(0, *extra):
             entry = fds.get(fd)
             if entry is not None:
-                stream, rtcp, sock = entry
-                self._read(stream, sock, rtcp, MAX_PACKETS_PER_TICK - 1, now, wall)
+                self._read(entry[0], entry[2], entry[1], MAX_PACKETS_PER_TICK - 1, now, wall)
 
     @staticmethod
     def _read(
