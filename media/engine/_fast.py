@@ -7,7 +7,7 @@ every stream is on one of four paths (``StreamState._path``), decided by :meth:`
 
 * ``NONE``: no negotiated media yet, or closed: not visited at all (a call being set up);
 * ``FULL``: anything to do (a source, an overlay, digits, a send tap, a bridge, SRTP, comfort
-  noise or ``silence="none"``, ptime > 20, a wideband codec): ``_send_tick`` every tick;
+  noise, or silence to send with ptime > 20 or a wideband codec): ``_send_tick`` every tick;
 * ``FAST``: sends G.711 silence: its packet is a row of one numpy ``uint8`` array (12-byte
   header + 160 bytes of cached silence), built once when it enters. Each tick is one
   ``sendto`` per row from a prebuilt ``memoryview`` and then three vectorised updates for
@@ -15,8 +15,9 @@ every stream is on one of four paths (``StreamState._path``), decided by :meth:`
   the next packet's sequence number and timestamp; the packet and octet counts are the
   number of fast ticks since the stream entered (or was last synced);
 * ``PARKED``: negotiated, nothing to do, nothing to send (on hold, ``a=inactive``/``recvonly``
-  or c=0.0.0.0): only its RTP timestamp runs on, computed when it leaves (ticks elapsed ×
-  step) instead of every tick.
+  or c=0.0.0.0, or ``silence="none"``): only its RTP timestamp runs on (and, when silence is
+  not sent, the marker for the next talkspurt is set), computed when it leaves (ticks
+  elapsed × step) instead of every tick.
 
 A stream moves between paths when its work starts or ends, without a gap or a jump in its
 sequence numbers or timestamps: on leaving, the row's values (or the parked ticks) are
@@ -59,7 +60,8 @@ class FastPath:
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled  # False: every negotiated stream takes the full path
         self.full: dict[MediaStream, None] = {}
-        self.parked: dict[MediaStream, tuple[int, int]] = {}  # (ticks when parked, ts step)
+        # (ticks when parked, timestamp step, whether its ticks are silent sends: see sync)
+        self.parked: dict[MediaStream, tuple[int, int, bool]] = {}
         self.dirty: dict[MediaStream, None] = {}
         self.ticks = 0  # timestamp steps so far (a tick and the ticks it skipped)
         self.sends = 0  # fast ticks so far
@@ -88,6 +90,7 @@ class FastPath:
         neg = s._negotiated
         if neg is None or s.closed:
             return NONE
+        silence = s._config.silence
         if (
             not self.enabled
             or s._playing is not None
@@ -99,24 +102,26 @@ class FastPath:
             or s._bridge_peer is not None
             or s._srtp is not None
             or s._pending
-            or s._frames_per_packet != 1
-            or not s._stateless_encoder
-            or s._config.silence != "silence"
+            or silence == "cn"
         ):
             return FULL
-        if not neg.sending or s._remote_rtp is None:
-            return PARKED
+        if not neg.sending or s._remote_rtp is None or silence == "none":
+            return PARKED  # nothing to send (silence="none": a silent tick sends nothing)
+        if s._frames_per_packet != 1 or not s._stateless_encoder:
+            return FULL
         return FAST if len(s._silence_payload()) == FRAME_SAMPLES else FULL
 
     def place(self, s: MediaStream) -> None:
         kind = self.kind(s)
-        if kind == s._path and kind != FAST:
+        if kind == s._path and kind in (NONE, FULL):
             return
+        # FAST and PARKED streams are placed afresh: a new codec, address or direction
+        # changes their row, or how their parked ticks count (synced with the old values).
         self.leave(s)
         if kind == FULL:
             self.full[s] = None
         elif kind == PARKED:
-            self.parked[s] = (self.ticks, s._ts_step)
+            self.parked[s] = (self.ticks, s._ts_step, s._can_send)
         elif kind == FAST:
             self._enter_fast(s)
         s._path = kind
@@ -155,9 +160,15 @@ class FastPath:
             sender.packets_sent += n
             sender.octets_sent += n * FRAME_SAMPLES
         elif s._path == PARKED:
-            since, step = self.parked[s]
-            self.parked[s] = (self.ticks, step)
-            sender.advance((self.ticks - since) * step)
+            since, step, silent_sends = self.parked[s]
+            self.parked[s] = (self.ticks, step, silent_sends)
+            n = self.ticks - since
+            sender.advance(n * step)
+            if silent_sends and n:
+                # What each tick of silence="none" does (_audio_packets): nothing sent, and
+                # a marker on the first packet after the silence (RFC 3551 §4.1).
+                s._silent_ticks += n
+                s._marker_next = True
 
     def _enter_fast(self, s: MediaStream) -> None:
         if not self._free:

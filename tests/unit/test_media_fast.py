@@ -44,8 +44,8 @@ class Tone:
 
 def sdp(port: int, version: int, *, codecs: str = "0", direction: str = "sendrecv") -> str:
     rtpmap = "".join(
-        f"a=rtpmap:{pt} {name}/8000\r\n"
-        for pt, name in (("0", "PCMU"), ("8", "PCMA"))
+        f"a=rtpmap:{pt} {name}\r\n"
+        for pt, name in (("0", "PCMU/8000"), ("8", "PCMA/8000"), ("111", "opus/48000/2"))
         if pt in codecs.split()
     )
     return (
@@ -74,14 +74,17 @@ def drain(sock: socket.socket) -> list[bytes]:
 class Side:
     """One engine, one stream on it, and the far end's socket."""
 
-    def __init__(self, fast: bool, ports: dict[str, int], loop: asyncio.AbstractEventLoop) -> None:
-        self.engine = MediaEngine(MediaConfig(bind_host=LOOPBACK, **ports), fast_path=fast)
+    def __init__(
+        self, fast: bool, ports: dict[str, int], loop: asyncio.AbstractEventLoop, silence: str
+    ) -> None:
+        config = MediaConfig(bind_host=LOOPBACK, **ports, silence=silence)
+        self.engine = MediaEngine(config, fast_path=fast)
         self.engine._loop = loop  # futures of play()/send_digits(); the clock is driven by hand
         self.peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.peer.bind((LOOPBACK, 0))
         self.peer.setblocking(False)
         self.port = self.peer.getsockname()[1]
-        self.stream = self.engine.create_stream(codecs=["PCMU", "PCMA"])
+        self.stream = self.engine.create_stream(codecs=["PCMU", "PCMA", "OPUS"])
         sender = self.stream._sender  # the same random starts on both sides, near the wraps
         sender.ssrc, sender.sequence_number, sender.timestamp = 0x5EED, 65530, 2**32 - 1000
         self.packets: list[bytes] = []
@@ -104,24 +107,34 @@ class Side:
         self.peer.close()
 
 
-@pytest.fixture
-def sides() -> Iterator[tuple[Side, Side]]:
+def make_sides(silence: str) -> Iterator[tuple[Side, Side]]:
     ports = media_ports()
     half = (ports["port_max"] - ports["port_min"]) // 2
+    lower = {"port_min": ports["port_min"], "port_max": ports["port_min"] + half}
+    upper = {"port_min": ports["port_min"] + half + 1, "port_max": ports["port_max"]}
     loop = asyncio.new_event_loop()
-    fast = Side(True, {"port_min": ports["port_min"], "port_max": ports["port_min"] + half}, loop)
-    full = Side(
-        False, {"port_min": ports["port_min"] + half + 1, "port_max": ports["port_max"]}, loop
-    )
+    fast, full = Side(True, lower, loop, silence), Side(False, upper, loop, silence)
     yield fast, full
     fast.close()
     full.close()
     loop.close()
 
 
+@pytest.fixture
+def sides() -> Iterator[tuple[Side, Side]]:
+    yield from make_sides("silence")
+
+
+@pytest.fixture(params=["silence", "none", "cn"])
+def any_sides(request: pytest.FixtureRequest) -> Iterator[tuple[Side, Side]]:
+    """Both sides with each ``MediaConfig.silence``: encoded silence (the fast path),
+    nothing (silent streams are parked) or comfort noise (the full path)."""
+    yield from make_sides(request.param)
+
+
 OPS = (
     "play", "overlay", "stop", "digits", "inband", "tap", "untap", "held", "inactive",
-    "resume", "pcma", "pcmu", "we_hold", "we_resume", "rtp", "skip", "stats", "wait",
+    "resume", "pcma", "pcmu", "opus", "we_hold", "we_resume", "rtp", "skip", "stats", "wait",
 )  # fmt: skip
 
 
@@ -166,8 +179,8 @@ def run_script(fast: Side, full: Side, ops: list[tuple[str, int]]) -> None:
             offer("inactive")
         elif op == "resume":
             offer("sendrecv")
-        elif op in ("pcma", "pcmu"):  # re-INVITE changing the codec
-            offer(codecs="8" if op == "pcma" else "0")
+        elif op in ("pcma", "pcmu", "opus"):  # re-INVITE changing the codec
+            offer(codecs={"pcma": "8", "pcmu": "0", "opus": "111"}[op])
         elif op == "we_hold":
             version[0] += 1
             both(lambda s: s.stream.hold())
@@ -255,8 +268,8 @@ def test_plain_stream_takes_the_fast_path_and_sends_the_same_bytes(sides) -> Non
     ],
     ids=["play", "hold", "codec", "digits", "tap-overlay", "latch-our-hold"],
 )
-def test_transitions_send_the_same_bytes(sides, script) -> None:
-    fast, full = sides
+def test_transitions_send_the_same_bytes(any_sides, script) -> None:
+    fast, full = any_sides
     run_script(fast, full, script)
     check_same(fast, full)
 
@@ -271,11 +284,11 @@ def test_a_codec_change_during_digits_marks_the_first_audio_packet(sides, wait: 
     assert sum(parse_rtp(p).marker and parse_rtp(p).payload_type == 8 for p in fast.packets) == 1
 
 
-@pytest.mark.parametrize("seed", range(12))
-def test_random_scripts_send_the_same_bytes(sides, seed: int) -> None:
+@pytest.mark.parametrize("seed", range(30))
+def test_random_scripts_send_the_same_bytes(any_sides, seed: int) -> None:
     rng = random.Random(seed)
     ops = [(rng.choice(OPS), rng.randint(1, 6)) for _ in range(30)]
-    fast, full = sides
+    fast, full = any_sides
     run_script(fast, full, ops)
     check_same(fast, full)
 
