@@ -54,10 +54,13 @@ class MediaEngine:
         # Streams whose received frames someone reads (taps, bridge, detector) or that owe
         # an RFC 4733 event: the only ones _receive_tick visits.
         self._rx_work: dict[MediaStream, None] = {}
-        # (when, key, stream): RTCP report times and media-timeout deadlines; an entry whose
-        # key is no longer its stream's latest is stale and skipped.
-        self._rtcp_heap: list[tuple[float, int, MediaStream]] = []
-        self._watch_heap: list[tuple[float, int, MediaStream]] = []
+        # (when, key): RTCP report times and media-timeout deadlines. The key names the
+        # stream in the dict beside (only its latest entry: an entry whose key is gone is
+        # stale and skipped), so a closed stream is not kept alive by the heap.
+        self._rtcp_heap: list[tuple[float, int]] = []
+        self._rtcp_due: dict[int, MediaStream] = {}
+        self._watch_heap: list[tuple[float, int]] = []
+        self._watch_due: dict[int, MediaStream] = {}
         self._keys = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handle: asyncio.TimerHandle | None = None
@@ -145,6 +148,9 @@ class MediaEngine:
         fast.leave(stream)
         fast.dirty.pop(stream, None)
         self._rx_work.pop(stream, None)
+        self._rtcp_due.pop(stream._rtcp_key, None)
+        self._watch_due.pop(stream._watch_key, None)
+        stream._rtcp.on_schedule = None  # (a reference cycle: streams are freed by refcount)
         if stream._detector is not None:
             self._release_detector(stream._detector)
             stream._detector = None
@@ -343,15 +349,20 @@ class MediaEngine:
     # --- timers: RTCP reports and media timeouts ------------------------------------------
 
     def _schedule_rtcp(self, stream: MediaStream, when: float) -> None:
+        if stream.closed:
+            return
+        self._rtcp_due.pop(stream._rtcp_key, None)
         key = stream._rtcp_key = next(self._keys)
-        heapq.heappush(self._rtcp_heap, (when, key, stream))
+        self._rtcp_due[key] = stream
+        heapq.heappush(self._rtcp_heap, (when, key))
 
     def _reports(self, now: float) -> None:
         heap = self._rtcp_heap
         waiting: list[MediaStream] = []
         while heap and heap[0][0] <= now:
-            _, key, stream = heapq.heappop(heap)
-            if stream.closed or key != stream._rtcp_key:
+            _, key = heapq.heappop(heap)
+            stream = self._rtcp_due.pop(key, None)
+            if stream is None:
                 continue
             if stream._remote_rtcp is None:
                 waiting.append(stream)  # due, nowhere to send yet: look again next tick
@@ -365,28 +376,32 @@ class MediaEngine:
 
     def _arm_watchdog(self, stream: MediaStream) -> None:
         """(Re)start the media-timeout check of ``stream`` from its last accepted packet."""
+        self._watch_due.pop(stream._watch_key, None)
+        stream._watch_key = -1
         limit = stream._rx_limit
         if limit == math.inf or stream._timed_out or stream.closed:
-            stream._watch_key = -1
             return
         key = stream._watch_key = next(self._keys)
-        heapq.heappush(self._watch_heap, (stream._last_rx + limit, key, stream))
+        self._watch_due[key] = stream
+        heapq.heappush(self._watch_heap, (stream._last_rx + limit, key))
 
     def _watchdogs(self, now: float) -> None:
         """Deadlines that passed: fire the stream's timeout, or (packets came meanwhile)
         push the deadline on from its last packet. The condition is the one every tick
         checked before: ``now - last_rx > limit``."""
-        heap = self._watch_heap
+        heap, due = self._watch_heap, self._watch_due
         while heap and heap[0][0] <= now:
-            _, key, stream = heapq.heappop(heap)
-            if stream.closed or key != stream._watch_key or stream._timed_out:
+            _, key = heapq.heappop(heap)
+            stream = due.get(key)
+            if stream is None:
                 continue
             if now - stream._last_rx > stream._rx_limit:
+                del due[key]
                 stream._watch_key = -1
                 stream._media_timed_out()
                 continue
             when = stream._last_rx + stream._rx_limit
-            heapq.heappush(heap, (when if when > now else now + 1e-6, key, stream))
+            heapq.heappush(heap, (when if when > now else now + 1e-6, key))
 
     def clock_stats(self) -> dict[str, float | int]:
         """Tick lateness (actual - deadline) over the last ``LATENESS_WINDOW`` ticks."""

@@ -10,9 +10,11 @@ the far end; the clock is driven by hand (``service()``), so both see the same t
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 import socket
 import time
+import weakref
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -398,3 +400,29 @@ def test_media_timeout_from_the_heap_fires_once_at_the_same_tick(sides) -> None:
     # tick past it (now - last_rx > limit), once.
     assert len(fired) == 1 and fired[0] - (base + 0.06) > 0.1
     assert fired[0] - (base + 0.06) <= 0.1 + 0.02 + 1e-9
+
+
+def test_a_closed_stream_is_freed_by_reference_counting(sides) -> None:
+    """No path, heap or socket table keeps a closed stream (or a reference cycle through
+    it) alive: servers freeze their heap while calls are up (softswitch.process.GcPolicy),
+    so what only the cyclic collector could free would stay."""
+    fast, _ = sides
+    engine = fast.engine
+    stream = engine.create_stream()
+    stream.create_offer()
+    stream.apply_answer(sdp(fast.port, 1))
+    stream.set_media_timeout(60.0, 600.0)
+    stream.add_tap(lambda frame: None)
+    for k in range(3):
+        engine.service(engine.now() + k * 0.02, time.time())
+    assert stream._path == FAST and engine._rtcp_due and engine._watch_due
+    probe = weakref.ref(stream)
+    gc.disable()
+    try:
+        stream.close()
+        del stream
+        assert probe() is None
+    finally:
+        gc.enable()
+    assert all(s is fast.stream for s in engine._rtcp_due.values())
+    assert all(s is fast.stream for s in engine._watch_due.values())
