@@ -73,8 +73,10 @@ def _floor(streams: list[Any], ticks: int) -> tuple[float, float]:
     return statistics.median(samples) / n * 1e6, statistics.median(polls) / n * 1e6
 
 
-async def measure(streams: int, idle: int, ticks: int) -> dict[str, Any]:
-    base = _free_base(2 * (streams + idle) + 8)
+async def measure(streams: int, idle: int, ticks: int, base: int | None = None) -> dict[str, Any]:
+    """The figures of one run (``base``: the first RTP port; default: a free block)."""
+    if base is None:
+        base = _free_base(2 * (streams + idle) + 8)
     engine = MediaEngine(
         MediaConfig(port_min=base, port_max=base + 2 * (streams + idle) + 8, codecs=["PCMU"])
     )

@@ -426,3 +426,12 @@ def test_a_closed_stream_is_freed_by_reference_counting(sides) -> None:
         gc.enable()
     assert all(s is fast.stream for s in engine._rtcp_due.values())
     assert all(s is fast.stream for s in engine._watch_due.values())
+
+
+def test_the_media_tick_benchmark_runs() -> None:
+    """``python -m benchmarks.media_tick`` at a tiny scale (no timing asserted)."""
+    from benchmarks import media_tick
+
+    out = asyncio.run(media_tick.measure(10, 4, 20, base=media_ports()["port_min"]))
+    assert out["streams"] == 10 and out["idle"] == 4
+    assert out["packets_sent"] == 10 * 40 and out["packets_received"] > 0
