@@ -231,11 +231,12 @@ def _media_totals(calls: list[Any]) -> dict[str, int]:
         media = call.media
         if media is None or media.closed:
             continue
-        totals["sent"] += media._sender.packets_sent
-        totals["received"] += media.packets_received
-        totals["lost"] += max(0, media._rx.lost)
-        totals["dropped"] += media.packets_dropped
-        totals["send_errors"] += media.send_errors
+        stats = media.stats()  # (the fast path keeps its counts apart until asked)
+        totals["sent"] += stats["packets_sent"]
+        totals["received"] += stats["packets_received"]
+        totals["lost"] += stats["lost"]
+        totals["dropped"] += stats["packets_dropped"]
+        totals["send_errors"] += stats["send_errors"]
     return totals
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import random
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -213,7 +214,16 @@ class ReceiveStatistics:
             self._init_seq(seq)
             self.max_seq = (seq - 1) & 0xFFFF
             self.probation = MIN_SEQUENTIAL
-        valid = self._update_seq(seq)
+        udelta = (seq - self.max_seq) & 0xFFFF
+        if not self.probation and udelta < MAX_DROPOUT:
+            # The usual packet: _update_seq's in-order branch, inline.
+            if seq < self.max_seq:
+                self.cycles += RTP_SEQ_MOD
+            self.max_seq = seq
+            self.received += 1
+            valid = True
+        else:
+            valid = self._update_seq(seq)
         if valid and jitter:
             # A.8: transit = arrival (in RTP units) - timestamp; J += (|D| - J) / 16
             transit = arrival * self.clock_rate - timestamp
@@ -317,7 +327,10 @@ class RtcpSession:
         self.receiver = receiver
         self.cname = cname.encode()[:255]
         self.interval = interval
-        self.next_report: float | None = None
+        #: Called with each new report time (a media engine keeps its reports in a heap
+        #: instead of asking every session whether it is due on every tick).
+        self.on_schedule: Callable[[float], None] | None = None
+        self._next_report: float | None = None
         self.rtt: float | None = None
         self.remote_fraction_lost = 0
         self.remote_jitter = 0
@@ -328,6 +341,17 @@ class RtcpSession:
         self._sent_since_report = 0
         self._packets_at_last_report = 0
         self.bye_received = False
+
+    @property
+    def next_report(self) -> float | None:
+        """When the next report is due (monotonic seconds; None: not scheduled yet)."""
+        return self._next_report
+
+    @next_report.setter
+    def next_report(self, when: float | None) -> None:
+        self._next_report = when
+        if when is not None and self.on_schedule is not None:
+            self.on_schedule(when)
 
     def schedule(self, now: float) -> None:
         """Arm the first report; §6.2 randomises intervals to avoid synchronised senders."""

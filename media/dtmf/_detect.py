@@ -79,6 +79,11 @@ class Rfc4733Receiver:
             self._close_current()
         return self._pending.popleft() if self._pending else None
 
+    @property
+    def busy(self) -> bool:
+        """An event in progress or owed: :meth:`flush` has work to do."""
+        return self._current is not None or bool(self._pending)
+
     def flush(self, now: float) -> DtmfEvent | None:
         """An event still owed: queued, or in progress with no packet for ``timeout`` seconds."""
         if not self._pending and self._current is not None:

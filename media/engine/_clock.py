@@ -6,17 +6,22 @@ port pool, the in-band DTMF detector bank and the bridges between streams.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
-import selectors
+import math
+import select
 import socket
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from .. import dtmf as _dtmf
 from ..sdp import SRTP_POLICIES
 from ._config import CLOCK_RATE, MediaConfig, codec_list
+from ._fast import FULL, FastPath
 from ._ports import SO_TIMESTAMP, TIMESTAMP_CMSG_SPACE, PortPool, arrival_wall
 from ._stream import MediaStream
 
@@ -32,11 +37,31 @@ LATENESS_WINDOW = 4096  # ticks of lateness history (~82 s)
 class MediaEngine:
     """Owns the media clock, the port pool and every :class:`MediaStream` of the process."""
 
-    def __init__(self, config: MediaConfig | None = None) -> None:
+    def __init__(self, config: MediaConfig | None = None, *, fast_path: bool = True) -> None:
+        """``fast_path=False`` sends every stream through ``_send_tick`` (the reference the
+        fast path is tested against; see :mod:`media.engine._fast`)."""
         self.config = config or MediaConfig()
         self.ports = PortPool(self.config.bind_host, self.config.port_min, self.config.port_max)
         self._streams: dict[int, MediaStream] = {}  # by local port, in creation order
-        self._selector = selectors.DefaultSelector()
+        # Readiness of every RTP/RTCP socket: one poll per tick returns only the sockets
+        # with data (a stream waiting for its answer costs nothing per tick).
+        self._epoll = hasattr(select, "epoll")
+        self._poller: Any = select.epoll() if self._epoll else select.poll()
+        # fd -> (stream, is RTCP, socket, RTP: the socket's recvfrom and the stream's _on_rtp
+        # bound once, as the first read of each tick calls them for every ready socket).
+        self._fds: dict[int, tuple[MediaStream, bool, socket.socket, Any, Any]] = {}
+        self._fast = FastPath(fast_path)
+        # Streams whose received frames someone reads (taps, bridge, detector) or that owe
+        # an RFC 4733 event: the only ones _receive_tick visits.
+        self._rx_work: dict[MediaStream, None] = {}
+        # (when, key): RTCP report times and media-timeout deadlines. The key names the
+        # stream in the dict beside (only its latest entry: an entry whose key is gone is
+        # stale and skipped), so a closed stream is not kept alive by the heap.
+        self._rtcp_heap: list[tuple[float, int]] = []
+        self._rtcp_due: dict[int, MediaStream] = {}
+        self._watch_heap: list[tuple[float, int]] = []
+        self._watch_due: dict[int, MediaStream] = {}
+        self._keys = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handle: asyncio.TimerHandle | None = None
         self._t0 = 0.0
@@ -104,8 +129,9 @@ class MediaEngine:
             except OSError:
                 pass
         stream = MediaStream(self, rtp, rtcp, port, codecs=names, srtp=srtp)
-        self._selector.register(rtp, selectors.EVENT_READ, (stream, False))
-        self._selector.register(rtcp, selectors.EVENT_READ, (stream, True))
+        for sock, is_rtcp in ((rtp, False), (rtcp, True)):
+            self._poller.register(sock.fileno(), select.POLLIN)
+            self._fds[sock.fileno()] = (stream, is_rtcp, sock, sock.recvfrom, stream._on_rtp)
         self._streams[port] = stream
         return stream
 
@@ -113,10 +139,19 @@ class MediaEngine:
         if self._streams.pop(stream.local_port, None) is None:
             return
         for sock in (stream._rtp_sock, stream._rtcp_sock):
-            try:
-                self._selector.unregister(sock)
-            except (KeyError, ValueError):
-                pass
+            fd = sock.fileno()
+            if fd >= 0 and self._fds.pop(fd, None) is not None:
+                try:
+                    self._poller.unregister(fd)
+                except (KeyError, ValueError, OSError):
+                    pass
+        fast = self._fast
+        fast.leave(stream)
+        fast.dirty.pop(stream, None)
+        self._rx_work.pop(stream, None)
+        self._rtcp_due.pop(stream._rtcp_key, None)
+        self._watch_due.pop(stream._watch_key, None)
+        stream._rtcp.on_schedule = None  # (a reference cycle: streams are freed by refcount)
         if stream._detector is not None:
             self._release_detector(stream._detector)
             stream._detector = None
@@ -139,6 +174,9 @@ class MediaEngine:
         self.unbridge(a)
         self.unbridge(b)
         a._bridge_peer, b._bridge_peer = b, a
+        for s in (a, b):
+            self._fast.touch(s)
+            self._rx_work[s] = None
 
     def unbridge(self, stream: MediaStream) -> None:
         peer = stream._bridge_peer
@@ -167,6 +205,7 @@ class MediaEngine:
             self._detector_bank = _dtmf.DtmfDetectorBank(rate=CLOCK_RATE)
         slot = self._detector_bank.allocate()  # the bank grows as needed
         self._detector_streams[slot] = stream
+        self._rx_work[stream] = None
         return slot
 
     def _release_detector(self, slot: int) -> None:
@@ -200,36 +239,117 @@ class MediaEngine:
     def service(self, now: float, wall: float, skipped: int = 0) -> None:
         """One tick's work for every stream (public so benchmarks can drive it directly).
 
-        A failure in one stream is logged and does not stop the others (try blocks cost
-        nothing in CPython 3.11 until they catch)."""
+        Only streams with something to do are visited: sockets with data (one poll), the
+        streams whose received frames someone reads (``_rx_work``), due timers (heaps), the
+        streams on the full send path; the plain ones send in one batch
+        (:mod:`media.engine._fast`). A failure in one stream is logged and does not stop
+        the others (try blocks cost nothing in CPython 3.11 until they catch)."""
         # 1. Drain readable sockets.
-        for key, _ in self._selector.select(0):
-            stream, rtcp = key.data
-            sock = key.fileobj
-            for _ in range(MAX_PACKETS_PER_TICK):
-                if stream.closed:  # a callback earlier in this tick closed it
-                    break
+        self._drain(now, wall)
+        # 2. Media timeouts that are due, then received frames: taps, bridges, and the
+        # detector bank in one call for all.
+        if self._watch_heap and self._watch_heap[0][0] <= now:
+            self._watchdogs(now)
+        if self._rx_work:
+            self._receive(now)
+        # Tick hooks (conference mixers) between the receive and the send halves.
+        if self._tick_hooks:
+            for hook in list(self._tick_hooks):
                 try:
-                    if rtcp:
-                        data, anc, _, addr = sock.recvmsg(2048, TIMESTAMP_CMSG_SPACE)  # type: ignore[union-attr]
-                    else:
-                        data, addr = sock.recvfrom(2048)  # type: ignore[union-attr]
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError:
-                    continue  # e.g. ICMP port unreachable surfaced as ECONNREFUSED
-                try:
-                    if rtcp:
-                        stream._on_rtcp(data, addr, arrival_wall(anc))
-                    else:
-                        stream._on_rtp(data, addr, now, wall)
+                    hook(now)
                 except Exception:
-                    log.exception("media stream %d: receive failed", stream.local_port)
-        streams = list(self._streams.values())
-        # 2. Received frames: taps, bridges, and the detector bank in one call for all.
+                    log.exception("media tick hook failed; removed")
+                    self.remove_tick_hook(hook)
+        # 3. Send: streams whose work changed are placed first; the full path, then the fast
+        # path in one batch; full-path streams whose work ended join the fast path after.
+        fast = self._fast
+        if fast.dirty:
+            dirty = list(fast.dirty)
+            fast.dirty.clear()
+            for stream in dirty:
+                fast.place(stream)
+        done: list[MediaStream] = []
+        if fast.full:
+            for stream in list(fast.full):
+                if stream._path != FULL:  # closed or moved by a callback earlier this tick
+                    continue
+                try:
+                    stream._send_tick(skipped)
+                except Exception:
+                    log.exception("media stream %d: send tick failed", stream.local_port)
+                if fast.enabled:
+                    done.append(stream)
+        fast.send(skipped)
+        fast.ticks += skipped + 1
+        for stream in done:
+            if stream._path == FULL and fast.kind(stream) != FULL:
+                fast.place(stream)
+        # 4. RTCP reports that are due.
+        if self._rtcp_heap and self._rtcp_heap[0][0] <= now:
+            self._reports(now)
+
+    def _drain(self, now: float, wall: float) -> None:
+        """Read what arrived: one datagram from each ready socket, then, from the sockets
+        still ready after that (a second poll; rare), the rest up to MAX_PACKETS_PER_TICK.
+        A socket is thus read once per tick in the usual case of one packet per 20 ms,
+        without the empty read (an exception) that ends a drain."""
+        fds = self._fds
+        poll = self._poller.poll
+        # epoll's default maxevents is FD_SETSIZE - 1: ask for every socket.
+        extra = (len(fds) + 1,) if self._epoll else ()
+        ready = poll(0, *extra)
+        if not ready:
+            return
+        for fd, _ev in ready:
+            entry = fds.get(fd)
+            if entry is None:
+                continue
+            stream, rtcp, sock, recvfrom, on_rtp = entry
+            if rtcp:
+                self._read(stream, sock, True, 1, now, wall)
+                continue
+            try:
+                data, addr = recvfrom(2048)
+            except OSError:
+                continue  # nothing after all, or an ICMP error surfaced as ECONNREFUSED
+            try:
+                on_rtp(data, addr, now, wall)
+            except Exception:
+                log.exception("media stream %d: receive failed", stream.local_port)
+        for fd, _ev in poll(0, *extra):
+            entry = fds.get(fd)
+            if entry is not None:
+                self._read(entry[0], entry[2], entry[1], MAX_PACKETS_PER_TICK - 1, now, wall)
+
+    @staticmethod
+    def _read(
+        stream: MediaStream, sock: socket.socket, rtcp: bool, count: int, now: float, wall: float
+    ) -> None:
+        for _ in range(count):
+            if stream.closed:  # a callback earlier in this tick closed it
+                return
+            try:
+                if rtcp:
+                    data, anc, _, addr = sock.recvmsg(2048, TIMESTAMP_CMSG_SPACE)
+                else:
+                    data, addr = sock.recvfrom(2048)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                continue  # e.g. ICMP port unreachable surfaced as ECONNREFUSED
+            try:
+                if rtcp:
+                    stream._on_rtcp(data, addr, arrival_wall(anc))
+                else:
+                    stream._on_rtp(data, addr, now, wall)
+            except Exception:
+                log.exception("media stream %d: receive failed", stream.local_port)
+
+    def _receive(self, now: float) -> None:
         slots: list[int] = []
         frames: list[np.ndarray] = []
-        for stream in streams:
+        rx_work = self._rx_work
+        for stream in list(rx_work):
             try:
                 frame = stream._receive_tick(now)
             except Exception:
@@ -238,28 +358,71 @@ class MediaEngine:
             if frame is not None and stream._detector is not None:
                 slots.append(stream._detector)
                 frames.append(frame)
+            if not stream._receive_work or stream.closed:
+                rx_work.pop(stream, None)
         if slots and self._detector_bank is not None:
             block = np.stack(frames)
             for slot, event in self._detector_bank.process(np.array(slots), block):
                 owner = self._detector_streams.get(slot)
                 if owner is not None and not owner._seen_rfc4733:
                     owner._deliver_dtmf(event)
-        # Tick hooks (conference mixers) between the receive and the send halves.
-        for hook in list(self._tick_hooks):
-            try:
-                hook(now)
-            except Exception:
-                log.exception("media tick hook failed; removed")
-                self.remove_tick_hook(hook)
-        # 3. Send, 4. RTCP.
-        for stream in streams:
-            if stream.closed:
+
+    # --- timers: RTCP reports and media timeouts ------------------------------------------
+
+    def _schedule_rtcp(self, stream: MediaStream, when: float) -> None:
+        if stream.closed:
+            return
+        self._rtcp_due.pop(stream._rtcp_key, None)
+        key = stream._rtcp_key = next(self._keys)
+        self._rtcp_due[key] = stream
+        heapq.heappush(self._rtcp_heap, (when, key))
+
+    def _reports(self, now: float) -> None:
+        heap = self._rtcp_heap
+        waiting: list[MediaStream] = []
+        while heap and heap[0][0] <= now:
+            _, key = heapq.heappop(heap)
+            stream = self._rtcp_due.pop(key, None)
+            if stream is None:
+                continue
+            if stream._remote_rtcp is None:
+                waiting.append(stream)  # due, nowhere to send yet: look again next tick
                 continue
             try:
-                stream._send_tick(skipped)
                 stream._rtcp_tick(now)
             except Exception:
-                log.exception("media stream %d: send tick failed", stream.local_port)
+                log.exception("media stream %d: RTCP report failed", stream.local_port)
+        for stream in waiting:
+            self._schedule_rtcp(stream, now)
+
+    def _arm_watchdog(self, stream: MediaStream) -> None:
+        """(Re)start the media-timeout check of ``stream`` from its last accepted packet."""
+        self._watch_due.pop(stream._watch_key, None)
+        stream._watch_key = -1
+        limit = stream._rx_limit
+        if limit == math.inf or stream._timed_out or stream.closed:
+            return
+        key = stream._watch_key = next(self._keys)
+        self._watch_due[key] = stream
+        heapq.heappush(self._watch_heap, (stream._last_rx + limit, key))
+
+    def _watchdogs(self, now: float) -> None:
+        """Deadlines that passed: fire the stream's timeout, or (packets came meanwhile)
+        push the deadline on from its last packet. The condition is the one every tick
+        checked before: ``now - last_rx > limit``."""
+        heap, due = self._watch_heap, self._watch_due
+        while heap and heap[0][0] <= now:
+            _, key = heapq.heappop(heap)
+            stream = due.get(key)
+            if stream is None:
+                continue
+            if now - stream._last_rx > stream._rx_limit:
+                del due[key]
+                stream._watch_key = -1
+                stream._media_timed_out()
+                continue
+            when = stream._last_rx + stream._rx_limit
+            heapq.heappush(heap, (when if when > now else now + 1e-6, key))
 
     def lateness_window(self) -> np.ndarray:
         """The lateness (seconds, >= 0) of the last ``LATENESS_WINDOW`` ticks, a copy (for

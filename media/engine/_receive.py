@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 
 from .. import dtmf as _dtmf
-from ..rtp import RtpHeader, is_rtcp, parse_rtp
+from ..rtp import RTP_HEADER, RtpHeader, is_rtcp, parse_rtp
 from ._config import (
     CLOCK_RATE,
     FRAME_SAMPLES,
@@ -70,6 +70,8 @@ from ._config import (
 from ._send import finish
 from ._state import StreamState
 
+_unpack_header = RTP_HEADER.unpack_from
+
 # One logger for the whole engine (its records kept the name "media.engine" through the split).
 log = logging.getLogger("media.engine")
 
@@ -81,6 +83,22 @@ class ReceivePath(StreamState):
 
     def _on_rtp(self, data: bytes, addr: tuple[Any, ...], now: float, wall: float) -> None:
         srtp = self._srtp
+        if srtp is None and addr == self._source and len(data) > 12:
+            # The usual packet, in fewer steps: plain RTP from the latched source, a plain
+            # header (version 2, no padding, extension or CSRCs), the current SSRC, an audio
+            # payload type we decode. The same work as the general path below.
+            b0, b1, seq, ts, ssrc = _unpack_header(data)
+            rx = self._rx
+            decoder = self._decoders.get(b1 & 0x7F)
+            if b0 == 0x80 and decoder is not None and ssrc == rx.ssrc and not 192 <= b1 <= 223:
+                rx.update(seq, ts, now)
+                self.packets_received += 1
+                self.bytes_received += len(data) - 12
+                self._last_rx = now
+                self._receiving = True
+                if self._taps or self._bridge_peer is not None or self._detector is not None:
+                    self._play_in(decoder(data[12:]))
+                return
         if is_rtcp(data):  # RTCP sent to the RTP port (RFC 5761 demultiplexing)
             if self._rtcp_from_source(addr):
                 plain = data if srtp is None else srtp.unprotect_rtcp(data)
@@ -142,6 +160,8 @@ class ReceivePath(StreamState):
                     clock_rate=codec.clock_rate if codec is not None else CLOCK_RATE
                 )
             event = receiver.feed(packet.payload, packet.timestamp, packet.marker, now)
+            if receiver.busy:
+                self._engine._rx_work[self] = None  # type: ignore[index]  # flush per tick
             if event is not None:
                 self._deliver_dtmf(event)
             return
@@ -152,7 +172,10 @@ class ReceivePath(StreamState):
         self._receiving = True
         if not self._taps and self._bridge_peer is None and self._detector is None:
             return  # nobody listens to this audio (no tap, bridge or detector): skip decoding
-        samples = decoder(packet.payload)
+        self._play_in(decoder(packet.payload))
+
+    def _play_in(self, samples: np.ndarray) -> None:
+        """Decoded audio into the playout FIFO, in 20 ms frames."""
         if self._playout_partial.size:
             samples = np.concatenate((self._playout_partial, samples))
         full = samples.size // FRAME_SAMPLES
@@ -203,7 +226,10 @@ class ReceivePath(StreamState):
         if self._config.symmetric_rtp:
             # Symmetric RTP (RFC 4961): answer to where the media comes from (NAT).
             self._latched = True
-            self._remote_rtp = (addr[0], addr[1])
+            remote = (addr[0], addr[1])
+            if remote != self._remote_rtp:
+                self._remote_rtp = remote
+                self._engine._fast.touch(self)  # type: ignore[arg-type]  # a new destination
 
     def _unlatch_source(self) -> None:
         """A new SDP from the peer: learn the source again from the next packet."""
@@ -256,18 +282,33 @@ class ReceivePath(StreamState):
             except Exception:
                 log.exception("on_dtmf callback failed")
 
+    def _media_timed_out(self) -> None:
+        """The RTP watchdog ran out (the engine checks it from its heap of deadlines)."""
+        self._timed_out = True
+        if self.on_media_timeout is not None:
+            try:
+                self.on_media_timeout()
+            except Exception:
+                log.exception("on_media_timeout callback failed")
+
+    @property
+    def _receive_work(self) -> bool:
+        """Whether :meth:`_receive_tick` has anything to do: someone reads the received
+        frames (a tap, a bridge, the in-band detector), frames are still buffered, or an
+        RFC 4733 event is owed. The clock visits only such streams (its ``_rx_work``)."""
+        return bool(
+            self._taps
+            or self._bridge_peer is not None
+            or self._detector is not None
+            or self._playout
+            or any(r.busy for r in self._rfc4733_rx.values())
+        )
+
     def _receive_tick(self, now: float) -> np.ndarray | None:
         for receiver in list(self._rfc4733_rx.values()):
             event = receiver.flush(now)
             if event is not None:
                 self._deliver_dtmf(event)
-        if now - self._last_rx > self._rx_limit and not self._timed_out:
-            self._timed_out = True
-            if self.on_media_timeout is not None:
-                try:
-                    self.on_media_timeout()
-                except Exception:
-                    log.exception("on_media_timeout callback failed")
         frame = self._playout_frame()
         if frame is None:
             return None

@@ -250,10 +250,7 @@ class SendPath(StreamState):
             and not self._pending
             and self._stateless_encoder
         ):
-            # Encoded silence is the same bytes every tick: encode it once per codec.
-            payload = self._silence_payloads.get(self._send_pt)
-            if payload is None:
-                payload = self._silence_payloads[self._send_pt] = self._encoder(SILENCE)  # type: ignore[misc]
+            payload = self._silence_payload()
             marker, self._marker_next = self._marker_next, False
             return [
                 sender.packet(self._send_pt, payload, marker=marker, timestamp=sender.timestamp)
@@ -268,8 +265,19 @@ class SendPath(StreamState):
         marker, self._marker_next = self._marker_next, False
         return [sender.packet(self._send_pt, payload, marker=marker, timestamp=first_ts)]
 
+    def _silence_payload(self) -> bytes:
+        """Encoded silence is the same bytes every tick: encoded once per payload type
+        (stateless encoders only: G.711)."""
+        payload = self._silence_payloads.get(self._send_pt)
+        if payload is None:
+            payload = self._silence_payloads[self._send_pt] = self._encoder(SILENCE)  # type: ignore[misc]
+        return payload
+
     def _rtcp_tick(self, now: float) -> None:
+        """Send the RTCP report if it is due (the engine calls this when the report's time
+        in its heap has come)."""
         if self._remote_rtcp is not None and self._rtcp.due(now):
+            self._engine._fast.sync(self)  # type: ignore[arg-type]  # SR counts, timestamp
             # The SR's NTP time stamp and DLSR are read from the wall clock right before
             # sending, not at the tick start: RFC 3550 §6.4.1 RTT = A - LSR - DLSR at the
             # peer is off by whatever lies between the two.

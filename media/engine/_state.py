@@ -82,6 +82,13 @@ class StreamState:
         self._sender = RtpSender(CLOCK_RATE)
         self._rx = ReceiveStatistics(CLOCK_RATE)
         self._rtcp = RtcpSession(self._sender, self._rx, cname=f"softswitch@{port}")
+        # The engine keeps report times in a heap (its _rtcp_heap; the key of our latest
+        # entry), and media timeouts in another (_watch_heap).
+        self._rtcp.on_schedule = self._rtcp_scheduled
+        self._rtcp_key = -1
+        self._watch_key = -1
+        # Which send path the clock takes for this stream (_fast.py: NONE, FULL, FAST, PARKED).
+        self._path = 0
         # SRTP (RFC 3711, keyed by SDES; see _srtp.py): the policy (checked by create_stream),
         # our keys (None when off) and, once an exchange agreed on crypto, the sessions.
         self.srtp = srtp
@@ -166,3 +173,6 @@ class StreamState:
         self.rtp_source_changes = 0
         self.srtp_auth_failures = 0  # of SRTP contexts no longer in use (see stats())
         self.srtp_replays = 0
+
+    def _rtcp_scheduled(self, when: float) -> None:
+        self._engine._schedule_rtcp(self, when)  # type: ignore[arg-type]

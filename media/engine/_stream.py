@@ -167,6 +167,7 @@ class MediaStream(ReceivePath, SendPath):
             self._srtp = SrtpContext(params)
         else:
             self._srtp = current.rekeyed(params)
+        self._engine._fast.touch(self)
 
     def _apply(self, neg: NegotiatedMedia) -> None:
         remote = (neg.remote_address, neg.remote_port)
@@ -209,6 +210,7 @@ class MediaStream(ReceivePath, SendPath):
         elif not wanted and self._detector is not None:
             self._engine._release_detector(self._detector)
             self._detector = None
+        self._engine._fast.touch(self)
 
     def _set_encoder(self, codec: Codec) -> None:
         """The encoder of the codec we send: G.711's table, or this stream's G.722/Opus
@@ -287,6 +289,7 @@ class MediaStream(ReceivePath, SendPath):
         active, hold = self._rx_timeouts
         limit = hold if self.on_hold else active
         self._rx_limit = limit if limit > 0 else math.inf
+        self._engine._arm_watchdog(self)
 
     @property
     def remote_address(self) -> tuple[str, int] | None:
@@ -316,6 +319,7 @@ class MediaStream(ReceivePath, SendPath):
             self._overlays.append(item)
         else:
             self._play_queue.append(item)
+        self._engine._fast.touch(self)
         return item.future
 
     def stop_play(self) -> None:
@@ -363,12 +367,14 @@ class MediaStream(ReceivePath, SendPath):
             steps = list(digits)
         job = DigitsJob(steps, mode, self._future())
         self._digits_queue.append(job)
+        self._engine._fast.touch(self)
         return job.future
 
     def add_tap(self, fn: Callable[[np.ndarray], None]) -> None:
         """Receive each 20 ms frame of decoded received audio (int16, 160 samples), on the
         clock tick, silence-filled when no packet arrived. Must be quick."""
         self._taps.append(fn)
+        self._engine._rx_work[self] = None
 
     def remove_tap(self, fn: Callable[[np.ndarray], None]) -> None:
         if fn in self._taps:
@@ -377,6 +383,7 @@ class MediaStream(ReceivePath, SendPath):
     def add_send_tap(self, fn: Callable[[np.ndarray], None]) -> None:
         """Receive each 20 ms frame we send (before encoding), e.g. to record both legs."""
         self._send_taps.append(fn)
+        self._engine._fast.touch(self)
 
     def remove_send_tap(self, fn: Callable[[np.ndarray], None]) -> None:
         if fn in self._send_taps:
@@ -384,6 +391,7 @@ class MediaStream(ReceivePath, SendPath):
 
     def stats(self) -> dict[str, Any]:
         """Counters and RFC 3550 quality figures for CDRs and call status."""
+        self._engine._fast.sync(self)
         neg = self._negotiated
         return {
             "packets_sent": self._sender.packets_sent,
@@ -423,6 +431,7 @@ class MediaStream(ReceivePath, SendPath):
         Idempotent."""
         if self.closed:
             return
+        self._engine._fast.sync(self)
         if self._remote_rtcp is not None:
             try:
                 report = self._rtcp.build_report(self._engine.now(), time.time(), bye=True)
