@@ -752,8 +752,14 @@ class SqlStore:
         return [(row["account_id"], row["call_uuid"]) for row in rows]
 
     def delete_calls_before(self, end_time: str) -> int:
-        """Purge ended calls older than ``end_time`` (retention); returns how many."""
+        """Purge ended calls older than ``end_time`` (retention), and their SIP traces;
+        returns how many calls."""
         with self._reading():
+            self._exec(
+                "DELETE FROM call_traces WHERE call_uuid IN (SELECT call_uuid FROM calls"
+                " WHERE end_time IS NOT NULL AND end_time < ?)",
+                (end_time,),
+            )
             return self._exec(
                 "DELETE FROM calls WHERE end_time IS NOT NULL AND end_time < ?", (end_time,)
             )

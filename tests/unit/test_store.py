@@ -516,3 +516,13 @@ def test_traces(store: SqlStore) -> None:
         "dropped": 1,
         "media": {},
     }
+
+
+def test_retention_purges_the_traces_of_the_purged_calls(store: SqlStore) -> None:
+    store.insert_call(rec("old"))
+    store.update_call("old", end_time="2020-01-01 00:00:00")
+    store.insert_call(rec("new"))
+    store.save_trace("old", [{"dir": "out", "text": "INVITE"}])
+    store.save_trace("new", [{"dir": "out", "text": "INVITE"}])
+    assert store.delete_calls_before("2021-01-01 00:00:00") == 1
+    assert store.get_trace("old") is None and store.get_trace("new") is not None
