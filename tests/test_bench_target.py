@@ -1,0 +1,468 @@
+"""``softswitch bench target`` (issue 19) against real peers on loopback: a sipp callee with
+an answer/busy/no-answer mix, a sipp echo behind a UDP relay that drops RTP, Kamailio
+(digest, Record-Route) in front of baresip; the report's figures are checked against what
+the peers counted, and the HTML report is opened in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import select
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks.target import emodel
+from benchmarks.target.plan import CAPS, Hold, Media, PlanError, Ramp
+from tests.conftest import REPO, Sipp, free_port, media_ports, needs_sipp
+from tests.peers.baresip import needs_baresip
+from tests.peers.kamailio import needs_kamailio
+
+peer_tests = [pytest.mark.peer, needs_sipp, pytest.mark.xdist_group("timing")]
+
+
+def _rtp_ports() -> str:
+    ports = media_ports()
+    return f"{ports['port_min']}-{ports['port_max']}"
+
+
+def bench(
+    tmp: Path, target: str, *args: str, out: str = "out", yes: bool = True, timeout: float = 120
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """``python -m benchmarks target TARGET ARGS`` as a user runs it (own process, own HOME
+    for the first-run prompt's memory)."""
+    out_dir = tmp / out
+    argv = [sys.executable, "-m", "benchmarks", "target", target, "--out", str(out_dir)]
+    argv += ["--local-host", "127.0.0.1", "--rtp-ports", _rtp_ports(), "--quiet", *args]
+    if yes:
+        argv.append("--yes")
+    env = dict(os.environ, HOME=str(tmp), XDG_CONFIG_HOME=str(tmp / ".config"))
+    proc = subprocess.run(
+        argv,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+    return proc, out_dir
+
+
+def load_run(out_dir: Path) -> dict[str, Any]:
+    return json.loads((out_dir / "calls.json").read_text())
+
+
+# ---------------------------------------------------------------------------- no peers
+
+
+def test_plan_parses_rates_holds_and_media_and_enforces_caps() -> None:
+    ramp = Ramp.parse("2:10:8")
+    assert (ramp.at(0), ramp.at(4), ramp.at(8), ramp.at(100)) == (2, 6, 10, 10)
+    assert Ramp.parse("5").at(3) == 5
+    assert Hold.parse("10-20").kind == "uniform" and Hold.parse("exp:30").b == 300
+    assert Media.parse("tone:440+480") == Media("tone", "440+480")
+    assert Media.parse("speech:hello there").value == "hello there"
+    for bad in (f"{CAPS['rate'] + 1:g}", "0", "1:2", "x"):
+        with pytest.raises(PlanError, match="--rate"):
+            Ramp.parse(bad)
+    for bad in (f"{CAPS['hold'] + 1:g}", "5-2", "exp:0", "soon"):
+        with pytest.raises(PlanError, match="--hold"):
+            Hold.parse(bad)
+    with pytest.raises(PlanError, match="--play"):
+        Media.parse("tone:99999")
+
+
+def test_emodel_rates_loss_and_delay() -> None:
+    clean = emodel.rate(loss_fraction=0.0, rtt_ms=None, jitter_buffer_ms=40, ptime_ms=20)
+    assert clean.delay_ms == 60 and math.isclose(clean.r, 93.2 - 0.024 * 60)
+    assert 4.3 < clean.mos < 4.45  # G.711's ceiling
+    lossy = emodel.rate(loss_fraction=0.10, rtt_ms=None)
+    # Ie_eff = 95 * 10 / (10 + 25.1) = 27.07 (G.107 §3.6, G.711 with PLC)
+    assert math.isclose(clean.r - lossy.r, 95 * 10 / 35.1, rel_tol=1e-6)
+    assert lossy.mos < 3.6
+    far = emodel.rate(loss_fraction=0.0, rtt_ms=400)  # Ta = 200 + 60 ms: past the knee
+    assert far.r < clean.r - 10
+    assert emodel.mos_from_r(-5) == 1.0 and emodel.mos_from_r(120) == 4.5
+
+
+def test_a_target_is_required_and_caps_are_refused(tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "benchmarks", "target"]
+    run = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "TARGET is required" in run.stderr
+    run = subprocess.run(
+        [*argv, "sip:x@127.0.0.1:9", "--concurrency", "999999", "--yes"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2 and "--concurrency" in run.stderr
+
+
+def test_first_run_prompt_refuses_without_a_terminal_and_yes(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there: no call may be placed anyway
+    proc, out_dir = bench(tmp_path, f"sip:x@127.0.0.1:{port}", yes=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "allowed to test" in proc.stderr and "--yes" in proc.stderr
+    assert not out_dir.exists()
+
+
+# ---------------------------------------------------------------------------- sipp mix
+
+MIX_CALLS = 30
+
+
+@pytest.fixture(scope="module")
+def mix_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One run against the sipp mix (answer / busy / ring until CANCEL), shared by the
+    checks of its figures and of its report in the browser."""
+    if shutil.which("sipp") is None:
+        pytest.skip("sipp not installed")
+    tmp = tmp_path_factory.mktemp("bench-mix")
+    peer = Sipp("uas_bench_mix.xml", calls=MIX_CALLS, tmp=tmp, timeout=90)
+    try:
+        proc, out_dir = bench(
+            tmp,
+            peer.uri,
+            "--calls",
+            str(MIX_CALLS),
+            "--rate",
+            "5:15:2",
+            "--concurrency",
+            "8",
+            "--hold",
+            "2-3",
+            "--ring-timeout",
+            "1",
+            "--digits",
+            "159#",
+            "--label",
+            "mix",
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        peer.assert_ok(30)
+        log = "\n".join(p.read_text(errors="replace") for p in tmp.glob("*_messages.log"))
+    finally:
+        peer.stop()
+    return {"run": load_run(out_dir), "out": out_dir, "log": log, "stdout": proc.stdout}
+
+
+@pytest.mark.peer
+@needs_sipp
+@pytest.mark.xdist_group("timing")
+def test_mix_figures_match_what_sipp_counted(mix_run: dict[str, Any]) -> None:
+    run, log = mix_run["run"], mix_run["log"]
+    agg = run["aggregate"]
+    answered = log.count("SIP/2.0 200 Answer OK")
+    busy = log.count("SIP/2.0 486 Busy Here")
+    rung_out = log.count("SIP/2.0 487 Request Terminated")
+    assert answered + busy + rung_out == MIX_CALLS
+    assert answered and busy and rung_out, (answered, busy, rung_out)  # a mix (p < 1e-5 else)
+    assert agg["attempts"] == MIX_CALLS
+    assert agg["outcomes"] == {
+        k: v for k, v in {"answered": answered, "busy": busy, "no_answer": rung_out}.items() if v
+    }
+    assert agg["failures"] == {
+        k: v for k, v in {"486 USER_BUSY": busy, "487 NO_ANSWER": rung_out}.items() if v
+    }
+    assert math.isclose(agg["asr_pct"], 100.0 * answered / MIX_CALLS)
+    assert log.count("BYE sip:") == answered and log.count("SIP/2.0 200 Bye OK") == answered
+    assert log.count("CANCEL sip:") == rung_out
+    calls = run["calls"]
+    assert len(calls) == MIX_CALLS
+    for call in calls:
+        if call["outcome"] == "busy":
+            assert call["pdd_ms"] is None and call["sip_status"] == 486  # no 18x before the 486
+        else:
+            assert 0 < call["pdd_ms"] < 1000
+        if call["outcome"] == "answered":
+            assert call["pdd_ms"] <= call["setup_ms"] < 1000
+            assert call["bye_rtt_ms"] is not None and call["retransmissions"] == 0
+            assert 2 <= call["hold_s"] <= 3 and call["duration_s"] >= 1.99
+            assert call["packets_received"] > 20 and call["lost"] == 0
+            assert call["mos"] > 4.3  # G.711, no loss, 60 ms
+            assert call["dtmf_ok"] is True and call["dtmf_received"] == "159#"  # echoed
+            assert call["dtmf_sent"] == 4
+        else:
+            assert call["setup_ms"] is None and call["mos"] is None
+    assert agg["dtmf"] == {
+        "calls": answered,
+        "digits_sent": 4 * answered,
+        "ok": answered,
+        "failed": 0,
+    }
+    assert agg["acd_s"] >= 2 and agg["setup_ms"]["p95"] is not None
+    assert agg["rate_achieved"] > 3
+    # The timeline saw calls up and the CSV has every call.
+    assert max(p["up"] for p in run["timeline"]) >= 1
+    csv_rows = (mix_run["out"] / "calls.csv").read_text().strip().splitlines()
+    assert len(csv_rows) == MIX_CALLS + 1 and csv_rows[0].startswith("seq,call_id,")
+    summary = json.loads(mix_run["stdout"].strip().splitlines()[-1])
+    assert summary["answered"] == answered
+
+
+# ---------------------------------------------------------------------------- loss
+
+
+class LossyRelay:
+    """A UDP relay for RTP between the benchmark and sipp's echo: packets from the caller go
+    to ``echo``, except every ``every``-th of each SSRC (after its first five) is dropped;
+    what comes back goes to the caller that sent that SSRC (sipp echoes packets unchanged).
+    RTCP on port + 1 is swallowed. Bounded: it runs until :meth:`stop` or ``lifetime`` s."""
+
+    def __init__(self, echo: tuple[str, int], every: int = 0, lifetime: float = 120.0) -> None:
+        self.echo = echo
+        self.every = every
+        self.port = free_port(pair=True)
+        self.rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.rtp.bind(("127.0.0.1", self.port))
+        self.rtcp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.rtcp.bind(("127.0.0.1", self.port + 1))
+        self.callers: dict[bytes, tuple[str, int]] = {}
+        self.seen: dict[bytes, int] = {}
+        self.forwarded = self.dropped = self.returned = 0
+        self._stop = threading.Event()
+        self._deadline = time.monotonic() + lifetime
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and time.monotonic() < self._deadline:
+            ready, _, _ = select.select([self.rtp, self.rtcp], [], [], 0.1)
+            for sock in ready:
+                data, source = sock.recvfrom(2048)
+                if sock is self.rtcp or len(data) < 12:
+                    continue
+                ssrc = data[8:12]
+                if source == self.echo:
+                    caller = self.callers.get(ssrc)
+                    if caller is not None:
+                        self.returned += 1
+                        self.rtp.sendto(data, caller)
+                    continue
+                self.callers[ssrc] = source
+                n = self.seen[ssrc] = self.seen.get(ssrc, 0) + 1
+                if self.every and n > 5 and n % self.every == 0:
+                    self.dropped += 1
+                    continue
+                self.forwarded += 1
+                self.rtp.sendto(data, self.echo)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.rtp.close()
+        self.rtcp.close()
+
+
+def _relay_run(tmp: Path, every: int, label: str) -> tuple[dict[str, Any], LossyRelay, Path]:
+    calls = 3
+    tmp.mkdir(parents=True, exist_ok=True)
+    relay = LossyRelay(("127.0.0.1", 0), every)  # the echo's port: once sipp has it
+    peer = Sipp(
+        "uas_bench_relay.xml",
+        calls=calls,
+        tmp=tmp,
+        timeout=60,
+        extra=["-set", "relay", str(relay.port)],
+    )
+    relay.echo = ("127.0.0.1", peer.media_port)
+    try:
+        proc, out_dir = bench(
+            tmp,
+            peer.uri,
+            "--calls",
+            str(calls),
+            "--rate",
+            "10",
+            "--concurrency",
+            "3",
+            "--hold",
+            "3",
+            "--label",
+            label,
+            out=label,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        peer.assert_ok(30)
+    finally:
+        peer.stop()
+        relay.stop()
+    return load_run(out_dir), relay, out_dir
+
+
+@pytest.mark.peer
+@needs_sipp
+@pytest.mark.xdist_group("timing")
+def test_loss_through_a_relay_lowers_mos_by_what_the_relay_dropped(tmp_path: Path) -> None:
+    clean, clean_relay, clean_out = _relay_run(tmp_path / "clean", 0, "clean")
+    lossy, relay, lossy_out = _relay_run(tmp_path / "lossy", 10, "lossy")
+    assert clean_relay.dropped == 0 and relay.dropped > 30
+    for run, r in ((clean, clean_relay), (lossy, relay)):
+        media = run["aggregate"]["media"]
+        assert run["aggregate"]["answered"] == 3
+        # Everything we sent reached the relay; every packet it returned but the last few
+        # of each call (in flight at the BYE) reached us; the gaps we counted are its drops.
+        assert media["packets_sent"] == r.forwarded + r.dropped
+        assert 0 <= r.returned - media["packets_received"] <= 3 * 3
+        assert r.dropped - 3 <= media["lost"] <= r.dropped
+    assert clean["aggregate"]["media"]["lost"] == 0
+    loss = lossy["aggregate"]["media"]["loss_pct_mean"]
+    assert 8.0 < loss < 11.0, loss
+    clean_mos = clean["aggregate"]["media"]["mos_mean"]
+    lossy_mos = lossy["aggregate"]["media"]["mos_mean"]
+    assert clean_mos > 4.3 and lossy_mos < 3.7 and clean_mos - lossy_mos > 0.6
+    for call in lossy["calls"]:
+        expected = emodel.rate(
+            loss_fraction=call["lost"] / (call["lost"] + call["packets_received"]),
+            rtt_ms=None,
+            jitter_ms=call["jitter_ms"],
+        )
+        assert math.isclose(call["mos"], expected.mos, abs_tol=1e-3)
+    # Two runs side by side.
+    cmp_dir = tmp_path / "cmp"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "target", "--compare"]
+        + [str(clean_out / "calls.json"), str(lossy_out / "calls.json"), "--out", str(cmp_dir)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    page = (cmp_dir / "compare.html").read_text()
+    assert "clean vs lossy" in page and page.count("data:image/png;base64,") == 5
+
+
+# ---------------------------------------------------------------------------- Kamailio
+
+
+@needs_kamailio
+@needs_baresip
+@pytest.mark.peer
+@pytest.mark.xdist_group("timing")
+def test_through_kamailio_with_digest_to_baresip(tmp_path: Path, kamailio, baresip) -> None:
+    peer = baresip(max_call_s=60)
+    proxy = kamailio(routes={"2000": peer.uri})
+    proc, out_dir = bench(
+        tmp_path,
+        "2000",
+        "--gateway",
+        f"127.0.0.1:{proxy.port}",
+        "--username",
+        proxy.user,
+        "--password",
+        proxy.password,
+        "--from-user",
+        proxy.user,
+        "--calls",
+        "3",
+        "--rate",
+        "2",
+        "--concurrency",
+        "2",
+        "--hold",
+        "6",
+        "--digits",
+        "42",
+        "--expect-digits",
+        "",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = load_run(out_dir)
+    agg = run["aggregate"]
+    assert agg["answered"] == 3, agg
+    log = proxy.log()
+    # Each INVITE and each BYE was challenged once, then went through with credentials
+    # (the BYE along the Record-Route).
+    assert re.findall(r"(CHALLENGE|AUTHORIZED) INVITE\b", log).count("AUTHORIZED") == 3
+    assert re.findall(r"(CHALLENGE|AUTHORIZED) BYE\b", log).count("AUTHORIZED") == 3
+    # Two calls at once interleave their events in baresip's log: count the event starts.
+    starts = sorted(d for d, end, _ in peer.dtmf_events() if not end)
+    assert starts == sorted("42" * 3), peer.dtmf_events()
+    assert agg["dtmf"] == {"calls": 0, "digits_sent": 6, "ok": 0, "failed": 0}
+    for call in run["calls"]:
+        assert call["setup_ms"] is not None and call["bye_rtt_ms"] is not None
+        assert call["packets_received"] > 100 and call["lost"] == 0
+        assert call["mos"] > 4.0
+    # baresip sends RTCP receiver reports: the round trip is measured on some call.
+    assert agg["media"]["rtt_measured"] >= 1, run["calls"]
+
+
+# ---------------------------------------------------------------------------- browser
+
+CHROMIUM = shutil.which("chromium")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+@pytest.mark.peer
+@needs_sipp
+@pytest.mark.xdist_group("timing")
+@pytest.mark.skipif(
+    CHROMIUM is None or CHROMEDRIVER is None, reason="chromium / chromium-driver not installed"
+)
+def test_report_renders_in_headless_chromium_with_its_plots(
+    mix_run: dict[str, Any], tmp_path: Path
+) -> None:
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1300,1000",
+        f"--user-data-dir={tmp_path / 'chromium'}",
+        "--no-first-run",
+        "--disable-extensions",
+        "--disable-background-networking",
+    ):
+        options.add_argument(flag)
+    service = Service(executable_path=CHROMEDRIVER, port=free_port(socket.SOCK_STREAM))
+    driver = webdriver.Chrome(service=service, options=options)
+    driver.set_page_load_timeout(20)
+    try:
+        driver.get((mix_run["out"] / "report.html").as_uri())
+        assert "bench target" in driver.title
+        images = driver.find_elements(By.CSS_SELECTOR, ".plots img")
+        assert [i.get_attribute("id") for i in images] == [
+            "plot-timeline",
+            "plot-setup",
+            "plot-pdd",
+            "plot-quality",
+            "plot-failures",
+        ]
+        for img in images:
+            width, height = driver.execute_script(
+                "return arguments[0].complete ? [arguments[0].naturalWidth, arguments[0].naturalHeight]"
+                " : [0, 0]",
+                img,
+            )
+            assert width > 300 and height > 150, img.get_attribute("id")
+            assert img.size["width"] > 300  # laid out, visible
+        summary = driver.find_element(By.ID, "summary").text
+        agg = mix_run["run"]["aggregate"]
+        assert f"ASR % {agg['asr_pct']:.1f}" in summary
+        failures = driver.find_element(By.ID, "failures").text
+        for key, count in agg["failures"].items():
+            assert f"{key} {count}" in failures
+        # The plots are drawn, not blank: the screenshot of one has many colours.
+        png = driver.find_element(By.ID, "plot-timeline").screenshot_as_png
+        assert len(png) > 5000
+        (tmp_path / "report.png").write_bytes(driver.get_screenshot_as_png())
+    finally:
+        driver.quit()
