@@ -233,7 +233,8 @@ class Baresip(StampedLines):
     omits telephone-event (through a relay, see the module docstring). ``max_call_s``: how
     long the microphone file lasts (aufile hangs up at its end). ``max_lifetime_s``: baresip
     quits by itself after that long. ``mediaenc``: ``"srtp"`` or ``"srtp-mand"`` for SRTP
-    (see the module docstring).
+    (see the module docstring). ``register``: an AoR baresip registers (its account, at the
+    AoR's host and port; digest with ``auth_pass``), e.g. at the Kamailio fixture's registrar.
     """
 
     def __init__(
@@ -247,10 +248,17 @@ class Baresip(StampedLines):
         max_call_s: float = 120.0,
         max_lifetime_s: int = 300,
         mediaenc: str | None = None,
+        register: str | None = None,
+        auth_pass: str | None = None,
     ) -> None:
         if mediaenc not in (None, "srtp", "srtp-mand"):
             raise ValueError(f"mediaenc must be None, srtp or srtp-mand, not {mediaenc!r}")
         self.mediaenc = mediaenc
+        #: An AoR (``sip:alice@127.0.0.1:PORT``) baresip registers at its host (digest with
+        #: the AoR's user and ``auth_pass``) instead of its default account, which registers
+        #: nowhere.
+        self.register = register
+        self.auth_pass = auth_pass
         unknown = [c for c in codecs if c.upper() not in CODEC_MODULES]
         if unknown or not codecs:
             raise ValueError(f"codecs must be some of {', '.join(CODEC_MODULES)}, not {codecs!r}")
@@ -322,10 +330,14 @@ class Baresip(StampedLines):
             ]
         (self.workdir / "config").write_text("\n".join(lines) + "\n")
         codecs = ",".join(_BARESIP_NAMES[c] for c in self.codecs)
-        params = f"regint=0;answermode={answermode};audio_codecs={codecs}"
+        regint = 600 if self.register else 0
+        params = f"regint={regint};answermode={answermode};audio_codecs={codecs}"
         if self.mediaenc is not None:
             params += f";mediaenc={self.mediaenc}"
-        (self.workdir / "accounts").write_text(f"<sip:baresip@127.0.0.1>;{params}\n")
+        if self.auth_pass is not None:
+            params += f";auth_pass={self.auth_pass}"
+        aor = self.register or "sip:baresip@127.0.0.1"
+        (self.workdir / "accounts").write_text(f"<{aor}>;{params}\n")
 
     def _spawn(self) -> bool:
         assert BARESIP is not None
