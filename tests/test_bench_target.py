@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pty
 import re
 import select
 import shutil
@@ -26,8 +27,6 @@ from benchmarks.target.plan import CAPS, Hold, Media, PlanError, Ramp
 from tests.conftest import REPO, Sipp, free_port, media_ports, needs_sipp
 from tests.peers.baresip import needs_baresip
 from tests.peers.kamailio import needs_kamailio
-
-peer_tests = [pytest.mark.peer, needs_sipp, pytest.mark.xdist_group("timing")]
 
 
 def _rtp_ports() -> str:
@@ -209,6 +208,82 @@ def test_mix_figures_match_what_sipp_counted(mix_run: dict[str, Any]) -> None:
     assert len(csv_rows) == MIX_CALLS + 1 and csv_rows[0].startswith("seq,call_id,")
     summary = json.loads(mix_run["stdout"].strip().splitlines()[-1])
     assert summary["answered"] == answered
+
+
+@pytest.mark.peer
+@needs_sipp
+@pytest.mark.xdist_group("timing")
+def test_retransmissions_and_setup_time_match_a_slow_callee(tmp_path: Path) -> None:
+    calls = 4
+    peer = Sipp("uas_bench_slow.xml", calls=calls, tmp=tmp_path, timeout=60)
+    try:
+        proc, out_dir = bench(
+            tmp_path, peer.uri, "--calls", str(calls), "--rate", "4", "--hold", "1"
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        peer.assert_ok(30)
+    finally:
+        peer.stop()
+    log = "\n".join(p.read_text(errors="replace") for p in tmp_path.glob("*_messages.log"))
+    invites_seen = len(re.findall(r"^INVITE sip:", log, re.MULTILINE))
+    run = load_run(out_dir)
+    # Timer A (T1 = 0.5 s): one INVITE retransmission per call before sipp's 1 s pause ends.
+    assert invites_seen == 2 * calls
+    assert run["aggregate"]["retransmissions"] == invites_seen - calls
+    assert [c["retransmissions"] for c in run["calls"]] == [1] * calls
+    for call in run["calls"]:
+        assert 1000 <= call["pdd_ms"] <= call["setup_ms"] < 1400
+
+
+@pytest.mark.peer
+@needs_sipp
+@pytest.mark.xdist_group("timing")
+def test_prompt_on_a_terminal_then_remembered_with_a_live_status_line(tmp_path: Path, sipp) -> None:
+    """The first run against a target asks on the terminal; typed ``yes``, it runs (with
+    the status line) and the next run against it does not ask."""
+    peer = sipp("uas_answer.xml", calls=2, timeout=60)
+
+    def run_on_pty(answer: bytes | None) -> tuple[int, str]:
+        master, slave = pty.openpty()
+        argv = [sys.executable, "-m", "benchmarks", "target", peer.uri, "--calls", "1"]
+        argv += ["--hold", "1.5", "--local-host", "127.0.0.1", "--rtp-ports", _rtp_ports()]
+        argv += ["--out", str(tmp_path / "out")]
+        env = dict(os.environ, HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / ".config"))
+        proc = subprocess.Popen(
+            argv, cwd=REPO, env=env, stdin=slave, stdout=slave, stderr=slave, close_fds=True
+        )
+        os.close(slave)
+        out = b""
+        deadline = time.monotonic() + 60
+        answered = False
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if ready:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            if answer is not None and not answered and b"Type yes" in out:
+                os.write(master, answer)
+                answered = True
+            if proc.poll() is not None and not ready:
+                break
+        os.close(master)
+        return proc.wait(10), out.decode(errors="replace")
+
+    code, text = run_on_pty(b"yes\n")
+    assert code == 0, text
+    assert "allowed to test" in text and "Type yes" in text
+    assert re.search(r"\r\s*[\d.]+s\s+up\s+\d+\s+rate", text), text  # the live line
+    assert "ASR" in text and "p95 setup" in text
+    acks = json.loads((tmp_path / ".config" / "softswitch" / "bench-target-ack.json").read_text())
+    assert acks == [peer.uri]
+    code, text = run_on_pty(None)  # remembered: no question this time
+    assert code == 0 and "Type yes" not in text, text
+    peer.assert_ok(30)
 
 
 # ---------------------------------------------------------------------------- loss
