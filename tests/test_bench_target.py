@@ -12,6 +12,7 @@ import pty
 import re
 import select
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -284,6 +285,42 @@ def test_prompt_on_a_terminal_then_remembered_with_a_live_status_line(tmp_path: 
     code, text = run_on_pty(None)  # remembered: no question this time
     assert code == 0 and "Type yes" not in text, text
     peer.assert_ok(30)
+
+
+@pytest.mark.peer
+@needs_sipp
+@pytest.mark.xdist_group("timing")
+def test_sigint_stops_placing_calls_and_hangs_up_the_live_ones(tmp_path: Path, sipp) -> None:
+    peer = sipp("uas_answer.xml", calls=100, timeout=60)
+    argv = [sys.executable, "-m", "benchmarks", "target", peer.uri, "--calls", "100"]
+    argv += ["--rate", "5", "--hold", "60", "--yes", "--quiet", "--local-host", "127.0.0.1"]
+    argv += ["--rtp-ports", _rtp_ports(), "--out", str(tmp_path / "out")]
+    env = dict(os.environ, HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / ".config"))
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def acks() -> int:
+        log = "\n".join(p.read_text(errors="replace") for p in tmp_path.glob("*_messages.log"))
+        return len(re.findall(r"^ACK sip:", log, re.MULTILINE))
+
+    deadline = time.monotonic() + 30
+    while acks() < 3:  # three calls up
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=20)  # not the 60 s hold
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    run = load_run(tmp_path / "out")
+    agg = run["aggregate"]
+    assert 3 <= agg["attempts"] < 20 and agg["answered"] >= 3
+    assert all(c["duration_s"] < 30 for c in run["calls"])
+    log = "\n".join(p.read_text(errors="replace") for p in tmp_path.glob("*_messages.log"))
+    # Every answered call was hung up with a BYE the callee got.
+    assert len(re.findall(r"^BYE sip:", log, re.MULTILINE)) == agg["answered"]
+    assert agg["outcomes"].get("answered", 0) + agg["outcomes"].get("stopped", 0) == agg["attempts"]
 
 
 # ---------------------------------------------------------------------------- loss

@@ -246,7 +246,9 @@ async def _run(plan: Plan, status: _StatusLine) -> dict[str, Any]:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, interrupt)
     try:
-        return await run.run()
+        result = await run.run()
+        result["interrupted"] = interrupts > 0
+        return result
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
@@ -296,6 +298,10 @@ def main(argv: list[str]) -> int:
         status.close()
         print(f"bench target: {exc}", file=sys.stderr)
         return 2
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        status.close()
+        print("bench target: aborted, nothing written", file=sys.stderr)
+        return 130
     status.close()
     calls = result["calls"]
     run: dict[str, Any] = {
@@ -323,4 +329,5 @@ def main(argv: list[str]) -> int:
             }
         )
     )
-    return 0
+    # Stopped by SIGINT/SIGTERM: the calls so far are written, the exit says it stopped.
+    return 130 if result.get("interrupted") else 0

@@ -294,10 +294,23 @@ class TargetRun:
 
     async def _hold(self, call: OutboundCall, result: CallResult) -> None:
         plan = self.plan
-        if call.media is not None and plan.play.kind != "silence":
+        if call.media is not None and not call.media.closed and plan.play.kind != "silence":
             call.media.play(self._sources.make())
-        answered = await _bounded(call.wait_answered(), plan.ring_timeout + 10.0, False)
-        if not answered or self.stopping.is_set():
+        # Until the answer, the end of the call, or a stop (then the caller CANCELs).
+        answer = asyncio.ensure_future(call.wait_answered())
+        stop = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait(
+                {answer, stop},
+                timeout=plan.ring_timeout + 10.0,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            stop.cancel()
+            answer.cancel()
+        if not (answer.done() and not answer.cancelled() and answer.result()):
+            return
+        if self.stopping.is_set():
             return
         hold = result.hold_s = plan.hold.draw(self.rng)
         detection = MachineDetection(call, AmdParams()).start() if plan.amd else None
