@@ -18,9 +18,11 @@ import subprocess
 import sys
 import threading
 import time
+import wave
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from benchmarks.target import emodel
@@ -343,6 +345,7 @@ class LossyRelay:
         self.callers: dict[bytes, tuple[str, int]] = {}
         self.seen: dict[bytes, int] = {}
         self.forwarded = self.dropped = self.returned = 0
+        self.voiced = 0  # G.711 packets carrying more than near-silence
         self._stop = threading.Event()
         self._deadline = time.monotonic() + lifetime
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -368,6 +371,8 @@ class LossyRelay:
                     self.dropped += 1
                     continue
                 self.forwarded += 1
+                if sum(1 for b in data[12:] if b & 0x7F < 0x70) > 40:
+                    self.voiced += 1
                 self.rtp.sendto(data, self.echo)
 
     def stop(self) -> None:
@@ -377,7 +382,9 @@ class LossyRelay:
         self.rtcp.close()
 
 
-def _relay_run(tmp: Path, every: int, label: str) -> tuple[dict[str, Any], LossyRelay, Path]:
+def _relay_run(
+    tmp: Path, every: int, label: str, play: str
+) -> tuple[dict[str, Any], LossyRelay, Path]:
     calls = 3
     tmp.mkdir(parents=True, exist_ok=True)
     relay = LossyRelay(("127.0.0.1", 0), every)  # the echo's port: once sipp has it
@@ -403,6 +410,8 @@ def _relay_run(tmp: Path, every: int, label: str) -> tuple[dict[str, Any], Lossy
             "3",
             "--label",
             label,
+            "--play",
+            play,
             out=label,
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -417,8 +426,19 @@ def _relay_run(tmp: Path, every: int, label: str) -> tuple[dict[str, Any], Lossy
 @needs_sipp
 @pytest.mark.xdist_group("timing")
 def test_loss_through_a_relay_lowers_mos_by_what_the_relay_dropped(tmp_path: Path) -> None:
-    clean, clean_relay, clean_out = _relay_run(tmp_path / "clean", 0, "clean")
-    lossy, relay, lossy_out = _relay_run(tmp_path / "lossy", 10, "lossy")
+    # What is played does not change the figures; both kinds are played, and reach the relay.
+    wav = tmp_path / "tone.wav"
+    with wave.open(str(wav), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        t = np.arange(8000) / 8000
+        w.writeframes((8000 * np.sin(2 * np.pi * 440 * t)).astype("<i2").tobytes())
+    clean, clean_relay, clean_out = _relay_run(
+        tmp_path / "clean", 0, "clean", "speech:testing one two three"
+    )
+    lossy, relay, lossy_out = _relay_run(tmp_path / "lossy", 10, "lossy", f"file:{wav}")
+    assert clean_relay.voiced > 30 and relay.voiced > 100
     assert clean_relay.dropped == 0 and relay.dropped > 30
     for run, r in ((clean, clean_relay), (lossy, relay)):
         media = run["aggregate"]["media"]
