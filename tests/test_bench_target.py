@@ -74,7 +74,7 @@ def test_plan_parses_rates_holds_and_media_and_enforces_caps() -> None:
     assert Hold.parse("10-20").kind == "uniform" and Hold.parse("exp:30").b == 300
     assert Media.parse("tone:440+480") == Media("tone", "440+480")
     assert Media.parse("speech:hello there").value == "hello there"
-    for bad in (f"{CAPS['rate'] + 1:g}", "0", "1:2", "x"):
+    for bad in (f"{CAPS['rate'] + 1:g}", "0", "0:10:5", "1:2", "x"):
         with pytest.raises(PlanError, match="--rate"):
             Ramp.parse(bad)
     for bad in (f"{CAPS['hold'] + 1:g}", "5-2", "exp:0", "soon"):

@@ -54,7 +54,7 @@ class Ramp:
         else:
             raise PlanError(f"--rate: RATE or START:END:SECONDS, not {text!r}")
         top = max(ramp.start, ramp.end)
-        if min(ramp.start, ramp.end) < 0 or top <= 0 or ramp.seconds < 0:
+        if min(ramp.start, ramp.end) <= 0 or ramp.seconds < 0:
             raise PlanError("--rate: rates must be > 0 and the ramp's seconds >= 0")
         if top > CAPS["rate"]:
             raise PlanError(f"--rate: {top:g} calls/s is over the cap of {CAPS['rate']:g}")
