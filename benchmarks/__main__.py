@@ -7,6 +7,7 @@
     python -m benchmarks profile          # cProfile of the setup path and the media tick
     python -m benchmarks soak             # N calls for M minutes, callees and the server killed
     python -m benchmarks parse            # µs per SIP message parsed (no peers; --help)
+    python -m benchmarks target TARGET    # load YOUR PBX/trunk/SBC: SIP, media, DTMF, report (--help)
     python -m benchmarks --quick ...      # seconds, tiny scale: proves the scripts work
 
 Every load is bounded in count and time. Results print as Markdown tables; ``--write``
@@ -192,6 +193,10 @@ def main(argv: list[str]) -> int:
         from benchmarks import parse
 
         return parse.main(list(argv[1:]))
+    if argv[:1] == ["target"]:
+        from benchmarks.target import cli as target
+
+        return target.main(list(argv[1:]))
     args = build_parser().parse_args(list(argv))
     _defaults(args)
     if not common.have_sipp():

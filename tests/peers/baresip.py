@@ -233,7 +233,8 @@ class Baresip(StampedLines):
     omits telephone-event (through a relay, see the module docstring). ``max_call_s``: how
     long the microphone file lasts (aufile hangs up at its end). ``max_lifetime_s``: baresip
     quits by itself after that long. ``mediaenc``: ``"srtp"`` or ``"srtp-mand"`` for SRTP
-    (see the module docstring).
+    (see the module docstring). ``register``: an AoR baresip registers (its account, at the
+    AoR's host and port; digest with ``auth_pass``), e.g. at the Kamailio fixture's registrar.
     """
 
     def __init__(
@@ -252,10 +253,16 @@ class Baresip(StampedLines):
         password: str | None = None,
         regint: int = 120,
         controlled: bool = False,
+        register: str | None = None,
+        auth_pass: str | None = None,
     ) -> None:
         if mediaenc not in (None, "srtp", "srtp-mand"):
             raise ValueError(f"mediaenc must be None, srtp or srtp-mand, not {mediaenc!r}")
         self.mediaenc = mediaenc
+        if register is not None:  # an AoR, sip:user@host:port: register there as user
+            user, _, registrar = register.removeprefix("sip:").partition("@")
+        if auth_pass is not None:
+            password = auth_pass
         #: ``registrar`` ("127.0.0.1:5070"): baresip REGISTERs ``sip:user@registrar`` there
         #: every ``regint`` s with digest ``user``/``password`` (else it never registers).
         self.user = user
