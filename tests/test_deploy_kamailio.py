@@ -25,7 +25,8 @@ from tests.peers.webhooks import WebhookReceiver
 pytestmark = [needs_kamailio, pytest.mark.peer, pytest.mark.xdist_group("timing")]
 
 CONFIG = REPO / "deploy" / "kamailio" / "kamailio.cfg"
-HANGUP_XML = '<?xml version="1.0"?><Response><Hangup/></Response>'
+# The call is answered (a verb other than Hangup answers an inbound call), then hung up.
+HANGUP_XML = '<?xml version="1.0"?><Response><Wait length="1"/><Hangup/></Response>'
 
 
 def kamailio_args(workdir: Path, port: int, ds_list: Path, *, ping_interval: int = 1) -> list[str]:
