@@ -291,9 +291,20 @@ class Room:
         return [m.member_id for m in members]
 
     def start_recording(
-        self, path: str, fmt: str, url: str, recording_id: str, member: Member | None = None
+        self,
+        path: str,
+        fmt: str,
+        url: str,
+        recording_id: str,
+        member: Member | None = None,
+        *,
+        when_alone: bool = True,
+        on_done: Callable[[dict[str, Any]], None] | None = None,
     ) -> bool:
-        """Record the room's whole mix to ``path``; False when it already records."""
+        """Record the room's whole mix to ``path``; False when it already records.
+        ``when_alone`` false: frames are written only while two members or more are in.
+        ``on_done(recording)`` is called once it stops (its ``duration_s``, ``started``,
+        ``ended`` set)."""
         from media.record import Recorder  # noqa: PLC0415
 
         if self._recording is not None:
@@ -301,7 +312,7 @@ class Room:
         recorder = Recorder(path, fmt)
 
         def tap(frame: Any) -> None:
-            if not recorder.closed:
+            if not recorder.closed and (when_alone or len(self.members) >= 2):
                 recorder.write(frame)
 
         self.media.add_recorder(tap)
@@ -312,6 +323,7 @@ class Room:
             "id": recording_id,
             "member": member,
             "started": time.time(),
+            "on_done": on_done,
         }
         return True
 
@@ -325,6 +337,12 @@ class Room:
             return None
         self.media.remove_recorder(rec["tap"])
         rec["duration_s"] = rec["recorder"].close()
+        rec["ended"] = time.time()
+        if rec["on_done"] is not None:
+            try:
+                rec["on_done"](rec)
+            except Exception:
+                log.exception("conference %s: recording callback failed", self.name)
         member = rec["member"]
         if member is not None:
             self.emit(
@@ -462,7 +480,9 @@ class Conferences:
         recording: dict[str, Any] | None = None
         if verb.record and room.recording is None:
             path, url, rid = record_path(verb.record_file_format)
-            room.start_recording(path, verb.record_file_format, url, rid, member)
+            room.start_recording(
+                path, verb.record_file_format, url, rid, member, when_alone=verb.record_when_alone
+            )
             recording = room.recording
         if verb.enter_sound:
             await self._room_sound(room, verb.enter_sound, sound)

@@ -16,7 +16,7 @@ import plivo
 import pytest
 
 from tests.peers import xml_app
-from tests.peers.xml_app import AUTH_ID, Env, hangup_of
+from tests.peers.xml_app import AUTH_ID, AUTH_TOKEN, Env, hangup_of
 
 env = xml_app.env
 uas = xml_app.uas
@@ -125,6 +125,7 @@ async def test_hangup_rooms_and_parent_call_uuid(env: Env, uas: Any, tmp_path: P
     assert await poll(lambda: len(env.web.of("/moh.wav")) == 1)  # the document's <Play>
     assert alone.stream.overlays == 1 and alone.stream.playing
     assert env.web.of("/wait")[-1].method == "POST"  # waitMethod's default
+    assert len(env.web.of("/wait")) == 1  # fetched once, as a document only
     # parent_call_uuid: the first leg of the ongoing conference
     (second,) = await join(
         env, uas, "r2", 1, parent_call_uuid=first, error_if_parent_not_found=True
@@ -148,6 +149,71 @@ async def test_hangup_rooms_and_parent_call_uuid(env: Env, uas: Any, tmp_path: P
     for uid in (first, second):
         assert (await hangup_of(env, uid))["HangupSource"] == "API Request"
     assert (await env.sdk(c.conferences.list)).conferences == []
+
+
+async def _api(env: Env, method: str, path: str, **data: str) -> tuple[int, Any]:
+    import base64
+
+    import aiohttp
+
+    url = f"{env.server.base_url}/v1/Account/{AUTH_ID}/Conference/{path}"
+    auth = "Basic " + base64.b64encode(f"{AUTH_ID}:{AUTH_TOKEN}".encode()).decode()
+    async with aiohttp.ClientSession(headers={"Authorization": auth}) as session, session.request(
+        method, url, json=data or None
+    ) as resp:
+        return resp.status, (await resp.json() if resp.status != 204 else None)
+
+
+async def test_member_callbacks_record_callback_and_record_when_alone(
+    env: Env, uas: Any, tmp_path: Path
+) -> None:
+    # recordWhenAlone false (Plivo's default): the first member alone is not recorded
+    attrs = ' record="true" recordFileFormat="wav"'
+    (a,) = await join(env, uas, "cb", 1, attrs=attrs)
+    room = env.server.manager.conferences.get(AUTH_ID, "cb")
+    rec_path = Path(env.server.config.data_dir) / "recordings" / AUTH_ID
+    await asyncio.sleep(1.0)
+    (recorded,) = list(rec_path.glob("*.wav"))
+    assert recorded.stat().st_size <= 44 + 1600  # nothing (a frame or so) while alone
+    await join(env, uas, "cb", 1, attrs=attrs)
+    assert await poll(lambda: recorded.stat().st_size >= 44 + 8000, timeout=5)
+
+    # callback_url on member operations: the answer's fields are posted there, signed
+    cb = env.web.url("/member-cb")
+    status, body = await _api(env, "POST", "cb/Member/1/Mute/", callback_url=cb)
+    assert status == 202 and body["message"] == "muted" and body["member_id"] == ["1"]
+    (hit,) = await env.web.wait_for(path="/member-cb", timeout=10)
+    assert hit.method == "POST"
+    assert hit.params["message"] == "muted" and hit.params["member_id"] == "1"
+    assert hit.params["conference_name"] == "cb" and hit.params["api_id"] == body["api_id"]
+    status, _ = await _api(
+        env, "DELETE", "cb/Member/all/Mute/", callback_url=cb, callback_method="GET"
+    )
+    assert status == 204
+    hits = await env.web.wait_for(path="/member-cb", count=2, timeout=10)
+    assert hits[1].method == "GET" and hits[1].params["member_id"] == "1,2"
+    assert hits[1].params["message"] == "unmuted"
+    assert not room.members["1"].muted
+
+    # a recording started through the API posts Plivo's recording callback when it ends
+    room.stop_recording()
+    status, body = await _api(
+        env, "POST", "cb/Record/", file_format="wav", callback_url=env.web.url("/rec-cb")
+    )
+    assert status == 202
+    await asyncio.sleep(0.5)
+    status, _ = await _api(env, "DELETE", "cb/Record/")
+    assert status == 204
+    (hit,) = await env.web.wait_for(path="/rec-cb", timeout=10)
+    got = hit.params
+    assert got["api_id"] == body["api_id"] and got["recording_id"] == body["recording_id"]
+    assert got["record_url"] == body["url"] and got["conference_name"] == "cb"
+    assert 300 <= int(got["recording_duration_ms"]) <= 3000
+    assert int(got["recording_end_ms"]) - int(got["recording_start_ms"]) >= 300
+    assert got["recording_duration"] in ("0", "1", "2")
+    assert not env.web.bad_signatures
+    await env.sdk(env.client.conferences.hangup, "cb")
+    await hangup_of(env, a)
 
 
 def _tone_wav(path: Path) -> bytes:

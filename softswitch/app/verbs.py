@@ -224,7 +224,12 @@ class Conference:
     ``time_limit`` (0: none) caps the room from this member's entry. ``record``: the room's
     whole mix is recorded (``record_file_format``) until it ends. ``status_events``: which
     neutral events go to ``callback_url`` (enter, exit, floor, digits, record, start, end,
-    mute); the vocabulary names them (:attr:`ResultParams.conference_params`)."""
+    mute); the vocabulary names them (:attr:`ResultParams.conference_params`).
+    ``record_when_alone`` false: the recording skips the time the room has fewer than two
+    members. ``sounds_are_documents``: the sound URLs (wait, enter, exit) are documents of
+    ``Play``/``Speak``/``Wait`` verbs, fetched once (the wait sound with ``wait_method``, the
+    others with POST); otherwise a URL ending in ``.wav``/``.mp3`` is audio and any other a
+    document. ``coach``: the call uuid of the only member who hears this one (a whisper)."""
 
     name: str
     muted: bool = False
@@ -241,6 +246,9 @@ class Conference:
     hangup_on_star: bool = False
     record: bool = False
     record_file_format: str = "mp3"
+    record_when_alone: bool = True
+    sounds_are_documents: bool = False
+    coach: str | None = None
     action: str | None = None
     method: str = "POST"
     redirect: bool = True

@@ -559,6 +559,9 @@ def _conference(el: ET.Element, legacy: bool) -> Conference:
         hangup_on_star=a.get("hangupOnStar", at.boolean, False),
         record=a.get("record", at.boolean, False) or bool(record_path.strip()),
         record_file_format=fmt,
+        record_when_alone=a.get("recordWhenAlone", at.boolean, False),
+        # Plivo: enterSound, exitSound and waitSound URLs answer XML (Play, Speak, Wait).
+        sounds_are_documents=True,
         action=a.get("action", at.optional_url, None),
         method=a.get("method", at.http_method, "POST"),
         redirect=a.get("redirect", at.boolean, True),
@@ -571,7 +574,6 @@ def _conference(el: ET.Element, legacy: bool) -> Conference:
             {"enter", "exit", "digits", "record"} | ({"floor"} if floor else set())
         ),
     )
-    a.get("recordWhenAlone", at.boolean, False)  # accepted; the room records from its start
     a.done()
     return verb
 
