@@ -20,8 +20,10 @@ Dialect-neutral. A room is mixed on the media clock by :class:`media.conference.
 Events go to the member's ``on_event`` as :class:`~softswitch.app.verbs.ConferenceEvent`
 (the vocabulary names them); only the actions in the verb's ``status_events`` are sent.
 
-One process owns a room: with several workers, a call joining a room must run on the worker
-that owns it (see docs/ARCHITECTURE.md, "Conferences").
+One process mixes a room: with several workers, the call manager claims each room made here
+for this worker (``on_room_opened``) and the API requests naming it are forwarded here; a
+call joining a room must run on the worker that owns it (see docs/ARCHITECTURE.md,
+"Conferences and workers").
 """
 
 from __future__ import annotations
@@ -372,6 +374,10 @@ class Conferences:
         self._rooms: dict[tuple[str, str], Room] = {}
         self._calls: dict[str, Member] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Called when a room is made here and when it is dropped (the call manager claims
+        #: and releases the room's ownership among workers).
+        self.on_room_opened: Callable[[Room], None] | None = None
+        self.on_room_closed: Callable[[Room], None] | None = None
 
     def rooms(self, account: str) -> list[Room]:
         return [r for (a, _), r in self._rooms.items() if a == account]
@@ -400,11 +406,21 @@ class Conferences:
             room = Room(name=name, account=account, media=media, owner=self)
             media.on_mix = room._on_mix
             self._rooms[(account, name)] = room
+            self._hook(self.on_room_opened, room)
         return room
 
     def _drop(self, room: Room) -> None:
         if self._rooms.get((room.account, room.name)) is room:
             del self._rooms[(room.account, room.name)]
+            self._hook(self.on_room_closed, room)
+
+    @staticmethod
+    def _hook(hook: Callable[[Room], None] | None, room: Room) -> None:
+        if hook is not None:
+            try:
+                hook(room)
+            except Exception:
+                log.exception("conference %s: room hook failed", room.name)
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)

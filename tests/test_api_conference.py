@@ -158,9 +158,10 @@ async def _api(env: Env, method: str, path: str, **data: str) -> tuple[int, Any]
 
     url = f"{env.server.base_url}/v1/Account/{AUTH_ID}/Conference/{path}"
     auth = "Basic " + base64.b64encode(f"{AUTH_ID}:{AUTH_TOKEN}".encode()).decode()
-    async with aiohttp.ClientSession(headers={"Authorization": auth}) as session, session.request(
-        method, url, json=data or None
-    ) as resp:
+    async with (
+        aiohttp.ClientSession(headers={"Authorization": auth}) as session,
+        session.request(method, url, json=data or None) as resp,
+    ):
         return resp.status, (await resp.json() if resp.status != 204 else None)
 
 

@@ -72,15 +72,22 @@ def _callback(data: dict[str, Any]) -> tuple[str | None, str]:
     return _url(data, "callback_url"), _method(data, "callback_method")
 
 
-def _post(who: tuple[Any, AccountLimits], room: Room, event: str, url: str, method: str,
-          params: dict[str, Any]) -> None:
+def _post(
+    who: tuple[Any, AccountLimits],
+    room: Room,
+    event: str,
+    url: str,
+    method: str,
+    params: dict[str, Any],
+) -> None:
     """Queue a signed callback about ``room`` (the outbox orders them per room); ``who``:
     the manager and the requesting account."""
     manager, account = who
     form = {k: ",".join(v) if isinstance(v, list) else str(v) for k, v in params.items()}
     try:
-        manager.outbox.post(room.uuid, event, url, method, form,
-                            auth_token=account.auth_token, signature=SIGNATURE)
+        manager.outbox.post(
+            room.uuid, event, url, method, form, auth_token=account.auth_token, signature=SIGNATURE
+        )
     except Exception:  # a dead outbox never fails the operation
         import logging  # noqa: PLC0415
 
@@ -89,14 +96,26 @@ def _post(who: tuple[Any, AccountLimits], room: Room, event: str, url: str, meth
         )
 
 
-async def _done(request: web.Request, room: Room, message: str, ids: list[str],
-                status: int = 202, data: dict[str, Any] | None = None) -> web.Response:
+async def _done(
+    request: web.Request,
+    room: Room,
+    message: str,
+    ids: list[str],
+    status: int = 202,
+    data: dict[str, Any] | None = None,
+) -> web.Response:
     """Plivo's answer to a member operation; its fields also go to ``callback_url``."""
     body = {"message": message, "member_id": ids, "api_id": request[API_ID_KEY]}
     url, method = _callback(data if data is not None else await _params(request))
     if url:
-        _post(_who(request), room, f"api-conference-{message.split()[0]}", url, method,
-              {**body, "conference_name": room.name})
+        _post(
+            _who(request),
+            room,
+            f"api-conference-{message.split()[0]}",
+            url,
+            method,
+            {**body, "conference_name": room.name},
+        )
     if status == 204:
         return web.Response(status=204)
     return json_response(status, body)
@@ -123,7 +142,7 @@ def _members(request: web.Request) -> tuple[Any, Room, list[Member]]:
 
 async def list_conferences(request: web.Request) -> web.Response:
     manager, account = _rooms(request)
-    names = [r.name for r in manager.conferences.rooms(account)]
+    names = await manager.room_names(account)
     return json_response(200, {"api_id": request[API_ID_KEY], "conferences": names})
 
 
@@ -309,16 +328,23 @@ async def record_conference(request: web.Request) -> web.Response:
         if callback_url is None:
             return
         duration_ms = int(rec["duration_s"] * 1000)
-        _post(who, room, "conference-record", callback_url, callback_method, {
-            "api_id": api_id,
-            "record_url": rec["url"],
-            "recording_id": rec["id"],
-            "conference_name": room.name,
-            "recording_duration": str(round(rec["duration_s"])),
-            "recording_duration_ms": str(duration_ms),
-            "recording_start_ms": str(int(rec["started"] * 1000)),
-            "recording_end_ms": str(int(rec["ended"] * 1000)),
-        })
+        _post(
+            who,
+            room,
+            "conference-record",
+            callback_url,
+            callback_method,
+            {
+                "api_id": api_id,
+                "record_url": rec["url"],
+                "recording_id": rec["id"],
+                "conference_name": room.name,
+                "recording_duration": str(round(rec["duration_s"])),
+                "recording_duration_ms": str(duration_ms),
+                "recording_start_ms": str(int(rec["started"] * 1000)),
+                "recording_end_ms": str(int(rec["ended"] * 1000)),
+            },
+        )
 
     room.start_recording(str(path), fmt, url, recording_id, on_done=on_done)
     return json_response(
