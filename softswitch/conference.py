@@ -50,6 +50,11 @@ log = logging.getLogger("softswitch.conference")
 
 __all__ = ["BEEP_FREQ_HZ", "Conferences", "Member", "Room"]
 
+#: A trimmed recording leaves out frames whose peak is under this (about -50 dBFS) at its
+#: start and end; a silence longer than TRIM_HOLD_FRAMES (5 min) is written anyway.
+TRIM_PEAK = 100
+TRIM_HOLD_FRAMES = 15_000
+
 #: enter/exit ``beep:1``/``beep:2``: 300 ms of 700 Hz (then 200 ms of silence), once or twice.
 BEEP_FREQ_HZ = 700.0
 BEEP_MS = 300
@@ -83,6 +88,7 @@ class Member:
     left: asyncio.Future[str]
     muted: bool = False
     deaf: bool = False
+    hold: bool = False
     digits: str = ""
 
     def info(self) -> dict[str, Any]:
@@ -91,6 +97,7 @@ class Member:
             "call_uuid": self.call_uuid,
             "muted": self.muted,
             "deaf": self.deaf,
+            "hold": self.hold,
             "joined_at": self.joined_at,
         }
 
@@ -119,9 +126,9 @@ class Room:
     def _apply(self, member: Member) -> None:
         """The member's mixer flags: held out of the mix (and hearing nothing of it) until
         the room starts."""
-        waiting = not self.started
-        self.media.mixer.set_muted(member.slot, member.muted or waiting)
-        self.media.mixer.set_deaf(member.slot, member.deaf or waiting)
+        out = not self.started or member.hold
+        self.media.mixer.set_muted(member.slot, member.muted or out)
+        self.media.mixer.set_deaf(member.slot, member.deaf or out)
 
     def _on_mix(self, result: MixResult) -> None:
         # On the media clock: hand the events over to the loop.
@@ -161,6 +168,7 @@ class Room:
             members=len(self.members),
             muted=member.muted,
             deaf=member.deaf,
+            hold=member.hold,
             **extra,
         )
 
@@ -199,6 +207,7 @@ class Room:
         else:
             self._apply(member)
         self.owner._calls[call_uuid] = member
+        self._rewhisper()
         self.emit(member, "enter")
         if first_start:
             self.emit(member, "start")
@@ -212,6 +221,7 @@ class Room:
         self.media.leave(member.slot)
         if self.owner._calls.get(member.call_uuid) is member:
             del self.owner._calls[member.call_uuid]
+        self._rewhisper()
         if not member.left.done():
             member.left.set_result(reason)
         if member.verb.end_on_exit and reason != "ended":
@@ -223,6 +233,15 @@ class Room:
         if not self.members:
             self.end("empty")
         self._touch()
+
+    def _rewhisper(self) -> None:
+        """Each coach is heard by the member it coaches only (nobody while that one is not in
+        the room)."""
+        by_call = {m.call_uuid: m for m in self.members.values()}
+        for m in self.members.values():
+            if m.verb.coach:
+                target = by_call.get(m.verb.coach)
+                self.media.mixer.set_whisper(m.slot, -1 if target is None else target.slot)
 
     def _touch(self) -> None:
         self.changed.set()
@@ -270,6 +289,16 @@ class Room:
             self.emit(m, "mute" if muted else "unmute")
         return [m.member_id for m in members]
 
+    def set_hold(self, members: list[Member], hold: bool) -> list[str]:
+        """On hold: out of the mix both ways (nobody hears them, they hear nothing of the
+        room) until taken off hold; ``hold``/``unhold`` events."""
+        for m in members:
+            if m.hold != hold:
+                m.hold = hold
+                self._apply(m)
+                self.emit(m, "hold" if hold else "unhold")
+        return [m.member_id for m in members]
+
     def set_deaf(self, members: list[Member], deaf: bool) -> list[str]:
         for m in members:
             m.deaf = deaf
@@ -301,21 +330,41 @@ class Room:
         member: Member | None = None,
         *,
         when_alone: bool = True,
+        trim: bool = False,
         on_done: Callable[[dict[str, Any]], None] | None = None,
     ) -> bool:
         """Record the room's whole mix to ``path``; False when it already records.
         ``when_alone`` false: frames are written only while two members or more are in.
-        ``on_done(recording)`` is called once it stops (its ``duration_s``, ``started``,
-        ``ended`` set)."""
+        ``trim``: leading and trailing silence are left out (frames whose peak is under
+        :data:`TRIM_PEAK`; a silence is held back up to :data:`TRIM_HOLD_FRAMES` frames, then
+        written). ``on_done(recording)`` is called once it stops (its ``duration_s``,
+        ``started``, ``ended`` set)."""
         from media.record import Recorder  # noqa: PLC0415
 
         if self._recording is not None:
             return False
         recorder = Recorder(path, fmt)
+        held: list[Any] = []  # trim: silent frames not written yet
+        heard = False
 
         def tap(frame: Any) -> None:
-            if not recorder.closed and (when_alone or len(self.members) >= 2):
+            nonlocal heard
+            if recorder.closed or not (when_alone or len(self.members) >= 2):
+                return
+            if not trim:
                 recorder.write(frame)
+                return
+            if int(abs(frame).max(initial=0)) < TRIM_PEAK:
+                if heard:
+                    held.append(frame.copy())
+                    if len(held) > TRIM_HOLD_FRAMES:
+                        recorder.write(held.pop(0))
+                return
+            heard = True
+            for quiet in held:
+                recorder.write(quiet)
+            held.clear()
+            recorder.write(frame)
 
         self.media.add_recorder(tap)
         self._recording = {
@@ -493,11 +542,24 @@ class Conferences:
         )
         if verb.time_limit > 0:
             room.set_time_limit(verb.time_limit)
+        member_limit = (
+            asyncio.get_running_loop().call_later(
+                verb.member_time_limit, room.remove, member, "time_limit"
+            )
+            if verb.member_time_limit > 0
+            else None
+        )
         recording: dict[str, Any] | None = None
         if verb.record and room.recording is None:
             path, url, rid = record_path(verb.record_file_format)
             room.start_recording(
-                path, verb.record_file_format, url, rid, member, when_alone=verb.record_when_alone
+                path,
+                verb.record_file_format,
+                url,
+                rid,
+                member,
+                when_alone=verb.record_when_alone,
+                trim=verb.record_trim,
             )
             recording = room.recording
         if verb.enter_sound:
@@ -512,6 +574,8 @@ class Conferences:
             waits: set[asyncio.Future[Any]] = {member.left, ended}
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            if member_limit is not None:
+                member_limit.cancel()
             music.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await music
@@ -522,7 +586,9 @@ class Conferences:
             room.remove(member, reason)
             if verb.exit_sound and not room.ended:
                 await self._room_sound(room, verb.exit_sound, sound)
-        result = room.event(member, "result", reason=reason)
+        result = room.event(
+            member, "result", reason=reason, duration_s=round(time.time() - member.joined_at)
+        )
         if recording is not None:
             from dataclasses import replace  # noqa: PLC0415
 

@@ -230,3 +230,56 @@ def _tone_wav(path: Path) -> bytes:
         w.setframerate(8000)
         w.writeframes(pcm.tobytes())
     return path.read_bytes()
+
+
+async def test_twiml_participant_hold_coach_time_limit_and_dial_action(env: Env, uas: Any) -> None:
+    """Twilio's Participants resource (with the official SDK) holds and mutes a participant
+    of a ``<Dial><Conference>`` room, its status callback says so; the Dial's ``timeLimit``
+    takes the participant out and the Dial's ``action`` gets Twilio's words."""
+    from twilio.rest import Client
+
+    tw = Client(AUTH_ID, AUTH_TOKEN)
+    tw.api.base_url = env.server.base_url
+    (plivo_uuid,) = await join(env, uas, "tw", 1)
+    env.web.routes["/tw"] = (
+        '<Response><Dial timeLimit="3" action="/after"><Conference statusCallback="/tcb"'
+        ' statusCallbackEvent="join hold mute">tw</Conference></Dial></Response>'
+    )
+    env.web.routes["/after"] = "<Response><Hangup/></Response>"
+    call = await env.sdk(
+        tw.calls.create, to=uas().uri, from_="+15551230000", url=env.web.url("/tw")
+    )
+    assert await poll(lambda: members(env, "tw") == 2)
+    room = env.server.manager.conferences.get(AUTH_ID, "tw")
+    sid = "CF" + room.uuid.replace("-", "")
+    participants = await env.sdk(tw.conferences(sid).participants.list)
+    assert len(participants) == 2
+    assert call.sid in {p.call_sid for p in participants}
+    held = await env.sdk(tw.conferences(sid).participants(call.sid).update, hold=True)
+    assert held.hold is True and held.muted is False
+    member = env.server.manager.conferences.member_of(
+        next(m.call_uuid for m in room.members.values() if m.call_uuid != plivo_uuid)
+    )
+    assert (
+        member.hold and room.media.mixer.muted(member.slot) and room.media.mixer.deaf(member.slot)
+    )
+    await env.sdk(tw.conferences(sid).participants(call.sid).update, hold=False, muted=True)
+    assert not member.hold and member.muted and not room.media.mixer.deaf(member.slot)
+    words = [h.params["StatusCallbackEvent"] for h in await env.web.wait_for(path="/tcb", count=4)]
+    assert words == [
+        "participant-join",
+        "participant-hold",
+        "participant-unhold",
+        "participant-mute",
+    ]
+    assert [h.params["Hold"] for h in env.web.of("/tcb")][1:3] == ["true", "false"]
+    # timeLimit="3": out of the room after 3 s, then the Dial's action
+    (after,) = await env.web.wait_for(path="/after", timeout=10)
+    assert after.params["DialCallStatus"] == "completed"
+    assert after.params["ConferenceSid"] == sid and after.params["CallSid"] == call.sid
+    assert 2 <= int(after.params["DialCallDuration"]) <= 5
+    assert members(env, "tw") == 1
+    with pytest.raises(Exception, match="404|not found"):
+        await env.sdk(tw.conferences(sid).participants(call.sid).fetch)
+    await env.sdk(env.client.conferences.hangup, "tw")
+    await hangup_of(env, plivo_uuid)

@@ -589,7 +589,7 @@ class Application:
             ref = self._ref(url)
             maker = makers.get(ref)
             if maker is None:
-                # Plivo: the wait sound is fetched with waitMethod, enter/exit sounds with POST.
+                # the wait sound is fetched with wait_method, enter/exit sounds with POST
                 method = verb.wait_method if url == verb.wait_sound else "POST"
                 maker = makers[ref] = await self._sound_maker(
                     ref, method, document=verb.sounds_are_documents or not _is_audio_url(ref)

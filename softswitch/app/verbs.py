@@ -226,10 +226,12 @@ class Conference:
     neutral events go to ``callback_url`` (enter, exit, floor, digits, record, start, end,
     mute); the vocabulary names them (:attr:`ResultParams.conference_params`).
     ``record_when_alone`` false: the recording skips the time the room has fewer than two
-    members. ``sounds_are_documents``: the sound URLs (wait, enter, exit) are documents of
+    members; ``record_trim``: its leading and trailing silence are left out.
+    ``sounds_are_documents``: the sound URLs (wait, enter, exit) are documents of
     ``Play``/``Speak``/``Wait`` verbs, fetched once (the wait sound with ``wait_method``, the
     others with POST); otherwise a URL ending in ``.wav``/``.mp3`` is audio and any other a
-    document. ``coach``: the call uuid of the only member who hears this one (a whisper)."""
+    document. ``coach``: the call uuid of the only member who hears this one (a whisper).
+    ``member_time_limit`` (0: none): this member leaves (``time_limit``) after that long."""
 
     name: str
     muted: bool = False
@@ -247,8 +249,10 @@ class Conference:
     record: bool = False
     record_file_format: str = "mp3"
     record_when_alone: bool = True
+    record_trim: bool = False
     sounds_are_documents: bool = False
     coach: str | None = None
+    member_time_limit: int = 0
     action: str | None = None
     method: str = "POST"
     redirect: bool = True
@@ -264,7 +268,8 @@ class Conference:
 class ConferenceEvent:
     """One thing that happened to a conference member, in neutral words, for the vocabulary
     to name (:attr:`ResultParams.conference_params`). ``action``: enter, exit, floor,
-    digits, record, start, end, mute, unmute, speaking, stopped-speaking, result."""
+    digits, record, start, end, mute, unmute, hold, unhold, speaking, stopped-speaking,
+    result."""
 
     action: str
     room: str
@@ -274,11 +279,14 @@ class ConferenceEvent:
     members: int = 0
     muted: bool = False
     deaf: bool = False
+    hold: bool = False
     digits: str = ""
     record_url: str = ""
     recording_id: str = ""
     recording_duration_s: int = 0
     reason: str = ""
+    #: the ``result``: seconds the member was in the room.
+    duration_s: int = 0
 
 
 @dataclass(frozen=True, slots=True)
