@@ -580,7 +580,7 @@ class Application:
         def record_path(fmt: str) -> tuple[str, str, str]:
             recording_id = str(uuid.uuid4())
             self.recordings_dir.mkdir(parents=True, exist_ok=True)
-            name = f"{recording_id}.{fmt}"
+            name = f"{verb.record_file_name or recording_id}.{fmt}"
             return str(self.recordings_dir / name), self.recording_url(name), recording_id
 
         makers: dict[str, Callable[[], Awaitable[Any]]] = {}

@@ -226,7 +226,8 @@ class Conference:
     neutral events go to ``callback_url`` (enter, exit, floor, digits, record, start, end,
     mute); the vocabulary names them (:attr:`ResultParams.conference_params`).
     ``record_when_alone`` false: the recording skips the time the room has fewer than two
-    members; ``record_trim``: its leading and trailing silence are left out.
+    members; ``record_trim``: its leading and trailing silence are left out;
+    ``record_file_name``: its file name (without the format; else the recording id).
     ``sounds_are_documents``: the sound URLs (wait, enter, exit) are documents of
     ``Play``/``Speak``/``Wait`` verbs, fetched once (the wait sound with ``wait_method``, the
     others with POST); otherwise a URL ending in ``.wav``/``.mp3`` is audio and any other a
@@ -250,6 +251,7 @@ class Conference:
     record_file_format: str = "mp3"
     record_when_alone: bool = True
     record_trim: bool = False
+    record_file_name: str | None = None
     sounds_are_documents: bool = False
     coach: str | None = None
     member_time_limit: int = 0
