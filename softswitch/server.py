@@ -387,13 +387,21 @@ class Server:
         """A POST's body fields (JSON object or form), read once (the handler reads the cache)."""
         import json
 
-        if request.method not in ("POST", "PUT", "DELETE") or not request.can_read_body:
+        form = "application/x-www-form-urlencoded"
+        # body_exists, not can_read_body: the body may have been read (and cached) already.
+        if request.method not in ("POST", "PUT", "DELETE") or not request.body_exists:
             return {}
+        if request.content_type not in ("application/json", form, "text/plain", ""):
+            return {}  # a multipart body is left to the handler (it streams it once)
         try:
-            if request.content_type == "application/x-www-form-urlencoded":
-                return dict(await request.post())
+            # A JSON object whatever the Content-Type says, as the dialects read it.
             raw = (await request.read()).decode("utf-8", "replace").strip()
-            data = json.loads(raw) if raw.startswith("{") else {}
+            if raw.startswith("{"):
+                data = json.loads(raw)
+            elif request.content_type == form:
+                data = dict(await request.post())
+            else:
+                data = {}
         except Exception:
             return {}
         return data if isinstance(data, dict) else {}

@@ -3,7 +3,7 @@ redis-server (tests/peers/redis.py) and call sipp callees on loopback.
 
 * the worker where a room is made owns it (``ss:room:<account>:<name>`` under the call
   lease); the Conference API sent to the other worker is run by the owner (get, list, mute,
-  hang up the room);
+  the legacy ConferenceUnmute, hang up the room);
 * a make-call request with ``parent_call_uuid`` sent to the other worker is run by the
   parent's worker, so the new call (its INVITE from that worker's SIP port) joins the room
   there.
@@ -15,6 +15,7 @@ import asyncio
 import time
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tests.conftest import needs_sipp
@@ -22,7 +23,7 @@ from tests.peers import plivo_api
 from tests.peers.plivo_api import AUTH_ID
 from tests.peers.redis import needs_redis
 from tests.peers.webhooks import WebhookReceiver
-from tests.test_workers import CALLS, api, sipp_via_ports, two_workers
+from tests.test_workers import AUTH, CALLS, api, sipp_via_ports, two_workers
 
 receiver = plivo_api.receiver
 __all__ = ["two_workers"]
@@ -72,6 +73,17 @@ async def test_a_room_is_owned_by_its_worker_and_the_api_reaches_it_from_the_oth
     assert status == 202 and muted["member_id"] == ["1"], muted
     status, room, _ = await api("GET", b.base, f"{ROOM}team/")
     assert room["members"][0]["muted"] is True
+    # the legacy API names the room in its form: forwarded too
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{b.base}/v0.1/ConferenceUnmute/",
+            data={"ConferenceName": "team", "MemberID": "1"},
+            headers={"Authorization": AUTH},
+        ) as resp:
+            legacy = await resp.json(content_type=None)
+    assert legacy["Success"] is True and legacy["MemberID"] == ["1"], legacy
+    status, room, _ = await api("GET", b.base, f"{ROOM}team/")
+    assert room["members"][0]["muted"] is False
 
     # parent_call_uuid sent to B: the new call is placed by A (the parent's worker) and
     # joins the room there.

@@ -58,8 +58,9 @@ def _rooms(request: web.Request) -> tuple[Any, str]:
 
 
 async def _params(request: web.Request) -> dict[str, Any]:
-    """The request's parameters: its body (JSON or form), else its query string."""
-    if request.can_read_body:
+    """The request's parameters: its body (JSON or form), else its query string
+    (``body_exists``: the body may have been read and cached before the handler)."""
+    if request.body_exists:
         return dict(await read_body(request))
     return dict(request.query)
 
