@@ -9,9 +9,12 @@ Dialect-neutral. A room is mixed on the media clock by :class:`media.conference.
 * :class:`Room`: members in join order with their member id (``"1"``, ``"2"``... per room);
   ``started`` once a member with ``start_on_enter`` is in (before that members are held
   out of the mix and hear the wait sound, as while alone); the room's time limit, its
-  recording (the whole mix), and the operations the APIs call: mute/unmute, deaf/undeaf,
-  kick, play and speak to the room or to members, record start/stop, end (an API hangs up
-  members' calls through the call manager, so their records say who ended them).
+  recording (the whole mix; from two members on unless ``record_when_alone``; ``trim``),
+  coaches (a member heard by the member it coaches only: the mixer's whisper), a member's own
+  time limit, and the operations the APIs call: mute/unmute, deaf/undeaf, hold/unhold (out of
+  the mix both ways), kick, play and speak to the room or to members, record start/stop, end
+  (an API hangs up members' calls through the call manager, so their records say who ended
+  them).
 * :meth:`Conferences.run_member`: one call in a room for the length of a ``Conference``
   verb (:class:`softswitch.app.verbs.Conference`): enter sound, events, ``hangupOnStar``,
   ``digitsMatch``, DTMF relayed to the others, wait sound while alone or not started; it
