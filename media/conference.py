@@ -18,7 +18,10 @@ linear PCM before their taps) is put in a row of one matrix, then :meth:`Mixer.m
    full scale, so many talkers at once never wrap or hard-clip int16.
 
 Muted members are not summed but still hear; deaf members are summed (when they talk) and hear
-nothing (:meth:`Mixer.output` is None for them).
+nothing (:meth:`Mixer.output` is None for them). A member whispering to another
+(:meth:`Mixer.set_whisper`, a coach) is not summed either: its talking frame is added to its
+target's mix only (one extra row per coached member that tick), and it hears the room as
+everyone does.
 
 :class:`MixerBank` holds every room of a media engine in one matrix (a row per member and its
 room's index), so one :meth:`MixerBank.mix` serves all rooms with a fixed number of numpy calls
@@ -111,6 +114,7 @@ class MixerBank:
         self._energy = np.zeros(capacity, dtype=np.float64)
         self._room_of = np.zeros(capacity, dtype=np.intp)
         self._out = np.full(capacity, -1, dtype=np.intp)  # row of _distinct each member hears
+        self._whispering: dict[int, int] = {}  # coach slot -> target slot (few: a dict)
         self._free: list[int] = list(range(capacity - 1, -1, -1))
         self._rooms: list[Mixer | None] = []
         self._free_rooms: list[int] = []
@@ -171,7 +175,18 @@ class MixerBank:
     def _remove(self, slot: int) -> None:
         self._used[slot] = self._has[slot] = self._talking[slot] = False
         self._out[slot] = -1
+        self._set_whisper(slot, -2)
+        for coach, target in list(self._whispering.items()):
+            if target == slot:  # its coach is heard by nobody until told otherwise
+                self._whispering[coach] = -1
         self._free.append(slot)
+
+    def _set_whisper(self, slot: int, target: int) -> None:
+        """``target`` -2: heard by the room again; -1: by nobody; else by ``target`` only."""
+        if target == -2:
+            self._whispering.pop(slot, None)
+        else:
+            self._whispering[slot] = target
 
     def _grow(self) -> None:
         old = len(self._used)
@@ -228,7 +243,11 @@ class MixerBank:
             (r.started if talking[slot] else r.stopped).append(slot)
         self._talking = talking
         # 2. one sum per room of its talking, unmuted members that sent a frame this tick
-        order = (talking & ~self._muted & has).nonzero()[0]
+        # (a coach whispers: it is not in the sum)
+        summed = talking & ~self._muted & has
+        if self._whispering:
+            summed[list(self._whispering)] = False
+        order = summed.nonzero()[0]
         croom = self._room_of[order]
         if order.size > 1:
             sort = np.argsort(croom, kind="stable")
@@ -267,6 +286,8 @@ class MixerBank:
             self._out[listeners] = shared[listeners]
             mine = listeners[order]
             self._out[order[mine]] = active.size + np.flatnonzero(mine)
+        if self._whispering:
+            self._whisper_rows(talking & ~self._muted & has)
         quiet = np.ones(len(self._rooms), dtype=bool)
         if self._distinct.shape[0]:
             quiet[self._total_row >= 0] = False
@@ -276,6 +297,29 @@ class MixerBank:
         self._has[:] = False
         self._move_floor(talking, results)
         return results
+
+    def _whisper_rows(self, speaking: np.ndarray) -> None:
+        """Each talking coach's frame added to its target's mix only: a row of its own per
+        coached member (its room's mix, or silence, plus the coaches), under the knee."""
+        extra: dict[int, np.ndarray] = {}
+        for coach, target in self._whispering.items():
+            if target < 0 or not speaking[coach] or not self._used[target] or self._deaf[target]:
+                continue
+            if target not in extra:
+                row = int(self._out[target])
+                extra[target] = (
+                    self._distinct[row].astype(np.int32)
+                    if row >= 0
+                    else np.zeros(FRAME_SAMPLES, dtype=np.int32)
+                )
+            extra[target] += self._frames[coach]
+        if not extra:
+            return
+        first = self._distinct.shape[0]
+        added = np.clip(np.stack(list(extra.values())), -FULL, FULL).astype(np.int16)
+        self._distinct = np.concatenate((self._distinct.astype(np.int16), added))
+        for i, target in enumerate(extra):
+            self._out[target] = first + i
 
     def _move_floor(self, talking: np.ndarray, results: dict[int, MixResult]) -> None:
         """The floor of each room: its loudest unmuted talker, once it has led for
@@ -389,6 +433,15 @@ class Mixer:
 
     def set_deaf(self, slot: int, deaf: bool) -> None:
         self._bank._deaf[slot] = deaf
+
+    def set_whisper(self, slot: int, target: int | None) -> None:
+        """``slot`` is heard by ``target`` only (a coach; ``-1``: by nobody, the target is
+        away); None: by the room again."""
+        self._bank._set_whisper(slot, -2 if target is None else target)
+
+    def whisper(self, slot: int) -> int | None:
+        """The slot ``slot`` whispers to (-1: nobody), None when it is heard by the room."""
+        return self._bank._whispering.get(slot)
 
     def muted(self, slot: int) -> bool:
         return bool(self._bank._muted[slot])

@@ -162,6 +162,8 @@ class CallManager:
         self.live_ops = LiveOps(self)
         #: Conference rooms of this process (``<Conference>`` and the conference APIs).
         self.conferences = Conferences(lambda: getattr(self.dialer, "media", None))
+        self.conferences.on_room_opened = self._room_opened
+        self.conferences.on_room_closed = self._room_closed
         #: The call application hook: the XML interpreter (:meth:`run_xml`) plugs in here.
         #: Called with the answer (or fallback, or transfer) document once the call is
         #: answered; None holds the call.
@@ -302,6 +304,49 @@ class CallManager:
             await self.cluster.disown(*uids)
         except Exception as exc:  # the lease runs out by itself
             log.warning("could not release calls %s in the cluster: %s", ", ".join(uids), exc)
+
+    # --- conference rooms among workers ---------------------------------------------------
+
+    def _room_opened(self, room: Any) -> None:
+        if self.cluster is not None:
+            self.spawn(self._own_room(room.account, room.name), f"own-room-{room.uuid}")
+
+    def _room_closed(self, room: Any) -> None:
+        if self.cluster is not None:
+            self.spawn(self._disown_room(room.account, room.name), f"disown-room-{room.uuid}")
+
+    async def _own_room(self, account: str, name: str) -> None:
+        try:
+            owner = await self.cluster.own_room(account, name)
+        except Exception as exc:  # Redis away: the room still runs here
+            log.warning("conference %s: could not record its ownership: %s", name, exc)
+            return
+        if owner == self.cluster.worker_id and self.conferences.get(account, name) is None:
+            await self._disown_room(account, name)  # the room ended before the claim was made
+        elif owner != self.cluster.worker_id:
+            # Media hand-off between workers is not built: this room mixes apart from the
+            # owner's (the API reaches the owner's room).
+            log.warning("conference %s of %s is held by worker %s; a room of the same name "
+                        "runs apart on this worker", name, account, owner)
+
+    async def _disown_room(self, account: str, name: str) -> None:
+        if self.conferences.get(account, name) is not None:
+            return  # made again meanwhile: still ours
+        try:
+            await self.cluster.disown_room(account, name)
+        except Exception as exc:  # the lease runs out by itself
+            log.warning("conference %s: could not release its ownership: %s", name, exc)
+
+    async def room_names(self, account: str) -> list[str]:
+        """The names of ``account``'s rooms: this process's, and with several workers every
+        worker's."""
+        names = {r.name for r in self.conferences.rooms(account)}
+        if self.cluster is not None:
+            try:
+                names.update(await self.cluster.rooms(account))
+            except Exception as exc:
+                log.warning("listing the rooms of the other workers failed: %s", exc)
+        return sorted(names)
 
     async def _take_shared(self, account: AccountLimits, calls: Sequence[Call]) -> float:
         """The account's limits across workers (:class:`softswitch.cluster.Slot`)."""

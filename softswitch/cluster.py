@@ -16,6 +16,9 @@ Everything here is an existing Redis mechanism, no protocol of our own:
 * **ownership** (:meth:`Cluster.own`): ``ss:call:<uuid>`` → worker id, with a TTL lease the
   owner renews (:attr:`Cluster.lease_s`; renewed every third of it), deleted when the call
   ends; each worker's own liveness key ``ss:worker:<id>`` is renewed the same way.
+* **rooms** (:meth:`Cluster.own_room`): ``ss:room:<account>:<name>`` → worker id, the
+  conference room's owner (the worker whose process mixes it), under the same lease, set
+  only if no live worker holds it (``SET NX``, or taken over from a dead owner).
 * **control** (:meth:`Cluster.forward`): a live-call request (hangup, transfer, play, DTMF,
   record...) that reaches a worker not holding the call goes on the owner's stream
   ``ss:ctl:<worker id>``; the owner runs it (:attr:`Cluster.on_control`) and pushes the
@@ -125,6 +128,8 @@ class Cluster:
         self._release_if = self.redis.register_script(_RELEASE_IF)
         #: Calls this worker owns: uuid (and request uuid) -> the slot keys they hold.
         self.owned: dict[str, tuple[str, ...]] = {}
+        #: Conference rooms this worker owns: their Redis keys.
+        self.owned_rooms: set[str] = set()
         self.on_control: ControlHandler | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
@@ -155,6 +160,8 @@ class Cluster:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         with contextlib.suppress(Exception):
+            if self.owned_rooms:
+                await self.redis.delete(*self.owned_rooms)
             if self.owned:
                 # What this worker still holds goes with it (not left to the lease).
                 await self.redis.delete(*(self._k("call", u) for u in self.owned))
@@ -184,11 +191,13 @@ class Cluster:
 
     async def renew(self) -> None:
         await self._heartbeat()
-        if not self.owned:
+        if not self.owned and not self.owned_rooms:
             return
         px = int(self.lease_s * 1000)
         by_slot: dict[str, list[str]] = {}
         async with self.redis.pipeline(transaction=False) as pipe:
+            for key in self.owned_rooms:
+                pipe.set(key, self.worker_id, px=px)
             for uid, slots in self.owned.items():
                 pipe.set(self._k("call", uid), self.worker_id, px=px)
                 for key in slots:
@@ -280,6 +289,51 @@ class Cluster:
         value = await self.redis.get(self._k("call", uid))
         return str(value) if value else None
 
+    # --- conference rooms -------------------------------------------------------------
+
+    def _room_key(self, account: str, name: str) -> str:
+        return self._k("room", account, name)
+
+    async def own_room(self, account: str, name: str) -> str:
+        """Claim room ``name`` of ``account`` for this worker unless a live worker holds it;
+        returns the owner (this worker's id when claimed)."""
+        key = self._room_key(account, name)
+        px = int(self.lease_s * 1000)
+        for _ in range(3):
+            if await self.redis.set(key, self.worker_id, px=px, nx=True):
+                self.owned_rooms.add(key)
+                return self.worker_id
+            owner = await self.redis.get(key)
+            if owner == self.worker_id:
+                self.owned_rooms.add(key)
+                return self.worker_id
+            if owner is not None and await self.alive(str(owner)):
+                return str(owner)
+            # The holder died (its worker key is gone before its room lease): take over.
+            await self._release_if(keys=[key], args=[owner or ""])
+        return str(await self.redis.get(key) or "")
+
+    async def disown_room(self, account: str, name: str) -> None:
+        """The room ended here: its owner key goes (if still ours)."""
+        key = self._room_key(account, name)
+        self.owned_rooms.discard(key)
+        await self._release_if(keys=[key], args=[self.worker_id])
+
+    async def room_owner(self, account: str, name: str) -> str | None:
+        """The worker holding room ``name`` of ``account``, None when no one does."""
+        value = await self.redis.get(self._room_key(account, name))
+        return str(value) if value else None
+
+    async def rooms(self, account: str, limit: int = 1000) -> list[str]:
+        """The names of ``account``'s rooms held by any worker (at most ``limit``)."""
+        prefix = self._room_key(account, "")
+        names: list[str] = []
+        async for key in self.redis.scan_iter(match=_glob_escape(prefix) + "*", count=200):
+            names.append(str(key)[len(prefix) :])
+            if len(names) >= limit:
+                break
+        return sorted(names)
+
     # --- control ----------------------------------------------------------------------
 
     async def forward(
@@ -332,6 +386,11 @@ class Cluster:
             pipe.rpush(reply, json.dumps(answer))
             pipe.expire(reply, 60)
             await pipe.execute()
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally in a Redis ``SCAN MATCH`` pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 class RequestQueue:

@@ -9,9 +9,12 @@ Dialect-neutral. A room is mixed on the media clock by :class:`media.conference.
 * :class:`Room`: members in join order with their member id (``"1"``, ``"2"``... per room);
   ``started`` once a member with ``start_on_enter`` is in (before that members are held
   out of the mix and hear the wait sound, as while alone); the room's time limit, its
-  recording (the whole mix), and the operations the APIs call: mute/unmute, deaf/undeaf,
-  kick, play and speak to the room or to members, record start/stop, end (an API hangs up
-  members' calls through the call manager, so their records say who ended them).
+  recording (the whole mix; from two members on unless ``record_when_alone``; ``trim``),
+  coaches (a member heard by the member it coaches only: the mixer's whisper), a member's own
+  time limit, and the operations the APIs call: mute/unmute, deaf/undeaf, hold/unhold (out of
+  the mix both ways), kick, play and speak to the room or to members, record start/stop, end
+  (an API hangs up members' calls through the call manager, so their records say who ended
+  them).
 * :meth:`Conferences.run_member`: one call in a room for the length of a ``Conference``
   verb (:class:`softswitch.app.verbs.Conference`): enter sound, events, ``hangupOnStar``,
   ``digitsMatch``, DTMF relayed to the others, wait sound while alone or not started; it
@@ -20,8 +23,10 @@ Dialect-neutral. A room is mixed on the media clock by :class:`media.conference.
 Events go to the member's ``on_event`` as :class:`~softswitch.app.verbs.ConferenceEvent`
 (the vocabulary names them); only the actions in the verb's ``status_events`` are sent.
 
-One process owns a room: with several workers, a call joining a room must run on the worker
-that owns it (see docs/ARCHITECTURE.md, "Conferences").
+One process mixes a room: with several workers, the call manager claims each room made here
+for this worker (``on_room_opened``) and the API requests naming it are forwarded here; a
+call joining a room must run on the worker that owns it (see docs/ARCHITECTURE.md,
+"Conferences and workers").
 """
 
 from __future__ import annotations
@@ -47,6 +52,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("softswitch.conference")
 
 __all__ = ["BEEP_FREQ_HZ", "Conferences", "Member", "Room"]
+
+#: A trimmed recording leaves out frames whose peak is under this (about -50 dBFS) at its
+#: start and end; a silence longer than TRIM_HOLD_FRAMES (5 min) is written anyway.
+TRIM_PEAK = 100
+TRIM_HOLD_FRAMES = 15_000
 
 #: enter/exit ``beep:1``/``beep:2``: 300 ms of 700 Hz (then 200 ms of silence), once or twice.
 BEEP_FREQ_HZ = 700.0
@@ -81,6 +91,7 @@ class Member:
     left: asyncio.Future[str]
     muted: bool = False
     deaf: bool = False
+    hold: bool = False
     digits: str = ""
 
     def info(self) -> dict[str, Any]:
@@ -89,6 +100,7 @@ class Member:
             "call_uuid": self.call_uuid,
             "muted": self.muted,
             "deaf": self.deaf,
+            "hold": self.hold,
             "joined_at": self.joined_at,
         }
 
@@ -117,9 +129,9 @@ class Room:
     def _apply(self, member: Member) -> None:
         """The member's mixer flags: held out of the mix (and hearing nothing of it) until
         the room starts."""
-        waiting = not self.started
-        self.media.mixer.set_muted(member.slot, member.muted or waiting)
-        self.media.mixer.set_deaf(member.slot, member.deaf or waiting)
+        out = not self.started or member.hold
+        self.media.mixer.set_muted(member.slot, member.muted or out)
+        self.media.mixer.set_deaf(member.slot, member.deaf or out)
 
     def _on_mix(self, result: MixResult) -> None:
         # On the media clock: hand the events over to the loop.
@@ -159,6 +171,7 @@ class Room:
             members=len(self.members),
             muted=member.muted,
             deaf=member.deaf,
+            hold=member.hold,
             **extra,
         )
 
@@ -197,6 +210,7 @@ class Room:
         else:
             self._apply(member)
         self.owner._calls[call_uuid] = member
+        self._rewhisper()
         self.emit(member, "enter")
         if first_start:
             self.emit(member, "start")
@@ -210,6 +224,7 @@ class Room:
         self.media.leave(member.slot)
         if self.owner._calls.get(member.call_uuid) is member:
             del self.owner._calls[member.call_uuid]
+        self._rewhisper()
         if not member.left.done():
             member.left.set_result(reason)
         if member.verb.end_on_exit and reason != "ended":
@@ -221,6 +236,15 @@ class Room:
         if not self.members:
             self.end("empty")
         self._touch()
+
+    def _rewhisper(self) -> None:
+        """Each coach is heard by the member it coaches only (nobody while that one is not in
+        the room)."""
+        by_call = {m.call_uuid: m for m in self.members.values()}
+        for m in self.members.values():
+            if m.verb.coach:
+                target = by_call.get(m.verb.coach)
+                self.media.mixer.set_whisper(m.slot, -1 if target is None else target.slot)
 
     def _touch(self) -> None:
         self.changed.set()
@@ -268,6 +292,16 @@ class Room:
             self.emit(m, "mute" if muted else "unmute")
         return [m.member_id for m in members]
 
+    def set_hold(self, members: list[Member], hold: bool) -> list[str]:
+        """On hold: out of the mix both ways (nobody hears them, they hear nothing of the
+        room) until taken off hold; ``hold``/``unhold`` events."""
+        for m in members:
+            if m.hold != hold:
+                m.hold = hold
+                self._apply(m)
+                self.emit(m, "hold" if hold else "unhold")
+        return [m.member_id for m in members]
+
     def set_deaf(self, members: list[Member], deaf: bool) -> list[str]:
         for m in members:
             m.deaf = deaf
@@ -291,18 +325,49 @@ class Room:
         return [m.member_id for m in members]
 
     def start_recording(
-        self, path: str, fmt: str, url: str, recording_id: str, member: Member | None = None
+        self,
+        path: str,
+        fmt: str,
+        url: str,
+        recording_id: str,
+        member: Member | None = None,
+        *,
+        when_alone: bool = True,
+        trim: bool = False,
+        on_done: Callable[[dict[str, Any]], None] | None = None,
     ) -> bool:
-        """Record the room's whole mix to ``path``; False when it already records."""
+        """Record the room's whole mix to ``path``; False when it already records.
+        ``when_alone`` false: frames are written only while two members or more are in.
+        ``trim``: leading and trailing silence are left out (frames whose peak is under
+        :data:`TRIM_PEAK`; a silence is held back up to :data:`TRIM_HOLD_FRAMES` frames, then
+        written). ``on_done(recording)`` is called once it stops (its ``duration_s``,
+        ``started``, ``ended`` set)."""
         from media.record import Recorder  # noqa: PLC0415
 
         if self._recording is not None:
             return False
         recorder = Recorder(path, fmt)
+        held: list[Any] = []  # trim: silent frames not written yet
+        heard = False
 
         def tap(frame: Any) -> None:
-            if not recorder.closed:
+            nonlocal heard
+            if recorder.closed or not (when_alone or len(self.members) >= 2):
+                return
+            if not trim:
                 recorder.write(frame)
+                return
+            if int(abs(frame).max(initial=0)) < TRIM_PEAK:
+                if heard:
+                    held.append(frame.copy())
+                    if len(held) > TRIM_HOLD_FRAMES:
+                        recorder.write(held.pop(0))
+                return
+            heard = True
+            for quiet in held:
+                recorder.write(quiet)
+            held.clear()
+            recorder.write(frame)
 
         self.media.add_recorder(tap)
         self._recording = {
@@ -312,6 +377,7 @@ class Room:
             "id": recording_id,
             "member": member,
             "started": time.time(),
+            "on_done": on_done,
         }
         return True
 
@@ -325,6 +391,12 @@ class Room:
             return None
         self.media.remove_recorder(rec["tap"])
         rec["duration_s"] = rec["recorder"].close()
+        rec["ended"] = time.time()
+        if rec["on_done"] is not None:
+            try:
+                rec["on_done"](rec)
+            except Exception:
+                log.exception("conference %s: recording callback failed", self.name)
         member = rec["member"]
         if member is not None:
             self.emit(
@@ -354,6 +426,10 @@ class Conferences:
         self._rooms: dict[tuple[str, str], Room] = {}
         self._calls: dict[str, Member] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Called when a room is made here and when it is dropped (the call manager claims
+        #: and releases the room's ownership among workers).
+        self.on_room_opened: Callable[[Room], None] | None = None
+        self.on_room_closed: Callable[[Room], None] | None = None
 
     def rooms(self, account: str) -> list[Room]:
         return [r for (a, _), r in self._rooms.items() if a == account]
@@ -382,11 +458,21 @@ class Conferences:
             room = Room(name=name, account=account, media=media, owner=self)
             media.on_mix = room._on_mix
             self._rooms[(account, name)] = room
+            self._hook(self.on_room_opened, room)
         return room
 
     def _drop(self, room: Room) -> None:
         if self._rooms.get((room.account, room.name)) is room:
             del self._rooms[(room.account, room.name)]
+            self._hook(self.on_room_closed, room)
+
+    @staticmethod
+    def _hook(hook: Callable[[Room], None] | None, room: Room) -> None:
+        if hook is not None:
+            try:
+                hook(room)
+            except Exception:
+                log.exception("conference %s: room hook failed", room.name)
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -459,10 +545,25 @@ class Conferences:
         )
         if verb.time_limit > 0:
             room.set_time_limit(verb.time_limit)
+        member_limit = (
+            asyncio.get_running_loop().call_later(
+                verb.member_time_limit, room.remove, member, "time_limit"
+            )
+            if verb.member_time_limit > 0
+            else None
+        )
         recording: dict[str, Any] | None = None
         if verb.record and room.recording is None:
             path, url, rid = record_path(verb.record_file_format)
-            room.start_recording(path, verb.record_file_format, url, rid, member)
+            room.start_recording(
+                path,
+                verb.record_file_format,
+                url,
+                rid,
+                member,
+                when_alone=verb.record_when_alone,
+                trim=verb.record_trim,
+            )
             recording = room.recording
         if verb.enter_sound:
             await self._room_sound(room, verb.enter_sound, sound)
@@ -476,6 +577,8 @@ class Conferences:
             waits: set[asyncio.Future[Any]] = {member.left, ended}
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            if member_limit is not None:
+                member_limit.cancel()
             music.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await music
@@ -486,7 +589,9 @@ class Conferences:
             room.remove(member, reason)
             if verb.exit_sound and not room.ended:
                 await self._room_sound(room, verb.exit_sound, sound)
-        result = room.event(member, "result", reason=reason)
+        result = room.event(
+            member, "result", reason=reason, duration_s=round(time.time() - member.joined_at)
+        )
         if recording is not None:
             from dataclasses import replace  # noqa: PLC0415
 

@@ -256,7 +256,10 @@ class LiveOps:
         if req.transcription_requested:
             log.info("call %s: transcription requested; not available, recording only", call.call_uuid)
         recording_id = str(uuid.uuid4())
-        name = f"{recording_id}.{req.file_format}"
+        # A dialect may name the file (the legacy FileName); else the recording id.
+        name = f"{getattr(req, 'file_name', None) or recording_id}.{req.file_format}"
+        if self.recording_in_progress(name):
+            raise OperationFailed(f"cannot record: {name} is being recorded")
         path = self.m.recording_path(name, call.account.auth_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         try:

@@ -474,21 +474,103 @@ class Server:
         value = form.get("CallUUID") or form.get("RequestUUID")
         return value if isinstance(value, str) and value else None
 
-    async def _forward(self, request: web.Request) -> web.StreamResponse | None:
-        """A request naming a call this worker does not hold but another does: run it there
-        (``softswitch.cluster`` control stream) and answer what that worker answered."""
-        if self.cluster is None or self.manager is None or self.forwarded_header in request.headers:
-            return None
-        uid = self._call_in_path(request) or await self._call_in_form(request)
-        if uid is None or uid in self.manager.calls or uid in self.manager.by_request:
+    @staticmethod
+    def _basic_user(request: web.Request) -> str | None:
+        """The account a request's Basic credentials name (checked by the worker that runs it)."""
+        import base64
+        import binascii
+
+        header = request.headers.get("Authorization", "")
+        if not header.lower().startswith("basic "):
             return None
         try:
+            user = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8").partition(":")[0]
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return user or None
+
+    async def _form_or_json(self, request: web.Request) -> dict[str, Any]:
+        """A POST's body fields (JSON object or form), read once (the handler reads the cache)."""
+        import json
+
+        form = "application/x-www-form-urlencoded"
+        # body_exists, not can_read_body: the body may have been read (and cached) already.
+        if request.method not in ("POST", "PUT", "DELETE") or not request.body_exists:
+            return {}
+        if request.content_type not in ("application/json", form, "text/plain", ""):
+            return {}  # a multipart body is left to the handler (it streams it once)
+        try:
+            # A JSON object whatever the Content-Type says, as the dialects read it.
+            raw = (await request.read()).decode("utf-8", "replace").strip()
+            if raw.startswith("{"):
+                data = json.loads(raw)
+            elif request.content_type == form:
+                data = dict(await request.post())
+            else:
+                data = {}
+        except Exception:
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    async def _room_in_request(self, request: web.Request) -> tuple[str, str] | None:
+        """``(account, room name)`` when the request is about a conference room: a room in
+        the path (Plivo's ``/Conference/{name}/...``) or a legacy ``/v0.1/Conference*/``
+        form's ``ConferenceName``."""
+        info = request.match_info
+        if "name" in info and "/Conference/" in request.path:
+            account = info.get("auth_id") or self._basic_user(request)
+            return (account, info["name"]) if account else None
+        if request.path.startswith("/v0.1/Conference"):
+            form = await self._form_or_json(request)
+            name = form.get("ConferenceName")
+            account = self._basic_user(request)
+            if isinstance(name, str) and name and account:
+                return account, name
+        return None
+
+    async def _parent_in_request(self, request: web.Request) -> str | None:
+        """A make-call request's ``parent_call_uuid`` (its new call should run where the
+        parent, a member of an ongoing room, runs)."""
+        if request.method != "POST" or not request.path.endswith("/Call/") or "call_uuid" in request.match_info:
+            return None
+        value = (await self._form_or_json(request)).get("parent_call_uuid")
+        return value if isinstance(value, str) and value else None
+
+    async def _owner_elsewhere(self, request: web.Request) -> str | None:
+        """The live worker, other than this one, that should run ``request``: the holder of
+        the call it names, of the room it names, or of the parent call it gives."""
+        assert self.cluster is not None and self.manager is not None
+        uid = self._call_in_path(request) or await self._call_in_form(request)
+        room = None if uid is not None else await self._room_in_request(request)
+        if uid is None and room is None:
+            uid = await self._parent_in_request(request)
+        if uid is not None and (uid in self.manager.calls or uid in self.manager.by_request):
+            return None
+        if room is not None and self.manager.conferences.get(*room) is not None:
+            return None
+        if uid is not None:
             owner = await self.cluster.owner(uid)
-            # A dead owner (its lease gone) cannot answer: answered here (not live: 404).
-            if owner is None or owner == self.cluster.worker_id or not await self.cluster.alive(owner):
-                return None
+        elif room is not None:
+            owner = await self.cluster.room_owner(*room)
+        else:
+            return None
+        # A dead owner (its lease gone) cannot answer: answered here (not live: 404).
+        if owner is None or owner == self.cluster.worker_id or not await self.cluster.alive(owner):
+            return None
+        return str(owner)
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse | None:
+        """A request naming a call (or a conference room, or a make-call request's parent
+        call) this worker does not hold but another does: run it there (``softswitch.cluster``
+        control stream) and answer what that worker answered."""
+        if self.cluster is None or self.manager is None or self.forwarded_header in request.headers:
+            return None
+        try:
+            owner = await self._owner_elsewhere(request)
         except Exception as exc:  # Redis away: this worker answers for what it holds
             log.warning("%s %s: cluster lookup failed: %s", request.method, request.path, exc)
+            return None
+        if owner is None:
             return None
         import base64
 
@@ -503,8 +585,7 @@ class Server:
         try:
             answer = await self.cluster.forward(owner, payload)
         except Exception as exc:  # ControlTimeout, or Redis away
-            log.warning("%s %s: worker %s holding call %s did not answer: %s",
-                        request.method, request.path, owner, uid, exc)
+            log.warning("%s %s: worker %s did not answer: %s", request.method, request.path, owner, exc)
             return None  # answered here: the call is not live on this worker (404)
         if "error" in answer:
             return None

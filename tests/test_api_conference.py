@@ -16,7 +16,7 @@ import plivo
 import pytest
 
 from tests.peers import xml_app
-from tests.peers.xml_app import AUTH_ID, Env, hangup_of
+from tests.peers.xml_app import AUTH_ID, AUTH_TOKEN, Env, hangup_of
 
 env = xml_app.env
 uas = xml_app.uas
@@ -125,6 +125,7 @@ async def test_hangup_rooms_and_parent_call_uuid(env: Env, uas: Any, tmp_path: P
     assert await poll(lambda: len(env.web.of("/moh.wav")) == 1)  # the document's <Play>
     assert alone.stream.overlays == 1 and alone.stream.playing
     assert env.web.of("/wait")[-1].method == "POST"  # waitMethod's default
+    assert len(env.web.of("/wait")) == 1  # fetched once, as a document only
     # parent_call_uuid: the first leg of the ongoing conference
     (second,) = await join(
         env, uas, "r2", 1, parent_call_uuid=first, error_if_parent_not_found=True
@@ -150,6 +151,72 @@ async def test_hangup_rooms_and_parent_call_uuid(env: Env, uas: Any, tmp_path: P
     assert (await env.sdk(c.conferences.list)).conferences == []
 
 
+async def _api(env: Env, method: str, path: str, **data: str) -> tuple[int, Any]:
+    import base64
+
+    import aiohttp
+
+    url = f"{env.server.base_url}/v1/Account/{AUTH_ID}/Conference/{path}"
+    auth = "Basic " + base64.b64encode(f"{AUTH_ID}:{AUTH_TOKEN}".encode()).decode()
+    async with (
+        aiohttp.ClientSession(headers={"Authorization": auth}) as session,
+        session.request(method, url, json=data or None) as resp,
+    ):
+        return resp.status, (await resp.json() if resp.status != 204 else None)
+
+
+async def test_member_callbacks_record_callback_and_record_when_alone(
+    env: Env, uas: Any, tmp_path: Path
+) -> None:
+    # recordWhenAlone false (Plivo's default): the first member alone is not recorded
+    attrs = ' record="true" recordFileFormat="wav"'
+    (a,) = await join(env, uas, "cb", 1, attrs=attrs)
+    room = env.server.manager.conferences.get(AUTH_ID, "cb")
+    rec_path = Path(env.server.config.data_dir) / "recordings" / AUTH_ID
+    await asyncio.sleep(1.0)
+    (recorded,) = list(rec_path.glob("*.wav"))
+    assert recorded.stat().st_size <= 44 + 1600  # nothing (a frame or so) while alone
+    await join(env, uas, "cb", 1, attrs=attrs)
+    assert await poll(lambda: recorded.stat().st_size >= 44 + 8000, timeout=5)
+
+    # callback_url on member operations: the answer's fields are posted there, signed
+    cb = env.web.url("/member-cb")
+    status, body = await _api(env, "POST", "cb/Member/1/Mute/", callback_url=cb)
+    assert status == 202 and body["message"] == "muted" and body["member_id"] == ["1"]
+    (hit,) = await env.web.wait_for(path="/member-cb", timeout=10)
+    assert hit.method == "POST"
+    assert hit.params["message"] == "muted" and hit.params["member_id"] == "1"
+    assert hit.params["conference_name"] == "cb" and hit.params["api_id"] == body["api_id"]
+    status, _ = await _api(
+        env, "DELETE", "cb/Member/all/Mute/", callback_url=cb, callback_method="GET"
+    )
+    assert status == 204
+    hits = await env.web.wait_for(path="/member-cb", count=2, timeout=10)
+    assert hits[1].method == "GET" and hits[1].params["member_id"] == "1,2"
+    assert hits[1].params["message"] == "unmuted"
+    assert not room.members["1"].muted
+
+    # a recording started through the API posts Plivo's recording callback when it ends
+    room.stop_recording()
+    status, body = await _api(
+        env, "POST", "cb/Record/", file_format="wav", callback_url=env.web.url("/rec-cb")
+    )
+    assert status == 202
+    await asyncio.sleep(0.5)
+    status, _ = await _api(env, "DELETE", "cb/Record/")
+    assert status == 204
+    (hit,) = await env.web.wait_for(path="/rec-cb", timeout=10)
+    got = hit.params
+    assert got["api_id"] == body["api_id"] and got["recording_id"] == body["recording_id"]
+    assert got["record_url"] == body["url"] and got["conference_name"] == "cb"
+    assert 300 <= int(got["recording_duration_ms"]) <= 3000
+    assert int(got["recording_end_ms"]) - int(got["recording_start_ms"]) >= 300
+    assert got["recording_duration"] in ("0", "1", "2")
+    assert not env.web.bad_signatures
+    await env.sdk(env.client.conferences.hangup, "cb")
+    await hangup_of(env, a)
+
+
 def _tone_wav(path: Path) -> bytes:
     import wave
 
@@ -163,3 +230,56 @@ def _tone_wav(path: Path) -> bytes:
         w.setframerate(8000)
         w.writeframes(pcm.tobytes())
     return path.read_bytes()
+
+
+async def test_twiml_participant_hold_coach_time_limit_and_dial_action(env: Env, uas: Any) -> None:
+    """Twilio's Participants resource (with the official SDK) holds and mutes a participant
+    of a ``<Dial><Conference>`` room, its status callback says so; the Dial's ``timeLimit``
+    takes the participant out and the Dial's ``action`` gets Twilio's words."""
+    from twilio.rest import Client
+
+    tw = Client(AUTH_ID, AUTH_TOKEN)
+    tw.api.base_url = env.server.base_url
+    (plivo_uuid,) = await join(env, uas, "tw", 1)
+    env.web.routes["/tw"] = (
+        '<Response><Dial timeLimit="3" action="/after"><Conference statusCallback="/tcb"'
+        ' statusCallbackEvent="join hold mute">tw</Conference></Dial></Response>'
+    )
+    env.web.routes["/after"] = "<Response><Hangup/></Response>"
+    call = await env.sdk(
+        tw.calls.create, to=uas().uri, from_="+15551230000", url=env.web.url("/tw")
+    )
+    assert await poll(lambda: members(env, "tw") == 2)
+    room = env.server.manager.conferences.get(AUTH_ID, "tw")
+    sid = "CF" + room.uuid.replace("-", "")
+    participants = await env.sdk(tw.conferences(sid).participants.list)
+    assert len(participants) == 2
+    assert call.sid in {p.call_sid for p in participants}
+    held = await env.sdk(tw.conferences(sid).participants(call.sid).update, hold=True)
+    assert held.hold is True and held.muted is False
+    member = env.server.manager.conferences.member_of(
+        next(m.call_uuid for m in room.members.values() if m.call_uuid != plivo_uuid)
+    )
+    assert (
+        member.hold and room.media.mixer.muted(member.slot) and room.media.mixer.deaf(member.slot)
+    )
+    await env.sdk(tw.conferences(sid).participants(call.sid).update, hold=False, muted=True)
+    assert not member.hold and member.muted and not room.media.mixer.deaf(member.slot)
+    words = [h.params["StatusCallbackEvent"] for h in await env.web.wait_for(path="/tcb", count=4)]
+    assert words == [
+        "participant-join",
+        "participant-hold",
+        "participant-unhold",
+        "participant-mute",
+    ]
+    assert [h.params["Hold"] for h in env.web.of("/tcb")][1:3] == ["true", "false"]
+    # timeLimit="3": out of the room after 3 s, then the Dial's action
+    (after,) = await env.web.wait_for(path="/after", timeout=10)
+    assert after.params["DialCallStatus"] == "completed"
+    assert after.params["ConferenceSid"] == sid and after.params["CallSid"] == call.sid
+    assert 2 <= int(after.params["DialCallDuration"]) <= 5
+    assert members(env, "tw") == 1
+    with pytest.raises(Exception, match="404|not found"):
+        await env.sdk(tw.conferences(sid).participants(call.sid).fetch)
+    await env.sdk(env.client.conferences.hangup, "tw")
+    await hangup_of(env, plivo_uuid)

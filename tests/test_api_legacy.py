@@ -226,6 +226,16 @@ async def test_routing_auth_and_validation_messages(legacy: Any, receiver: Webho
     async with api.session.get(f"{api.base}/openapi.json") as resp:
         doc = await resp.json()
     assert {"/v0.1/Call/", "/v0.1/HangupCall/", "/v0.1/ScheduleHangup/"} <= set(doc["paths"])
+    conference = {
+        f"/v0.1/Conference{a}/"
+        for a in (
+            "Mute Unmute Kick Hangup Deaf Undeaf RecordStart RecordStop Play Speak ListMembers "
+            "List"
+        ).split()
+    }
+    assert conference <= set(doc["paths"])
+    start = doc["paths"]["/v0.1/ConferenceRecordStart/"]["post"]["requestBody"]["content"]
+    assert "FileName" in start["application/x-www-form-urlencoded"]["schema"]["properties"]
     assert any(p.startswith("/v1/Account/") for p in doc["paths"])  # Plivo v1 still described
 
 
@@ -742,7 +752,11 @@ async def test_play_and_record(
         and rec["Message"] == f"RecordStart Executed with RecordFile {rec['RecordFile']}"
     )
     assert rec["RecordFile"].startswith(f"{api.base}/v0.1/Recording/{AUTH_ID}/")
-    assert rec["RecordFile"].split("?")[0].endswith(".wav")  # signed: ?expires=...&sig=...
+    # FileName names the file (FilePath, a directory on the framework's server, is not used)
+    assert rec["RecordFile"].split("?")[0].endswith("/x.wav")  # signed: ?expires=...&sig=...
+    for bad in ("../x", "a/b", ".hidden"):
+        _, refused = await api.post("RecordStart", CallUUID=call_uuid, FileName=bad)
+        assert refused == {"Success": False, "Message": "RecordStart Failed: invalid FileName"}
     _, played = await api.post("Play", CallUUID=call_uuid, Sounds=receiver.url("/tone.wav"))
     assert played == {"Success": True, "Message": "Play Request Executed"}
     await asyncio.sleep(1.5)

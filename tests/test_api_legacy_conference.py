@@ -126,7 +126,7 @@ async def test_restxml_conference_and_the_conference_endpoints(
     )[1]
     assert (body["Success"], body["Message"]) == (True, "Conference RecordStart Executed")
     url = body["RecordFile"]
-    assert "/v0.1/Recording/" in url and ".wav" in url
+    assert "/v0.1/Recording/" in url and url.split("?")[0].endswith("/rec1.wav")  # FileName
     await asyncio.sleep(0.5)
     body = (await api.post("ConferenceRecordStop", ConferenceName="room", RecordFile="all"))[1]
     assert body["Message"] == "Conference RecordStop Executed"

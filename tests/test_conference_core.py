@@ -75,6 +75,7 @@ class Room:
         self.engine = engine
         self.conferences = Conferences(lambda: engine)
         self.sounds: list[str] = []
+        self.record_to = "/dev/null"
 
     async def sound(self, url: str) -> Any:
         self.sounds.append(url)
@@ -101,7 +102,7 @@ class Room:
                 engine=self.engine,
                 verb=verb,
                 on_event=p.events.append,
-                record_path=lambda fmt: ("/dev/null", "u", "r"),
+                record_path=lambda fmt: (self.record_to, "u", "r"),
                 sound=self.sound,
                 ended=p.ended,
                 digit_hooks=p.digit_hooks,
@@ -202,3 +203,54 @@ async def test_keys_hangup_on_star_digits_match_and_relay(engine: MediaEngine) -
     b.ended.set_result(None)
     with pytest.raises(CallHungUp):
         await b.task
+
+
+async def test_a_coach_is_heard_by_the_coached_member_only_and_leaves_at_its_time_limit(
+    engine: MediaEngine,
+) -> None:
+    r = Room(engine)
+    agent = r.join(400.0, Conference(name="r"), "agent")
+    caller = r.join(1000.0, Conference(name="r"), "caller")
+    await until(lambda: r.room() is not None and len(r.room().members) == 2)
+    coach = r.join(2000.0, Conference(name="r", coach="agent", member_time_limit=1), "coach")
+    await until(lambda: agent.hears(2000.0))
+    assert caller.silent(2000.0) and caller.hears(400.0)
+    await until(lambda: coach.hears(400.0) and coach.hears(1000.0))
+    # the coach's own time limit takes it out of the room (its call goes on)
+    result = await asyncio.wait_for(coach.task, 5)
+    assert result.reason == "time_limit" and 1 <= result.duration_s <= 3
+    await until(lambda: agent.silent(2000.0))
+    assert len(r.room().members) == 2
+    for p in (agent, caller):
+        p.ended.set_result(None)
+
+
+async def test_a_trimmed_recording_leaves_out_the_silence_before_and_after(
+    engine: MediaEngine, tmp_path: Any
+) -> None:
+    import wave
+
+    r = Room(engine)
+    r.record_to = str(tmp_path / "trim.wav")
+    quiet = r.join(
+        None,
+        Conference(name="t", record=True, record_file_format="wav", record_trim=True),
+        "quiet",
+    )
+    await until(lambda: r.room("t") is not None)
+    await asyncio.sleep(1.0)  # silence: not recorded
+    talker = r.join(1000.0, Conference(name="t"), "talker")
+    await until(lambda: quiet.hears(1000.0))
+    await asyncio.sleep(1.0)
+    talker.ended.set_result(None)
+    with pytest.raises(CallHungUp):
+        await talker.task
+    await asyncio.sleep(1.0)  # silence again: not recorded
+    quiet.ended.set_result(None)
+    with pytest.raises(CallHungUp):
+        await quiet.task
+    with wave.open(r.record_to, "rb") as w:
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+    seconds = pcm.size / RATE
+    assert 0.8 <= seconds <= 1.8, seconds  # the tone, without the 2 s of silence around it
+    assert level(pcm[:160], 1000.0) > 500 and level(pcm[-160:], 1000.0) > 500

@@ -24,7 +24,7 @@ import pytest
 
 from tests.peers import baresip as baresip_peer
 from tests.peers import xml_app
-from tests.peers.baresip import needs_baresip, read_wav
+from tests.peers.baresip import needs_baresip, needs_baresip_codec, read_wav, read_wav_8k
 from tests.peers.xml_app import AUTH_ID, Env, hangup_of
 
 env = xml_app.env
@@ -219,3 +219,47 @@ async def test_twiml_dial_conference_joined_by_a_plivo_xml_call(
     pcb = [h.params for h in env.web.of("/pcb")]
     assert [p["ConferenceAction"] for p in pcb] == ["enter", "exit"]
     assert pcb[0]["ConferenceUUID"] == room.uuid
+
+
+@needs_baresip_codec("G722")
+@needs_baresip_codec("OPUS")
+async def test_members_on_different_codecs_hear_each_other(
+    env: Env, baresip: Any, tmp_path: Path
+) -> None:
+    """G.722, Opus and PCMU callees in one room: every stream decodes to 8 kHz linear PCM
+    before the mixer, and each member's mix is encoded in its own codec."""
+    # Calls not through a gateway offer the engine's codecs (G.711 by default; a gateway's
+    # ``codecs`` narrows its own): here all four, and each callee accepts only its own.
+    env.server.ua.media.config.codecs = ["G722", "OPUS", "PCMU", "PCMA"]
+    codecs = {"a": "G722", "b": "OPUS", "c": "PCMU"}
+    peers = {
+        k: baresip(
+            codecs=(codecs[k],), play_wav=tone_wav(tmp_path / f"{k}.wav", f, 30.0), max_call_s=40.0
+        )
+        for k, f in TONES.items()
+    }
+    conferences = env.server.manager.conferences
+    uuids = {}
+    for k in TONES:  # a path per call: env.call waits on it
+        env.web.routes[f"/room-{k}"] = "<Response><Conference>mixed</Conference></Response>"
+        uuids[k] = await env.call(peers[k].uri, answer_url=env.web.url(f"/room-{k}"))
+    assert await poll(lambda: (r := conferences.get(AUTH_ID, "mixed")) and len(r.members) == 3, 10)
+    for k, codec in codecs.items():
+        member = conferences.member_of(uuids[k])
+        assert member.stream.stats()["codec"].upper() == codec, (k, member.stream.stats())
+    await asyncio.sleep(3.0)
+    await env.sdk(env.client.conferences.hangup, "mixed")
+    for k in TONES:
+        await hangup_of(env, uuids[k], timeout=20)
+    for peer in peers.values():
+        assert await poll(lambda: peer.recording() is not None, 10), peer.log()[-2000:]  # noqa: B023
+        peer.stop()  # the WAV header is final once baresip has exited
+    pcm = {k: read_wav_8k(p.recording()) for k, p in peers.items()}
+    for k in TONES:
+        print(codecs[k], {codecs[j]: round(heard(pcm[k], f), 2) for j, f in TONES.items()})
+    for k, own in TONES.items():
+        assert heard(pcm[k], own) < 0.01, (k, codecs[k], "hears itself", heard(pcm[k], own))
+        for j, f in TONES.items():
+            if j != k:
+                # about 3 s of the other two in the room (the recording holds more)
+                assert heard(pcm[k], f) > 0.15, (k, codecs[k], j, codecs[j], heard(pcm[k], f))

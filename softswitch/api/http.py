@@ -472,9 +472,9 @@ def _form_fields(form: MultiDictProxy[Any], repeated: bool) -> dict[str, Any]:
     return out
 
 
-_RECORDING_NAME_RE = re.compile(
-    r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.(wav|mp3)$"
-)
+#: A recording's name: a uuid, or a name the request chose (``values.RECORDING_STEM_RE``),
+#: then the format.
+_RECORDING_NAME_RE = re.compile(r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\.(wav|mp3)$")
 _RECORDING_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg"}
 
 

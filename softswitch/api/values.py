@@ -80,3 +80,19 @@ def is_destination(value: str) -> bool:
 def number_key(value: str) -> str:
     """Numbers compare without the '+': 14155551212 and +14155551212 are one destination."""
     return value.lstrip("+") if NUMBER_RE.match(value) else value.lower()
+
+
+#: A recording's file name a user may choose (the legacy ``FileName``): letters, digits, ``_``,
+#: ``-`` and ``.`` (no ``..``), at most 128, no directory part; the format is appended.
+RECORDING_STEM_RE = re.compile(r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def recording_stem(value: str | None) -> str | None:
+    """``value`` as a recording file name without extension (None when absent or empty);
+    raises ValueError when it is not a plain file name."""
+    if value is None or not value.strip():
+        return None
+    stem = value.strip()
+    if not RECORDING_STEM_RE.match(stem):
+        raise ValueError(f"not a plain file name: {stem[:60]!r}")
+    return stem

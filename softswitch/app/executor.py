@@ -40,7 +40,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 from softswitch.app.control import CallControl, CallHungUp, ConferenceControl, FetchError
 from softswitch.app.document import (
@@ -600,7 +600,7 @@ class Application:
         def record_path(fmt: str) -> tuple[str, str, str]:
             recording_id = str(uuid.uuid4())
             self.recordings_dir.mkdir(parents=True, exist_ok=True)
-            name = f"{recording_id}.{fmt}"
+            name = f"{verb.record_file_name or recording_id}.{fmt}"
             return str(self.recordings_dir / name), self.recording_url(name), recording_id
 
         makers: dict[str, Callable[[], Awaitable[Any]]] = {}
@@ -609,7 +609,11 @@ class Application:
             ref = self._ref(url)
             maker = makers.get(ref)
             if maker is None:
-                maker = makers[ref] = await self._sound_maker(ref, verb.wait_method)
+                # the wait sound is fetched with wait_method, enter/exit sounds with POST
+                method = verb.wait_method if url == verb.wait_sound else "POST"
+                maker = makers[ref] = await self._sound_maker(
+                    ref, method, document=verb.sounds_are_documents or not _is_audio_url(ref)
+                )
             return await maker()
 
         result = await self.call.conference(
@@ -621,19 +625,18 @@ class Application:
         params.update(names.conference_params(result) or {})
         return self._after(verb.action, verb.method, params, verb.redirect)
 
-    async def _sound_maker(self, url: str, method: str) -> Callable[[], Awaitable[Any]]:
-        """How to make a source for a conference sound (enter/exit/wait): an audio file, or a
-        document of ``Play``/``Speak``/``Wait`` verbs (a vocabulary's wait sound) fetched with
-        ``method``, played in order."""
-        try:
+    async def _sound_maker(
+        self, url: str, method: str, *, document: bool
+    ) -> Callable[[], Awaitable[Any]]:
+        """How to make a source for a conference sound (enter/exit/wait): an audio file, or
+        (``document``) a document of ``Play``/``Speak``/``Wait`` verbs fetched once with
+        ``method``, its parts played in order each time a source is made."""
+        if not document:
             path = await self.media_cache.path_for(url)
-        except XmlAppError:
-            pass  # not audio: a document
-        else:
             return lambda: self._file_source(path)
-        document = self._parse(await self.call.fetch_xml(url, method, self.call.base_params()))
+        fetched = self._parse(await self.call.fetch_xml(url, method, self.call.base_params()))
         parts: list[tuple[str, Any]] = []
-        for verb in document.verbs:
+        for verb in fetched.verbs:
             loops = min(getattr(verb, "loop", 1) or MAX_LOOPS, 100)
             if isinstance(verb, Play):
                 parts += [("file", await self.media_cache.path_for(self._ref(verb.url)))] * loops
@@ -659,6 +662,11 @@ class Application:
             return _Sequence(sources)
 
         return make
+
+
+def _is_audio_url(url: str) -> bool:
+    """A sound URL naming an audio file by its extension (else it is a document)."""
+    return urlsplit(url).path.lower().endswith((".wav", ".mp3"))
 
 
 class _Sequence:

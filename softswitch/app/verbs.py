@@ -224,7 +224,15 @@ class Conference:
     ``time_limit`` (0: none) caps the room from this member's entry. ``record``: the room's
     whole mix is recorded (``record_file_format``) until it ends. ``status_events``: which
     neutral events go to ``callback_url`` (enter, exit, floor, digits, record, start, end,
-    mute); the vocabulary names them (:attr:`ResultParams.conference_params`)."""
+    mute); the vocabulary names them (:attr:`ResultParams.conference_params`).
+    ``record_when_alone`` false: the recording skips the time the room has fewer than two
+    members; ``record_trim``: its leading and trailing silence are left out;
+    ``record_file_name``: its file name (without the format; else the recording id).
+    ``sounds_are_documents``: the sound URLs (wait, enter, exit) are documents of
+    ``Play``/``Speak``/``Wait`` verbs, fetched once (the wait sound with ``wait_method``, the
+    others with POST); otherwise a URL ending in ``.wav``/``.mp3`` is audio and any other a
+    document. ``coach``: the call uuid of the only member who hears this one (a whisper).
+    ``member_time_limit`` (0: none): this member leaves (``time_limit``) after that long."""
 
     name: str
     muted: bool = False
@@ -241,6 +249,12 @@ class Conference:
     hangup_on_star: bool = False
     record: bool = False
     record_file_format: str = "mp3"
+    record_when_alone: bool = True
+    record_trim: bool = False
+    record_file_name: str | None = None
+    sounds_are_documents: bool = False
+    coach: str | None = None
+    member_time_limit: int = 0
     action: str | None = None
     method: str = "POST"
     redirect: bool = True
@@ -256,7 +270,8 @@ class Conference:
 class ConferenceEvent:
     """One thing that happened to a conference member, in neutral words, for the vocabulary
     to name (:attr:`ResultParams.conference_params`). ``action``: enter, exit, floor,
-    digits, record, start, end, mute, unmute, speaking, stopped-speaking, result."""
+    digits, record, start, end, mute, unmute, hold, unhold, speaking, stopped-speaking,
+    result."""
 
     action: str
     room: str
@@ -266,11 +281,14 @@ class ConferenceEvent:
     members: int = 0
     muted: bool = False
     deaf: bool = False
+    hold: bool = False
     digits: str = ""
     record_url: str = ""
     recording_id: str = ""
     recording_duration_s: int = 0
     reason: str = ""
+    #: the ``result``: seconds the member was in the room.
+    duration_s: int = 0
 
 
 @dataclass(frozen=True, slots=True)

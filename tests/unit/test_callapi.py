@@ -584,7 +584,7 @@ def test_twiml_dial_conference() -> None:
     assert (c.name, c.muted, c.enter_sound, c.exit_sound) == ("room", True, "beep:1", "")
     assert not c.start_on_enter and c.end_on_exit and c.hangup_on_star
     assert (c.wait_sound, c.max_members, c.record, c.action) == ("/music.wav", 10, True, "/after")
-    assert c.status_events == {"enter", "exit", "speaking", "stopped-speaking"}
+    assert c.status_events == {"enter", "exit", "speaking", "stopped-speaking", "hold", "unhold"}
     (d,) = parse_document("<Response><Dial><Conference>r</Conference></Dial></Response>").verbs
     assert d.enter_sound == d.exit_sound == "beep:1" and d.status_events == {"start", "end"}
     for bad in (
@@ -605,3 +605,24 @@ def test_twiml_dial_conference() -> None:
         "Hold": "false",
     }
     assert conference_params(ConferenceEvent("floor", "r", "u", "1", "c")) is None
+    # the Dial's timeLimit caps the participant; coach (a CallSid); trim; the action's words
+    sid = "CA" + "ab" * 16
+    (e,) = parse_document(
+        f'<Response><Dial timeLimit="30"><Conference coach="{sid}" trim="do-not-trim"'
+        ' record="record-from-start">r</Conference></Dial></Response>'
+    ).verbs
+    assert e.member_time_limit == 30 and e.time_limit == 0
+    assert e.coach == "abababab-abab-abab-abab-abababababab" and not e.record_trim
+    assert d.member_time_limit == 14_400 and d.record_trim and d.coach is None
+    for bad in ('coach="CA12"', 'trim="yes"'):
+        with pytest.raises(XmlAppError):
+            parse_document(f"<Response><Dial><Conference {bad}>r</Conference></Dial></Response>")
+    done = ConferenceEvent("result", "r", "u", "1", "c", reason="hangup", duration_s=12)
+    assert conference_params(done) == {
+        "ConferenceSid": "CFu",
+        "FriendlyName": "r",
+        "DialCallStatus": "completed",
+        "DialCallDuration": "12",
+    }
+    full = ConferenceEvent("result", "r", "u", "", "c", reason="full")
+    assert conference_params(full)["DialCallStatus"] == "failed"

@@ -187,3 +187,27 @@ def test_rooms_of_one_bank_are_mixed_apart_in_one_call() -> None:
     assert rooms[0].gain < 0.6 and rooms[1].gain == 1.0
     rooms[0].close()
     assert rooms[1].members == 2 and bank.room()._index == rooms[0]._index  # index reused
+
+
+def test_a_coach_is_heard_by_its_target_only_and_hears_the_room() -> None:
+    mixer = Mixer()
+    agent, caller, coach = (mixer.add() for _ in range(3))
+    mixer.set_whisper(coach, agent)
+    run(mixer, [agent, caller, coach], 3)
+    agent_hears, caller_hears, coach_hears = (mixer.output(s) for s in (agent, caller, coach))
+    assert level(agent_hears, 2000.0) > 6000 and level(agent_hears, 1000.0) > 6000
+    assert level(caller_hears, 2000.0) < 50 and level(caller_hears, 400.0) > 6000
+    assert level(coach_hears, 400.0) > 6000 and level(coach_hears, 1000.0) > 6000
+    assert level(coach_hears, 2000.0) < 50
+    assert level(mixer.total, 2000.0) < 50  # the room's mix (recordings) has no whisper
+    # alone with the coach: the target still hears it over the room's silence
+    run(mixer, [agent, caller, coach], 3, freqs=(0.0, 0.0, 2000.0))
+    assert level(mixer.output(agent), 2000.0) > 6000
+    assert level(mixer.output(caller), 2000.0) < 50
+    # the target leaves: nobody hears the coach; set_whisper(None) puts it back in the room
+    mixer.remove(agent)
+    run(mixer, [caller, coach], 3, freqs=(0.0, 2000.0))
+    assert mixer.whisper(coach) == -1 and level(mixer.output(caller), 2000.0) < 50
+    mixer.set_whisper(coach, None)
+    run(mixer, [caller, coach], 3, freqs=(0.0, 2000.0))
+    assert level(mixer.output(caller), 2000.0) > 6000

@@ -408,6 +408,16 @@ def test_conference_attributes() -> None:
     (legacy,) = parse('<Conference recordFilePath="/tmp/">r</Conference>', legacy=True)
     assert legacy.record and legacy.time_limit == 0
     assert "recordFilePath" in str(error('<Conference recordFilePath="/tmp/">r</Conference>'))
+    # recordFileName names the file (and records); a path is refused
+    (named,) = parse('<Conference recordFileName="minutes-1">r</Conference>', legacy=True)
+    assert named.record and named.record_file_name == "minutes-1"
+    bad = '<Conference recordFileName="../x">r</Conference>'
+    with pytest.raises(XmlAppError, match="recordFileName"):
+        parse(bad, legacy=True)
+    # Plivo: recordWhenAlone (default false); sound URLs are documents
+    assert not d.record_when_alone and d.sounds_are_documents
+    (alone,) = parse('<Conference record="true" recordWhenAlone="true">r</Conference>')
+    assert alone.record_when_alone
 
 
 def test_conference_callback_names() -> None:

@@ -209,6 +209,44 @@ def openapi_document() -> dict[str, Any]:
                 },
             },
         }
+        conf_sid = {
+            "name": "ConferenceSid",
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "pattern": "^CF[0-9a-f]{32}$"},
+        }
+        participant = {"type": "object", "description": "Twilio's participant resource"}
+        paths[f"{base}/Conferences/{{ConferenceSid}}/Participants.json"] = {
+            "get": {
+                "summary": "The participants of a live conference",
+                "parameters": [sid, conf_sid],
+                "responses": {
+                    **ok(200, {"type": "object"}, "{participants: [...]}"),
+                    **errs(401, 404),
+                },
+            }
+        }
+        flag = {"type": "string", "enum": ["true", "false"]}
+        paths[f"{base}/Conferences/{{ConferenceSid}}/Participants/{{CallSid}}.json"] = {
+            "get": {
+                "summary": "A participant",
+                "parameters": [sid, conf_sid, call_sid],
+                "responses": {**ok(200, participant, "The participant"), **errs(401, 404)},
+            },
+            "post": {
+                "summary": "Hold (out of the mix both ways) or mute a participant",
+                "parameters": [sid, conf_sid, call_sid],
+                "requestBody": form(
+                    {"type": "object", "properties": {"Hold": flag, "Muted": flag}}
+                ),
+                "responses": {**ok(200, participant, "The participant"), **errs(400, 401, 404)},
+            },
+            "delete": {
+                "summary": "Take the participant out of the room (its TwiML goes on)",
+                "parameters": [sid, conf_sid, call_sid],
+                "responses": {"204": {"description": "Removed"}, **errs(401, 404)},
+            },
+        }
     schemas = {
         "CallApiError": {
             "type": "object",

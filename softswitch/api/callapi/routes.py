@@ -58,6 +58,7 @@ from ..http import (
 )
 from ..values import INT64_MAX, int64
 from .codes import call_uuid_of
+from .conference import participant_routes
 from .filters import list_filters, sort_order
 from .openapi import openapi_document
 from .request import DIALECT_NAME, STATUS_EVENTS, UpdateRequest, parse_create, parse_update
@@ -326,6 +327,7 @@ def _routes() -> tuple[tuple[str, str, Handler], ...]:
             (f"{base}/Calls/{{call_sid}}.json", "GET", get_call),
             (f"{base}/Calls/{{call_sid}}.json", "POST", update_call),
             (f"{base}/Calls/{{call_sid}}/Trace.json", "GET", get_trace),
+            *participant_routes(base),
         ]
         # RestComm's other spellings of one call (DIALECTS.md §2.1), after the .json form.
         for alias in (f"{base}/Calls/{{call_sid}}", f"{base}/Calls.json/{{call_sid}}"):

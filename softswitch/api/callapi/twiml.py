@@ -15,9 +15,14 @@ timeout, timeLimit, callerId, hangupOnStar; the action gets ``DialCallStatus`` i
 words, ``DialCallSid``, ``DialCallDuration``), ``Dial`` with a ``Conference`` noun (the neutral
 :class:`~softswitch.app.verbs.Conference`: muted, beep, startConferenceOnEnter,
 endConferenceOnExit, waitUrl (an audio file or TwiML of Play/Say/Pause), maxParticipants, record="record-from-start",
-statusCallback with statusCallbackEvent start/end/join/leave/mute/speaker, posted with
-``ConferenceSid``, ``FriendlyName``, ``StatusCallbackEvent``, ``Muted``; ``hold`` is
-accepted and never sent: nothing holds a participant). ``loop="0"`` repeats until the call
+statusCallback with statusCallbackEvent start/end/join/leave/mute/hold/speaker, posted with
+``ConferenceSid``, ``FriendlyName``, ``StatusCallbackEvent``, ``Muted``, ``Hold``
+(participants are held through the Participants resource, :mod:`.conference`); ``coach``
+(the CallSid of the participant that alone hears this one); ``trim`` (trim-silence, the
+default, or do-not-trim) for the recording; the Dial's ``timeLimit`` takes the participant
+out of the room; the Dial's ``action`` then gets ``DialCallStatus`` (completed; failed for
+a full room), ``DialCallDuration`` (seconds in the room), ``ConferenceSid`` and
+``FriendlyName``). ``loop="0"`` repeats until the call
 ends (bounded by :data:`~softswitch.app.verbs.MAX_LOOPS`). The rest of TwiML's verbs
 (``Enqueue``, ``Queue``...) are refused with "not supported" before the first verb runs, which
 sends the call to its ``FallbackUrl`` (or ends it with the error on the record).
@@ -63,7 +68,7 @@ from ...app.verbs import (
     Verb,
     Wait,
 )
-from .codes import call_sid
+from .codes import call_sid, call_uuid_of
 
 __all__ = ["MAX_SAY_CHARS", "RESULT_PARAMS", "SUPPORTED_VERBS", "parse_document", "parse_response"]
 
@@ -78,6 +83,8 @@ _CONFERENCE_EVENTS = {
     "exit": "participant-leave",
     "mute": "participant-mute",
     "unmute": "participant-unmute",
+    "hold": "participant-hold",
+    "unhold": "participant-unhold",
     "speaking": "participant-speech-start",
     "stopped-speaking": "participant-speech-stop",
 }
@@ -89,7 +96,7 @@ _STATUS_EVENTS = {
     "leave": ("exit",),
     "mute": ("mute", "unmute"),
     "speaker": ("speaking", "stopped-speaking"),
-    "hold": (),
+    "hold": ("hold", "unhold"),
     "modify": (),
     "announcement": (),
 }
@@ -104,13 +111,17 @@ def conference_params(event: ConferenceEvent) -> dict[str, str] | None:
     """A conference event in Twilio's status callback names (None: Twilio has no such event)."""
     params = {"ConferenceSid": conference_sid(event.room_uuid), "FriendlyName": event.room}
     if event.action == "result":
+        # The Dial's action after the participant left: the Dial's own words (a full room
+        # never connected the call).
+        params["DialCallStatus"] = "failed" if event.reason == "full" else "completed"
+        params["DialCallDuration"] = str(event.duration_s)
         return params
     word = _CONFERENCE_EVENTS.get(event.action)
     if word is None:
         return None
     params["StatusCallbackEvent"] = word
     params["Muted"] = "true" if event.muted else "false"
-    params["Hold"] = "false"
+    params["Hold"] = "true" if event.hold else "false"
     return params
 
 
@@ -460,17 +471,29 @@ def _beep(raw: str) -> tuple[str, str]:
     return table[s]
 
 
+def _coach(raw: str) -> str:
+    """``coach``: the ``CallSid`` of the participant this one coaches (a call uuid here)."""
+    uid = call_uuid_of(raw.strip())
+    if uid is None:
+        raise ValueError("must be the CallSid (CA + 32 hex digits) of a participant")
+    return uid
+
+
 def _conference(
-    el: ET.Element, dial: at.Attributes, action: str | None, method: str, hangup_on_star: bool
+    el: ET.Element,
+    dial: at.Attributes,
+    action: str | None,
+    method: str,
+    hangup_on_star: bool,
+    time_limit: int,
 ) -> Conference:
-    """``<Dial><Conference>``: the room named by the noun's text."""
+    """``<Dial><Conference>``: the room named by the noun's text; the Dial's ``timeLimit``
+    takes the participant out of the room (the document goes on with the Dial's action)."""
     c = at.Attributes(
         el,
         "Conference",
         (
             "region",
-            "trim",
-            "coach",
             "jitterBufferSize",
             "participantLabel",
             "eventCallbackUrl",
@@ -483,6 +506,10 @@ def _conference(
     record = c.get("record", lambda r: r.strip(), "do-not-record")
     if record not in ("do-not-record", "record-from-start"):
         raise c.error("record", "must be do-not-record or record-from-start")
+    trim = c.get("trim", lambda r: r.strip(), "trim-silence")
+    if trim not in ("trim-silence", "do-not-trim"):
+        raise c.error("trim", "must be trim-silence or do-not-trim")
+    coach = c.get("coach", _coach, None)
     verb = Conference(
         name=at.body(el, "Conference", "a room name"),
         muted=c.get("muted", at.boolean, False),
@@ -494,9 +521,12 @@ def _conference(
         wait_method=c.get("waitMethod", at.http_method, "POST"),
         max_members=c.get("maxParticipants", at.integer(2, 250), 250),
         time_limit=0,
+        member_time_limit=time_limit,
         hangup_on_star=hangup_on_star,
         record=record == "record-from-start",
         record_file_format="wav",
+        record_trim=trim == "trim-silence",
+        coach=coach,
         action=action,
         method=method,
         callback_url=c.get("statusCallback", _optional_ref, None),
@@ -530,6 +560,7 @@ def _dial(el: ET.Element) -> Dial | Conference:
             kwargs["action"],  # type: ignore[arg-type]
             kwargs["method"],  # type: ignore[arg-type]
             bool(kwargs["hangup_on_star"]),
+            int(kwargs["time_limit"]),  # type: ignore[arg-type]
         )
     numbers: list[Number | User] = []
     text = (el.text or "").strip()

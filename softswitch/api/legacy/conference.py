@@ -9,7 +9,8 @@ does, since it only logs a failure per member).
 
 ``ConferenceRecordStart`` records the room's mix into the account's recordings (the
 framework's ``FilePath`` is a path on its own server: here, as for ``RecordStart``, the file
-gets a uuid name whatever ``FilePath``/``FileName`` say, and ``RecordFile`` is its URL);
+is ``FileName`` (a plain name; else a uuid) in the account's recordings, and ``RecordFile``
+is its URL);
 ``ConferencePlay``'s ``FilePath`` is an http(s) URL or a local file under the data
 directory; ``ConferenceList``/``ConferenceListMembers`` answer ``List`` keyed by room name
 with ``ConferenceUUID``, ``ConferenceRunTime``, ``ConferenceName``,
@@ -29,7 +30,7 @@ from aiohttp import web
 
 from ...call import AccountLimits, CallManager
 from ...conference import Member, Room
-from ..values import is_http_url
+from ..values import is_http_url, recording_stem
 from .request import LegacyError
 
 __all__ = ["CONFERENCE_ENDPOINTS"]
@@ -101,12 +102,16 @@ async def record_start(
     room = manager.conferences.get(account.auth_id, name)
     if room is None:
         return _not_found("RecordStart", form)
+    try:
+        stem = recording_stem(form.get("FileName"))
+    except ValueError:
+        raise LegacyError("Conference RecordStart Failed: invalid FileName") from None
     if room.recording is not None:
         return _answer(True, "Conference RecordStart Executed", RecordFile=room.recording["url"])
-    # As RecordStart: the file lands in the account's recordings under a uuid name, whatever
-    # FilePath/FileName say, and RecordFile is its URL (served like a call's recording).
+    # As RecordStart: the file lands in the account's recordings as FileName (else a uuid
+    # name; FilePath is not used), and RecordFile is its URL (served like a call's recording).
     recording_id = str(uuid.uuid4())
-    file = f"{recording_id}.{fmt}"
+    file = f"{stem or recording_id}.{fmt}"
     path = manager.recording_path(file, account.auth_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     first = next(iter(room.members.values()), None)

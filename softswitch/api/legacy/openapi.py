@@ -61,6 +61,80 @@ def _post(
     }
 
 
+_FILE_NAME = {
+    "type": "string",
+    "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$",
+    "description": "The recording's file name in the account's recordings (the format is "
+    "appended; default: a uuid). A name with a directory part or '..' is refused.",
+}
+
+
+def _conference_paths(p: str) -> dict[str, Any]:
+    """The ``Conference*`` endpoints over the rooms RESTXML ``<Conference>`` makes."""
+    s = {"type": "string"}
+    room = {"ConferenceName": s}
+    member = {
+        **room,
+        "MemberID": {**s, "description": "Member ids separated by commas, or all."},
+    }
+    ids = {"MemberID": {"type": "array", "items": s}}
+    filters = {
+        "MemberFilter": {**s, "description": "Member ids separated by commas."},
+        "CallUUIDFilter": {**s, "description": "Call uuids separated by commas."},
+        "MutedFilter": {**s, "enum": ["true", "false"]},
+        "DeafFilter": {**s, "enum": ["true", "false"]},
+    }
+    listing = {
+        "List": {
+            "type": "object",
+            "description": "Rooms by name: ConferenceUUID, "
+            "ConferenceRunTime, ConferenceName, ConferenceMemberCount, Members.",
+        }
+    }
+    out: dict[str, Any] = {}
+    for action, what in (
+        ("Mute", "Mute members (they still hear)"),
+        ("Unmute", "Unmute members"),
+        ("Deaf", "Deafen members (they still talk)"),
+        ("Undeaf", "Undeafen members"),
+        ("Kick", "Take members out of the room (their RESTXML goes on)"),
+        ("Hangup", "Hang up members' calls"),
+    ):
+        out[f"{p}Conference{action}/"] = _post(what, member, ["ConferenceName", "MemberID"], ids)
+    out[f"{p}ConferenceRecordStart/"] = _post(
+        "Record the room's whole mix",
+        {
+            **room,
+            "FileFormat": {**s, "enum": ["mp3", "wav"]},
+            "FilePath": s,
+            "FileName": _FILE_NAME,
+        },
+        ["ConferenceName"],
+        {"RecordFile": _URL},
+    )
+    out[f"{p}ConferenceRecordStop/"] = _post(
+        "Stop recording the room", {**room, "RecordFile": s}, ["ConferenceName", "RecordFile"]
+    )
+    out[f"{p}ConferencePlay/"] = _post(
+        "Play a file to members (all: into the room)",
+        {
+            **member,
+            "FilePath": {**s, "description": "An http(s) URL or a file under the data directory."},
+        },
+        ["ConferenceName", "FilePath", "MemberID"],
+    )
+    out[f"{p}ConferenceSpeak/"] = _post(
+        "Speak text to members (all: into the room)",
+        {**member, "Text": s},
+        ["ConferenceName", "Text", "MemberID"],
+    )
+    out[f"{p}ConferenceListMembers/"] = _post(
+        "A room and its members", {**room, **filters}, ["ConferenceName"], listing
+    )
+    out[f"{p}ConferenceList/"] = _post("Every room and its members", filters, [], listing)
+    return out
+
+
 def openapi_document() -> dict[str, Any]:
     s = {"type": "string"}
     uuid = {"type": "string", "format": "uuid"}
@@ -247,8 +321,11 @@ def openapi_document() -> dict[str, Any]:
             {
                 "CallUUID": uuid,
                 "FileFormat": {**s, "enum": ["mp3", "wav"]},
-                "FilePath": {**s, "description": "Ignored."},
-                "FileName": {**s, "description": "Ignored."},
+                "FilePath": {
+                    **s,
+                    "description": "Not used (a directory on the framework's server).",
+                },
+                "FileName": _FILE_NAME,
                 "TimeLimit": s,
             },
             ["CallUUID"],
@@ -259,6 +336,7 @@ def openapi_document() -> dict[str, Any]:
             {"CallUUID": uuid, "RecordFile": s},
             ["CallUUID", "RecordFile"],
         ),
+        **_conference_paths(p),
         **{
             f"{p}{name}/": {
                 m: _post(f"Not supported: answers Success false ({why})", {}, [])["post"]

@@ -30,7 +30,7 @@ from ..http import (
     read_form,
     recording_file,
 )
-from ..values import int64, is_http_url
+from ..values import int64, is_http_url, recording_stem
 from .conference import CONFERENCE_ENDPOINTS
 from .dialect import CORE_UUID, NAME, REST_API_SERVER
 from .openapi import openapi_document
@@ -360,11 +360,13 @@ class PlayOrder:
 
 @dataclass(frozen=True, slots=True)
 class RecordOrder:
-    """``RecordStart`` as :class:`softswitch.liveops.RecordOrder`: the file is always
-    ``<data_dir>/recordings/<uuid>.<format>`` whatever ``FilePath``/``FileName`` say."""
+    """``RecordStart`` as :class:`softswitch.liveops.RecordOrder`: the file is
+    ``<data_dir>/recordings/<auth id>/<FileName or uuid>.<format>`` (``FilePath``, a
+    directory on the framework's server, is not used)."""
 
     time_limit: int
     file_format: str
+    file_name: str | None = None
     callback_url: str | None = None
     callback_method: str = "POST"
     transcription_requested: bool = False
@@ -509,11 +511,16 @@ async def record_start(
         time_limit = 0
     if time_limit <= 0:
         raise LegacyError(f"RecordStart Failed: invalid TimeLimit '{raw}'")
+    try:
+        file_name = recording_stem(form.get("FileName"))
+    except ValueError:
+        raise LegacyError("RecordStart Failed: invalid FileName") from None
     found = manager.live_call(account.auth_id, call_uuid)
     if found is None:
         raise LegacyError(f"RecordStart Failed: CallUUID {call_uuid} not found")
     try:
-        _, url = manager.live_ops.start_recording(found, RecordOrder(time_limit, file_format), "")
+        order = RecordOrder(time_limit, file_format, file_name)
+        _, url = manager.live_ops.start_recording(found, order, "")
     except CallError as exc:
         raise LegacyError(f"RecordStart Failed: {exc.message}") from None
     return answer(True, f"RecordStart Executed with RecordFile {url}", RecordFile=url)

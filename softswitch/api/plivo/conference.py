@@ -15,6 +15,14 @@
 ``{id}`` is a member id, several separated by commas, or ``all``. As Plivo answers: the
 actions 202 with ``{"message", "member_id": [...], "api_id"}``, their DELETEs and the hangups
 204, an unknown room or member 404. Hanging a room up ends its members' calls.
+
+``callback_url``/``callback_method`` (body or query) on a member operation or a room hangup:
+the answer's fields (``message``, ``member_id`` comma-separated, ``api_id``) and
+``conference_name`` are also posted there, signed, through the webhook outbox, as Plivo's
+asynchronous requests post their response. On ``Record/`` they are the recording's callback
+instead, posted when the recording ends with Plivo's ``api_id``, ``record_url``,
+``recording_id``, ``conference_name``, ``recording_duration`` (s),
+``recording_duration_ms``, ``recording_start_ms``, ``recording_end_ms``.
 """
 
 from __future__ import annotations
@@ -24,10 +32,13 @@ from typing import Any
 
 from aiohttp import web
 
+from ...admission import AccountLimits
 from ...conference import Member, Room
 from ..http import API_ID_KEY, MANAGER_KEY, Handler, authenticate_basic, json_response, read_body
 from ..values import is_http_url
 from . import ApiError
+from .request import _method, _url
+from .signing import SIGNATURE
 
 __all__ = ["CONFERENCE_ROUTES"]
 
@@ -35,11 +46,80 @@ _ROOM = "/v1/Account/{auth_id}/Conference/{name}/"
 _MEMBER = _ROOM + "Member/{member_id}/"
 
 
+_ACCOUNT_KEY: web.RequestKey[AccountLimits] = web.RequestKey("conference_account", AccountLimits)
+
+
 def _rooms(request: web.Request) -> tuple[Any, str]:
     account = authenticate_basic(request)
     if request.match_info.get("auth_id") != account.auth_id:
         raise ApiError(401, "authentication failed: the account in the URL is not yours")
+    request[_ACCOUNT_KEY] = account
     return request.app[MANAGER_KEY], account.auth_id
+
+
+async def _params(request: web.Request) -> dict[str, Any]:
+    """The request's parameters: its body (JSON or form), else its query string
+    (``body_exists``: the body may have been read and cached before the handler)."""
+    if request.body_exists:
+        return dict(await read_body(request))
+    return dict(request.query)
+
+
+def _who(request: web.Request) -> tuple[Any, AccountLimits]:
+    return request.app[MANAGER_KEY], request[_ACCOUNT_KEY]
+
+
+def _callback(data: dict[str, Any]) -> tuple[str | None, str]:
+    return _url(data, "callback_url"), _method(data, "callback_method")
+
+
+def _post(
+    who: tuple[Any, AccountLimits],
+    room: Room,
+    event: str,
+    url: str,
+    method: str,
+    params: dict[str, Any],
+) -> None:
+    """Queue a signed callback about ``room`` (the outbox orders them per room); ``who``:
+    the manager and the requesting account."""
+    manager, account = who
+    form = {k: ",".join(v) if isinstance(v, list) else str(v) for k, v in params.items()}
+    try:
+        manager.outbox.post(
+            room.uuid, event, url, method, form, auth_token=account.auth_token, signature=SIGNATURE
+        )
+    except Exception:  # a dead outbox never fails the operation
+        import logging  # noqa: PLC0415
+
+        logging.getLogger("softswitch.conference").exception(
+            "conference %s: could not queue the %s callback", room.name, event
+        )
+
+
+async def _done(
+    request: web.Request,
+    room: Room,
+    message: str,
+    ids: list[str],
+    status: int = 202,
+    data: dict[str, Any] | None = None,
+) -> web.Response:
+    """Plivo's answer to a member operation; its fields also go to ``callback_url``."""
+    body = {"message": message, "member_id": ids, "api_id": request[API_ID_KEY]}
+    url, method = _callback(data if data is not None else await _params(request))
+    if url:
+        _post(
+            _who(request),
+            room,
+            f"api-conference-{message.split()[0]}",
+            url,
+            method,
+            {**body, "conference_name": room.name},
+        )
+    if status == 204:
+        return web.Response(status=204)
+    return json_response(status, body)
 
 
 def _room(request: web.Request) -> tuple[Any, Room]:
@@ -61,14 +141,9 @@ def _members(request: web.Request) -> tuple[Any, Room, list[Member]]:
     return manager, room, members
 
 
-def _accepted(request: web.Request, message: str, ids: list[str], **extra: Any) -> web.Response:
-    body = {"message": message, "member_id": ids, **extra, "api_id": request[API_ID_KEY]}
-    return json_response(202, body)
-
-
 async def list_conferences(request: web.Request) -> web.Response:
     manager, account = _rooms(request)
-    names = [r.name for r in manager.conferences.rooms(account)]
+    names = await manager.room_names(account)
     return json_response(200, {"api_id": request[API_ID_KEY], "conferences": names})
 
 
@@ -120,8 +195,10 @@ async def _hangup_room(manager: Any, room: Room) -> None:
 
 async def hangup_conference(request: web.Request) -> web.Response:
     manager, room = _room(request)
+    data = await _params(request)
+    ids = list(room.members)
     await _hangup_room(manager, room)
-    return web.Response(status=204)
+    return await _done(request, room, "conference hung up", ids, 204, data)
 
 
 async def hangup_all(request: web.Request) -> web.Response:
@@ -132,36 +209,40 @@ async def hangup_all(request: web.Request) -> web.Response:
 
 
 async def hangup_member(request: web.Request) -> web.Response:
-    manager, _, members = _members(request)
+    manager, room, members = _members(request)
+    data = await _params(request)
     await _hangup(manager, members)
-    return web.Response(status=204)
+    return await _done(request, room, "hangup", [m.member_id for m in members], 204, data)
 
 
 async def kick_member(request: web.Request) -> web.Response:
     _, room, members = _members(request)
-    return _accepted(request, "kicked", room.kick(members))
+    data = await _params(request)
+    return await _done(request, room, "kicked", room.kick(members), data=data)
 
 
 async def mute_member(request: web.Request) -> web.Response:
     _, room, members = _members(request)
-    return _accepted(request, "muted", room.set_mute(members, True))
+    data = await _params(request)
+    return await _done(request, room, "muted", room.set_mute(members, True), data=data)
 
 
 async def unmute_member(request: web.Request) -> web.Response:
     _, room, members = _members(request)
-    room.set_mute(members, False)
-    return web.Response(status=204)
+    data = await _params(request)
+    return await _done(request, room, "unmuted", room.set_mute(members, False), 204, data)
 
 
 async def deaf_member(request: web.Request) -> web.Response:
     _, room, members = _members(request)
-    return _accepted(request, "deaf", room.set_deaf(members, True))
+    data = await _params(request)
+    return await _done(request, room, "deaf", room.set_deaf(members, True), data=data)
 
 
 async def undeaf_member(request: web.Request) -> web.Response:
     _, room, members = _members(request)
-    room.set_deaf(members, False)
-    return web.Response(status=204)
+    data = await _params(request)
+    return await _done(request, room, "undeaf", room.set_deaf(members, False), 204, data)
 
 
 def _everyone(room: Room, members: list[Member]) -> list[Member] | None:
@@ -183,13 +264,14 @@ async def play_member(request: web.Request) -> web.Response:
     cache = MediaCache(manager.data_dir / "cache" / "media", allowed_dirs=(manager.data_dir,))
     path = await cache.path_for(url)
     ids = await manager.conferences.play_url(room, _everyone(room, members), path)
-    return _accepted(request, "play queued into conference", ids)
+    return await _done(request, room, "play queued into conference", ids, data=data)
 
 
 async def stop_play_member(request: web.Request) -> web.Response:
     manager, room, members = _members(request)
-    manager.conferences.stop_member_play(members)
-    return web.Response(status=204)
+    data = await _params(request)
+    ids = manager.conferences.stop_member_play(members)
+    return await _done(request, room, "playing stopped", ids, 204, data)
 
 
 async def speak_member(request: web.Request) -> web.Response:
@@ -207,12 +289,13 @@ async def speak_member(request: web.Request) -> web.Response:
     ids = await manager.conferences.speak(
         room, _everyone(room, members), text, espeak_voice(voice, language), SHARED_TTS_CACHE
     )
-    return _accepted(request, "speak queued into conference", ids)
+    return await _done(request, room, "speak queued into conference", ids, data=data)
 
 
 async def record_conference(request: web.Request) -> web.Response:
     manager, room = _room(request)
-    data = await read_body(request) if request.can_read_body else {}
+    data = await _params(request)
+    callback_url, callback_method = _callback(data)
     fmt = data.get("file_format") or "mp3"
     if fmt not in ("mp3", "wav"):
         raise ApiError(400, "file_format must be mp3 or wav")
@@ -239,7 +322,32 @@ async def record_conference(request: web.Request) -> web.Response:
         url = manager.recording_url(call, name)
     else:
         url = f"{manager.public_url}/v1/Account/{room.account}/Recording/files/{name}"
-    room.start_recording(str(path), fmt, url, recording_id)
+    api_id = request[API_ID_KEY]
+    who = _who(request)
+
+    def on_done(rec: dict[str, Any]) -> None:
+        if callback_url is None:
+            return
+        duration_ms = int(rec["duration_s"] * 1000)
+        _post(
+            who,
+            room,
+            "conference-record",
+            callback_url,
+            callback_method,
+            {
+                "api_id": api_id,
+                "record_url": rec["url"],
+                "recording_id": rec["id"],
+                "conference_name": room.name,
+                "recording_duration": str(round(rec["duration_s"])),
+                "recording_duration_ms": str(duration_ms),
+                "recording_start_ms": str(int(rec["started"] * 1000)),
+                "recording_end_ms": str(int(rec["ended"] * 1000)),
+            },
+        )
+
+    room.start_recording(str(path), fmt, url, recording_id, on_done=on_done)
     return json_response(
         202,
         {
@@ -294,6 +402,17 @@ def openapi_paths(auth_path: dict[str, Any], errors: dict[str, Any]) -> dict[str
             "parameters": [auth_path, *params],
             "responses": {status: {"description": summary}, **errors},
         }
+        if status != "200":
+            callback = {
+                "callback_url": {
+                    "type": "string",
+                    "format": "uri",
+                    "description": "also receives the answer's fields (Record/: the "
+                    "recording's callback when it ends)",
+                },
+                "callback_method": {"type": "string", "enum": ["GET", "POST"]},
+            }
+            body = {**(body or {}), **callback}
         if body is not None:
             out["requestBody"] = {
                 "required": False,

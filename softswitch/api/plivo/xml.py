@@ -33,6 +33,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from typing import Any
 
+from softswitch.api.values import recording_stem
 from softswitch.app import attributes as at
 from softswitch.app.control import CallControl
 from softswitch.app.document import (
@@ -534,12 +535,12 @@ _CONFERENCE_FORMATS = ("mp3", "wav")
 
 def _conference(el: ET.Element, legacy: bool) -> Conference:
     """Plivo's ``<Conference>`` (the framework's attributes too; its ``recordFilePath`` and
-    ``recordFileName`` start a recording in our recordings directory)."""
+    ``recordFileName`` start a recording in our recordings directory, named
+    ``recordFileName``)."""
     legacy_only = ("recordFilePath", "recordFileName") if legacy else ()
     a = at.Attributes(el, "Conference")
     record_path = a.get("recordFilePath", str, "") if legacy_only else ""
-    if legacy_only:
-        a.get("recordFileName", str, "")
+    file_name = a.get("recordFileName", recording_stem, None) if legacy_only else None
     fmt = a.get("recordFileFormat", lambda r: r.strip().lower(), "mp3")
     if fmt not in _CONFERENCE_FORMATS:
         raise a.error("recordFileFormat", f"must be mp3 or wav (got {fmt!r})")
@@ -557,8 +558,12 @@ def _conference(el: ET.Element, legacy: bool) -> Conference:
         max_members=a.get("maxMembers", at.integer(1, 200), 200),
         time_limit=a.get("timeLimit", at.integer(0), 0 if legacy else 86_400),
         hangup_on_star=a.get("hangupOnStar", at.boolean, False),
-        record=a.get("record", at.boolean, False) or bool(record_path.strip()),
+        record=a.get("record", at.boolean, False) or bool(record_path.strip()) or bool(file_name),
+        record_file_name=file_name,
         record_file_format=fmt,
+        record_when_alone=a.get("recordWhenAlone", at.boolean, False),
+        # Plivo: enterSound, exitSound and waitSound URLs answer XML (Play, Speak, Wait).
+        sounds_are_documents=True,
         action=a.get("action", at.optional_url, None),
         method=a.get("method", at.http_method, "POST"),
         redirect=a.get("redirect", at.boolean, True),
@@ -571,7 +576,6 @@ def _conference(el: ET.Element, legacy: bool) -> Conference:
             {"enter", "exit", "digits", "record"} | ({"floor"} if floor else set())
         ),
     )
-    a.get("recordWhenAlone", at.boolean, False)  # accepted; the room records from its start
     a.done()
     return verb
 
