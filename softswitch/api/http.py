@@ -530,7 +530,7 @@ async def recording_file(request: web.Request) -> web.StreamResponse:
         except ValueError:
             raise HttpError(403, "expires must be a unix time") from None
         want = _recording_sig(account.auth_token, request.path, deadline)
-        if not hmac.compare_digest(want, sig or ""):
+        if not hmac.compare_digest(want.encode(), (sig or "").encode()):
             raise HttpError(403, "recording URL signature does not match")
         if deadline < time.time():
             raise HttpError(403, "recording URL has expired")
