@@ -38,7 +38,7 @@ from sip.auth import Credentials
 from softswitch.events import Answered, EarlyMedia, Ringing, Terminated
 
 from .admission import AccountLimits, Admission, AdmitResult, Gate
-from .calltable import Call, CallTable, plain_record, record_time
+from .calltable import Call, CallTable, RemoteCall, plain_record, record_time
 from .conference import Conferences
 from .dialect import Dialect
 from .fork import Fork
@@ -900,9 +900,13 @@ class CallManager:
 
         asyncio.get_running_loop().create_task(bye(), name=f"hangup-{call.call_uuid}")
 
-    async def hangup(self, call: Call, cause: str = causes.NORMAL_CLEARING,
+    async def hangup(self, call: Call | RemoteCall, cause: str = causes.NORMAL_CLEARING,
                      source: HangupSource = HangupSource.API, reason: EndReason | None = EndReason.API) -> None:
-        """End a call from this side: a queued call is dropped, a dialed one gets CANCEL or BYE."""
+        """End a call from this side: a queued call is dropped, a dialed one gets CANCEL or BYE;
+        another worker's call (:class:`RemoteCall`) is ended by its owner."""
+        if isinstance(call, RemoteCall):
+            await self._hangup_remote(call)
+            return
         if call.finished.is_set():
             return
         if call.local_end is None:
@@ -935,6 +939,58 @@ class CallManager:
     def live_calls(self, account_id: str, *, status: str = "live") -> list[Call]:
         """Calls of one account that are dialed and not ended (``live``) or still ``queued``."""
         return self.table.live_calls(account_id, status=status)
+
+    async def cluster_live_calls(self, account_id: str, *, status: str = "live") -> list[Call | RemoteCall]:
+        """:meth:`live_calls` of every worker: this worker's calls, then (with a shared store
+        and a cluster) the other workers' from the shared records (live = not ended) whose
+        owner still holds them in Redis, and the requests waiting on the shared queue."""
+        out: list[Call | RemoteCall] = list(self.live_calls(account_id, status=status))
+        cluster = self.cluster
+        if cluster is None or not getattr(self.store, "SHARED", False):
+            return out
+        try:
+            rows = [r for r in await _maybe_await(self.store.live_calls(account_id))
+                    if r["call_uuid"] not in self.calls
+                    and (r.get("call_status") == "queued") == (status == "queued")]
+            owners = await cluster.owners([r["call_uuid"] for r in rows]) if rows else []
+        except Exception as exc:  # store or Redis away: this worker's calls only
+            log.warning("live calls of other workers unavailable: %s", exc)
+            return out
+        for rec, owner in zip(rows, owners, strict=True):
+            if owner == cluster.worker_id:
+                continue
+            if owner is None and not (rec.get("call_status") == "queued" and self.queued_on_cluster(rec)):
+                continue  # ended meanwhile, or its worker died (its takeover ends it)
+            out.append(RemoteCall(
+                call_uuid=rec["call_uuid"], request_uuid=rec.get("request_uuid") or "",
+                account_id=account_id, dialect=self.dialect_of(rec.get("dialect")),
+                direction=rec.get("direction") or "outbound", from_=rec.get("from_number") or "",
+                to=rec.get("to_number") or "", record_status=rec.get("call_status") or "", owner=owner,
+            ))
+        return out
+
+    def queued_on_cluster(self, rec: Mapping[str, Any]) -> bool:
+        """Whether a record is a request waiting on the shared request queue."""
+        return False
+
+    async def _hangup_remote(self, call: RemoteCall) -> None:
+        if self.cluster is None:
+            return
+        if call.owner is not None:
+            try:
+                await self.cluster.forward(call.owner, {"op": "hangup", "account_id": call.account_id,
+                                                        "call_uuid": call.call_uuid})
+            except Exception as exc:  # ControlTimeout or Redis away: its owner's lease decides
+                log.warning("call %s: hangup on worker %s failed: %s", call.call_uuid, call.owner, exc)
+
+    async def run_control(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """A control operation another worker sent about a call this worker holds."""
+        if payload.get("op") == "hangup":
+            found = self.live_call(str(payload.get("account_id")), str(payload.get("call_uuid")))
+            if found is not None:
+                await self.hangup(found)
+            return {"done": found is not None}
+        raise ValueError(f"unknown control operation {payload.get('op')!r}")
 
     async def wait_finished(self, call: Call, timeout: float = 10.0) -> bool:
         try:

@@ -280,6 +280,11 @@ class Cluster:
         value = await self.redis.get(self._k("call", uid))
         return str(value) if value else None
 
+    async def owners(self, uids: list[str]) -> list[str | None]:
+        """:meth:`owner` of each call, in one round trip."""
+        values = await self.redis.mget([self._k("call", u) for u in uids])
+        return [str(v) if v else None for v in values]
+
     # --- control ----------------------------------------------------------------------
 
     async def forward(

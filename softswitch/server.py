@@ -515,6 +515,8 @@ class Server:
         """Run a request another worker forwarded, on the private loopback listener."""
         import base64
 
+        if "op" in payload and self.manager is not None:  # an operation, not an HTTP request
+            return await self.manager.run_control(payload)
         if self._client is None or self.private_port is None:
             raise RuntimeError("not serving HTTP yet")
         headers = dict(payload.get("headers", {}))
