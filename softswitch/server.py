@@ -282,6 +282,12 @@ class Server:
             gateway_limits={gw.name: (float(gw.cps), int(gw.max_concurrent)) for gw in cfg.gateways
                             if gw.cps > 0 or gw.max_concurrent > 0},
         )
+        if self.cluster is not None and getattr(self.store, "SHARED", False):
+            from .cluster import RequestQueue
+
+            queue = RequestQueue(self.cluster)
+            await queue.create()
+            self.manager.start_request_queue(queue)
         self.ops = Operations(self.manager, store=self.store, outbox=self.outbox)
         self.ops.attach(dialer)
         self.manager.observers.append(self.ops)
@@ -484,6 +490,8 @@ class Server:
             return None
         try:
             owner = await self.cluster.owner(uid)
+            if owner is None and await self.manager.take_waiting(uid) is not None:
+                return None  # it waited on the shared request queue: now queued here
             # A dead owner (its lease gone) cannot answer: answered here (not live: 404).
             if owner is None or owner == self.cluster.worker_id or not await self.cluster.alive(owner):
                 return None
