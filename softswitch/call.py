@@ -38,7 +38,7 @@ from sip.auth import Credentials
 from softswitch.events import Answered, EarlyMedia, Ringing, Terminated
 
 from .admission import AccountLimits, Admission, AdmitResult, Gate
-from .calltable import Call, CallTable, plain_record, record_time
+from .calltable import Call, CallTable, RemoteCall, plain_record, record_time
 from .conference import Conferences
 from .dialect import Dialect
 from .fork import Fork
@@ -52,6 +52,7 @@ from .model import (
     EndReason,
     ForkGroup,
     HangupSource,
+    QueueFull,
     ShuttingDown,
 )
 from .runner import ApplicationRunner
@@ -155,6 +156,10 @@ class CallManager:
         #: The workers' shared state (``softswitch.cluster.Cluster``; None: one process):
         #: the account limits count across workers and every live call is owned there.
         self.cluster = cluster
+        #: ``softswitch.cluster.RequestQueue`` (a cluster on a shared store): calls that would
+        #: wait in this worker's queue wait there, for any worker with room to take them.
+        self.request_queue: Any = None
+        self._queue_task: asyncio.Task[Any] | None = None
         self.admission = Admission(self._start, max_concurrent=max_concurrent,
                                    max_queue=max_queue, clock=clock,
                                    shared=self._take_shared if cluster is not None else None)
@@ -251,6 +256,8 @@ class CallManager:
             for dest in spec.destinations
         ]
         immediate = await self.admission.check_shared(account, calls, immediate)
+        if not immediate and parent is None and self.request_queue is not None:
+            return await self._queue_on_cluster(account, spec, calls)
         for call in calls:
             await _maybe_await(self.store.insert_call(self._initial_record(call)))
             await self._track(call)
@@ -260,6 +267,91 @@ class CallManager:
             call_uuids=tuple(c.call_uuid for c in calls),
             queued=not immediate,
         )
+
+    # --- the shared request queue (several workers) ---------------------------------------
+
+    async def _queue_on_cluster(self, account: AccountLimits, spec: CallSpec, calls: Sequence[Call]) -> AdmitResult:
+        """Calls that would wait here wait on the shared request queue instead: their records
+        (status queued) owned by no node, their requests on the Redis stream."""
+        from .spec_json import spec_to_json
+
+        text = spec_to_json(spec)
+        for call in calls:
+            await _maybe_await(self.store.insert_call(self._initial_record(call)))
+            self.store.hand_to_queue(call.call_uuid)
+        flush = getattr(self.store, "flush", None)
+        if callable(flush):
+            flush()  # committed before any worker can read the requests
+        for call in calls:
+            await self.request_queue.put(
+                {"account_id": account.auth_id, "call_uuid": call.call_uuid,
+                 "request_uuid": call.request_uuid, "to": call.to, "spec": text},
+                keys=(call.call_uuid, call.request_uuid),
+            )
+        return AdmitResult(request_uuids=tuple(c.request_uuid for c in calls),
+                           call_uuids=tuple(c.call_uuid for c in calls), queued=True)
+
+    def start_request_queue(self, queue: Any) -> None:
+        """Take requests off the shared queue (``softswitch.cluster.RequestQueue``) whenever
+        this worker has room, and queue there the calls it has no room for."""
+        self.request_queue = queue
+        self._queue_task = self.spawn(self._take_requests(), "request-queue")
+
+    def _has_room(self) -> bool:
+        a = self.admission
+        return self.accepting and not a.closed and a.active_total + a.queued_total < a.max_concurrent
+
+    async def _take_requests(self) -> None:
+        queue = self.request_queue
+        while self.accepting and not self.admission.closed:
+            if not self._has_room():
+                await asyncio.sleep(0.1)
+                continue
+            try:
+                for entry_id, req in await queue.get(count=1, block_ms=500):
+                    if not self._has_room():  # filled while the read waited
+                        await queue.give_back(entry_id, req)
+                        continue
+                    await self._take_request(req)
+                    await queue.ack(entry_id)  # after the take: a take never happens twice
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis or the store away for a moment
+                log.warning("request queue: %s", exc)
+                await asyncio.sleep(0.5)
+
+    async def _take_request(self, req: Mapping[str, Any], *, hold: bool = False) -> Call | None:
+        """Make a request from the shared queue a call of this worker (it owns the record
+        from now on): started now when the limits allow (never with ``hold``), else queued
+        here. None when another worker took it first, or it is over."""
+        from .spec_json import spec_from_json
+
+        call_uuid = str(req.get("call_uuid"))
+        account = self.accounts.get(str(req.get("account_id")))
+        taken = account is not None and await _maybe_await(self.store.take_queued(call_uuid))
+        await self.request_queue.forget((call_uuid, str(req.get("request_uuid"))))
+        if not taken or account is None:
+            return None
+        spec = spec_from_json(str(req["spec"]))
+        call = Call(call_uuid=call_uuid, request_uuid=str(req["request_uuid"]), account=account, spec=spec,
+                    to=str(req["to"]), dialect=self.dialect_of(spec.dialect))
+        immediate = False
+        if not hold:
+            try:
+                immediate = await self.admission.check_shared(account, [call], self.admission.check(account, 1))
+            except QueueFull:
+                immediate = False
+        await self._track(call)
+        self.admission.admit(account, [call], immediate)
+        return call
+
+    async def take_waiting(self, uid: str) -> Call | None:
+        """The request on the shared queue named by ``uid`` (call or request uuid), taken
+        here and queued (an API request about it then finds it here); None if none waits."""
+        if self.request_queue is None:
+            return None
+        req = await self.request_queue.lookup(uid)
+        return None if req is None else await self._take_request(req, hold=True)
 
     async def admit_fork(self, account: AccountLimits, specs: Sequence[CallSpec], group: ForkGroup) -> AdmitResult:
         """Admit a parallel fork (:mod:`softswitch.fork`): one call per spec (the first
@@ -945,9 +1037,13 @@ class CallManager:
 
         asyncio.get_running_loop().create_task(bye(), name=f"hangup-{call.call_uuid}")
 
-    async def hangup(self, call: Call, cause: str = causes.NORMAL_CLEARING,
+    async def hangup(self, call: Call | RemoteCall, cause: str = causes.NORMAL_CLEARING,
                      source: HangupSource = HangupSource.API, reason: EndReason | None = EndReason.API) -> None:
-        """End a call from this side: a queued call is dropped, a dialed one gets CANCEL or BYE."""
+        """End a call from this side: a queued call is dropped, a dialed one gets CANCEL or BYE;
+        another worker's call (:class:`RemoteCall`) is ended by its owner."""
+        if isinstance(call, RemoteCall):
+            await self._hangup_remote(call)
+            return
         if call.finished.is_set():
             return
         if call.local_end is None:
@@ -981,6 +1077,68 @@ class CallManager:
         """Calls of one account that are dialed and not ended (``live``) or still ``queued``."""
         return self.table.live_calls(account_id, status=status)
 
+    async def cluster_live_calls(self, account_id: str, *, status: str = "live") -> list[Call | RemoteCall]:
+        """:meth:`live_calls` of every worker: this worker's calls, then (with a shared store
+        and a cluster) the other workers' from the shared records (live = not ended) whose
+        owner still holds them in Redis, and the requests waiting on the shared queue."""
+        out: list[Call | RemoteCall] = list(self.live_calls(account_id, status=status))
+        cluster = self.cluster
+        if cluster is None or not getattr(self.store, "SHARED", False):
+            return out
+        try:
+            rows = [r for r in await _maybe_await(self.store.live_calls(account_id))
+                    if r["call_uuid"] not in self.calls
+                    and (r.get("call_status") == "queued") == (status == "queued")]
+            owners = await cluster.owners([r["call_uuid"] for r in rows]) if rows else []
+        except Exception as exc:  # store or Redis away: this worker's calls only
+            log.warning("live calls of other workers unavailable: %s", exc)
+            return out
+        unowned = [r["call_uuid"] for r, o in zip(rows, owners, strict=True) if o is None]
+        try:
+            waits = await self.request_queue.waiting(unowned) if unowned and self.request_queue else []
+        except Exception:
+            waits = []
+        waiting = {u for u, w in zip(unowned, waits, strict=False) if w}
+        for rec, owner in zip(rows, owners, strict=True):
+            if owner == cluster.worker_id:
+                continue
+            if owner is None and rec["call_uuid"] not in waiting:
+                continue  # ended meanwhile, or its worker died (its takeover ends it)
+            out.append(RemoteCall(
+                call_uuid=rec["call_uuid"], request_uuid=rec.get("request_uuid") or "",
+                account_id=account_id, dialect=self.dialect_of(rec.get("dialect")),
+                direction=rec.get("direction") or "outbound", from_=rec.get("from_number") or "",
+                to=rec.get("to_number") or "", record_status=rec.get("call_status") or "", owner=owner,
+            ))
+        return out
+
+    async def _hangup_remote(self, call: RemoteCall) -> None:
+        if self.cluster is None:
+            return
+        if call.owner is not None:
+            try:
+                await self.cluster.forward(call.owner, {"op": "hangup", "account_id": call.account_id,
+                                                        "call_uuid": call.call_uuid})
+            except Exception as exc:  # ControlTimeout or Redis away: its owner's lease decides
+                log.warning("call %s: hangup on worker %s failed: %s", call.call_uuid, call.owner, exc)
+        else:  # waiting on the shared request queue: taken here, then cancelled as queued
+            try:
+                taken = await self.take_waiting(call.call_uuid)
+            except Exception as exc:
+                log.warning("call %s: could not take it off the request queue: %s", call.call_uuid, exc)
+                return
+            if taken is not None:
+                await self.hangup(taken)
+
+    async def run_control(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """A control operation another worker sent about a call this worker holds."""
+        if payload.get("op") == "hangup":
+            found = self.live_call(str(payload.get("account_id")), str(payload.get("call_uuid")))
+            if found is not None:
+                await self.hangup(found)
+            return {"done": found is not None}
+        raise ValueError(f"unknown control operation {payload.get('op')!r}")
+
     async def wait_finished(self, call: Call, timeout: float = 10.0) -> bool:
         try:
             await asyncio.wait_for(call.finished.wait(), timeout)
@@ -997,6 +1155,8 @@ class CallManager:
         bounded wait, the tasks left are cancelled (their records are closed as shutdown).
         """
         self.accepting = False
+        if self._queue_task is not None:
+            self._queue_task.cancel()
         shutdown = CallEnd(causes.SYSTEM_SHUTDOWN, HangupSource.SYSTEM, EndReason.SHUTDOWN)
         for call in self.admission.drain():
             call.local_end = shutdown

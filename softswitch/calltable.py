@@ -15,7 +15,7 @@ from .model import AppFailure, CallEnd, CallSpec
 from .state import CallState, CallStateMachine
 from .timers import CallTimers
 
-__all__ = ["Call", "CallTable", "plain_record", "record_time"]
+__all__ = ["Call", "CallTable", "RemoteCall", "plain_record", "record_time"]
 
 
 def record_time(t: float | None) -> str | None:
@@ -30,6 +30,31 @@ def plain_record(value: Any) -> Any:
     if hasattr(value, "items"):
         return {k: plain_record(v) for k, v in value.items()}
     return value
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteCall:
+    """A call not over yet that another worker holds (or that waits on the shared request
+    queue: ``owner`` None), as the shared store records it: what live-call lists show and
+    what a bulk hangup forwards to its owner (``CallManager.cluster_live_calls``)."""
+
+    call_uuid: str
+    request_uuid: str
+    account_id: str
+    dialect: Dialect
+    direction: str
+    from_: str
+    to: str
+    record_status: str  #: the record's ``call_status``
+    owner: str | None  #: the worker holding it; None: on the shared request queue
+
+    @property
+    def is_queued(self) -> bool:
+        return self.record_status == "queued"
+
+    @property
+    def is_live(self) -> bool:
+        return self.record_status != "queued"
 
 
 @dataclass(eq=False)

@@ -333,6 +333,10 @@ class Cluster:
             if len(names) >= limit:
                 break
         return sorted(names)
+    async def owners(self, uids: list[str]) -> list[str | None]:
+        """:meth:`owner` of each call, in one round trip."""
+        values = await self.redis.mget([self._k("call", u) for u in uids])
+        return [str(v) if v else None for v in values]
 
     # --- control ----------------------------------------------------------------------
 
@@ -401,6 +405,7 @@ class RequestQueue:
     def __init__(self, cluster: Cluster, name: str = "requests", group: str = "workers") -> None:
         self.cluster = cluster
         self.stream = cluster._k("queue", name)
+        self.index = cluster._k("queued", name)  #: hash: call/request uuid -> waiting request
         self.group = group
 
     async def create(self) -> None:
@@ -412,9 +417,32 @@ class RequestQueue:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def put(self, request: dict[str, Any]) -> str:
-        """Queue one request (JSON values); its stream entry id."""
-        return str(await self.cluster.redis.xadd(self.stream, {"request": json.dumps(request)}))
+    async def put(self, request: dict[str, Any], keys: Iterable[str] = ()) -> str:
+        """Queue one request (JSON values); its stream entry id. ``keys`` (call and request
+        uuids) find it while it waits (:meth:`waiting`, :meth:`lookup`)."""
+        text = json.dumps(request)
+        async with self.cluster.redis.pipeline(transaction=True) as pipe:
+            for key in keys:
+                pipe.hset(self.index, key, text)
+            pipe.xadd(self.stream, {"request": text})
+            answers = await pipe.execute()
+        return str(answers[-1])
+
+    async def waiting(self, keys: list[str]) -> list[bool]:
+        """Whether each key names a request still waiting (not :meth:`forget` yet)."""
+        values = await self.cluster.redis.hmget(self.index, keys)
+        return [v is not None for v in values]
+
+    async def lookup(self, key: str) -> dict[str, Any] | None:
+        """The waiting request a key names, None when there is none."""
+        text = await self.cluster.redis.hget(self.index, key)
+        return json.loads(text) if text else None
+
+    async def forget(self, keys: Iterable[str]) -> None:
+        """A request is taken (or over): its keys no longer find it."""
+        keys = list(keys)
+        if keys:
+            await self.cluster.redis.hdel(self.index, *keys)
 
     async def get(self, count: int = 10, block_ms: int = 1000) -> list[tuple[str, dict[str, Any]]]:
         """Up to ``count`` requests for this worker: first those a dead worker left pending
@@ -443,6 +471,16 @@ class RequestQueue:
             pipe.xack(self.stream, self.group, entry_id)
             pipe.xdel(self.stream, entry_id)
             await pipe.execute()
+
+    async def give_back(self, entry_id: str, request: dict[str, Any]) -> str:
+        """A request read by a worker that has no room for it after all: back on the stream
+        (as a new entry) for another worker, in one transaction."""
+        async with self.cluster.redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(self.stream, {"request": json.dumps(request)})
+            pipe.xack(self.stream, self.group, entry_id)
+            pipe.xdel(self.stream, entry_id)
+            answers = await pipe.execute()
+        return str(answers[0])
 
     async def pending(self) -> int:
         """Requests read by some worker and not acknowledged yet."""

@@ -282,6 +282,12 @@ class Server:
             gateway_limits={gw.name: (float(gw.cps), int(gw.max_concurrent)) for gw in cfg.gateways
                             if gw.cps > 0 or gw.max_concurrent > 0},
         )
+        if self.cluster is not None and getattr(self.store, "SHARED", False):
+            from .cluster import RequestQueue
+
+            queue = RequestQueue(self.cluster)
+            await queue.create()
+            self.manager.start_request_queue(queue)
         self.ops = Operations(self.manager, store=self.store, outbox=self.outbox)
         self.ops.attach(dialer)
         self.manager.observers.append(self.ops)
@@ -550,6 +556,8 @@ class Server:
             return None
         if uid is not None:
             owner = await self.cluster.owner(uid)
+            if owner is None and await self.manager.take_waiting(uid) is not None:
+                return None  # it waited on the shared request queue: now queued here
         elif room is not None:
             owner = await self.cluster.room_owner(*room)
         else:
@@ -596,6 +604,8 @@ class Server:
         """Run a request another worker forwarded, on the private loopback listener."""
         import base64
 
+        if "op" in payload and self.manager is not None:  # an operation, not an HTTP request
+            return await self.manager.run_control(payload)
         if self._client is None or self.private_port is None:
             raise RuntimeError("not serving HTTP yet")
         headers = dict(payload.get("headers", {}))

@@ -82,6 +82,7 @@ __all__ = [
     "SqlStore",
     "Store",
     "StoreUnavailable",
+    "QUEUE_NODE",
     "default_node_id",
     "format_time",
     "lock_path",
@@ -133,6 +134,11 @@ class StoreUnavailable(RuntimeError):
     """The store named by ``store_url`` cannot be opened (server down, bad URL, no driver)."""
 
 
+#: The ``node_id`` of a call waiting on the shared request queue (``softswitch.cluster``):
+#: owned by no node, so that no node's recovery or takeover ends it.
+QUEUE_NODE = "~queue"
+
+
 def default_node_id() -> str:
     """``<hostname>-<pid>``: unique among the processes of a cluster without configuration."""
     return f"{socket.gethostname()}-{os.getpid()}"
@@ -167,6 +173,8 @@ class Store(Protocol):
         order: Sequence[tuple[str, bool]] = (),
     ) -> tuple[list[dict[str, Any]], int]: ...
     def live_calls(self, account_id: str) -> list[dict[str, Any]]: ...
+    def hand_to_queue(self, call_uuid: str) -> None: ...
+    def take_queued(self, call_uuid: str) -> bool: ...
     def save_dialog(self, call_uuid: str, state: Mapping[str, Any]) -> None: ...
     def delete_dialog(self, call_uuid: str) -> None: ...
     def live_dialogs(
@@ -565,13 +573,34 @@ class SqlStore:
         return [r["node_id"] for r in rows]
 
     def _orphan(self, table: str) -> str:
-        """SQL: the row's owner is dead (no unexpired lease) and is not this node."""
+        """SQL: the row's owner is dead (no unexpired lease) and is not this node (nor the
+        shared request queue, :data:`QUEUE_NODE`)."""
+        queue = f"'{QUEUE_NODE}'"
         if self._sole_owner:
-            return f"({table}.node_id IS NULL OR {table}.node_id <> ?)"
+            return f"({table}.node_id IS NULL OR ({table}.node_id <> ? AND {table}.node_id <> {queue}))"
         return (
-            f"({table}.node_id IS NULL OR ({table}.node_id <> ? AND NOT EXISTS ("
+            f"({table}.node_id IS NULL OR ({table}.node_id <> ? AND {table}.node_id <> {queue} "
+            f"AND NOT EXISTS ("
             f"SELECT 1 FROM nodes n WHERE n.node_id = {table}.node_id AND n.lease_until >= ?)))"
         )
+
+    def hand_to_queue(self, call_uuid: str) -> None:
+        """This node's queued call now waits on the shared request queue: no node owns it
+        (:data:`QUEUE_NODE`) until one takes it (:meth:`take_queued`)."""
+        self._write((
+            "UPDATE calls SET node_id = ? WHERE call_uuid = ? AND node_id = ?",
+            (QUEUE_NODE, call_uuid, self.node_id),
+        ))
+
+    def take_queued(self, call_uuid: str) -> bool:
+        """Become the owner of a call waiting on the shared request queue; False when it is
+        not waiting there any more (another node took it, or it ended): exactly one taker."""
+        with self._reading():
+            return self._exec(
+                "UPDATE calls SET node_id = ? WHERE call_uuid = ? AND node_id = ? "
+                "AND call_status = 'queued'",
+                (self.node_id, call_uuid, QUEUE_NODE),
+            ) == 1
 
     def claim_dead_nodes(self, now: float | None = None) -> Claim:
         """Become the owner of the live calls and pending deliveries of every dead node (lease

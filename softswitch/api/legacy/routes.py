@@ -244,9 +244,10 @@ async def hangup_all_calls(
     request: web.Request, account: AccountLimits, manager: CallManager, form: dict[str, str]
 ) -> web.Response:
     """``HangupAllCalls``: every live or queued call of the account."""
-    for found in manager.live_calls(account.auth_id) + manager.live_calls(
-        account.auth_id, status="queued"
-    ):
+    # every worker's (``cluster_live_calls``): another worker's calls are ended by it
+    for found in await manager.cluster_live_calls(
+        account.auth_id
+    ) + await manager.cluster_live_calls(account.auth_id, status="queued"):
         await manager.hangup(found)
     return answer(True, "All Calls Hungup")
 

@@ -31,7 +31,7 @@ from typing import Any
 from aiohttp import web
 
 from ...call import AccountLimits, CallManager
-from ...calltable import Call
+from ...calltable import Call, RemoteCall
 from ...model import (
     CallError,
     CallNotAnswered,
@@ -140,7 +140,7 @@ def _query_int(request: web.Request, name: str, default: int, lo: int, hi: int |
         raise ApiError(400, f"{name} {exc}") from None
 
 
-def _ours(call: Call) -> bool:
+def _ours(call: Call | RemoteCall) -> bool:
     """Calls placed through this API: the others (legacy, CallAPI) have their own shapes."""
     return call.dialect.name == PlivoDialect.name
 
@@ -157,7 +157,7 @@ async def list_calls(request: web.Request) -> web.Response:
     if direction is not None and direction not in ("inbound", "outbound"):
         raise ApiError(400, "call_direction must be inbound or outbound")
     if status in ("live", "queued"):
-        calls = [c for c in manager.live_calls(account.auth_id, status=status) if _ours(c)]
+        calls = [c for c in await manager.cluster_live_calls(account.auth_id, status=status) if _ours(c)]
         frm, to = request.query.get("from_number"), request.query.get("to_number")
         if direction is not None:
             calls = [c for c in calls if c.direction == direction]
