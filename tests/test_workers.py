@@ -205,7 +205,7 @@ async def test_two_workers_share_the_http_port_and_sip_goes_out_from_each(
     http_port = free_port(socket.SOCK_STREAM)
     config = write_config(tmp_path, redis_server)
     sip_port = int(re.search(r"sip_port = (\d+)", config.read_text()).group(1))  # type: ignore[union-attr]
-    n = 8
+    n = 16  # each on its own connection: all on one worker has odds 2^-15
     callee = sipp("uas_answer.xml", calls=n)
     sup = Serve(
         tmp_path,
@@ -222,7 +222,7 @@ async def test_two_workers_share_the_http_port_and_sip_goes_out_from_each(
         await sup.wait_for(r"SIP on 127\.0\.0\.1:\d+\n", 2)
         # Each request on its own connection: the kernel hands each to either worker.
         results = [await create_call(base, receiver, callee.uri) for _ in range(n)]
-        assert all(status == 201 for status, _ in results), results
+        assert all(status in (200, 201) for status, _ in results), results  # fired, or queued by the CPS gate
         answers = await receiver.wait_for(lambda h: h.path == "/answer", count=n, timeout=20)
         uuids = {a.params["CallUUID"] for a in answers}
         assert len(uuids) == n
