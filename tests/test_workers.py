@@ -141,6 +141,37 @@ class Serve:
         self._out.close()
 
 
+async def start_workers(tmp_path: Path, config: Path) -> list[Serve]:
+    """Workers 0 and 1 of 2, each on an HTTP port of its own (the test picks the worker)."""
+    sip_port = int(re.search(r"sip_port = (\d+)", config.read_text()).group(1))  # type: ignore[union-attr]
+    started = []
+    for index in (0, 1):
+        port = free_port(socket.SOCK_STREAM)
+        w = Serve(
+            tmp_path,
+            f"worker{index}",
+            "--config",
+            str(config),
+            "--workers",
+            "2",
+            "--worker-index",
+            str(index),
+            "--http",
+            f"127.0.0.1:{port}",
+        )
+        w.base = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
+        w.sip_port = sip_port + index  # type: ignore[attr-defined]
+        started.append(w)
+    try:
+        for w in started:
+            await w.wait_for(r"SIP on 127\.0\.0\.1:\d+\n")
+    except BaseException:
+        for w in started:
+            w.stop()
+        raise
+    return started
+
+
 async def api(
     method: str, base: str, path: str, json: dict[str, Any] | None = None
 ) -> tuple[int, Any, dict[str, str]]:
@@ -249,28 +280,8 @@ async def two_workers(tmp_path: Path, redis_server: RedisServer) -> Any:
     """Workers 0 and 1 of 2 started by hand, each on an HTTP port of its own (so a test
     picks the worker a request reaches), sharing the redis-server."""
     config = write_config(tmp_path, redis_server, shutdown_mode='"hangup"')
-    sip_port = int(re.search(r"sip_port = (\d+)", config.read_text()).group(1))  # type: ignore[union-attr]
-    started = []
-    for index in (0, 1):
-        port = free_port(socket.SOCK_STREAM)
-        w = Serve(
-            tmp_path,
-            f"worker{index}",
-            "--config",
-            str(config),
-            "--workers",
-            "2",
-            "--worker-index",
-            str(index),
-            "--http",
-            f"127.0.0.1:{port}",
-        )
-        w.base = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
-        w.sip_port = sip_port + index  # type: ignore[attr-defined]
-        started.append(w)
+    started = await start_workers(tmp_path, config)
     try:
-        for w in started:
-            await w.wait_for(r"SIP on 127\.0\.0\.1:\d+\n")
         yield started
     finally:
         for w in started:
@@ -341,27 +352,9 @@ async def test_an_accounts_cps_limit_holds_across_workers(
     # One call per two seconds for the account, burst 1, whichever worker takes the request.
     config = write_config(tmp_path, redis_server, shutdown_mode='"hangup"')
     config.write_text(config.read_text().replace('auth_token = "', 'cps = 0.5\nauth_token = "'))
-    workers = []
-    for index in (0, 1):
-        port = free_port(socket.SOCK_STREAM)
-        w = Serve(
-            tmp_path,
-            f"worker{index}",
-            "--config",
-            str(config),
-            "--workers",
-            "2",
-            "--worker-index",
-            str(index),
-            "--http",
-            f"127.0.0.1:{port}",
-        )
-        w.base = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
-        workers.append(w)
     callee = sipp("uas", calls=4)
+    workers = await start_workers(tmp_path, config)
     try:
-        for w in workers:
-            await w.wait_for(r"SIP on 127\.0\.0\.1:\d+\n")
         started = time.monotonic()
         messages = []
         for i in range(4):

@@ -7,19 +7,25 @@ none of them, and each is placed once."""
 from __future__ import annotations
 
 import asyncio
-import re
-import socket
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.conftest import free_port, needs_sipp
+from tests.conftest import needs_sipp
 from tests.peers import plivo_api
 from tests.peers.redis import RedisServer, needs_redis
 from tests.peers.webhooks import WebhookReceiver
-from tests.test_workers import AUTH, CALLS, Serve, api, create_call, sipp_via_ports, write_config
+from tests.test_workers import (
+    AUTH,
+    CALLS,
+    api,
+    create_call,
+    sipp_via_ports,
+    start_workers,
+    write_config,
+)
 
 receiver = plivo_api.receiver
 
@@ -27,37 +33,6 @@ pytestmark = [needs_redis, needs_sipp, pytest.mark.xdist_group("timing")]
 
 
 WAIT = '<?xml version="1.0"?><Response><Wait length="300"/></Response>'
-
-
-async def start_workers(tmp_path: Path, config: Path) -> list[Serve]:
-    """Workers 0 and 1 of 2, each on an HTTP port of its own (the test picks the worker)."""
-    sip_port = int(re.search(r"sip_port = (\d+)", config.read_text()).group(1))  # type: ignore[union-attr]
-    started = []
-    for index in (0, 1):
-        port = free_port(socket.SOCK_STREAM)
-        w = Serve(
-            tmp_path,
-            f"worker{index}",
-            "--config",
-            str(config),
-            "--workers",
-            "2",
-            "--worker-index",
-            str(index),
-            "--http",
-            f"127.0.0.1:{port}",
-        )
-        w.base = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
-        w.sip_port = sip_port + index  # type: ignore[attr-defined]
-        started.append(w)
-    try:
-        for w in started:
-            await w.wait_for(r"SIP on 127\.0\.0\.1:\d+\n")
-    except BaseException:
-        for w in started:
-            w.stop()
-        raise
-    return started
 
 
 @pytest.fixture
