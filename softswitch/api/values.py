@@ -4,9 +4,11 @@ ids. Pure functions over strings; each dialect words its own errors around them.
 from __future__ import annotations
 
 import re
+from typing import Any
 from urllib.parse import urlsplit
 
 __all__ = [
+    "answered_by",
     "CALLER_ID_RE",
     "INT64_MAX",
     "INT64_MIN",
@@ -96,3 +98,25 @@ def recording_stem(value: str | None) -> str | None:
     if not RECORDING_STEM_RE.match(stem):
         raise ValueError(f"not a plain file name: {stem[:60]!r}")
     return stem
+
+
+def answered_by(result: Any, mode: str | None = None) -> str:
+    """Twilio's ``AnsweredBy`` (the CallAPI dialect's, and the legacy framework's after Eqivo)
+    of a detector decision (``media.amd.AmdResult``) under ``MachineDetection`` ``mode``: a fax
+    is ``fax``; NOTSURE and a special information tone (the network's announcement) are
+    ``unknown``; a person is ``human``. For a machine under ``DetectMessageEnd``, how its
+    greeting ended: a beep (``machine_end_beep``), silence (``machine_end_silence``) or neither
+    within the timeout (``machine_end_other``); under ``Enable``, ``machine_start``, or
+    ``machine_end_beep`` when a beep is what decided."""
+    if result.status == "FAX":
+        return "fax"
+    if result.status in ("NOTSURE", "SIT"):
+        return "unknown"
+    if not result.machine:
+        return "human"
+    if mode == "DetectMessageEnd":
+        end = getattr(result, "message_end", None)
+        if end == "BEEP":
+            return "machine_end_beep"
+        return "machine_end_silence" if end == "SILENCE" else "machine_end_other"
+    return "machine_end_beep" if result.beep_hz is not None else "machine_start"

@@ -12,6 +12,7 @@ from ...app.document import DEFAULT_MAX_BYTES
 from ...app.verbs import Document
 from ...model import AppFailure, CallbackEvent, CallEnd
 from ...state import CallState
+from ..values import answered_by
 from .codes import (
     API_VERSION,
     CallStatus,
@@ -80,26 +81,6 @@ def base_params(call: Call, status: str) -> dict[str, str]:
     if call.machine is not None:
         params.update(machine_params(call.spec.record_params, call.machine))
     return params
-
-
-def answered_by(result: Any, mode: str | None = None) -> str:
-    """Twilio's ``AnsweredBy`` of a detector decision (``media.amd.AmdResult``) under
-    ``MachineDetection`` ``mode``. NOTSURE is ``unknown``. ``DetectMessageEnd``: how the
-    machine's greeting ended, a beep (``machine_end_beep``), silence (``machine_end_silence``)
-    or neither within the timeout (``machine_end_other``). ``Enable``: ``machine_start``, or
-    ``machine_end_beep`` when a beep is what decided."""
-    if result.status == "FAX":
-        return "fax"
-    if result.status in ("NOTSURE", "SIT"):  # a SIT is the network's announcement: unknown
-        return "unknown"
-    if not result.machine:
-        return "human"
-    if mode == "DetectMessageEnd":
-        end = getattr(result, "message_end", None)
-        if end == "BEEP":
-            return "machine_end_beep"
-        return "machine_end_silence" if end == "SILENCE" else "machine_end_other"
-    return "machine_end_beep" if result.beep_hz is not None else "machine_start"
 
 
 def machine_params(request: Mapping[str, Any], result: Any) -> dict[str, str]:

@@ -17,6 +17,7 @@ from ...model import CallbackEvent, CallEnd
 from ...signing import Signer, url_params_signer
 from ...state import CallState
 from ..plivo.xml import parse_document
+from ..values import answered_by
 from .codes import STATUSES
 
 if TYPE_CHECKING:
@@ -43,25 +44,6 @@ SIGNERS: Mapping[str, Signer] = {SIGNATURE: url_params_signer("X-Plivo-Signature
 CORE_UUID = str(uuid.uuid4())
 #: Eqivo's ``RestApiServer`` (the API server that handled the request): this host's name.
 REST_API_SERVER = socket.gethostname() or "localhost"
-
-
-def answered_by(result: Any, mode: str | None) -> str:
-    """Eqivo's ``AnsweredBy`` (Twilio's vocabulary) of a decision (``media.amd.AmdResult``):
-    ``human``, ``unknown`` (NOTSURE); for a machine under ``Enable``, ``machine_start`` (or
-    ``machine_end_beep`` when a beep decided); under ``DetectMessageEnd`` how its greeting
-    ended: ``machine_end_beep``, ``machine_end_silence`` or ``machine_end_other``."""
-    if result.status == "FAX":
-        return "fax"
-    if result.status in ("NOTSURE", "SIT"):  # a SIT is the network's announcement: unknown
-        return "unknown"
-    if not result.machine:
-        return "human"
-    if mode == "DetectMessageEnd":
-        end = getattr(result, "message_end", None)
-        if end == "BEEP":
-            return "machine_end_beep"
-        return "machine_end_silence" if end == "SILENCE" else "machine_end_other"
-    return "machine_end_beep" if result.beep_hz is not None else "machine_start"
 
 
 def _machine_params(call: Call) -> dict[str, str]:
