@@ -81,10 +81,13 @@ import dataclasses
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+
+if TYPE_CHECKING:
+    from .tones import ToneVerdict
 
 __all__ = [
     "AmdParamError",
@@ -593,7 +596,7 @@ class AnsweringMachineDetector:
         self._done = False
         self._end_silence = 0  # silence since the last voice, after a MACHINE decision
         # Fax and SIT (media.tones), listened for while a tone is the first thing heard.
-        from .tones import ToneClassifier, ToneVerdict  # media.tones builds on BeepDetector
+        from .tones import ToneClassifier  # media.tones builds on BeepDetector
 
         self._tones: ToneClassifier | None = ToneClassifier(rate=rate) if p.detect_tones else None
         self._tone_verdict: ToneVerdict | None = None
@@ -703,7 +706,7 @@ class AnsweringMachineDetector:
         if onset is None or abs(onset - self._first_word_at) > 150:
             self._tones = None
 
-    def _tone_result(self, tone: Any) -> AmdResult:
+    def _tone_result(self, tone: ToneVerdict) -> AmdResult:
         initial = self._first_word_at if self._first_word_at is not None else tone.onset_ms
         return AmdResult(
             machine=tone.kind == FAX,
